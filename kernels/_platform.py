@@ -1,0 +1,55 @@
+"""Where kernels run: a CUDA GPU, or Triton's CPU interpreter.
+
+Importing :mod:`kernels` on a machine without a GPU sets ``TRITON_INTERPRET=1`` *before* Triton is
+imported, so the same kernels run under the interpreter (CI has no GPU). The interpreter's float
+casts round wrongly (see :mod:`kernels.fp8_rounding`); kernels therefore receive
+``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves when it is true.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def _decide_interpret() -> None:
+    if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_decide_interpret()
+
+
+def interpreting() -> bool:
+    """True when Triton kernels execute in the CPU interpreter."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def execution_mode(device: torch.device) -> str:
+    """The mode a Triton launch on tensors of ``device`` runs in, or a clear error."""
+    if device.type == "cuda":
+        if interpreting():
+            raise RuntimeError(
+                "TRITON_INTERPRET=1 is set but the tensors are on CUDA; unset TRITON_INTERPRET to run "
+                "the compiled kernels on the GPU"
+            )
+        return "gpu"
+    if device.type == "cpu":
+        if not interpreting():
+            raise RuntimeError(
+                "Triton kernels got CPU tensors but the interpreter is off (a GPU is present). Move the "
+                "tensors to CUDA, or set TRITON_INTERPRET=1 before importing kernels to run on CPU"
+            )
+        return "triton-interpreter"
+    raise ValueError(f"expected tensors on 'cuda' or 'cpu', got device {device}")
+
+
+def gpu_launch_options() -> dict:
+    """Extra launch options for compiled kernels.
+
+    ``enable_fp_fusion=False`` stops ptxas/LLVM from contracting ``a*b + c*d`` into FMAs, so the
+    kernels round exactly like the torch mirror references (which multiply and add separately).
+    The producer is memory bound; the FMA saving is not measurable there.
+    """
+    return {} if interpreting() else {"enable_fp_fusion": False}

@@ -1,0 +1,176 @@
+"""The consumer: FP8 block-scaled batched matmul ``out[g] = dequant(a[g]) @ dequant(b[g])^T``.
+
+``a [G, M, K]`` e4m3fn with 1x128 scales in the producer's layout ``a_scale [G, K/128, pad4(M)]``;
+``b [G, N, K]`` e4m3fn with 128x128 scales ``b_scale [G, N/128, K/128]``; result bf16 ``[G, M, N]``.
+
+Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that cannot run raises:
+  * ``"triton"``: one grouped Triton kernel for all groups. Like production consumers, it reads
+    ``a_scale`` with the m-stride ``pad4(M)`` it computes itself and ignores the tensor's strides.
+  * ``"torch"``: ``torch._scaled_mm`` blockwise (1x128 x 128x128), one call per group; CUDA only.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _platform, provenance
+from .constants import FP8_DTYPE, QUANT_BLOCK, WEIGHT_BLOCK, cdiv, pad4
+from .validation import check_contiguous, check_same_device, check_shape, check_tensor
+
+BACKENDS = ("triton", "torch")
+
+
+@triton.jit
+def _fp8_block_bmm_kernel(
+    a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K,
+    stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
+    stride_out_g, stride_out_m, stride_out_n,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """Program (m tile, n tile, group). K is walked in 128-blocks, each with its own two scales.
+
+    Like production consumers, ``a`` is assumed dense ``[G, M, K]`` and ``a_scale`` dense
+    ``[G, K/128, pad4(M)]``: both strides are computed here, not read from the tensors.
+    """
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    g = tl.program_id(2).to(tl.int64)
+    k_blocks = K // 128
+    scale_m_stride = (M + 3) // 4 * 4  # the consumer's own rule: pad4(M), whatever the buffer says
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, 128)
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    a_ptrs = a_ptr + g * M * K + offs_m.to(tl.int64)[:, None] * K + offs_k[None, :]
+    b_ptrs = b_ptr + g * stride_b_g + offs_n.to(tl.int64)[None, :] * stride_b_n + offs_k[:, None]
+    as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
+    bs_ptr_g = bs_ptr + g * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(0, k_blocks):
+        a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
+        b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+        a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
+        b_s = tl.load(bs_ptr_g + kb)
+        acc += tl.dot(a, b) * a_s[:, None] * b_s
+        a_ptrs += 128
+        b_ptrs += 128
+    out_ptrs = out_ptr + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m + offs_n[None, :] * stride_out_n
+    tl.store(out_ptrs, acc.to(tl.bfloat16), mask=m_ok[:, None] & n_ok[None, :])
+
+
+def _block_m(m: int) -> int:
+    return 16 if m <= 16 else 32 if m <= 32 else 64 if m <= 64 else 128
+
+
+def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) -> tuple[int, int, int, int]:
+    check_tensor("a", a, dtypes=(FP8_DTYPE,), ndim=3)
+    check_tensor("b", b, dtypes=(FP8_DTYPE,), ndim=3)
+    check_tensor("a_scale", a_scale, dtypes=(torch.float32,), ndim=3)
+    check_tensor("b_scale", b_scale, dtypes=(torch.float32,), ndim=3)
+    check_same_device(a=a, a_scale=a_scale, b=b, b_scale=b_scale)
+    g, m, k = a.shape
+    if k == 0 or k % QUANT_BLOCK:
+        raise ValueError(f"a: expected K a positive multiple of {QUANT_BLOCK}, got shape {tuple(a.shape)}")
+    if b.shape[0] != g or b.shape[2] != k:
+        raise ValueError(f"b: expected [{g}, N, {k}] (same groups and K as a), got {tuple(b.shape)}")
+    n = b.shape[1]
+    if n == 0 or n % WEIGHT_BLOCK:
+        raise ValueError(f"b: expected N a positive multiple of {WEIGHT_BLOCK}, got shape {tuple(b.shape)}")
+    check_shape("b_scale", b_scale, (g, n // WEIGHT_BLOCK, k // WEIGHT_BLOCK))
+    if a.stride(2) != 1 or b.stride(2) != 1 or b_scale.stride(2) != 1:
+        raise ValueError(f"a, b, b_scale: expected a contiguous last dim, got strides {a.stride()}, {b.stride()}, {b_scale.stride()}")
+    if check_contract:
+        # The producer contract: the consumer computes these itself, so anything else is silent corruption.
+        check_shape("a_scale", a_scale, (g, k // QUANT_BLOCK, pad4(m)))
+        check_contiguous("a_scale", a_scale)
+        check_contiguous("a", a)
+    elif a_scale.shape[0] != g or a_scale.shape[1] != k // QUANT_BLOCK:
+        raise ValueError(f"a_scale: expected [{g}, {k // QUANT_BLOCK}, >= {m}], got {tuple(a_scale.shape)}")
+    if out is not None:
+        check_tensor("out", out, dtypes=(torch.bfloat16,), ndim=3)
+        check_shape("out", out, (g, m, n))
+        check_same_device(a=a, out=out)
+    return g, m, n, k
+
+
+def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k):
+    mode = _platform.execution_mode(a.device)
+    block_m = _block_m(m)
+    grid = (cdiv(m, block_m), cdiv(n, 128), g)
+    if m > 0:
+        _fp8_block_bmm_kernel[grid](
+            a, a_scale, b, b_scale, out, m, n, k,
+            b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1),
+            out.stride(0), out.stride(1), out.stride(2),
+            BLOCK_M=block_m, BLOCK_N=128, num_warps=4 if block_m <= 64 else 8, num_stages=3,
+            **_platform.gpu_launch_options(),
+        )
+    provenance.record("consumer", "triton", mode, block_m=block_m)
+
+
+def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
+    if a.device.type != "cuda":
+        raise RuntimeError(
+            f"fp8_block_bmm backend='torch' needs CUDA (torch._scaled_mm blockwise FP8 is GPU only); got tensors on {a.device}"
+        )
+    for i in range(g):
+        # 1x128 activation scales and 128x128 weight scales, both outer-dim-major as _scaled_mm requires.
+        res = torch._scaled_mm(a[i], b[i].t(), scale_a=a_scale[i].t()[:m], scale_b=b_scale[i].t(),
+                               out_dtype=torch.bfloat16)
+        out[i].copy_(res)
+    provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g)
+
+
+def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+    if out is None:
+        out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device)
+    if backend == "triton":
+        _run_triton(a, a_scale, b, b_scale, out, g, m, n, k)
+    elif backend == "torch":
+        _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)
+    else:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    return out
+
+
+@torch.library.custom_op("accval::fp8_block_bmm", mutates_args=())
+def fp8_block_bmm_op(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
+                     backend: str, check_contract: bool) -> torch.Tensor:
+    return _consumer_impl(a, a_scale, b, b_scale, None, backend, check_contract)
+
+
+@fp8_block_bmm_op.register_fake
+def _(a, a_scale, b, b_scale, backend, check_contract):
+    return a.new_empty((a.shape[0], a.shape[1], b.shape[1]), dtype=torch.bfloat16)
+
+
+@torch.library.custom_op("accval::fp8_block_bmm_out", mutates_args=("out",))
+def fp8_block_bmm_out_op(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
+                         out: torch.Tensor, backend: str, check_contract: bool) -> None:
+    _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract)
+
+
+@fp8_block_bmm_out_op.register_fake
+def _(a, a_scale, b, b_scale, out, backend, check_contract):
+    return None
+
+
+def fp8_block_bmm(a, a_scale, b, b_scale, out=None, *, backend="triton", check_contract=True):
+    """FP8 block-scaled batched matmul, ``[G, M, N]`` bf16 (written into ``out`` when given).
+
+    ``out`` may be any strided ``[G, M, N]`` bf16 view, e.g. ``o_lora.transpose(0, 1)`` of an
+    ``[M, G, N]`` buffer. ``check_contract`` (default True) raises ValueError unless ``a_scale`` is
+    exactly ``[G, K/128, pad4(M)]`` contiguous and ``a`` is contiguous; False gives the raw consumer,
+    which trusts its own pad4(M) stride (to show what silent producer drift does).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+    if out is None:
+        return torch.ops.accval.fp8_block_bmm(a, a_scale, b, b_scale, backend, check_contract)
+    torch.ops.accval.fp8_block_bmm_out(a, a_scale, b, b_scale, out, backend, check_contract)
+    return out

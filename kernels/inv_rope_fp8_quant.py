@@ -1,0 +1,363 @@
+"""The producer: fused inverse RoPE + 1x128 block FP8 quantization (DeepSeek-V4 ``o_a_proj`` input).
+
+Reads the attention output ``o [M, G*hpg, D]``, undoes the rotary embedding on the trailing
+``rope_dim`` channels of every head at each token's position, and quantizes each 128-element block
+of the per-group row ``[hpg*D]`` to float8_e4m3fn with one fp32 scale.
+
+Output contract (what the consumer relies on; ``suites/kernel/test_contract.py`` checks every line):
+  * ``fp8``   ``[G, M, K]`` float8_e4m3fn, contiguous, strides ``(M*K, K, 1)``, K = hpg*D; no padding.
+  * ``scale`` ``[G, K/128, pad4(M)]`` float32, contiguous, token index innermost; rows
+    ``M..pad4(M)-1`` are zero. ``scale = absmax / 448`` per block (0 for an all-zero block).
+  * ``q = clamp(y / scale, -448, 448)`` rounded to nearest even, ``y`` the roped value rounded to
+    the input dtype (the legacy path rotates in place in that dtype before quantizing).
+
+Layout: top to bottom, the kernels (a straight one for one token per program, a loop for
+``BLOCK_TOKENS_M > 1``), the dispatch table, the launcher, then the torch custom op and its fake.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _platform, provenance
+from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
+from .fp8_rounding import round_through, to_fp8_e4m3
+from .validation import check_int, check_same_device, check_tensor
+
+_TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
+
+
+@triton.jit
+def _quant_tokens(
+    m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
+    M, rows_end,
+    stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
+    stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
+    HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
+    NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr,
+):
+    """Quantize head ``head`` of the tokens ``m`` (a [SUB] vector): a [SUB, D/128, 128] tile."""
+    NBH: tl.constexpr = D // 128
+    HALF: tl.constexpr = ROPE // 2
+    g = (head // HPG).to(INDEX_DTYPE)
+    h = (head % HPG).to(INDEX_DTYPE)
+    m3 = m[:, None, None]
+    j = tl.arange(0, NBH_P2)[None, :, None]
+    d = j * 128 + tl.arange(0, 128)[None, None, :]
+    r = d - (D - ROPE)
+    is_rope = r >= 0
+    if IS_NEOX:
+        first = r < HALF
+        partner = tl.where(first, r + HALF, r - HALF)
+        freq = tl.where(first, r, r - HALF)
+    else:
+        first = (r % 2) == 0
+        partner = r ^ 1
+        freq = r // 2
+    partner_d = tl.where(is_rope, D - ROPE + partner, d)
+    live = (j < NBH) & (m3 < M)
+    rope_live = live & is_rope
+
+    row_base = o_ptr + m3 * stride_o_m + (g * HPG + h) * stride_o_h
+    x = tl.load(row_base + d, mask=live, other=0.0).to(tl.float32)
+    xp = tl.load(row_base + partner_d, mask=rope_live, other=0.0).to(tl.float32)
+    pos = tl.load(pos_ptr + m, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
+    cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
+    cos = tl.load(cs_row, mask=rope_live, other=1.0)
+    sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
+    # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
+    rot = x * cos + xp * tl.where(first, sin, -sin)
+    y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
+
+    amax = tl.max(tl.abs(y), axis=2)  # [SUB, NBH_P2]
+    scale = tl.math.div_rn(amax, FP8_MAX)
+    safe = tl.where(scale > 0, scale, 1.0)
+    q = tl.where(scale[:, :, None] > 0, tl.math.div_rn(y, safe[:, :, None]), 0.0)
+    q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
+
+    tl.store(fp8_ptr + g * stride_fp8_g + m3 * stride_fp8_m + h * D + d, q8, mask=live)
+    j2 = tl.arange(0, NBH_P2)[None, :]
+    m2 = m[:, None]
+    tl.store(scale_ptr + g * stride_scale_g + (h * NBH + j2) * stride_scale_b + m2, scale,
+             mask=(j2 < NBH) & (m2 < rows_end))
+
+
+@triton.jit
+def _inv_rope_fp8_quant_straight(
+    o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+    stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
+    stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
+    HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
+    NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr,
+):
+    """BLOCK_TOKENS_M == 1: program (token, head), no loop."""
+    m = tl.program_id(0).to(INDEX_DTYPE) + tl.arange(0, 1)
+    _quant_tokens(m, tl.program_id(1), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+                  stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
+                  stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
+                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
+
+
+@triton.jit
+def _inv_rope_fp8_quant_loop(
+    o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+    stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
+    stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
+    HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
+    NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr,
+):
+    """BLOCK_TOKENS_M > 1: program (token block, head) loops over its BTM tokens, SUB at a time.
+
+    The last block can overshoot ``rows_end`` (= pad4(M)) when pad4(M) % BTM != 0; every store is
+    masked to ``m < rows_end`` (scales) and ``m < M`` (fp8), so the loop never writes past them.
+    """
+    m0 = tl.program_id(0).to(INDEX_DTYPE) * BTM
+    for t in tl.range(0, BTM, SUB, num_stages=STAGES):
+        _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
+                      M, rows_end, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
+                      stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
+                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dispatch: tokens per program by M, per architecture.
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+    block_tokens_m: int
+    num_warps: int
+    num_stages: int
+    #: tokens processed per loop iteration of the loop kernel (the tile's leading dim); divides BTM.
+    tokens_per_iter: int = 1
+
+
+#: (min M, config) rows, first match wins. "sm100" is the pull request's B200 tuning. Hopper: see
+#: ``H100_DISPATCH_MEASUREMENT`` below for the run behind it.
+DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
+    "sm100": (
+        (4096, LaunchConfig(32, 2, 3)),
+        (2048, LaunchConfig(16, 2, 2)),
+        (1024, LaunchConfig(8, 2, 2)),
+        (0, LaunchConfig(1, 1, 1)),
+    ),
+}
+DISPATCH_TABLES["sm90"] = DISPATCH_TABLES["sm100"]
+DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"]
+H100_DISPATCH_MEASUREMENT = "not yet measured; Hopper uses the B200 table"
+
+
+def _arch_key(device: torch.device) -> str:
+    if device.type != "cuda":
+        return "interpreter"
+    major, minor = torch.cuda.get_device_capability(device)
+    key = f"sm{major}{minor if major < 10 else 0}"
+    return key if key in DISPATCH_TABLES else "sm100"
+
+
+def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
+               tokens_per_iter: int | None = None) -> LaunchConfig:
+    """The launch configuration for ``m`` tokens: the table's, or a forced ``block_tokens_m``.
+
+    In the interpreter the loop kernel takes all BTM tokens in one iteration by default (the
+    interpreter's cost is per operation, not per element); on the GPU the table decides.
+    """
+    if block_tokens_m is not None:
+        cfg = LaunchConfig(block_tokens_m, 1 if block_tokens_m == 1 else 2, 1 if block_tokens_m == 1 else 2)
+    else:
+        cfg = next(c for min_m, c in DISPATCH_TABLES[_arch_key(device)] if m >= min_m)
+    if tokens_per_iter is None and device.type != "cuda":
+        tokens_per_iter = cfg.block_tokens_m
+    if tokens_per_iter is not None:
+        if tokens_per_iter < 1 or cfg.block_tokens_m % tokens_per_iter:
+            raise ValueError(f"tokens_per_iter: expected a divisor of block_tokens_m={cfg.block_tokens_m}, got {tokens_per_iter}")
+        cfg = dataclasses.replace(cfg, tokens_per_iter=tokens_per_iter)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation, allocation, launch.
+
+
+@dataclasses.dataclass(frozen=True)
+class ProducerProblem:
+    """A validated producer call: the shapes every implementation agrees on."""
+
+    m: int
+    n_groups: int
+    heads_per_group: int
+    head_dim: int
+    nope_dim: int
+    rope_dim: int
+    is_neox: bool
+
+    @property
+    def k(self) -> int:
+        return self.heads_per_group * self.head_dim
+
+    @property
+    def k_blocks(self) -> int:
+        return self.k // QUANT_BLOCK
+
+    def fp8_shape(self) -> tuple[int, int, int]:
+        return (self.n_groups, self.m, self.k)
+
+    def scale_shape(self) -> tuple[int, int, int]:
+        return (self.n_groups, self.k_blocks, pad4(self.m))
+
+
+def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size=QUANT_BLOCK, is_neox=True, *, block_tokens_m=None,
+                           check_positions=None) -> ProducerProblem:
+    """Check every argument of the producer; raise ValueError/TypeError saying what was expected."""
+    check_tensor("o", o, dtypes=_TL_DTYPES, ndim=3)
+    check_tensor("positions", positions, dtypes=(torch.int32, torch.int64), ndim=1)
+    check_tensor("cos_sin_cache", cos_sin_cache, dtypes=(torch.float32,))
+    check_same_device(o=o, positions=positions, cos_sin_cache=cos_sin_cache)
+    g = check_int("n_groups", n_groups)
+    hpg = check_int("heads_per_group", heads_per_group)
+    nope = check_int("nope_dim", nope_dim, minimum=0)
+    rope = check_int("rope_dim", rope_dim, minimum=2)
+    check_int("quant_group_size", quant_group_size)
+    if not isinstance(is_neox, bool):
+        raise TypeError(f"is_neox: expected a bool, got {type(is_neox).__name__}")
+    if quant_group_size != QUANT_BLOCK:
+        raise ValueError(f"quant_group_size: expected {QUANT_BLOCK} (1x128 blocks), got {quant_group_size}")
+    m, heads, d = o.shape
+    if heads != g * hpg:
+        raise ValueError(f"o: expected {g * hpg} heads (n_groups={g} x heads_per_group={hpg}), got {heads}")
+    if d != nope + rope:
+        raise ValueError(f"o: expected head dim nope_dim + rope_dim = {nope + rope}, got {d}")
+    if d not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"o: expected head dim in {SUPPORTED_HEAD_DIMS}, got {d}")
+    if rope % 2 or rope > QUANT_BLOCK or nope % QUANT_BLOCK != QUANT_BLOCK - rope:
+        raise ValueError(
+            f"rope_dim/nope_dim: expected an even rope_dim <= {QUANT_BLOCK} with nope_dim % {QUANT_BLOCK} == "
+            f"{QUANT_BLOCK} - rope_dim (the rope slice inside the head's last quant block), got nope_dim={nope}, rope_dim={rope}"
+        )
+    if o.stride(2) != 1:
+        raise ValueError(f"o: expected the last dim contiguous (stride 1), got strides {o.stride()}")
+    if positions.shape[0] != m:
+        raise ValueError(f"positions: expected shape ({m},) matching o's M, got {tuple(positions.shape)}")
+    half = rope // 2
+    if cos_sin_cache.dim() == 2:
+        if cos_sin_cache.shape[1] != rope:
+            raise ValueError(f"cos_sin_cache: expected [max_pos, {rope}] (cos half then sin half), got {tuple(cos_sin_cache.shape)}")
+        if cos_sin_cache.stride(1) != 1:
+            raise ValueError(f"cos_sin_cache: expected a contiguous last dim, got strides {cos_sin_cache.stride()}")
+    elif cos_sin_cache.dim() == 3:
+        if tuple(cos_sin_cache.shape[1:]) != (2, half):
+            raise ValueError(f"cos_sin_cache: expected [max_pos, 2, {half}], got {tuple(cos_sin_cache.shape)}")
+    else:
+        raise ValueError(f"cos_sin_cache: expected [max_pos, {rope}] or [max_pos, 2, {half}], got {tuple(cos_sin_cache.shape)}")
+    if block_tokens_m is not None:
+        check_int("block_tokens_m", block_tokens_m)
+        if block_tokens_m & (block_tokens_m - 1):
+            raise ValueError(f"block_tokens_m: expected a power of two, got {block_tokens_m}")
+    if check_positions is None:
+        check_positions = o.device.type == "cpu"  # on CUDA this would cost a host sync per call
+    if check_positions and m > 0:
+        lo, hi = int(positions.min()), int(positions.max())
+        if lo < 0 or hi >= cos_sin_cache.shape[0]:
+            raise ValueError(f"positions: expected values in [0, {cos_sin_cache.shape[0]}) (the cache's max_pos), got min {lo} max {hi}")
+    return ProducerProblem(m, g, hpg, d, nope, rope, is_neox)
+
+
+def cos_sin_strides(cos_sin_cache: torch.Tensor) -> tuple[int, int, int]:
+    """(stride per position, offset from cos to sin, stride per frequency) for both cache layouts."""
+    if cos_sin_cache.dim() == 2:
+        return cos_sin_cache.stride(0), cos_sin_cache.shape[1] // 2, 1
+    return cos_sin_cache.stride(0), cos_sin_cache.stride(1), cos_sin_cache.stride(2)
+
+
+def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
+                    rows_end: int | None = None, index_dtype=tl.int64) -> None:
+    """Launch the producer kernel into caller-provided buffers (strides are taken from them).
+
+    ``rows_end`` is the number of scale rows written (default pad4(M): rows M.. get zero scales).
+    The public function always uses the defaults; the defect catalog overrides them.
+    """
+    rows_end = pad4(p.m) if rows_end is None else rows_end
+    if rows_end == 0:
+        return
+    btm = cfg.block_tokens_m
+    grid = (cdiv(rows_end, btm), p.n_groups * p.heads_per_group)
+    cs_pos, cs_sin, cs_i = cos_sin_strides(cos_sin_cache)
+    args = (o, positions, cos_sin_cache, fp8, scale, p.m, rows_end,
+            o.stride(0), o.stride(1), cs_pos, cs_sin, cs_i,
+            fp8.stride(0), fp8.stride(1), scale.stride(0), scale.stride(1))
+    meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
+                NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[o.dtype],
+                INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=_platform.interpreting(),
+                num_warps=cfg.num_warps, **_platform.gpu_launch_options())
+    if btm == 1:
+        _inv_rope_fp8_quant_straight[grid](*args, **meta, num_stages=cfg.num_stages)
+    else:
+        _inv_rope_fp8_quant_loop[grid](*args, **meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)
+
+
+def _producer_impl(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                   quant_group_size, is_neox, block_tokens_m):
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                               quant_group_size, is_neox, block_tokens_m=block_tokens_m or None,
+                               check_positions=False)
+    mode = _platform.execution_mode(o.device)
+    cfg = config_for(p.m, o.device, block_tokens_m or None)
+    fp8 = torch.empty(p.fp8_shape(), dtype=FP8_DTYPE, device=o.device)
+    scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=o.device)
+    launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg)
+    provenance.record("producer", "triton", mode, kernel="straight" if cfg.block_tokens_m == 1 else "loop",
+                      block_tokens_m=cfg.block_tokens_m, tokens_per_iter=cfg.tokens_per_iter, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    return fp8, scale
+
+
+# ---------------------------------------------------------------------------------------------------
+# Custom op (namespace "accval") and its fake: the fake allocates exactly what the launcher does.
+
+
+@torch.library.custom_op("accval::inv_rope_fp8_quant", mutates_args=())
+def inv_rope_fp8_quant_op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+                          n_groups: int, heads_per_group: int, nope_dim: int, rope_dim: int,
+                          quant_group_size: int, is_neox: bool, block_tokens_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_tokens_m == 0`` selects the dispatch table."""
+    return _producer_impl(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                          quant_group_size, is_neox, block_tokens_m)
+
+
+@inv_rope_fp8_quant_op.register_fake
+def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+      is_neox, block_tokens_m):
+    m = o.shape[0]
+    k = heads_per_group * o.shape[2]
+    fp8 = o.new_empty((n_groups, m, k), dtype=FP8_DTYPE)
+    scale = o.new_empty((n_groups, k // QUANT_BLOCK, (m + 3) // 4 * 4), dtype=torch.float32)
+    return fp8, scale
+
+
+def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                       quant_group_size=QUANT_BLOCK, is_neox=True, *, block_tokens_m=None, check_positions=None):
+    """Fused inverse RoPE + 1x128 FP8 quantization (Triton). Returns ``(fp8, scale)``.
+
+    Args:
+        o: ``[M, n_groups*heads_per_group, D]`` bf16 (fp16/fp32 accepted), last dim contiguous.
+        positions: ``[M]`` int32/int64 token positions into ``cos_sin_cache``.
+        cos_sin_cache: fp32 ``[max_pos, rope_dim]`` (cos half, then sin half) or ``[max_pos, 2, rope_dim/2]``.
+        is_neox: True for half-split (NEOX) pairs, False for interleaved (GPT-J) pairs.
+        block_tokens_m: force tokens per program (a power of two); None uses the dispatch table.
+        check_positions: check positions are inside the cache (default: on CPU only; on CUDA it
+            would cost a host sync).
+
+    Returns ``fp8 [G, M, K]`` e4m3fn and ``scale [G, K/128, pad4(M)]`` fp32, as the module docstring
+    states. ``kernels.provenance`` records which kernel and block size ran.
+    """
+    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
+    return torch.ops.accval.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim,
+                                               rope_dim, quant_group_size, is_neox, block_tokens_m or 0)

@@ -1,0 +1,57 @@
+"""The two arms of the DeepSeek-V4 attention output projection ``o_a_proj``, end to end.
+
+``[M, H, D]`` attention output -> ``o_lora [M, G, R]``. Both take the same FP8 weight
+(``w_fp8 [G, R, hpg*D]`` with 128x128 scales ``w_scale [G, R/128, hpg*D/128]``), as engines do:
+
+* :func:`o_a_proj_bf16_fallback` (arm A): inverse RoPE in the input dtype, then a bf16 batched
+  matmul against the dequantized weight.
+* :func:`o_a_proj_fp8_chain` (arm B): the fused producer, then the FP8 block-scaled consumer
+  writing straight into ``o_lora`` through a transposed view.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import provenance
+from .constants import FP8_DTYPE
+from .fp8_block_bmm import fp8_block_bmm
+from .inv_rope_fp8_quant import inv_rope_fp8_quant, validate_producer_args
+from .reference import dequantize_weight, inverse_rope_
+from .validation import check_shape, check_tensor
+
+
+def _check_weight(w_fp8, w_scale, n_groups, k):
+    check_tensor("w_fp8", w_fp8, dtypes=(FP8_DTYPE,), ndim=3)
+    check_tensor("w_scale", w_scale, dtypes=(torch.float32,), ndim=3)
+    if w_fp8.shape[0] != n_groups or w_fp8.shape[2] != k:
+        raise ValueError(f"w_fp8: expected [{n_groups}, R, {k}] (groups x o_lora_rank x hpg*D), got {tuple(w_fp8.shape)}")
+    r = w_fp8.shape[1]
+    check_shape("w_scale", w_scale, (n_groups, r // 128, k // 128))
+    return r
+
+
+def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim,
+                           rope_dim, is_neox=True):
+    """Arm A: inverse RoPE (input dtype) + bf16 bmm with the dequantized FP8 weight -> ``[M, G, R]`` bf16."""
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
+    r = _check_weight(w_fp8, w_scale, n_groups, p.k)
+    x = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).to(torch.bfloat16)
+    w = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)  # [G, R, K]
+    out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
+    torch.bmm(x.reshape(p.m, n_groups, p.k).transpose(0, 1), w.transpose(1, 2), out=out.transpose(0, 1))
+    provenance.record("o_a_proj", "bf16-fallback", f"torch-{o.device.type}")
+    return out
+
+
+def o_a_proj_fp8_chain(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim,
+                       is_neox=True, *, backend="triton"):
+    """Arm B: fused inverse RoPE + FP8 quant, then the FP8 block-scaled bmm -> ``[M, G, R]`` bf16."""
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
+    r = _check_weight(w_fp8, w_scale, n_groups, p.k)
+    fp8, scale = inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                    is_neox=is_neox)
+    out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
+    fp8_block_bmm(fp8, scale, w_fp8, w_scale, out.transpose(0, 1), backend=backend)
+    provenance.record("o_a_proj", "fp8-chain", backend)
+    return out
