@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from . import _platform, provenance
-from .constants import FP8_DTYPE, QUANT_BLOCK, WEIGHT_BLOCK, cdiv, pad4
+from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .validation import check_contiguous, check_same_device, check_shape, check_tensor
 
 BACKENDS = ("triton", "torch")
@@ -27,7 +27,7 @@ def _fp8_block_bmm_kernel(
     a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K,
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_g, stride_out_m, stride_out_n,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
 ):
     """Program (m tile, n tile, group). K is walked in 128-blocks, each with its own two scales.
 
@@ -38,7 +38,7 @@ def _fp8_block_bmm_kernel(
     pid_n = tl.program_id(1)
     g = tl.program_id(2).to(tl.int64)
     k_blocks = K // 128
-    scale_m_stride = (M + 3) // 4 * 4  # the consumer's own rule: pad4(M), whatever the buffer says
+    scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN  # pad4(M), whatever the buffer says
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, 128)
@@ -96,7 +96,7 @@ def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) ->
     return g, m, n, k
 
 
-def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k):
+def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN):
     mode = _platform.execution_mode(a.device)
     block_m = _block_m(m)
     grid = (cdiv(m, block_m), cdiv(n, 128), g)
@@ -105,7 +105,7 @@ def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k):
             a, a_scale, b, b_scale, out, m, n, k,
             b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1),
             out.stride(0), out.stride(1), out.stride(2),
-            BLOCK_M=block_m, BLOCK_N=128, num_warps=4 if block_m <= 64 else 8, num_stages=3,
+            BLOCK_M=block_m, BLOCK_N=128, SCALE_M_ALIGN=scale_m_align, num_warps=4 if block_m <= 64 else 8, num_stages=3,
             **_platform.gpu_launch_options(),
         )
     provenance.record("consumer", "triton", mode, block_m=block_m)

@@ -35,8 +35,8 @@ def _round_to_grid(x, MANT: tl.constexpr, EMIN: tl.constexpr):
     k = tl.maximum(exp, EMIN) - MANT
     magic = ((k + 23 + 127) << 23).to(tl.float32, bitcast=True)
     mag = tl.abs(x)
-    rounded = (mag + magic) - magic
-    return tl.where(x < 0, -rounded, rounded)
+    rounded = ((mag + magic) - magic).to(tl.int32, bitcast=True)
+    return (rounded | (bits & -2147483648)).to(tl.float32, bitcast=True)  # keep the sign, -0.0 included
 
 
 @triton.jit
@@ -65,6 +65,9 @@ def round_through(x, DTYPE: tl.constexpr, SOFTWARE: tl.constexpr):
             y = bits.to(tl.float32, bitcast=True)
         else:
             y = _round_to_grid(x, 10, -14)
+            # fp16 overflows: a value that rounds past 65504 becomes +-inf, as the hardware cast does.
+            inf_bits = 0x7F800000 | (x.to(tl.int32, bitcast=True) & -2147483648)
+            y = tl.where(tl.abs(y) > 65504.0, inf_bits.to(tl.float32, bitcast=True), y)
     else:
         y = x.to(DTYPE).to(tl.float32)
     return y

@@ -26,7 +26,7 @@ import triton.language as tl
 from . import _platform, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
 from .fp8_rounding import round_through, to_fp8_e4m3
-from .validation import check_int, check_same_device, check_tensor
+from .validation import check_int, check_same_device, check_tensor, is_fake
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
@@ -263,7 +263,7 @@ def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_grou
             raise ValueError(f"block_tokens_m: expected a power of two, got {block_tokens_m}")
     if check_positions is None:
         check_positions = o.device.type == "cpu"  # on CUDA this would cost a host sync per call
-    if check_positions and m > 0:
+    if check_positions and m > 0 and not is_fake(positions) and positions.device.type != "meta":
         lo, hi = int(positions.min()), int(positions.max())
         if lo < 0 or hi >= cos_sin_cache.shape[0]:
             raise ValueError(f"positions: expected values in [0, {cos_sin_cache.shape[0]}) (the cache's max_pos), got min {lo} max {hi}")
@@ -278,10 +278,11 @@ def cos_sin_strides(cos_sin_cache: torch.Tensor) -> tuple[int, int, int]:
 
 
 def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
-                    rows_end: int | None = None, index_dtype=tl.int64) -> None:
+                    rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None) -> None:
     """Launch the producer kernel into caller-provided buffers (strides are taken from them).
 
-    ``rows_end`` is the number of scale rows written (default pad4(M): rows M.. get zero scales).
+    ``rows_end`` is the number of scale rows written (default pad4(M): rows M.. get zero scales);
+    ``round_dtype`` the dtype roped values are rounded to (default ``o``'s, as the legacy path).
     The public function always uses the defaults; the defect catalog overrides them.
     """
     rows_end = pad4(p.m) if rows_end is None else rows_end
@@ -294,7 +295,7 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
             o.stride(0), o.stride(1), cs_pos, cs_sin, cs_i,
             fp8.stride(0), fp8.stride(1), scale.stride(0), scale.stride(1))
     meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
-                NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[o.dtype],
+                NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype or o.dtype],
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=_platform.interpreting(),
                 num_warps=cfg.num_warps, **_platform.gpu_launch_options())
     if btm == 1:

@@ -43,3 +43,10 @@ def check_int(name: str, value: object, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return value
+
+
+def is_fake(t: torch.Tensor) -> bool:
+    """True for FakeTensors (torch.compile tracing, opcheck): their data cannot be read."""
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+
+    return _is_fake(t)

@@ -1,0 +1,195 @@
+"""The defect catalog: deliberate, named defects the kernel suite must kill.
+
+Each mutant is an implementation under test (a producer or a consumer, see
+:mod:`accval.implementations`) built from accval's real kernels with exactly one defect. They are
+registered as ``mutant:<id>`` and reachable only by that name: nothing in ``kernels`` or the A/B
+harness calls them unless asked to (``accval mutants``, ``--producer mutant:<id>``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import triton.language as tl
+
+import kernels
+from kernels import _platform, provenance
+from kernels.constants import FP8_DTYPE, pad4
+from kernels.fp8_block_bmm import _run_triton, _run_torch, validate_consumer_args
+from kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    id: str
+    role: str  # "producer" or "consumer"
+    attr: str  # function name in this module
+    defect: str
+    seen: str  # where it was seen, or why it is likely
+    gpu_only: bool = False
+
+
+CATALOG: dict[str, Mutant] = {}
+
+
+def _mutant(id: str, role: str, defect: str, seen: str, gpu_only: bool = False, expected_impl: str = "triton"):
+    """Register ``fn`` as mutant ``id``; ``expected_impl`` is the backend it claims to be."""
+    def deco(fn):
+        CATALOG[id] = Mutant(id, role, fn.__name__, defect, seen, gpu_only)
+        fn.accval_expected_impl = expected_impl
+        return fn
+    return deco
+
+
+def _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox,
+             block_tokens_m, *, fp8_rows=None, scale_rows=None, rows_end=None, index_dtype=tl.int64, round_dtype=None,
+             name="mutant"):
+    """accval's producer launch with the buffers and options a mutant chooses."""
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                               quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    cfg = config_for(p.m, o.device, block_tokens_m)
+    fp8 = torch.empty((p.n_groups, fp8_rows or p.m, p.k), dtype=FP8_DTYPE, device=o.device)
+    scale = torch.empty((p.n_groups, p.k_blocks, scale_rows or pad4(p.m)), dtype=torch.float32, device=o.device)
+    launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg, rows_end=rows_end, index_dtype=index_dtype,
+                    round_dtype=round_dtype)
+    provenance.record("producer", "triton", _platform.execution_mode(o.device), mutant=name)
+    return fp8[:, : p.m], scale, cfg
+
+
+@_mutant("scale-pad-btm", "producer",
+         "scale buffer's M padded to pad_up(M, max(BTM, 4)) while the consumer assumes pad4(M)",
+         "TensorRT-LLM PR 14254: DEP8 gsm8k strict 96.59 -> 83.32; hidden because every tested M >= 1024 was a multiple of its BTM")
+def scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                  is_neox=True, *, block_tokens_m=None):
+    btm = config_for(o.shape[0], o.device, block_tokens_m).block_tokens_m
+    rows = -(-o.shape[0] // max(btm, 4)) * max(btm, 4)
+    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                             is_neox, block_tokens_m, scale_rows=rows, rows_end=rows, name="scale-pad-btm")
+    return fp8, scale
+
+
+@_mutant("fp8-m-padded", "producer",
+         "FP8 buffer allocated with M padded to 4, so the group stride is pad4(M)*K instead of M*K",
+         "TensorRT-LLM PR 14254 follow-up: TEP8 gsm8k 96.25 -> 37.38 when M % 4 != 0")
+def fp8_m_padded(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                 is_neox=True, *, block_tokens_m=None):
+    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                             is_neox, block_tokens_m, fp8_rows=pad4(o.shape[0]), name="fp8-m-padded")
+    return fp8, scale
+
+
+@_mutant("pad-rows-not-zeroed", "producer",
+         "scale rows M..pad4(M)-1 left uninitialised (the grid covers M rows, the buffer pad4(M))",
+         "common when a grid is sized by M and the buffer by the consumer's padding; the consumer then reads garbage")
+def pad_rows_not_zeroed(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                        is_neox=True, *, block_tokens_m=None):
+    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                             is_neox, block_tokens_m, rows_end=o.shape[0], name="pad-rows-not-zeroed")
+    return fp8, scale
+
+
+@_mutant("int32-index", "producer",
+         "token * stride computed in int32: overflows past 2**31 elements (M > 32768 at DSv4 shape)",
+         "DOMAIN.md catalog: illegal memory access at long prefill; invisible at small test sizes", gpu_only=True)
+def int32_index(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                is_neox=True, *, block_tokens_m=None):
+    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                             is_neox, block_tokens_m, index_dtype=tl.int32, name="int32-index")
+    return fp8, scale
+
+
+@_mutant("rope-sign", "producer",
+         "forward RoPE applied instead of the inverse (sin not negated)",
+         "the forward and inverse rotations differ by one sign; copying the forward kernel is the easy mistake")
+def rope_sign(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True, *, block_tokens_m=None):
+    flipped = cos_sin_cache.clone()
+    if flipped.dim() == 2:
+        flipped[:, rope_dim // 2:] *= -1
+    else:
+        flipped[:, 1] *= -1
+    return kernels.inv_rope_fp8_quant(o, positions, flipped, n_groups, heads_per_group, nope_dim, rope_dim,
+                                      quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+
+
+@_mutant("rope-layout", "producer",
+         "NEOX (half-split) and GPT-J (interleaved) pairing swapped",
+         "vLLM/TRT-LLM kernels default to NEOX while the Hugging Face DeepSeek-V4 model uses interleaved pairs")
+def rope_layout(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                is_neox=True, *, block_tokens_m=None):
+    return kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                      quant_group_size, not is_neox, block_tokens_m=block_tokens_m)
+
+
+@_mutant("no-input-rounding", "producer",
+         "the fused kernel quantizes the fp32 roped value, skipping the legacy path's rounding to bf16",
+         "likely whenever two kernels are fused: the intermediate bf16 store disappears; fixed-tolerance tests (1% mean "
+         "relative) cannot see it, bit-exact comparison with the legacy path can")
+def no_input_rounding(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                      is_neox=True, *, block_tokens_m=None):
+    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                             is_neox, block_tokens_m, round_dtype=torch.float32, name="no-input-rounding")
+    return fp8, scale
+
+
+@torch.library.custom_op("accval_mutants::inv_rope_fp8_quant_fake_shape", mutates_args=())
+def _fake_shape_op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor, n_groups: int,
+                   heads_per_group: int, nope_dim: int, rope_dim: int, quant_group_size: int, is_neox: bool,
+                   block_tokens_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.ops.accval.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim,
+                                               rope_dim, quant_group_size, is_neox, block_tokens_m)
+
+
+@_fake_shape_op.register_fake
+def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox,
+      block_tokens_m):
+    m = o.shape[0]
+    btm = block_tokens_m or config_for(m, o.device).block_tokens_m  # the stale pre-fix padding rule
+    k = heads_per_group * o.shape[2]
+    pad = max(btm, 4)
+    return (o.new_empty((n_groups, m, k), dtype=FP8_DTYPE),
+            o.new_empty((n_groups, k // 128, (m + pad - 1) // pad * pad), dtype=torch.float32))
+
+
+@_mutant("fake-shape", "producer",
+         "the fake (meta) implementation still pads scales to max(BTM, 4) after the real one was fixed",
+         "DOMAIN.md catalog: shape mismatch under torch.compile / CUDA graph capture; no opcheck of fake vs real")
+def fake_shape(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+               is_neox=True, *, block_tokens_m=None):
+    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                           is_neox, block_tokens_m=block_tokens_m)
+    return torch.ops.accval_mutants.inv_rope_fp8_quant_fake_shape(o, positions, cos_sin_cache, n_groups, heads_per_group,
+                                                                   nope_dim, rope_dim, quant_group_size, is_neox,
+                                                                   block_tokens_m or 0)
+
+
+fake_shape.accval_op = torch.ops.accval_mutants.inv_rope_fp8_quant_fake_shape
+
+
+@_mutant("silent-fallback", "consumer",
+         "a 'faster' backend whose import fails falls back to the old kernel inside a bare except",
+         "TensorRT-LLM PR 14254: the CuTe DSL backend never ran; benchmarks compared the Triton kernel with itself",
+         expected_impl="torch")
+def silent_fallback(a, a_scale, b, b_scale, out=None):
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
+    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    try:
+        import accval_fast_backend_that_does_not_exist  # noqa: F401  (the broken import of the original)
+        _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)
+    except Exception:  # the defect: swallow and run the old kernel
+        _run_triton(a, a_scale, b, b_scale, out, g, m, n, k)
+    return out
+
+
+silent_fallback.accval_devices = ("cuda",)
+
+
+@_mutant("consumer-scale-stride-m", "consumer",
+         "the consumer reads activation scales with m-stride M instead of pad4(M)",
+         "the mirror image of scale-pad-btm: a consumer rewritten for a producer that did not pad")
+def consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
+    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
+    return out

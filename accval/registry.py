@@ -1,0 +1,65 @@
+"""A small named registry (after lm-eval's ``lm_eval/api/registry.py``).
+
+Entries are objects or lazy ``"module:attr"`` strings resolved on first use. A duplicate name raises
+ValueError; an unknown name raises KeyError listing what exists.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def resolve(spec: str) -> object:
+    """Import ``"package.module:attr.sub"`` and return the attribute."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ValueError(f"expected 'module:attr', got {spec!r}")
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import module {module_name!r} from {spec!r}: {e}") from e
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r} (from {spec!r})") from None
+    return obj
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, wrap: Callable[[str, object], T] | None = None):
+        self.kind = kind
+        self._entries: dict[str, object] = {}
+        self._resolved: dict[str, T] = {}
+        self._wrap = wrap
+
+    def register(self, name: str, entry: object) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name: expected a non-empty string, got {name!r}")
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = entry
+
+    def get(self, name: str) -> T:
+        if name not in self._resolved:
+            if name in self._entries:
+                entry = self._entries[name]
+            elif ":" in name:  # an ad-hoc "module:attr" given by the user
+                entry = name
+            else:
+                raise KeyError(f"unknown {self.kind} {name!r}; registered: {', '.join(sorted(self._entries))}")
+            obj = resolve(entry) if isinstance(entry, str) else entry
+            self._resolved[name] = self._wrap(name, obj) if self._wrap else obj  # type: ignore[assignment]
+        return self._resolved[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

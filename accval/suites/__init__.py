@@ -1,0 +1,1 @@
+"""accval's pytest suites (also reachable as the top-level ``suites/`` folder)."""

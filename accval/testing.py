@@ -1,0 +1,43 @@
+"""Hypothesis profiles shared by the root conftest and the pytest plugin.
+
+``ACCVAL_HYPOTHESIS_PROFILE`` (or ``HYPOTHESIS_PROFILE``) picks one: ``dev`` (default on a desktop),
+``ci`` (derandomized, bounded; default when ``CI`` is set), ``nightly`` (large; for the GPU box).
+``max_m`` bounds the token count Hypothesis draws under each profile: the CPU interpreter costs
+~10 ms per token and head at BLOCK_TOKENS_M=1, the GPU nothing measurable.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+PROFILES = {
+    "dev": dict(max_examples=25, deadline=None, max_m=300),
+    "ci": dict(max_examples=30, deadline=None, derandomize=True, print_blob=True, max_m=260),
+    "nightly": dict(max_examples=400, deadline=None, max_m=9000),
+}
+
+
+def register_profiles() -> str:
+    """Register all profiles and load the chosen one; returns its name."""
+    for name, opts in PROFILES.items():
+        opts = {k: v for k, v in opts.items() if k != "max_m"}
+        settings.register_profile(name, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+                                  **opts)
+    name = active_profile()
+    settings.load_profile(name)
+    return name
+
+
+def active_profile() -> str:
+    name = os.environ.get("ACCVAL_HYPOTHESIS_PROFILE") or os.environ.get("HYPOTHESIS_PROFILE")
+    if not name:
+        name = "ci" if os.environ.get("CI") else "dev"
+    if name not in PROFILES:
+        raise ValueError(f"ACCVAL_HYPOTHESIS_PROFILE: expected one of {sorted(PROFILES)}, got {name!r}")
+    return name
+
+
+def max_m() -> int:
+    return PROFILES[active_profile()]["max_m"]
