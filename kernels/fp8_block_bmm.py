@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from . import _platform, provenance
+from .fp8_rounding import to_bf16
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .validation import check_contiguous, check_same_device, check_shape, check_tensor
 
@@ -27,7 +28,7 @@ def _fp8_block_bmm_kernel(
     a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K,
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_g, stride_out_m, stride_out_n,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SCALE_M_ALIGN: tl.constexpr, SOFTWARE: tl.constexpr,
 ):
     """Program (m tile, n tile, group). K is walked in 128-blocks, each with its own two scales.
 
@@ -58,7 +59,7 @@ def _fp8_block_bmm_kernel(
         a_ptrs += 128
         b_ptrs += 128
     out_ptrs = out_ptr + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m + offs_n[None, :] * stride_out_n
-    tl.store(out_ptrs, acc.to(tl.bfloat16), mask=m_ok[:, None] & n_ok[None, :])
+    tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
 
 
 def _block_m(m: int) -> int:
@@ -105,7 +106,7 @@ def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_A
             a, a_scale, b, b_scale, out, m, n, k,
             b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1),
             out.stride(0), out.stride(1), out.stride(2),
-            BLOCK_M=block_m, BLOCK_N=128, SCALE_M_ALIGN=scale_m_align, num_warps=4 if block_m <= 64 else 8, num_stages=3,
+            BLOCK_M=block_m, BLOCK_N=128, SCALE_M_ALIGN=scale_m_align, SOFTWARE=_platform.interpreting(), num_warps=4 if block_m <= 64 else 8, num_stages=3,
             **_platform.gpu_launch_options(),
         )
     provenance.record("consumer", "triton", mode, block_m=block_m)

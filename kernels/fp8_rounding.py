@@ -71,3 +71,9 @@ def round_through(x, DTYPE: tl.constexpr, SOFTWARE: tl.constexpr):
     else:
         y = x.to(DTYPE).to(tl.float32)
     return y
+
+
+@triton.jit
+def to_bf16(x, SOFTWARE: tl.constexpr):
+    """fp32 -> bf16 cast with round-to-nearest-even on every backend."""
+    return round_through(x, tl.bfloat16, SOFTWARE).to(tl.bfloat16)

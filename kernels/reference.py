@@ -96,7 +96,7 @@ def dequantize_activations(fp8: torch.Tensor, scale: torch.Tensor) -> torch.Tens
     """``fp8 [G, M, K]`` with ``scale [G, K/128, >=M]`` -> float64 ``[G, M, K]``."""
     g, m, k = fp8.shape
     s = scale[:, :, :m].transpose(1, 2).double()  # [G, M, K/128]
-    return (fp8.double().reshape(g, m, k // QUANT_BLOCK, QUANT_BLOCK) * s[..., None]).reshape(g, m, k)
+    return (fp8.to(torch.float32).double().reshape(g, m, k // QUANT_BLOCK, QUANT_BLOCK) * s[..., None]).reshape(g, m, k)
 
 
 def dequantize_weight(w_fp8: torch.Tensor, w_scale: torch.Tensor, dtype=torch.float64) -> torch.Tensor:

@@ -9,14 +9,15 @@ import torch
 
 from kernels.constants import FP8_DTYPE, pad4
 
-#: bf16 keeps 8 significant bits: rounding an fp32 result to bf16 moves it by at most 2**-9 relative.
-BF16_HALF_ULP = 2.0**-9
+#: bf16 keeps 8 significant bits (7 stored): rounding to nearest moves a value by at most half a
+#: spacing, 2**(e-8) <= 2**-8 of its magnitude.
+BF16_HALF_ULP = 2.0**-8
 #: fp32 accumulation of K/128 block partial sums (each a 128-term fp8 dot) plus two scale
 #: multiplies per block, relative to sum(|a|*|b|). Worst case K*2**-24 ~ 5e-4 at K=8192; the bound
 #: is set at 2**-12 and the measured worst cases are in the test docstrings.
 FP32_ACC_TOL = 2.0**-12
-#: e4m3 keeps 4 significant bits: quantizing an activation moves it by at most 2**-4 of its
-#: magnitude (half an ulp), so a dot product moves by at most 2**-4 * sum(|a|*|w|).
+#: e4m3 keeps 4 significant bits (3 stored): quantizing an activation moves it by at most 2**-4 of
+#: its magnitude (half a spacing), so a dot product moves by at most 2**-4 * sum(|a|*|w|).
 FP8_HALF_ULP = 2.0**-4
 #: RMS relative error of the whole FP8 chain against the bf16 fallback. Rounding to 4 significant
 #: bits gives ~2**-4/sqrt(3) ~ 3.6% per element at worst alignment; averaged over a dot product and

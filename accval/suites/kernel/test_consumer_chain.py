@@ -1,0 +1,147 @@
+"""The consumer against a float64 math reference, and the whole chain producer -> consumer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import kernels
+from kernels.constants import FP8_DTYPE, pad4
+from kernels.reference import (dequantize_weight, fp8_block_bmm_abs_ref, fp8_block_bmm_math_ref,
+                               inv_rope_fp8_quant_ref, inverse_rope_)
+
+from .cases import AWKWARD_SIZES, ORIGINAL_PR_SIZES, ProducerCase, make_inputs, producer_cases, random_weight
+from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound
+
+
+def _skip_unless_runs_here(impl, device):
+    if device.type not in impl.devices:
+        pytest.skip(f"{impl.name!r} runs on {impl.devices}, not {device.type} (test_provenance checks it raises)")
+
+
+def check_consumer(consumer, a, a_scale, b, b_scale, ctx):
+    out = consumer(a, a_scale, b, b_scale)
+    ref = fp8_block_bmm_math_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
+    bound = BF16_HALF_ULP * ref.abs() + FP32_ACC_TOL * fp8_block_bmm_abs_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
+    assert out.dtype == torch.bfloat16 and tuple(out.shape) == tuple(ref.shape), f"got {out.dtype} {tuple(out.shape)}; {ctx}"
+    return assert_within_bound(out.cpu(), ref, bound, "consumer vs float64 math reference", ctx)
+
+
+@st.composite
+def consumer_cases(draw):
+    return dict(g=draw(st.integers(1, 3)), m=draw(st.one_of(st.integers(1, 70), st.sampled_from([1, 2, 3, 5, 127, 129]))),
+                n=draw(st.sampled_from([128, 256])), k=draw(st.sampled_from([128, 256, 512])),
+                seed=draw(st.integers(0, 2**31 - 1)))
+
+
+@given(c=consumer_cases())
+@example(c=dict(g=2, m=1500 % 256, n=128, k=256, seed=1))
+def test_consumer_matches_math_reference(consumer, device, c):
+    """For any G, M, N, K: |out - ref| <= 2**-8 |ref| (bf16 output) + 2**-12 (|A| @ |B|) (fp32
+    accumulation), ref = dequantized float64 bmm. Scale padding rows hold NaN: never read."""
+    _skip_unless_runs_here(consumer, device)
+    gen = torch.Generator().manual_seed(c["seed"])
+    g, m, n, k = c["g"], c["m"], c["n"], c["k"]
+    a = (torch.randn(g, m, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
+    a_scale = torch.rand(g, k // 128, pad4(m), generator=gen) + 0.01
+    a_scale[:, :, m:] = float("nan")
+    b = (torch.randn(g, n, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
+    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.01).to(device)
+    check_consumer(consumer, a, a_scale.to(device), b, b_scale, f"{c} consumer={consumer.name}")
+
+
+def check_chain(producer, consumer, case: ProducerCase, device, r: int = 128):
+    o, pos, cache = make_inputs(case, device)
+    k = case.heads_per_group * case.head_dim
+    w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(case.n_groups, r, k, case.seed, device))
+    fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox, block_tokens_m=case.block_tokens_m)
+    out = consumer(fp8, scale, w_fp8, w_scale)
+    # the oracle: the legacy reference's FP8 activations, dequantized, times the dequantized weight
+    rf, rs = inv_rope_fp8_quant_ref(*case.args(o.cpu(), pos.cpu(), cache.cpu()), is_neox=case.is_neox)
+    ref = fp8_block_bmm_math_ref(rf, rs, w_fp8.cpu(), w_scale.cpu())
+    bound = BF16_HALF_ULP * ref.abs() + FP32_ACC_TOL * fp8_block_bmm_abs_ref(rf, rs, w_fp8.cpu(), w_scale.cpu())
+    ctx = f"{case} producer={producer.name} consumer={consumer.name}"
+    assert tuple(out.shape) == tuple(ref.shape), f"chain output {tuple(out.shape)} != {tuple(ref.shape)}; {ctx}"
+    assert_within_bound(out.cpu(), ref, bound, "producer -> consumer vs math reference", ctx)
+
+
+@settings(max_examples=20)
+@given(case=producer_cases(max_tokens=160))
+@example(case=ProducerCase(m=1500, n_groups=2, heads_per_group=1, seed=1500))  # the DEP8 size, automatic BTM 8
+@example(case=ProducerCase(m=1500, n_groups=2, heads_per_group=1, block_tokens_m=16, seed=15))
+@example(case=ProducerCase(m=7, n_groups=3, heads_per_group=1, seed=7))  # M % 4 != 0 with several groups
+def test_chain_matches_math_reference(producer, consumer, device, case):
+    """Producer output fed to the consumer as engines do (the consumer trusts pad4(M) and M*K
+    strides) matches the math reference for any M, in particular M not a multiple of any BTM."""
+    _skip_unless_runs_here(consumer, device)
+    check_chain(producer, consumer, case, device)
+
+
+@pytest.mark.parametrize("m", ORIGINAL_PR_SIZES + AWKWARD_SIZES, ids=lambda m: f"M{m}")
+def test_chain_explicit_sizes(producer, consumer, device, m):
+    """The chain at the pull request's sizes and every awkward size, automatic dispatch."""
+    _skip_unless_runs_here(consumer, device)
+    check_chain(producer, consumer, ProducerCase(m=m, n_groups=2, heads_per_group=1, is_neox=m % 2 == 1, seed=m), device)
+
+
+def chain_vs_fallback(case: ProducerCase, device, r=128):
+    o, pos, cache = make_inputs(case, device)
+    k = case.heads_per_group * case.head_dim
+    w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(case.n_groups, r, k, case.seed, device))
+    args = (o, pos, cache, w_fp8, w_scale, case.n_groups, case.heads_per_group, case.nope_dim, case.rope_dim, case.is_neox)
+    return kernels.o_a_proj_fp8_chain(*args), kernels.o_a_proj_bf16_fallback(*args), o, pos, cache, w_fp8, w_scale
+
+
+@settings(max_examples=8)
+@given(case=producer_cases(max_tokens=96))
+@example(case=ProducerCase(m=1500 % 200, n_groups=2, heads_per_group=2, head_dim=512, is_neox=False, seed=3))
+def test_fp8_chain_vs_bf16_fallback(device, case):
+    """The two o_a_proj arms, [M, H, D] -> [M, G, R]: every element within the FP8 bound
+    2**-4 sum|x||w| + 2**-7 |ref| and the RMS relative difference under CHAIN_RMS_TOL."""
+    case = ProducerCase(**{**case.__dict__, "dtype": torch.bfloat16, "magnitude": 4.0, "zero_blocks": False})
+    chain, fallback, o, pos, cache, w_fp8, w_scale = chain_vs_fallback(case, device)
+    assert chain.shape == fallback.shape == (case.m, case.n_groups, 128), f"{chain.shape} {fallback.shape}; {case}"
+    x = inverse_rope_(o.cpu().clone(), pos.cpu(), cache.cpu(), case.rope_dim, case.is_neox).double()
+    x = x.reshape(case.m, case.n_groups, -1).transpose(0, 1)
+    w = dequantize_weight(w_fp8.cpu(), w_scale.cpu())
+    abs_ref = torch.bmm(x.abs(), w.abs().transpose(1, 2)).transpose(0, 1)
+    bound = FP8_HALF_ULP * abs_ref + 2 * BF16_HALF_ULP * fallback.cpu().double().abs() + 1e-6
+    assert_within_bound(chain.cpu(), fallback.cpu(), bound, "FP8 chain vs bf16 fallback", f"{case}")
+    rms = ((chain.double() - fallback.double()).norm() / fallback.double().norm().clamp_min(1e-30)).item()
+    assert rms < CHAIN_RMS_TOL, f"RMS relative difference {rms:.4f} >= {CHAIN_RMS_TOL}; {case}"
+
+
+def test_consumer_writes_through_transposed_out(device):
+    """``out`` may be the transposed view of an [M, G, N] buffer (how the model writes o_lora)."""
+    g, m, n, k = 2, 37, 128, 256
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(g, m, k, generator=gen).to(FP8_DTYPE).to(device)
+    a_scale = torch.zeros(g, k // 128, pad4(m))
+    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.1
+    b = torch.randn(g, n, k, generator=gen).to(FP8_DTYPE).to(device)
+    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
+    buf = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device)
+    res = kernels.fp8_block_bmm(a, a_scale.to(device), b, b_scale, buf.transpose(0, 1))
+    assert res.data_ptr() == buf.data_ptr()
+    expect = kernels.fp8_block_bmm(a, a_scale.to(device), b, b_scale)
+    assert torch.equal(buf.transpose(0, 1), expect), "writing through the transposed view changed the result"
+
+
+@pytest.mark.parametrize("m", [3, 64, 1025], ids=lambda m: f"M{m}")
+def test_consumer_opcheck(device, m):
+    """torch.library.opcheck on the consumer op (out-of-place and out= forms)."""
+    g, n, k = 2, 128, 256
+    a = torch.randn(g, m, k).to(FP8_DTYPE).to(device)
+    a_scale = torch.zeros(g, k // 128, pad4(m), device=device)
+    a_scale[:, :, :m] = 0.5
+    b = torch.randn(g, n, k).to(FP8_DTYPE).to(device)
+    b_scale = torch.full((g, 1, k // 128), 0.25, device=device)
+    # test_schema is dropped: its SchemaCheckMode compares inputs with aten.mul, which torch has no
+    # float8 kernel for ("mul_cpu_reduced_float not implemented for Float8_e4m3fn"); the fake,
+    # autograd-registration and AOT-dispatch checks still run on the FP8 inputs.
+    utils = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    torch.library.opcheck(torch.ops.accval.fp8_block_bmm, (a, a_scale, b, b_scale, "triton", True), test_utils=utils)
+    out = torch.empty(m, g, n, dtype=torch.bfloat16, device=device).transpose(0, 1)
+    torch.library.opcheck(torch.ops.accval.fp8_block_bmm_out, (a, a_scale, b, b_scale, out, "triton", True), test_utils=utils)

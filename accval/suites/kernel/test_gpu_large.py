@@ -1,0 +1,44 @@
+"""GPU-only cases: DeepSeek-V4-Pro DEP8 shape at M = 65536 (64-bit indexing), the torch consumer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kernels
+from kernels.reference import inv_rope_fp8_quant_ref
+
+from .cases import ProducerCase, make_inputs
+from .checks import assert_exact, assert_fp8_equal
+from .test_consumer_chain import check_chain, check_consumer
+
+pytestmark = pytest.mark.gpu
+
+DSV4_PRO_DEP8 = dict(n_groups=8, heads_per_group=16, head_dim=512, rope_dim=64)
+
+
+@pytest.mark.parametrize("m", [32768 + 3, 65536], ids=lambda m: f"M{m}")
+def test_dsv4_shape_large_m_matches_reference(producer, m):
+    """Past 2**31 elements the producer still equals the reference (int32 offsets would overflow)."""
+    case = ProducerCase(m=m, is_neox=False, seed=m, **DSV4_PRO_DEP8)
+    o, pos, cache = make_inputs(case, "cuda")
+    fp8, scale = producer(*case.args(o, pos, cache), is_neox=False)
+    torch.cuda.synchronize()
+    ctx = f"{m=} DSv4-Pro DEP8 producer={producer.name}"
+    hpg = case.heads_per_group
+    for g in range(case.n_groups):  # the reference one group at a time: its fp32 temporaries fit in memory
+        ref_fp8, ref_scale = inv_rope_fp8_quant_ref(o[:, g * hpg:(g + 1) * hpg], pos, cache, 1, hpg, case.nope_dim,
+                                                    case.rope_dim, is_neox=False)
+        assert_exact(scale[g:g + 1], ref_scale, f"scales of group {g}", ctx)
+        assert_fp8_equal(fp8[g:g + 1], ref_fp8, f"fp8 codes of group {g}", ctx)
+        del ref_fp8, ref_scale
+
+
+@pytest.mark.parametrize("m", [1, 7, 1500, 2048], ids=lambda m: f"M{m}")
+def test_dsv4_chain_both_consumers(producer, m):
+    """At the DSv4-Pro DEP8 shape (o_lora_rank 1024) both consumer backends meet the math reference."""
+    from accval.implementations import CONSUMERS
+
+    case = ProducerCase(m=m, seed=m, **DSV4_PRO_DEP8)
+    for name in ("accval", "torch"):
+        check_chain(producer, CONSUMERS.get(name), case, torch.device("cuda"), r=1024)

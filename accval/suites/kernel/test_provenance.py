@@ -1,0 +1,78 @@
+"""Every call records which implementation ran; a backend that cannot run raises, never falls back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kernels
+from kernels import provenance
+from kernels.constants import FP8_DTYPE, pad4
+
+from .cases import ProducerCase, make_inputs
+
+
+def _consumer_inputs(device, g=2, m=9, n=128, k=256):
+    a = torch.randn(g, m, k).to(FP8_DTYPE).to(device)
+    a_scale = torch.zeros(g, k // 128, pad4(m), device=device)
+    a_scale[:, :, :m] = 0.5
+    b = torch.randn(g, n, k).to(FP8_DTYPE).to(device)
+    return a, a_scale, b, torch.full((g, n // 128, k // 128), 0.25, device=device)
+
+
+def test_producer_records_what_ran(producer, device):
+    """The producer under test records exactly the implementation it claims (accval_expected_impl)."""
+    if producer.expected_impl is None:
+        pytest.skip(f"producer {producer.name!r} declares no accval_expected_impl")
+    case = ProducerCase(m=9)
+    o, pos, cache = make_inputs(case, device)
+    with provenance.capture() as ran:
+        producer(*case.args(o, pos, cache))
+    impls = {r.impl for r in ran if r.op == "producer"}
+    assert impls == {producer.expected_impl}, f"producer {producer.name!r} claims {producer.expected_impl!r}, ran {impls}"
+
+
+def test_consumer_records_what_ran_or_raises(consumer, device):
+    """Where the consumer under test can run, exactly its claimed backend runs; where it cannot
+    (e.g. torch._scaled_mm on a CPU), calling it raises RuntimeError instead of falling back."""
+    args = _consumer_inputs(device)
+    if device.type not in consumer.devices:
+        with provenance.capture() as ran:
+            with pytest.raises(RuntimeError):
+                consumer(*args)
+        assert not [r for r in ran if r.op == "consumer"], f"{consumer.name!r} ran {ran} instead of raising"
+        return
+    if consumer.expected_impl is None:
+        pytest.skip(f"consumer {consumer.name!r} declares no accval_expected_impl")
+    with provenance.capture() as ran:
+        consumer(*args)
+    impls = {r.impl for r in ran if r.op == "consumer"}
+    assert impls == {consumer.expected_impl}, f"consumer {consumer.name!r} claims {consumer.expected_impl!r}, ran {impls}"
+
+
+@pytest.mark.parametrize("m,btm,kernel", [(1, 1, "straight"), (1023, 1, "straight"), (1024, 8, "loop"), (2048, 16, "loop"),
+                                          (4096, 32, "loop")])
+def test_dispatch_is_recorded(device, m, btm, kernel):
+    """accval's producer records the dispatch branch it took (sm100 table; Hopper's table in the kernel file)."""
+    cfg = kernels.config_for(m, device)
+    case = ProducerCase(m=m, n_groups=1, heads_per_group=1)
+    o, pos, cache = make_inputs(case, device)
+    with provenance.capture() as ran:
+        kernels.inv_rope_fp8_quant(*case.args(o, pos, cache))
+    (run,) = [r for r in ran if r.op == "producer"]
+    assert run.detail("block_tokens_m") == cfg.block_tokens_m and run.detail("kernel") == (
+        "straight" if cfg.block_tokens_m == 1 else "loop"), f"{run} vs {cfg}"
+    if device.type == "cpu":  # the interpreter follows the B200 table the pull request shipped
+        assert (cfg.block_tokens_m, run.detail("kernel")) == (btm, kernel)
+
+
+def test_torch_backend_on_cpu_raises():
+    """backend='torch' (torch._scaled_mm) on CPU tensors is an error, not a fallback."""
+    args = _consumer_inputs(torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="needs CUDA"):
+        kernels.fp8_block_bmm(*args, backend="torch")
+
+
+def test_unknown_backend_raises(device):
+    with pytest.raises(ValueError, match="backend"):
+        kernels.fp8_block_bmm(*_consumer_inputs(device), backend="cute-dsl")
