@@ -117,12 +117,23 @@ def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
         raise RuntimeError(
             f"fp8_block_bmm backend='torch' needs CUDA (torch._scaled_mm blockwise FP8 is GPU only); got tensors on {a.device}"
         )
+    # _scaled_mm's 1x128 x 128x128 recipe wants scale_a [M, K/128] outer-dim-major with stride(1) == M
+    # exactly, and reads a [1, K/128] scale_a as the 128x128 recipe. When M % 4 != 0 (or M == 1) the
+    # rows are padded to pad4(M) (at least 4) with zeros, matching the scale buffer's zero rows.
+    mp = max(pad4(m), 4) if m % 4 or m == 1 else m
     for i in range(g):
-        # 1x128 activation scales and 128x128 weight scales, both outer-dim-major as _scaled_mm requires.
-        res = torch._scaled_mm(a[i], b[i].t(), scale_a=a_scale[i].t()[:m], scale_b=b_scale[i].t(),
-                               out_dtype=torch.bfloat16)
-        out[i].copy_(res)
-    provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g)
+        a_i = a[i]
+        if mp != m:
+            a_i = torch.zeros((mp, k), dtype=a.dtype, device=a.device)
+            a_i[:m] = a[i]
+        s_a = a_scale[i].t()
+        if s_a.shape[0] != mp:
+            s_a = torch.zeros((k // QUANT_BLOCK, mp), dtype=torch.float32, device=a.device)
+            s_a[:, :m] = a_scale[i][:, :m]
+            s_a = s_a.t()
+        res = torch._scaled_mm(a_i, b[i].t(), scale_a=s_a, scale_b=b_scale[i].t(), out_dtype=torch.bfloat16)
+        out[i].copy_(res[:m])
+    provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g, padded_rows=mp - m)
 
 
 def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):

@@ -6,6 +6,7 @@ import torch
 
 from . import provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, WEIGHT_BLOCK
+from .reference import block_scale
 from .validation import check_tensor
 
 
@@ -21,7 +22,7 @@ def quantize_weight_fp8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"w: expected N and K positive multiples of {WEIGHT_BLOCK}, got shape {tuple(w.shape)}")
     blocks = w.float().reshape(g, n // WEIGHT_BLOCK, WEIGHT_BLOCK, k // WEIGHT_BLOCK, WEIGHT_BLOCK)
     amax = blocks.abs().amax(dim=(2, 4))
-    scale = amax / FP8_E4M3_MAX
+    scale = block_scale(amax)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))[:, :, None, :, None]
     q = torch.where(scale[:, :, None, :, None] > 0, blocks / safe, torch.zeros_like(blocks))
     w_fp8 = q.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE).reshape(g, n, k).contiguous()
