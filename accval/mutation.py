@@ -1,0 +1,129 @@
+"""``accval mutants``: run the kernel suite against every catalog mutant, and the pull request's
+baseline test beside it, and report which defects each kills.
+
+A mutant is *killed* when the suite run against it has a failing test; the first failing test and
+the seconds until the run stopped are recorded. GPU-only mutants are reported as not run on a
+machine without a GPU, never as killed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .mutants import CATALOG
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+#: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
+KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", "test_consumer_chain.py",
+                "test_producer.py", "test_fp8_rounding.py", "test_gpu_large.py")
+
+
+@dataclasses.dataclass
+class Outcome:
+    id: str
+    suite: str
+    ran: bool
+    killed: bool
+    killed_by: str | None
+    seconds: float
+    note: str = ""
+
+
+def _first_failure(junit: Path) -> str | None:
+    try:
+        root = ET.parse(junit).getroot()
+    except (ET.ParseError, FileNotFoundError):
+        return None
+    for case in root.iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            return f"{case.get('classname')}::{case.get('name')}"
+    return None
+
+
+def run_suite(suite: str, mutant_id: str, gpu: bool) -> Outcome:
+    m = CATALOG[mutant_id]
+    if m.gpu_only and not gpu:
+        return Outcome(mutant_id, suite, False, False, None, 0.0, "needs a CUDA GPU; not run on this machine")
+    if suite == "accval":
+        files = [str(SUITES_DIR / "kernel" / f) for f in KERNEL_ORDER]
+    else:
+        files = [str(SUITES_DIR / "baseline_pr")]
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        cmd = [sys.executable, "-m", "pytest", *files, "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+               f"--{m.role}", f"mutant:{m.id}"]
+        env = {**os.environ, "ACCVAL_HYPOTHESIS_PROFILE": os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci")}
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - t0
+        first = _first_failure(junit)
+    if proc.returncode == 1:
+        return Outcome(mutant_id, suite, True, True, first, round(seconds, 1))
+    if proc.returncode == 0:
+        return Outcome(mutant_id, suite, True, False, None, round(seconds, 1))
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+    raise RuntimeError(f"pytest could not run the {suite} suite against mutant {mutant_id} (exit {proc.returncode}): {tail[0]}")
+
+
+def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progress=True) -> dict:
+    import torch
+
+    ids = only or list(CATALOG)
+    unknown = [i for i in ids if i not in CATALOG]
+    if unknown:
+        raise KeyError(f"unknown mutant(s) {unknown}; the catalog has: {', '.join(CATALOG)}")
+    gpu = torch.cuda.is_available()
+    outcomes: list[Outcome] = []
+    from rich.progress import track
+
+    work = [(i, s) for i in ids for s in suites]
+    for mid, suite in (track(work, description="mutants") if progress else work):
+        outcomes.append(run_suite(suite, mid, gpu))
+    mutants = []
+    for mid in ids:
+        ours = next(o for o in outcomes if o.id == mid and o.suite == "accval")
+        base = next((o for o in outcomes if o.id == mid and o.suite == "baseline-pr"), None)
+        entry = {"id": mid, "role": CATALOG[mid].role, "defect": CATALOG[mid].defect, "seen": CATALOG[mid].seen,
+                 "ran": ours.ran, "killed": ours.killed, "killed_by": ours.killed_by, "seconds": ours.seconds,
+                 "note": ours.note}
+        if base is not None:
+            entry["baseline_pr"] = {"ran": base.ran, "killed": base.killed, "killed_by": base.killed_by, "seconds": base.seconds}
+        mutants.append(entry)
+    device = torch.cuda.get_device_name() if gpu else "cpu (Triton interpreter)"
+    return {"schema": 1, "device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "hypothesis_profile": os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"), "mutants": mutants}
+
+
+def all_killed(report: dict) -> bool:
+    """True when every mutant that ran on this machine was killed by accval's suite."""
+    return all(m["killed"] for m in report["mutants"] if m["ran"])
+
+
+def to_markdown(report: dict) -> str:
+    lines = [f"# accval mutants — {report['device']}", "",
+             f"{report['date']} · torch {report['torch']} · Hypothesis profile `{report['hypothesis_profile']}`", "",
+             "| mutant | accval suite | first failing test | s | PR 14254's test |", "|---|---|---|---|---|"]
+    for m in report["mutants"]:
+        ours = "not run (needs GPU)" if not m["ran"] else ("**killed**" if m["killed"] else "SURVIVED")
+        b = m.get("baseline_pr")
+        base = "-" if b is None else ("not run" if not b["ran"] else ("killed" if b["killed"] else "survived"))
+        lines.append(f"| `{m['id']}` | {ours} | `{m['killed_by'] or '-'}` | {m['seconds']} | {base} |")
+    lines += ["", "Defects:", ""] + [f"- `{m['id']}`: {m['defect']} (seen: {m['seen']})" for m in report["mutants"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, json_path: Path | None, md_path: Path | None) -> None:
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=1))
+    if md_path:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(to_markdown(report))

@@ -1,0 +1,104 @@
+"""accval itself: the implementation registry, the pytest plugin with a foreign implementation, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accval.cli import main
+from accval.implementations import CONSUMERS, PRODUCERS, PluginError
+from accval.mutants import CATALOG
+from accval.registry import Registry
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_registry_duplicate_and_unknown_names():
+    reg: Registry[object] = Registry("widget")
+    reg.register("a", object())
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", object())
+    with pytest.raises(KeyError, match="registered: a"):
+        reg.get("b")
+
+
+def test_registry_lazy_module_attr_and_bad_specs():
+    assert PRODUCERS.get("examples.torch_producer:inv_rope_fp8_quant").name == "examples.torch_producer:inv_rope_fp8_quant"
+    with pytest.raises(ValueError, match="cannot import module"):
+        PRODUCERS.get("no_such_module_xyz:f")
+    with pytest.raises(ValueError, match="has no attribute"):
+        PRODUCERS.get("examples.torch_producer:nope")
+
+
+def test_plugged_implementation_with_wrong_signature_is_refused():
+    with pytest.raises(PluginError, match="cannot be called with the contract's 9 positional arguments"):
+        PRODUCERS.get("examples.torch_producer:wrong_signature")
+
+
+def test_every_mutant_is_registered_under_its_role():
+    for m in CATALOG.values():
+        assert f"mutant:{m.id}" in (PRODUCERS if m.role == "producer" else CONSUMERS)
+
+
+def _pytest(*args, timeout=900):
+    env = {**os.environ, "ACCVAL_HYPOTHESIS_PROFILE": "ci"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+PLUGIN_TESTS = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference",
+                "suites/kernel/test_contract.py::test_layout_contract",
+                "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference"]
+
+
+def test_suite_passes_a_correct_foreign_producer():
+    """A pure-torch producer written independently passes the mirror, layout and chain properties."""
+    proc = _pytest(*PLUGIN_TESTS, "--producer", "examples.torch_producer:inv_rope_fp8_quant")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "producer=examples.torch_producer:inv_rope_fp8_quant" in proc.stdout or "3 passed" in proc.stdout
+
+
+def test_suite_fails_a_defective_foreign_producer_naming_the_property():
+    """The same producer padding scales to 8 rows fails, and the message names the violated contract."""
+    proc = _pytest(*PLUGIN_TESTS, "--producer", "examples.torch_producer:broken_pad")
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    assert "scale shape [G, K/128, pad4(M)]" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_env_variable_selects_the_implementation_and_bad_plugin_is_a_usage_error():
+    env = {**os.environ, "ACCVAL_PRODUCER": "examples.torch_producer:wrong_signature"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "suites/kernel/test_provenance.py"], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error exit code, before any test
+    assert "cannot be called with the contract's 9 positional arguments" in proc.stderr
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    assert main(["mutants", "--only", "no-such-mutant", "--no-baseline", "--quiet"]) == 2
+    assert "unknown mutant" in capsys.readouterr().err
+    assert main(["no-such-command"]) == 2
+
+
+def test_cli_mutants_kills_one_and_writes_json(tmp_path):
+    """`accval mutants --only rope-sign` exits 0 (killed) and writes the documented JSON shape."""
+    out = tmp_path / "m.json"
+    assert main(["mutants", "--only", "rope-sign", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    (m,) = report["mutants"]
+    assert m["id"] == "rope-sign" and m["killed"] and m["ran"] and m["killed_by"] and m["seconds"] > 0
+    assert m["baseline_pr"]["killed"] is True
+    assert (tmp_path / "m.md").exists()
+
+
+def test_bench_without_gpu_is_an_environment_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the bench runs for real there")
+    assert main(["bench", "--m", "64"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err

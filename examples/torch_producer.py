@@ -1,0 +1,66 @@
+"""A producer written independently of accval's kernels, to show how to plug your own implementation.
+
+``pytest suites/kernel --producer examples.torch_producer:inv_rope_fp8_quant`` runs accval's whole
+property suite against it. Internally it differs from accval's (one group at a time, quantization by
+``unflatten`` and an explicit scale buffer), but it computes the same contract: inverse RoPE rounded
+to the input dtype, then 1x128 FP8 blocks with ``scale = absmax / 448``.
+
+``broken_pad`` is the same producer with the scale buffer padded to 8 rows instead of 4: the suite
+must fail it, naming the layout contract.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FP8 = torch.float8_e4m3fn
+
+
+def _inverse_rope(o, positions, cache, rope_dim, is_neox):
+    rows = cache[positions.long()]
+    cos, sin = (rows[:, :rope_dim // 2], rows[:, rope_dim // 2:]) if rows.dim() == 2 else (rows[:, 0], rows[:, 1])
+    cos, sin = cos[:, None], sin[:, None]
+    x = o.clone()
+    r = x[..., -rope_dim:].float()
+    if is_neox:
+        a, b = r.chunk(2, dim=-1)
+        new = torch.cat([a * cos + b * sin, b * cos + a * (-sin)], dim=-1)
+    else:
+        a, b = r[..., 0::2], r[..., 1::2]
+        new = torch.empty_like(r)
+        new[..., 0::2], new[..., 1::2] = a * cos + b * sin, b * cos + a * (-sin)
+    x[..., -rope_dim:] = new.to(o.dtype)
+    return x
+
+
+def _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True, *, scale_align=4):
+    m, _, d = o.shape
+    k = heads_per_group * d
+    x = _inverse_rope(o, positions, cos_sin_cache, rope_dim, is_neox).reshape(m, n_groups, k)
+    rows = -(-m // scale_align) * scale_align
+    fp8 = torch.empty((n_groups, m, k), dtype=FP8, device=o.device)
+    scale = torch.zeros((n_groups, k // 128, rows), dtype=torch.float32, device=o.device)
+    for g in range(n_groups):
+        blocks = x[:, g].float().unflatten(-1, (k // 128, 128))  # [M, K/128, 128]
+        s = blocks.abs().amax(-1) / torch.full((1,), 448.0, device=o.device)
+        q = torch.where(s[..., None] > 0, blocks / torch.where(s > 0, s, 1.0)[..., None], 0.0)
+        fp8[g] = q.clamp(-448.0, 448.0).to(FP8).flatten(1)
+        scale[g, :, :m] = s.t()
+    return fp8, scale
+
+
+def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                       quant_group_size=128, is_neox=True):
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+def broken_pad(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+               is_neox=True):
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox,
+                     scale_align=8)
+
+
+def wrong_signature(o, positions):
+    """Cannot be called with the contract's arguments: the plugin must refuse it before any test."""
+    raise AssertionError("never called")
