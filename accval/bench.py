@@ -216,7 +216,7 @@ def write(result: dict, out_dir: Path) -> Path:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{result['device'].replace(' ', '_')}-{result['date']}"
+    stem = f"{result['device'].replace(' ', '_')}-{result['date']}-{_dt.datetime.now():%H%M%S}"
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (out_dir / f"{stem}.md").write_text(to_markdown(result))
     ops = list(dict.fromkeys(r["op"] for r in result["rows"]))

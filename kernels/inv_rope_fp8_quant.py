@@ -153,7 +153,7 @@ DISPATCH_TABLES["sm90"] = ((0, LaunchConfig(1, 1, 1)),)
 #: The interpreter follows the B200 table so CPU runs exercise both kernels at their real thresholds.
 DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"]
 H100_DISPATCH_MEASUREMENT = (
-    "reports/bench/NVIDIA_H100_80GB_HBM3-2026-11-25.json (H100 80GB HBM3, torch 2.11, triton 3.6, DSv4-Pro DEP8 "
+    "reports/bench/NVIDIA_H100_80GB_HBM3-2026-11-25-run1.json (H100 80GB HBM3, torch 2.11, triton 3.6, DSv4-Pro DEP8 "
     "G=8 hpg=16 D=512): BTM=1 straight kernel vs the B200 table, median us: M=1024 96 vs 134, M=1500 138 vs 193, "
     "M=2048 186 vs 253, M=4096 365 vs 495, M=8192 725 vs 976; equal below 1024 (same branch). BTM=1 wins at every M."
 )
