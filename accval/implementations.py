@@ -162,10 +162,18 @@ def torch_consumer(a, a_scale, b, b_scale, out=None):
 torch_consumer.accval_expected_impl = "torch"
 torch_consumer.accval_devices = ("cuda",)
 
+def emulated_consumer(a, a_scale, b, b_scale, out=None):
+    """The Triton consumer's arithmetic in torch, any device (arm B of the A/B on a CPU)."""
+    return kernels.fp8_block_bmm(a, a_scale, b, b_scale, out, backend="emulated")
+
+
+emulated_consumer.accval_expected_impl = "emulated"
+
 PRODUCERS.register("accval", accval_producer)
 PRODUCERS.register("reference", reference_producer)
 CONSUMERS.register("accval", triton_consumer)
 CONSUMERS.register("torch", torch_consumer)
+CONSUMERS.register("emulated", emulated_consumer)
 
 
 def _register_mutants() -> None:

@@ -7,6 +7,12 @@ Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that ca
   * ``"triton"``: one grouped Triton kernel for all groups. Like production consumers, it reads
     ``a_scale`` with the m-stride ``pad4(M)`` it computes itself and ignores the tensor's strides.
   * ``"torch"``: ``torch._scaled_mm`` blockwise (1x128 x 128x128), one call per group; CUDA only.
+  * ``"emulated"``: the Triton kernel's arithmetic in torch, on any device (the FP8 chain of the A/B
+    on a CPU). Like the kernel it reads ``a`` and ``a_scale`` from their storage with the strides it
+    computes itself (``M*K`` and ``pad4(M)``), so producer drift corrupts it exactly as it corrupts
+    the kernel. Each 128-block dot product is summed exactly (float64: products of two e4m3 values
+    need at most 8 significant bits and span < 2**44, so 128 of them fit in 53 bits) and rounded
+    once to fp32, then scaled and accumulated in fp32 in the kernel's order.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from .fp8_rounding import to_bf16
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .validation import check_contiguous, check_same_device, check_shape, check_tensor
 
-BACKENDS = ("triton", "torch")
+BACKENDS = ("triton", "torch", "emulated")
 
 
 @triton.jit
@@ -136,6 +142,22 @@ def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
     provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g, padded_rows=mp - m)
 
 
+def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN):
+    kb = k // QUANT_BLOCK
+    sm = cdiv(m, scale_m_align) * scale_m_align
+    # What the kernel dereferences: dense [G, M, K] and [G, K/128, pad4(M)] from the buffers' start.
+    # Reading past a too-small buffer raises here, where the kernel would fault.
+    a_raw = a.as_strided((g, m, k), (m * k, k, 1), a.storage_offset())
+    s_raw = a_scale.as_strided((g, kb, m), (kb * sm, sm, 1), a_scale.storage_offset())
+    acc = torch.zeros((g, m, n), dtype=torch.float32, device=a.device)
+    for i in range(kb):
+        blk = slice(i * QUANT_BLOCK, (i + 1) * QUANT_BLOCK)
+        dot = torch.bmm(a_raw[:, :, blk].double(), b[:, :, blk].double().transpose(1, 2)).float()
+        acc += dot * s_raw[:, i, :, None] * b_scale[:, None, :, i].repeat_interleave(WEIGHT_BLOCK, dim=2)
+    out.copy_(acc.to(torch.bfloat16))
+    provenance.record("consumer", "emulated", f"torch-{a.device.type}")
+
+
 def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
     if out is None:
@@ -144,6 +166,8 @@ def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
         _run_triton(a, a_scale, b, b_scale, out, g, m, n, k)
     elif backend == "torch":
         _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)
+    elif backend == "emulated":
+        _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k)
     else:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     return out

@@ -7,6 +7,11 @@
   matmul against the dequantized weight.
 * :func:`o_a_proj_fp8_chain` (arm B): the fused producer, then the FP8 block-scaled consumer
   writing straight into ``o_lora`` through a transposed view.
+
+Chain backends (:data:`CHAIN_BACKENDS`, producer and consumer): ``"triton"`` (both Triton kernels),
+``"triton+scaled_mm"`` (Triton producer, ``torch._scaled_mm`` consumer; CUDA only) and ``"torch"``
+(the mirror reference producer, bit-identical to the kernel, and the ``"emulated"`` consumer; any
+device, which is how the A/B runs arm B on a CPU at model speed).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from . import provenance
 from .constants import FP8_DTYPE
 from .fp8_block_bmm import fp8_block_bmm
 from .inv_rope_fp8_quant import inv_rope_fp8_quant, validate_producer_args
-from .reference import dequantize_weight, inverse_rope_
+from .reference import dequantize_weight, inv_rope_fp8_quant_ref, inverse_rope_
 from .validation import check_shape, check_tensor
 
 
@@ -44,14 +49,28 @@ def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups
     return out
 
 
+#: chain backend -> (producer, consumer backend of :func:`kernels.fp8_block_bmm`)
+CHAIN_BACKENDS = {
+    "triton": (inv_rope_fp8_quant, "triton"),
+    "triton+scaled_mm": (inv_rope_fp8_quant, "torch"),
+    "torch": (inv_rope_fp8_quant_ref, "emulated"),
+}
+
+
 def o_a_proj_fp8_chain(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim,
-                       is_neox=True, *, backend="triton"):
-    """Arm B: fused inverse RoPE + FP8 quant, then the FP8 block-scaled bmm -> ``[M, G, R]`` bf16."""
+                       is_neox=True, *, backend="triton", check_contract=True):
+    """Arm B: fused inverse RoPE + FP8 quant, then the FP8 block-scaled bmm -> ``[M, G, R]`` bf16.
+
+    ``check_contract=False`` runs the consumer as engines do, trusting the producer's layout.
+    """
+    if backend not in CHAIN_BACKENDS:
+        raise ValueError(f"backend: expected one of {sorted(CHAIN_BACKENDS)}, got {backend!r}")
+    produce, consumer_backend = CHAIN_BACKENDS[backend]
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
     r = _check_weight(w_fp8, w_scale, n_groups, p.k)
-    fp8, scale = inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                                    is_neox=is_neox)
+    fp8, scale = produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
     out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
-    fp8_block_bmm(fp8, scale, w_fp8, w_scale, out.transpose(0, 1), backend=backend)
+    fp8_block_bmm(fp8, scale, w_fp8, w_scale, out.transpose(0, 1), backend=consumer_backend,
+                  check_contract=check_contract)
     provenance.record("o_a_proj", "fp8-chain", backend)
     return out

@@ -1,0 +1,89 @@
+"""The CPU-capable FP8 chain (chain backend ``"torch"``) against the Triton kernels.
+
+The A/B runs arm B on a CPU through this chain, so it must be the kernels' arithmetic, not an
+approximation of it: its producer is bit-identical to the Triton producer (``test_producer``
+proves the mirror reference equal to the kernel), and its consumer is held here to the Triton
+consumer, and to the same address arithmetic (a drifted producer layout corrupts both alike).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+import kernels
+from kernels.constants import FP8_DTYPE, pad4
+from kernels.reference import fp8_block_bmm_abs_ref
+
+from .cases import ProducerCase, make_inputs, producer_cases, random_weight
+from .checks import FP32_ACC_TOL, assert_within_bound
+
+
+def _consumer_inputs(g, m, n, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.randn(g, m, k, generator=gen) * 40).clamp(-448, 448).to(FP8_DTYPE)
+    a_scale = torch.zeros(g, k // 128, pad4(m))
+    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.01
+    b = (torch.randn(g, n, k, generator=gen) * 40).clamp(-448, 448).to(FP8_DTYPE)
+    b_scale = torch.rand(g, n // 128, k // 128, generator=gen) + 0.01
+    return a, a_scale, b, b_scale
+
+
+@pytest.mark.parametrize("m", [1, 3, 37, 130], ids=lambda m: f"M{m}")
+def test_emulated_consumer_matches_triton_consumer(m):
+    """Emulated vs Triton (interpreter on a CPU): within the FP32 accumulation bound, and at least 99%
+    of outputs bit-equal (they differ only where fp32 sums in another order round differently)."""
+    a, a_scale, b, b_scale = _consumer_inputs(2, m, 256, 384, seed=m)
+    emu = kernels.fp8_block_bmm(a, a_scale, b, b_scale, backend="emulated")
+    tri = kernels.fp8_block_bmm(a, a_scale, b, b_scale, backend="triton")
+    bound = FP32_ACC_TOL * fp8_block_bmm_abs_ref(a, a_scale, b, b_scale) + 1e-30
+    assert_within_bound(emu, tri, bound, "emulated vs triton consumer", f"M={m}")
+    equal = (emu == tri).double().mean().item()
+    assert equal >= 0.99, f"only {equal:.4f} of outputs bit-equal at M={m}"
+
+
+@pytest.mark.parametrize("rows_extra", [4, 8], ids=lambda r: f"pad+{r}")
+def test_emulated_consumer_reads_drifted_layout_like_the_kernel(rows_extra):
+    """A scale buffer padded past pad4(M) (scale-pad-btm): both consumers read the same wrong
+    addresses, so they agree with each other and both differ from the correct result."""
+    g, m, n, k = 2, 1001, 128, 256
+    a, a_scale, b, b_scale = _consumer_inputs(g, m, n, k, seed=rows_extra)
+    drifted = torch.zeros(g, k // 128, pad4(m) + rows_extra)
+    drifted[:, :, :m] = a_scale[:, :, :m]
+    good = kernels.fp8_block_bmm(a, a_scale, b, b_scale, backend="emulated")
+    emu = kernels.fp8_block_bmm(a, drifted, b, b_scale, backend="emulated", check_contract=False)
+    tri = kernels.fp8_block_bmm(a, drifted, b, b_scale, backend="triton", check_contract=False)
+    bound = FP32_ACC_TOL * fp8_block_bmm_abs_ref(a, a_scale, b, b_scale).abs().amax() + 1e-30
+    assert ((emu.double() - tri.double()).abs() <= bound).all(), "the two consumers read a drifted layout differently"
+    assert not torch.equal(emu, good), "a drifted scale layout did not change the emulated consumer's output"
+
+
+@settings(max_examples=6, deadline=None)
+@given(case=producer_cases(max_tokens=40))
+def test_torch_chain_equals_triton_chain(case):
+    """``o_a_proj_fp8_chain(backend="torch")`` vs ``backend="triton"`` on the same inputs: within the
+    FP32 accumulation bound of the consumer (the producers are bit-identical)."""
+    case = ProducerCase(**{**case.__dict__, "dtype": torch.bfloat16})
+    o, pos, cache = make_inputs(case, "cpu")
+    k = case.heads_per_group * case.head_dim
+    w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(case.n_groups, 128, k, case.seed, "cpu"))
+    args = (o, pos, cache, w_fp8, w_scale, case.n_groups, case.heads_per_group, case.nope_dim, case.rope_dim, case.is_neox)
+    with kernels.provenance.capture() as ran:
+        torch_chain = kernels.o_a_proj_fp8_chain(*args, backend="torch")
+    assert [(r.op, r.impl) for r in ran if r.op in ("producer", "consumer")] == [
+        ("producer", "torch-reference"), ("consumer", "emulated")], ran
+    triton_chain = kernels.o_a_proj_fp8_chain(*args, backend="triton")
+    fp8, scale = kernels.inv_rope_fp8_quant_ref(o, pos, cache, case.n_groups, case.heads_per_group, case.nope_dim,
+                                                case.rope_dim, 128, case.is_neox)
+    abs_ref = fp8_block_bmm_abs_ref(fp8, scale, w_fp8, w_scale).transpose(0, 1)
+    bound = FP32_ACC_TOL * abs_ref + 2.0 ** -8 * triton_chain.double().abs() + 1e-30
+    assert_within_bound(torch_chain, triton_chain, bound, "torch chain vs triton chain", f"{case}")
+
+
+def test_unknown_chain_backend_is_a_value_error():
+    case = ProducerCase(m=4, n_groups=1, heads_per_group=1)
+    o, pos, cache = make_inputs(case, "cpu")
+    w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(1, 128, case.head_dim, 0, "cpu"))
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        kernels.o_a_proj_fp8_chain(o, pos, cache, w_fp8, w_scale, 1, 1, case.nope_dim, case.rope_dim, backend="cuda-fast")
