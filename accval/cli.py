@@ -1,6 +1,7 @@
 """The ``accval`` command: a thin layer over library functions.
 
-Exit codes: 0 ok, 1 regression found (a mutant survived), 2 usage or environment error.
+Exit codes: 0 ok, 1 regression found (a mutant survived, an A/B verdict of regression), 2 usage or
+environment error.
 Errors print one line; ``--debug`` shows the traceback.
 """
 
@@ -32,6 +33,30 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_gsm8k(args) -> int:
+    from .gsm8k import ab
+
+    if not args.ab:
+        raise ValueError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
+    settings = ab.Settings(mode=args.mode, model=args.model, data_dir=args.data_dir, limit=args.limit,
+                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
+                           device=args.device, seed=args.seed, backend=args.backend, inject=args.inject)
+    rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
+    from . import report
+
+    print(report.to_markdown(rep))
+    print(f"report: {rep['out']}/report.md")
+    return 1 if rep["verdict"]["regression"] else 0
+
+
+def _cmd_report(args) -> int:
+    from . import report
+
+    reps = [report.load(p) for p in args.paths]
+    print(report.to_markdown(reps[0]) if len(reps) == 1 else report.compare(reps))
+    return 1 if any(r["verdict"]["regression"] for r in reps) and args.fail_on_regression else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="accval", description="Accuracy validation for FP8 kernel chains.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -49,6 +74,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shapes", default="dep8,tep8")
     b.add_argument("--out", default="reports/bench")
     b.set_defaults(fn=_cmd_bench)
+    g = sub.add_parser("gsm8k", help="gsm8k 5-shot A/B: bf16 fallback (A) against the FP8 chain (B)",
+                       description="Exit 0: no regression; 1: regression; 2: usage or environment error.")
+    g.add_argument("--ab", action="store_true", help="run both arms on the same questions and compare them")
+    g.add_argument("--mode", choices=("dep8", "tep8"), default="dep8", help="sharding at the o_a_proj site")
+    g.add_argument("--model", default="builtin", help="'builtin' (small seeded DeepSeek-V4) or a checkpoint directory")
+    g.add_argument("--data-dir", help="read train.jsonl/test.jsonl here (offline) instead of Hugging Face openai/gsm8k")
+    g.add_argument("--limit", type=int, help="first N test questions (default all 1319)")
+    g.add_argument("--num-fewshot", type=int, default=5)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--max-gen-toks", type=int, default=256)
+    g.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    g.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
+    g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
+                   "triton+scaled_mm, torch")
+    g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
+    g.add_argument("--out", help="run directory (default reports/gsm8k/<timestamp>-<mode>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.set_defaults(fn=_cmd_gsm8k)
+    r = sub.add_parser("report", help="print a gsm8k A/B report, or compare several (oldest first)")
+    r.add_argument("paths", nargs="+", help="report.json files or run directories")
+    r.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any report's verdict is regression")
+    r.set_defaults(fn=_cmd_report)
     return p
 
 
@@ -60,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if e.code else 0
     try:
         return args.fn(args)
-    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, ImportError) as e:
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

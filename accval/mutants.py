@@ -193,3 +193,122 @@ def consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
     out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
     _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
     return out
+
+
+# --- the same defects in the torch chain (chain backend "torch": the A/B's arm B on a CPU) ---------------
+# Each applies its defect to the mirror reference producer or the emulated consumer, so `accval gsm8k
+# --inject ID` shows on a CPU what the defect does to a model. Defects that exist only in a GPU kernel
+# (int32-index) or only under graph capture (fake-shape) have no torch variant.
+
+TORCH_CHAIN: dict[str, object] = {}
+
+
+def _torch_variant(id: str, expected_impl: str):
+    def deco(fn):
+        if id not in CATALOG:
+            raise KeyError(f"torch variant for unknown mutant {id!r}")
+        fn.accval_expected_impl = expected_impl
+        TORCH_CHAIN[id] = fn
+        return fn
+    return deco
+
+
+def _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox):
+    return kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                          quant_group_size, is_neox)
+
+
+@_torch_variant("scale-pad-btm", "torch-reference")
+def torch_scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                        is_neox=True, *, block_tokens_m=None):
+    fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    m = o.shape[0]
+    pad = max(config_for(m, o.device, block_tokens_m).block_tokens_m, 4)  # this device's dispatch, as the kernel
+    drifted = torch.zeros((scale.shape[0], scale.shape[1], -(-m // pad) * pad), dtype=scale.dtype, device=scale.device)
+    drifted[:, :, :m] = scale[:, :, :m]
+    return fp8, drifted
+
+
+@_torch_variant("fp8-m-padded", "torch-reference")
+def torch_fp8_m_padded(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                       is_neox=True, *, block_tokens_m=None):
+    fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    g, m, k = fp8.shape
+    padded = torch.zeros((g, pad4(m), k), dtype=fp8.dtype, device=fp8.device)
+    padded[:, :m] = fp8
+    return padded[:, :m], scale
+
+
+@_torch_variant("pad-rows-not-zeroed", "torch-reference")
+def torch_pad_rows_not_zeroed(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                              quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    scale[:, :, o.shape[0]:] = float("nan")  # stands for uninitialised memory, deterministically
+    return fp8, scale
+
+
+@_torch_variant("rope-sign", "torch-reference")
+def torch_rope_sign(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                    is_neox=True, *, block_tokens_m=None):
+    flipped = cos_sin_cache.clone()
+    if flipped.dim() == 2:
+        flipped[:, rope_dim // 2:] *= -1
+    else:
+        flipped[:, 1] *= -1
+    return _ref(o, positions, flipped, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+@_torch_variant("rope-layout", "torch-reference")
+def torch_rope_layout(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                      is_neox=True, *, block_tokens_m=None):
+    return _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, not is_neox)
+
+
+@_torch_variant("no-input-rounding", "torch-reference")
+def torch_no_input_rounding(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                            quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    from kernels.reference import inverse_rope_, quantize_1x128_permute102
+
+    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                           is_neox)
+    x = inverse_rope_(o.float().clone(), positions, cos_sin_cache, rope_dim, is_neox)  # stays fp32
+    out = quantize_1x128_permute102(x.reshape(o.shape[0], n_groups, -1))
+    provenance.record("producer", "torch-reference", f"torch-{o.device.type}", mutant="no-input-rounding")
+    return out
+
+
+@_torch_variant("consumer-scale-stride-m", "emulated")
+def torch_consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
+    from kernels.fp8_block_bmm import _run_emulated
+
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, False)
+    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
+    return out
+
+
+@_torch_variant("silent-fallback", "torch")
+def torch_silent_fallback(a, a_scale, b, b_scale, out=None):
+    from kernels.fp8_block_bmm import _run_emulated
+
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, False)
+    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    try:
+        import accval_fast_backend_that_does_not_exist  # noqa: F401
+        _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)
+    except Exception:  # the defect
+        _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k)
+    return out
+
+
+def for_chain(id: str, backend: str):
+    """``(role, fn)`` of mutant ``id`` for an FP8 chain running on ``backend`` (see kernels.CHAIN_BACKENDS)."""
+    if id not in CATALOG:
+        raise ValueError(f"--inject: expected a catalog mutant id, one of {sorted(CATALOG)}; got {id!r}")
+    m = CATALOG[id]
+    if backend == "torch":
+        if id not in TORCH_CHAIN:
+            raise ValueError(f"--inject {id}: this defect exists only in the GPU kernels ({m.defect}); "
+                             "run it with --backend triton on a GPU")
+        return m.role, TORCH_CHAIN[id]
+    return m.role, globals()[m.attr]

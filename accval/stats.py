@@ -29,13 +29,16 @@ from scipy.stats import binomtest
 ALPHA = 0.05
 #: Power for the minimum detectable effect.
 POWER = 0.8
-#: Regression when teacher-forced top-1 agreement of B with A falls under this. Measured with the
-#: built-in model (reports/gsm8k): clean FP8 chain >= 0.98 under dep8 and tep8; the catalog mutants
-#: that change the numbers land far below (see the note in README, "gsm8k A/B"). 0.95 leaves the
-#: clean runs a margin several times their spread and is far above every mutant.
-TOP1_AGREEMENT_FLOOR = 0.95
-#: Regression when the mean per-token KL(A||B) in nats exceeds this (same runs: clean <= 0.01).
-KL_CEILING = 0.05
+#: Regression when teacher-forced top-1 agreement of B with A falls under this floor. Calibrated on the
+#: built-in model (random weights, nearly flat next-token distributions, so argmax flips on ties):
+#: clean FP8 chain 0.914-0.919 (CPU, dep8/tep8, 8 questions) and 0.933 (H100, dep8, 1319 questions);
+#: the mildest numerically visible mutant, scale-pad-btm, 0.832 (CPU, dep8). A model with real
+#: weights agrees far more; calibrate again (clean and mutant runs) before judging another model.
+TOP1_AGREEMENT_FLOOR = 0.88
+#: Regression when the mean per-token KL(A||B) in nats exceeds this ceiling. Same runs: clean
+#: 1.2e-4 to 1.6e-4; scale-pad-btm 1.05e-3, consumer-scale-stride-m 3.2e-3, fp8-m-padded 0.023,
+#: rope-sign/rope-layout 0.053. 5e-4 is 3x the worst clean run and half the mildest mutant.
+KL_CEILING = 5e-4
 
 _Z = NormalDist()
 

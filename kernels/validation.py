@@ -50,3 +50,22 @@ def is_fake(t: torch.Tensor) -> bool:
     from torch._subclasses.fake_tensor import is_fake as _is_fake
 
     return _is_fake(t)
+
+
+def contract_problems(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int) -> list[str]:
+    """What a producer's output breaks of the buffer contract (DOMAIN.md section 1); empty when none.
+
+    ``fp8 [G, M, K]`` contiguous (group stride ``M*K``), ``scale [G, K/128, pad4(M)]`` contiguous with
+    rows ``M..pad4(M)-1`` zero. Non-raising, for callers that count violations (the A/B site).
+    """
+    from .constants import QUANT_BLOCK, pad4
+
+    problems = []
+    if tuple(fp8.shape) != (n_groups, m, k) or not fp8.is_contiguous():
+        problems.append(f"fp8: expected contiguous {(n_groups, m, k)}, got {tuple(fp8.shape)} strides {fp8.stride()}")
+    want = (n_groups, k // QUANT_BLOCK, pad4(m))
+    if tuple(scale.shape) != want or not scale.is_contiguous():
+        problems.append(f"scale: expected contiguous {want}, got {tuple(scale.shape)} strides {scale.stride()}")
+    elif m < pad4(m) and not bool((scale[:, :, m:] == 0).all()):
+        problems.append(f"scale: rows {m}..{pad4(m) - 1} are not zero")
+    return problems

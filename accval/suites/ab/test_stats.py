@@ -68,7 +68,7 @@ def test_token_agreement_hand_computed():
 def test_verdict_reasons():
     clean = stats.paired_stats([1, 0] * 20, [1, 0] * 20)
     drop = stats.paired_stats([1] * 30, [0] * 10 + [1] * 20)
-    good = stats.Agreement(tokens=100, top1=0.99, kl=0.001, identical_generations=0.5)
+    good = stats.Agreement(tokens=100, top1=0.99, kl=0.0001, identical_generations=0.5)
     bad = stats.Agreement(tokens=100, top1=0.5, kl=0.8, identical_generations=0.0)
     assert stats.verdict({"strict": clean}, good) == stats.Verdict(False, ())
     v = stats.verdict({"strict": drop}, good)

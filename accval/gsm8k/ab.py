@@ -1,0 +1,253 @@
+"""The gsm8k A/B: both arms on the same questions through lm-eval, paired statistics, verdict, report.
+
+A run directory holds everything a run has done, written as it happens, so a crash loses nothing
+and ``resume=True`` continues: ``run.json`` (the settings; a resume must match them),
+``generations-A.jsonl`` / ``generations-B.jsonl`` (one line per finished question),
+``agreement.jsonl`` (teacher-forced agreement per question), then ``samples-A.jsonl`` /
+``samples-B.jsonl`` (lm-eval's scored samples), ``report.json``, ``report.md`` and ``report.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import logging
+import platform
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+from accval import stats
+from accval.model import builtin
+from accval.model.site import MODES, Arm
+
+from . import task as task_mod
+
+SCHEMA = "accval.gsm8k.ab/1"
+FILTERS = ("strict-match", "flexible-extract")
+CLI_MODES = ("dep8", "tep8")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mode: str = "dep8"
+    model: str = builtin.BUILTIN
+    data_dir: str | None = None
+    limit: int | None = None
+    num_fewshot: int = 5
+    batch_size: int = 8
+    max_gen_toks: int = 256
+    device: str = "auto"
+    seed: int = 0
+    backend: str = "auto"
+    inject: str | None = None
+
+    def resolved(self) -> "Settings":
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        backend = self.backend
+        if backend == "auto":
+            backend = "triton" if device.startswith("cuda") else "torch"
+        return dataclasses.replace(self, device=device, backend=backend)
+
+
+def validate(s: Settings) -> Settings:
+    import kernels
+
+    if s.mode not in MODES:
+        raise ValueError(f"--mode: expected one of {CLI_MODES}, got {s.mode!r}")
+    if s.limit is not None and s.limit < 2:
+        raise ValueError(f"--limit: expected at least 2 questions (paired statistics need 2), got {s.limit}")
+    if s.num_fewshot < 0:
+        raise ValueError(f"--num-fewshot: expected >= 0, got {s.num_fewshot}")
+    if s.batch_size < 1 or s.max_gen_toks < 1:
+        raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
+    if s.data_dir is not None:
+        task_mod.data_files(Path(s.data_dir))
+    s = s.resolved()
+    if s.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {s.device}: no CUDA device is available here")
+    if s.backend not in kernels.CHAIN_BACKENDS:
+        raise ValueError(f"--backend: expected auto or one of {sorted(kernels.CHAIN_BACKENDS)}, got {s.backend!r}")
+    if s.backend != "torch" and not s.device.startswith("cuda"):
+        raise RuntimeError(f"--backend {s.backend}: the Triton kernels need a GPU at model speed; this run is on "
+                           f"{s.device} (use --backend torch, the kernels' arithmetic in torch, or run on a GPU)")
+    if s.inject:
+        from accval import mutants
+
+        mutants.for_chain(s.inject, s.backend)
+    return s
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("accval", "lm_eval", "torch", "triton", "transformers", "datasets"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    out["python"] = platform.python_version()
+    return out
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads)"
+
+
+class RunDir:
+    def __init__(self, path: Path, settings: Settings, resume: bool):
+        self.path = Path(path)
+        fingerprint = dataclasses.asdict(settings)
+        run_json = self.path / "run.json"
+        if run_json.exists():
+            if not resume:
+                raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
+                                 "another --out")
+            old = json.loads(run_json.read_text())["settings"]
+            if old != fingerprint:
+                diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
+                raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
+        elif resume and self.path.exists() and any(self.path.iterdir()):
+            raise ValueError(f"--resume: {self.path} has no run.json; it is not an accval gsm8k run directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not run_json.exists():
+            run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint,
+                                            "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def _samples_by_doc(samples: list[dict]) -> dict[int, dict[str, dict]]:
+    """lm-eval logs one sample per (document, filter); regroup as doc -> filter -> sample."""
+    out: dict[int, dict[str, dict]] = {}
+    for s in samples:
+        out.setdefault(int(s["doc_id"]), {})[s["filter"]] = s
+    return out
+
+
+def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: RunDir, progress: bool):
+    import lm_eval
+
+    from .lm import ArmLM, SampleStore
+
+    from accval.model.site import SiteStats
+
+    state = run.file(f"site-{arm.name}.json")
+    if state.exists():  # a resumed run keeps counting what ran at the site
+        engine.site.stats[arm.name] = SiteStats.from_state(json.loads(state.read_text()))
+
+    def save_site_state():
+        tmp = state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(engine.site.stats[arm.name].state()))
+        tmp.replace(state)
+
+    lm = ArmLM(engine, arm, SampleStore(run.file(f"generations-{arm.name}.jsonl")), settings.batch_size,
+               settings.max_gen_toks, progress, on_batch=save_site_state)
+    res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot, limit=settings.limit,
+                                  log_samples=True, bootstrap_iters=0)
+    samples = res["samples"][task_mod.TASK]
+    with run.file(f"samples-{arm.name}.jsonl").open("w") as f:
+        for s in samples:
+            f.write(json.dumps(s, default=str) + "\n")
+    return res, _samples_by_doc(samples), lm.resumed
+
+
+def _agreement(engine, arms: dict[str, Arm], docs: dict[int, dict[str, dict]], run: RunDir, progress: bool):
+    from tqdm.auto import tqdm
+
+    path = run.file("agreement.jsonl")
+    done: dict[int, tuple[int, int, float]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash is redone
+                done[int(row["doc_id"])] = (row["tokens"], row["top1_agree"], row["kl_sum"])
+    todo = [d for d in sorted(docs) if d not in done]
+    for doc_id in tqdm(todo, desc="teacher-forced agreement", unit="q", disable=not progress):
+        sample = next(iter(docs[doc_id].values()))
+        args = sample["arguments"]
+        context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
+        row = engine.teacher_forced(arms["A"], arms["B"], context, " " + sample["target"])
+        done[doc_id] = row
+        with path.open("a") as f:
+            f.write(json.dumps({"doc_id": doc_id, "tokens": row[0], "top1_agree": row[1], "kl_sum": row[2]}) + "\n")
+    return [done[d] for d in sorted(docs)]
+
+
+def run(settings: Settings, out: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
+    """Run the A/B and write its report; returns the report dict."""
+    t0 = time.time()
+    settings = validate(settings)
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+        out = Path("reports/gsm8k") / f"{stamp}-{settings.mode}"
+    run_dir = RunDir(Path(out), settings, resume)
+    data_dir = Path(settings.data_dir) if settings.data_dir else None
+    task_cfg = task_mod.config(data_dir)
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+
+    from .engine import Engine
+
+    loaded = builtin.load(settings.model, settings.seed, settings.device)
+    engine = Engine(loaded, settings.mode, settings.device)
+    arms = {"A": Arm("A", "bf16-fallback"), "B": Arm("B", "fp8-chain", settings.backend, settings.inject)}
+    results, docs, resumed = {}, {}, {}
+    for name, arm in arms.items():
+        results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress)
+    if sorted(docs["A"]) != sorted(docs["B"]):
+        raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
+    doc_ids = sorted(docs["A"])
+    per_arm, paired = {}, {}
+    for f in FILTERS:
+        outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in arms}
+        paired[f] = stats.paired_stats(outcomes["A"], outcomes["B"])
+        for n in arms:
+            per_arm.setdefault(n, {})[f] = dataclasses.asdict(stats.arm_stats(outcomes[n]))
+    gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in arms}
+    agreement = stats.combine_agreement(_agreement(engine, arms, docs["A"], run_dir, progress), gens["A"], gens["B"])
+    for n in arms:  # the teacher-forced calls count too; a later resume starts from here
+        run_dir.file(f"site-{n}.json").write_text(json.dumps(engine.site.stats[n].state()))
+    site = {n: engine.site.stats[n] for n in arms}
+    verdict = stats.verdict(paired, agreement, provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
+                            contract_violations=site["B"].contract_violations)
+    kind, ranks = MODES[settings.mode]
+    report = {
+        "schema": SCHEMA,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "command": sys.argv,
+        "versions": _versions(),
+        "device": {"name": _device_name(settings.device), "type": settings.device},
+        "settings": dataclasses.asdict(settings),
+        "task": {"name": task_mod.TASK, "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
+                 "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,
+                 "max_gen_toks": settings.max_gen_toks, "lm_eval_task_version": results["A"]["versions"].get(task_mod.TASK)},
+        "model": {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
+                  "random_weights": settings.model == builtin.BUILTIN},
+        "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
+                 "execution": f"{ranks} ranks emulated in one process at the o_a_proj site"},
+        "arms": {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
+                     "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
+                 for n, a in arms.items()},
+        "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
+        "agreement": dataclasses.asdict(agreement),
+        "thresholds": {"alpha": stats.ALPHA, "power": stats.POWER, "top1_agreement_floor": stats.TOP1_AGREEMENT_FLOOR,
+                       "kl_ceiling": stats.KL_CEILING},
+        "verdict": {"regression": verdict.regression, "reasons": list(verdict.reasons)},
+        "elapsed_s": round(time.time() - t0, 1),  # this invocation only (a resumed run says resumed_samples)
+        "out": str(run_dir.path),
+    }
+    from accval import report as report_mod
+
+    report_mod.write(report, run_dir.path)
+    return report

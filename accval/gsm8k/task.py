@@ -1,0 +1,64 @@
+"""lm-eval's gsm8k task config, unchanged except, with ``--data-dir``, where the data comes from."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+TASK = "gsm8k"
+HF_DATASET = "openai/gsm8k"
+_SOURCE_KEYS = ("dataset_path", "dataset_name", "dataset_kwargs")
+
+
+def builtin_config() -> dict:
+    """The task config exactly as lm-eval ships it (its ``gsm8k.yaml``)."""
+    from lm_eval.tasks import TaskManager
+
+    entry = TaskManager().task_index.get(TASK)
+    if entry is None or not entry.cfg:
+        raise RuntimeError(f"lm-eval {_lm_eval_version()} has no task {TASK!r}")
+    return copy.deepcopy(dict(entry.cfg))
+
+
+def data_files(data_dir: Path) -> dict[str, str]:
+    files = {split: Path(data_dir) / f"{split}.jsonl" for split in ("train", "test")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise ValueError(f"--data-dir: expected train.jsonl and test.jsonl in {data_dir}, missing {missing}")
+    return {k: str(v.resolve()) for k, v in files.items()}
+
+
+def config(data_dir: Path | None = None) -> dict:
+    """lm-eval's gsm8k config; with ``data_dir``, read through ``datasets``' json loader offline."""
+    cfg = copy.deepcopy(builtin_config())
+    if data_dir is not None:
+        cfg["dataset_path"] = "json"
+        cfg.pop("dataset_name", None)
+        cfg["dataset_kwargs"] = {"data_files": data_files(data_dir)}
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return cfg
+
+
+def config_sha256(cfg: dict) -> str:
+    """Hash of everything in the config but the data source: equal hashes render equal prompts from equal data."""
+    rest = {k: v for k, v in cfg.items() if k not in _SOURCE_KEYS}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_sha256(data_dir: Path | None) -> dict[str, str]:
+    if data_dir is None:
+        return {"source": f"hf:{HF_DATASET} (main)"}
+    out = {"source": f"json:{Path(data_dir).resolve()}"}
+    for split, path in data_files(data_dir).items():
+        out[split] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return out
+
+
+def _lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")

@@ -1,0 +1,320 @@
+"""The ``o_a_proj`` site of every DeepSeek-V4 attention layer, run by arm A or arm B under DEP or TEP.
+
+transformers computes the attention output path inline in ``DeepseekV4Attention.forward``
+(inverse RoPE on the trailing rope channels, interleaved pairs, then ``o_a_proj`` and ``o_b_proj``),
+so :class:`OAProjSite` replaces that forward per layer. The replacement computes the attention
+exactly as the model does (same submodules, same helpers from the modeling file) and hands the
+attention output ``[B, S, H, D]``, before inverse RoPE, to the arm:
+
+* arm ``bf16-fallback``: :func:`kernels.o_a_proj_bf16_fallback` (inverse RoPE in bf16, bf16 bmm
+  against the dequantized FP8 weight);
+* arm ``fp8-chain``: the producer, a contract check of its buffers, then the consumer run as engines
+  run it (trusting the producer's layout), on a chain backend of :data:`kernels.CHAIN_BACKENDS`,
+  optionally with a catalog mutant in place of the producer or the consumer;
+* arm ``native``: the model's own code path, for the test that proves this replacement faithful.
+
+Both arms use the same FP8 128x128-quantized ``o_a_proj`` weight; the model's own weight is set to
+its dequantized value, so ``native`` and ``bf16-fallback`` compute the same function.
+
+Sharding at this site is emulated in one process (8 ranks in a loop): **DEP** gives each rank its own
+requests (batch rows ``b % ranks == rank``) with all groups, so every rank sees its own M; **TEP**
+gives each rank ``G / ranks`` groups (their heads) for all tokens and sums the ranks' ``o_b_proj``
+partial products in bf16, in rank order, as an all-reduce would. Padding tokens of left-padded
+batches are excluded from M, as an engine would never see them (:meth:`OAProjSite.track_padding`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import types
+
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels import provenance
+from kernels.reference import dequantize_weight
+from kernels.validation import contract_problems
+
+PATHS = ("native", "bf16-fallback", "fp8-chain")
+MODES = {"dep8": ("dep", 8), "tep8": ("tep", 8), "single": ("dep", 1)}
+_CONSUMER_IMPL = {"triton": "triton", "torch": "torch", "emulated": "emulated"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    name: str  # "A" or "B"
+    path: str  # one of PATHS
+    backend: str | None = None  # chain backend for fp8-chain
+    inject: str | None = None  # catalog mutant id applied to this arm
+
+    def __post_init__(self):
+        if self.path not in PATHS:
+            raise ValueError(f"arm {self.name}: path expected one of {PATHS}, got {self.path!r}")
+        if self.path == "fp8-chain" and self.backend not in kernels.CHAIN_BACKENDS:
+            raise ValueError(f"arm {self.name}: backend expected one of {sorted(kernels.CHAIN_BACKENDS)}, got {self.backend!r}")
+        if self.inject and self.path != "fp8-chain":
+            raise ValueError(f"arm {self.name}: --inject applies to the FP8 chain, not to {self.path!r}")
+
+    def describe(self) -> str:
+        if self.path != "fp8-chain":
+            return self.path
+        return f"fp8-chain[{self.backend}]" + (f" + mutant {self.inject}" if self.inject else "")
+
+
+@dataclasses.dataclass
+class SiteStats:
+    """What ran at the site for one arm: calls, token counts per call (M), provenance, contract."""
+
+    calls: int = 0
+    tokens: int = 0
+    m_counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    ran: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # "op:impl" -> calls
+    contract_violations: int = 0
+    first_violation: str | None = None
+    provenance_problems: list[str] = dataclasses.field(default_factory=list)
+
+    def state(self) -> dict:
+        """Everything, for a resumed run to continue counting (:meth:`from_state`)."""
+        return {"calls": self.calls, "tokens": self.tokens, "m_counts": {str(k): v for k, v in self.m_counts.items()},
+                "ran": dict(self.ran), "contract_violations": self.contract_violations,
+                "first_violation": self.first_violation, "provenance_problems": list(self.provenance_problems)}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "SiteStats":
+        return cls(calls=d["calls"], tokens=d["tokens"], m_counts=collections.Counter({int(k): v for k, v in d["m_counts"].items()}),
+                   ran=collections.Counter(d["ran"]), contract_violations=d["contract_violations"],
+                   first_violation=d["first_violation"], provenance_problems=list(d["provenance_problems"]))
+
+    def to_json(self) -> dict:
+        ms = sorted(self.m_counts)
+        return {
+            "calls": self.calls, "tokens": self.tokens,
+            "m_min": ms[0] if ms else None, "m_max": ms[-1] if ms else None, "distinct_m": len(ms),
+            "calls_m_ge_1024": sum(c for m, c in self.m_counts.items() if m >= 1024),
+            "calls_m_not_multiple_of_4": sum(c for m, c in self.m_counts.items() if m % 4),
+            "ran": dict(sorted(self.ran.items())),
+            "contract_violations": self.contract_violations, "first_violation": self.first_violation,
+            "provenance_problems": list(self.provenance_problems),
+        }
+
+
+class OAProjSite:
+    """Installs the arm-switchable attention output path into every layer of ``model``."""
+
+    def __init__(self, model: torch.nn.Module, mode: str):
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {sorted(MODES)}, got {mode!r}")
+        self.model = model
+        self.mode = mode
+        self.kind, self.ranks = MODES[mode]
+        cfg = model.config
+        self.n_groups, self.rank_r = cfg.o_groups, cfg.o_lora_rank
+        self.head_dim, self.rope_dim = cfg.head_dim, cfg.qk_rope_head_dim
+        self.hpg = cfg.num_attention_heads // cfg.o_groups
+        if self.kind == "tep" and self.n_groups % self.ranks:
+            raise ValueError(f"mode {mode}: o_groups={self.n_groups} do not split over {self.ranks} TEP ranks")
+        self.arm: Arm | None = None
+        self.stats: dict[str, SiteStats] = {}
+        self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._caches: dict[str, torch.Tensor] = {}
+        self._pad_lens: torch.Tensor | None = None
+        self._seen = 0
+        self._real: torch.Tensor | None = None
+        self._fn = None
+        self._expected: dict[str, str] = {}
+        from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
+
+        self._hf = hf
+        layers = [m for m in model.modules() if isinstance(m, hf.DeepseekV4Attention)]
+        if not layers:
+            raise ValueError("model: no DeepseekV4Attention layers found (is this a DeepSeek-V4 model?)")
+        for attn in layers:
+            w = attn.o_a_proj.weight.detach()
+            w_fp8, w_scale = kernels.quantize_weight_fp8(w.view(self.n_groups, self.rank_r, -1))
+            self._weights[attn.layer_idx] = (w_fp8, w_scale)
+            with torch.no_grad():  # the model's own path now computes with the same (dequantized) weight
+                attn.o_a_proj.weight.copy_(dequantize_weight(w_fp8, w_scale, dtype=w.dtype).view_as(w))
+            attn.forward = types.MethodType(functools.partial(_attention_forward, site=self), attn)
+        inner = model.model if hasattr(model, "model") else model
+        inner.register_forward_pre_hook(self._on_model_forward, with_kwargs=True)
+
+    # --- arms ----------------------------------------------------------------------------------------
+
+    def set_arm(self, arm: Arm) -> None:
+        self.arm = arm
+        self.stats.setdefault(arm.name, SiteStats())
+        if arm.path == "native":
+            self._fn, self._expected = None, {}
+        elif arm.path == "bf16-fallback":
+            self._fn = functools.partial(kernels.o_a_proj_bf16_fallback, is_neox=False)
+            self._expected = {"o_a_proj": "bf16-fallback"}
+        else:
+            self._fn, self._expected = self._chain(arm)
+
+    def _chain(self, arm: Arm):
+        from accval import mutants
+
+        produce, consumer_backend = kernels.CHAIN_BACKENDS[arm.backend]
+        expected = {"producer": "torch-reference" if produce is kernels.inv_rope_fp8_quant_ref else "triton",
+                    "consumer": _CONSUMER_IMPL[consumer_backend]}
+
+        def consume(a, a_scale, b, b_scale, out):
+            return kernels.fp8_block_bmm(a, a_scale, b, b_scale, out, backend=consumer_backend, check_contract=False)
+
+        if arm.inject:
+            role, fn = mutants.for_chain(arm.inject, arm.backend)
+            claimed = getattr(fn, "accval_expected_impl", None)
+            if role == "producer":
+                produce = fn
+            else:
+                consume = fn  # noqa: F811  (the mutant consumer replaces the chain's)
+            if claimed:
+                expected[role] = claimed
+        stats = lambda: self.stats[arm.name]  # noqa: E731
+
+        def chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope):
+            m, k = o.shape[0], hpg * o.shape[2]
+            fp8, scale = produce(o, positions, cache, n_groups, hpg, nope, rope, 128, False)
+            problems = contract_problems(fp8, scale, n_groups, m, k)
+            if problems:
+                stats().contract_violations += 1
+                stats().first_violation = stats().first_violation or f"M={m}: {problems[0]}"
+            out = torch.empty((m, n_groups, w_fp8.shape[1]), dtype=torch.bfloat16, device=o.device)
+            consume(fp8, scale, w_fp8, w_scale, out.transpose(0, 1))
+            return out
+
+        return chain, expected
+
+    # --- padding: which tokens of a left-padded batch are real ------------------------------------------
+
+    def track_padding(self, pad_lens: list[int] | None) -> None:
+        """Before a (batched) generate or forward: ``pad_lens[b]`` left-padding tokens of row b; None stops."""
+        self._pad_lens = None if pad_lens is None else torch.tensor(pad_lens, dtype=torch.long)
+        self._seen = 0
+
+    def _on_model_forward(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        emb = kwargs.get("inputs_embeds")
+        b, s = (ids.shape[:2] if ids is not None else emb.shape[:2])
+        if self._pad_lens is None:
+            self._real = None
+        else:
+            if self._pad_lens.numel() != b:
+                raise ValueError(f"track_padding: {self._pad_lens.numel()} rows announced, forward has batch {b}")
+            idx = self._seen + torch.arange(s)
+            self._real = idx[None, :] >= self._pad_lens[:, None]
+            self._seen += s
+        return None
+
+    # --- the site --------------------------------------------------------------------------------------
+
+    def _cos_sin_cache(self, attn, n_pos: int, dtype, device) -> torch.Tensor:
+        key = attn.rope_layer_type
+        cache = self._caches.get(key)
+        if cache is None or cache.shape[0] < n_pos or cache.device != device:
+            rot = self.model.model.rotary_emb
+            inv_freq = getattr(rot, f"{key}_inv_freq").to(device=device, dtype=torch.float)
+            scaling = getattr(rot, f"{key}_attention_scaling")
+            n = max(n_pos, 2 * (cache.shape[0] if cache is not None else 1024))
+            freqs = torch.arange(n, device=device).float()[:, None] * inv_freq[None, :]
+            # the model's rounding: cos/sin in fp32, scaled, cast to the activation dtype
+            cos = (freqs.cos() * scaling).to(dtype).float()
+            sin = (freqs.sin() * scaling).to(dtype).float()
+            cache = self._caches[key] = torch.cat([cos, sin], dim=-1).contiguous()
+        return cache
+
+    def o_proj(self, attn, o: torch.Tensor, position_ids: torch.Tensor, cos, sin) -> torch.Tensor:
+        """``o [B, S, H, D]`` (attention output before inverse RoPE) -> ``[B, S, hidden]``."""
+        if self.arm is None:
+            raise RuntimeError("OAProjSite: no arm set (call set_arm first)")
+        b, s, h, d = o.shape
+        if self.arm.path == "native":
+            x = self._hf.apply_rotary_pos_emb(o.transpose(1, 2), cos, -sin).transpose(1, 2)
+            return attn.o_b_proj(attn.o_a_proj(x.reshape(b, s, self.n_groups, -1)).flatten(2))
+        stats = self.stats[self.arm.name]
+        pos = position_ids.expand(b, s)
+        real = self._real.to(o.device) if self._real is not None else torch.ones((b, s), dtype=torch.bool, device=o.device)
+        if real.shape != (b, s):
+            raise RuntimeError(f"OAProjSite: padding mask {tuple(real.shape)} does not match the batch {(b, s)}")
+        cache = self._cos_sin_cache(attn, int(pos.max().item()) + 1, o.dtype, o.device)
+        w_fp8, w_scale = self._weights[attn.layer_idx]
+        nope = d - self.rope_dim
+        w_b = attn.o_b_proj.weight
+        if self.kind == "tep":
+            xt, pt = o[real], pos[real]
+            m = xt.shape[0]
+            gl = self.n_groups // self.ranks
+            total = None
+            for r in range(self.ranks):
+                gs = slice(r * gl, (r + 1) * gl)
+                lora = self._call(stats, xt[:, r * gl * self.hpg:(r + 1) * gl * self.hpg], pt, cache, w_fp8[gs],
+                                  w_scale[gs], gl, nope)
+                part = F.linear(lora.reshape(m, gl * self.rank_r), w_b[:, r * gl * self.rank_r:(r + 1) * gl * self.rank_r])
+                total = part if total is None else total + part  # the all-reduce, in rank order, in bf16
+            out = o.new_zeros((b, s, w_b.shape[0]))
+            out[real] = total
+            return out
+        lora = o.new_zeros((b, s, self.n_groups, self.rank_r))
+        rows = torch.arange(b, device=o.device)[:, None].expand(b, s)
+        for r in range(self.ranks):
+            sel = real & (rows % self.ranks == r)
+            if bool(sel.any()):
+                lora[sel] = self._call(stats, o[sel], pos[sel], cache, w_fp8, w_scale, self.n_groups, nope)
+        return attn.o_b_proj(lora.flatten(2))
+
+    def _call(self, stats: SiteStats, o, pos, cache, w_fp8, w_scale, n_groups, nope):
+        m = o.shape[0]
+        stats.calls += 1
+        stats.tokens += m
+        stats.m_counts[m] += 1
+        with provenance.capture() as ran:
+            out = self._fn(o.contiguous(), pos, cache, w_fp8, w_scale, n_groups, self.hpg, nope, self.rope_dim)
+        impls = {}
+        for run in ran:
+            stats.ran[f"{run.op}:{run.impl}"] += 1
+            impls.setdefault(run.op, run.impl)
+        for op, want in self._expected.items():
+            got = impls.get(op)
+            if got != want and len(stats.provenance_problems) < 5:
+                msg = f"arm {self.arm.name} asked for {op} {want!r}, ran {got!r}"
+                if msg not in stats.provenance_problems:
+                    stats.provenance_problems.append(msg)
+        return out
+
+
+def _attention_forward(attn, hidden_states, position_embeddings, position_ids, attention_mask, cache=None, *, site,
+                       **kwargs):
+    """``DeepseekV4Attention.forward`` up to the attention output, then :meth:`OAProjSite.o_proj`.
+
+    Mirrors transformers' forward step by step (checked against the installed modeling file by
+    ``suites/ab/test_site.py``: with arm ``native`` the logits are bit-identical to the unpatched model).
+    """
+    hf = site._hf
+    if "past_key_values" in kwargs:
+        cache = kwargs.pop("past_key_values")
+    input_shape = hidden_states.shape[:-1]
+    hidden_shape = (*input_shape, -1, attn.head_dim)
+    cos, sin = position_embeddings[attn.rope_layer_type]
+    q_residual = attn.q_a_norm(attn.q_a_proj(hidden_states))
+    q = attn.q_b_norm(attn.q_b_proj(q_residual).view(*hidden_shape).transpose(1, 2))
+    q = hf.apply_rotary_pos_emb(q, cos, sin)
+    kv = attn.kv_norm(attn.kv_proj(hidden_states)).view(*hidden_shape).transpose(1, 2)
+    kv = hf.apply_rotary_pos_emb(kv, cos, sin)
+    if cache is not None:
+        kv = cache.update(kv, kv, attn.layer_idx, kwargs=kwargs)[0]
+    block_bias = None
+    if attn.compressor is not None:
+        compressed_kv, block_bias = attn.compressor(hidden_states, q_residual, position_ids, cache, attn.layer_idx)
+        kv = torch.cat([kv, compressed_kv], dim=2)
+    if isinstance(attention_mask, torch.Tensor) and kv.shape[2] > attention_mask.shape[-1]:
+        if block_bias is not None:
+            attention_mask = torch.cat([attention_mask, block_bias.to(attention_mask.dtype)], dim=-1)
+        else:
+            attention_mask = F.pad(attention_mask, (0, kv.shape[2] - attention_mask.shape[-1]), value=0.0)
+    interface = hf.ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, hf.eager_attention_forward)
+    attn_output, attn_weights = interface(attn, q, kv, kv, attention_mask, dropout=0.0, scaling=attn.scaling,
+                                          sliding_window=attn.sliding_window, s_aux=attn.sinks, **kwargs)
+    return site.o_proj(attn, attn_output, position_ids, cos, sin), attn_weights

@@ -1,0 +1,133 @@
+"""The o_a_proj site: faithful to the model's own forward, DEP/TEP emulation, and defects made visible."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("transformers.models.deepseek_v4")
+
+from accval import stats  # noqa: E402
+from accval.model import builtin  # noqa: E402
+from accval.model.site import Arm, OAProjSite  # noqa: E402
+
+A = Arm("A", "bf16-fallback")
+B = Arm("B", "fp8-chain", "torch")
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return builtin.build_builtin(seed=0)
+
+
+@pytest.fixture(scope="module")
+def ids(loaded):
+    text = "Question: Janet has 3 apples and buys 17 more. How many does she have?\nAnswer: 3 + 17 = <<3+17=20>>20\n#### 20\n\n"
+    enc = loaded.tokenizer.encode(text * 30)[:1030]  # M = 1030 >= 1024 and not a multiple of 4 or 8
+    return torch.tensor([enc])
+
+
+def _site(loaded, mode):
+    model = copy.deepcopy(loaded.model)
+    return model, OAProjSite(model, mode)
+
+
+@torch.no_grad()
+def test_native_and_bf16_fallback_reproduce_the_model_bit_for_bit(loaded, ids):
+    """Arm 'native' (the model's own code, through accval's forward) and arm A (kernels' bf16
+    fallback) both give the unpatched model's logits exactly, once its o_a_proj weight is the
+    dequantized FP8 weight: the forward replacement is faithful to the installed modeling file."""
+    model, site = _site(loaded, "single")
+    ref = copy.deepcopy(loaded.model)
+    for mine, theirs in zip(model.modules(), ref.modules()):
+        if hasattr(mine, "o_a_proj") and hasattr(mine, "o_b_proj"):
+            theirs.o_a_proj.weight.copy_(mine.o_a_proj.weight)
+    expected = ref(ids).logits
+    site.set_arm(Arm("N", "native"))
+    assert torch.equal(model(ids).logits, expected)
+    site.set_arm(A)
+    assert torch.equal(model(ids).logits, expected)
+
+
+@torch.no_grad()
+def test_dep8_is_exact_and_tep8_only_reorders_the_o_b_proj_sum(loaded, ids):
+    batch = torch.cat([ids, ids.roll(7, dims=1)])  # two requests: DEP puts them on different ranks
+    outs = {}
+    for mode in ("single", "dep8", "tep8"):
+        model, site = _site(loaded, mode)
+        site.set_arm(A)
+        outs[mode] = model(batch).logits.float()
+        ms = sorted(site.stats["A"].m_counts)
+        if mode == "dep8":
+            assert ms == [1030], ms  # each rank its own request's tokens
+        if mode == "tep8":
+            assert ms == [2060] and site.stats["A"].calls == 2 * 8, (ms, site.stats["A"].calls)  # all tokens, 8 ranks
+    assert torch.equal(outs["dep8"], outs["single"]), "DEP changes nothing per token"
+    diff = (outs["tep8"] - outs["single"]).abs().max().item()
+    assert 0 < diff < 0.5, f"TEP's bf16 all-reduce should only reorder rounding, max logit diff {diff}"
+
+
+@torch.no_grad()
+def test_padding_tokens_are_not_part_of_m(loaded, ids):
+    model, site = _site(loaded, "dep8")
+    site.set_arm(A)
+    batch = torch.cat([ids[:, :1030], torch.cat([torch.full((1, 30), 2), ids[:, :1000]], dim=1)])
+    site.track_padding([0, 30])
+    try:
+        model(batch, attention_mask=(batch != -1).long())
+    finally:
+        site.track_padding(None)
+    assert sorted(site.stats["A"].m_counts) == [1000, 1030]
+
+
+@torch.no_grad()
+def test_clean_chain_agrees_and_scale_pad_btm_is_caught(loaded, ids):
+    """At M=1025 the CPU dispatch (the B200 table) has BTM=8, so scale-pad-btm pads the scale buffer to
+    1032 rows where the consumer assumes pad4(1025) = 1028: every layer's call breaks the contract and
+    the logits move. The clean chain stays under the KL ceiling."""
+    x = ids[:, :1025]
+    model, site = _site(loaded, "dep8")
+    site.set_arm(A)
+    la = model(x).logits[0].float()
+    site.set_arm(B)
+    lb = model(x).logits[0].float()
+    _, agree, kl = stats.token_agreement(la, lb)
+    assert kl / la.shape[0] < stats.KL_CEILING and site.stats["B"].contract_violations == 0
+    site.set_arm(Arm("M", "fp8-chain", "torch", inject="scale-pad-btm"))
+    lm = model(x).logits[0].float()
+    st = site.stats["M"]
+    assert st.contract_violations == 2 and "scale" in st.first_violation, st.to_json()
+    _, agree_m, kl_m = stats.token_agreement(la, lm)
+    assert kl_m > 3 * kl, f"the defect did not move the logits: KL {kl_m} vs clean {kl}"
+
+
+@torch.no_grad()
+def test_silent_fallback_is_a_provenance_problem(loaded, ids):
+    model, site = _site(loaded, "dep8")
+    site.set_arm(Arm("S", "fp8-chain", "torch", inject="silent-fallback"))
+    model(ids[:, :40])
+    assert site.stats["S"].provenance_problems == ["arm S asked for consumer 'torch', ran 'emulated'"]
+
+
+def test_bad_arms_and_modes_are_value_errors(loaded):
+    with pytest.raises(ValueError, match="path expected one of"):
+        Arm("A", "fp16")
+    with pytest.raises(ValueError, match="backend expected one of"):
+        Arm("B", "fp8-chain", "cutlass")
+    with pytest.raises(ValueError, match="applies to the FP8 chain"):
+        Arm("A", "bf16-fallback", inject="rope-sign")
+    with pytest.raises(ValueError, match="mode: expected one of"):
+        OAProjSite(copy.deepcopy(loaded.model), "dep3")
+    with pytest.raises(ValueError, match="only in the GPU kernels"):
+        from accval import mutants
+        mutants.for_chain("int32-index", "torch")
+
+
+def test_checkpoint_head_layout_is_checked():
+    cfg = builtin.builtin_config()
+    builtin.check_head_layout(cfg)
+    cfg.head_dim = 192  # nope 128 + rope 64: 128 % 128 != 128 - 64
+    with pytest.raises(ValueError, match="head layout the FP8 chain cannot take"):
+        builtin.check_head_layout(cfg)
