@@ -115,8 +115,8 @@ def write(rep: dict, out_dir: Path) -> None:
 
 def compare(reports: list[dict]) -> str:
     """One row per report, in the order given (oldest first for a nightly trend)."""
-    lines = ["| created | mode | model | arm B | n | strict A / B | delta (p) | flexible A / B | delta (p) | top-1 | KL | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| created | mode | model | arm B | n | strict A / B | delta (p) | flexible A / B | delta (p) | top-1 | KL | verdict | why |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in reports:
         cells = []
         for f in ("strict-match", "flexible-extract"):
@@ -126,5 +126,12 @@ def compare(reports: list[dict]) -> str:
         lines.append(f"| {r['created'][:19]} | {r['mode']['name']} | {r['model']['id']} | {r['arms']['B']['implementation']} | "
                      f"{r['task']['questions']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
                      f"{r['agreement']['top1']:.4f} | {r['agreement']['kl']:.3g} | "
-                     f"{'REGRESSION' if r['verdict']['regression'] else 'ok'} |")
+                     f"{'REGRESSION' if r['verdict']['regression'] else 'ok'} | {'; '.join(_short(x) for x in r['verdict']['reasons'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _short(reason: str) -> str:
+    for key in ("top-1", "KL", "provenance", "contract", "significant"):
+        if key in reason:
+            return key
+    return reason[:30]
