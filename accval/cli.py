@@ -40,13 +40,23 @@ def _cmd_gsm8k(args) -> int:
         raise ValueError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
     settings = ab.Settings(mode=args.mode, model=args.model, data_dir=args.data_dir, limit=args.limit,
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
-                           device=args.device, seed=args.seed, backend=args.backend, inject=args.inject)
+                           device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
+                           endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b)
     rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
     from . import report
 
     print(report.to_markdown(rep))
     print(f"report: {rep['out']}/report.md")
     return 1 if rep["verdict"]["regression"] else 0
+
+
+def _cmd_serve(args) -> int:
+    from . import serve
+    from .gsm8k import ab
+
+    settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=args.seed, backend=args.backend,
+                           inject=args.inject)
+    return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
 
 
 def _cmd_report(args) -> int:
@@ -89,10 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
                    "triton+scaled_mm, torch")
     g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
+    g.add_argument("--endpoint-a", metavar="URL", help="arm A is this OpenAI-compatible completions server")
+    g.add_argument("--endpoint-b", metavar="URL", help="arm B is this OpenAI-compatible completions server")
     g.add_argument("--out", help="run directory (default reports/gsm8k/<timestamp>-<mode>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.set_defaults(fn=_cmd_gsm8k)
+    v = sub.add_parser("serve", help="serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1")
+    v.add_argument("--arm", required=True, choices=("a", "b", "A", "B"))
+    v.add_argument("--mode", choices=("dep8", "tep8"), default="dep8")
+    v.add_argument("--model", default="builtin")
+    v.add_argument("--device", default="auto")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--backend", default="auto")
+    v.add_argument("--inject", metavar="ID")
+    v.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    v.add_argument("--max-requests", type=int, help="stop after this many completions")
+    v.add_argument("--idle-timeout", type=float, default=600.0, help="stop after this many idle seconds")
+    v.add_argument("--ready-file", help="write the base URL here once listening")
+    v.set_defaults(fn=_cmd_serve)
     r = sub.add_parser("report", help="print a gsm8k A/B report, or compare several (oldest first)")
     r.add_argument("paths", nargs="+", help="report.json files or run directories")
     r.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any report's verdict is regression")

@@ -44,7 +44,7 @@ def to_markdown(rep: dict) -> str:
         "|---|---|---|---|",
     ]
     for name, arm in rep["arms"].items():
-        ran = ", ".join(f"{k} x{c}" for k, c in arm["site"]["ran"].items())
+        ran = ", ".join(f"{k} x{c}" for k, c in arm["site"]["ran"].items()) if arm.get("site") else "remote"
         cells = [f"{_pct(arm['metrics'][f]['accuracy'])} ± {_pct(arm['metrics'][f]['stderr'])}"
                  for f in ("strict-match", "flexible-extract")]
         lines.append(f"| {name} | {arm['implementation']} ({ran}) | {cells[0]} | {cells[1]} |")
@@ -55,13 +55,18 @@ def to_markdown(rep: dict) -> str:
                      f"{p['b_only']} / {p['a_only']} | {p['mcnemar_p']:.3g} | {_pct(p['mde_paired'])} / {_pct(p['mde_independent'])} |")
     a = rep["agreement"]
     th = rep["thresholds"]
-    lines += ["", f"Agreement of B with A: teacher-forced top-1 {a['top1']:.4f} over {a['tokens']} gold-answer tokens "
-              f"(floor {th['top1_agreement_floor']}), mean KL(A||B) {a['kl']:.3g} nats (ceiling {th['kl_ceiling']}), "
-              f"identical generations {a['identical_generations']:.3f}."]
+    if a["top1"] is None:
+        lines += ["", f"Agreement of B with A: identical generations {a['identical_generations']:.3f} (endpoint arms "
+                  "return no logits, so no teacher-forced agreement)."]
+    else:
+        lines += ["", f"Agreement of B with A: teacher-forced top-1 {a['top1']:.4f} over {a['tokens']} gold-answer tokens "
+                  f"(floor {th['top1_agreement_floor']}), mean KL(A||B) {a['kl']:.3g} nats (ceiling {th['kl_ceiling']}), "
+                  f"identical generations {a['identical_generations']:.3f}."]
     sb = rep["arms"]["B"]["site"]
-    lines.append(f"o_a_proj site, arm B: {sb['calls']} calls, M from {sb['m_min']} to {sb['m_max']} ({sb['distinct_m']} "
+    if sb:
+        lines.append(f"o_a_proj site, arm B: {sb['calls']} calls, M from {sb['m_min']} to {sb['m_max']} ({sb['distinct_m']} "
                  f"distinct; {sb['calls_m_ge_1024']} calls with M >= 1024, {sb['calls_m_not_multiple_of_4']} with M % 4 != 0), "
-                 f"contract violations {sb['contract_violations']}" + (f" (first: {sb['first_violation']})" if sb["first_violation"] else "") + ".")
+                     f"contract violations {sb['contract_violations']}" + (f" (first: {sb['first_violation']})" if sb["first_violation"] else "") + ".")
     if rep["model"].get("random_weights"):
         lines.append("")
         lines.append("The built-in model has random weights: its gsm8k accuracy is near zero in both arms, so the "
@@ -99,7 +104,9 @@ def plot(rep: dict, path: Path) -> None:
     ax2.set_xlim(-0.5, len(filters) - 0.5)
     ax2.set_ylabel("delta B - A (pts), paired 95% CI")
     a = rep["agreement"]
-    ax2.set_title(f"top-1 agreement {a['top1']:.3f}, KL {a['kl']:.2g}; "
+    agree = (f"identical generations {a['identical_generations']:.3f}" if a["top1"] is None
+             else f"top-1 agreement {a['top1']:.3f}, KL {a['kl']:.2g}")
+    ax2.set_title(f"{agree}; "
                   f"{'REGRESSION' if rep['verdict']['regression'] else 'ok'}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -125,9 +132,13 @@ def compare(reports: list[dict]) -> str:
             cells += [f"{_pct(a['accuracy'])} / {_pct(b['accuracy'])}", f"{_pct(p['delta'])} ({p['mcnemar_p']:.2g})"]
         lines.append(f"| {r['created'][:19]} | {r['mode']['name']} | {r['model']['id']} | {r['arms']['B']['implementation']} | "
                      f"{r['task']['questions']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
-                     f"{r['agreement']['top1']:.4f} | {r['agreement']['kl']:.3g} | "
+                     f"{_num(r['agreement']['top1'], '.4f')} | {_num(r['agreement']['kl'], '.3g')} | "
                      f"{'REGRESSION' if r['verdict']['regression'] else 'ok'} | {'; '.join(_short(x) for x in r['verdict']['reasons'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _num(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
 
 
 def _short(reason: str) -> str:

@@ -132,8 +132,8 @@ def paired_stats(a: Sequence[object], b: Sequence[object], alpha: float = ALPHA,
 @dataclasses.dataclass(frozen=True)
 class Agreement:
     tokens: int
-    top1: float  # fraction of teacher-forced positions where argmax A == argmax B
-    kl: float  # mean KL(A || B) per token, nats
+    top1: float | None  # fraction of teacher-forced positions where argmax A == argmax B (None: no logits)
+    kl: float | None  # mean KL(A || B) per token, nats (None: no logits, e.g. endpoint arms)
     identical_generations: float  # fraction of questions with byte-identical generations
 
 
@@ -182,9 +182,9 @@ def verdict(paired: dict[str, PairedStats], agreement: Agreement, *, provenance_
     for name, p in paired.items():
         if p.delta < 0 and p.mcnemar_p < alpha:
             reasons.append(f"{name}: delta {p.delta * 100:+.2f} pts is significant (McNemar p={p.mcnemar_p:.3g} < {alpha})")
-    if agreement.top1 < top1_floor:
+    if agreement.top1 is not None and agreement.top1 < top1_floor:
         reasons.append(f"teacher-forced top-1 agreement {agreement.top1:.4f} < floor {top1_floor}")
-    if agreement.kl > kl_ceiling:
+    if agreement.kl is not None and agreement.kl > kl_ceiling:
         reasons.append(f"mean KL(A||B) {agreement.kl:.4g} nats > ceiling {kl_ceiling}")
     reasons.extend(f"provenance: {p}" for p in provenance_problems)
     if contract_violations:

@@ -45,6 +45,8 @@ class Settings:
     seed: int = 0
     backend: str = "auto"
     inject: str | None = None
+    endpoint_a: str | None = None  # OpenAI-compatible completions servers as the arms
+    endpoint_b: str | None = None
 
     def resolved(self) -> "Settings":
         device = self.device
@@ -69,6 +71,16 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
     if s.data_dir is not None:
         task_mod.data_files(Path(s.data_dir))
+    if (s.endpoint_a is None) != (s.endpoint_b is None):
+        raise ValueError("--endpoint-a and --endpoint-b: expected both or neither")
+    if s.endpoint_a is not None:
+        for flag, url in (("--endpoint-a", s.endpoint_a), ("--endpoint-b", s.endpoint_b)):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{flag}: expected an http(s) URL, got {url!r}")
+        if s.inject or s.model != builtin.BUILTIN or s.backend != "auto":
+            raise ValueError("with --endpoint-a/-b the servers choose the model, backend and any injected defect; "
+                             "pass those to the servers (e.g. accval serve --inject ID)")
+        return s
     s = s.resolved()
     if s.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {s.device}: no CUDA device is available here")
@@ -123,6 +135,33 @@ class RunDir:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+
+def arms_for(settings: Settings) -> dict[str, Arm]:
+    return {"A": Arm("A", "bf16-fallback"), "B": Arm("B", "fp8-chain", settings.backend, settings.inject)}
+
+
+def _completions_url(url: str) -> str:
+    url = url.rstrip("/")
+    return url if url.endswith("/completions") else url + "/v1/completions"
+
+
+def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, run: RunDir):
+    """One arm through lm-eval's own ``local-completions`` client (retries with backoff; its request
+    cache in the run directory makes a half-finished run resume)."""
+    import lm_eval
+
+    args = {"base_url": _completions_url(url), "model": "accval", "tokenizer_backend": None,
+            "tokenized_requests": False, "num_concurrent": 1, "max_retries": 5, "timeout": 600,
+            "max_gen_toks": settings.max_gen_toks, "batch_size": 1}
+    res = lm_eval.simple_evaluate(model="local-completions", model_args=args, tasks=[task_cfg],
+                                  num_fewshot=settings.num_fewshot, limit=settings.limit, log_samples=True,
+                                  bootstrap_iters=0, use_cache=str(run.file(f"cache-{name}")))
+    samples = res["samples"][task_mod.TASK]
+    with run.file(f"samples-{name}.jsonl").open("w") as f:
+        for s in samples:
+            f.write(json.dumps(s, default=str) + "\n")
+    return res, _samples_by_doc(samples)
 
 
 def _samples_by_doc(samples: list[dict]) -> dict[int, dict[str, dict]]:
@@ -199,46 +238,67 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
 
     from .engine import Engine
 
-    loaded = builtin.load(settings.model, settings.seed, settings.device)
-    engine = Engine(loaded, settings.mode, settings.device)
-    arms = {"A": Arm("A", "bf16-fallback"), "B": Arm("B", "fp8-chain", settings.backend, settings.inject)}
+    endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
     results, docs, resumed = {}, {}, {}
-    for name, arm in arms.items():
-        results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress)
+    if endpoints:
+        engine, loaded, arms = None, None, None
+        for name, url in endpoints.items():
+            results[name], docs[name] = _evaluate_endpoint(name, url, settings, task_cfg, run_dir)
+            resumed[name] = None
+    else:
+        loaded = builtin.load(settings.model, settings.seed, settings.device)
+        engine = Engine(loaded, settings.mode, settings.device)
+        arms = arms_for(settings)
+        for name, arm in arms.items():
+            results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress)
     if sorted(docs["A"]) != sorted(docs["B"]):
         raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
     doc_ids = sorted(docs["A"])
     per_arm, paired = {}, {}
+    names = ("A", "B")
     for f in FILTERS:
-        outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in arms}
+        outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in names}
         paired[f] = stats.paired_stats(outcomes["A"], outcomes["B"])
-        for n in arms:
+        for n in names:
             per_arm.setdefault(n, {})[f] = dataclasses.asdict(stats.arm_stats(outcomes[n]))
-    gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in arms}
-    agreement = stats.combine_agreement(_agreement(engine, arms, docs["A"], run_dir, progress), gens["A"], gens["B"])
-    for n in arms:  # the teacher-forced calls count too; a later resume starts from here
-        run_dir.file(f"site-{n}.json").write_text(json.dumps(engine.site.stats[n].state()))
-    site = {n: engine.site.stats[n] for n in arms}
-    verdict = stats.verdict(paired, agreement, provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
-                            contract_violations=site["B"].contract_violations)
+    gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in names}
+    if endpoints:  # no logits through a completions endpoint: agreement is identical generations only
+        same = sum(1 for x, y in zip(gens["A"], gens["B"]) if x == y) / len(doc_ids)
+        agreement = stats.Agreement(tokens=0, top1=None, kl=None, identical_generations=same)
+        verdict = stats.verdict(paired, agreement)
+        arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
+                        "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
+    else:
+        agreement = stats.combine_agreement(_agreement(engine, arms, docs["A"], run_dir, progress), gens["A"], gens["B"])
+        for n in arms:  # the teacher-forced calls count too; a later resume starts from here
+            run_dir.file(f"site-{n}.json").write_text(json.dumps(engine.site.stats[n].state()))
+        site = {n: engine.site.stats[n] for n in arms}
+        verdict = stats.verdict(paired, agreement,
+                                provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
+                                contract_violations=site["B"].contract_violations)
+        arm_info = {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
+                        "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
+                    for n, a in arms.items()}
     kind, ranks = MODES[settings.mode]
     report = {
         "schema": SCHEMA,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "command": sys.argv,
         "versions": _versions(),
-        "device": {"name": _device_name(settings.device), "type": settings.device},
+        "device": ({"name": "endpoints (the servers' devices)", "type": "remote"} if endpoints else
+                   {"name": _device_name(settings.device), "type": settings.device}),
         "settings": dataclasses.asdict(settings),
         "task": {"name": task_mod.TASK, "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
                  "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,
                  "max_gen_toks": settings.max_gen_toks, "lm_eval_task_version": results["A"]["versions"].get(task_mod.TASK)},
-        "model": {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
-                  "random_weights": settings.model == builtin.BUILTIN},
+        "model": ({"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
+                   "random_weights": False} if endpoints else
+                  {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
+                   "random_weights": settings.model == builtin.BUILTIN}),
         "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
-                 "execution": f"{ranks} ranks emulated in one process at the o_a_proj site"},
-        "arms": {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
-                     "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
-                 for n, a in arms.items()},
+                 "execution": ("as the servers run it" if endpoints else
+                               f"{ranks} ranks emulated in one process at the o_a_proj site")},
+        "arms": arm_info,
         "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
         "agreement": dataclasses.asdict(agreement),
         "thresholds": {"alpha": stats.ALPHA, "power": stats.POWER, "top1_agreement_floor": stats.TOP1_AGREEMENT_FLOOR,

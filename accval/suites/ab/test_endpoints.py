@@ -1,0 +1,78 @@
+"""Endpoint arms: an A/B over two ``accval serve`` processes equals the in-process A/B."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("lm_eval")
+pytest.importorskip("tenacity")
+pytest.importorskip("transformers.models.deepseek_v4")
+
+from accval.cli import main  # noqa: E402
+
+from .test_task import DATA, needs_data  # noqa: E402
+
+TINY = ["--limit", "2", "--max-gen-toks", "4", "--quiet"]
+
+
+def _start(arm: str, tmp_path):
+    ready = tmp_path / f"ready-{arm}"
+    proc = subprocess.Popen([sys.executable, "-m", "accval.cli", "serve", "--arm", arm, "--port", "0",
+                             "--ready-file", str(ready), "--idle-timeout", "120", "--max-requests", "10"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not ready.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"accval serve --arm {arm} did not start: {proc.stdout.read()}")
+        time.sleep(0.2)
+    return proc, ready.read_text()
+
+
+def _generations(run_dir, arm):
+    rows = [json.loads(line) for line in (run_dir / f"samples-{arm}.jsonl").read_text().splitlines()]
+    return {(r["doc_id"], r["filter"]): (r["resps"][0][0], r["exact_match"]) for r in rows}
+
+
+@needs_data
+def test_endpoint_ab_equals_in_process_ab(tmp_path):
+    servers = [_start(arm, tmp_path) for arm in ("a", "b")]
+    try:
+        health = json.loads(urllib.request.urlopen(servers[1][1] + "/health", timeout=10).read())
+        assert health["implementation"] == "fp8-chain[torch]"
+        rc = main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "ep"), *TINY,
+                   "--endpoint-a", servers[0][1], "--endpoint-b", servers[1][1]])
+        assert rc == 0
+        site = json.loads(urllib.request.urlopen(servers[1][1] + "/health", timeout=10).read())["site"]
+        assert set(site["ran"]) == {"producer:torch-reference", "consumer:emulated"}, site
+    finally:
+        for proc, _ in servers:
+            proc.terminate()
+            proc.wait(timeout=30)
+    # each request is its own batch of one on the server; the in-process A/B at batch size 1 must match it
+    assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "ip"), *TINY, "--batch-size", "1"]) == 0
+    for arm in ("A", "B"):
+        assert _generations(tmp_path / "ep", arm) == _generations(tmp_path / "ip", arm), arm
+    rep = json.loads((tmp_path / "ep" / "report.json").read_text())
+    assert rep["arms"]["B"]["implementation"].startswith("endpoint http://127.0.0.1:")
+    assert rep["agreement"]["top1"] is None and rep["agreement"]["identical_generations"] == 1.0
+
+
+def test_endpoint_arguments_are_checked(tmp_path, capsys):
+    base = ["gsm8k", "--ab", "--out", str(tmp_path / "x"), *TINY]
+    assert main([*base, "--endpoint-a", "http://127.0.0.1:1"]) == 2
+    assert "both or neither" in capsys.readouterr().err
+    assert main([*base, "--endpoint-a", "localhost:1", "--endpoint-b", "http://127.0.0.1:2"]) == 2
+    assert "expected an http(s) URL" in capsys.readouterr().err
+    assert main([*base, "--endpoint-a", "http://a", "--endpoint-b", "http://b", "--inject", "rope-sign"]) == 2
+    assert "pass those to the servers" in capsys.readouterr().err
+
+
+def test_serve_rejects_a_bad_arm(capsys):
+    assert main(["serve", "--arm", "c"]) == 2
