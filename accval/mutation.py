@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .mutants import CATALOG
+from .testing import child_pytest_env
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 #: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
@@ -60,7 +61,7 @@ def run_suite(suite: str, mutant_id: str, gpu: bool) -> Outcome:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", *files, "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                f"--{m.role}", f"mutant:{m.id}"]
-        env = {**os.environ, "ACCVAL_HYPOTHESIS_PROFILE": os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci")}
+        env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE=os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - t0

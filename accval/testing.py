@@ -41,3 +41,14 @@ def active_profile() -> str:
 
 def max_m() -> int:
     return PROFILES[active_profile()]["max_m"]
+
+
+def child_pytest_env(**overrides: str) -> dict[str, str]:
+    """Environment for a pytest that accval starts itself (mutants, tool tests): the caller's
+    ``PYTEST_ADDOPTS`` (e.g. CI's ``-n 2``) and xdist worker variables would change the child's
+    behaviour and exit codes, so they are not passed on."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
+    env.update(overrides)
+    return env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from accval.cli import main
 from accval.implementations import CONSUMERS, PRODUCERS, PluginError
+from accval.testing import child_pytest_env
 from accval.mutants import CATALOG
 from accval.registry import Registry
 
@@ -46,7 +46,7 @@ def test_every_mutant_is_registered_under_its_role():
 
 
 def _pytest(*args, timeout=900):
-    env = {**os.environ, "ACCVAL_HYPOTHESIS_PROFILE": "ci"}
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="ci")
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -71,7 +71,7 @@ def test_suite_fails_a_defective_foreign_producer_naming_the_property():
 
 
 def test_env_variable_selects_the_implementation_and_bad_plugin_is_a_usage_error():
-    env = {**os.environ, "ACCVAL_PRODUCER": "examples.torch_producer:wrong_signature"}
+    env = child_pytest_env(ACCVAL_PRODUCER="examples.torch_producer:wrong_signature")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "suites/kernel/test_provenance.py"], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error exit code, before any test
