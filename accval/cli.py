@@ -42,7 +42,11 @@ def _cmd_gsm8k(args) -> int:
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                            device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b)
-    rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
+    try:
+        rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
+    except OSError as e:  # the Hub unreachable, a file missing
+        hint = "" if args.data_dir else " (no network? --data-dir DIR reads gsm8k's train.jsonl/test.jsonl offline)"
+        raise RuntimeError(f"{e}{hint}") from e
     from . import report
 
     print(report.to_markdown(rep))
