@@ -150,6 +150,7 @@ def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, 
     """One arm through lm-eval's own ``local-completions`` client (retries with backoff; its request
     cache in the run directory makes a half-finished run resume)."""
     import lm_eval
+    import lm_eval.models  # noqa: F401  (registers lm-eval's own models, local-completions among them)
 
     args = {"base_url": _completions_url(url), "model": "accval", "tokenizer_backend": None,
             "tokenized_requests": False, "num_concurrent": 1, "max_retries": 5, "timeout": 600,
