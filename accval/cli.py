@@ -16,7 +16,7 @@ def _cmd_mutants(args) -> int:
     from . import mutation
 
     report = mutation.run(only=args.only or None, suites=("accval",) if args.no_baseline else ("accval", "baseline-pr"),
-                          progress=not args.quiet)
+                          progress=not args.quiet, jobs=args.jobs)
     md = Path(args.markdown) if args.markdown else (Path(args.json).with_suffix(".md") if args.json else None)
     mutation.write(report, Path(args.json) if args.json else None, md)
     print(mutation.to_markdown(report))
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", help="write the report as JSON here (Markdown beside it)")
     m.add_argument("--markdown", help="write the Markdown table here")
     m.add_argument("--only", nargs="+", metavar="ID", help="only these mutants")
+    m.add_argument("--jobs", type=int, default=1, help="mutant runs side by side (each is its own pytest process)")
     m.add_argument("--no-baseline", action="store_true", help="skip the pull request's baseline test")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(fn=_cmd_mutants)

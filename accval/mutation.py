@@ -74,7 +74,7 @@ def run_suite(suite: str, mutant_id: str, gpu: bool) -> Outcome:
     raise RuntimeError(f"pytest could not run the {suite} suite against mutant {mutant_id} (exit {proc.returncode}): {tail[0]}")
 
 
-def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progress=True) -> dict:
+def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progress=True, jobs: int = 1) -> dict:
     import torch
 
     ids = only or list(CATALOG)
@@ -85,9 +85,16 @@ def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progres
     outcomes: list[Outcome] = []
     from rich.progress import track
 
+    if jobs < 1:
+        raise ValueError(f"jobs: expected >= 1, got {jobs}")
     work = [(i, s) for i in ids for s in suites]
-    for mid, suite in (track(work, description="mutants") if progress else work):
-        outcomes.append(run_suite(suite, mid, gpu))
+    # each (mutant, suite) is its own pytest process, so they can run side by side on spare cores
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_suite, suite, mid, gpu) for mid, suite in work]
+        for fut in (track(futures, description="mutants") if progress else futures):
+            outcomes.append(fut.result())
     mutants = []
     for mid in ids:
         ours = next(o for o in outcomes if o.id == mid and o.suite == "accval")
