@@ -54,7 +54,30 @@ def _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, r
     launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg, rows_end=rows_end, index_dtype=index_dtype,
                     round_dtype=round_dtype)
     provenance.record("producer", "triton", _platform.execution_mode(o.device), mutant=name)
-    return fp8[:, : p.m], scale, cfg
+    return fp8[:, : p.m], scale
+
+
+def _btm_padded_rows(m: int, device, block_tokens_m) -> int:
+    """The defective padding ``pad_up(M, max(BTM, 4))``, BTM from this device's dispatch."""
+    pad = max(config_for(m, device, block_tokens_m).block_tokens_m, 4)
+    return -(-m // pad) * pad
+
+
+def _flip_sin(cos_sin_cache: torch.Tensor, rope_dim: int) -> torch.Tensor:
+    """A copy of the cache with sin negated: inverse RoPE becomes the forward rotation."""
+    flipped = cos_sin_cache.clone()
+    if flipped.dim() == 2:
+        flipped[:, rope_dim // 2:] *= -1
+    else:
+        flipped[:, 1] *= -1
+    return flipped
+
+
+def _consumer_out(a, a_scale, b, b_scale, out, check_contract: bool):
+    """Validate a consumer mutant's arguments; returns ``(out, g, m, n, k)`` with ``out`` allocated if None."""
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    return out, g, m, n, k
 
 
 @_mutant("scale-pad-btm", "producer",
@@ -62,11 +85,9 @@ def _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, r
          "TensorRT-LLM PR 14254: DEP8 gsm8k strict 96.59 -> 83.32; hidden because every tested M >= 1024 was a multiple of its BTM")
 def scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                   is_neox=True, *, block_tokens_m=None):
-    btm = config_for(o.shape[0], o.device, block_tokens_m).block_tokens_m
-    rows = -(-o.shape[0] // max(btm, 4)) * max(btm, 4)
-    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
-                             is_neox, block_tokens_m, scale_rows=rows, rows_end=rows, name="scale-pad-btm")
-    return fp8, scale
+    rows = _btm_padded_rows(o.shape[0], o.device, block_tokens_m)
+    return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                    is_neox, block_tokens_m, scale_rows=rows, rows_end=rows, name="scale-pad-btm")
 
 
 @_mutant("fp8-m-padded", "producer",
@@ -74,9 +95,8 @@ def scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_d
          "TensorRT-LLM PR 14254 follow-up: TEP8 gsm8k 96.25 -> 37.38 when M % 4 != 0")
 def fp8_m_padded(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                  is_neox=True, *, block_tokens_m=None):
-    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
-                             is_neox, block_tokens_m, fp8_rows=pad4(o.shape[0]), name="fp8-m-padded")
-    return fp8, scale
+    return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                    is_neox, block_tokens_m, fp8_rows=pad4(o.shape[0]), name="fp8-m-padded")
 
 
 @_mutant("pad-rows-not-zeroed", "producer",
@@ -84,9 +104,8 @@ def fp8_m_padded(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_di
          "common when a grid is sized by M and the buffer by the consumer's padding; the consumer then reads garbage")
 def pad_rows_not_zeroed(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                         is_neox=True, *, block_tokens_m=None):
-    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
-                             is_neox, block_tokens_m, rows_end=o.shape[0], name="pad-rows-not-zeroed")
-    return fp8, scale
+    return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                    is_neox, block_tokens_m, rows_end=o.shape[0], name="pad-rows-not-zeroed")
 
 
 @_mutant("int32-index", "producer",
@@ -94,9 +113,8 @@ def pad_rows_not_zeroed(o, positions, cos_sin_cache, n_groups, heads_per_group, 
          "DOMAIN.md catalog: illegal memory access at long prefill; invisible at small test sizes", gpu_only=True)
 def int32_index(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                 is_neox=True, *, block_tokens_m=None):
-    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
-                             is_neox, block_tokens_m, index_dtype=tl.int32, name="int32-index")
-    return fp8, scale
+    return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                    is_neox, block_tokens_m, index_dtype=tl.int32, name="int32-index")
 
 
 @_mutant("rope-sign", "producer",
@@ -104,13 +122,8 @@ def int32_index(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim
          "the forward and inverse rotations differ by one sign; copying the forward kernel is the easy mistake")
 def rope_sign(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
               is_neox=True, *, block_tokens_m=None):
-    flipped = cos_sin_cache.clone()
-    if flipped.dim() == 2:
-        flipped[:, rope_dim // 2:] *= -1
-    else:
-        flipped[:, 1] *= -1
-    return kernels.inv_rope_fp8_quant(o, positions, flipped, n_groups, heads_per_group, nope_dim, rope_dim,
-                                      quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    return kernels.inv_rope_fp8_quant(o, positions, _flip_sin(cos_sin_cache, rope_dim), n_groups, heads_per_group,
+                                      nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m=block_tokens_m)
 
 
 @_mutant("rope-layout", "producer",
@@ -128,9 +141,8 @@ def rope_layout(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim
          "relative) cannot see it, bit-exact comparison with the legacy path can")
 def no_input_rounding(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                       is_neox=True, *, block_tokens_m=None):
-    fp8, scale, _ = _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
-                             is_neox, block_tokens_m, round_dtype=torch.float32, name="no-input-rounding")
-    return fp8, scale
+    return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                    is_neox, block_tokens_m, round_dtype=torch.float32, name="no-input-rounding")
 
 
 @torch.library.custom_op("accval_mutants::inv_rope_fp8_quant_fake_shape", mutates_args=())
@@ -172,8 +184,7 @@ fake_shape.accval_op = torch.ops.accval_mutants.inv_rope_fp8_quant_fake_shape
          "TensorRT-LLM PR 14254: the CuTe DSL backend never ran; benchmarks compared the Triton kernel with itself",
          expected_impl="torch")
 def silent_fallback(a, a_scale, b, b_scale, out=None):
-    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
-    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, True)
     try:
         import accval_fast_backend_that_does_not_exist  # noqa: F401  (the broken import of the original)
         _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)
@@ -189,8 +200,7 @@ silent_fallback.accval_devices = ("cuda",)
          "the consumer reads activation scales with m-stride M instead of pad4(M)",
          "the mirror image of scale-pad-btm: a consumer rewritten for a producer that did not pad")
 def consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
-    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
-    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, True)
     _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
     return out
 
@@ -223,8 +233,8 @@ def torch_scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, 
                         is_neox=True, *, block_tokens_m=None):
     fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
     m = o.shape[0]
-    pad = max(config_for(m, o.device, block_tokens_m).block_tokens_m, 4)  # this device's dispatch, as the kernel
-    drifted = torch.zeros((scale.shape[0], scale.shape[1], -(-m // pad) * pad), dtype=scale.dtype, device=scale.device)
+    drifted = torch.zeros((scale.shape[0], scale.shape[1], _btm_padded_rows(m, o.device, block_tokens_m)),
+                          dtype=scale.dtype, device=scale.device)
     drifted[:, :, :m] = scale[:, :, :m]
     return fp8, drifted
 
@@ -250,12 +260,8 @@ def torch_pad_rows_not_zeroed(o, positions, cos_sin_cache, n_groups, heads_per_g
 @_torch_variant("rope-sign", "torch-reference")
 def torch_rope_sign(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                     is_neox=True, *, block_tokens_m=None):
-    flipped = cos_sin_cache.clone()
-    if flipped.dim() == 2:
-        flipped[:, rope_dim // 2:] *= -1
-    else:
-        flipped[:, 1] *= -1
-    return _ref(o, positions, flipped, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    return _ref(o, positions, _flip_sin(cos_sin_cache, rope_dim), n_groups, heads_per_group, nope_dim, rope_dim,
+                quant_group_size, is_neox)
 
 
 @_torch_variant("rope-layout", "torch-reference")
@@ -281,8 +287,7 @@ def torch_no_input_rounding(o, positions, cos_sin_cache, n_groups, heads_per_gro
 def torch_consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
     from kernels.fp8_block_bmm import _run_emulated
 
-    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, False)
-    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, False)
     _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
     return out
 
@@ -291,8 +296,7 @@ def torch_consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
 def torch_silent_fallback(a, a_scale, b, b_scale, out=None):
     from kernels.fp8_block_bmm import _run_emulated
 
-    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, False)
-    out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device) if out is None else out
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, False)
     try:
         import accval_fast_backend_that_does_not_exist  # noqa: F401
         _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)

@@ -158,11 +158,16 @@ def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, 
     res = lm_eval.simple_evaluate(model="local-completions", model_args=args, tasks=[task_cfg],
                                   num_fewshot=settings.num_fewshot, limit=settings.limit, log_samples=True,
                                   bootstrap_iters=0, use_cache=str(run.file(f"cache-{name}")))
+    return res, _write_samples(res, run, name)
+
+
+def _write_samples(res: dict, run: RunDir, arm_name: str) -> dict[int, dict[str, dict]]:
+    """Keep lm-eval's scored samples of one arm in the run directory; return them by document."""
     samples = res["samples"][task_mod.TASK]
-    with run.file(f"samples-{name}.jsonl").open("w") as f:
+    with run.file(f"samples-{arm_name}.jsonl").open("w") as f:
         for s in samples:
             f.write(json.dumps(s, default=str) + "\n")
-    return res, _samples_by_doc(samples)
+    return _samples_by_doc(samples)
 
 
 def _samples_by_doc(samples: list[dict]) -> dict[int, dict[str, dict]]:
@@ -193,11 +198,7 @@ def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: Run
                settings.max_gen_toks, progress, on_batch=save_site_state)
     res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot, limit=settings.limit,
                                   log_samples=True, bootstrap_iters=0)
-    samples = res["samples"][task_mod.TASK]
-    with run.file(f"samples-{arm.name}.jsonl").open("w") as f:
-        for s in samples:
-            f.write(json.dumps(s, default=str) + "\n")
-    return res, _samples_by_doc(samples), lm.resumed
+    return res, _write_samples(res, run, arm.name), lm.resumed
 
 
 def _agreement(engine, arms: dict[str, Arm], docs: dict[int, dict[str, dict]], run: RunDir, progress: bool):

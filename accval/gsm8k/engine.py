@@ -35,6 +35,10 @@ class Engine:
     @torch.no_grad()
     def generate(self, arm: Arm, contexts: list[str], until: list[str], max_gen_toks: int) -> list[str]:
         """Greedy continuations of ``contexts`` (one left-padded batch), cut at the first stop string."""
+        if not contexts or not all(isinstance(c, str) for c in contexts):
+            raise ValueError(f"contexts: expected a non-empty list of strings, got {contexts!r:.80}")
+        if max_gen_toks < 1:
+            raise ValueError(f"max_gen_toks: expected >= 1, got {max_gen_toks}")
         self.site.set_arm(arm)
         enc = [self.encode(c) for c in contexts]
         width = max(len(e) for e in enc)

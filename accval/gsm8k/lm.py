@@ -24,17 +24,17 @@ class SampleStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.done: dict[str, str] = {}
-        if self.path.exists():
-            for n, line in enumerate(self.path.read_text().splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    self.done[row["key"]] = row["text"]
-                except (json.JSONDecodeError, KeyError):
-                    if n == len(self.path.read_text().splitlines()):
-                        break  # a line cut by a crash: that sample is simply redone
-                    raise ValueError(f"{self.path}:{n}: not a sample record; the run directory is damaged")
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                self.done[row["key"]] = row["text"]
+            except (json.JSONDecodeError, KeyError):
+                if n == len(lines):
+                    break  # a line cut by a crash: that sample is simply redone
+                raise ValueError(f"{self.path}:{n}: not a sample record; the run directory is damaged")
 
     def add(self, key: str, text: str) -> None:
         self.done[key] = text
