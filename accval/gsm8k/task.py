@@ -13,11 +13,32 @@ HF_DATASET = "openai/gsm8k"
 _SOURCE_KEYS = ("dataset_path", "dataset_name", "dataset_kwargs")
 
 
-def builtin_config() -> dict:
-    """The task config exactly as lm-eval ships it (its ``gsm8k.yaml``)."""
+_MANAGER = None
+
+
+def task_manager():
+    """One lm-eval TaskManager per process: building its index parses every task yaml lm-eval ships
+    (seconds), so the config lookup and every ``simple_evaluate`` share it."""
+    global _MANAGER
+    if _MANAGER is None:
+        from lm_eval.tasks import TaskManager
+
+        _MANAGER = TaskManager()
+    return _MANAGER
+
+
+def use_config_only_manager() -> None:
+    """A TaskManager without lm-eval's task index, for a process that receives the finished config
+    (a real rank other than 0): it loads a task from its config dict alone."""
+    global _MANAGER
     from lm_eval.tasks import TaskManager
 
-    entry = TaskManager().task_index.get(TASK)
+    _MANAGER = TaskManager(include_defaults=False)
+
+
+def builtin_config() -> dict:
+    """The task config exactly as lm-eval ships it (its ``gsm8k.yaml``)."""
+    entry = task_manager().task_index.get(TASK)
     if entry is None or not entry.cfg:
         raise RuntimeError(f"lm-eval {_lm_eval_version()} has no task {TASK!r}")
     return copy.deepcopy(dict(entry.cfg))
@@ -38,9 +59,14 @@ def config(data_dir: Path | None = None) -> dict:
         cfg["dataset_path"] = "json"
         cfg.pop("dataset_name", None)
         cfg["dataset_kwargs"] = {"data_files": data_files(data_dir)}
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        offline()
     return cfg
+
+
+def offline() -> None:
+    """Local json data: keep ``datasets`` from asking the Hub."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def config_sha256(cfg: dict) -> str:

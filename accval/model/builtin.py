@@ -119,5 +119,28 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
                        f"DeepseekV4ForCausalLM from {path}, {n / 1e6:.1f}M parameters, bf16")
 
 
+def load_sentinel(device: str | torch.device = "cpu") -> LoadedModel:
+    """The trained sentinel shipped in the package (``accval/sentinel``)."""
+    import json
+
+    from accval.sentinel.model import CHECKPOINT_DIR, SENTINEL
+
+    if not (CHECKPOINT_DIR / "config.json").is_file():
+        raise ValueError(f"--model {SENTINEL}: no checkpoint at {CHECKPOINT_DIR} (train one with "
+                         "python -m accval.sentinel.train and copy it there)")
+    loaded = load_checkpoint(CHECKPOINT_DIR, device)
+    meta = json.loads((CHECKPOINT_DIR / "train.json").read_text())
+    n = sum(p.numel() for p in loaded.model.parameters())
+    loaded.model_id = SENTINEL
+    loaded.description = (f"sentinel DeepseekV4ForCausalLM, {n / 1e6:.2f}M parameters trained on accval's synthetic "
+                          f"gsm8k-format problems (generator v{meta['generator_version']}, {meta['steps']} steps on "
+                          f"{meta['device']}), bf16")
+    return loaded
+
+
 def load(spec: str, seed: int = 0, device: str | torch.device = "cpu") -> LoadedModel:
-    return build_builtin(seed, device) if spec == BUILTIN else load_checkpoint(spec, device)
+    if spec == BUILTIN:
+        return build_builtin(seed, device)
+    if spec == "sentinel":
+        return load_sentinel(device)
+    return load_checkpoint(spec, device)
