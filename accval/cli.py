@@ -38,10 +38,11 @@ def _cmd_gsm8k(args) -> int:
 
     if not args.ab:
         raise ValueError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
-    settings = ab.Settings(mode=args.mode, model=args.model, data_dir=args.data_dir, limit=args.limit,
+    model = args.model or ("builtin" if args.endpoint_a or args.endpoint_b else "sentinel")  # endpoints: the servers'
+    settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                            device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
-                           endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b)
+                           endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks)
     try:
         rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
     except OSError as e:  # the Hub unreachable, a file missing
@@ -93,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Exit 0: no regression; 1: regression; 2: usage or environment error.")
     g.add_argument("--ab", action="store_true", help="run both arms on the same questions and compare them")
     g.add_argument("--mode", choices=("dep8", "tep8"), default="dep8", help="sharding at the o_a_proj site")
-    g.add_argument("--model", default="builtin", help="'builtin' (small seeded DeepSeek-V4) or a checkpoint directory")
-    g.add_argument("--data-dir", help="read train.jsonl/test.jsonl here (offline) instead of Hugging Face openai/gsm8k")
+    g.add_argument("--model",
+                   help="'sentinel' (default: the small trained DeepSeek-V4 shipped with accval, on its own synthetic "
+                   "gsm8k-format problems unless --data-dir says otherwise), 'builtin' (seeded random weights: "
+                   "agreement only) or a checkpoint directory")
+    g.add_argument("--data-dir", help="read train.jsonl/test.jsonl here (offline); default: the sentinel's own "
+                   "problems for --model sentinel, Hugging Face openai/gsm8k for any other model")
     g.add_argument("--limit", type=int, help="first N test questions (default all 1319)")
     g.add_argument("--num-fewshot", type=int, default=5)
     g.add_argument("--batch-size", type=int, default=8)
@@ -104,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
                    "triton+scaled_mm, torch")
     g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
+    g.add_argument("--ranks", type=int, metavar="N", help="run the 8 DEP/TEP ranks in N real processes "
+                   "(torch.distributed: gloo on CPU, NCCL on GPUs); under torchrun the group is torchrun's")
     g.add_argument("--endpoint-a", metavar="URL", help="arm A is this OpenAI-compatible completions server")
     g.add_argument("--endpoint-b", metavar="URL", help="arm B is this OpenAI-compatible completions server")
     g.add_argument("--out", help="run directory (default reports/gsm8k/<timestamp>-<mode>)")
@@ -113,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1")
     v.add_argument("--arm", required=True, choices=("a", "b", "A", "B"))
     v.add_argument("--mode", choices=("dep8", "tep8"), default="dep8")
-    v.add_argument("--model", default="builtin")
+    v.add_argument("--model", default="sentinel", help="as for accval gsm8k (default: the sentinel)")
     v.add_argument("--device", default="auto")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--backend", default="auto")

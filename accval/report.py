@@ -35,7 +35,8 @@ def to_markdown(rep: dict) -> str:
         "",
         f"- model: {rep['model']['description']} (`{rep['model']['id']}`, weights sha256 {rep['model']['weights_sha256'][:12]})",
         f"- device: {rep['device']['name']}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks)",
-        f"- questions: {t['questions']} (limit {t['limit']}), data {t['data']['source']}, task config sha256 "
+        f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "
+        f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",
         f"- versions: " + ", ".join(f"{k} {v_}" for k, v_ in rep["versions"].items()),
         f"- elapsed: {rep['elapsed_s']} s",

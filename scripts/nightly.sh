@@ -5,7 +5,8 @@
 # usage: scripts/nightly.sh OUT_DIR
 # env:   ACCVAL_NIGHTLY_DRY_RUN=1  CPU dry run with tiny limits (what .ci/run executes, so the job cannot rot)
 #        ACCVAL_NIGHTLY_LIMIT=N    gsm8k questions per mode (default: all 1319; dry run: 2)
-#        ACCVAL_GSM8K_DIR=DIR      read gsm8k from DIR instead of Hugging Face openai/gsm8k
+#        ACCVAL_NIGHTLY_MODEL=M    the A/B's model (default: sentinel, on its own problems; e.g. a checkpoint dir)
+#        ACCVAL_GSM8K_DIR=DIR      read gsm8k from DIR instead of Hugging Face openai/gsm8k (models other than sentinel)
 #        ACCVAL_NIGHTLY_SWEEP=1    also inject every catalog mutant into arm B (the weekly variant)
 set -uo pipefail
 out=${1:?usage: scripts/nightly.sh OUT_DIR}
@@ -22,7 +23,8 @@ step() {  # step NAME CMD...: run, log, remember a failure, keep going so every 
   [ "$rc" -ne 0 ] && status=1
   return 0
 }
-data=(); [ -n "${ACCVAL_GSM8K_DIR:-}" ] && data=(--data-dir "$ACCVAL_GSM8K_DIR")
+model=${ACCVAL_NIGHTLY_MODEL:-sentinel}
+data=(--model "$model"); [ -n "${ACCVAL_GSM8K_DIR:-}" ] && [ "$model" != sentinel ] && data+=(--data-dir "$ACCVAL_GSM8K_DIR")
 if [ "$dry" = 1 ]; then
   export ACCVAL_HYPOTHESIS_PROFILE=ci
   limit=(--limit "${ACCVAL_NIGHTLY_LIMIT:-2}" --max-gen-toks 4 --batch-size 2)

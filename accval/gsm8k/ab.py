@@ -13,8 +13,11 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,13 +26,16 @@ import torch
 
 from accval import stats
 from accval.model import builtin
-from accval.model.site import MODES, Arm
+from accval.model.site import MODES, Arm, SiteStats
+
+from . import ranks as ranks_mod
 
 from . import task as task_mod
 
 SCHEMA = "accval.gsm8k.ab/1"
 FILTERS = ("strict-match", "flexible-extract")
 CLI_MODES = ("dep8", "tep8")
+SENTINEL = "sentinel"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,7 @@ class Settings:
     inject: str | None = None
     endpoint_a: str | None = None  # OpenAI-compatible completions servers as the arms
     endpoint_b: str | None = None
+    ranks: int | None = None  # real processes hosting the 8 DEP/TEP ranks (None: emulated in one process)
 
     def resolved(self) -> "Settings":
         device = self.device
@@ -69,14 +76,22 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"--num-fewshot: expected >= 0, got {s.num_fewshot}")
     if s.batch_size < 1 or s.max_gen_toks < 1:
         raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
+    if s.model == SENTINEL and s.data_dir is None:
+        from accval.sentinel import data as sentinel_data
+
+        s = dataclasses.replace(s, data_dir=str(sentinel_data.write_splits()))  # the sentinel's own task data
     if s.data_dir is not None:
         task_mod.data_files(Path(s.data_dir))
+    if s.ranks is not None:
+        ranks_mod.check_world(s.ranks)
     if (s.endpoint_a is None) != (s.endpoint_b is None):
         raise ValueError("--endpoint-a and --endpoint-b: expected both or neither")
     if s.endpoint_a is not None:
         for flag, url in (("--endpoint-a", s.endpoint_a), ("--endpoint-b", s.endpoint_b)):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{flag}: expected an http(s) URL, got {url!r}")
+        if s.ranks is not None:
+            raise ValueError("--ranks with --endpoint-a/-b: the servers run their own ranks")
         if s.inject or s.model != builtin.BUILTIN or s.backend != "auto":
             raise ValueError("with --endpoint-a/-b the servers choose the model, backend and any injected defect; "
                              "pass those to the servers (e.g. accval serve --inject ID)")
@@ -157,7 +172,7 @@ def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, 
             "max_gen_toks": settings.max_gen_toks, "batch_size": 1}
     res = lm_eval.simple_evaluate(model="local-completions", model_args=args, tasks=[task_cfg],
                                   num_fewshot=settings.num_fewshot, limit=settings.limit, log_samples=True,
-                                  bootstrap_iters=0, use_cache=str(run.file(f"cache-{name}")))
+                                  bootstrap_iters=0, task_manager=task_mod.task_manager(), use_cache=str(run.file(f"cache-{name}")))
     return res, _write_samples(res, run, name)
 
 
@@ -178,7 +193,8 @@ def _samples_by_doc(samples: list[dict]) -> dict[int, dict[str, dict]]:
     return out
 
 
-def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: RunDir, progress: bool):
+def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: RunDir, progress: bool,
+                  site_stats: dict):
     import lm_eval
 
     from .lm import ArmLM, SampleStore
@@ -186,18 +202,28 @@ def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: Run
     from accval.model.site import SiteStats
 
     state = run.file(f"site-{arm.name}.json")
-    if state.exists():  # a resumed run keeps counting what ran at the site
-        engine.site.stats[arm.name] = SiteStats.from_state(json.loads(state.read_text()))
+    group = engine.group
+    base = SiteStats.from_state(json.loads(state.read_text())) if state.exists() else SiteStats()
+    engine.site.stats[arm.name] = SiteStats()  # this process's counts; a resumed run adds them to base
 
     def save_site_state():
+        mine = engine.site.stats[arm.name].state()
+        states = group.all_gather(mine) if group is not None else [mine]
+        merged = SiteStats.merged([base.state(), *states])
         tmp = state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(engine.site.stats[arm.name].state()))
+        tmp.write_text(json.dumps(merged.state()))
         tmp.replace(state)
+        return merged
 
     lm = ArmLM(engine, arm, SampleStore(run.file(f"generations-{arm.name}.jsonl")), settings.batch_size,
                settings.max_gen_toks, progress, on_batch=save_site_state)
     res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot, limit=settings.limit,
-                                  log_samples=True, bootstrap_iters=0)
+                                  log_samples=True, bootstrap_iters=0,
+                                  task_manager=task_mod.task_manager())
+    site_stats[arm.name] = save_site_state()
+    engine.site.stats[arm.name] = SiteStats()  # the teacher-forced calls are counted from here
+    if group is not None:  # lm-eval scores on LOCAL_RANK 0 only; every process needs the scored samples
+        return res, group.broadcast(_write_samples(res, run, arm.name) if group.root else None), lm.resumed
     return res, _write_samples(res, run, arm.name), lm.resumed
 
 
@@ -215,33 +241,95 @@ def _agreement(engine, arms: dict[str, Arm], docs: dict[int, dict[str, dict]], r
                     continue  # a line cut by a crash is redone
                 done[int(row["doc_id"])] = (row["tokens"], row["top1_agree"], row["kl_sum"])
     todo = [d for d in sorted(docs) if d not in done]
-    for doc_id in tqdm(todo, desc="teacher-forced agreement", unit="q", disable=not progress):
-        sample = next(iter(docs[doc_id].values()))
-        args = sample["arguments"]
-        context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
-        row = engine.teacher_forced(arms["A"], arms["B"], context, " " + sample["target"])
-        done[doc_id] = row
+    group = engine.group
+    if group is not None:
+        todo = group.broadcast(todo)  # rank 0's file decides what is left
+    bar = tqdm(total=len(todo), desc="teacher-forced agreement", unit="q",
+               disable=not progress or (group is not None and not group.root))
+    step = 1 if group is None else 4 * group.world
+    for i in range(0, len(todo), step):
+        chunk = todo[i:i + step]
+        rows = []
+        for j, doc_id in enumerate(chunk):
+            row_rank = None
+            if group is not None and engine.site.kind == "dep":
+                if j % group.world != group.rank:
+                    continue  # another process's question
+                row_rank = group.rank  # one row: on a logical rank this process hosts
+            sample = next(iter(docs[doc_id].values()))
+            args = sample["arguments"]
+            context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
+            rows.append((doc_id, engine.teacher_forced(arms["A"], arms["B"], context, " " + sample["target"], row_rank)))
+        if group is not None:
+            rows = sorted(dict(r for part in group.all_gather(rows) for r in part).items())
         with path.open("a") as f:
-            f.write(json.dumps({"doc_id": doc_id, "tokens": row[0], "top1_agree": row[1], "kl_sum": row[2]}) + "\n")
+            for doc_id, row in rows:
+                done[doc_id] = row
+                f.write(json.dumps({"doc_id": doc_id, "tokens": row[0], "top1_agree": row[1], "kl_sum": row[2]}) + "\n")
+        bar.update(len(chunk))
+    bar.close()
     return [done[d] for d in sorted(docs)]
 
 
+def _questions_from(data_dir: Path | None) -> str:
+    from accval.sentinel import data as sentinel_data, problems
+
+    if data_dir is not None and Path(data_dir).resolve() == sentinel_data.default_dir().resolve():
+        return (f"accval's sentinel problems (synthetic, in gsm8k's format; generator v{problems.GENERATOR_VERSION}), "
+                "not gsm8k's questions")
+    return "gsm8k"
+
+
+def _rank_main(settings: Settings, out: str, progress: bool) -> None:
+    """One spawned process of ``run(settings)`` over real ranks."""
+    if not settings.device.startswith("cuda"):  # N processes share the cores
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.ranks))
+    ranks_mod.init_from_env(settings.device)
+    run(settings, Path(out), resume=True, progress=progress)
+
+
 def run(settings: Settings, out: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
-    """Run the A/B and write its report; returns the report dict."""
+    """Run the A/B and write its report; returns the report dict.
+
+    ``settings.ranks = N`` spawns N processes (torch.distributed) that run it together; under
+    ``torchrun`` this process joins the group torchrun made. Rank 0 writes the run directory."""
     t0 = time.time()
     settings = validate(settings)
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
         out = Path("reports/gsm8k") / f"{stamp}-{settings.mode}"
-    run_dir = RunDir(Path(out), settings, resume)
+    group = ranks_mod.current()
+    if group is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        group = ranks_mod.init_from_env(settings.device)  # launched by torchrun
+    if group is None and settings.ranks and settings.ranks > 1:
+        RunDir(Path(out), settings, resume)  # settings and resume errors here, before any process starts
+        ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress)
+        return json.loads((Path(out) / "report.json").read_text())
+    if group is not None and settings.ranks not in (None, group.world):
+        raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
+    if group is not None and not group.root:
+        group.barrier()  # rank 0 has checked and made the run directory
+        run_dir = RunDir(Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-")), settings, False)
+    else:
+        run_dir = RunDir(Path(out), settings, resume)
+        if group is not None:
+            group.barrier()
     data_dir = Path(settings.data_dir) if settings.data_dir else None
-    task_cfg = task_mod.config(data_dir)
+    if group is not None and not group.root:  # rank 0 builds the task config once, centrally
+        task_mod.use_config_only_manager()
+        task_cfg = group.broadcast(None)
+        if data_dir is not None:
+            task_mod.offline()
+    else:
+        task_cfg = task_mod.config(data_dir)
+        if group is not None:
+            group.broadcast(task_cfg)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
 
     from .engine import Engine
 
     endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
-    results, docs, resumed = {}, {}, {}
+    results, docs, resumed, site_stats = {}, {}, {}, {}
     if endpoints:
         engine, loaded, arms = None, None, None
         for name, url in endpoints.items():
@@ -249,10 +337,11 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
             resumed[name] = None
     else:
         loaded = builtin.load(settings.model, settings.seed, settings.device)
-        engine = Engine(loaded, settings.mode, settings.device)
+        engine = Engine(loaded, settings.mode, settings.device, group)
         arms = arms_for(settings)
         for name, arm in arms.items():
-            results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress)
+            results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress,
+                                                                     site_stats)
     if sorted(docs["A"]) != sorted(docs["B"]):
         raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
     doc_ids = sorted(docs["A"])
@@ -272,9 +361,15 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
                         "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
     else:
         agreement = stats.combine_agreement(_agreement(engine, arms, docs["A"], run_dir, progress), gens["A"], gens["B"])
+        site = {}
         for n in arms:  # the teacher-forced calls count too; a later resume starts from here
-            run_dir.file(f"site-{n}.json").write_text(json.dumps(engine.site.stats[n].state()))
-        site = {n: engine.site.stats[n] for n in arms}
+            mine = engine.site.stats[n].state()
+            states = group.all_gather(mine) if group is not None else [mine]
+            site[n] = SiteStats.merged([site_stats[n].state(), *states])
+            run_dir.file(f"site-{n}.json").write_text(json.dumps(site[n].state()))
+        if group is not None and not group.root:  # rank 0 writes the one report
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+            return {"rank": group.rank}
         verdict = stats.verdict(paired, agreement,
                                 provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
                                 contract_violations=site["B"].contract_violations)
@@ -290,7 +385,7 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
         "device": ({"name": "endpoints (the servers' devices)", "type": "remote"} if endpoints else
                    {"name": _device_name(settings.device), "type": settings.device}),
         "settings": dataclasses.asdict(settings),
-        "task": {"name": task_mod.TASK, "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
+        "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
                  "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,
                  "max_gen_toks": settings.max_gen_toks, "lm_eval_task_version": results["A"]["versions"].get(task_mod.TASK)},
         "model": ({"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
@@ -298,7 +393,11 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
                   {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
                    "random_weights": settings.model == builtin.BUILTIN}),
         "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
+                 "processes": group.world if group is not None else 1,
+                 "process_backend": group.backend if group is not None else None,
                  "execution": ("as the servers run it" if endpoints else
+                               f"{ranks} ranks in {group.world} processes (torch.distributed, {group.backend})"
+                               if group is not None else
                                f"{ranks} ranks emulated in one process at the o_a_proj site")},
         "arms": arm_info,
         "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},

@@ -67,25 +67,48 @@ class ArmLM(LM):
             until = [until] if isinstance(until, str) else list(until)
             max_toks = int(gen_kwargs.get("max_gen_toks", self.max_gen_toks))
             keyed.append((request_key(context, {"until": until, "max_gen_toks": max_toks}), context, until, max_toks))
+        group = self.engine.group
+        if group is not None:  # rank 0's prompts and rank 0's store decide; every rank works the same list
+            mine = [k[0] for k in keyed]
+            keyed = group.broadcast(keyed)
+            if mine != [k[0] for k in keyed]:
+                raise RuntimeError(f"rank {group.rank}: lm-eval built other prompts than rank 0 (task or data differ)")
         todo = [k for k in keyed if k[0] not in self.store.done]
+        if group is not None:
+            todo = group.broadcast(todo)
         self.resumed = len(keyed) - len(todo)
         todo.sort(key=lambda k: -len(k[1]))  # similar lengths batch together
-        bar = tqdm(total=len(todo), desc=f"arm {self.arm.name} ({self.arm.describe()})", unit="q",
-                   disable=disable_tqdm or not self.progress)
+        show = not (disable_tqdm or not self.progress or (group is not None and not group.root))
+        bar = tqdm(total=len(todo), desc=f"arm {self.arm.name} ({self.arm.describe()})", unit="q", disable=not show)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]
             groups: dict[tuple, list] = {}
             for item in chunk:
                 groups.setdefault((tuple(item[2]), item[3]), []).append(item)
             for (until, max_toks), items in groups.items():
-                texts = self.engine.generate(self.arm, [it[1] for it in items], list(until), max_toks)
+                texts = self._generate([it[1] for it in items], list(until), max_toks)
                 if self.on_batch is not None:
                     self.on_batch()  # site counters first: a sample on disk always has its counts saved
                 for it, text in zip(items, texts):
                     self.store.add(it[0], text)
             bar.update(len(chunk))
         bar.close()
-        return [self.store.done[k[0]] for k in keyed]
+        out = [self.store.done.get(k[0]) for k in keyed]
+        return group.broadcast(out) if group is not None else out
+
+    def _generate(self, contexts: list[str], until: list[str], max_toks: int) -> list[str]:
+        """One batch. Real DEP ranks: process p generates rows b with b % world == p (logical rank b % 8,
+        padded to the whole batch's width), then every process gathers all rows. Real TEP ranks: every
+        process runs the whole batch; the site splits heads and groups and gathers the partial sums."""
+        group, site = self.engine.group, self.engine.site
+        if group is None or site.kind != "dep":
+            return self.engine.generate(self.arm, contexts, until, max_toks)
+        width = max(len(self.engine.encode(c)) for c in contexts)
+        rows = [b for b in range(len(contexts)) if b % group.world == group.rank]
+        texts = (self.engine.generate(self.arm, [contexts[b] for b in rows], until, max_toks, pad_to=width,
+                                      row_ranks=[b % site.ranks for b in rows]) if rows else [])
+        got = dict(kv for part in group.all_gather(list(zip(rows, texts))) for kv in part)
+        return [got[b] for b in range(len(contexts))]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError("accval-dsv4 serves generate_until tasks (gsm8k) only, not loglikelihood")

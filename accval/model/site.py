@@ -88,6 +88,23 @@ class SiteStats:
                    ran=collections.Counter(d["ran"]), contract_violations=d["contract_violations"],
                    first_violation=d["first_violation"], provenance_problems=list(d["provenance_problems"]))
 
+    @classmethod
+    def merged(cls, states: list[dict]) -> "SiteStats":
+        """The sum of several processes' (or a resumed run's and this run's) counts."""
+        out = cls()
+        for d in states:
+            part = cls.from_state(d)
+            out.calls += part.calls
+            out.tokens += part.tokens
+            out.m_counts.update(part.m_counts)
+            out.ran.update(part.ran)
+            out.contract_violations += part.contract_violations
+            out.first_violation = out.first_violation or part.first_violation
+            for msg in part.provenance_problems:
+                if msg not in out.provenance_problems and len(out.provenance_problems) < 5:
+                    out.provenance_problems.append(msg)
+        return out
+
     def to_json(self) -> dict:
         ms = sorted(self.m_counts)
         return {
@@ -104,12 +121,18 @@ class SiteStats:
 class OAProjSite:
     """Installs the arm-switchable attention output path into every layer of ``model``."""
 
-    def __init__(self, model: torch.nn.Module, mode: str):
+    def __init__(self, model: torch.nn.Module, mode: str, group=None):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {sorted(MODES)}, got {mode!r}")
         self.model = model
         self.mode = mode
         self.kind, self.ranks = MODES[mode]
+        # real ranks (accval.gsm8k.ranks.Group): this process hosts some of the logical ranks; None: all
+        self.group = group if group is not None and group.world > 1 else None
+        if self.group is not None and self.ranks % self.group.world:
+            raise ValueError(f"mode {mode}: {self.ranks} ranks do not split over {self.group.world} processes")
+        self.hosted = self.group.logical_ranks(self.kind) if self.group is not None else list(range(self.ranks))
+        self._row_ranks: torch.Tensor | None = None
         cfg = model.config
         self.n_groups, self.rank_r = cfg.o_groups, cfg.o_lora_rank
         self.head_dim, self.rope_dim = cfg.head_dim, cfg.qk_rope_head_dim
@@ -190,6 +213,17 @@ class OAProjSite:
 
     # --- padding: which tokens of a left-padded batch are real ------------------------------------------
 
+    def set_row_ranks(self, row_ranks: list[int] | None) -> None:
+        """DEP over real ranks: the logical rank of each row of the next batches (None: row b is rank b % 8)."""
+        self._row_ranks = None if row_ranks is None else torch.tensor(row_ranks, dtype=torch.long)
+
+    def local_heads(self) -> slice:
+        """TEP over real ranks: the attention heads of this process's logical ranks (all heads otherwise)."""
+        if self.kind != "tep" or self.group is None:
+            return slice(None)
+        per_rank = self.n_groups // self.ranks * self.hpg
+        return slice(self.hosted[0] * per_rank, (self.hosted[-1] + 1) * per_rank)
+
     def track_padding(self, pad_lens: list[int] | None) -> None:
         """Before a (batched) generate or forward: ``pad_lens[b]`` left-padding tokens of row b; None stops."""
         self._pad_lens = None if pad_lens is None else torch.tensor(pad_lens, dtype=torch.long)
@@ -247,19 +281,27 @@ class OAProjSite:
             xt, pt = o[real], pos[real]
             m = xt.shape[0]
             gl = self.n_groups // self.ranks
-            total = None
-            for r in range(self.ranks):
+            parts = []
+            for i, r in enumerate(self.hosted):  # o holds the hosted ranks' heads, in rank order
                 gs = slice(r * gl, (r + 1) * gl)
-                lora = self._call(stats, xt[:, r * gl * self.hpg:(r + 1) * gl * self.hpg], pt, cache, w_fp8[gs],
+                lora = self._call(stats, xt[:, i * gl * self.hpg:(i + 1) * gl * self.hpg], pt, cache, w_fp8[gs],
                                   w_scale[gs], gl, nope)
-                part = F.linear(lora.reshape(m, gl * self.rank_r), w_b[:, r * gl * self.rank_r:(r + 1) * gl * self.rank_r])
+                parts.append(F.linear(lora.reshape(m, gl * self.rank_r), w_b[:, r * gl * self.rank_r:(r + 1) * gl * self.rank_r]))
+            if self.group is not None:  # every process gets every rank's partial (blocks arrive in rank order)
+                mine = torch.stack(parts).float()  # bf16 -> fp32 -> bf16 is exact; gloo has no bf16
+                parts = [p.to(torch.bfloat16) for blk in self.group.all_gather_tensor(mine) for p in blk]
+            total = None
+            for part in parts:
                 total = part if total is None else total + part  # the all-reduce, in rank order, in bf16
             out = o.new_zeros((b, s, w_b.shape[0]))
             out[real] = total
             return out
         lora = o.new_zeros((b, s, self.n_groups, self.rank_r))
-        rows = torch.arange(b, device=o.device)[:, None].expand(b, s)
-        for r in range(self.ranks):
+        row_ranks = self._row_ranks if self._row_ranks is not None else torch.arange(b) % self.ranks
+        if row_ranks.numel() != b:
+            raise RuntimeError(f"OAProjSite: {row_ranks.numel()} row ranks set, batch has {b} rows")
+        rows = row_ranks.to(o.device)[:, None].expand(b, s)
+        for r in self.hosted:
             sel = real & (rows % self.ranks == r)
             if bool(sel.any()):
                 lora[sel] = self._call(stats, o[sel], pos[sel], cache, w_fp8, w_scale, self.n_groups, nope)
@@ -315,6 +357,12 @@ def _attention_forward(attn, hidden_states, position_embeddings, position_ids, a
         else:
             attention_mask = F.pad(attention_mask, (0, kv.shape[2] - attention_mask.shape[-1]), value=0.0)
     interface = hf.ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, hf.eager_attention_forward)
-    attn_output, attn_weights = interface(attn, q, kv, kv, attention_mask, dropout=0.0, scaling=attn.scaling,
-                                          sliding_window=attn.sliding_window, s_aux=attn.sinks, **kwargs)
+    heads = site.local_heads()
+    module, sinks = attn, attn.sinks
+    if heads != slice(None):  # TEP over real ranks: this process's heads only (per-head math is unchanged)
+        q, sinks = q[:, heads], attn.sinks[heads]
+        module = types.SimpleNamespace(num_key_value_groups=q.shape[1] // kv.shape[1], sinks=sinks,
+                                       training=attn.training)
+    attn_output, attn_weights = interface(module, q, kv, kv, attention_mask, dropout=0.0, scaling=attn.scaling,
+                                          sliding_window=attn.sliding_window, s_aux=sinks, **kwargs)
     return site.o_proj(attn, attn_output, position_ids, cos, sin), attn_weights

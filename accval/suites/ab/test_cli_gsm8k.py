@@ -13,7 +13,7 @@ from accval.cli import main  # noqa: E402
 
 from .test_task import DATA, needs_data  # noqa: E402
 
-TINY = ["--limit", "2", "--max-gen-toks", "4", "--batch-size", "2", "--quiet"]
+TINY = ["--model", "builtin", "--limit", "2", "--max-gen-toks", "4", "--batch-size", "2", "--quiet"]
 
 
 def _ab(tmp_path, name, *extra):

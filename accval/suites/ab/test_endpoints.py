@@ -18,12 +18,12 @@ from accval.cli import main  # noqa: E402
 
 from .test_task import DATA, needs_data  # noqa: E402
 
-TINY = ["--limit", "2", "--max-gen-toks", "4", "--quiet"]
+TINY = ["--model", "builtin", "--limit", "2", "--max-gen-toks", "4", "--quiet"]
 
 
 def _start(arm: str, tmp_path):
     ready = tmp_path / f"ready-{arm}"
-    proc = subprocess.Popen([sys.executable, "-m", "accval.cli", "serve", "--arm", arm, "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "accval.cli", "serve", "--arm", arm, "--model", "builtin", "--port", "0",
                              "--ready-file", str(ready), "--idle-timeout", "120", "--max-requests", "10"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120

@@ -1,0 +1,132 @@
+"""Real ranks for the A/B: a torch.distributed process group (gloo on CPU, NCCL on GPUs).
+
+The A/B's sharding has ``LOGICAL_RANKS`` (8) ranks, as DEP8/TEP8 have. With ``N`` real processes
+(``N`` divides 8), process ``p`` hosts logical ranks ``p, p + N, ...`` (DEP: the requests of batch
+rows ``b`` with ``b % N == p``) or the contiguous block ``p * 8/N ... (p + 1) * 8/N - 1`` (TEP: the
+``o_a_proj`` groups and attention heads of those ranks). Every process runs the same lm-eval call
+in lockstep; rank 0's prompts are authoritative (broadcast to all), rank 0 gathers the per-sample
+results and alone writes the run directory and the report.
+
+Launch with ``accval gsm8k --ranks N`` (spawns N processes) or under ``torchrun --nproc-per-node N``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import socket
+import traceback
+
+import torch
+import torch.distributed as dist
+
+LOGICAL_RANKS = 8
+TIMEOUT = datetime.timedelta(minutes=30)
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    rank: int
+    world: int
+    backend: str
+
+    @property
+    def root(self) -> bool:
+        return self.rank == 0
+
+    def logical_ranks(self, kind: str) -> list[int]:
+        """The logical ranks this process hosts (see the module docstring)."""
+        per = LOGICAL_RANKS // self.world
+        if kind == "tep":
+            return list(range(self.rank * per, (self.rank + 1) * per))
+        return list(range(self.rank, LOGICAL_RANKS, self.world))
+
+    def broadcast(self, obj):
+        box = [obj if self.root else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather(self, obj) -> list:
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def all_gather_tensor(self, t: torch.Tensor) -> list[torch.Tensor]:
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(out, t.contiguous())
+        return out
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+def check_world(n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1 or LOGICAL_RANKS % n:
+        raise ValueError(f"--ranks: expected a divisor of {LOGICAL_RANKS} (1, 2, 4 or 8 processes hosting the "
+                         f"{LOGICAL_RANKS} DEP/TEP ranks), got {n!r}")
+
+
+def current() -> Group | None:
+    """The process group this process belongs to, or None when the A/B runs in one process."""
+    if not dist.is_available() or not dist.is_initialized():
+        return None
+    return Group(dist.get_rank(), dist.get_world_size(), dist.get_backend())
+
+
+def init_from_env(device: str) -> Group | None:
+    """Join the group torchrun (or :func:`spawn`) described in the environment; None without one."""
+    if dist.is_initialized():
+        return current()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    check_world(world)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, timeout=TIMEOUT)
+    return current()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child(index: int, world: int, port: int, fn, args, errors):
+    os.environ.update({"RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    try:
+        fn(*args)
+    except BaseException:
+        errors.put((index, traceback.format_exc()))
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(world: int, fn, *args) -> None:
+    """Run ``fn(*args)`` in ``world`` fresh processes forming one group; a rank that fails or dies makes
+    this raise a RuntimeError naming it (the others are stopped)."""
+    import torch.multiprocessing as mp
+
+    check_world(world)
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    try:
+        mp.start_processes(_child, args=(world, _free_port(), fn, args, errors), nprocs=world, join=True,
+                           start_method="spawn")
+    except mp.ProcessExitedException as e:
+        raise RuntimeError(f"rank {e.error_index} of {world} died (exit code {e.exit_code}); the other ranks were "
+                           "stopped. Finished samples are in the run directory: --resume continues the run") from None
+    except mp.ProcessRaisedException as e:
+        first = None
+        while not errors.empty():
+            index, tb = errors.get()
+            first = first or (index, tb)
+        index, tb = first if first else (e.error_index, str(e))
+        last = tb.strip().splitlines()[-1]
+        raise RuntimeError(f"rank {index} of {world} failed: {last}\n--- rank {index} traceback ---\n{tb}") from None

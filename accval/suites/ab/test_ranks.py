@@ -1,0 +1,81 @@
+"""Real ranks (torch.distributed, gloo on the CPU) give the emulated run's results.
+
+The sentinel model answers most questions right, so equal per-sample outcomes are a real check
+(the built-in random model scores 0 everywhere and would pass anything). TEP over real ranks is
+bit-identical to the emulation (same heads, same partials, summed in rank order), so generations
+and the site's counts match too; DEP ranks stop generating when their own rows are done, so their
+site call counts are lower, and only the per-sample results are compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch.distributed as dist
+
+from accval.gsm8k import ab, ranks
+
+COMMON = dict(model="sentinel", limit=2, batch_size=2, max_gen_toks=128, device="cpu")
+
+
+def _run(tmp_path_factory, mode, n):
+    out = tmp_path_factory.mktemp(f"{mode}-{n or 'emulated'}")
+    ab.run(ab.Settings(mode=mode, ranks=n, **COMMON), out, progress=False)
+    return json.loads((out / "report.json").read_text()), out  # as written, either way
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    return {mode: _run(tmp_path_factory, mode, None) for mode in ("dep8", "tep8")}
+
+
+def _samples(out):
+    rows = [json.loads(line) for line in (out / "samples-B.jsonl").read_text().splitlines()]
+    rows += [json.loads(line) for line in (out / "samples-A.jsonl").read_text().splitlines()]
+    return [(r["doc_id"], r["filter"], r["exact_match"], r["resps"]) for r in rows]
+
+
+@pytest.mark.parametrize("mode,n", [("dep8", 2), ("tep8", 2), ("tep8", 8), ("dep8", 8)])
+def test_real_ranks_equal_the_emulated_run(emulated, tmp_path_factory, mode, n):
+    ref, ref_out = emulated[mode]
+    rep, out = _run(tmp_path_factory, mode, n)
+    assert rep["mode"]["processes"] == n and rep["mode"]["process_backend"] == "gloo"
+    assert f"8 ranks in {n} processes (torch.distributed, gloo)" in (out / "report.md").read_text()
+    assert sum(s[2] for s in _samples(ref_out)) > 0, "the reference run must get answers right to compare outcomes"
+    assert _samples(out) == _samples(ref_out)  # outcomes and generations, per sample and arm
+    for key in ("paired", "agreement"):
+        assert rep[key] == ref[key]
+    assert {a: rep["arms"][a]["metrics"] for a in "AB"} == {a: ref["arms"][a]["metrics"] for a in "AB"}
+    if mode == "tep8":
+        assert rep["arms"]["B"]["site"] == ref["arms"]["B"]["site"]
+    assert not rep["verdict"]["regression"]
+
+
+@pytest.mark.parametrize("n", [0, 3, 16])
+def test_rank_count_must_divide_the_eight_ranks(n):
+    with pytest.raises(ValueError, match="--ranks: expected a divisor of 8"):
+        ab.validate(ab.Settings(ranks=n, **COMMON))
+
+
+def _rank_1_dies():
+    dist.init_process_group("gloo")
+    if dist.get_rank() == 1:
+        os._exit(9)
+    dist.barrier()  # rank 0 waits on a peer that is gone
+
+
+def _rank_1_raises():
+    if int(os.environ["RANK"]) == 1:
+        raise ValueError("bad shard on purpose")
+
+
+def test_a_dead_rank_is_a_clear_error():
+    with pytest.raises(RuntimeError, match=r"rank \d of 2 (died|failed)"):
+        ranks.spawn(2, _rank_1_dies)
+
+
+def test_a_failing_rank_names_itself_and_its_error():
+    with pytest.raises(RuntimeError, match="rank 1 of 2 failed: ValueError: bad shard on purpose"):
+        ranks.spawn(2, _rank_1_raises)
