@@ -79,3 +79,13 @@ def test_a_dead_rank_is_a_clear_error():
 def test_a_failing_rank_names_itself_and_its_error():
     with pytest.raises(RuntimeError, match="rank 1 of 2 failed: ValueError: bad shard on purpose"):
         ranks.spawn(2, _rank_1_raises)
+
+
+def test_under_torchrun_only_rank_0_reports(monkeypatch, capsys):
+    """``torchrun -m accval.cli gsm8k ...``: a rank other than 0 gets no report back from the A/B and
+    prints nothing; rank 0's exit code carries the verdict."""
+    from accval.cli import main
+
+    monkeypatch.setattr(ab, "run", lambda *a, **k: {"rank": 1})
+    assert main(["gsm8k", "--ab", "--limit", "2", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
