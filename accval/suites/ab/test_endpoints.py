@@ -76,3 +76,15 @@ def test_endpoint_arguments_are_checked(tmp_path, capsys):
 
 def test_serve_rejects_a_bad_arm(capsys):
     assert main(["serve", "--arm", "c"]) == 2
+
+
+@needs_data
+def test_an_unreachable_endpoint_is_retried_then_a_clear_error(tmp_path, capsys):
+    """Nothing listens on port 9: lm-eval's client retries with backoff, then the run stops with exit 2
+    and the connection error (a half-finished run keeps its request cache for --resume)."""
+    url = "http://127.0.0.1:9"
+    rc = main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "down"), *TINY,
+               "--endpoint-a", url, "--endpoint-b", url])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "Max retries exceeded" in err and "127.0.0.1" in err, err
