@@ -58,6 +58,8 @@ def write_splits(out_dir: Path | None = None, n_test: int = N_TEST, n_train: int
 
 def training_pool(n: int, seed: int = SEED) -> list[problems.Problem]:
     """``n`` training problems: the train stream after the few-shot pool, none equal to a test question."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n: expected a positive int (training problems), got {n!r}")
     train, _ = problems.splits(N_FEWSHOT_POOL + n, N_TEST, seed)
     return train[N_FEWSHOT_POOL:]
 

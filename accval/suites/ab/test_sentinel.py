@@ -46,6 +46,8 @@ def test_bad_split_or_count_is_a_value_error():
         problems.make("validation", 0, 0)
     with pytest.raises(ValueError, match="n_test: expected a positive int"):
         problems.splits(10, 0)
+    with pytest.raises(ValueError, match="n: expected a positive int"):
+        data.training_pool(-5)
 
 
 def test_written_splits_are_what_gsm8k_task_reads(tmp_path):
