@@ -88,23 +88,22 @@ def build_tokenizer(out_dir: Path, seed: int = SEED):
 def encode_example(tok, q: str, a: str) -> tuple[list[int], list[int]]:
     """Token ids of one labelled example and a 0/1 loss mask that is 0 over the question's own text
     (random by construction, nothing to learn) and 1 over the prompt words, the answer and the rest."""
-    text = example_text(q, a)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    q_lo, q_hi = len("Question: "), len("Question: ") + len(q)
-    mask = [0 if (s >= q_lo and e <= q_hi) else 1 for s, e in enc["offset_mapping"]]
-    return enc["input_ids"], mask
+    enc = tok(example_text(q, a), add_special_tokens=False, return_offsets_mapping=True)
+    return enc["input_ids"], _loss_mask(enc["offset_mapping"], q)
+
+
+def _loss_mask(offsets, question: str) -> list[int]:
+    lo = len("Question: ")
+    hi = lo + len(question)
+    return [0 if (s >= lo and e <= hi) else 1 for s, e in offsets]
 
 
 def encode_examples(tok, rows: list[problems.Problem]) -> dict[str, tuple[list[int], list[int]]]:
     """:func:`encode_example` for many problems in one batched tokenizer call, keyed by question."""
     texts = [example_text(p.question, p.answer) for p in rows]
     enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
-    lo = len("Question: ")
-    out = {}
-    for p, ids, offs in zip(rows, enc["input_ids"], enc["offset_mapping"]):
-        hi = lo + len(p.question)
-        out[p.question] = (ids, [0 if (s >= lo and e <= hi) else 1 for s, e in offs])
-    return out
+    return {p.question: (ids, _loss_mask(offs, p.question))
+            for p, ids, offs in zip(rows, enc["input_ids"], enc["offset_mapping"])}
 
 
 def separator_ids(tok) -> list[int]:
