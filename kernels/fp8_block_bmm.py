@@ -17,6 +17,9 @@ Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that ca
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -31,32 +34,39 @@ BACKENDS = ("triton", "torch", "emulated")
 
 @triton.jit
 def _fp8_block_bmm_kernel(
-    a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K,
+    a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
-    stride_out_g, stride_out_m, stride_out_n,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SCALE_M_ALIGN: tl.constexpr, SOFTWARE: tl.constexpr,
+    stride_out_s, stride_out_g, stride_out_m, stride_out_n,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
+    SOFTWARE: tl.constexpr,
 ):
-    """Program (m tile, n tile, group). K is walked in 128-blocks, each with its own two scales.
+    """Program (n tile, m tile, group x k split). K is walked in 128-blocks, each with its own two scales.
 
+    The n tile is the fastest grid axis, so the programs running together share their ``a`` rows
+    in L2 (N is small: o_lora_rank). With ``SPLIT_K > 1`` the program sums only its slice of the
+    k-blocks and writes fp32 partials ``out[split, g, m, n]`` that the launcher adds in split order.
     Like production consumers, ``a`` is assumed dense ``[G, M, K]`` and ``a_scale`` dense
     ``[G, K/128, pad4(M)]``: both strides are computed here, not read from the tensors.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    g = tl.program_id(2).to(tl.int64)
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    g = (tl.program_id(2) // SPLIT_K).to(tl.int64)
+    split = tl.program_id(2) % SPLIT_K
     k_blocks = K // 128
+    kb_lo = split * k_blocks_per_split
+    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, k_blocks)
     scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN  # pad4(M), whatever the buffer says
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, 128)
     m_ok = offs_m < M
     n_ok = offs_n < N
-    a_ptrs = a_ptr + g * M * K + offs_m.to(tl.int64)[:, None] * K + offs_k[None, :]
-    b_ptrs = b_ptr + g * stride_b_g + offs_n.to(tl.int64)[None, :] * stride_b_n + offs_k[:, None]
+    a_ptrs = a_ptr + g * M * K + offs_m.to(tl.int64)[:, None] * K + offs_k[None, :] + kb_lo * 128
+    b_ptrs = b_ptr + g * stride_b_g + offs_n.to(tl.int64)[None, :] * stride_b_n + offs_k[:, None] + kb_lo * 128
     as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
     bs_ptr_g = bs_ptr + g * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in range(0, k_blocks):
+    for kb in range(kb_lo, kb_hi):
         a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
         b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
         a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
@@ -64,12 +74,95 @@ def _fp8_block_bmm_kernel(
         acc += tl.dot(a, b) * a_s[:, None] * b_s
         a_ptrs += 128
         b_ptrs += 128
-    out_ptrs = out_ptr + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m + offs_n[None, :] * stride_out_n
-    tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
+    out_ptrs = (out_ptr + split * stride_out_s + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
+                + offs_n[None, :] * stride_out_n)
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
+    else:
+        tl.store(out_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
 
 
-def _block_m(m: int) -> int:
-    return 16 if m <= 16 else 32 if m <= 32 else 64 if m <= 64 else 128
+@triton.jit
+def _sum_splits_kernel(part_ptr, out_ptr, MN, N, stride_part_s, stride_out_g, stride_out_m, stride_out_n,
+                       SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, SOFTWARE: tl.constexpr):
+    """``out[g] = bf16(sum over splits, in split order, of part[split, g])`` for one [M*N] slice per group."""
+    g = tl.program_id(1).to(tl.int64)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offs < MN
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in tl.static_range(SPLIT_K):
+        acc += tl.load(part_ptr + s * stride_part_s + g * MN + offs, mask=ok, other=0.0)
+    m = offs // N
+    n = offs % N
+    tl.store(out_ptr + g * stride_out_g + m * stride_out_m + n * stride_out_n, to_bf16(acc, SOFTWARE), mask=ok)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerConfig:
+    """One launch of the Triton consumer: tile sizes, warps, stages, and K splits."""
+
+    block_m: int
+    block_n: int = 128
+    num_warps: int = 8
+    num_stages: int = 3
+    #: K is cut into this many slices of whole 128-blocks summed by separate programs, then added
+    #: in fixed split order by a second kernel (deterministic). 1 = no split.
+    split_k: int = 1
+
+    def __post_init__(self):
+        for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ConsumerConfig.{name}: expected a positive int, got {value!r}")
+        if self.block_m not in (16, 32, 64, 128, 256):
+            raise ValueError(f"ConsumerConfig.block_m: expected one of 16, 32, 64, 128, 256, got {self.block_m}")
+        if self.block_n not in (16, 32, 64, 128):
+            raise ValueError(f"ConsumerConfig.block_n: expected one of 16, 32, 64, 128 (a tile takes one weight "
+                             f"scale column), got {self.block_n}")
+
+
+def _sm_count(device: torch.device) -> int:
+    """The SMs the split rule aims to fill (132 on an H100 SXM). The interpreter claims 8, so CPU
+    tests of small problems take the BLOCK_N 64 and split-K paths the GPU takes at small M."""
+    if device.type != "cuda":
+        return 8
+    return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+#: The measurement behind :func:`consumer_config` (sm90). Every candidate launch was timed at the
+#: DeepSeek-V4-Pro shapes (K 8192, N 1024; DEP8 G=8, TEP8 G=1) by ``accval bench --sweep``.
+CONSUMER_TUNING = (
+    "reports/bench/sweep-NVIDIA_H200-2026-11-28.json (NVIDIA H200, torch 2.11, triton 3.6), median us of the best vs "
+    "the previous launch (BLOCK_M 128 for M > 64, BLOCK_N 128, 8 warps, no split): M >= 1024 every shape: BLOCK_M 64, "
+    "BLOCK_N 128, 4 warps best (dep8 M=8192 1629 vs 1659, tep8 M=1024 44.7 vs 59.2); small grids: K split so programs "
+    "oversubscribe the SMs about 4x (tep8 M=64 15.0 with BLOCK_N 64 split 16 vs 44.1 unsplit; dep8 M=64 36.8 with "
+    "BLOCK_N 64 split 4 vs 56.5; tep8 M=256 19.5 with split 8 vs 53.5)."
+)
+
+
+def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> ConsumerConfig:
+    """The Triton consumer's launch for this problem (the measurements: ``CONSUMER_TUNING``).
+
+    BLOCK_M 64 (16/32 for tiny M), BLOCK_N 128, 4 warps, 3 stages. When that grid has fewer tiles
+    than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
+    keep enough loads in flight (the weight read is the whole cost at small M).
+    """
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    block_n = 128
+    tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
+    sms = _sm_count(device)
+    split = 1
+    if tiles < sms // 2:
+        block_n = 64
+        tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
+        while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
+            split *= 2
+    return ConsumerConfig(block_m, block_n, 4, 3, split)
 
 
 def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) -> tuple[int, int, int, int]:
@@ -103,19 +196,44 @@ def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) ->
     return g, m, n, k
 
 
-def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN):
+def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
-    block_m = _block_m(m)
-    grid = (cdiv(m, block_m), cdiv(n, 128), g)
+    cfg = config or consumer_config(m, n, k, g, a.device)
+    k_blocks = k // QUANT_BLOCK
+    split = min(cfg.split_k, k_blocks)
+    per_split = cdiv(k_blocks, split)
+    split = cdiv(k_blocks, per_split)  # no empty split
     if m > 0:
+        dst = out if split == 1 else torch.empty((split, g, m, n), dtype=torch.float32, device=a.device)
+        dst_strides = (0,) + tuple(out.stride()) if split == 1 else tuple(dst.stride())
+        grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
         _fp8_block_bmm_kernel[grid](
-            a, a_scale, b, b_scale, out, m, n, k,
-            b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1),
-            out.stride(0), out.stride(1), out.stride(2),
-            BLOCK_M=block_m, BLOCK_N=128, SCALE_M_ALIGN=scale_m_align, SOFTWARE=_platform.interpreting(), num_warps=4 if block_m <= 64 else 8, num_stages=3,
+            a, a_scale, b, b_scale, dst, m, n, k, per_split,
+            b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1), *dst_strides,
+            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align,
+            SOFTWARE=_platform.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
             **_platform.gpu_launch_options(),
         )
-    provenance.record("consumer", "triton", mode, block_m=block_m)
+        if split > 1:
+            block = 1024
+            _sum_splits_kernel[(cdiv(m * n, block), g)](
+                dst, out, m * n, n, dst.stride(0), out.stride(0), out.stride(1), out.stride(2),
+                SPLIT_K=split, BLOCK=block, SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
+    provenance.record("consumer", "triton", mode, block_m=cfg.block_m, block_n=cfg.block_n, split_k=split,
+                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+
+
+def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
+    """The Triton consumer with an explicit launch (benchmark sweeps and tests); ``out`` [G, M, N] bf16.
+
+    Validates like :func:`fp8_block_bmm` (contract checked) and records provenance."""
+    if not isinstance(config, ConsumerConfig):
+        raise TypeError(f"config: expected a ConsumerConfig, got {type(config).__name__}")
+    if out is None:
+        raise ValueError("out: expected a [G, M, N] bf16 tensor, got None")
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
+    _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, config=config)
+    return out
 
 
 def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):

@@ -41,11 +41,12 @@ def _quant_tokens(
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
     FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr,
 ):
-    """Quantize head ``head`` of the tokens ``m`` (a [SUB] vector): a [SUB, D/128, 128] tile."""
+    """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads): a [R, D/128, 128] tile."""
     NBH: tl.constexpr = D // 128
     HALF: tl.constexpr = ROPE // 2
-    g = (head // HPG).to(INDEX_DTYPE)
-    h = (head % HPG).to(INDEX_DTYPE)
+    head = head.to(INDEX_DTYPE)
+    g3 = (head // HPG)[:, None, None]
+    h3 = (head % HPG)[:, None, None]
     m3 = m[:, None, None]
     j = tl.arange(0, NBH_P2)[None, :, None]
     d = j * 128 + tl.arange(0, 128)[None, None, :]
@@ -63,7 +64,7 @@ def _quant_tokens(
     live = (j < NBH) & (m3 < M)
     rope_live = live & is_rope
 
-    row_base = o_ptr + m3 * stride_o_m + (g * HPG + h) * stride_o_h
+    row_base = o_ptr + m3 * stride_o_m + head[:, None, None] * stride_o_h
     x = tl.load(row_base + d, mask=live, other=0.0).to(tl.float32)
     xp = tl.load(row_base + partner_d, mask=rope_live, other=0.0).to(tl.float32)
     pos = tl.load(pos_ptr + m, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
@@ -80,10 +81,12 @@ def _quant_tokens(
     q = tl.where(scale[:, :, None] > 0, tl.math.div_rn(y, safe[:, :, None]), 0.0)
     q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
 
-    tl.store(fp8_ptr + g * stride_fp8_g + m3 * stride_fp8_m + h * D + d, q8, mask=live)
+    tl.store(fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D + d, q8, mask=live)
     j2 = tl.arange(0, NBH_P2)[None, :]
     m2 = m[:, None]
-    tl.store(scale_ptr + g * stride_scale_g + (h * NBH + j2) * stride_scale_b + m2, scale,
+    g2 = (head // HPG)[:, None]
+    h2 = (head % HPG)[:, None]
+    tl.store(scale_ptr + g2 * stride_scale_g + (h2 * NBH + j2) * stride_scale_b + m2, scale,
              mask=(j2 < NBH) & (m2 < rows_end))
 
 
@@ -94,11 +97,12 @@ def _inv_rope_fp8_quant_straight(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, HEADS: tl.constexpr,
 ):
-    """BLOCK_TOKENS_M == 1: program (token, head), no loop."""
-    m = tl.program_id(0).to(INDEX_DTYPE) + tl.arange(0, 1)
-    _quant_tokens(m, tl.program_id(1), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+    """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop."""
+    m = tl.program_id(0).to(INDEX_DTYPE) + tl.zeros([HEADS], dtype=INDEX_DTYPE)
+    head = tl.program_id(1) * HEADS + tl.arange(0, HEADS)
+    _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
                   stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                   stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
                   HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
@@ -120,7 +124,7 @@ def _inv_rope_fp8_quant_loop(
     """
     m0 = tl.program_id(0).to(INDEX_DTYPE) * BTM
     for t in tl.range(0, BTM, SUB, num_stages=STAGES):
-        _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
+        _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1) + tl.zeros([SUB], dtype=tl.int32), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
                       M, rows_end, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                       stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
                       HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
@@ -137,10 +141,30 @@ class LaunchConfig:
     num_stages: int
     #: tokens processed per loop iteration of the loop kernel (the tile's leading dim); divides BTM.
     tokens_per_iter: int = 1
+    #: heads per program of the straight kernel (BTM == 1), at most: the launcher takes the largest
+    #: power of two <= this that divides the head count, so a program never straddles the last head.
+    heads_per_program: int = 1
+
+    def __post_init__(self):
+        for name in ("block_tokens_m", "num_warps", "num_stages", "tokens_per_iter", "heads_per_program"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"LaunchConfig.{name}: expected a positive int, got {value!r}")
+
+
+def heads_per_program(cfg: LaunchConfig, n_heads: int) -> int:
+    """The heads one straight-kernel program takes: the largest power of two <= ``cfg.heads_per_program``
+    dividing ``n_heads`` (1 for the loop kernel)."""
+    if cfg.block_tokens_m != 1:
+        return 1
+    hb = 1
+    while hb * 2 <= cfg.heads_per_program and n_heads % (hb * 2) == 0:
+        hb *= 2
+    return hb
 
 
 #: (min M, config) rows, first match wins. "sm100" is the pull request's B200 tuning; "sm90" was
-#: measured on an H100 (see ``H100_DISPATCH_MEASUREMENT``).
+#: measured on an H100 and an H200 (see ``SM90_DISPATCH_MEASUREMENT``).
 DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
     "sm100": (
         (4096, LaunchConfig(32, 2, 3)),
@@ -149,13 +173,21 @@ DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
         (0, LaunchConfig(1, 1, 1)),
     ),
 }
-DISPATCH_TABLES["sm90"] = ((0, LaunchConfig(1, 1, 1)),)
-#: The interpreter follows the B200 table so CPU runs exercise both kernels at their real thresholds.
-DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"]
-H100_DISPATCH_MEASUREMENT = (
+DISPATCH_TABLES["sm90"] = (
+    (2048, LaunchConfig(1, 1, 1, heads_per_program=4)),
+    (256, LaunchConfig(1, 1, 1, heads_per_program=2)),
+    (0, LaunchConfig(1, 1, 1)),
+)
+#: The interpreter follows the B200 table's thresholds so CPU runs exercise both kernels where the
+#: pull request switches, with several heads per straight-kernel program (that path is sm90's).
+DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"][:-1] + ((0, LaunchConfig(1, 1, 1, heads_per_program=4)),)
+SM90_DISPATCH_MEASUREMENT = (
     "reports/bench/NVIDIA_H100_80GB_HBM3-2026-11-25-run1.json (H100 80GB HBM3, torch 2.11, triton 3.6, DSv4-Pro DEP8 "
-    "G=8 hpg=16 D=512): BTM=1 straight kernel vs the B200 table, median us: M=1024 96 vs 134, M=1500 138 vs 193, "
-    "M=2048 186 vs 253, M=4096 365 vs 495, M=8192 725 vs 976; equal below 1024 (same branch). BTM=1 wins at every M."
+    "G=8 hpg=16 D=512): one token per program (BTM=1) beats the B200 table at every M, median us: M=1024 96 vs 134, "
+    "M=8192 725 vs 976. Then reports/bench/sweep-NVIDIA_H200-2026-11-28.json (NVIDIA H200, same versions; 19 launches "
+    "x dep8/tep8 x 7 M): each row is the launch with the least worst-case slowdown against the fastest launch over "
+    "both shapes at its M: M >= 2048 4 heads per program, 1 warp (<= 5.3% off the best; dep8 M=8192 555 vs 715 us "
+    "with 1 head); 256 <= M < 2048 2 heads (<= 5%); M < 256 1 head (<= 4%; every launch is within 5% at M=64)."
 )
 
 
@@ -168,16 +200,22 @@ def _arch_key(device: torch.device) -> str:
 
 
 def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
-               tokens_per_iter: int | None = None) -> LaunchConfig:
+               tokens_per_iter: int | None = None, heads_per_program: int | None = None) -> LaunchConfig:
     """The launch configuration for ``m`` tokens: the table's, or a forced ``block_tokens_m``.
 
-    In the interpreter the loop kernel takes all BTM tokens in one iteration by default (the
-    interpreter's cost is per operation, not per element); on the GPU the table decides.
+    A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row (warps, heads per
+    program) when the table has one. In the interpreter the loop kernel takes all BTM tokens in one
+    iteration by default (the interpreter's cost is per operation, not per element); on the GPU the
+    table decides. ``heads_per_program`` overrides the straight kernel's heads per program.
     """
+    table = DISPATCH_TABLES[_arch_key(device)]
     if block_tokens_m is not None:
-        cfg = LaunchConfig(block_tokens_m, 1 if block_tokens_m == 1 else 2, 1 if block_tokens_m == 1 else 2)
+        straight = next((c for _, c in table if c.block_tokens_m == 1), LaunchConfig(1, 1, 1))
+        cfg = straight if block_tokens_m == 1 else LaunchConfig(block_tokens_m, 2, 2)
     else:
-        cfg = next(c for min_m, c in DISPATCH_TABLES[_arch_key(device)] if m >= min_m)
+        cfg = next(c for min_m, c in table if m >= min_m)
+    if heads_per_program is not None:
+        cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program)
     if tokens_per_iter is None and device.type != "cuda":
         tokens_per_iter = cfg.block_tokens_m
     if tokens_per_iter is not None:
@@ -294,7 +332,9 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
     if rows_end == 0:
         return
     btm = cfg.block_tokens_m
-    grid = (cdiv(rows_end, btm), p.n_groups * p.heads_per_group)
+    heads = p.n_groups * p.heads_per_group
+    hb = heads_per_program(cfg, heads)
+    grid = (cdiv(rows_end, btm), heads // hb)
     cs_pos, cs_sin, cs_i = cos_sin_strides(cos_sin_cache)
     args = (o, positions, cos_sin_cache, fp8, scale, p.m, rows_end,
             o.stride(0), o.stride(1), cs_pos, cs_sin, cs_i,
@@ -304,7 +344,7 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=_platform.interpreting(),
                 num_warps=cfg.num_warps, **_platform.gpu_launch_options())
     if btm == 1:
-        _inv_rope_fp8_quant_straight[grid](*args, **meta, num_stages=cfg.num_stages)
+        _inv_rope_fp8_quant_straight[grid](*args, **meta, HEADS=hb, num_stages=cfg.num_stages)
     else:
         _inv_rope_fp8_quant_loop[grid](*args, **meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)
 
@@ -320,7 +360,9 @@ def _producer_impl(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_
     scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=o.device)
     launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg)
     provenance.record("producer", "triton", mode, kernel="straight" if cfg.block_tokens_m == 1 else "loop",
-                      block_tokens_m=cfg.block_tokens_m, tokens_per_iter=cfg.tokens_per_iter, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      block_tokens_m=cfg.block_tokens_m, tokens_per_iter=cfg.tokens_per_iter,
+                      heads_per_program=heads_per_program(cfg, p.n_groups * p.heads_per_group),
+                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return fp8, scale
 
 
