@@ -27,8 +27,16 @@ def _cmd_bench(args) -> int:
     from . import bench
 
     ops = tuple(s for s in args.ops.split(",") if s)
-    ms = tuple(int(s) for s in args.m.split(",") if s)
-    result = bench.run(ops=ops, ms=ms, shapes=tuple(args.shapes.split(",")), out_dir=Path(args.out))
+    try:
+        ms = tuple(int(s) for s in args.m.split(",") if s)
+    except ValueError:
+        raise SystemExit(f"accval bench: --m: expected comma-separated token counts, got {args.m!r}")
+    shapes = tuple(args.shapes.split(","))
+    if args.sweep:
+        result = bench.sweep(ms=ms, shapes=shapes, ops=tuple(o for o in ops if o != "chain"), out_dir=Path(args.out))
+        print(bench.sweep_summary(result))
+        return 0
+    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out))
     print(bench.to_markdown(result))
     return 0
 
@@ -91,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--m", default="64,256,1024,1500,2048,4096,8192")
     b.add_argument("--shapes", default="dep8,tep8")
     b.add_argument("--out", default="reports/bench")
+    b.add_argument("--sweep", action="store_true",
+                   help="time every candidate launch configuration instead (the measurements behind the dispatch tables)")
     b.set_defaults(fn=_cmd_bench)
     g = sub.add_parser("gsm8k", help="gsm8k 5-shot A/B: bf16 fallback (A) against the FP8 chain (B)",
                        description="Exit 0: no regression; 1: regression; 2: usage or environment error.")
