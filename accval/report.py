@@ -28,13 +28,21 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _device(dev: dict) -> str:
+    """The device, and every device of a run resumed across machines (earlier reports have no sessions)."""
+    seen = list(dict.fromkeys(dev.get("sessions") or [dev["name"]]))
+    if len(seen) <= 1:
+        return dev["name"]
+    return f"{dev['name']} (resumed: its {len(dev['sessions'])} sessions ran on {', then '.join(seen)})"
+
+
 def to_markdown(rep: dict) -> str:
     t, m, v = rep["task"], rep["mode"], rep["verdict"]
     lines = [
         f"# gsm8k {t['num_fewshot']}-shot A/B, {m['name']}: {'REGRESSION' if v['regression'] else 'no regression'}",
         "",
         f"- model: {rep['model']['description']} (`{rep['model']['id']}`, weights sha256 {rep['model']['weights_sha256'][:12]})",
-        f"- device: {rep['device']['name']}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks)",
+        f"- device: {_device(rep['device'])}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks)",
         f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",

@@ -151,6 +151,15 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    def record_session(self, device: str) -> list[dict]:
+        """Append this invocation (its start and device) to run.json; return every session so far.
+        A run resumed on another card says so in its report instead of naming only the last one."""
+        run_json = self.path / "run.json"
+        meta = json.loads(run_json.read_text())
+        meta.setdefault("sessions", []).append({"started": _dt.datetime.now(_dt.timezone.utc).isoformat(), "device": device})
+        run_json.write_text(json.dumps(meta, indent=2))
+        return meta["sessions"]
+
 
 def arms_for(settings: Settings) -> dict[str, Arm]:
     return {"A": Arm("A", "bf16-fallback"), "B": Arm("B", "fp8-chain", settings.backend, settings.inject)}
@@ -314,6 +323,9 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
         run_dir = RunDir(Path(out), settings, resume)
         if group is not None:
             group.barrier()
+    endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
+    device_name = "endpoints (the servers' devices)" if endpoints else _device_name(settings.device)
+    sessions = run_dir.record_session(device_name) if group is None or group.root else []
     data_dir = Path(settings.data_dir) if settings.data_dir else None
     if group is not None and not group.root:  # rank 0 builds the task config once, centrally
         task_mod.use_config_only_manager()
@@ -328,7 +340,6 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
 
     from .engine import Engine
 
-    endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
     results, docs, resumed, site_stats = {}, {}, {}, {}
     if endpoints:
         engine, loaded, arms = None, None, None
@@ -382,8 +393,8 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "command": sys.argv,
         "versions": _versions(),
-        "device": ({"name": "endpoints (the servers' devices)", "type": "remote"} if endpoints else
-                   {"name": _device_name(settings.device), "type": settings.device}),
+        "device": {"name": device_name, "type": "remote" if endpoints else settings.device,
+                   "sessions": [x["device"] for x in sessions]},
         "settings": dataclasses.asdict(settings),
         "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
                  "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,

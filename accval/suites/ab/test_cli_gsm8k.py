@@ -54,6 +54,7 @@ def test_resume_reuses_every_sample_and_an_existing_run_needs_resume(clean_run, 
     after = json.loads((out / "report.json").read_text())
     assert after["arms"]["A"]["resumed_samples"] == after["arms"]["B"]["resumed_samples"] == 2
     assert after["paired"] == before["paired"] and after["agreement"] == before["agreement"]
+    assert after["device"]["sessions"] == [after["device"]["name"]] * 2  # both invocations recorded
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "tep8", "--resume", *TINY]) == 2
     assert "settings differ" in capsys.readouterr().err
 

@@ -92,3 +92,12 @@ def test_unpaired_lengths_are_value_errors():
         stats.paired_stats([1, 0, 1], [1, 0])
     with pytest.raises(ValueError, match="at least one"):
         stats.arm_stats([])
+
+
+def test_report_names_every_device_of_a_run_resumed_across_machines():
+    from accval.report import _device
+
+    assert _device({"name": "NVIDIA H100", "type": "cuda"}) == "NVIDIA H100"  # reports from before sessions
+    assert _device({"name": "NVIDIA H100", "type": "cuda", "sessions": ["NVIDIA H100", "NVIDIA H100"]}) == "NVIDIA H100"
+    text = _device({"name": "NVIDIA H100", "type": "cuda", "sessions": ["NVIDIA H200", "NVIDIA H100"]})
+    assert text == "NVIDIA H100 (resumed: its 2 sessions ran on NVIDIA H200, then NVIDIA H100)"
