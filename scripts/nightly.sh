@@ -34,6 +34,7 @@ else
   export ACCVAL_HYPOTHESIS_PROFILE=${ACCVAL_HYPOTHESIS_PROFILE:-nightly}
   limit=(); [ -n "${ACCVAL_NIGHTLY_LIMIT:-}" ] && limit=(--limit "$ACCVAL_NIGHTLY_LIMIT")
   step kernel-suite python3 -m pytest -q suites/kernel
+  step ranks env ACCVAL_SLOW_TESTS=1 python3 -m pytest -q suites/ab/test_ranks.py
   step mutants accval mutants --quiet --json "$out/mutants.json"
 fi
 reports=()

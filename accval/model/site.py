@@ -121,9 +121,12 @@ class SiteStats:
 class OAProjSite:
     """Installs the arm-switchable attention output path into every layer of ``model``."""
 
-    def __init__(self, model: torch.nn.Module, mode: str, group=None):
+    def __init__(self, model: torch.nn.Module, mode: str, group=None, attention: str = "model"):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {sorted(MODES)}, got {mode!r}")
+        if attention not in ATTENTION:
+            raise ValueError(f"attention: expected one of {ATTENTION}, got {attention!r}")
+        self.attention = attention
         self.model = model
         self.mode = mode
         self.kind, self.ranks = MODES[mode]
@@ -147,6 +150,7 @@ class OAProjSite:
         self._seen = 0
         self._real: torch.Tensor | None = None
         self._fn = None
+        self._dequantized: dict[tuple[int, int], torch.Tensor] = {}
         self._expected: dict[str, str] = {}
         from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
 
@@ -172,10 +176,18 @@ class OAProjSite:
         if arm.path == "native":
             self._fn, self._expected = None, {}
         elif arm.path == "bf16-fallback":
-            self._fn = functools.partial(kernels.o_a_proj_bf16_fallback, is_neox=False)
+            self._fn = self._bf16_fallback
             self._expected = {"o_a_proj": "bf16-fallback"}
         else:
             self._fn, self._expected = self._chain(arm)
+
+    def _bf16_fallback(self, o, pos, cache, w_fp8, w_scale, *args):
+        """Arm A with each layer's weight dequantized once (as an engine does at load), not per call."""
+        key = (w_fp8.data_ptr(), w_scale.data_ptr())
+        w = self._dequantized.get(key)
+        if w is None:
+            w = self._dequantized[key] = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
+        return kernels.o_a_proj_bf16_fallback(o, pos, cache, w_fp8, w_scale, *args, is_neox=False, w_bf16=w)
 
     def _chain(self, arm: Arm):
         from accval import mutants
@@ -327,6 +339,35 @@ class OAProjSite:
         return out
 
 
+#: How the attention scores and outputs are computed (the o_a_proj site is the same in both):
+#:   "model": the model's own attention implementation (transformers' eager for DeepSeek-V4);
+#:   "fp32-matmul": eager's arithmetic step by step, with its two bf16 matmuls computed as fp32
+#:   matmuls of the same bf16 values, rounded to bf16 (equal up to fp32 summation order; CPUs
+#:   without bf16 units run bf16 matmuls ~10x slower). Both arms of an A/B use the same one.
+ATTENTION = ("model", "fp32-matmul")
+
+
+def fp32_matmul_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """transformers' DeepSeek-V4 eager attention (shared KV heads, sinks), its matmuls done in fp32.
+
+    Mirrors ``eager_attention_forward`` line by line (``suites/ab/test_site.py`` compares them); the
+    KV heads are not repeated: each KV head's query heads are stacked into one matmul.
+    """
+    b, h, sq, d = query.shape
+    kvh, sk = key.shape[1], key.shape[2]
+    qf = query.float().reshape(b, kvh, (h // kvh) * sq, d)
+    attn_weights = (qf @ key.float().transpose(2, 3)).to(query.dtype).reshape(b, h, sq, sk) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    sinks = module.sinks.reshape(1, -1, 1, 1).expand(b, -1, sq, -1)
+    combined_logits = torch.cat([attn_weights, sinks], dim=-1)
+    combined_logits = combined_logits - combined_logits.max(dim=-1, keepdim=True).values
+    probs = F.softmax(combined_logits, dim=-1, dtype=combined_logits.dtype)
+    scores = probs[..., :-1].to(value.dtype)
+    out = (scores.float().reshape(b, kvh, (h // kvh) * sq, sk) @ value.float()).to(value.dtype)
+    return out.reshape(b, h, sq, value.shape[-1]).transpose(1, 2).contiguous(), scores
+
+
 def _attention_forward(attn, hidden_states, position_embeddings, position_ids, attention_mask, cache=None, *, site,
                        **kwargs):
     """``DeepseekV4Attention.forward`` up to the attention output, then :meth:`OAProjSite.o_proj`.
@@ -357,6 +398,11 @@ def _attention_forward(attn, hidden_states, position_embeddings, position_ids, a
         else:
             attention_mask = F.pad(attention_mask, (0, kv.shape[2] - attention_mask.shape[-1]), value=0.0)
     interface = hf.ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, hf.eager_attention_forward)
+    if site.attention == "fp32-matmul":
+        if interface is not hf.eager_attention_forward:
+            raise RuntimeError(f"attention fp32-matmul mirrors the eager implementation; this model runs "
+                               f"{attn.config._attn_implementation!r}")
+        interface = fp32_matmul_eager_attention
     heads = site.local_heads()
     module, sinks = attn, attn.sinks
     if heads != slice(None):  # TEP over real ranks: this process's heads only (per-head math is unchanged)

@@ -131,3 +131,40 @@ def test_checkpoint_head_layout_is_checked():
     cfg.head_dim = 192  # nope 128 + rope 64: 128 % 128 != 128 - 64
     with pytest.raises(ValueError, match="head layout the FP8 chain cannot take"):
         builtin.check_head_layout(cfg)
+
+
+@torch.no_grad()
+def test_fp32_matmul_attention_is_eager_up_to_summation_order(loaded, ids):
+    """The CPU attention (eager's arithmetic, matmuls in fp32 of the same bf16 values) against
+    transformers' eager function with shared KV, sinks and a causal mask: within one bf16 ulp of each
+    row's scale and 99.9% bit-equal; through the whole model, the same next-token argmax (>= 99%)."""
+    from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
+
+    from accval.model.site import fp32_matmul_eager_attention
+
+    gen = torch.Generator().manual_seed(0)
+    b, h, s, d = 2, 4, 300, 64
+    q = torch.randn(b, h, s, d, generator=gen).to(torch.bfloat16)
+    kv = torch.randn(b, 1, s, d, generator=gen).to(torch.bfloat16)
+    mask = torch.full((s, s), float("-inf")).triu(1).to(torch.bfloat16)[None, None].expand(b, 1, s, s)
+    module = type("M", (), {"num_key_value_groups": h, "sinks": torch.randn(h, generator=gen).to(torch.bfloat16),
+                            "training": False})()
+    want, want_w = hf.eager_attention_forward(module, q, kv, kv, mask, scaling=d**-0.5)
+    got, got_w = fp32_matmul_eager_attention(module, q, kv, kv, mask, scaling=d**-0.5)
+    assert got.shape == want.shape and got.dtype == want.dtype and got_w.shape == want_w.shape
+    # a score a rounding apart moves its whole softmax row a little: bound by one ulp of the row's largest output
+    ulp = want.float().abs().amax(-1, keepdim=True) * 2.0**-7
+    assert ((got.float() - want.float()).abs() <= ulp).all(), "more than one bf16 ulp (of the row's scale) from eager"
+    assert (got == want).float().mean() >= 0.999, f"only {(got == want).float().mean():.4f} bit-equal to eager"
+    model = copy.deepcopy(loaded.model)
+    eager = OAProjSite(model, "dep8")
+    eager.set_arm(A)
+    ref = model(ids).logits
+    eager.attention = "fp32-matmul"
+    fast = model(ids).logits
+    assert (fast.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.99
+
+
+def test_site_rejects_an_unknown_attention(loaded):
+    with pytest.raises(ValueError, match="attention: expected one of"):
+        OAProjSite(copy.deepcopy(loaded.model), "dep8", attention="flash")
