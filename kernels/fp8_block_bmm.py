@@ -27,7 +27,7 @@ import triton.language as tl
 from . import _platform, provenance
 from .fp8_rounding import to_bf16
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
-from .validation import check_contiguous, check_same_device, check_shape, check_tensor
+from .validation import check_contiguous, check_int, check_same_device, check_shape, check_tensor
 
 BACKENDS = ("triton", "torch", "emulated")
 
@@ -111,9 +111,7 @@ class ConsumerConfig:
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"ConsumerConfig.{name}: expected a positive int, got {value!r}")
+            check_int(f"ConsumerConfig.{name}", getattr(self, name))
         if self.block_m not in (16, 32, 64, 128, 256):
             raise ValueError(f"ConsumerConfig.block_m: expected one of 16, 32, 64, 128, 256, got {self.block_m}")
         if self.block_n not in (16, 32, 64, 128):

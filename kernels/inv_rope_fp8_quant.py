@@ -147,9 +147,7 @@ class LaunchConfig:
 
     def __post_init__(self):
         for name in ("block_tokens_m", "num_warps", "num_stages", "tokens_per_iter", "heads_per_program"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"LaunchConfig.{name}: expected a positive int, got {value!r}")
+            check_int(f"LaunchConfig.{name}", getattr(self, name))
 
 
 def heads_per_program(cfg: LaunchConfig, n_heads: int) -> int:

@@ -7,6 +7,7 @@ import torch
 
 import kernels
 from kernels.constants import FP8_DTYPE, pad4
+from kernels.inv_rope_fp8_quant import LaunchConfig
 
 from .cases import ProducerCase, make_inputs
 
@@ -96,3 +97,26 @@ def test_raw_consumer_skips_the_contract_check(device):
     drifted = torch.zeros(2, 2, 16, device=device)
     out = kernels.fp8_block_bmm(c["a"], drifted, c["b"], c["b_scale"], check_contract=False)
     assert out.shape == (2, 6, 128)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: kernels.ConsumerConfig(64, block_n=256), ValueError, "one weight scale column"),
+    (lambda: kernels.ConsumerConfig(48), ValueError, "block_m: expected one of"),
+    (lambda: kernels.ConsumerConfig(64, split_k=0), ValueError, r"split_k: expected an int >= 1"),
+    (lambda: kernels.ConsumerConfig(64, num_warps=4.0), TypeError, "num_warps: expected an int"),
+    (lambda: LaunchConfig(1, 1, 1, heads_per_program=0), ValueError, r"heads_per_program: expected an int >= 1"),
+])
+def test_launch_configs_reject_bad_fields(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_launch_consumer_needs_a_config_and_an_out():
+    a = torch.zeros(1, 4, 128).to(kernels.FP8_DTYPE)
+    s = torch.ones(1, 1, 4)
+    b = torch.zeros(1, 128, 128).to(kernels.FP8_DTYPE)
+    bs = torch.ones(1, 1, 1)
+    with pytest.raises(TypeError, match="expected a ConsumerConfig"):
+        kernels.launch_consumer(a, s, b, bs, torch.empty(1, 4, 128, dtype=torch.bfloat16), (64, 128))
+    with pytest.raises(ValueError, match="out: expected"):
+        kernels.launch_consumer(a, s, b, bs, None, kernels.ConsumerConfig(64))
