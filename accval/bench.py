@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import os
 import platform
 from pathlib import Path
 
@@ -110,18 +109,35 @@ def _two_step(o, pos, cache, rope, g):
 _two_step_compiled = torch.compile(_two_step, dynamic=True)
 
 
-def producer_rows(m, g, ceiling, shape):
+def _producer_inputs(m, g):
+    """The producer's inputs at the DSv4-Pro shape, its validated problem, output buffers, and the
+    bytes it moves: ``(o, pos, cache, p, fp8, scale, nbytes)``."""
     hpg, d, rope = DSV4_PRO["heads_per_group"], DSV4_PRO["head_dim"], DSV4_PRO["rope_dim"]
     o = torch.randn(m, g * hpg, d, device="cuda", dtype=torch.bfloat16) * 4
     pos = torch.randint(0, 8192, (m,), device="cuda")
     half = rope // 2
     ang = torch.arange(8192, device="cuda", dtype=torch.float64)[:, None] / (10000 ** (torch.arange(half, device="cuda") / half))
     cache = torch.cat([ang.cos(), ang.sin()], -1).float()
-    args = (o, pos, cache, g, hpg, d - rope, rope)
-    p = validate_producer_args(*args)
+    p = validate_producer_args(o, pos, cache, g, hpg, d - rope, rope)
     fp8 = torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device="cuda")
     scale = torch.empty(p.scale_shape(), dtype=torch.float32, device="cuda")
-    nbytes = _nbytes(o, fp8, scale, pos) + m * rope * 4
+    return o, pos, cache, p, fp8, scale, _nbytes(o, fp8, scale, pos) + m * rope * 4
+
+
+def _consumer_inputs(m, g):
+    """The consumer's FP8 activations (producer layout) and 128x128-quantized weight at the DSv4-Pro
+    shape: ``(a, a_scale, w_fp8, w_scale, n, k)``."""
+    k = DSV4_PRO["heads_per_group"] * DSV4_PRO["head_dim"]
+    n = DSV4_PRO["o_lora_rank"]
+    a = (torch.randn(g, m, k, device="cuda") * 50).to(kernels.FP8_DTYPE)
+    a_scale = torch.rand(g, k // 128, kernels.pad4(m), device="cuda")
+    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(g, n, k, device="cuda") * 0.05)
+    return a, a_scale, w_fp8, w_scale, n, k
+
+
+def producer_rows(m, g, ceiling, shape):
+    rope = DSV4_PRO["rope_dim"]
+    o, pos, cache, p, fp8, scale, nbytes = _producer_inputs(m, g)
 
     def two_step():
         return _two_step(o, pos, cache, rope, g)
@@ -143,11 +159,7 @@ def producer_rows(m, g, ceiling, shape):
 
 
 def consumer_rows(m, g, ceiling, shape):
-    k = DSV4_PRO["heads_per_group"] * DSV4_PRO["head_dim"]
-    n = DSV4_PRO["o_lora_rank"]
-    a = (torch.randn(g, m, k, device="cuda") * 50).to(kernels.FP8_DTYPE)
-    a_scale = torch.rand(g, k // 128, kernels.pad4(m), device="cuda")
-    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(g, n, k, device="cuda") * 0.05)
+    a, a_scale, w_fp8, w_scale, n, k = _consumer_inputs(m, g)
     a_bf16 = torch.randn(g, m, k, device="cuda", dtype=torch.bfloat16)
     w_bf16 = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
     flops = 2 * g * m * n * k
@@ -355,24 +367,20 @@ def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("produce
     ``kernels`` cite the file this writes)."""
     from kernels.fp8_block_bmm import launch_consumer
 
+    swept = ("producer", "consumer")
+    if not ops or set(ops) - set(swept):
+        raise ValueError(f"--ops with --sweep: expected a non-empty subset of {swept}, got {list(ops)}")
     if not torch.cuda.is_available():
         raise RuntimeError("accval bench --sweep needs a CUDA GPU; this machine has none")
     warm_up_clocks()
     env = environment()
     ceiling = copy_ceiling_tb_per_s()
     rows = []
-    hpg, d, rope, n = (DSV4_PRO[k] for k in ("heads_per_group", "head_dim", "rope_dim", "o_lora_rank"))
     for shape in shapes:
         g = SHAPES[shape]
         for m in ms:
             if "producer" in ops:
-                o = torch.randn(m, g * hpg, d, device="cuda", dtype=torch.bfloat16) * 4
-                pos = torch.randint(0, 8192, (m,), device="cuda")
-                cache = torch.randn(8192, rope, device="cuda")
-                p = validate_producer_args(o, pos, cache, g, hpg, d - rope, rope)
-                fp8 = torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device="cuda")
-                scale = torch.empty(p.scale_shape(), dtype=torch.float32, device="cuda")
-                nbytes = _nbytes(o, fp8, scale, pos) + m * rope * 4
+                o, pos, cache, p, fp8, scale, nbytes = _producer_inputs(m, g)
                 for cfg in PRODUCER_SWEEP:
                     med, p20, p80, how = _time(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg), reps_ms=100)
                     rows.append({"op": "producer", "shape": shape, "M": m, "config": str(cfg), "median_us": med,
@@ -380,10 +388,7 @@ def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("produce
                                  "timing": how})
                 del o, fp8, scale
             if "consumer" in ops:
-                k = hpg * d
-                a = (torch.randn(g, m, k, device="cuda") * 50).to(kernels.FP8_DTYPE)
-                a_scale = torch.rand(g, k // 128, kernels.pad4(m), device="cuda")
-                w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(g, n, k, device="cuda") * 0.05)
+                a, a_scale, w_fp8, w_scale, n, k = _consumer_inputs(m, g)
                 out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
                 for cfg in consumer_sweep_configs(m):
                     try:

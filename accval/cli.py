@@ -26,14 +26,14 @@ def _cmd_mutants(args) -> int:
 def _cmd_bench(args) -> int:
     from . import bench
 
-    ops = tuple(s for s in args.ops.split(",") if s)
+    ops = tuple(s for s in (args.ops or ("producer,consumer" if args.sweep else "producer,consumer,chain")).split(",") if s)
     try:
         ms = tuple(int(s) for s in args.m.split(",") if s)
     except ValueError:
         raise SystemExit(f"accval bench: --m: expected comma-separated token counts, got {args.m!r}")
     shapes = tuple(args.shapes.split(","))
     if args.sweep:
-        result = bench.sweep(ms=ms, shapes=shapes, ops=tuple(o for o in ops if o != "chain"), out_dir=Path(args.out))
+        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out))
         print(bench.sweep_summary(result))
         return 0
     result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out))
@@ -96,12 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(fn=_cmd_mutants)
     b = sub.add_parser("bench", help="time the kernels and their baselines on the GPU")
-    b.add_argument("--ops", default="producer,consumer,chain")
+    b.add_argument("--ops", default=None, help="default producer,consumer,chain (with --sweep: producer,consumer)")
     b.add_argument("--m", default="64,256,1024,1500,2048,4096,8192")
     b.add_argument("--shapes", default="dep8,tep8")
     b.add_argument("--out", default="reports/bench")
     b.add_argument("--sweep", action="store_true",
-                   help="time every candidate launch configuration instead (the measurements behind the dispatch tables)")
+                   help="time every candidate launch configuration instead (the measurements behind the dispatch tables; "
+                        "--ops producer,consumer)")
     b.set_defaults(fn=_cmd_bench)
     g = sub.add_parser("gsm8k", help="gsm8k 5-shot A/B: bf16 fallback (A) against the FP8 chain (B)",
                        description="Exit 0: no regression; 1: regression; 2: usage or environment error.")

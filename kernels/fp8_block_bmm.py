@@ -139,7 +139,7 @@ CONSUMER_TUNING = (
     "the previous launch (BLOCK_M 128 for M > 64, BLOCK_N 128, 8 warps, no split): M >= 1024 every shape: BLOCK_M 64, "
     "BLOCK_N 128, 4 warps best (dep8 M=8192 1629 vs 1659, tep8 M=1024 44.7 vs 59.2); small grids: K split so programs "
     "oversubscribe the SMs about 4x (tep8 M=64 15.0 with BLOCK_N 64 split 16 vs 44.1 unsplit; dep8 M=64 36.8 with "
-    "BLOCK_N 64 split 4 vs 56.5; tep8 M=256 19.5 with split 8 vs 53.5)."
+    "BLOCK_N 64 split 4 vs 56.5; tep8 M=256 19.5 with split 8 vs 53.5 unsplit at BLOCK_M 128, BLOCK_N 64)."
 )
 
 
@@ -150,6 +150,9 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
     keep enough loads in flight (the weight read is the whole cost at small M).
     """
+    check_int("m", m, minimum=0)
+    for name, value in (("n", n), ("k", k), ("g", g)):
+        check_int(name, value)
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     block_n = 128
     tiles = cdiv(m, block_m) * cdiv(n, block_n) * g

@@ -102,3 +102,20 @@ def test_bench_without_gpu_is_an_environment_error(capsys):
         pytest.skip("a GPU is present: the bench runs for real there")
     assert main(["bench", "--m", "64"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_sweep_takes_only_the_swept_ops(capsys):
+    """--sweep times producer and consumer launches: chain (or a typo) is a usage error, before any GPU check."""
+    assert main(["bench", "--sweep", "--ops", "chain"]) == 2
+    assert "--ops with --sweep: expected a non-empty subset" in capsys.readouterr().err
+
+
+def test_consumer_config_rejects_bad_sizes():
+    import torch
+
+    import kernels
+
+    with pytest.raises(ValueError, match="m: expected an int >= 0"):
+        kernels.consumer_config(-1, 1024, 8192, 8, torch.device("cpu"))
+    with pytest.raises(TypeError, match="k: expected an int"):
+        kernels.consumer_config(64, 1024, 8192.0, 8, torch.device("cpu"))
