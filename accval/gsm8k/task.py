@@ -17,14 +17,27 @@ _MANAGER = None
 
 
 def task_manager():
-    """One lm-eval TaskManager per process: building its index parses every task yaml lm-eval ships
-    (seconds), so the config lookup and every ``simple_evaluate`` share it."""
+    """One lm-eval TaskManager per process, indexing only the folder lm-eval ships gsm8k in.
+
+    lm-eval's default index parses every task yaml it ships (half a minute on a 2-core CPU); gsm8k's
+    yaml includes nothing outside its folder, so indexing that folder alone gives the same config
+    (``suites/ab/test_task.py`` compares it with the full index's and renders every prompt)."""
     global _MANAGER
     if _MANAGER is None:
         from lm_eval.tasks import TaskManager
 
-        _MANAGER = TaskManager()
+        _MANAGER = TaskManager(include_defaults=False, include_path=str(builtin_task_dir()))
     return _MANAGER
+
+
+def builtin_task_dir() -> Path:
+    """The folder of lm-eval's own gsm8k task."""
+    import lm_eval.tasks
+
+    folder = Path(lm_eval.tasks.__file__).parent / TASK
+    if not (folder / f"{TASK}.yaml").is_file():
+        raise RuntimeError(f"lm-eval {_lm_eval_version()} ships no {TASK}.yaml in {folder}")
+    return folder
 
 
 def use_config_only_manager() -> None:

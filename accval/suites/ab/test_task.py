@@ -19,7 +19,7 @@ needs_data = pytest.mark.skipif(not (DATA / "test.jsonl").is_file(), reason=f"no
 def _requests(cfg: dict, limit=None):
     from lm_eval.tasks import TaskManager
 
-    t = TaskManager().load_task_or_group([cfg])[task_mod.TASK]
+    t = TaskManager(include_defaults=False).load_task_or_group([cfg])[task_mod.TASK]
     t.set_config("num_fewshot", 5)
     t.set_fewshot_seed(seed=1234)  # what simple_evaluate does (its fewshot_random_seed default)
     t.build_all_requests(limit=limit, rank=0, world_size=1)
@@ -48,6 +48,17 @@ def test_offline_prompts_are_byte_identical_to_lm_eval_builtin(monkeypatch):
     for a, b in zip(builtin, offline):
         assert a == b, f"doc {a[0]}: prompts differ"
     assert builtin[0][1].count("Question:") == 6  # 5 shots + the question
+
+
+def test_gsm8k_folder_index_gives_lm_eval_default_index_config():
+    """accval indexes only lm-eval's gsm8k folder (the full index takes ~30 s to build on a 2-core
+    CPU); the config it finds is the one lm-eval's default TaskManager finds."""
+    from lm_eval.tasks import TaskManager
+
+    full = TaskManager().task_index.get(task_mod.TASK)
+    assert full is not None and full.cfg
+    assert task_mod.builtin_config() == dict(full.cfg)
+    assert task_mod.builtin_config()["dataset_path"] == task_mod.HF_DATASET
 
 
 @needs_data
