@@ -51,7 +51,7 @@ def _cmd_gsm8k(args) -> int:
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                            device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
-                           attention=args.attention)
+                           matmul=args.matmul)
     try:
         rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
     except OSError as e:  # the Hub unreachable, a file missing
@@ -71,7 +71,7 @@ def _cmd_serve(args) -> int:
     from .gsm8k import ab
 
     settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=args.seed, backend=args.backend,
-                           inject=args.inject, attention=args.attention)
+                           inject=args.inject, matmul=args.matmul)
     return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
 
 
@@ -123,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
                    "triton+scaled_mm, torch")
     g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
-    g.add_argument("--attention", default="auto", choices=("auto", "model", "fp32-matmul"),
-                   help="attention arithmetic of both arms: the model's own (eager bf16), or eager with its matmuls in "
-                        "fp32 (same values up to summation order; ~10x faster on CPUs without bf16 units). "
-                        "auto: fp32-matmul on a CPU, model on a GPU")
+    g.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"),
+                   help="the model's own bf16 matmuls (attention, linear layers) in both arms: as the model computes "
+                        "them, or as fp32 matmuls of the same bf16 values rounded to bf16 (equal up to summation "
+                        "order; ~10x faster on CPUs without bf16 units). auto: fp32 on a CPU, model on a GPU")
     g.add_argument("--ranks", type=int, metavar="N", help="run the 8 DEP/TEP ranks in N real processes "
                    "(torch.distributed: gloo on CPU, NCCL on GPUs); under torchrun the group is torchrun's")
     g.add_argument("--endpoint-a", metavar="URL", help="arm A is this OpenAI-compatible completions server")
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--device", default="auto")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--backend", default="auto")
-    v.add_argument("--attention", default="auto", choices=("auto", "model", "fp32-matmul"))
+    v.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"))
     v.add_argument("--inject", metavar="ID")
     v.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     v.add_argument("--max-requests", type=int, help="stop after this many completions")

@@ -36,6 +36,13 @@ def _device(dev: dict) -> str:
     return f"{dev['name']} (resumed: its {len(dev['sessions'])} sessions ran on {', then '.join(seen)})"
 
 
+def _matmul(settings: dict) -> str:
+    """How the model's own matmuls ran (reports before ``--matmul`` recorded only the attention's)."""
+    if "matmul" in settings:
+        return f"model matmuls {settings['matmul']}"
+    return f"attention {settings.get('attention', 'model')}"
+
+
 def to_markdown(rep: dict) -> str:
     t, m, v = rep["task"], rep["mode"], rep["verdict"]
     lines = [
@@ -43,7 +50,7 @@ def to_markdown(rep: dict) -> str:
         "",
         f"- model: {rep['model']['description']} (`{rep['model']['id']}`, weights sha256 {rep['model']['weights_sha256'][:12]})",
         f"- device: {_device(rep['device'])}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks); "
-        f"attention {rep['settings'].get('attention', 'model')}",
+        f"{_matmul(rep['settings'])}",
         f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",

@@ -106,7 +106,7 @@ def serve(settings, arm_name: str, port: int, max_requests: int | None = None, i
         raise ValueError(f"--arm: expected a or b, got {arm_name!r}")
     settings = validate(settings)
     loaded = builtin.load(settings.model, settings.seed, settings.device)
-    engine = Engine(loaded, settings.mode, settings.device, attention=settings.attention)
+    engine = Engine(loaded, settings.mode, settings.device, matmul=settings.matmul)
     arm = arms_for(settings)[arm_name.upper()]
     server = ArmServer(engine, arm, loaded.model_id, settings.mode, port, max_requests, idle_timeout)
     def _stop(*_):

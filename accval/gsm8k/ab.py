@@ -54,7 +54,7 @@ class Settings:
     endpoint_a: str | None = None  # OpenAI-compatible completions servers as the arms
     endpoint_b: str | None = None
     ranks: int | None = None  # real processes hosting the 8 DEP/TEP ranks (None: emulated in one process)
-    attention: str = "auto"  # accval.model.site.ATTENTION; auto: fp32-matmul on a CPU, the model's own on a GPU
+    matmul: str = "auto"  # accval.model.site.MATMUL; auto: fp32 on a CPU, the model's own on a GPU
 
     def resolved(self) -> "Settings":
         device = self.device
@@ -63,10 +63,10 @@ class Settings:
         backend = self.backend
         if backend == "auto":
             backend = "triton" if device.startswith("cuda") else "torch"
-        attention = self.attention
-        if attention == "auto":
-            attention = "model" if device.startswith("cuda") else "fp32-matmul"
-        return dataclasses.replace(self, device=device, backend=backend, attention=attention)
+        matmul = self.matmul
+        if matmul == "auto":
+            matmul = "model" if device.startswith("cuda") else "fp32"
+        return dataclasses.replace(self, device=device, backend=backend, matmul=matmul)
 
 
 def validate(s: Settings) -> Settings:
@@ -96,15 +96,15 @@ def validate(s: Settings) -> Settings:
                 raise ValueError(f"{flag}: expected an http(s) URL, got {url!r}")
         if s.ranks is not None:
             raise ValueError("--ranks with --endpoint-a/-b: the servers run their own ranks")
-        if s.inject or s.model != builtin.BUILTIN or s.backend != "auto" or s.attention != "auto":
+        if s.inject or s.model != builtin.BUILTIN or s.backend != "auto" or s.matmul != "auto":
             raise ValueError("with --endpoint-a/-b the servers choose the model, backend and any injected defect; "
                              "pass those to the servers (e.g. accval serve --inject ID)")
         return s
     s = s.resolved()
-    from accval.model.site import ATTENTION
+    from accval.model.site import MATMUL
 
-    if s.attention not in ATTENTION:
-        raise ValueError(f"--attention: expected auto or one of {ATTENTION}, got {s.attention!r}")
+    if s.matmul not in MATMUL:
+        raise ValueError(f"--matmul: expected auto or one of {MATMUL}, got {s.matmul!r}")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {s.device}: no CUDA device is available here")
     if s.backend not in kernels.CHAIN_BACKENDS:
@@ -356,7 +356,7 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
             resumed[name] = None
     else:
         loaded = builtin.load(settings.model, settings.seed, settings.device)
-        engine = Engine(loaded, settings.mode, settings.device, group, settings.attention)
+        engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
         arms = arms_for(settings)
         for name, arm in arms.items():
             results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress,

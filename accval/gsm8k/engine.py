@@ -20,13 +20,13 @@ def cut_at_stops(text: str, until: list[str]) -> str:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, mode: str, device: str | torch.device, group=None, attention: str = "model"):
+    def __init__(self, loaded: LoadedModel, mode: str, device: str | torch.device, group=None, matmul: str = "model"):
         self.loaded = loaded
         self.model = loaded.model
         self.tok = loaded.tokenizer
         self.device = torch.device(device)
         self.group = group  # accval.gsm8k.ranks.Group when the ranks are real processes
-        self.site = OAProjSite(self.model, mode, group, attention)
+        self.site = OAProjSite(self.model, mode, group, matmul)
         self.max_positions = getattr(self.model.config, "max_position_embeddings", None)
 
     def encode(self, text: str, bos: bool = True) -> list[int]:

@@ -121,12 +121,12 @@ class SiteStats:
 class OAProjSite:
     """Installs the arm-switchable attention output path into every layer of ``model``."""
 
-    def __init__(self, model: torch.nn.Module, mode: str, group=None, attention: str = "model"):
+    def __init__(self, model: torch.nn.Module, mode: str, group=None, matmul: str = "model"):
         if mode not in MODES:
             raise ValueError(f"mode: expected one of {sorted(MODES)}, got {mode!r}")
-        if attention not in ATTENTION:
-            raise ValueError(f"attention: expected one of {ATTENTION}, got {attention!r}")
-        self.attention = attention
+        if matmul not in MATMUL:
+            raise ValueError(f"matmul: expected one of {MATMUL}, got {matmul!r}")
+        self.matmul = matmul
         self.model = model
         self.mode = mode
         self.kind, self.ranks = MODES[mode]
@@ -165,6 +165,12 @@ class OAProjSite:
             with torch.no_grad():  # the model's own path now computes with the same (dequantized) weight
                 attn.o_a_proj.weight.copy_(dequantize_weight(w_fp8, w_scale, dtype=w.dtype).view_as(w))
             attn.forward = types.MethodType(functools.partial(_attention_forward, site=self), attn)
+        if matmul == "fp32":  # after the o_a_proj weights are final (the fp32 copies follow later changes anyway)
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.Linear):
+                    mod.forward = types.MethodType(fp32_matmul_linear, mod)
+                elif isinstance(mod, hf.DeepseekV4Experts):
+                    mod.forward = _fp32_matmul_experts(mod.forward)
         inner = model.model if hasattr(model, "model") else model
         inner.register_forward_pre_hook(self._on_model_forward, with_kwargs=True)
 
@@ -298,7 +304,8 @@ class OAProjSite:
                 gs = slice(r * gl, (r + 1) * gl)
                 lora = self._call(stats, xt[:, i * gl * self.hpg:(i + 1) * gl * self.hpg], pt, cache, w_fp8[gs],
                                   w_scale[gs], gl, nope)
-                parts.append(F.linear(lora.reshape(m, gl * self.rank_r), w_b[:, r * gl * self.rank_r:(r + 1) * gl * self.rank_r]))
+                w_r = w_b[:, r * gl * self.rank_r:(r + 1) * gl * self.rank_r]
+                parts.append(self._linear(lora.reshape(m, gl * self.rank_r), w_r))
             if self.group is not None:  # every process gets every rank's partial (blocks arrive in rank order)
                 mine = torch.stack(parts).float()  # bf16 -> fp32 -> bf16 is exact; gloo has no bf16
                 parts = [p.to(torch.bfloat16) for blk in self.group.all_gather_tensor(mine) for p in blk]
@@ -318,6 +325,12 @@ class OAProjSite:
             if bool(sel.any()):
                 lora[sel] = self._call(stats, o[sel], pos[sel], cache, w_fp8, w_scale, self.n_groups, nope)
         return attn.o_b_proj(lora.flatten(2))
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x @ w.T`` as the model's linear layers compute it under this site's :data:`MATMUL`."""
+        if self.matmul == "fp32" and x.dtype == torch.bfloat16:
+            return F.linear(x.float(), w.float()).to(x.dtype)
+        return F.linear(x, w)
 
     def _call(self, stats: SiteStats, o, pos, cache, w_fp8, w_scale, n_groups, nope):
         m = o.shape[0]
@@ -339,12 +352,80 @@ class OAProjSite:
         return out
 
 
-#: How the attention scores and outputs are computed (the o_a_proj site is the same in both):
-#:   "model": the model's own attention implementation (transformers' eager for DeepSeek-V4);
-#:   "fp32-matmul": eager's arithmetic step by step, with its two bf16 matmuls computed as fp32
-#:   matmuls of the same bf16 values, rounded to bf16 (equal up to fp32 summation order; CPUs
-#:   without bf16 units run bf16 matmuls ~10x slower). Both arms of an A/B use the same one.
-ATTENTION = ("model", "fp32-matmul")
+#: How the model's own bf16 matmuls are computed (the o_a_proj arms are the same under both):
+#:   "model": as the model computes them (transformers' eager attention, bf16 ``nn.Linear``, bf16
+#:   grouped matmuls of the MoE experts);
+#:   "fp32": the attention's two matmuls (eager's arithmetic otherwise, :func:`fp32_matmul_eager_attention`),
+#:   every bf16 ``nn.Linear`` (:func:`fp32_matmul_linear`) and the experts' matmuls
+#:   (:class:`Fp32Matmuls`) are fp32 matmuls of the same bf16 values, rounded to bf16: equal up to
+#:   fp32 summation order, as a bf16 GEMM accumulates in fp32 and rounds once. CPUs without bf16
+#:   units run bf16 matmuls ~10x slower than fp32 ones. Both arms of an A/B use the same one; the
+#:   report names it.
+MATMUL = ("model", "fp32")
+
+
+def fp32_matmul_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear.forward`` for a bf16 layer as an fp32 matmul of the same bf16 values, rounded to bf16.
+
+    The fp32 copy of the weight is made once and remade when the weight changes (``_version``)."""
+    if x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16:
+        return F.linear(x, self.weight, self.bias)
+    key = (self.weight.data_ptr(), self.weight._version, None if self.bias is None else self.bias._version)
+    cached = self.__dict__.get("_accval_fp32")
+    if cached is None or cached[0] != key:
+        cached = (key, self.weight.detach().float(), None if self.bias is None else self.bias.detach().float())
+        self.__dict__["_accval_fp32"] = cached
+    return F.linear(x.float(), cached[1], cached[2]).to(x.dtype)
+
+
+class Fp32Matmuls(torch.overrides.TorchFunctionMode):
+    """Inside it, ``F.linear`` and grouped matmuls of two bf16 tensors run as fp32 matmuls of the same
+    values, rounded to bf16 (the MoE experts' implementations call these; see :data:`MATMUL`). The
+    fp32 copies of operands that stay the same between calls (the weights) are kept."""
+
+    FUNCS = tuple(f for f in (F.linear, getattr(F, "grouped_mm", None), getattr(torch, "_grouped_mm", None)) if f)
+
+    def __init__(self, cache: dict):
+        super().__init__()
+        self.cache = cache
+
+    def _fp32(self, t: torch.Tensor, keep: bool) -> torch.Tensor:
+        if not keep:
+            return t.float()
+        key = (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t._version)
+        got = self.cache.get(key)
+        if got is None:
+            got = self.cache[key] = t.float()
+        return got
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if (func in self.FUNCS and len(args) >= 2 and isinstance(args[0], torch.Tensor) and isinstance(args[1], torch.Tensor)
+                and args[0].dtype == args[1].dtype == torch.bfloat16):
+            rest = [self._fp32(a, _is_weight(a)) if isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 else a
+                    for a in args[2:]]
+            out = func(args[0].float(), self._fp32(args[1], _is_weight(args[1])), *rest, **kwargs)
+            return out.to(torch.bfloat16)
+        return func(*args, **kwargs)
+
+
+def _is_weight(t: torch.Tensor) -> bool:
+    """A parameter or a view of one: it outlives the call, so its fp32 copy may be kept (keyed by its
+    address, layout and version); an activation's address is reused by the next one."""
+    return isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter)
+
+
+def _fp32_matmul_experts(forward):
+    """An experts module's ``forward`` with its matmuls under :class:`Fp32Matmuls`."""
+    cache: dict = {}
+
+    @functools.wraps(forward)
+    def run(*args, **kwargs):
+        with Fp32Matmuls(cache):
+            return forward(*args, **kwargs)
+
+    run.accval_fp32_matmuls = cache
+    return run
 
 
 def fp32_matmul_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -398,9 +479,9 @@ def _attention_forward(attn, hidden_states, position_embeddings, position_ids, a
         else:
             attention_mask = F.pad(attention_mask, (0, kv.shape[2] - attention_mask.shape[-1]), value=0.0)
     interface = hf.ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, hf.eager_attention_forward)
-    if site.attention == "fp32-matmul":
+    if site.matmul == "fp32":
         if interface is not hf.eager_attention_forward:
-            raise RuntimeError(f"attention fp32-matmul mirrors the eager implementation; this model runs "
+            raise RuntimeError(f"--matmul fp32 mirrors the eager attention implementation; this model runs "
                                f"{attn.config._attn_implementation!r}")
         interface = fp32_matmul_eager_attention
     heads = site.local_heads()

@@ -99,7 +99,7 @@ def test_shipped_sentinel_answers_held_out_questions():
     train, test = problems.splits(data.N_FEWSHOT_POOL, data.N_TEST)
     shots = "\n\n".join(data.example_text(p.question, p.answer) for p in train[:5]) + "\n\n"
     ctx = [shots + f"Question: {p.question}\nAnswer:" for p in test[:6]]
-    engine = Engine(loaded, "dep8", "cpu")
+    engine = Engine(loaded, "dep8", "cpu", matmul="fp32")
     with torch.inference_mode():
         outs = engine.generate(Arm("A", "bf16-fallback"), ctx, ["Question:"], 128)
     right = sum(f"#### {p.value}" in o for p, o in zip(test[:6], outs))
