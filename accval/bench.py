@@ -357,8 +357,10 @@ def consumer_sweep_configs(m: int) -> list:
     if m <= 256:
         bm = 64 if m <= 64 else 128
         return [ConsumerConfig(bm, bn, 4, st, sk) for bn in (32, 64, 128) for st in (3, 4) for sk in (1, 2, 4, 8, 16)]
-    return ([ConsumerConfig(128, bn, w, st) for bn in (64, 128) for w in (4, 8) for st in (3, 4, 5)]
-            + [ConsumerConfig(64, 128, 4, st) for st in (3, 4)])
+    return ([ConsumerConfig(128, bn, w, st, 1, d) for bn in (64, 128) for w in (4, 8) for st in (3, 4, 5)
+             for d in (False, True)]
+            + [ConsumerConfig(64, 128, 4, st, 1, d) for st in (3, 4) for d in (False, True)]
+            + [ConsumerConfig(64, 128, 8, st, 1, True) for st in (3, 4)])
 
 
 def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("producer", "consumer"),
@@ -404,7 +406,9 @@ def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("produce
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"sweep-{env['device'].replace(' ', '_')}-{env['date']}.json").write_text(json.dumps(result, indent=1))
+        # the time in the name: a second sweep on the same day must not overwrite the first (tables cite them)
+        stem = f"sweep-{env['device'].replace(' ', '_')}-{env['date']}-{_dt.datetime.now():%H%M%S}"
+        (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     return result
 
 

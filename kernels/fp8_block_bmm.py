@@ -38,7 +38,7 @@ def _fp8_block_bmm_kernel(
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
-    SOFTWARE: tl.constexpr,
+    SOFTWARE: tl.constexpr, DEFER_SCALE: tl.constexpr,
 ):
     """Program (n tile, m tile, group x k split). K is walked in 128-blocks, each with its own two scales.
 
@@ -47,6 +47,10 @@ def _fp8_block_bmm_kernel(
     k-blocks and writes fp32 partials ``out[split, g, m, n]`` that the launcher adds in split order.
     Like production consumers, ``a`` is assumed dense ``[G, M, K]`` and ``a_scale`` dense
     ``[G, K/128, pad4(M)]``: both strides are computed here, not read from the tensors.
+
+    ``DEFER_SCALE``: block kb's product is scaled into the accumulator after block kb+1's dot is
+    issued, so the tensor cores need not wait for the scaling; the arithmetic and its order are the
+    same (bit-identical results).
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -66,14 +70,36 @@ def _fp8_block_bmm_kernel(
     as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
     bs_ptr_g = bs_ptr + g * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in range(kb_lo, kb_hi):
+    if DEFER_SCALE:
         a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
         b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
-        a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
-        b_s = tl.load(bs_ptr_g + kb)
-        acc += tl.dot(a, b) * a_s[:, None] * b_s
+        prev_as = tl.load(as_ptrs + kb_lo * scale_m_stride, mask=m_ok, other=0.0)
+        prev_bs = tl.load(bs_ptr_g + kb_lo)
+        prev = tl.dot(a, b)
         a_ptrs += 128
         b_ptrs += 128
+        for kb in range(kb_lo + 1, kb_hi):
+            a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
+            b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+            a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
+            b_s = tl.load(bs_ptr_g + kb)
+            cur = tl.dot(a, b)
+            acc += prev * prev_as[:, None] * prev_bs
+            prev = cur
+            prev_as = a_s
+            prev_bs = b_s
+            a_ptrs += 128
+            b_ptrs += 128
+        acc += prev * prev_as[:, None] * prev_bs
+    else:
+        for kb in range(kb_lo, kb_hi):
+            a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
+            b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+            a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
+            b_s = tl.load(bs_ptr_g + kb)
+            acc += tl.dot(a, b) * a_s[:, None] * b_s
+            a_ptrs += 128
+            b_ptrs += 128
     out_ptrs = (out_ptr + split * stride_out_s + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
                 + offs_n[None, :] * stride_out_n)
     if SPLIT_K == 1:
@@ -108,10 +134,14 @@ class ConsumerConfig:
     #: K is cut into this many slices of whole 128-blocks summed by separate programs, then added
     #: in fixed split order by a second kernel (deterministic). 1 = no split.
     split_k: int = 1
+    #: scale block k's product after block k+1's dot is issued (same arithmetic, same order)
+    defer_scale: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
             check_int(f"ConsumerConfig.{name}", getattr(self, name))
+        if not isinstance(self.defer_scale, bool):
+            raise TypeError(f"ConsumerConfig.defer_scale: expected a bool, got {type(self.defer_scale).__name__}")
         if self.block_m not in (16, 32, 64, 128, 256):
             raise ValueError(f"ConsumerConfig.block_m: expected one of 16, 32, 64, 128, 256, got {self.block_m}")
         if self.block_n not in (16, 32, 64, 128):
@@ -139,7 +169,10 @@ CONSUMER_TUNING = (
     "the previous launch (BLOCK_M 128 for M > 64, BLOCK_N 128, 8 warps, no split): M >= 1024 every shape: BLOCK_M 64, "
     "BLOCK_N 128, 4 warps best (dep8 M=8192 1629 vs 1659, tep8 M=1024 44.7 vs 59.2); small grids: K split so programs "
     "oversubscribe the SMs about 4x (tep8 M=64 15.0 with BLOCK_N 64 split 16 vs 44.1 unsplit; dep8 M=64 36.8 with "
-    "BLOCK_N 64 split 4 vs 56.5; tep8 M=256 19.5 with split 8 vs 53.5 unsplit at BLOCK_M 128, BLOCK_N 64)."
+    "BLOCK_N 64 split 4 vs 56.5; tep8 M=256 19.5 with split 8 vs 53.5 unsplit at BLOCK_M 128, BLOCK_N 64). "
+    "Deferred scaling (defer_scale, same bits), reports/bench/sweep-consumer-defer-NVIDIA_H200-2026-11-28.json: the best "
+    "deferred launch was 1-6% slower than the best plain one at M 1024-8192 on both shapes (dep8 M=8192 1619 vs 1538, "
+    "tep8 M=8192 199.6 vs 187.8) except tep8 M=1024 (43.6 vs 46.0), so the table leaves it off."
 )
 
 
@@ -212,8 +245,8 @@ def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_A
             a, a_scale, b, b_scale, dst, m, n, k, per_split,
             b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1), *dst_strides,
             BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align,
-            SOFTWARE=_platform.interpreting(), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-            **_platform.gpu_launch_options(),
+            SOFTWARE=_platform.interpreting(), DEFER_SCALE=cfg.defer_scale, num_warps=cfg.num_warps,
+            num_stages=cfg.num_stages, **_platform.gpu_launch_options(),
         )
         if split > 1:
             block = 1024
@@ -221,7 +254,7 @@ def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_A
                 dst, out, m * n, n, dst.stride(0), out.stride(0), out.stride(1), out.stride(2),
                 SPLIT_K=split, BLOCK=block, SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
     provenance.record("consumer", "triton", mode, block_m=cfg.block_m, block_n=cfg.block_n, split_k=split,
-                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                      num_warps=cfg.num_warps, num_stages=cfg.num_stages, defer_scale=cfg.defer_scale)
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import example, given, settings
@@ -12,7 +14,7 @@ from kernels.constants import FP8_DTYPE, pad4
 from kernels.reference import (dequantize_weight, fp8_block_bmm_abs_ref, fp8_block_bmm_math_ref,
                                inv_rope_fp8_quant_ref, inverse_rope_)
 
-from .cases import AWKWARD_SIZES, ORIGINAL_PR_SIZES, ProducerCase, make_inputs, producer_cases, random_weight
+from .cases import ProducerCase, explicit_sizes, make_inputs, producer_cases, random_weight
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound
 
 
@@ -79,7 +81,7 @@ def test_chain_matches_math_reference(producer, consumer, device, case):
     check_chain(producer, consumer, case, device)
 
 
-@pytest.mark.parametrize("m", ORIGINAL_PR_SIZES + AWKWARD_SIZES, ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("m", explicit_sizes())
 def test_chain_explicit_sizes(producer, consumer, device, m):
     """The chain at the pull request's sizes and every awkward size, automatic dispatch."""
     _skip_unless_runs_here(consumer, device)
@@ -127,6 +129,31 @@ def test_consumer_writes_through_transposed_out(device):
     assert res.data_ptr() == buf.data_ptr()
     expect = kernels.fp8_block_bmm(a, a_scale.to(device), b, b_scale)
     assert torch.equal(buf.transpose(0, 1), expect), "writing through the transposed view changed the result"
+
+
+@pytest.mark.parametrize("cfg", [
+    kernels.ConsumerConfig(64, 128, 4, 3, 1, True), kernels.ConsumerConfig(32, 64, 4, 3, 1, True),
+    kernels.ConsumerConfig(16, 128, 4, 3, 2, True), kernels.ConsumerConfig(16, 128, 4, 3, 4, False),
+], ids=str)
+def test_consumer_launches_agree_bit_for_bit(device, cfg):
+    """Deferred scaling computes the same products in the same order, so it gives the default
+    launch's bits; a K split adds the same fp32 per-block terms in another grouping (within the
+    accumulation bound)."""
+    g, m, n, k = 2, 37, 256, 512
+    gen = torch.Generator().manual_seed(3)
+    a = (torch.randn(g, m, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
+    a_scale = torch.zeros(g, k // 128, pad4(m))
+    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.1
+    a_scale = a_scale.to(device)
+    b = (torch.randn(g, n, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
+    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
+    plain = dataclasses.replace(cfg, split_k=1, defer_scale=False)
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), plain)
+    got = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), cfg)
+    if cfg.split_k == 1:
+        assert torch.equal(got, want), f"{cfg} changed bits against {plain}"
+    else:
+        check_consumer(lambda *t: got, a, a_scale, b, b_scale, str(cfg))
 
 
 @pytest.mark.parametrize("m", [3, 64, 1025], ids=lambda m: f"M{m}")
