@@ -19,12 +19,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .mutants import CATALOG
-from .testing import child_pytest_env
+from .pytest_plugin import TESTS_FIRST
+from .testing import NO_SHRINK, child_pytest_env
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 #: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
 KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", "test_consumer_chain.py",
                 "test_producer.py", "test_fp8_rounding.py", "test_gpu_large.py")
+#: The suite's core properties, run before everything else in a mutant run (``-x`` stops at the first
+#: failure): what ran, the buffer contract, consumer and chain against the math reference, fake vs
+#: real. The rest of the suite still runs whenever these pass.
+CORE_FIRST = ("test_consumer_records_what_ran_or_raises", "test_layout_contract", "test_consumer_matches_math_reference",
+              "test_chain_matches_math_reference", "test_fake_matches_real")
 
 
 @dataclasses.dataclass
@@ -61,7 +67,8 @@ def run_suite(suite: str, mutant_id: str, gpu: bool) -> Outcome:
         junit = Path(tmp) / "junit.xml"
         cmd = [sys.executable, "-m", "pytest", *files, "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                f"--{m.role}", f"mutant:{m.id}"]
-        env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE=os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"))
+        env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE=os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"),
+                               **{NO_SHRINK: "1", TESTS_FIRST: ",".join(CORE_FIRST)})
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - t0

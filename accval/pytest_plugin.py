@@ -24,7 +24,8 @@ def pytest_configure(config):
     from .testing import register_profiles
 
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped on CPU machines, with the reason)")
-    config.addinivalue_line("markers", "slow_cpu: large case, runs everywhere but costs minutes in the CPU interpreter")
+    config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the ci "
+                            "profile, run everywhere else")
     profile = register_profiles()
     from .implementations import CONSUMERS, PRODUCERS, PluginError
 
@@ -68,12 +69,26 @@ def device():
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+#: Comma-separated test function names to run before all others (stable order otherwise); set by
+#: ``accval mutants`` so that each mutant meets the suite's core properties first.
+TESTS_FIRST = "ACCVAL_TESTS_FIRST"
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    first = [name for name in os.environ.get(TESTS_FIRST, "").split(",") if name]
+    if first:
+        rank = {name: i for i, name in enumerate(first)}
+        items.sort(key=lambda item: rank.get(getattr(item, "originalname", None) or item.name, len(first)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none (runs on the GPU box)")
+    slow = pytest.mark.skip(reason="large case in the CPU interpreter: skipped under the ci profile on a CPU; the "
+                                   "GPU and nightly runs take it (or ACCVAL_HYPOTHESIS_PROFILE=dev here)")
+    ci = getattr(config, "_accval_profile", None) == "ci"
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+        elif ci and "slow_cpu" in item.keywords:
+            item.add_marker(slow)

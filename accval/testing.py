@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
+
+#: Set to "1" by ``accval mutants`` for its pytest children: no shrinking of failing examples.
+NO_SHRINK = "ACCVAL_HYPOTHESIS_NO_SHRINK"
 
 PROFILES = {
     "dev": dict(max_examples=25, deadline=None, max_m=300),
@@ -26,7 +29,14 @@ def register_profiles() -> str:
         settings.register_profile(name, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                                   **opts)
     name = active_profile()
-    settings.load_profile(name)
+    if os.environ.get(NO_SHRINK) == "1":
+        # a mutant run asks only whether some test fails: shrinking the failing example to a minimal
+        # one costs minutes in the interpreter and changes no verdict
+        settings.register_profile(f"{name}-no-shrink", settings.get_profile(name),
+                                  phases=[Phase.explicit, Phase.reuse, Phase.generate])
+        settings.load_profile(f"{name}-no-shrink")
+    else:
+        settings.load_profile(name)
     return name
 
 

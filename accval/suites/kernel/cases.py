@@ -18,6 +18,16 @@ ORIGINAL_PR_SIZES = (3, 64, 257, 512, 1024, 2048, 8192)
 AWKWARD_SIZES = (1, 2, 5, 1023, 1025, 1500, 2047, 2049, 4095, 4097, 8191)
 #: Token block sizes of the dispatch table (1 = straight kernel, others = loop kernel).
 BLOCK_SIZES = (1, 2, 4, 8, 16, 32)
+#: Above this many tokens an explicit case costs ~10-40 s in the CPU interpreter and exercises no code
+#: path a smaller awkward size does not (int32 overflow needs M > 32768: test_gpu_large.py).
+CPU_LARGE_M = 2049
+
+
+def explicit_sizes(sizes=ORIGINAL_PR_SIZES + AWKWARD_SIZES) -> list:
+    """``sizes`` as pytest params, those above :data:`CPU_LARGE_M` marked ``slow_cpu``."""
+    import pytest
+
+    return [pytest.param(m, id=f"M{m}", marks=pytest.mark.slow_cpu if m > CPU_LARGE_M else ()) for m in sizes]
 
 
 @dataclasses.dataclass(frozen=True)
