@@ -27,10 +27,11 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", "test_consumer_chain.py",
                 "test_producer.py", "test_fp8_rounding.py", "test_gpu_large.py")
 #: The suite's core properties, run before everything else in a mutant run (``-x`` stops at the first
-#: failure): what ran, the buffer contract, consumer and chain against the math reference, fake vs
-#: real. The rest of the suite still runs whenever these pass.
-CORE_FIRST = ("test_consumer_records_what_ran_or_raises", "test_layout_contract", "test_consumer_matches_math_reference",
-              "test_chain_matches_math_reference", "test_fake_matches_real")
+#: failure): what ran, the whole chain against the math reference (any numeric drift fails it on its
+#: first examples), fake vs real, the buffer contract, the consumer alone. The rest of the suite still
+#: runs whenever these pass.
+CORE_FIRST = ("test_consumer_records_what_ran_or_raises", "test_chain_matches_math_reference", "test_fake_matches_real",
+              "test_layout_contract", "test_consumer_matches_math_reference")
 
 
 @dataclasses.dataclass
