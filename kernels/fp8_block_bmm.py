@@ -172,7 +172,10 @@ CONSUMER_TUNING = (
     "BLOCK_N 64 split 4 vs 56.5; tep8 M=256 19.5 with split 8 vs 53.5 unsplit at BLOCK_M 128, BLOCK_N 64). "
     "Deferred scaling (defer_scale, same bits), reports/bench/sweep-consumer-defer-NVIDIA_H200-2026-11-28.json: the best "
     "deferred launch was 1-6% slower than the best plain one at M 1024-8192 on both shapes (dep8 M=8192 1619 vs 1538, "
-    "tep8 M=8192 199.6 vs 187.8) except tep8 M=1024 (43.6 vs 46.0), so the table leaves it off."
+    "tep8 M=8192 199.6 vs 187.8) except tep8 M=1024 (43.6 vs 46.0), so the table leaves it off; the same on an H100 "
+    "(reports/bench/sweep-consumer-ws-defer-NVIDIA_H100_80GB_HBM3-2026-11-28-063504.json). That sweep also tried Triton's "
+    "warp specialization of the k loop (tl.range(..., warp_specialize=True), not kept in the kernel): with triton 3.6 "
+    "on sm90, 36 of 54 launches failed to compile (PassManager::run failed) and the rest were 3-12% slower."
 )
 
 
