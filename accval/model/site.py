@@ -152,6 +152,7 @@ class OAProjSite:
         self._fn = None
         self._dequantized: dict[tuple[int, int], torch.Tensor] = {}
         self._expected: dict[str, str] = {}
+        self._fp32_weights: dict = {}  # fp32_weight's cache for the TEP o_b_proj slices
         from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
 
         self._hf = hf
@@ -327,9 +328,10 @@ class OAProjSite:
         return attn.o_b_proj(lora.flatten(2))
 
     def _linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``x @ w.T`` as the model's linear layers compute it under this site's :data:`MATMUL`."""
+        """``x @ w.T`` (``w`` a slice of a layer's weight) as the model's linear layers compute it under
+        this site's :data:`MATMUL`."""
         if self.matmul == "fp32" and x.dtype == torch.bfloat16:
-            return F.linear(x.float(), w.float()).to(x.dtype)
+            return F.linear(x.float(), fp32_weight(self._fp32_weights, w)).to(x.dtype)
         return F.linear(x, w)
 
     def _call(self, stats: SiteStats, o, pos, cache, w_fp8, w_scale, n_groups, nope):
@@ -364,24 +366,36 @@ class OAProjSite:
 MATMUL = ("model", "fp32")
 
 
-def fp32_matmul_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``nn.Linear.forward`` for a bf16 layer as an fp32 matmul of the same bf16 values, rounded to bf16.
+def fp32_weight(cache: dict, w: torch.Tensor) -> torch.Tensor:
+    """The fp32 copy of ``w`` (a parameter or a view of one), made once and remade when ``w`` changes
+    (its ``_version``). Parameters outlive a call, so their address identifies them; an activation's
+    address is reused by the next one, so activations are never kept (:func:`_is_weight`)."""
+    key = (w.data_ptr(), w.storage_offset(), tuple(w.shape), w.stride())
+    got = cache.get(key)
+    if got is None or got[0] != w._version:
+        got = cache[key] = (w._version, w.detach().float())
+    return got[1]
 
-    The fp32 copy of the weight is made once and remade when the weight changes (``_version``)."""
+
+def _is_weight(t: torch.Tensor) -> bool:
+    """A parameter or a view of one (see :func:`fp32_weight`)."""
+    return isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter)
+
+
+def fp32_matmul_linear(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear.forward`` for a bf16 layer as an fp32 matmul of the same bf16 values, rounded to bf16
+    (the fp32 weight and bias are kept by :func:`fp32_weight`)."""
     if x.dtype != torch.bfloat16 or self.weight.dtype != torch.bfloat16:
         return F.linear(x, self.weight, self.bias)
-    key = (self.weight.data_ptr(), self.weight._version, None if self.bias is None else self.bias._version)
-    cached = self.__dict__.get("_accval_fp32")
-    if cached is None or cached[0] != key:
-        cached = (key, self.weight.detach().float(), None if self.bias is None else self.bias.detach().float())
-        self.__dict__["_accval_fp32"] = cached
-    return F.linear(x.float(), cached[1], cached[2]).to(x.dtype)
+    cache = self.__dict__.setdefault("_accval_fp32", {})
+    bias = None if self.bias is None else fp32_weight(cache, self.bias)
+    return F.linear(x.float(), fp32_weight(cache, self.weight), bias).to(x.dtype)
 
 
 class Fp32Matmuls(torch.overrides.TorchFunctionMode):
     """Inside it, ``F.linear`` and grouped matmuls of two bf16 tensors run as fp32 matmuls of the same
     values, rounded to bf16 (the MoE experts' implementations call these; see :data:`MATMUL`). The
-    fp32 copies of operands that stay the same between calls (the weights) are kept."""
+    fp32 copies of weights are kept (:func:`fp32_weight`)."""
 
     FUNCS = tuple(f for f in (F.linear, getattr(F, "grouped_mm", None), getattr(torch, "_grouped_mm", None)) if f)
 
@@ -389,30 +403,16 @@ class Fp32Matmuls(torch.overrides.TorchFunctionMode):
         super().__init__()
         self.cache = cache
 
-    def _fp32(self, t: torch.Tensor, keep: bool) -> torch.Tensor:
-        if not keep:
-            return t.float()
-        key = (t.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t._version)
-        got = self.cache.get(key)
-        if got is None:
-            got = self.cache[key] = t.float()
-        return got
+    def _fp32(self, t: torch.Tensor) -> torch.Tensor:
+        return fp32_weight(self.cache, t) if _is_weight(t) else t.float()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if (func in self.FUNCS and len(args) >= 2 and isinstance(args[0], torch.Tensor) and isinstance(args[1], torch.Tensor)
                 and args[0].dtype == args[1].dtype == torch.bfloat16):
-            rest = [self._fp32(a, _is_weight(a)) if isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 else a
-                    for a in args[2:]]
-            out = func(args[0].float(), self._fp32(args[1], _is_weight(args[1])), *rest, **kwargs)
-            return out.to(torch.bfloat16)
+            rest = [self._fp32(a) if isinstance(a, torch.Tensor) and a.dtype == torch.bfloat16 else a for a in args[2:]]
+            return func(args[0].float(), self._fp32(args[1]), *rest, **kwargs).to(torch.bfloat16)
         return func(*args, **kwargs)
-
-
-def _is_weight(t: torch.Tensor) -> bool:
-    """A parameter or a view of one: it outlives the call, so its fp32 copy may be kept (keyed by its
-    address, layout and version); an activation's address is reused by the next one."""
-    return isinstance(t, torch.nn.Parameter) or isinstance(t._base, torch.nn.Parameter)
 
 
 def _fp32_matmul_experts(forward):
