@@ -77,12 +77,20 @@ def test_injected_scale_pad_btm_is_a_regression(tmp_path, clean_run):
     (["--inject", "no-such-defect"], "catalog mutant id"),
     (["--limit", "1"], "at least 2 questions"),
     (["--mode", "dep4"], None),
+    (["--matmul", "fp16"], None),
 ])
 def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     argv = ["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "x"), *TINY, *args]
     assert main(argv) == 2
     if message:
         assert message in capsys.readouterr().err
+
+
+def test_settings_reject_an_unknown_matmul():
+    from accval.gsm8k import ab
+
+    with pytest.raises(ValueError, match=r"--matmul: expected auto or one of \('model', 'fp32'\), got 'fp16'"):
+        ab.validate(ab.Settings(matmul="fp16", device="cpu"))
 
 
 @needs_data
