@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .mutants import CATALOG
 from .pytest_plugin import TESTS_FIRST
-from .testing import NO_SHRINK, child_pytest_env
+from .testing import NO_SHRINK, child_pytest_env, threads_env
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 #: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
@@ -56,7 +56,7 @@ def _first_failure(junit: Path) -> str | None:
     return None
 
 
-def run_suite(suite: str, mutant_id: str, gpu: bool) -> Outcome:
+def run_suite(suite: str, mutant_id: str, gpu: bool, jobs: int = 1) -> Outcome:
     m = CATALOG[mutant_id]
     if m.gpu_only and not gpu:
         return Outcome(mutant_id, suite, False, False, None, 0.0, "needs a CUDA GPU; not run on this machine")
@@ -69,7 +69,7 @@ def run_suite(suite: str, mutant_id: str, gpu: bool) -> Outcome:
         cmd = [sys.executable, "-m", "pytest", *files, "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                f"--{m.role}", f"mutant:{m.id}"]
         env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE=os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"),
-                               **{NO_SHRINK: "1", TESTS_FIRST: ",".join(CORE_FIRST)})
+                               **{NO_SHRINK: "1", TESTS_FIRST: ",".join(CORE_FIRST)}, **threads_env(jobs))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - t0
@@ -100,7 +100,7 @@ def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progres
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_suite, suite, mid, gpu) for mid, suite in work]
+        futures = [pool.submit(run_suite, suite, mid, gpu, jobs) for mid, suite in work]
         for fut in (track(futures, description="mutants") if progress else futures):
             outcomes.append(fut.result())
     mutants = []

@@ -27,6 +27,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the ci "
                             "profile, run everywhere else")
     profile = register_profiles()
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers:
+        from .testing import share_cores
+
+        share_cores(int(workers))  # -n N: N workers share the cores instead of each taking all of them
     from .implementations import CONSUMERS, PRODUCERS, PluginError
 
     names = {

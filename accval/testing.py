@@ -26,14 +26,16 @@ def register_profiles() -> str:
     """Register all profiles and load the chosen one; returns its name."""
     for name, opts in PROFILES.items():
         opts = {k: v for k, v in opts.items() if k != "max_m"}
-        settings.register_profile(name, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                                  **opts)
+        # parent: Hypothesis' own defaults, not whatever profile is loaded now (a no-shrink one, say)
+        settings.register_profile(name, settings.get_profile("default"),
+                                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], **opts)
     name = active_profile()
     if os.environ.get(NO_SHRINK) == "1":
         # a mutant run asks only whether some test fails: shrinking the failing example to a minimal
-        # one costs minutes in the interpreter and changes no verdict
+        # one, or running the remaining explicit examples after one failed, costs minutes in the
+        # interpreter and changes no verdict
         settings.register_profile(f"{name}-no-shrink", settings.get_profile(name),
-                                  phases=[Phase.explicit, Phase.reuse, Phase.generate])
+                                  phases=[Phase.explicit, Phase.reuse, Phase.generate], report_multiple_bugs=False)
         settings.load_profile(f"{name}-no-shrink")
     else:
         settings.load_profile(name)
@@ -62,3 +64,35 @@ def child_pytest_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
     env.update(overrides)
     return env
+
+
+#: The environment variables a user sets to choose the thread count themselves; accval leaves it alone then.
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_cores(processes: int) -> int | None:
+    """Give this process its share of the cores when ``processes`` busy processes run side by side
+    (pytest-xdist workers, ``accval mutants --jobs``): torch's default of one thread per core in every
+    process oversubscribes the CPU, and its OpenMP threads then spin against each other (two sentinel
+    A/Bs side by side on a 2-core machine: 269 s with 2 threads each, 48 s with 1).
+    Returns the thread count set, or None when the user chose one (``OMP_NUM_THREADS``) or nothing is shared."""
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
+    if processes == 1 or any(os.environ.get(v) for v in _THREAD_VARS):
+        return None
+    import torch
+
+    threads = max(1, torch.get_num_threads() // processes)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def threads_env(processes: int) -> dict[str, str]:
+    """``OMP_NUM_THREADS`` for a child process that runs beside ``processes - 1`` others (empty when the
+    user chose a thread count or nothing is shared)."""
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
+    if processes == 1 or any(os.environ.get(v) for v in _THREAD_VARS):
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"OMP_NUM_THREADS": str(max(1, cores // processes))}
