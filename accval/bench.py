@@ -96,6 +96,10 @@ def copy_ceiling_tb_per_s() -> float:
     return 2 * src.numel() / (best * 1e-6) / 1e12
 
 
+#: The producer row that times a plain copy of the producer's bytes (a reference, not a baseline).
+COPY_SAME_BYTES = "copy-same-bytes"
+
+
 def _nbytes(*ts):
     return sum(t.numel() * t.element_size() for t in ts)
 
@@ -155,6 +159,14 @@ def producer_rows(m, g, ceiling, shape):
         tbs = nbytes / (med * 1e-6) / 1e12
         rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
                         str(config_for(m, o.device)) if impl == "accval" else ""))
+    # Not a baseline: the producer's traffic as a plain device copy (half of the bytes read, half
+    # written, 8-byte elements), timed the same way. What the memory gives at this size, with the
+    # launch and tail latency a small kernel pays: the 1 GiB ceiling overstates it at small M.
+    src = torch.empty((nbytes // 2 + 7) // 8, dtype=torch.int64, device="cuda")
+    dst = torch.empty_like(src)
+    med, p20, p80, how = _time(lambda: dst.copy_(src))
+    tbs = nbytes / (med * 1e-6) / 1e12
+    rows.append(Row("producer", COPY_SAME_BYTES, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how))
     return rows
 
 
@@ -296,6 +308,19 @@ def targets(result: dict) -> list[dict]:
     return out
 
 
+def same_size_copy(result: dict) -> list[dict]:
+    """Per (shape, M): accval's producer time against a plain copy of the same bytes (rows of both needed)."""
+    rows = result["rows"]
+    out = []
+    for r in rows:
+        if r["op"] == "producer" and r["impl"] == COPY_SAME_BYTES:
+            ours = _median(rows, "producer", "accval", r["shape"], r["M"])
+            if ours is not None:
+                out.append({"shape": r["shape"], "M": r["M"], "mbytes": r["bytes"] / 1e6, "accval_us": ours,
+                            "copy_us": r["median_us"], "pct_of_copy": 100 * r["median_us"] / ours})
+    return out
+
+
 def to_markdown(result: dict) -> str:
     lines = [f"# accval bench: {result['device']}", "",
              f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
@@ -309,6 +334,15 @@ def to_markdown(result: dict) -> str:
         lines += ["## Targets (worst case over the shapes and M each covers)", "", "| target | wanted | measured | met |",
                   "|---|---|---|---|"]
         lines += [f"| {t['target']} | {t['want']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in met]
+        lines.append("")
+    copies = same_size_copy(result)
+    if copies:
+        lines += ["## The producer against a copy of its own size", "",
+                  f"`{COPY_SAME_BYTES}`: a device copy moving the producer's bytes (half read, half written), timed "
+                  "the same way. A producer at 100% moves its bytes as fast as a copy of that size can.", "",
+                  "| shape | M | MB moved | accval us | copy us | accval % of copy |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c['shape']} | {c['M']} | {c['mbytes']:.1f} | {c['accval_us']:.1f} | {c['copy_us']:.1f} | "
+                  f"{c['pct_of_copy']:.0f}% |" for c in copies]
         lines.append("")
     for op in dict.fromkeys(r["op"] for r in rows):
         lines += [f"## {op}", "", "| shape | M | impl | median us | p20-p80 us | TB/s | % copy ceiling | TFLOP/s |",
