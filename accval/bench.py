@@ -88,8 +88,10 @@ def warm_up_clocks(seconds: float = 1.0) -> None:
         torch.cuda.synchronize()
 
 
-#: Copy sizes (MiB) the ceiling is measured at. One 1 GiB copy alone read 2.75 TB/s on an H200 whose
-#: 0.8 GB copies ran at 4.2 TB/s (reports/bench/NVIDIA_H200-2026-11-28-0855*.json): the best over sizes it is.
+#: Copy sizes (MiB) the ceiling is measured at: the best over them. On an H200 the 256 MiB copy ran at
+#: 4.12 TB/s, the 512 MiB and 1 GiB ones at 2.73 and 2.75 (reports/bench/NVIDIA_H200-2026-11-28-090037.json;
+#: power-of-two sizes put source and destination on the same memory channels, it seems). Reports before
+#: 2026-11-28 09:00 measured 1 GiB only, so their "% of copy ceiling" is overstated (the H100's 108%).
 COPY_CEILING_MIB = (256, 512, 1024)
 
 
