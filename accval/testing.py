@@ -70,15 +70,21 @@ def child_pytest_env(**overrides: str) -> dict[str, str]:
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _shares(processes: int) -> bool:
+    """Whether ``processes`` side-by-side processes split the cores (not when alone, nor when the
+    user set a thread count)."""
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
+    return processes > 1 and not any(os.environ.get(v) for v in _THREAD_VARS)
+
+
 def share_cores(processes: int) -> int | None:
     """Give this process its share of the cores when ``processes`` busy processes run side by side
     (pytest-xdist workers, ``accval mutants --jobs``): torch's default of one thread per core in every
     process oversubscribes the CPU, and its OpenMP threads then spin against each other (two sentinel
     A/Bs side by side on a 2-core machine: 269 s with 2 threads each, 48 s with 1).
     Returns the thread count set, or None when the user chose one (``OMP_NUM_THREADS``) or nothing is shared."""
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
-    if processes == 1 or any(os.environ.get(v) for v in _THREAD_VARS):
+    if not _shares(processes):
         return None
     import torch
 
@@ -90,9 +96,7 @@ def share_cores(processes: int) -> int | None:
 def threads_env(processes: int) -> dict[str, str]:
     """``OMP_NUM_THREADS`` for a child process that runs beside ``processes - 1`` others (empty when the
     user chose a thread count or nothing is shared)."""
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        raise ValueError(f"processes: expected an int >= 1, got {processes!r}")
-    if processes == 1 or any(os.environ.get(v) for v in _THREAD_VARS):
+    if not _shares(processes):
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"OMP_NUM_THREADS": str(max(1, cores // processes))}
