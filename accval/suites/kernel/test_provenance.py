@@ -50,8 +50,10 @@ def test_consumer_records_what_ran_or_raises(consumer, device):
     assert impls == {consumer.expected_impl}, f"consumer {consumer.name!r} claims {consumer.expected_impl!r}, ran {impls}"
 
 
-@pytest.mark.parametrize("m,btm,kernel", [(1, 1, "straight"), (1023, 1, "straight"), (1024, 8, "loop"), (2048, 16, "loop"),
-                                          (4096, 32, "loop")])
+#: (1023, straight) runs 1023 programs in the CPU interpreter (~30 s); on a CPU under ci the boundary is
+#: still pinned from above by (1024, loop), and the GPU and nightly runs take it.
+@pytest.mark.parametrize("m,btm,kernel", [(1, 1, "straight"), pytest.param(1023, 1, "straight", marks=pytest.mark.slow_cpu),
+                                          (1024, 8, "loop"), (2048, 16, "loop"), (4096, 32, "loop")])
 def test_dispatch_is_recorded(device, m, btm, kernel):
     """accval's producer records the dispatch branch it took (sm100 table; Hopper's table in the kernel file)."""
     cfg = kernels.config_for(m, device)
