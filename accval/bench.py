@@ -2,8 +2,8 @@
 
 Every row is timed in the same process with ``triton.testing.do_bench`` (median and p20/p80 of
 events, L2 flushed before each repetition). Bytes are counted from the real tensors; the device copy
-ceiling (the best read + write TB/s over copies of 256 MiB to 1 GiB) is measured in the same run. Results go to JSON, Markdown
-and a PNG under ``--out``.
+ceiling (the best read + write TB/s over copies of 256 MiB to 1 GiB) is measured in the same run.
+Results go to JSON, Markdown and a PNG under ``--out``.
 """
 
 from __future__ import annotations
@@ -95,10 +95,15 @@ def warm_up_clocks(seconds: float = 1.0) -> None:
 COPY_CEILING_MIB = (256, 512, 1024)
 
 
+def _per_s(amount: float, us: float) -> float:
+    """``amount`` (bytes or FLOPs) per second in tera-units, done in ``us`` microseconds."""
+    return amount / (us * 1e-6) / 1e12
+
+
 def _copy_us(nbytes: int) -> tuple[float, float, float, str]:
-    """(median, p20, p80, how) of the fastest of 1/4/8-byte element copies of ``nbytes`` (rounded up to 128 bytes) into another
-    buffer, timed as every row is: a byte-wise copy alone, or an odd element count, underestimates
-    what the memory can do."""
+    """(median, p20, p80, how) of the fastest of 1/4/8-byte element copies of ``nbytes`` (rounded up
+    to 128 bytes) into another buffer, timed as every row is: a byte-wise copy alone, or an odd
+    element count, underestimates what the memory can do."""
     src = torch.empty(-(-nbytes // 128) * 128, dtype=torch.uint8, device="cuda").random_()
     dst = torch.empty_like(src)
     best = min(_time(lambda s=src.view(dt), d=dst.view(dt): d.copy_(s)) for dt in (torch.uint8, torch.float32, torch.int64))
@@ -108,7 +113,7 @@ def _copy_us(nbytes: int) -> tuple[float, float, float, str]:
 
 def copy_bandwidths() -> dict[int, float]:
     """Read + write TB/s of a device copy at each of :data:`COPY_CEILING_MIB`."""
-    return {mib: 2 * (mib << 20) / (_copy_us(mib << 20)[0] * 1e-6) / 1e12 for mib in COPY_CEILING_MIB}
+    return {mib: _per_s(2 * (mib << 20), _copy_us(mib << 20)[0]) for mib in COPY_CEILING_MIB}
 
 
 def copy_ceiling_tb_per_s() -> float:
@@ -172,19 +177,17 @@ def producer_rows(m, g, ceiling, shape):
         "eager-two-step": two_step,
         "compiled-two-step": lambda: _two_step_compiled(o, pos, cache, rope, g),
     }
-    rows = []
-    for impl, fn in variants.items():
-        med, p20, p80, how = _time(fn)
-        tbs = nbytes / (med * 1e-6) / 1e12
-        rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
-                        str(config_for(m, o.device)) if impl == "accval" else ""))
+    timings = {impl: _time(fn) for impl, fn in variants.items()}
     # Not a baseline: the producer's traffic as a plain device copy (half of the bytes read, half
-    # written, 8-byte elements), timed the same way. What the memory gives at this size, with the
-    # launch and tail latency a small kernel pays: the 1 GiB ceiling overstates it at small M.
-    med, p20, p80, how = _copy_us(nbytes // 2)
-    tbs = nbytes / (med * 1e-6) / 1e12
-    rows.append(Row("producer", COPY_SAME_BYTES, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
-                    "fastest of 1/4/8-byte element copies"))
+    # written), timed the same way. What the memory gives at this size, with the launch and tail
+    # latency a small kernel pays, which a ceiling measured on large copies does not show.
+    timings[COPY_SAME_BYTES] = _copy_us(nbytes // 2)
+    configs = {"accval": str(config_for(m, o.device)), COPY_SAME_BYTES: "fastest of 1/4/8-byte element copies"}
+    rows = []
+    for impl, (med, p20, p80, how) in timings.items():
+        tbs = _per_s(nbytes, med)
+        rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
+                        configs.get(impl, "")))
     return rows
 
 
@@ -202,8 +205,8 @@ def consumer_rows(m, g, ceiling, shape):
     for impl, fn in variants.items():
         med, p20, p80, how = _time(fn)
         nbytes = _nbytes(a, a_scale, w_fp8, w_scale) + g * m * n * 2 if impl != "bf16-bmm" else _nbytes(a_bf16, w_bf16) + g * m * n * 2
-        rows.append(Row("consumer", impl, shape, m, g, med, p20, p80, nbytes, flops, nbytes / (med * 1e-6) / 1e12,
-                        flops / (med * 1e-6) / 1e12, 100 * nbytes / (med * 1e-6) / 1e12 / ceiling, how,
+        rows.append(Row("consumer", impl, shape, m, g, med, p20, p80, nbytes, flops, _per_s(nbytes, med),
+                        _per_s(flops, med), 100 * _per_s(nbytes, med) / ceiling, how,
                         str(kernels.consumer_config(m, n, k, g, a.device)) if impl == "accval-triton" else ""))
     return rows
 
@@ -229,7 +232,7 @@ def chain_rows(m, g, ceiling, shape):
     rows = []
     for impl, fn in variants.items():
         med, p20, p80, how = _time(fn)
-        rows.append(Row("chain", impl, shape, m, g, med, p20, p80, 0, flops, 0.0, flops / (med * 1e-6) / 1e12, 0.0, how))
+        rows.append(Row("chain", impl, shape, m, g, med, p20, p80, 0, flops, 0.0, _per_s(flops, med), 0.0, how))
     return rows
 
 
@@ -447,7 +450,7 @@ def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("produce
                 for cfg in PRODUCER_SWEEP:
                     med, p20, p80, how = _time(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg), reps_ms=100)
                     rows.append({"op": "producer", "shape": shape, "M": m, "config": str(cfg), "median_us": med,
-                                 "p20_us": p20, "p80_us": p80, "pct_copy_ceiling": 100 * nbytes / (med * 1e-6) / 1e12 / ceiling,
+                                 "p20_us": p20, "p80_us": p80, "pct_copy_ceiling": 100 * _per_s(nbytes, med) / ceiling,
                                  "timing": how})
                 del o, fp8, scale
             if "consumer" in ops:
@@ -460,7 +463,7 @@ def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("produce
                         rows.append({"op": "consumer", "shape": shape, "M": m, "config": str(cfg), "error": f"{type(e).__name__}: {e}"[:200]})
                         continue
                     rows.append({"op": "consumer", "shape": shape, "M": m, "config": str(cfg), "median_us": med,
-                                 "p20_us": p20, "p80_us": p80, "tflops": 2 * g * m * n * k / (med * 1e-6) / 1e12, "timing": how})
+                                 "p20_us": p20, "p80_us": p80, "tflops": _per_s(2 * g * m * n * k, med), "timing": how})
                 del a, a_scale, w_fp8, w_scale, out
             torch.cuda.empty_cache()
     result = {"schema": 1, "kind": "sweep", **env, "copy_ceiling_tb_per_s": ceiling, "rows": rows}
