@@ -428,12 +428,39 @@ def _fp32_matmul_experts(forward):
     return run
 
 
+#: Query rows per chunk of :func:`fp32_matmul_eager_attention` for prompts (measured on a 2-core EPYC,
+#: B=8, 16 heads, 900 tokens, window 512: 64 rows 0.40 s, 128 rows 0.48 s, unchunked 1.84 s).
+QUERY_CHUNK = 64
+
+
 def fp32_matmul_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """transformers' DeepSeek-V4 eager attention (shared KV heads, sinks), its matmuls done in fp32.
 
     Mirrors ``eager_attention_forward`` line by line (``suites/ab/test_site.py`` compares them); the
     KV heads are not repeated: each KV head's query heads are stacked into one matmul.
+
+    A prompt longer than :data:`QUERY_CHUNK` runs in chunks of query rows, each against only the key
+    columns its mask rows allow (a sliding window of 512 over a 900-token prompt leaves about half):
+    the columns left out add exact zeros to eager's softmax sums and products, so the result differs
+    from the unchunked one by summation order only. Chunked calls return no attention weights (as
+    transformers' fused attentions do not).
     """
+    sq = query.shape[2]
+    if not isinstance(attention_mask, torch.Tensor) or sq <= QUERY_CHUNK:
+        return _fp32_eager_attention(module, query, key, value, attention_mask, scaling)
+    allowed = attention_mask > torch.finfo(attention_mask.dtype).min if attention_mask.is_floating_point() else attention_mask
+    outs = []
+    for c0 in range(0, sq, QUERY_CHUNK):
+        c1 = min(sq, c0 + QUERY_CHUNK)
+        cols = allowed[..., c0:c1, :].flatten(0, -2).any(0).nonzero()
+        k0, k1 = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1)  # rows with no key: the sink only
+        out, _ = _fp32_eager_attention(module, query[:, :, c0:c1], key[:, :, k0:k1], value[:, :, k0:k1],
+                                       attention_mask[..., c0:c1, k0:k1], scaling)
+        outs.append(out)
+    return torch.cat(outs, dim=1), None
+
+
+def _fp32_eager_attention(module, query, key, value, attention_mask, scaling):
     b, h, sq, d = query.shape
     kvh, sk = key.shape[1], key.shape[2]
     qf = query.float().reshape(b, kvh, (h // kvh) * sq, d)

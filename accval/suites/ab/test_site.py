@@ -135,29 +135,56 @@ def test_checkpoint_head_layout_is_checked():
         builtin.check_head_layout(cfg)
 
 
+def _masks(b: int, s: int) -> dict[str, torch.Tensor]:
+    """Additive bf16 masks as transformers builds them: causal; a sliding window of 100 with the rows
+    left-padded by 0 and 37 tokens (padding rows see no key); the window plus 8 always-visible columns
+    appended at the end (a compressor's entries)."""
+    i = torch.arange(s)
+    causal = i[None, :] <= i[:, None]
+    window = causal & (i[:, None] - i[None, :] < 100)
+    padded = window[None] & (i[None, None, :] >= torch.tensor([0, 37])[:b, None, None])
+    appended = torch.cat([padded, torch.ones(b, s, 8, dtype=torch.bool)], dim=-1)
+
+    def additive(allowed):
+        allowed = allowed.expand(b, *allowed.shape[-2:])[:, None]
+        return torch.zeros(allowed.shape, dtype=torch.bfloat16).masked_fill(~allowed, torch.finfo(torch.bfloat16).min)
+
+    return {"causal": additive(causal), "window-padded": additive(padded), "window-appended": additive(appended)}
+
+
 @torch.no_grad()
-def test_fp32_matmul_attention_is_eager_up_to_summation_order(loaded, ids):
-    """The CPU attention (eager's arithmetic, matmuls in fp32 of the same bf16 values) against
-    transformers' eager function with shared KV, sinks and a causal mask: within one bf16 ulp of each
-    row's scale and 99.9% bit-equal."""
+@pytest.mark.parametrize("kind", ["causal", "window-padded", "window-appended"])
+@pytest.mark.parametrize("s", [48, 300])
+def test_fp32_matmul_attention_is_eager_up_to_summation_order(s, kind):
+    """The CPU attention (eager's arithmetic, matmuls in fp32 of the same bf16 values; prompts longer
+    than QUERY_CHUNK in chunks of query rows against the key columns their mask allows) against
+    transformers' eager function with shared KV, sinks and a causal / sliding-window / padded mask:
+    within one bf16 ulp of each row's scale and 99.9% bit-equal."""
     from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
 
-    from accval.model.site import fp32_matmul_eager_attention
+    from accval.model.site import QUERY_CHUNK, fp32_matmul_eager_attention
 
     gen = torch.Generator().manual_seed(0)
-    b, h, s, d = 2, 4, 300, 64
+    b, h, d = 2, 4, 64
+    mask = _masks(b, s)[kind]
+    sk = mask.shape[-1]
     q = torch.randn(b, h, s, d, generator=gen).to(torch.bfloat16)
-    kv = torch.randn(b, 1, s, d, generator=gen).to(torch.bfloat16)
-    mask = torch.full((s, s), float("-inf")).triu(1).to(torch.bfloat16)[None, None].expand(b, 1, s, s)
+    kv = torch.randn(b, 1, sk, d, generator=gen).to(torch.bfloat16)
     module = type("M", (), {"num_key_value_groups": h, "sinks": torch.randn(h, generator=gen).to(torch.bfloat16),
                             "training": False})()
     want, want_w = hf.eager_attention_forward(module, q, kv, kv, mask, scaling=d**-0.5)
     got, got_w = fp32_matmul_eager_attention(module, q, kv, kv, mask, scaling=d**-0.5)
-    assert got.shape == want.shape and got.dtype == want.dtype and got_w.shape == want_w.shape
+    assert got.shape == want.shape and got.dtype == want.dtype
+    if s <= QUERY_CHUNK:
+        assert got_w.shape == want_w.shape and ((got_w.float() - want_w.float()).abs() <= 2.0**-8).all()
+    else:
+        assert got_w is None, "a chunked call returns no attention weights"
     # a score a rounding apart moves its whole softmax row a little: bound by one ulp of the row's largest output
     ulp = want.float().abs().amax(-1, keepdim=True) * 2.0**-7
     assert ((got.float() - want.float()).abs() <= ulp).all(), "more than one bf16 ulp (of the row's scale) from eager"
     assert (got == want).float().mean() >= 0.999, f"only {(got == want).float().mean():.4f} bit-equal to eager"
+    if kind == "window-padded":
+        assert (got[1, :37] == 0).all(), "a padding row (no key allowed) must give eager's zeros"
 
 
 @torch.no_grad()
