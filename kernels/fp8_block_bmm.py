@@ -297,6 +297,18 @@ def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
     provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g, padded_rows=mp - m)
 
 
+@functools.lru_cache(maxsize=None)
+def _fp8_values(device: torch.device) -> torch.Tensor:
+    """The float64 value of each of the 256 float8_e4m3fn codes (torch's own conversion, NaNs included)."""
+    return torch.arange(256, dtype=torch.uint8).view(FP8_DTYPE).double().to(device)
+
+
+def _fp8_to_double(x: torch.Tensor) -> torch.Tensor:
+    """``x.double()`` as a table lookup: the same values; on a 2-core CPU the emulated consumer at M=1
+    (the sentinel's decode steps) takes 0.5-0.7 ms instead of 1.2 ms, most of it the weight's cast."""
+    return _fp8_values(x.device).index_select(0, x.reshape(-1).view(torch.uint8).int()).view(x.shape)
+
+
 def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN):
     kb = k // QUANT_BLOCK
     sm = cdiv(m, scale_m_align) * scale_m_align
@@ -304,10 +316,11 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
     # Reading past a too-small buffer raises here, where the kernel would fault.
     a_raw = a.as_strided((g, m, k), (m * k, k, 1), a.storage_offset())
     s_raw = a_scale.as_strided((g, kb, m), (kb * sm, sm, 1), a_scale.storage_offset())
+    a64, b64 = _fp8_to_double(a_raw), _fp8_to_double(b)
     acc = torch.zeros((g, m, n), dtype=torch.float32, device=a.device)
     for i in range(kb):
         blk = slice(i * QUANT_BLOCK, (i + 1) * QUANT_BLOCK)
-        dot = torch.bmm(a_raw[:, :, blk].double(), b[:, :, blk].double().transpose(1, 2)).float()
+        dot = torch.bmm(a64[:, :, blk], b64[:, :, blk].transpose(1, 2)).float()
         acc += dot * s_raw[:, i, :, None] * b_scale[:, None, :, i].repeat_interleave(WEIGHT_BLOCK, dim=2)
     out.copy_(acc.to(torch.bfloat16))
     provenance.record("consumer", "emulated", f"torch-{a.device.type}")
