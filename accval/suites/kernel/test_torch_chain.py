@@ -94,3 +94,16 @@ def test_unknown_chain_backend_is_a_value_error():
     w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(1, 128, case.head_dim, 0, "cpu"))
     with pytest.raises(ValueError, match="backend: expected one of"):
         kernels.o_a_proj_fp8_chain(o, pos, cache, w_fp8, w_scale, 1, 1, case.nope_dim, case.rope_dim, backend="cuda-fast")
+
+
+def test_emulated_consumer_reads_every_fp8_code_as_torch_does():
+    """The emulated consumer's table lookup gives torch's own float64 value of all 256 codes (NaNs at
+    0x7f and 0xff included), in any shape and for strided views."""
+    from kernels.fp8_block_bmm import _fp8_to_double
+
+    codes = torch.arange(256, dtype=torch.uint8).view(FP8_DTYPE)
+    got, want = _fp8_to_double(codes), codes.double()
+    assert torch.equal(got.isnan(), want.isnan()) and int(want.isnan().sum()) == 2
+    assert torch.equal(got[~want.isnan()], want[~want.isnan()])
+    block = codes[torch.randperm(256, generator=torch.Generator().manual_seed(0))].view(4, 8, 8)[:, 1:5, ::2]
+    assert torch.equal(_fp8_to_double(block).nan_to_num(7.0), block.double().nan_to_num(7.0))
