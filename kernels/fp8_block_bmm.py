@@ -48,6 +48,11 @@ def _fp8_block_bmm_kernel(
     Like production consumers, ``a`` is assumed dense ``[G, M, K]`` and ``a_scale`` dense
     ``[G, K/128, pad4(M)]``: both strides are computed here, not read from the tensors.
 
+    Each block's product is scaled by the two scales multiplied first (``a_s * b_s``, one ``[BLOCK_M]``
+    vector per block), so each element takes one multiply-add; ``(dot * a_s) * b_s`` took two and was
+    10-18% slower at M >= 2048 on an H200 (``scripts/consumer_probe.py``; the numbers are in
+    ``CONSUMER_TUNING``). The emulated consumer rounds in the same order.
+
     ``DEFER_SCALE``: block kb's product is scaled into the accumulator after block kb+1's dot is
     issued, so the tensor cores need not wait for the scaling; the arithmetic and its order are the
     same (bit-identical results).
@@ -84,20 +89,20 @@ def _fp8_block_bmm_kernel(
             a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
             b_s = tl.load(bs_ptr_g + kb)
             cur = tl.dot(a, b)
-            acc += prev * prev_as[:, None] * prev_bs
+            acc += prev * (prev_as * prev_bs)[:, None]
             prev = cur
             prev_as = a_s
             prev_bs = b_s
             a_ptrs += 128
             b_ptrs += 128
-        acc += prev * prev_as[:, None] * prev_bs
+        acc += prev * (prev_as * prev_bs)[:, None]
     else:
         for kb in range(kb_lo, kb_hi):
             a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
             b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
             a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
             b_s = tl.load(bs_ptr_g + kb)
-            acc += tl.dot(a, b) * a_s[:, None] * b_s
+            acc += tl.dot(a, b) * (a_s * b_s)[:, None]
             a_ptrs += 128
             b_ptrs += 128
     out_ptrs = (out_ptr + split * stride_out_s + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
@@ -321,7 +326,7 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
     for i in range(kb):
         blk = slice(i * QUANT_BLOCK, (i + 1) * QUANT_BLOCK)
         dot = torch.bmm(a64[:, :, blk], b64[:, :, blk].transpose(1, 2)).float()
-        acc += dot * s_raw[:, i, :, None] * b_scale[:, None, :, i].repeat_interleave(WEIGHT_BLOCK, dim=2)
+        acc += dot * (s_raw[:, i, :, None] * b_scale[:, None, :, i].repeat_interleave(WEIGHT_BLOCK, dim=2))
     out.copy_(acc.to(torch.bfloat16))
     provenance.record("consumer", "emulated", f"torch-{a.device.type}")
 
