@@ -180,7 +180,10 @@ CONSUMER_TUNING = (
     "tep8 M=8192 199.6 vs 187.8) except tep8 M=1024 (43.6 vs 46.0), so the table leaves it off; the same on an H100 "
     "(reports/bench/sweep-consumer-ws-defer-NVIDIA_H100_80GB_HBM3-2026-11-28-063504.json). That sweep also tried Triton's "
     "warp specialization of the k loop (tl.range(..., warp_specialize=True), not kept in the kernel): with triton 3.6 "
-    "on sm90, 36 of 54 launches failed to compile (PassManager::run failed) and the rest were 3-12% slower."
+    "on sm90, 36 of 54 launches failed to compile (PassManager::run failed) and the rest were 3-12% slower. "
+    "Scaling order, reports/bench/consumer-probe-NVIDIA_H200-2026-11-28.json (scripts/consumer_probe.py): dot * (a_s * b_s) "
+    "beats (dot * a_s) * b_s at every launch tried (dep8 M=8192 1454 vs 1576 us at BLOCK_M 64, 4 warps, 3 stages); "
+    "BLOCK_M 64 with 4 warps stays the best launch."
 )
 
 
