@@ -11,7 +11,6 @@ work the contract needs is wrong by design: it only shows what that work costs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -23,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402
 from accval import bench  # noqa: E402
+from scripts.kernel_variants import load_variant  # noqa: E402
 from kernels.reference import dequantize_weight  # noqa: E402
 
-SOURCE = (ROOT / "kernels" / "fp8_block_bmm.py").read_text()
 SCALED = "acc += tl.dot(a, b) * (a_s * b_s)[:, None]"
 
 #: name -> (what it changes, [(old, new), ...])
@@ -38,28 +37,6 @@ VARIANTS = {
 LAUNCHES = [(64, 128, 4, 3), (64, 128, 4, 4), (128, 128, 8, 3), (128, 128, 8, 4), (128, 128, 4, 3)]
 
 
-def load_variant(name: str, subs: list[tuple[str, str]]):
-    text = SOURCE
-    for old, new in subs:
-        if old not in text:
-            raise RuntimeError(f"variant {name}: {old!r} is not in kernels/fp8_block_bmm.py any more")
-        text = text.replace(old, new)
-    text = text.replace("from . import", "from kernels import").replace("from .", "from kernels.")
-    tag = name.replace("-", "_")
-    text = text.replace('"accval::fp8_block_bmm', f'"accval_probe_{tag}::fp8_block_bmm')
-    path = ROOT / "scripts" / f"_cprobe_{tag}.py"
-    path.write_text(text)  # triton reads a jit function's source from its file
-    try:
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = mod  # dataclasses look their module up
-        spec.loader.exec_module(mod)
-        return mod, path
-    except Exception:
-        path.unlink()
-        raise
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
@@ -68,7 +45,7 @@ def main() -> None:
         raise SystemExit("consumer_probe needs a CUDA GPU")
     bench.warm_up_clocks()
     rows = []
-    mods = {name: load_variant(name, subs) for name, (_, subs) in VARIANTS.items()}
+    mods = {name: load_variant("fp8_block_bmm.py", "fp8_block_bmm", name, subs) for name, (_, subs) in VARIANTS.items()}
     try:
         for shape, m in (("dep8", 2048), ("dep8", 8192), ("tep8", 2048), ("tep8", 8192)):
             g = bench.SHAPES[shape]

@@ -11,7 +11,6 @@ it only shows what that work costs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -22,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from accval import bench  # noqa: E402
+from scripts.kernel_variants import load_variant  # noqa: E402
 from kernels.inv_rope_fp8_quant import config_for  # noqa: E402
 
-SOURCE = (ROOT / "kernels" / "inv_rope_fp8_quant.py").read_text()
 
 #: name -> (what it drops, [(old, new), ...])
 VARIANTS = {
@@ -41,27 +40,6 @@ VARIANTS = {
 }
 
 
-def load_variant(name: str, subs: list[tuple[str, str]]):
-    text = SOURCE
-    for old, new in subs:
-        if old not in text:
-            raise RuntimeError(f"variant {name}: {old!r} is not in kernels/inv_rope_fp8_quant.py any more")
-        text = text.replace(old, new)
-    text = text.replace("from . import", "from kernels import").replace("from .", "from kernels.")
-    text = text.replace('"accval::inv_rope_fp8_quant"', f'"accval_probe::{name.replace("-", "_")}"')
-    path = ROOT / "scripts" / f"_probe_{name.replace('-', '_')}.py"
-    path.write_text(text)  # triton reads a jit function's source from its file
-    try:
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = mod  # dataclasses look their module up
-        spec.loader.exec_module(mod)
-        return mod, path
-    except Exception:
-        path.unlink()
-        raise
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path)
@@ -70,7 +48,7 @@ def main() -> None:
         raise SystemExit("producer_probe needs a CUDA GPU")
     bench.warm_up_clocks()
     rows = []
-    mods = {name: load_variant(name, subs) for name, (_, subs) in VARIANTS.items()}
+    mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", name, subs) for name, (_, subs) in VARIANTS.items()}
     try:
         for shape, m in (("dep8", 2048), ("dep8", 8192), ("tep8", 2048), ("tep8", 8192)):
             g = bench.SHAPES[shape]
