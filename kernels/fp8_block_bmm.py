@@ -50,7 +50,7 @@ def _fp8_block_bmm_kernel(
 
     Each block's product is scaled by the two scales multiplied first (``a_s * b_s``, one ``[BLOCK_M]``
     vector per block), so each element takes one multiply-add; ``(dot * a_s) * b_s`` took two and was
-    10-18% slower at M >= 2048 on an H200 (``scripts/consumer_probe.py``; the numbers are in
+    7-10% slower at M >= 2048 on an H200 (``scripts/consumer_probe.py``; the numbers are in
     ``CONSUMER_TUNING``). The emulated consumer rounds in the same order.
 
     ``DEFER_SCALE``: block kb's product is scaled into the accumulator after block kb+1's dot is
@@ -325,11 +325,12 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
     a_raw = a.as_strided((g, m, k), (m * k, k, 1), a.storage_offset())
     s_raw = a_scale.as_strided((g, kb, m), (kb * sm, sm, 1), a_scale.storage_offset())
     a64, b64 = _fp8_to_double(a_raw), _fp8_to_double(b)
+    b_s = b_scale.repeat_interleave(WEIGHT_BLOCK, dim=1)  # [G, N, K/128]: each output column's weight scales
     acc = torch.zeros((g, m, n), dtype=torch.float32, device=a.device)
     for i in range(kb):
         blk = slice(i * QUANT_BLOCK, (i + 1) * QUANT_BLOCK)
         dot = torch.bmm(a64[:, :, blk], b64[:, :, blk].transpose(1, 2)).float()
-        acc += dot * (s_raw[:, i, :, None] * b_scale[:, None, :, i].repeat_interleave(WEIGHT_BLOCK, dim=2))
+        acc += dot * (s_raw[:, i, :, None] * b_s[:, None, :, i])
     out.copy_(acc.to(torch.bfloat16))
     provenance.record("consumer", "emulated", f"torch-{a.device.type}")
 
