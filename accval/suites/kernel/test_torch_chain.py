@@ -107,3 +107,33 @@ def test_emulated_consumer_reads_every_fp8_code_as_torch_does():
     assert torch.equal(got[~want.isnan()], want[~want.isnan()])
     block = codes[torch.randperm(256, generator=torch.Generator().manual_seed(0))].view(4, 8, 8)[:, 1:5, ::2]
     assert torch.equal(_fp8_to_double(block).nan_to_num(7.0), block.double().nan_to_num(7.0))
+
+
+def test_emulated_consumer_keeps_weight_values_only_while_the_weight_is_unchanged():
+    """The float64 values of a weight are kept for the weight tensor (and views of it) while it lives
+    and is unchanged: an in-place change, another view of it, or a new tensor at the freed address
+    are converted afresh, so a cached value never stands for other codes."""
+    import gc
+
+    from kernels.fp8_block_bmm import _WeightValues
+
+    values = _WeightValues()
+    w = torch.randn(2, 128, 256).to(FP8_DTYPE)
+    first = values(w)
+    assert torch.equal(first, w.double()) and values(w) is first  # kept
+    view = w[1:]
+    assert torch.equal(values(view), view.double()) and values(w[1:]) is values(view)  # a view: its own entry
+    w.view(torch.uint8)[0, 0, 0] ^= 1  # an in-place change bumps the version counter
+    again = values(w)
+    assert again is not first and torch.equal(again, w.double())
+    assert values.nbytes() > 0
+    del w, view, first, again
+    gc.collect()
+    assert values.nbytes() == 0  # the weight is gone, and its entries with it
+    with torch.inference_mode():
+        frozen = torch.randn(1, 128, 128).to(FP8_DTYPE)
+    assert torch.equal(values(frozen), frozen.double()) and values.nbytes() == 0  # no version counter: not kept
+    big = _WeightValues()
+    big.MAX_BYTES = 1024
+    small = torch.randn(1, 128, 128).to(FP8_DTYPE)
+    assert torch.equal(big(small), small.double()) and big.nbytes() == 0  # over the cap: converted each call
