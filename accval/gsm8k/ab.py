@@ -2,9 +2,14 @@
 
 A run directory holds everything a run has done, written as it happens, so a crash loses nothing
 and ``resume=True`` continues: ``run.json`` (the settings; a resume must match them),
-``generations-A.jsonl`` / ``generations-B.jsonl`` (one line per finished question),
-``agreement.jsonl`` (teacher-forced agreement per question), then ``samples-A.jsonl`` /
+``generations-A.jsonl`` / ``generations-B.jsonl`` and ``agreement.jsonl`` (teacher-forced agreement
+per question), a line per question as each batch finishes, then ``samples-A.jsonl`` /
 ``samples-B.jsonl`` (lm-eval's scored samples), ``report.json``, ``report.md`` and ``report.png``.
+
+The arms run in one paired pass (:func:`_evaluate_arms`): lm-eval's pass for arm A hands over the
+prompts, and each batch runs arm A, then arm B, on them. Each prompt is prefilled once per arm; the
+gold answer is teacher-forced from a copy of that prefill's cache, so the agreement costs no second
+prefill. lm-eval's pass for arm B then scores arm B's stored generations.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class Settings:
     data_dir: str | None = None
     limit: int | None = None
     num_fewshot: int = 5
-    batch_size: int = 8
+    batch_size: int = 32  # decode batch (each prompt is prefilled alone)
     max_gen_toks: int = 256
     device: str = "auto"
     seed: int = 0
@@ -210,20 +215,15 @@ def _samples_by_doc(samples: list[dict]) -> dict[int, dict[str, dict]]:
     return out
 
 
-def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: RunDir, progress: bool,
-                  site_stats: dict):
-    import lm_eval
-
-    from .lm import ArmLM, SampleStore
-
-    from accval.model.site import SiteStats
-
+def _site_saver(engine, arm: Arm, run: RunDir):
+    """Starts this process's site counts of ``arm`` and returns the function that saves them, with a
+    resumed run's counts and (real ranks) every process's, to ``site-<arm>.json``; it returns the sum."""
     state = run.file(f"site-{arm.name}.json")
     group = engine.group
     base = SiteStats.from_state(json.loads(state.read_text())) if state.exists() else SiteStats()
     engine.site.stats[arm.name] = SiteStats()  # this process's counts; a resumed run adds them to base
 
-    def save_site_state():
+    def save():
         mine = engine.site.stats[arm.name].state()
         states = group.all_gather(mine) if group is not None else [mine]
         merged = SiteStats.merged([base.state(), *states])
@@ -232,60 +232,66 @@ def _evaluate_arm(engine, arm: Arm, settings: Settings, task_cfg: dict, run: Run
         tmp.replace(state)
         return merged
 
-    lm = ArmLM(engine, arm, SampleStore(run.file(f"generations-{arm.name}.jsonl")), settings.batch_size,
-               settings.max_gen_toks, progress, on_batch=save_site_state)
-    res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot, limit=settings.limit,
-                                  log_samples=True, bootstrap_iters=0,
-                                  task_manager=task_mod.task_manager())
-    site_stats[arm.name] = save_site_state()
-    engine.site.stats[arm.name] = SiteStats()  # the teacher-forced calls are counted from here
-    if group is not None:  # lm-eval scores on LOCAL_RANK 0 only; every process needs the scored samples
-        return res, group.broadcast(_write_samples(res, run, arm.name) if group.root else None), lm.resumed
-    return res, _write_samples(res, run, arm.name), lm.resumed
+    return save
 
 
-def _agreement(engine, arms: dict[str, Arm], docs: dict[int, dict[str, dict]], run: RunDir, progress: bool):
-    from tqdm.auto import tqdm
+def _target_renderer(task_cfg: dict):
+    """The gold answer of a document as lm-eval's task renders it (``doc_to_target``)."""
+    from lm_eval.utils import apply_template
 
-    path = run.file("agreement.jsonl")
-    done: dict[int, tuple[int, int, float]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash is redone
-                done[int(row["doc_id"])] = (row["tokens"], row["top1_agree"], row["kl_sum"])
-    todo = [d for d in sorted(docs) if d not in done]
+    template = task_cfg.get("doc_to_target")
+    if not isinstance(template, str):
+        raise RuntimeError(f"task {task_mod.TASK}: doc_to_target expected a template string, got {template!r}")
+    return lambda doc: str(apply_template(template, doc))
+
+
+def _evaluate_arms(engine, arms: dict[str, Arm], settings: Settings, task_cfg: dict, run: RunDir, progress: bool):
+    """Both arms through lm-eval: arm A's pass runs arm B and the agreement on each batch too (each
+    prompt is prefilled once per arm); arm B's pass then scores the generations it finds in its store."""
+    import lm_eval
+
+    from .lm import AgreementStore, ArmLM, Partner, SampleStore
+
+    save = {name: _site_saver(engine, arm, run) for name, arm in arms.items()}
+    stores = {name: SampleStore(run.file(f"generations-{name}.jsonl")) for name in arms}
+    agreement = AgreementStore(run.file("agreement.jsonl"))
+    partner = Partner(arms["B"], stores["B"], agreement, _target_renderer(task_cfg), save["B"])
+    results, docs, resumed, site_stats = {}, {}, {}, {}
     group = engine.group
-    if group is not None:
-        todo = group.broadcast(todo)  # rank 0's file decides what is left
-    bar = tqdm(total=len(todo), desc="teacher-forced agreement", unit="q",
-               disable=not progress or (group is not None and not group.root))
-    step = 1 if group is None else 4 * group.world
-    for i in range(0, len(todo), step):
-        chunk = todo[i:i + step]
-        rows = []
-        for j, doc_id in enumerate(chunk):
-            row_rank = None
-            if group is not None and engine.site.kind == "dep":
-                if j % group.world != group.rank:
-                    continue  # another process's question
-                row_rank = group.rank  # one row: on a logical rank this process hosts
-            sample = next(iter(docs[doc_id].values()))
-            args = sample["arguments"]
-            context = args[0][0] if isinstance(args, list) else args["gen_args_0"]["arg_0"]
-            rows.append((doc_id, engine.teacher_forced(arms["A"], arms["B"], context, " " + sample["target"], row_rank)))
-        if group is not None:
-            rows = sorted(dict(r for part in group.all_gather(rows) for r in part).items())
-        with path.open("a") as f:
-            for doc_id, row in rows:
-                done[doc_id] = row
-                f.write(json.dumps({"doc_id": doc_id, "tokens": row[0], "top1_agree": row[1], "kl_sum": row[2]}) + "\n")
-        bar.update(len(chunk))
-    bar.close()
-    return [done[d] for d in sorted(docs)]
+    for name, arm in arms.items():
+        lm = ArmLM(engine, arm, stores[name], settings.batch_size, settings.max_gen_toks, progress, on_batch=save[name],
+                   partner=partner if name == "A" else None)
+        res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot,
+                                      limit=settings.limit, log_samples=True, bootstrap_iters=0,
+                                      task_manager=task_mod.task_manager())
+        if name == "B" and lm.generated:
+            raise RuntimeError(f"arm B's lm-eval pass asked for {lm.generated} prompts arm A's pass did not run "
+                               "(lm-eval built other prompts the second time)")
+        results[name] = res
+        if name == "A":  # questions the paired pass found done (both arms and their agreement)
+            resumed = {"A": lm.resumed, "B": lm.resumed}
+        site_stats[name] = save[name]()
+        if group is not None:  # lm-eval scores on LOCAL_RANK 0 only; every process needs the scored samples
+            docs[name] = group.broadcast(_write_samples(res, run, name) if group.root else None)
+        else:
+            docs[name] = _write_samples(res, run, name)
+    return results, docs, resumed, site_stats, agreement
+
+
+def _agreement_rows(engine, agreement, docs: dict[int, dict[str, dict]]) -> list[tuple[int, int, float]]:
+    """Each question's agreement row, checked against lm-eval's own record of its gold answer."""
+    rows = []
+    for doc_id in sorted(docs):
+        row = agreement.done.get(doc_id)
+        if row is None:
+            raise RuntimeError(f"question {doc_id}: no agreement row in agreement.jsonl (the run directory is "
+                               "inconsistent; start it afresh)")
+        sample = next(iter(docs[doc_id].values()))
+        want = len(engine.encode(" " + sample["target"], bos=False))
+        if row[0] != want:
+            raise RuntimeError(f"question {doc_id}: agreement over {row[0]} tokens, lm-eval's target has {want}")
+        rows.append(row)
+    return rows
 
 
 def _questions_from(data_dir: Path | None) -> str:
@@ -358,9 +364,8 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
         loaded = builtin.load(settings.model, settings.seed, settings.device)
         engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
         arms = arms_for(settings)
-        for name, arm in arms.items():
-            results[name], docs[name], resumed[name] = _evaluate_arm(engine, arm, settings, task_cfg, run_dir, progress,
-                                                                     site_stats)
+        results, docs, resumed, site_stats, agreement_store = _evaluate_arms(engine, arms, settings, task_cfg, run_dir,
+                                                                             progress)
     if sorted(docs["A"]) != sorted(docs["B"]):
         raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
     doc_ids = sorted(docs["A"])
@@ -379,13 +384,8 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
         arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
                         "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
     else:
-        agreement = stats.combine_agreement(_agreement(engine, arms, docs["A"], run_dir, progress), gens["A"], gens["B"])
-        site = {}
-        for n in arms:  # the teacher-forced calls count too; a later resume starts from here
-            mine = engine.site.stats[n].state()
-            states = group.all_gather(mine) if group is not None else [mine]
-            site[n] = SiteStats.merged([site_stats[n].state(), *states])
-            run_dir.file(f"site-{n}.json").write_text(json.dumps(site[n].state()))
+        agreement = stats.combine_agreement(_agreement_rows(engine, agreement_store, docs["A"]), gens["A"], gens["B"])
+        site = site_stats
         if group is not None and not group.root:  # rank 0 writes the one report
             shutil.rmtree(run_dir.path, ignore_errors=True)
             return {"rank": group.rank}

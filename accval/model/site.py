@@ -243,10 +243,13 @@ class OAProjSite:
         per_rank = self.n_groups // self.ranks * self.hpg
         return slice(self.hosted[0] * per_rank, (self.hosted[-1] + 1) * per_rank)
 
-    def track_padding(self, pad_lens: list[int] | None) -> None:
-        """Before a (batched) generate or forward: ``pad_lens[b]`` left-padding tokens of row b; None stops."""
+    def track_padding(self, pad_lens: list[int] | None, seen: int = 0) -> None:
+        """Before a (batched) generate or forward: ``pad_lens[b]`` left-padding tokens of row b; None stops.
+        ``seen``: the positions already in the cache the next forward continues (its first token's slot)."""
+        if seen < 0:
+            raise ValueError(f"track_padding: seen expected >= 0, got {seen}")
         self._pad_lens = None if pad_lens is None else torch.tensor(pad_lens, dtype=torch.long)
-        self._seen = 0
+        self._seen = seen
 
     def _on_model_forward(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)

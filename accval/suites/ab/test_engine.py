@@ -1,0 +1,116 @@
+"""The engine's generation: per-row prefill, one left-padded batch cache, teacher-forced logits.
+
+Properties, on the built-in model (sliding window 128) with contexts shorter and longer than the
+window, so the batch cache holds rows that fill it and rows padded inside it:
+
+* every generated token is the greedy choice of one plain forward over the row's whole sequence
+  (context + the tokens before it), up to summation-order ties;
+* the teacher-forced logits over a continuation are that forward's logits at the same positions;
+* each row's prefill is one site call of its own length (M = its tokens but the last) on its own
+  DEP rank, and decode steps count only real tokens.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("transformers.models.deepseek_v4")
+
+from accval.gsm8k.engine import Engine  # noqa: E402
+from accval.model import builtin  # noqa: E402
+from accval.model.site import Arm  # noqa: E402
+
+A = Arm("A", "bf16-fallback")
+B = Arm("B", "fp8-chain", "torch")
+TEXT = ("Question: Janet has 3 apples and buys 17 more. How many does she have?\n"
+        "Answer: 3 + 17 = <<3+17=20>>20\n#### 20\n\n") * 8
+#: token counts of the contexts: one token, inside the window, at its edges, and past it
+LENGTHS = (1, 40, 127, 128, 129, 300)
+NEW = 12
+#: a token may differ from the plain forward's argmax only where that forward's top logits are this
+#: close: the two computations differ in summation order (chunked attention, other M per rank),
+#: which moves bf16 logits by a few ulps
+TIE = 0.05
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine(builtin.build_builtin(seed=0), "dep8", "cpu", matmul="fp32")
+
+
+@pytest.fixture(scope="module")
+def contexts(engine):
+    ids = engine.tok.encode(TEXT, add_special_tokens=False)
+    out = []
+    for n in LENGTHS:  # the engine adds BOS: n - 1 text tokens
+        text = engine.tok.decode(ids[:n - 1])
+        while len(engine.encode(text)) > n:  # a decode/encode round trip may merge tokens differently
+            text = text[:-1]
+        out.append(text)
+    assert sorted({len(engine.encode(c)) for c in out})[-1] > 128 > sorted({len(engine.encode(c)) for c in out})[1]
+    return out
+
+
+@torch.no_grad()
+def _plain_logits(engine, arm, tokens: list[int], rank: int) -> torch.Tensor:
+    """One row's logits from a single forward over its whole sequence, no cache, on DEP rank ``rank``."""
+    engine.site.set_arm(arm)
+    engine.site.set_row_ranks([rank])
+    try:
+        return engine.model(input_ids=torch.tensor([tokens]), use_cache=False).logits[0].float()
+    finally:
+        engine.site.set_row_ranks(None)
+
+
+@pytest.mark.parametrize("arm", [A, B], ids=["A", "B"])
+def test_every_generated_token_is_greedy_under_one_forward_of_the_whole_row(engine, contexts, arm):
+    out, width, _ = engine.generate_tokens(arm, contexts, [], NEW)
+    exact = total = 0
+    for b, ctx in enumerate(contexts):
+        enc = engine.encode(ctx)
+        new = out[b, width:].tolist()
+        logits = _plain_logits(engine, arm, enc + new, b % 8)
+        for k, tok in enumerate(new):
+            row = logits[len(enc) - 1 + k]
+            total += 1
+            exact += int(row.argmax()) == tok
+            assert float(row.max() - row[tok]) <= TIE, (
+                f"row {b} ({len(enc)} context tokens), new token {k}: {tok} is {float(row.max() - row[tok]):.3f} "
+                f"below the greedy choice {int(row.argmax())} of one forward over the whole row")
+    assert exact >= 0.95 * total, f"only {exact}/{total} generated tokens are the plain forward's argmax"
+
+
+def test_teacher_forced_logits_are_one_forwards_logits(engine, contexts):
+    conts = [" 3 + 17 = <<3+17=20>>20\n#### 20"] * len(contexts)
+    texts, forced = engine.generate(B, contexts, ["Question:"], 2, continuations=conts)
+    assert len(texts) == len(forced) == len(contexts)
+    for b, (ctx, cont) in enumerate(zip(contexts, conts)):
+        enc, cenc = engine.encode(ctx), engine.encode(cont, bos=False)
+        want = _plain_logits(engine, B, enc + cenc, b % 8)[len(enc) - 1: len(enc) - 1 + len(cenc)]
+        assert forced[b].shape == want.shape == (len(cenc), engine.model.config.vocab_size)
+        torch.testing.assert_close(forced[b], want, atol=TIE, rtol=0.02)
+        assert (forced[b].argmax(-1) == want.argmax(-1)).float().mean() >= 0.95
+
+
+def test_each_row_is_prefilled_alone_on_its_rank_and_decode_counts_real_tokens(engine, contexts):
+    engine.site.stats.pop("B", None)
+    engine.generate(B, contexts, [], 3, row_ranks=[3, 3, 5, 5, 6, 7])
+    m = engine.site.stats["B"].m_counts
+    layers = engine.model.config.num_hidden_layers
+    lens = [len(engine.encode(c)) for c in contexts]
+    for n in lens:
+        if n > 1:
+            assert m[n - 1] >= layers, f"no prefill call of M={n - 1} (a context of {n} tokens but its last)"
+    # decode: 3 steps, each on ranks 3, 5 (two rows each) and 6, 7 (one row each) in every layer
+    assert m[2] >= 3 * 2 * layers and m[1] >= 3 * 2 * layers
+    assert engine.site.stats["B"].tokens == layers * (sum(n - 1 for n in lens) + 3 * len(lens))
+
+
+def test_bad_generation_arguments_are_value_errors(engine, contexts):
+    with pytest.raises(ValueError, match="continuations: expected 6"):
+        engine.generate(A, contexts, [], 2, continuations=["x"])
+    with pytest.raises(ValueError, match="row_ranks: expected 6"):
+        engine.generate(A, contexts, [], 2, row_ranks=[0])
+    with pytest.raises(ValueError, match="max_gen_toks"):
+        engine.generate(A, contexts, [], 0)
