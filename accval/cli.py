@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "problems for --model sentinel, Hugging Face openai/gsm8k for any other model")
     g.add_argument("--limit", type=int, help="first N test questions (default all 1319)")
     g.add_argument("--num-fewshot", type=int, default=5)
-    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--batch-size", type=int, default=32,
+                   help="questions decoded together (each prompt is prefilled alone); default 32")
     g.add_argument("--max-gen-toks", type=int, default=256)
     g.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
