@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "triton+scaled_mm, torch")
     g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
     g.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"),
-                   help="the model's own bf16 matmuls (attention, linear layers) in both arms: as the model computes "
-                        "them, or as fp32 matmuls of the same bf16 values rounded to bf16 (equal up to summation "
+                   help="the bf16 matmuls (the model's attention, linear layers and experts; arm A's bmm): as the "
+                        "model and arm A compute them, or as fp32 matmuls of the same bf16 values rounded to bf16 (equal up to summation "
                         "order; ~10x faster on CPUs without bf16 units). auto: fp32 on a CPU, model on a GPU")
     g.add_argument("--ranks", type=int, metavar="N", help="run the 8 DEP/TEP ranks in N real processes "
                    "(torch.distributed: gloo on CPU, NCCL on GPUs); under torchrun the group is torchrun's")

@@ -37,24 +37,36 @@ def _check_weight(w_fp8, w_scale, n_groups, k):
 
 
 def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim,
-                           rope_dim, is_neox=True, *, w_bf16=None):
+                           rope_dim, is_neox=True, *, w_bf16=None, fp32_matmul=False):
     """Arm A: inverse RoPE (input dtype) + bf16 bmm with the dequantized FP8 weight -> ``[M, G, R]`` bf16.
 
     ``w_bf16``: that weight already dequantized (``[G, R, K]`` bf16, as an engine keeps it from load
-    time); None dequantizes ``w_fp8`` here, on every call.
+    time; with ``fp32_matmul`` it may be kept in float32, holding the same bf16 values); None
+    dequantizes ``w_fp8`` here, on every call.
+
+    ``fp32_matmul``: the bmm as an fp32 bmm of the same bf16 values, rounded to bf16 once: what a bf16
+    GEMM computes (fp32 accumulation, one rounding), up to the fp32 summation order. CPUs without
+    bf16 units run it ~10x faster; provenance records the mode ``torch-<device> fp32-matmul``.
     """
+    if not isinstance(fp32_matmul, bool):
+        raise TypeError(f"fp32_matmul: expected a bool, got {type(fp32_matmul).__name__}")
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
     r = _check_weight(w_fp8, w_scale, n_groups, p.k)
     if w_bf16 is None:
         w = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)  # [G, R, K]
     else:
-        check_tensor("w_bf16", w_bf16, dtypes=(torch.bfloat16,), ndim=3)
+        check_tensor("w_bf16", w_bf16, dtypes=(torch.bfloat16, torch.float32) if fp32_matmul else (torch.bfloat16,),
+                     ndim=3)
         check_shape("w_bf16", w_bf16, tuple(w_fp8.shape))
         w = w_bf16
     x = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).to(torch.bfloat16)
     out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
-    torch.bmm(x.reshape(p.m, n_groups, p.k).transpose(0, 1), w.transpose(1, 2), out=out.transpose(0, 1))
-    provenance.record("o_a_proj", "bf16-fallback", f"torch-{o.device.type}")
+    x = x.reshape(p.m, n_groups, p.k).transpose(0, 1)
+    if fp32_matmul:
+        out.transpose(0, 1).copy_(torch.bmm(x.float(), w.float().transpose(1, 2)))  # copy_ rounds to bf16
+    else:
+        torch.bmm(x, w.transpose(1, 2), out=out.transpose(0, 1))
+    provenance.record("o_a_proj", "bf16-fallback", f"torch-{o.device.type}" + (" fp32-matmul" if fp32_matmul else ""))
     return out
 
 

@@ -150,7 +150,7 @@ class OAProjSite:
         self._seen = 0
         self._real: torch.Tensor | None = None
         self._fn = None
-        self._dequantized: dict[tuple[int, int], torch.Tensor] = {}
+        self._dequantized: dict[tuple, torch.Tensor] = {}
         self._expected: dict[str, str] = {}
         self._fp32_weights: dict = {}  # fp32_weight's cache for the TEP o_b_proj slices
         from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
@@ -189,12 +189,17 @@ class OAProjSite:
             self._fn, self._expected = self._chain(arm)
 
     def _bf16_fallback(self, o, pos, cache, w_fp8, w_scale, *args):
-        """Arm A with each layer's weight dequantized once (as an engine does at load), not per call."""
-        key = (w_fp8.data_ptr(), w_scale.data_ptr())
+        """Arm A with each layer's weight dequantized once (as an engine does at load), not per call.
+        Under :data:`MATMUL` ``fp32`` its bf16 bmm is an fp32 bmm of the same bf16 values rounded to bf16,
+        like the model's own bf16 matmuls (the weight is kept as float32 copies of its bf16 values)."""
+        fp32 = self.matmul == "fp32"
+        key = (w_fp8.data_ptr(), w_fp8.storage_offset(), tuple(w_fp8.shape), w_scale.data_ptr(), fp32)
         w = self._dequantized.get(key)
         if w is None:
-            w = self._dequantized[key] = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
-        return kernels.o_a_proj_bf16_fallback(o, pos, cache, w_fp8, w_scale, *args, is_neox=False, w_bf16=w)
+            w = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
+            w = self._dequantized[key] = w.float() if fp32 else w
+        return kernels.o_a_proj_bf16_fallback(o, pos, cache, w_fp8, w_scale, *args, is_neox=False, w_bf16=w,
+                                              fp32_matmul=fp32)
 
     def _chain(self, arm: Arm):
         from accval import mutants
@@ -345,8 +350,9 @@ class OAProjSite:
         with provenance.capture() as ran:
             out = self._fn(o.contiguous(), pos, cache, w_fp8, w_scale, n_groups, self.hpg, nope, self.rope_dim)
         impls = {}
-        for run in ran:
-            stats.ran[f"{run.op}:{run.impl}"] += 1
+        for run in ran:  # arm A's fp32-matmul mode is named: it is not the bf16 bmm a GPU runs
+            variant = " fp32-matmul" if run.mode.endswith(" fp32-matmul") else ""
+            stats.ran[f"{run.op}:{run.impl}{variant}"] += 1
             impls.setdefault(run.op, run.impl)
         for op, want in self._expected.items():
             got = impls.get(op)
@@ -357,12 +363,13 @@ class OAProjSite:
         return out
 
 
-#: How the model's own bf16 matmuls are computed (the o_a_proj arms are the same under both):
+#: How the bf16 matmuls are computed (arm B's FP8 chain is the same under both):
 #:   "model": as the model computes them (transformers' eager attention, bf16 ``nn.Linear``, bf16
-#:   grouped matmuls of the MoE experts);
+#:   grouped matmuls of the MoE experts; arm A's bf16 bmm);
 #:   "fp32": the attention's two matmuls (eager's arithmetic otherwise, :func:`fp32_matmul_eager_attention`),
-#:   every bf16 ``nn.Linear`` (:func:`fp32_matmul_linear`) and the experts' matmuls
-#:   (:class:`Fp32Matmuls`) are fp32 matmuls of the same bf16 values, rounded to bf16: equal up to
+#:   every bf16 ``nn.Linear`` (:func:`fp32_matmul_linear`), the experts' matmuls
+#:   (:class:`Fp32Matmuls`) and arm A's bmm (``o_a_proj_bf16_fallback(fp32_matmul=True)``) are fp32
+#:   matmuls of the same bf16 values, rounded to bf16: equal up to
 #:   fp32 summation order, as a bf16 GEMM accumulates in fp32 and rounds once. CPUs without bf16
 #:   units run bf16 matmuls ~10x slower than fp32 ones. Both arms of an A/B use the same one; the
 #:   report names it.

@@ -137,3 +137,30 @@ def test_emulated_consumer_keeps_weight_values_only_while_the_weight_is_unchange
     big.MAX_BYTES = 1024
     small = torch.randn(1, 128, 128).to(FP8_DTYPE)
     assert torch.equal(big(small), small.double()) and big.nbytes() == 0  # over the cap: converted each call
+
+
+@pytest.mark.parametrize("m", [1, 7, 300], ids=lambda m: f"M{m}")
+def test_bf16_fallback_fp32_matmul_is_the_bf16_bmm_up_to_summation_order(m):
+    """Arm A with ``fp32_matmul=True`` (the A/B's CPU mode): an fp32 bmm of the same bf16 values rounded
+    once, so within one bf16 ulp of the bf16 bmm (plus the fp32 summation error) and mostly bit-equal;
+    a float32 copy of the bf16 weight gives the same result; provenance names the mode."""
+    case = ProducerCase(m=m, n_groups=4, heads_per_group=2)
+    o, pos, cache = make_inputs(case, "cpu")
+    w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(4, 256, 2 * case.head_dim, m, "cpu"))
+    args = (o, pos, cache, w_fp8, w_scale, 4, 2, case.nope_dim, case.rope_dim)
+    want = kernels.o_a_proj_bf16_fallback(*args)
+    with kernels.provenance.capture() as ran:
+        got = kernels.o_a_proj_bf16_fallback(*args, fp32_matmul=True)
+    assert [(r.impl, r.mode) for r in ran] == [("bf16-fallback", "torch-cpu fp32-matmul")]
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    w = kernels.reference.dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
+    x = kernels.reference.inverse_rope_(o.clone(), pos, cache, case.rope_dim, True).to(torch.bfloat16).float()
+    mag = torch.einsum("mgk,gnk->mgn", x.reshape(m, 4, -1).abs(), w.float().abs())
+    bound = torch.maximum(got.float().abs(), want.float().abs()) * 2.0**-7 + w.shape[2] * 2.0**-24 * mag
+    assert ((got.float() - want.float()).abs() <= bound).all(), "more than one bf16 ulp from the bf16 bmm"
+    assert (got == want).float().mean() >= 0.99, f"only {(got == want).float().mean():.4f} bit-equal"
+    assert torch.equal(kernels.o_a_proj_bf16_fallback(*args, w_bf16=w.float(), fp32_matmul=True), got)
+    with pytest.raises(TypeError, match="w_bf16: expected dtype"):
+        kernels.o_a_proj_bf16_fallback(*args, w_bf16=w.float())  # float32 only with fp32_matmul
+    with pytest.raises(TypeError, match="fp32_matmul: expected a bool"):
+        kernels.o_a_proj_bf16_fallback(*args, fp32_matmul="yes")
