@@ -474,7 +474,9 @@ def _fp32_eager_attention(module, query, key, value, attention_mask, scaling):
     b, h, sq, d = query.shape
     kvh, sk = key.shape[1], key.shape[2]
     qf = query.float().reshape(b, kvh, (h // kvh) * sq, d)
-    attn_weights = (qf @ key.float().transpose(2, 3)).to(query.dtype).reshape(b, h, sq, sk) * scaling
+    kf = key.float()
+    vf = kf if value is key else value.float()  # DeepSeek-V4 passes its shared K=V tensor as both
+    attn_weights = (qf @ kf.transpose(2, 3)).to(query.dtype).reshape(b, h, sq, sk) * scaling
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     sinks = module.sinks.reshape(1, -1, 1, 1).expand(b, -1, sq, -1)
@@ -482,7 +484,7 @@ def _fp32_eager_attention(module, query, key, value, attention_mask, scaling):
     combined_logits = combined_logits - combined_logits.max(dim=-1, keepdim=True).values
     probs = F.softmax(combined_logits, dim=-1, dtype=combined_logits.dtype)
     scores = probs[..., :-1].to(value.dtype)
-    out = (scores.float().reshape(b, kvh, (h // kvh) * sq, sk) @ value.float()).to(value.dtype)
+    out = (scores.float().reshape(b, kvh, (h // kvh) * sq, sk) @ vf).to(value.dtype)
     return out.reshape(b, h, sq, value.shape[-1]).transpose(1, 2).contiguous(), scores
 
 
