@@ -41,6 +41,15 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _ranks_arg(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of processes, got {text!r}") from None
+
+
 def _cmd_gsm8k(args) -> int:
     from .gsm8k import ab
 
@@ -128,8 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the bf16 matmuls (the model's attention, linear layers and experts; arm A's bmm): as the "
                         "model and arm A compute them, or as fp32 matmuls of the same bf16 values rounded to bf16 (equal up to summation "
                         "order; ~10x faster on CPUs without bf16 units). auto: fp32 on a CPU, model on a GPU")
-    g.add_argument("--ranks", type=int, metavar="N", help="run the 8 DEP/TEP ranks in N real processes "
-                   "(torch.distributed: gloo on CPU, NCCL on GPUs); under torchrun the group is torchrun's")
+    g.add_argument("--ranks", type=_ranks_arg, default="auto", metavar="N|auto",
+                   help="run the 8 DEP/TEP ranks in N real processes (torch.distributed: gloo on CPU, NCCL on "
+                        "GPUs); 1: one process; auto (default): under DEP on a CPU one process per core (a "
+                        "divisor of 8), otherwise one; under torchrun the group is torchrun's")
     g.add_argument("--endpoint-a", metavar="URL", help="arm A is this OpenAI-compatible completions server")
     g.add_argument("--endpoint-b", metavar="URL", help="arm B is this OpenAI-compatible completions server")
     g.add_argument("--out", help="run directory (default reports/gsm8k/<timestamp>-<mode>)")

@@ -34,6 +34,9 @@ def test_clean_ab_exits_0_with_a_complete_report(clean_run, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert rep["schema"] == "accval.gsm8k.ab/1" and rep["verdict"] == {"regression": False, "reasons": []}
     assert rep["task"]["questions"] == 2 and rep["mode"]["ranks"] == 8
+    from accval.gsm8k import ab
+
+    assert rep["mode"]["processes"] == (ab.auto_ranks("dep8", "cpu") or 1)  # --ranks auto, the default
     # on a CPU (--matmul auto = fp32) arm A's bf16 bmm runs as an fp32 bmm rounded to bf16, and says so
     assert rep["arms"]["A"]["site"]["ran"] == {"o_a_proj:bf16-fallback fp32-matmul": rep["arms"]["A"]["site"]["calls"]}
     assert set(rep["arms"]["B"]["site"]["ran"]) == {"producer:torch-reference", "consumer:emulated"}
@@ -79,12 +82,35 @@ def test_injected_scale_pad_btm_is_a_regression(tmp_path, clean_run):
     (["--limit", "1"], "at least 2 questions"),
     (["--mode", "dep4"], None),
     (["--matmul", "fp16"], None),
+    (["--ranks", "two"], "expected auto or a number of processes"),
+    (["--ranks", "3"], "expected a divisor of 8"),
 ])
 def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     argv = ["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "x"), *TINY, *args]
     assert main(argv) == 2
     if message:
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cores,mode,device,world,want", [
+    (1, "dep8", "cpu", None, None), (2, "dep8", "cpu", None, 2), (3, "dep8", "cpu", None, 2),
+    (16, "dep8", "cpu", None, 8), (16, "tep8", "cpu", None, None), (16, "dep8", "cuda", None, None),
+    (16, "dep8", "cpu", "4", None),
+])
+def test_auto_ranks_are_processes_per_core_under_dep_on_a_cpu(monkeypatch, cores, mode, device, world, want):
+    """``--ranks auto`` (the default): DEP on a CPU gets one process per core, a divisor of 8; TEP (which
+    exchanges partial sums in every layer), a GPU and torchrun's own group get one process (None)."""
+    from accval.gsm8k import ab
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    if world:
+        monkeypatch.setenv("WORLD_SIZE", world)
+    else:
+        monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert ab.auto_ranks(mode, device) == want
+    if device == "cpu" and not world:
+        assert ab.validate(ab.Settings(mode=mode, model="builtin", device="cpu", ranks="auto")).ranks == want
 
 
 def test_settings_reject_an_unknown_matmul():
