@@ -147,6 +147,8 @@ class Producer:
                       **kwargs)
         if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
             raise PluginError(f"producer {self.name!r}: expected to return (fp8, scale) tensors, got {type(out).__name__}")
+        if self.expected_impl is None:  # a foreign implementation records nothing itself: say which one ran
+            kernels.provenance.record("producer", f"plugged {self.name}", f"{o.device.type}", recipe=self.recipe.name)
         return out
 
     def __call__(self, o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=True,
@@ -228,6 +230,8 @@ class Consumer:
                 res = out
         if not isinstance(res, torch.Tensor):
             raise PluginError(f"consumer {self.name!r}: expected to return a tensor, got {type(res).__name__}")
+        if self.expected_impl is None:
+            kernels.provenance.record("consumer", f"plugged {self.name}", f"{a.device.type}")
         return res
 
     def reads(self, recipe: "str | Recipe") -> bool:

@@ -204,8 +204,12 @@ TESTS_FIRST = "ACCVAL_TESTS_FIRST"
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    impls = getattr(config, "_accval_impls", None)
     for item in items:
         roles = [role for role, names in _ROLE_FIXTURES.items() if any(n in item.fixturenames for n in names)]
+        pair = getattr(getattr(item, "callspec", None), "params", {}).get("chain_pair")
+        if pair is not None and impls is not None:  # a chain test counts for the side of the pair under test
+            roles = [role for role, impl in zip(("producer", "consumer"), pair) if impl is impls[role]]
         item.user_properties.append(("accval_roles", roles))
     first = [name for name in os.environ.get(TESTS_FIRST, "").split(",") if name]
     if first:

@@ -19,6 +19,8 @@ PROFILES = {
     "dev": dict(max_examples=25, deadline=None, max_m=300),
     "ci": dict(max_examples=30, deadline=None, derandomize=True, print_blob=True, max_m=260),
     "nightly": dict(max_examples=400, deadline=None, max_m=9000),
+    # a quick look at a plugged implementation (CI runs each example producer under it)
+    "smoke": dict(max_examples=6, deadline=None, derandomize=True, print_blob=True, max_m=64),
 }
 
 
