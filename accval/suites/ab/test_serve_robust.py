@@ -286,10 +286,10 @@ def test_oversized_bodies_are_refused_before_they_are_read(server):
     for t in threads:
         t.join(timeout=CLIENT_TIMEOUT + 2)
     growth = _vm("VmHWM") - before
+    assert growth < RSS_GROWTH_BOUND, f"peak RSS grew by {growth / 2**20:.1f} MiB receiving 4 x {OVERSIZED >> 20} MiB"
     assert len(results) == 4, results
     for status, headers, body in results:
         check_json_error(status, headers, body, 413, f"request body of {OVERSIZED} bytes exceeds", "oversized")
-    assert growth < RSS_GROWTH_BOUND, f"peak RSS grew by {growth / 2**20:.1f} MiB receiving 4 x {OVERSIZED >> 20} MiB"
 
 
 def _vm(field: str) -> int:
