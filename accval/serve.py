@@ -194,6 +194,7 @@ def parse_completion(body: dict, limits: Limits) -> Completion:
 def _prompts(prompt, limits: Limits) -> list[str]:
     expected = "a string or a non-empty list of strings"
     if isinstance(prompt, str):
+        _check_unicode(prompt, "prompt 0", "prompt")
         return [prompt]
     if not isinstance(prompt, list) or not prompt:
         got = ("an empty array" if prompt == [] else "nothing (the field is required)" if prompt is None
@@ -207,7 +208,18 @@ def _prompts(prompt, limits: Limits) -> list[str]:
         raise RequestError(400, f"prompt: expected {expected}, got {_json_type(prompt[bad])} at index {bad}", "prompt")
     if len(prompt) > limits.max_prompts:
         raise RequestError(400, f"prompt: expected at most {limits.max_prompts} prompts, got {len(prompt)}", "prompt")
+    for i, p in enumerate(prompt):
+        _check_unicode(p, f"prompt {i}", "prompt")
     return prompt
+
+
+def _check_unicode(text: str, what: str, param: str) -> None:
+    """JSON can spell a lone UTF-16 surrogate (``"\\ud800"``); no tokenizer can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(400, f"{what}: expected Unicode text, got a lone surrogate at character {e.start}",
+                           param) from None
 
 
 def _stop(stop, limits: Limits) -> list[str]:
@@ -215,6 +227,8 @@ def _stop(stop, limits: Limits) -> list[str]:
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > limits.max_stop:
         raise RequestError(400, f"stop: expected a string or a list of at most {limits.max_stop} strings, got "
                                 f"{_json_type(stop)} {_show(stop)}", "stop")
+    for i, s in enumerate(stop):
+        _check_unicode(s, f"stop {i}", "stop")
     return stop
 
 
@@ -262,6 +276,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self.server.claim(self.connection):
             return
+        try:
+            self._get()
+        except Exception as e:  # noqa: BLE001  (never a dropped connection: the client hears what went wrong)
+            self._send(500, error_body(500, f"internal error: {type(e).__name__}: {e}"))
+
+    def _get(self):
         if self.path == "/health":
             self._send(200, {"status": "ok", **self.server.described})
         elif self.path == "/v1/models":
@@ -285,6 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(e)
             if self._body_unread:
                 self._linger()
+        except Exception as e:  # noqa: BLE001  (never a dropped connection: the client hears what went wrong)
+            self._fail(RequestError(500, f"internal error: {type(e).__name__}: {e}"))
 
     def _read_body(self) -> bytes:
         """The body, after checking its declared size against the cap (no byte is read before)."""
