@@ -114,7 +114,11 @@ def _json_type(v) -> str:
 
 
 def _show(v) -> str:
-    text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else repr(v)
+    """A short rendering of a client's value for an error message (never an error itself)."""
+    try:
+        text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else repr(v)
+    except (ValueError, RecursionError):  # nested deeper than the encoder goes, or an int past the digit limit
+        return f"a deeply nested or huge {_json_type(v)}"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

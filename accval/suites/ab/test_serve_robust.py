@@ -121,6 +121,8 @@ MALFORMED = [  # (id, raw request, expected status, a phrase the error message m
     ("prompt-list-with-null", completion(prompt=["a", None]), 400, "null at index 1"),
     ("prompt-lone-surrogate", post(b'{"prompt": "a\\ud800"}'), 400, "lone surrogate"),
     ("prompt-too-many", completion(prompt=["a"] * 65), 400, "at most 64 prompts"),
+    ("max-tokens-nested-900-deep", post(b'{"prompt": "a", "max_tokens": ' + b"[" * 900 + b"]" * 900 + b"}"), 400,
+     "max_tokens: expected an integer"),
     ("max-tokens-0", completion(max_tokens=0), 400, "max_tokens"),
     ("max-tokens-negative", completion(max_tokens=-1), 400, "max_tokens"),
     ("max-tokens-string", completion(max_tokens="5"), 400, "max_tokens"),
