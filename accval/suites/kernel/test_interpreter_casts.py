@@ -1,16 +1,16 @@
-"""A foreign Triton kernel's fp32 -> float8 / bf16 casts give the GPU's bits, also in the interpreter.
+"""A foreign Triton kernel's float8 / bf16 conversions give the GPU's bits, also in the interpreter.
 
-The kernel below is written as anyone else's would be (plain ``x.to(tl.float8e4nv)``, no accval
-helper). On a CPU it runs in Triton's interpreter, whose own casts round wrongly;
-:mod:`kernels.interpreter_casts` (installed by importing :mod:`kernels`) must make it give exactly
+The kernels below are written as anyone else's would be (plain ``x.to(tl.float8e4nv)``, no accval
+helper). On a CPU they run in Triton's interpreter, whose own conversions are wrong;
+:mod:`kernels.interpreter_casts` (installed by importing :mod:`kernels`) must make them give exactly
 the codes an sm90 GPU gives. On a GPU the same tests check the hardware against the same rules.
 
 The expected codes come from references written here from the formats' definitions (decoded code
 tables searched for the nearest value, ties to the even code), not from the patch's own arithmetic.
-The GPU rules they encode (saturation of finite values and infinities, NaN codes) were read on an
-H200; see the module docstring of :mod:`kernels.interpreter_casts`.
+The GPU rules they encode (saturation of finite values and infinities, NaN codes, float8e5 -> bf16's
+treatment of exponent 31) were read on an H200; see :mod:`kernels.interpreter_casts`.
 
-One kernel launch converts every test value in all four ways (a few hundred thousand values).
+Each test is one kernel launch over all its values (at most a few hundred thousand).
 """
 
 from __future__ import annotations
@@ -38,6 +38,26 @@ def _foreign_casts(x_ptr, e4m3_ptr, e5m2_ptr, bf16_ptr, bf16_rz_ptr, n, BLOCK: t
     tl.store(bf16_rz_ptr + offs, x.to(tl.bfloat16, fp_downcast_rounding="rtz"), mask=mask)
 
 
+@triton.jit
+def _foreign_narrow(x_ptr, e4m3_ptr, e5m2_ptr, fp32_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(e4m3_ptr + offs, x.to(tl.float8e4nv), mask=mask)
+    tl.store(e5m2_ptr + offs, x.to(tl.float8e5), mask=mask)
+    tl.store(fp32_ptr + offs, x.to(tl.float32), mask=mask)
+
+
+@triton.jit
+def _foreign_widen(x_ptr, fp32_ptr, fp16_ptr, bf16_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask)
+    tl.store(fp32_ptr + offs, x.to(tl.float32), mask=mask)
+    tl.store(fp16_ptr + offs, x.to(tl.float16), mask=mask)
+    tl.store(bf16_ptr + offs, x.to(tl.bfloat16), mask=mask)
+
+
 # ---- the formats, from their definitions -------------------------------------------------------
 
 #: (exponent bits, mantissa bits, bias, largest finite code) of the two float8 formats.
@@ -48,6 +68,8 @@ FP8_FORMATS = {
 #: What the GPU (``cvt.rn.satfinite``) writes for any NaN, either sign; bf16 likewise.
 GPU_FP8_NAN = 0x7F
 GPU_BF16_NAN = 0x7FFF
+#: The canonical NaN the GPU writes when widening any float8 NaN.
+GPU_WIDE_NAN = {"fp32": 0x7FFFFFFF, "fp16": 0x7FFF, "bf16": 0x7FFF}
 
 _NAN_BITS = (0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001, 0x7FFFFFFF, 0xFFFFFFFF)
 
@@ -128,6 +150,36 @@ def gpu_bf16_codes(x: np.ndarray, nearest: bool) -> np.ndarray:
     return np.where(np.isnan(x), GPU_BF16_NAN, rn.view(torch.int16).numpy().view(np.uint16)).astype(np.uint16)
 
 
+def gpu_widened(codes: np.ndarray, fmt: str, dst: str) -> np.ndarray:
+    """float8 codes widened as the GPU does: exactly, e5m2 +-inf kept, NaN canonical; except e5m2 ->
+    bf16, where sm90 multiplies the shifted code by 2**112 and exponent 31 is an ordinary exponent."""
+    ebits, mbits, bias, _ = FP8_FORMATS[fmt]
+    mag = codes & 0x7F
+    e, m = mag >> mbits, mag & ((1 << mbits) - 1)
+    val = np.where(e == 0, m * 2.0 ** (1 - bias - mbits), (m + 2.0 ** mbits) * 2.0 ** (e.astype(np.float64) - bias - mbits))
+    if fmt == "e4m3":
+        val = np.where(mag == 0x7F, np.nan, val)
+    elif dst != "bf16":
+        top_exp = (1 << ebits) - 1
+        val = np.where((e == top_exp) & (m == 0), np.inf, np.where(e == top_exp, np.nan, val))
+    val = np.where(codes & 0x80, -val, val).astype(np.float32)  # exact: every float8 value is an fp32 value
+    if dst == "fp32":
+        out = val.view(np.uint32).astype(np.uint64)
+    elif dst == "fp16":
+        out = val.astype(np.float16).view(np.uint16).astype(np.uint64)
+    else:
+        out = (val.view(np.uint32) >> np.uint32(16)).astype(np.uint64)
+    return np.where(np.isnan(val), GPU_WIDE_NAN[dst], out)
+
+
+def _codes(t: torch.Tensor) -> np.ndarray:
+    """A tensor's bit patterns as unsigned numpy integers (uint64 for comparing across widths)."""
+    t = t.cpu()
+    signed = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
+    bits = t.view(signed).numpy().astype(np.int64)
+    return (bits & ((1 << (8 * t.element_size())) - 1)).astype(np.uint64)
+
+
 # ---- one launch over all values ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -154,8 +206,10 @@ def converted(device):
 
 def _assert_codes(x, got, want, what):
     bad = np.nonzero(got != want)[0]
-    shown = ", ".join(f"{x[i]!r} (bits {x[i:i + 1].view(np.uint32)[0]:#010x}): got {got[i]:#x} want {want[i]:#x}"
-                      for i in bad[:8])
+    def bits(i):
+        return f"{int(x[i:i + 1].view(f'u{x.itemsize}')[0]):#x}"
+
+    shown = ", ".join(f"{x[i]!r} (bits {bits(i)}): got {int(got[i]):#x} want {int(want[i]):#x}" for i in bad[:8])
     assert bad.size == 0, (f"{what}: {bad.size} of {x.size} values convert differently from the GPU "
                            f"(mode {_platform.interpreting() and 'interpreter' or 'gpu'}, "
                            f"{interpreter_casts.describe()}): {shown}")
@@ -215,6 +269,46 @@ def test_documented_gpu_codes(device):
         assert tuple(row[1:]) == g, f"fp32 bits {row[0]:#010x}: got {[hex(v) for v in g]}, GPU gives {[hex(v) for v in row[1:]]}"
 
 
+@pytest.mark.parametrize("src", ["fp16", "bf16"])
+def test_every_fp16_and_bf16_pattern_narrows_like_gpu(device, src):
+    """Every one of the 65,536 fp16 / bf16 bit patterns converts to e4m3 and e5m2 as the GPU does
+    (it widens exactly, then ``cvt.rn.satfinite``); bf16 -> fp32 keeps every bit, NaN payloads too."""
+    patterns = np.arange(1 << 16, dtype=np.uint16)
+    if src == "fp16":
+        x, dtype = patterns.view(np.float16).astype(np.float32), torch.float16
+    else:
+        x, dtype = (patterns.astype(np.uint32) << np.uint32(16)).view(np.float32), torch.bfloat16
+    n = patterns.size
+    xt = torch.from_numpy(patterns.view(np.int16)).to(device).view(dtype)
+    e4 = torch.empty(n, dtype=torch.float8_e4m3fn, device=device)
+    e5 = torch.empty(n, dtype=torch.float8_e5m2, device=device)
+    f32 = torch.empty(n, dtype=torch.float32, device=device)
+    _foreign_narrow[(triton.cdiv(n, BLOCK),)](xt, e4, e5, f32, n, BLOCK=BLOCK)
+    for fmt, out in (("e4m3", e4), ("e5m2", e5)):
+        _assert_codes(x, _codes(out), gpu_fp8_codes(x, fmt).astype(np.uint64), f"{src}->{fmt}, every pattern")
+    widened = _codes(f32)
+    if src == "bf16":
+        _assert_codes(x, widened, x.view(np.uint32).astype(np.uint64), "bf16->fp32, every pattern")
+    else:  # fp16 -> fp32 is numpy's exact astype in the interpreter (not patched); NaN payloads may differ
+        finite = ~np.isnan(x)
+        _assert_codes(x[finite], widened[finite], x[finite].view(np.uint32).astype(np.uint64), "fp16->fp32")
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_every_fp8_code_widens_like_gpu(device, fmt):
+    """Every float8 code converts to fp32, fp16 and bf16 as the GPU does (table in the docstring of
+    :func:`gpu_widened`): the e4m3 NaN is NaN, not 480; e5m2 subnormals keep their value."""
+    codes = np.arange(256, dtype=np.uint8)
+    dtype = torch.float8_e4m3fn if fmt == "e4m3" else torch.float8_e5m2
+    xt = torch.from_numpy(codes).to(device).view(dtype)
+    f32 = torch.empty(256, dtype=torch.float32, device=device)
+    f16 = torch.empty(256, dtype=torch.float16, device=device)
+    bf = torch.empty(256, dtype=torch.bfloat16, device=device)
+    _foreign_widen[(1,)](xt, f32, f16, bf, 256, BLOCK=256)
+    for dst, out in (("fp32", f32), ("fp16", f16), ("bf16", bf)):
+        _assert_codes(codes, _codes(out), gpu_widened(codes, fmt, dst), f"{fmt}->{dst}, every code")
+
+
 # ---- the patch itself ----------------------------------------------------------------------------
 
 @pytest.mark.skipif(not _platform.interpreting(), reason="the patch is installed only under the interpreter")
@@ -223,7 +317,7 @@ def test_installed_with_kernels_and_reported():
     s = interpreter_casts.status()
     assert s["installed"] and s["triton"] == triton.__version__, s
     assert s["target"] == "triton.runtime.interpreter._convert_float", s
-    assert len(s["conversions"]) == 4, s
+    assert any(c.startswith("fp32/fp16/bf16->fp8e4nv rtne") for c in s["conversions"]), s
 
 
 def test_install_is_idempotent():
