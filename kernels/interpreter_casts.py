@@ -123,10 +123,20 @@ def _check_layout(interpreter) -> None:
                        ("float8e4nv", "fp8e4nv"), ("float8e5", "fp8e5")):
         if getattr(getattr(tl, attr, None), "name", None) != name:
             problems.append(f"triton.language.{attr} is missing or not named {name!r}")
+    get_np_dtype = getattr(interpreter, "_get_np_dtype", None)
+    if get_np_dtype is None:
+        problems.append(f"{TARGET_MODULE}._get_np_dtype is missing")
+    elif not problems:
+        storage = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16,
+                   "float8e4nv": np.uint8, "float8e5": np.uint8}
+        for attr, expected in storage.items():
+            got = get_np_dtype(getattr(tl, attr))
+            if got != np.dtype(expected):
+                problems.append(f"the interpreter stores {attr} as {got}, expected {np.dtype(expected)}")
     if problems:
         raise InterpreterLayoutError(
             f"cannot make Triton {_triton_version()}'s interpreter cast like the GPU: " + "; ".join(problems)
-            + ". Its fp32 -> float8/bf16 casts would round wrongly; update kernels/interpreter_casts.py "
+            + ". Its float8/bf16 conversions would differ from the GPU's; update kernels/interpreter_casts.py "
             "for this Triton version")
 
 

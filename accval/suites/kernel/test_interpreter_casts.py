@@ -333,7 +333,7 @@ def test_install_is_idempotent():
     assert original.__module__ == "triton.runtime.interpreter", original
 
 
-@pytest.mark.parametrize("breakage", ["target-missing", "target-signature", "caller-bypasses"])
+@pytest.mark.parametrize("breakage", ["target-missing", "target-signature", "caller-bypasses", "bf16-storage"])
 def test_unknown_layout_is_refused(monkeypatch, breakage):
     """On an interpreter without the expected internals install() raises, naming what is missing."""
     import triton.runtime.interpreter as interpreter
@@ -344,9 +344,14 @@ def test_unknown_layout_is_refused(monkeypatch, breakage):
     elif breakage == "target-signature":
         monkeypatch.setattr(interpreter, "_convert_float", lambda data, dtype: data)
         expected = "takes ('data', 'dtype')"
-    else:
+    elif breakage == "caller-bypasses":
         monkeypatch.setattr(interpreter.InterpreterBuilder, "create_fp_to_fp", lambda self, *a: None)
         expected = "create_fp_to_fp is missing or no longer calls _convert_float"
+    else:
+        original = interpreter._get_np_dtype
+        monkeypatch.setattr(interpreter, "_get_np_dtype",
+                            lambda t: np.dtype(np.float32) if t == tl.bfloat16 else original(t))
+        expected = "stores bfloat16 as float32, expected uint16"
     with pytest.raises(interpreter_casts.InterpreterLayoutError) as err:
         interpreter_casts.install()
     assert expected in str(err.value) and triton.__version__ in str(err.value), (breakage, str(err.value))
