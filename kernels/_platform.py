@@ -1,9 +1,10 @@
 """Where kernels run: a CUDA GPU, or Triton's CPU interpreter.
 
 Importing :mod:`kernels` on a machine without a GPU sets ``TRITON_INTERPRET=1`` *before* Triton is
-imported, so the same kernels run under the interpreter (CI has no GPU). The interpreter's float
-casts round wrongly (see :mod:`kernels.fp8_rounding`); kernels therefore receive
-``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves when it is true.
+imported, so the same kernels run under the interpreter (CI has no GPU). The interpreter's own
+fp32 -> float8/bf16 casts round wrongly; :mod:`kernels.interpreter_casts` replaces them for the whole
+process when interpreting (so foreign kernels get the GPU's bits too), and accval's kernels also
+receive ``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves (:mod:`kernels.fp8_rounding`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ _decide_interpret()
 def interpreting() -> bool:
     """True when Triton kernels execute in the CPU interpreter."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+if interpreting():
+    # Any kernel run under the interpreter (foreign ones too) converts fp32 -> float8/bf16 with the
+    # GPU's bits; raises on a Triton whose interpreter this cannot patch. Imports triton, after the
+    # environment above is settled.
+    from . import interpreter_casts
+
+    interpreter_casts.install()
 
 
 def execution_mode(device: torch.device) -> str:
