@@ -27,8 +27,8 @@ def pytest_configure(config):
     from .testing import register_profiles
 
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped on CPU machines, with the reason)")
-    config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the ci "
-                            "profile, run everywhere else")
+    config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the "
+                            "cpu, ci and smoke profiles, run everywhere else")
     profile = register_profiles()
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if os.environ.get("PYTEST_XDIST_WORKER") and workers:
@@ -218,9 +218,12 @@ def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none (runs on the GPU box)")
-    slow = pytest.mark.skip(reason="large case in the CPU interpreter: skipped under the ci profile on a CPU; the "
-                                   "GPU and nightly runs take it (or ACCVAL_HYPOTHESIS_PROFILE=dev here)")
-    ci = getattr(config, "_accval_profile", None) == "ci"
+    from .testing import skips_slow_cpu_cases
+
+    profile = getattr(config, "_accval_profile", None)
+    slow = pytest.mark.skip(reason=f"large case in the CPU interpreter: skipped under the {profile} profile on a CPU; "
+                                   "the GPU and nightly runs take it (or ACCVAL_HYPOTHESIS_PROFILE=nightly here)")
+    ci = profile is not None and skips_slow_cpu_cases(profile)
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -1,9 +1,12 @@
 """Hypothesis profiles shared by the root conftest and the pytest plugin.
 
-``ACCVAL_HYPOTHESIS_PROFILE`` (or ``HYPOTHESIS_PROFILE``) picks one: ``dev`` (default on a desktop),
-``ci`` (derandomized, bounded; default when ``CI`` is set), ``nightly`` (large; for the GPU box).
+``ACCVAL_HYPOTHESIS_PROFILE`` (or ``HYPOTHESIS_PROFILE``) picks one; by default the profile follows
+where the kernels run: ``cpu`` on a machine without a GPU (Triton's interpreter: few, bounded examples,
+large explicit cases skipped), ``gpu`` with one, ``ci`` when ``CI`` is set (derandomized, bounded).
+``nightly`` is large, for the GPU box; ``smoke`` is a quick look at a plugged implementation.
 ``max_m`` bounds the token count Hypothesis draws under each profile: the CPU interpreter costs
-~10 ms per token and head at BLOCK_TOKENS_M=1, the GPU nothing measurable.
+~10 ms per token and head at BLOCK_TOKENS_M=1, the GPU nothing measurable. ``skip_slow_cpu``: cases
+marked ``slow_cpu`` (explicit sizes that cost a minute in the interpreter) skip, saying so.
 """
 
 from __future__ import annotations
@@ -16,18 +19,21 @@ from hypothesis import HealthCheck, Phase, settings
 NO_SHRINK = "ACCVAL_HYPOTHESIS_NO_SHRINK"
 
 PROFILES = {
-    "dev": dict(max_examples=25, deadline=None, max_m=300),
-    "ci": dict(max_examples=30, deadline=None, derandomize=True, print_blob=True, max_m=260),
+    "cpu": dict(max_examples=10, deadline=None, derandomize=True, print_blob=True, max_m=200, skip_slow_cpu=True),
+    "gpu": dict(max_examples=60, deadline=None, max_m=4096),
+    "ci": dict(max_examples=30, deadline=None, derandomize=True, print_blob=True, max_m=260, skip_slow_cpu=True),
     "nightly": dict(max_examples=400, deadline=None, max_m=9000),
     # a quick look at a plugged implementation (CI runs each example producer under it)
-    "smoke": dict(max_examples=6, deadline=None, derandomize=True, print_blob=True, max_m=64),
+    "smoke": dict(max_examples=6, deadline=None, derandomize=True, print_blob=True, max_m=64, skip_slow_cpu=True),
 }
+#: PROFILES' keys that are accval's, not Hypothesis settings
+_OWN_KEYS = ("max_m", "skip_slow_cpu")
 
 
 def register_profiles() -> str:
     """Register all profiles and load the chosen one; returns its name."""
     for name, opts in PROFILES.items():
-        opts = {k: v for k, v in opts.items() if k != "max_m"}
+        opts = {k: v for k, v in opts.items() if k not in _OWN_KEYS}
         # parent: Hypothesis' own defaults, not whatever profile is loaded now (a no-shrink one, say).
         # function_scoped_fixture: the suite's function fixtures (accval_record, the implementations)
         # are meant to span a test's examples: the recorder sums them for the run's summary line.
@@ -50,7 +56,9 @@ def register_profiles() -> str:
 def active_profile() -> str:
     name = os.environ.get("ACCVAL_HYPOTHESIS_PROFILE") or os.environ.get("HYPOTHESIS_PROFILE")
     if not name:
-        name = "ci" if os.environ.get("CI") else "dev"
+        import torch
+
+        name = "ci" if os.environ.get("CI") else "gpu" if torch.cuda.is_available() else "cpu"
     if name not in PROFILES:
         raise ValueError(f"ACCVAL_HYPOTHESIS_PROFILE: expected one of {sorted(PROFILES)}, got {name!r}")
     return name
@@ -58,6 +66,10 @@ def active_profile() -> str:
 
 def max_m() -> int:
     return PROFILES[active_profile()]["max_m"]
+
+
+def skips_slow_cpu_cases(profile: str) -> bool:
+    return bool(PROFILES[profile].get("skip_slow_cpu"))
 
 
 def child_pytest_env(**overrides: str) -> dict[str, str]:
