@@ -389,6 +389,9 @@ def inv_rope_fp8_quant_op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cach
 @inv_rope_fp8_quant_op.register_fake
 def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
       is_neox, block_tokens_m):
+    # what the real op refuses, the fake refuses too (a meta or traced call must not pass what a real one fails)
+    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size, is_neox, block_tokens_m=block_tokens_m or None, check_positions=False)
     m = o.shape[0]
     k = heads_per_group * o.shape[2]
     fp8 = o.new_empty((n_groups, m, k), dtype=FP8_DTYPE)
