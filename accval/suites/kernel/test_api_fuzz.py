@@ -227,11 +227,16 @@ def _mutate_producer(draw, tensors: dict, params: dict, kwargs: dict, how: list,
     else:
         choices += ["type-n_groups", "type-rope_dim", "type-is_neox", "not-a-tensor", "type-check_positions", "block_tokens_m"]
     kind = draw(st.sampled_from(["none"] * len(choices) + choices))  # half the calls valid
+    if kind == "type-check_positions" and "block_tokens_m" not in kwargs:
+        kind = "none"  # o_a_proj has no check_positions parameter
     if kind == "none":
         return
     how.append(f"mutation:{kind}")
     o, pos, cache = tensors["o"], tensors["positions"], tensors["cos_sin_cache"]
-    if kind == "position-out-of-range" and pos.numel() and pos.device.type != "meta":
+    if kind == "position-out-of-range" and pos.numel() and pos.device.type != "meta" and (
+            pos.device.type == "cpu" or not raw_op and "block_tokens_m" in kwargs):
+        if pos.device.type == "cuda":  # unchecked on CUDA unless asked for (a host sync): ask
+            kwargs["check_positions"] = True
         bad = draw(st.sampled_from((-1, cache.shape[0], 2**31 - 1, 2**40)))
         if pos.dtype == torch.int32 and bad == 2**40:
             bad = -(2**31)
@@ -299,7 +304,7 @@ def _fp8_codes(draw, shape, gen, how: list, what: str) -> torch.Tensor:
     """Random finite e4m3fn codes, sometimes with NaN codes."""
     codes = torch.randint(0, 256, shape, generator=gen, dtype=torch.int32)
     codes = torch.where((codes == 0x7F) | (codes == 0xFF), codes - 1, codes).to(torch.uint8)
-    if codes.numel() and draw(st.integers(0, 5)) == 0:
+    if codes.numel() and draw(st.integers(0, 2)) == 0:
         how.append(f"{what}:nan-code")
         codes.view(-1)[int(torch.randint(0, codes.numel(), (1,), generator=gen))] = draw(st.sampled_from(FP8_NAN_CODES))
     return codes.view(FP8_DTYPE)
@@ -742,7 +747,7 @@ def check_long_context(producer, case: LongContextCase) -> None:
 _LONG_PINNED = LongContextCase(m=6, n_groups=2, heads_per_group=1, rope_dim=8, positions_dtype=torch.int32, seed=3)
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(case=long_context_cases())
 @example(case=_LONG_PINNED)
 @example(case=dataclasses.replace(_LONG_PINNED, positions_dtype=torch.int64, positions_stride=3, cache_3d=True, rope_dim=2,
@@ -755,21 +760,22 @@ def test_long_context_positions_match_reference(case):
 
 def test_long_context_property_catches_16_bit_positions():
     """A producer that keeps only the low 16 bits of each position (an int16 index, wrapped into the
-    cache) fails the long-context property, while positions below 4096 could not tell it apart."""
+    cache) fails the long-context property; the suite's positions below 4096 cannot tell it apart."""
 
     def narrowed(o, positions, cache, *args, **kwargs):
         wrapped = positions.to(torch.int16).to(torch.int64) & 0xFFFF
         return kernels.inv_rope_fp8_quant(o, wrapped.to(positions.dtype), cache, *args, **kwargs)
 
-    narrowed_ok = collections.Counter()
-    for case in (_LONG_PINNED, dataclasses.replace(_LONG_PINNED, m=1, near_end=False, seed=9)):
-        try:
-            check_long_context(narrowed, case)
-            narrowed_ok[case.seed] += 1
-        except AssertionError:
-            pass
-    assert narrowed_ok[_LONG_PINNED.seed] == 0, f"16-bit positions pass the long-context property at {_LONG_PINNED}"
-    assert LONG_CONTEXT - 1 > 2**16
+    narrowed.name = "int16-positions"
+    with pytest.raises(AssertionError, match="fp8 codes at long-context positions"):
+        check_long_context(narrowed, _LONG_PINNED)
+    # the control: below 2**16 the narrowed producer is exact, so only long positions expose it
+    case = ProducerCase(m=6, n_groups=2, heads_per_group=1, seed=3)
+    o, pos, cache = make_inputs(case, "cpu")
+    fp8, scale = narrowed(*case.args(o, pos, cache))
+    ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache))
+    assert_fp8_equal(fp8, ref_fp8, "int16-positions producer at positions < 4096", f"{case}")
+    assert LONG_CONTEXT - 1 >= 2**16, "the long-context positions must reach past 16 bits"
 
 
 def fuzz_tally(examples: int, device_type: str | None = None) -> dict:
