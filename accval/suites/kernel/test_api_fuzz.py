@@ -246,11 +246,11 @@ def _mutate_producer(draw, tensors: dict, params: dict, kwargs: dict, how: list,
     elif kind == "o-dtype":
         tensors["o"] = o.to(draw(st.sampled_from((torch.int32, torch.float64, FP8_DTYPE))))
     elif kind == "o-rank":
-        tensors["o"] = o.reshape(o.shape[0], -1) if draw(st.booleans()) else o.unsqueeze(0)
+        tensors["o"] = o.flatten(1) if draw(st.booleans()) else o.unsqueeze(0)
     elif kind == "positions-dtype":
         tensors["positions"] = pos.to(draw(st.sampled_from((torch.float32, torch.int16, torch.uint8, torch.bool))))
     elif kind == "positions-rank":
-        tensors["positions"] = pos.reshape(1, -1)
+        tensors["positions"] = pos.unsqueeze(0)
     elif kind == "positions-length":
         tensors["positions"] = torch.zeros(pos.shape[0] + 1, dtype=pos.dtype, device=pos.device)
     elif kind == "cache-dtype":
@@ -560,8 +560,9 @@ def _check_consumer(call: ApiCall, result, ctx: str) -> None:
     if a.device.type == "meta":
         assert (tuple(result.shape), result.dtype) == ((a.shape[0], a.shape[1], b.shape[1]), torch.bfloat16), ctx
         return
-    a_raw, s_raw = _raw_consumer_inputs(a.cpu(), a_scale.cpu())  # raises when the buffers are too small
-    args = (a_raw, s_raw, b.cpu(), b_scale.cpu())
+    # on the tensors' own storage (a copy to the CPU would keep only their elements); raises when too small
+    a_raw, s_raw = _raw_consumer_inputs(a, a_scale)
+    args = (a_raw.cpu(), s_raw.cpu(), b.cpu(), b_scale.cpu())
     ref = fp8_block_bmm_math_ref(*args)
     bound = BF16_HALF_ULP * ref.abs() + FP32_ACC_TOL * fp8_block_bmm_abs_ref(*args)
     _check_within(result, ref, bound, "consumer vs float64 math reference", ctx)
