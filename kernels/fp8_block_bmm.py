@@ -28,7 +28,8 @@ import triton.language as tl
 from . import _platform, provenance
 from .fp8_rounding import to_bf16
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
-from .validation import check_contiguous, check_int, check_same_device, check_shape, check_tensor
+from .validation import (check_apart, check_bool, check_contiguous, check_int, check_no_overlap, check_same_device,
+                         check_shape, check_storage_holds, check_tensor)
 
 BACKENDS = ("triton", "torch", "emulated")
 
@@ -212,10 +213,19 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
 
 
 def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) -> tuple[int, int, int, int]:
+    """Check every argument of the consumer; raise ValueError/TypeError saying what was expected.
+
+    Every backend reads ``a`` as dense ``[G, M, K]`` and ``a_scale`` as dense ``[G, K/128, pad4(M)]``
+    from their first element. ``check_contract=True`` demands exactly those layouts; ``False`` (the
+    raw consumer, as engines run it) trusts them, but still refuses buffers too small to hold what
+    would be read. ``out`` is written: its elements must not share memory with each other or with
+    the inputs.
+    """
     check_tensor("a", a, dtypes=(FP8_DTYPE,), ndim=3)
     check_tensor("b", b, dtypes=(FP8_DTYPE,), ndim=3)
     check_tensor("a_scale", a_scale, dtypes=(torch.float32,), ndim=3)
     check_tensor("b_scale", b_scale, dtypes=(torch.float32,), ndim=3)
+    check_bool("check_contract", check_contract)
     check_same_device(a=a, a_scale=a_scale, b=b, b_scale=b_scale)
     g, m, k = a.shape
     if k == 0 or k % QUANT_BLOCK:
@@ -228,17 +238,24 @@ def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) ->
     check_shape("b_scale", b_scale, (g, n // WEIGHT_BLOCK, k // WEIGHT_BLOCK))
     if a.stride(2) != 1 or b.stride(2) != 1 or b_scale.stride(2) != 1:
         raise ValueError(f"a, b, b_scale: expected a contiguous last dim, got strides {a.stride()}, {b.stride()}, {b_scale.stride()}")
+    kb = k // QUANT_BLOCK
     if check_contract:
         # The producer contract: the consumer computes these itself, so anything else is silent corruption.
-        check_shape("a_scale", a_scale, (g, k // QUANT_BLOCK, pad4(m)))
+        check_shape("a_scale", a_scale, (g, kb, pad4(m)))
         check_contiguous("a_scale", a_scale)
         check_contiguous("a", a)
-    elif a_scale.shape[0] != g or a_scale.shape[1] != k // QUANT_BLOCK:
-        raise ValueError(f"a_scale: expected [{g}, {k // QUANT_BLOCK}, >= {m}], got {tuple(a_scale.shape)}")
+    else:
+        if a_scale.shape[0] != g or a_scale.shape[1] != kb or a_scale.shape[2] < m:
+            raise ValueError(f"a_scale: expected [{g}, {kb}, >= {m}], got {tuple(a_scale.shape)}")
+        check_storage_holds("a", a, g * m * k, f"dense [{g}, {m}, {k}]")
+        if g * kb and m:
+            check_storage_holds("a_scale", a_scale, (g * kb - 1) * pad4(m) + m, f"[{g}, {kb}, pad4(M)={pad4(m)}] rows")
     if out is not None:
         check_tensor("out", out, dtypes=(torch.bfloat16,), ndim=3)
         check_shape("out", out, (g, m, n))
         check_same_device(a=a, out=out)
+        check_no_overlap("out", out)
+        check_apart("out", out, a=a, a_scale=a_scale, b=b, b_scale=b_scale)
     return g, m, n, k
 
 

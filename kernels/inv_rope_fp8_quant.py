@@ -26,7 +26,8 @@ import triton.language as tl
 from . import _platform, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
 from .fp8_rounding import round_through, to_fp8_e4m3
-from .validation import check_int, check_same_device, check_tensor, is_fake
+from .validation import (check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device,
+                         check_tensor)
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
@@ -254,10 +255,22 @@ class ProducerProblem:
         return (self.n_groups, self.k_blocks, pad4(self.m))
 
 
+#: The largest ``block_tokens_m`` accepted: 32x the largest any dispatch table uses. Where the
+#: interpreter runs a whole token block as one tile ``[BTM, D/128, 128]``, it must stay under Triton's
+#: 2**20-element tensor limit (D = 512: BTM <= 2048); larger blocks fail deep inside Triton.
+MAX_BLOCK_TOKENS_M = 1024
+
+
 def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                            quant_group_size=QUANT_BLOCK, is_neox=True, *, block_tokens_m=None,
                            check_positions=None) -> ProducerProblem:
-    """Check every argument of the producer; raise ValueError/TypeError saying what was expected."""
+    """Check every argument of the producer; raise ValueError/TypeError saying what was expected.
+
+    Positions outside ``[0, max_pos)`` make the kernel read outside the cos/sin cache (a crash, or
+    garbage). On the CPU they are always checked (cheap, and the interpreter would fault); on CUDA
+    the check costs a host sync per call, so it runs only with ``check_positions=True``.
+    ``positions`` may have any stride (the kernel reads it with its stride).
+    """
     check_tensor("o", o, dtypes=_TL_DTYPES, ndim=3)
     check_tensor("positions", positions, dtypes=(torch.int32, torch.int64), ndim=1)
     check_tensor("cos_sin_cache", cos_sin_cache, dtypes=(torch.float32,))
@@ -267,8 +280,8 @@ def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_grou
     nope = check_int("nope_dim", nope_dim, minimum=0)
     rope = check_int("rope_dim", rope_dim, minimum=2)
     check_int("quant_group_size", quant_group_size)
-    if not isinstance(is_neox, bool):
-        raise TypeError(f"is_neox: expected a bool, got {type(is_neox).__name__}")
+    check_bool("is_neox", is_neox)
+    check_optional_bool("check_positions", check_positions)
     if quant_group_size != QUANT_BLOCK:
         raise ValueError(f"quant_group_size: expected {QUANT_BLOCK} (1x128 blocks), got {quant_group_size}")
     m, heads, d = o.shape
@@ -300,14 +313,10 @@ def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_grou
         raise ValueError(f"cos_sin_cache: expected [max_pos, {rope}] or [max_pos, 2, {half}], got {tuple(cos_sin_cache.shape)}")
     if block_tokens_m is not None:
         check_int("block_tokens_m", block_tokens_m)
-        if block_tokens_m & (block_tokens_m - 1):
-            raise ValueError(f"block_tokens_m: expected a power of two, got {block_tokens_m}")
-    if check_positions is None:
-        check_positions = o.device.type == "cpu"  # on CUDA this would cost a host sync per call
-    if check_positions and m > 0 and not is_fake(positions) and positions.device.type != "meta":
-        lo, hi = int(positions.min()), int(positions.max())
-        if lo < 0 or hi >= cos_sin_cache.shape[0]:
-            raise ValueError(f"positions: expected values in [0, {cos_sin_cache.shape[0]}) (the cache's max_pos), got min {lo} max {hi}")
+        if block_tokens_m & (block_tokens_m - 1) or block_tokens_m > MAX_BLOCK_TOKENS_M:
+            raise ValueError(f"block_tokens_m: expected a power of two from 1 to {MAX_BLOCK_TOKENS_M}, got {block_tokens_m}")
+    if check_positions or o.device.type == "cpu":
+        check_positions_in_range(positions, cos_sin_cache.shape[0])
     return ProducerProblem(m, g, hpg, d, nope, rope, is_neox)
 
 
@@ -380,6 +389,9 @@ def inv_rope_fp8_quant_op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cach
 @inv_rope_fp8_quant_op.register_fake
 def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
       is_neox, block_tokens_m):
+    # what the real op refuses, the fake refuses too (a meta or traced call must not pass what a real one fails)
+    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size, is_neox, block_tokens_m=block_tokens_m or None, check_positions=False)
     m = o.shape[0]
     k = heads_per_group * o.shape[2]
     fp8 = o.new_empty((n_groups, m, k), dtype=FP8_DTYPE)

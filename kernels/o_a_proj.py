@@ -19,20 +19,25 @@ from __future__ import annotations
 import torch
 
 from . import provenance
-from .constants import FP8_DTYPE
+from .constants import FP8_DTYPE, WEIGHT_BLOCK
 from .fp8_block_bmm import fp8_block_bmm
 from .inv_rope_fp8_quant import inv_rope_fp8_quant, validate_producer_args
 from .reference import dequantize_weight, inv_rope_fp8_quant_ref, inverse_rope_
-from .validation import check_shape, check_tensor, contract_problems
+from .validation import check_bool, check_same_device, check_shape, check_tensor, contract_problems
 
 
-def _check_weight(w_fp8, w_scale, n_groups, k):
+def _check_weight(o, w_fp8, w_scale, n_groups, k):
+    """The FP8 weight both arms take: ``w_fp8 [G, R, K]`` with ``w_scale [G, R/128, K/128]``, R = o_lora_rank
+    a positive multiple of 128 (one weight scale per 128x128 block), on ``o``'s device."""
     check_tensor("w_fp8", w_fp8, dtypes=(FP8_DTYPE,), ndim=3)
     check_tensor("w_scale", w_scale, dtypes=(torch.float32,), ndim=3)
+    check_same_device(o=o, w_fp8=w_fp8, w_scale=w_scale)
     if w_fp8.shape[0] != n_groups or w_fp8.shape[2] != k:
         raise ValueError(f"w_fp8: expected [{n_groups}, R, {k}] (groups x o_lora_rank x hpg*D), got {tuple(w_fp8.shape)}")
     r = w_fp8.shape[1]
-    check_shape("w_scale", w_scale, (n_groups, r // 128, k // 128))
+    if r == 0 or r % WEIGHT_BLOCK:
+        raise ValueError(f"w_fp8: expected R (o_lora_rank) a positive multiple of {WEIGHT_BLOCK}, got shape {tuple(w_fp8.shape)}")
+    check_shape("w_scale", w_scale, (n_groups, r // WEIGHT_BLOCK, k // WEIGHT_BLOCK))
     return r
 
 
@@ -48,16 +53,16 @@ def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups
     GEMM computes (fp32 accumulation, one rounding), up to the fp32 summation order. CPUs without
     bf16 units run it ~10x faster; provenance records the mode ``torch-<device> fp32-matmul``.
     """
-    if not isinstance(fp32_matmul, bool):
-        raise TypeError(f"fp32_matmul: expected a bool, got {type(fp32_matmul).__name__}")
+    check_bool("fp32_matmul", fp32_matmul)
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
-    r = _check_weight(w_fp8, w_scale, n_groups, p.k)
+    r = _check_weight(o, w_fp8, w_scale, n_groups, p.k)
     if w_bf16 is None:
         w = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)  # [G, R, K]
     else:
         check_tensor("w_bf16", w_bf16, dtypes=(torch.bfloat16, torch.float32) if fp32_matmul else (torch.bfloat16,),
                      ndim=3)
         check_shape("w_bf16", w_bf16, tuple(w_fp8.shape))
+        check_same_device(o=o, w_bf16=w_bf16)
         w = w_bf16
     x = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).to(torch.bfloat16)
     out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
@@ -91,16 +96,15 @@ def o_a_proj_fp8_chain(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, he
     the contract; False runs the consumer as engines do, trusting the producer's layout.
     ``inspect(fp8, scale)`` is called between the two (the A/B counts contract violations there).
     """
-    if backend not in CHAIN_BACKENDS:
+    if not isinstance(backend, str) or backend not in CHAIN_BACKENDS:
         raise ValueError(f"backend: expected one of {sorted(CHAIN_BACKENDS)}, got {backend!r}")
-    if not isinstance(check_contract, bool):
-        raise TypeError(f"check_contract: expected a bool, got {type(check_contract).__name__}")
+    check_bool("check_contract", check_contract)
     for name, fn in (("producer", producer), ("consumer", consumer), ("inspect", inspect)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{name}: expected a callable or None, got {type(fn).__name__}")
     produce, consumer_backend = CHAIN_BACKENDS[backend]
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
-    r = _check_weight(w_fp8, w_scale, n_groups, p.k)
+    r = _check_weight(o, w_fp8, w_scale, n_groups, p.k)
     fp8, scale = (producer or produce)(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                        is_neox=is_neox)
     if inspect is not None:

@@ -71,3 +71,89 @@ def contract_problems(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: 
     elif m < pad4(m) and not bool((scale[:, :, m:] == 0).all()):
         problems.append(f"scale: rows {m}..{pad4(m) - 1} are not zero")
     return problems
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` must be a real bool: ``"yes"``, ``1`` or a tensor would be truthy and pass silently."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_optional_bool(name: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool or None, got {type(value).__name__} {value!r}")
+    return value
+
+
+def overlap_problem(t: torch.Tensor) -> str | None:
+    """Why two elements of ``t`` may share memory, or None when they cannot.
+
+    A dim of size > 1 with stride 0 (an ``expand``) is one reason. Otherwise the dims of size > 1,
+    sorted by stride, must each step over everything the smaller ones span (stride >= their extent):
+    what every dense, sliced, transposed or permuted view satisfies. A few exotic views that
+    interleave without overlapping fail it too; they are refused rather than guessed at.
+    """
+    if t.numel() == 0:
+        return None
+    dims = sorted((stride, size) for stride, size in zip(t.stride(), t.shape) if size > 1)
+    extent = 1  # elements spanned by the dims seen so far: highest offset + 1
+    for stride, size in dims:
+        if stride == 0:
+            return f"a dim of size {size} has stride 0 (an expanded view)"
+        if stride < extent:
+            return f"stride {stride} is less than the {extent} elements the smaller dims span (an overlapping view)"
+        extent += stride * (size - 1)
+    return None
+
+
+def check_no_overlap(name: str, t: torch.Tensor) -> None:
+    """A tensor a kernel writes: each element its own memory, or the writes race and results go silently wrong."""
+    why = overlap_problem(t)
+    if why is not None:
+        raise ValueError(f"{name}: expected a tensor whose elements do not share memory, got shape {tuple(t.shape)} "
+                         f"with strides {t.stride()}: {why}")
+
+
+def _byte_span(t: torch.Tensor) -> tuple[int, int]:
+    """[first, last) byte of ``t``'s elements inside its storage."""
+    if t.numel() == 0:
+        return (0, 0)
+    last = sum(stride * (size - 1) for stride, size in zip(t.stride(), t.shape))
+    first = t.storage_offset() * t.element_size()
+    return first, first + (last + 1) * t.element_size()
+
+
+def check_apart(name: str, t: torch.Tensor, **inputs: torch.Tensor) -> None:
+    """``t`` (an output) shares no byte with any of ``inputs``: a kernel reading what it overwrites is a race."""
+    if t.numel() == 0 or t.device.type == "meta" or is_fake(t):
+        return
+    lo, hi = _byte_span(t)
+    for other_name, x in inputs.items():
+        if x.numel() == 0 or x.untyped_storage().data_ptr() != t.untyped_storage().data_ptr():
+            continue
+        xlo, xhi = _byte_span(x)
+        if lo < xhi and xlo < hi:
+            raise ValueError(f"{name}: expected memory apart from the inputs, got bytes [{lo}, {hi}) of the storage that "
+                             f"{other_name} reads at [{xlo}, {xhi})")
+
+
+def check_storage_holds(name: str, t: torch.Tensor, elements: int, layout: str) -> None:
+    """A raw kernel reads ``elements`` consecutive elements from ``t``'s first one, whatever its strides:
+    they must lie inside ``t``'s storage, or the kernel reads (or faults on) memory it does not own."""
+    if elements == 0 or t.device.type == "meta" or is_fake(t):
+        return
+    available = t.untyped_storage().nbytes() // t.element_size() - t.storage_offset()
+    if available < elements:
+        raise ValueError(f"{name}: expected storage for {elements} elements from its first ({layout}), got {available} "
+                         f"(shape {tuple(t.shape)}, strides {t.stride()})")
+
+
+def check_positions_in_range(positions: torch.Tensor, max_pos: int) -> None:
+    """Every position indexes a row of the cos/sin cache: ``0 <= p < max_pos``. Reads the values (a host
+    sync on CUDA); skipped for meta and fake tensors, which hold none."""
+    if positions.numel() == 0 or positions.device.type == "meta" or is_fake(positions):
+        return
+    lo, hi = int(positions.min()), int(positions.max())
+    if lo < 0 or hi >= max_pos:
+        raise ValueError(f"positions: expected values in [0, {max_pos}) (the cos/sin cache's max_pos), got min {lo} max {hi}")

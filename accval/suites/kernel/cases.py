@@ -88,14 +88,8 @@ def make_inputs(case: ProducerCase, device) -> tuple[torch.Tensor, torch.Tensor,
     storage[:, : case.heads * (case.head_dim + case.head_pad)] = base.reshape(case.m, -1)
     o = storage.to(case.dtype).to(device)
     o = o.as_strided((case.m, case.heads, case.head_dim), (o.stride(0), case.head_dim + case.head_pad, 1))
-    positions = torch.randint(0, MAX_POS, (case.m,), generator=gen).to(case.positions_dtype).to(device)
-    half = case.rope_dim // 2
-    inv_freq = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float64) / half))
-    angles = torch.arange(MAX_POS, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    cache = torch.cat([angles.cos(), angles.sin()], dim=-1).float()
-    if case.cache_3d:
-        cache = cache.reshape(MAX_POS, 2, half)
-    return o, positions, cache.to(device)
+    positions, cache = positions_and_cache(case, gen, device)
+    return o, positions, cache
 
 
 @st.composite
@@ -128,3 +122,124 @@ def producer_cases(draw, *, max_tokens: int | None = None) -> ProducerCase:
 def random_weight(n_groups: int, n: int, k: int, seed: int, device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(n_groups, n, k, generator=gen) * 0.05).to(device)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Positions and cos/sin caches, up to DeepSeek-V4's context of 2**20 tokens.
+
+#: DeepSeek-V4 serves contexts up to this many tokens: positions run to LONG_CONTEXT - 1.
+LONG_CONTEXT = 2**20
+
+
+def rope_inv_freq(rope_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Plain RoPE frequencies ``base ** (-2i / rope_dim)``, float64."""
+    half = rope_dim // 2
+    return 1.0 / (base ** (torch.arange(half, dtype=torch.float64) / half))
+
+
+@dataclasses.dataclass(frozen=True)
+class YarnScaling:
+    """YaRN context extension (Peng et al. 2023) as DeepSeek-V3/V4 configure it: frequencies below
+    ``beta_slow`` rotations over the original context are interpolated by ``factor``, those above
+    ``beta_fast`` kept, a linear ramp between; cos and sin are multiplied by ``0.1 ln(factor) + 1``.
+    The defaults stretch a 65536-token original context by 16 to 2**20 tokens."""
+
+    factor: float = 16.0
+    original_max_pos: int = LONG_CONTEXT // 16
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+    base: float = 10000.0
+
+    def _dim_for(self, rotations: float, rope_dim: int) -> float:
+        """The frequency index whose wavelength fits ``rotations`` times into the original context."""
+        import math
+
+        return rope_dim * math.log(self.original_max_pos / (rotations * 2 * math.pi)) / (2 * math.log(self.base))
+
+    def inv_freq(self, rope_dim: int) -> torch.Tensor:
+        half = rope_dim // 2
+        extrapolated = rope_inv_freq(rope_dim, self.base)
+        interpolated = extrapolated / self.factor
+        low = max(0.0, float(int(self._dim_for(self.beta_fast, rope_dim))))
+        high = min(half - 1.0, float(-int(-self._dim_for(self.beta_slow, rope_dim))))
+        ramp = ((torch.arange(half, dtype=torch.float64) - low) / max(high - low, 1e-3)).clamp(0, 1)
+        keep = 1.0 - ramp  # 1: keep the original frequency (high frequencies), 0: interpolate
+        return interpolated * (1 - keep) + extrapolated * keep
+
+    def mscale(self) -> float:
+        import math
+
+        return 0.1 * math.log(self.factor) + 1.0 if self.factor > 1 else 1.0
+
+
+def cos_sin_cache(max_pos: int, rope_dim: int, *, yarn: YarnScaling | None = None, cache_3d: bool = False) -> torch.Tensor:
+    """fp32 ``[max_pos, rope_dim]`` (cos half, then sin half) or ``[max_pos, 2, rope_dim/2]``, on the CPU.
+
+    Every row is built: the kernel indexes the cache by position, so a cache of only the rows a test
+    draws would not be the tensor a model passes."""
+    inv_freq = rope_inv_freq(rope_dim) if yarn is None else yarn.inv_freq(rope_dim)
+    mscale = 1.0 if yarn is None else yarn.mscale()
+    angles = torch.arange(max_pos, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    cache = torch.cat([angles.cos() * mscale, angles.sin() * mscale], dim=-1).float()
+    return cache.reshape(max_pos, 2, rope_dim // 2) if cache_3d else cache
+
+
+_LONG_CACHES: dict[int, torch.Tensor] = {}
+#: rope dims of the long-context cases: the cache of 2**20 rows is 8 MB at 2 and 32 MB at 8, built once
+#: per process in ~0.4 s and ~1.6 s (float64 angles, 2-core EPYC); 16 would take 64 MB and ~3.2 s.
+LONG_CONTEXT_ROPE_DIMS = (2, 8)
+
+
+def long_context_cache(rope_dim: int, cache_3d: bool) -> torch.Tensor:
+    """The YaRN cache for all :data:`LONG_CONTEXT` positions, built once per process (the 3-D layout is a
+    view of the same rows)."""
+    if rope_dim not in LONG_CONTEXT_ROPE_DIMS:
+        raise ValueError(f"rope_dim: expected one of {LONG_CONTEXT_ROPE_DIMS} for a {LONG_CONTEXT}-row cache on the CPU, "
+                         f"got {rope_dim}")
+    if rope_dim not in _LONG_CACHES:
+        _LONG_CACHES[rope_dim] = cos_sin_cache(LONG_CONTEXT, rope_dim, yarn=YarnScaling())
+    cache = _LONG_CACHES[rope_dim]
+    return cache.view(LONG_CONTEXT, 2, rope_dim // 2) if cache_3d else cache
+
+
+@dataclasses.dataclass(frozen=True)
+class LongContextCase(ProducerCase):
+    """A producer call at DeepSeek-V4's context length: positions up to 2**20 - 1 into a YaRN cache of
+    all 2**20 rows, ``positions`` possibly a strided view (``positions_stride`` elements apart)."""
+
+    rope_dim: int = 8
+    positions_stride: int = 1
+    near_end: bool = True  # draw positions from the last 2**17 (above every 16-bit value), else anywhere
+
+
+def positions_and_cache(case: ProducerCase, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions (drawn with ``gen``) and the cos/sin cache of ``case``.
+
+    A :class:`ProducerCase` gets positions below :data:`MAX_POS` and a plain RoPE cache; a
+    :class:`LongContextCase` positions below 2**20 (biased to the top, past every 16-bit value) into the
+    shared YaRN cache, as a view ``positions_stride`` apart whose skipped elements are valid positions
+    too (a kernel that ignores the stride reads wrong rows, never outside the cache)."""
+    if not isinstance(case, LongContextCase):
+        positions = torch.randint(0, MAX_POS, (case.m,), generator=gen).to(case.positions_dtype).to(device)
+        return positions, cos_sin_cache(MAX_POS, case.rope_dim, cache_3d=case.cache_3d).to(device)
+    lo = LONG_CONTEXT - 2**17 if case.near_end else 0
+    flat = torch.randint(lo, LONG_CONTEXT, (max(case.m, 1) * case.positions_stride,), generator=gen)
+    if case.m:
+        flat[0] = LONG_CONTEXT - 1  # the last row of the cache
+    positions = flat.to(case.positions_dtype).to(device)[:: case.positions_stride][: case.m]
+    return positions, long_context_cache(case.rope_dim, case.cache_3d).to(device)
+
+
+@st.composite
+def long_context_cases(draw) -> LongContextCase:
+    """Producer calls with positions up to 2**20 - 1 (int32 and int64, contiguous or strided) into a
+    YaRN-scaled cache of 2**20 rows (:data:`LONG_CONTEXT_ROPE_DIMS` keep it at 8-32 MB)."""
+    rope_dim = draw(st.sampled_from(LONG_CONTEXT_ROPE_DIMS))
+    return LongContextCase(
+        m=draw(st.integers(1, 12)), n_groups=draw(st.integers(1, 2)), heads_per_group=draw(st.integers(1, 2)),
+        head_dim=128, rope_dim=rope_dim, is_neox=draw(st.booleans()),
+        dtype=draw(st.sampled_from((torch.bfloat16, torch.float16, torch.float32))),
+        positions_dtype=draw(st.sampled_from((torch.int32, torch.int64))), cache_3d=draw(st.booleans()),
+        positions_stride=draw(st.sampled_from((1, 1, 2, 3))), near_end=draw(st.booleans()),
+        block_tokens_m=draw(st.sampled_from((None, 1, 4, 16))), seed=draw(st.integers(0, 2**31 - 1)),
+    )

@@ -42,6 +42,11 @@ PRODUCER_BAD = [
     ("device", lambda g: dict(positions=g["positions"].to("meta")), ValueError, "one device"),
     ("quant-group", lambda g: dict(quant_group_size=64), ValueError, "quant_group_size"),
     ("btm-not-pow2", lambda g: dict(block_tokens_m=3), ValueError, "power of two"),
+    # 16384 tokens per program failed inside Triton's interpreter (a tile over its 2**20-element limit)
+    ("btm-16384", lambda g: dict(block_tokens_m=16384), ValueError, "power of two from 1 to 1024, got 16384"),
+    ("btm-2048", lambda g: dict(block_tokens_m=2048), ValueError, "from 1 to 1024"),
+    ("check-positions-type", lambda g: dict(check_positions="yes"), TypeError, "check_positions: expected a bool or None"),
+    ("positions-2**40", lambda g: dict(positions=g["positions"].clone().fill_(2**40)), ValueError, "max_pos"),
     ("groups-type", lambda g: dict(n_groups=2.0), TypeError, "n_groups"),
     ("is-neox-type", lambda g: dict(is_neox="yes"), TypeError, "is_neox"),
     ("o-not-tensor", lambda g: dict(o=[[1.0]]), TypeError, "torch.Tensor"),
@@ -73,6 +78,20 @@ CONSUMER_BAD = [
     ("b-scale", lambda c: dict(b_scale=torch.zeros(2, 1, 1, device=c["a"].device)), ValueError, "b_scale"),
     ("out-dtype", lambda c: dict(out=torch.zeros(2, 6, 128, device=c["a"].device)), TypeError, "out"),
     ("out-shape", lambda c: dict(out=torch.zeros(2, 6, 64, dtype=torch.bfloat16, device=c["a"].device)), ValueError, "out"),
+    # the Triton consumer wrote both groups into one expanded buffer and returned without a word
+    ("out-expanded", lambda c: dict(out=torch.zeros(1, 6, 128, dtype=torch.bfloat16, device=c["a"].device).expand(2, 6, 128)),
+     ValueError, "out: expected a tensor whose elements do not share memory.*stride 0"),
+    ("out-overlapping", lambda c: dict(out=torch.zeros(2 * 6 * 128, dtype=torch.bfloat16, device=c["a"].device)
+                                       .as_strided((2, 6, 128), (768, 64, 1))), ValueError, "overlapping view"),
+    ("check-contract-str", lambda c: dict(check_contract="yes"), TypeError, "check_contract: expected a bool, got str"),
+    ("check-contract-int", lambda c: dict(check_contract=1), TypeError, "check_contract: expected a bool, got int"),
+    # under check_contract=False the kernel reads pad4(M) rows per block: a shorter buffer was read past its end
+    ("raw-scale-short", lambda c: dict(a_scale=torch.zeros(2, 2, 5, device=c["a"].device), check_contract=False),
+     ValueError, r"a_scale: expected \[2, 2, >= 6\], got \(2, 2, 5\)"),
+    ("raw-scale-expanded", lambda c: dict(a_scale=torch.zeros(1, 2, 8, device=c["a"].device).expand(2, 2, 8), check_contract=False),
+     ValueError, "a_scale: expected storage for 30 elements"),
+    ("raw-a-expanded", lambda c: dict(a=torch.zeros(1, 6, 256, device=c["a"].device).to(FP8_DTYPE).expand(2, 6, 256),
+                                      check_contract=False), ValueError, "a: expected storage for 3072 elements"),
 ]
 
 
@@ -82,6 +101,89 @@ def test_consumer_rejects_bad_input(device, override, exc, match):
     kw.update(override(kw))
     with pytest.raises(exc, match=match):
         kernels.fp8_block_bmm(kw.pop("a"), kw.pop("a_scale"), kw.pop("b"), kw.pop("b_scale"), **kw)
+
+
+def test_out_aliasing_an_input_is_refused(device):
+    """``out`` sharing bytes with ``a_scale`` (a float32 view of out's storage): the kernel would read
+    scales it is overwriting."""
+    c = _consumer_good(device)
+    out = torch.zeros(2, 6, 128, dtype=torch.bfloat16, device=device)
+    a_scale = out.view(-1).view(torch.float32)[: 2 * 2 * 8].view(2, 2, 8)
+    with pytest.raises(ValueError, match="out: expected memory apart from the inputs.*a_scale"):
+        kernels.fp8_block_bmm(c["a"], a_scale, c["b"], c["b_scale"], out=out)
+
+
+def test_raw_producer_op_checks_positions_on_cpu():
+    """The raw op ``torch.ops.accval.inv_rope_fp8_quant`` with a position of 2**40 segfaulted (rc 139):
+    on the CPU it checks positions itself, whatever ``check_positions`` the public function got."""
+    kw = _good("cpu")
+    positions = kw["positions"].clone()
+    positions[2] = 2**40
+    with pytest.raises(ValueError, match=r"positions: expected values in \[0, 4096\).*max 1099511627776"):
+        torch.ops.accval.inv_rope_fp8_quant(kw["o"], positions, kw["cos_sin_cache"], 2, 2, 64, 64, 128, True, 0)
+    with pytest.raises(ValueError, match="positions: expected values in"):
+        kernels.inv_rope_fp8_quant(kw["o"], positions, kw["cos_sin_cache"], 2, 2, 64, 64, check_positions=False)
+
+
+def test_raw_producer_op_fake_validates():
+    """On meta tensors the op runs its fake, which refuses what the real op refuses."""
+    kw = _good("cpu")
+    meta = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    with pytest.raises(ValueError, match="cos_sin_cache: expected"):
+        torch.ops.accval.inv_rope_fp8_quant(meta["o"], meta["positions"], meta["cos_sin_cache"][:, :32], 2, 2, 64, 64,
+                                            128, True, 0)
+
+
+def test_strided_positions_are_accepted(device):
+    """A non-contiguous ``positions`` view is valid input (the kernel reads it with its stride)."""
+    kw = _good(device)
+    wide = torch.stack([kw["positions"], kw["positions"].flip(0)], dim=1)  # [M, 2]: column 0 has stride 2
+    fp8, scale = kernels.inv_rope_fp8_quant_ref(kw["o"], wide[:, 0], kw["cos_sin_cache"], 2, 2, 64, 64)
+    assert fp8.shape == (2, 5, 256) and scale.shape == (2, 2, 8)
+
+
+def _weights(r, device="cpu", k=256):
+    w_fp8 = torch.zeros(2, r, k, device=device).to(FP8_DTYPE)
+    return w_fp8, torch.ones(2, r // 128, k // 128, device=device)
+
+
+@pytest.mark.parametrize("arm", ["fallback", "chain"])
+@pytest.mark.parametrize("make, exc, match", [
+    # R = 100 failed inside torch (a shape mismatch in the dequantization); R = 0 returned an empty result
+    pytest.param(lambda: (torch.zeros(2, 100, 256).to(FP8_DTYPE), torch.ones(2, 0, 2)), ValueError,
+                 r"w_fp8: expected R \(o_lora_rank\) a positive multiple of 128, got shape \(2, 100, 256\)", id="R100"),
+    pytest.param(lambda: (torch.zeros(2, 0, 256).to(FP8_DTYPE), torch.ones(2, 0, 2)), ValueError,
+                 "positive multiple of 128, got shape \\(2, 0, 256\\)", id="R0"),
+    pytest.param(lambda: tuple(t.to("meta") for t in _weights(128)), ValueError, "expected all tensors on one device", id="w-meta"),
+    pytest.param(lambda: (_weights(128)[0], _weights(128)[1][:, :, :1]), ValueError, "w_scale: expected shape", id="w-scale"),
+])
+def test_o_a_proj_rejects_bad_weights(arm, make, exc, match):
+    kw = _good("cpu")
+    w_fp8, w_scale = make()
+    fn = kernels.o_a_proj_bf16_fallback if arm == "fallback" else kernels.o_a_proj_fp8_chain
+    with pytest.raises(exc, match=match):
+        fn(kw["o"], kw["positions"], kw["cos_sin_cache"], w_fp8, w_scale, 2, 2, 64, 64)
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(check_contract="yes"), TypeError, "check_contract: expected a bool, got str"),
+    (dict(backend=["triton"]), ValueError, "backend: expected one of"),
+])
+def test_chain_rejects_bad_options(kw, exc, match):
+    """Checked before any kernel runs (``check_contract="yes"`` failed inside the op's schema check)."""
+    good = _good("cpu")
+    w_fp8, w_scale = _weights(128)
+    with pytest.raises(exc, match=match):
+        kernels.o_a_proj_fp8_chain(good["o"], good["positions"], good["cos_sin_cache"], w_fp8, w_scale, 2, 2, 64, 64, **kw)
+
+
+def test_fallback_on_meta_tensors_answers_shapes():
+    """Arm A on meta tensors computes shapes only, as torch does: ``[M, G, R]`` bf16."""
+    kw = _good("cpu")
+    w_fp8, w_scale = _weights(128)
+    out = kernels.o_a_proj_bf16_fallback(*(t.to("meta") for t in (kw["o"], kw["positions"], kw["cos_sin_cache"], w_fp8, w_scale)),
+                                         2, 2, 64, 64)
+    assert (out.device.type, tuple(out.shape), out.dtype) == ("meta", (5, 2, 128), torch.bfloat16)
 
 
 @pytest.mark.parametrize("w,exc", [(torch.zeros(2, 100, 256), ValueError), (torch.zeros(128, 128), ValueError),
