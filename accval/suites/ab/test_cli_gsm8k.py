@@ -39,7 +39,7 @@ def test_clean_ab_exits_0_with_a_complete_report(clean_run, capsys):
     assert rep["mode"]["processes"] == (ab.auto_ranks("dep8", "cpu") or 1)  # --ranks auto, the default
     # on a CPU (--matmul auto = fp32) arm A's bf16 bmm runs as an fp32 bmm rounded to bf16, and says so
     assert rep["arms"]["A"]["site"]["ran"] == {"o_a_proj:bf16-fallback fp32-matmul": rep["arms"]["A"]["site"]["calls"]}
-    assert set(rep["arms"]["B"]["site"]["ran"]) == {"producer:torch-reference", "consumer:emulated"}
+    assert set(rep["arms"]["B"]["site"]["ran"]) == {"producer:torch-reference", "consumer:emulated", "o_a_proj:fp8-chain"}
     for key in ("accval", "lm_eval", "torch", "transformers"):
         assert rep["versions"][key]
     assert rep["task"]["data"]["test"] and rep["model"]["weights_sha256"]

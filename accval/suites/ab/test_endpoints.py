@@ -50,7 +50,7 @@ def test_endpoint_ab_equals_in_process_ab(tmp_path):
                    "--endpoint-a", servers[0][1], "--endpoint-b", servers[1][1]])
         assert rc == 0
         site = json.loads(urllib.request.urlopen(servers[1][1] + "/health", timeout=10).read())["site"]
-        assert set(site["ran"]) == {"producer:torch-reference", "consumer:emulated"}, site
+        assert set(site["ran"]) == {"producer:torch-reference", "consumer:emulated", "o_a_proj:fp8-chain"}, site
     finally:
         for proc, _ in servers:
             proc.terminate()
