@@ -248,8 +248,9 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
              ha="right", color="white", bbox={"facecolor": colour, "edgecolor": "none", "pad": 4})
     fig.text(0.01, 0.905, f"{_device(rep['device'])} · {rep['mode']['execution']} · {_when(rep['created'])}",
              fontsize=9.5, va="top")
-    fig.text(0.01, 0.865, f"A: {arms['A']['implementation']}    B: {arms['B']['implementation']}", fontsize=9.5,
-             va="top", family="monospace")
+    fig.text(0.01, 0.865, textwrap.shorten(f"A: {arms['A']['implementation']}    B: {arms['B']['implementation']}", 150,
+                                           placeholder=" ... (report.md has it all)"), fontsize=9.5, va="top",
+             family="monospace")
 
     # the paired deltas against zero and the MDE band, the primary filter on top
     ax = fig.add_subplot(grid[:, 0])
@@ -283,7 +284,7 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
     tx = fig.add_subplot(grid[1, 1])
     tx.axis("off")
     lines = ["Agreement of B with A (teacher-forced on the gold answers):"]
-    lines += [textwrap.fill(("" if ok is None else "[ok] " if ok else "[FAIL] ") + t, 76, initial_indent="  ",
+    lines += [textwrap.fill(("" if ok is None else "[ok] " if ok else "[FAIL] ") + t, 70, initial_indent="  ",
                             subsequent_indent="    ") for t, ok in _agreement_lines(rep)]
     lines.append(f"Discordant questions ({PRIMARY_FILTER}):")
     if listed is None:
@@ -294,7 +295,7 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
         if qs:
             shown = ", ".join(f"q{q['doc_id']} (gold {q['gold']}, {other} {q[other]})" for q in qs[:DISCORDANT_LISTED])
             more = f" and {len(qs) - DISCORDANT_LISTED} more" if len(qs) > DISCORDANT_LISTED else ""
-            lines.append(textwrap.fill(f"{title}: {shown}{more}", 76, initial_indent="  ", subsequent_indent="    "))
+            lines.append(textwrap.fill(f"{title}: {shown}{more}", 70, initial_indent="  ", subsequent_indent="    "))
     tx.text(0, 1, "\n".join(lines), fontsize=8.5, va="top", transform=tx.transAxes, linespacing=1.45)
 
     notes = [f"- {r}" for r in rep["verdict"]["reasons"]]
