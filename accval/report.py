@@ -102,6 +102,9 @@ PRIMARY_FILTER = "strict-match"
 #: Discordant questions listed by id on the figure, per direction (the rest are counted, not listed).
 DISCORDANT_LISTED = 6
 
+#: The figure's line naming what each arm ran is cut to this many characters (its width in monospace).
+ARMS_LINE_CHARS = 136
+
 #: Colours of the verdict on the figure.
 _VERDICT_COLOUR = {True: "#b2182b", False: "#1a7837"}
 
@@ -183,22 +186,19 @@ def _agreement_lines(rep: dict) -> list[tuple[str, bool | None]]:
     return lines
 
 
-def _correct(arm: dict, f: str) -> int:
-    m = arm["metrics"][f]
-    return int(m["correct"]) if "correct" in m else round(m["accuracy"] * m["n"])
-
-
 def _contingency(ax, rep: dict, f: str, colour: str) -> None:
     """McNemar's 2x2 table of one filter: both right, A only, B only, both wrong."""
+    from matplotlib.patches import Rectangle
+
     p, n = rep["paired"][f], rep["task"]["questions"]
-    both = _correct(rep["arms"]["A"], f) - p["a_only"]
+    both = rep["arms"]["A"]["metrics"][f]["correct"] - p["a_only"]
     cells = {(0, 0): both, (0, 1): p["a_only"], (1, 0): p["b_only"], (1, 1): n - both - p["a_only"] - p["b_only"]}
     for (r, c), count in cells.items():
-        discordant = r != c
-        ax.add_patch(matplotlib_patches().Rectangle((c, 1 - r), 1, 1, facecolor="#fde0dd" if discordant and count else
-                                                    "#f7f7f7", edgecolor="grey"))
+        off_diagonal = r != c
+        ax.add_patch(Rectangle((c, 1 - r), 1, 1, facecolor="#fde0dd" if off_diagonal and count else "#f7f7f7",
+                               edgecolor="grey"))
         ax.text(c + 0.5, 1.5 - r, str(count), ha="center", va="center", fontsize=13,
-                weight="bold" if discordant else "normal", color=colour if discordant and count else "black")
+                weight="bold" if off_diagonal else "normal", color=colour if off_diagonal and count else "black")
     ax.set_xlim(0, 2)
     ax.set_ylim(0, 2)
     ax.set_xticks([0.5, 1.5], ["B right", "B wrong"], fontsize=9)
@@ -208,12 +208,6 @@ def _contingency(ax, rep: dict, f: str, colour: str) -> None:
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title(f"questions, {f} (discordant: McNemar p {p['mcnemar_p']:.2g})", fontsize=9.5, pad=22)
-
-
-def matplotlib_patches():
-    import matplotlib.patches
-
-    return matplotlib.patches
 
 
 def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
@@ -238,7 +232,7 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
     colour = _VERDICT_COLOUR[regression]
     arms = rep["arms"]
     fig = plt.figure(figsize=(12, 6.4))
-    grid = fig.add_gridspec(2, 2, width_ratios=(1.3, 1), height_ratios=(1, 1.05), left=0.115, right=0.985, top=0.77,
+    grid = fig.add_gridspec(2, 2, width_ratios=(1.3, 1), height_ratios=(1, 1.05), left=0.115, right=0.985, top=0.75,
                             bottom=0.2, wspace=0.17, hspace=0.3)
 
     # header: the verdict and what ran
@@ -248,9 +242,10 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
              ha="right", color="white", bbox={"facecolor": colour, "edgecolor": "none", "pad": 4})
     fig.text(0.01, 0.905, f"{_device(rep['device'])} · {rep['mode']['execution']} · {_when(rep['created'])}",
              fontsize=9.5, va="top")
-    fig.text(0.01, 0.865, textwrap.shorten(f"A: {arms['A']['implementation']}    B: {arms['B']['implementation']}", 150,
-                                           placeholder=" ... (report.md has it all)"), fontsize=9.5, va="top",
-             family="monospace")
+    ran = f"A: {arms['A']['implementation']}    B: {arms['B']['implementation']}"
+    if len(ran) > ARMS_LINE_CHARS:
+        ran = ran[:ARMS_LINE_CHARS - 30] + " ... (report.md has it all)"
+    fig.text(0.01, 0.865, ran, fontsize=9.5, va="top", family="monospace")
 
     # the paired deltas against zero and the MDE band, the primary filter on top
     ax = fig.add_subplot(grid[:, 0])
