@@ -88,9 +88,17 @@ def _cmd_serve(args) -> int:
 def _cmd_report(args) -> int:
     from . import report
 
+    if args.label and len(args.label) != len(args.paths):
+        raise ValueError(f"--label: expected one per report path ({len(args.paths)}), got {len(args.label)}")
     reps = [report.load(p) for p in args.paths]
-    print(report.to_markdown(reps[0]) if len(reps) == 1 else report.compare(reps))
+    print(report.to_markdown(reps[0]) if len(reps) == 1 else report.compare(reps, args.label or args.paths))
     return 1 if any(r["verdict"]["regression"] for r in reps) and args.fail_on_regression else 0
+
+
+def _cmd_results(args) -> int:
+    from . import results
+
+    return results.main(Path(args.reports), Path(args.out), check=args.check)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,7 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="print a gsm8k A/B report, or compare several (oldest first)")
     r.add_argument("paths", nargs="+", help="report.json files or run directories")
     r.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any report's verdict is regression")
+    r.add_argument("--label", action="append", metavar="NAME",
+                   help="name of a compared report's row, once per path in order (default: the path)")
     r.set_defaults(fn=_cmd_report)
+    s = sub.add_parser("results", help="write docs/results.md from the committed reports under reports/",
+                       description="Exit 0: written (or, with --check, up to date); 1: --check found it out of date.")
+    s.add_argument("--reports", default="reports", help="the reports directory (default: reports)")
+    s.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md)")
+    s.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from what it would be")
+    s.set_defaults(fn=_cmd_results)
     return p
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import textwrap
 from pathlib import Path
 
 SCHEMAS = ("accval.gsm8k.ab/1",)
@@ -93,39 +95,210 @@ def to_markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rep: dict, path: Path) -> None:
+#: The filter whose discordant questions the figure lists by id (lm-eval's gsm8k reports both filters;
+#: strict-match, the answer after "####", is the one the verdict and the README quote first).
+PRIMARY_FILTER = "strict-match"
+
+#: Discordant questions listed by id on the figure, per direction (the rest are counted, not listed).
+DISCORDANT_LISTED = 6
+
+#: The figure's line naming what each arm ran is cut to this many characters (its width in monospace).
+ARMS_LINE_CHARS = 136
+
+#: Colours of the verdict on the figure.
+_VERDICT_COLOUR = {True: "#b2182b", False: "#1a7837"}
+
+
+def jsonl_path(run_dir: str | Path, name: str) -> Path | None:
+    """``run_dir/name`` or its gzip-compressed copy ``name.gz`` (committed reports keep their per-sample
+    files compressed); None when neither exists. Both existing is an error: which one is the run's?"""
+    plain = Path(run_dir) / name
+    gz = plain.with_name(plain.name + ".gz")
+    if plain.is_file() and gz.is_file():
+        raise ValueError(f"{run_dir}: both {name} and {gz.name} exist; keep one")
+    return plain if plain.is_file() else gz if gz.is_file() else None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a jsonl file, gzip-compressed (``.gz``) or not."""
+    p = Path(path)
+    with (gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else p.open(encoding="utf-8")) as f:
+        rows = []
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{p}: line {i} is not JSON ({e})") from None
+    return rows
+
+
+def _gold(target: str) -> str:
+    """The number after gsm8k's ``####`` (the whole target when it has none)."""
+    return target.rsplit("####", 1)[-1].strip()
+
+
+def _answer(sample: dict) -> str:
+    got = sample.get("filtered_resps")
+    got = got[0] if isinstance(got, list) and got else got
+    return str(got).strip()[:16]
+
+
+def discordant(run_dir: str | Path, filt: str = PRIMARY_FILTER) -> dict[str, list[dict]] | None:
+    """The questions one arm got right and the other wrong under ``filt``: ``{"a_only": [...], "b_only":
+    [...]}``, each row ``{doc_id, gold, A, B}`` (the gold number and each arm's extracted answer), read
+    from the run's scored samples (``samples-A.jsonl`` / ``samples-B.jsonl``, or their ``.gz``).
+    None when the run directory does not keep them."""
+    paths = {arm: jsonl_path(run_dir, f"samples-{arm}.jsonl") for arm in ("A", "B")}
+    if any(p is None for p in paths.values()):
+        return None
+    by_doc = {arm: {int(s["doc_id"]): s for s in read_jsonl(p) if s.get("filter") == filt} for arm, p in paths.items()}
+    if set(by_doc["A"]) != set(by_doc["B"]) or not by_doc["A"]:
+        raise ValueError(f"{run_dir}: samples-A and samples-B must score the same questions under {filt!r}; got "
+                         f"{len(by_doc['A'])} and {len(by_doc['B'])} (common {len(set(by_doc['A']) & set(by_doc['B']))})")
+    out: dict[str, list[dict]] = {"a_only": [], "b_only": []}
+    for doc_id in sorted(by_doc["A"]):
+        a, b = by_doc["A"][doc_id], by_doc["B"][doc_id]
+        right_a, right_b = float(a["exact_match"]) > 0, float(b["exact_match"]) > 0
+        if right_a != right_b:
+            out["a_only" if right_a else "b_only"].append(
+                {"doc_id": doc_id, "gold": _gold(str(a["target"])), "A": _answer(a), "B": _answer(b)})
+    return out
+
+
+def _when(created: str) -> str:
+    return created[:16].replace("T", " ") + " UTC"
+
+
+def _agreement_lines(rep: dict) -> list[tuple[str, bool | None]]:
+    """(text, within its threshold; None where there is none) for each agreement figure the report has."""
+    a, th, n = rep["agreement"], rep["thresholds"], rep["task"]["questions"]
+    lines = []
+    if a["top1"] is not None:
+        differ = round(a["tokens"] * (1 - a["top1"]))
+        lines.append((f"top-1 {a['top1']:.5f} (floor {th['top1_agreement_floor']}): {differ} of {a['tokens']} "
+                      "gold-answer tokens differ", a["top1"] >= th["top1_agreement_floor"]))
+        lines.append((f"mean KL(A||B) {a['kl']:.3g} nats (ceiling {th['kl_ceiling']:g})", a["kl"] <= th["kl_ceiling"]))
+    else:
+        lines.append(("no teacher-forced agreement: endpoint arms return no logits", None))
+    lines.append((f"identical generations {a['identical_generations']:.3f} "
+                  f"({round(a['identical_generations'] * n)} of {n})", None))
+    return lines
+
+
+def _contingency(ax, rep: dict, f: str, colour: str) -> None:
+    """McNemar's 2x2 table of one filter: both right, A only, B only, both wrong."""
+    from matplotlib.patches import Rectangle
+
+    p, n = rep["paired"][f], rep["task"]["questions"]
+    both = rep["arms"]["A"]["metrics"][f]["correct"] - p["a_only"]
+    cells = {(0, 0): both, (0, 1): p["a_only"], (1, 0): p["b_only"], (1, 1): n - both - p["a_only"] - p["b_only"]}
+    for (r, c), count in cells.items():
+        off_diagonal = r != c
+        ax.add_patch(Rectangle((c, 1 - r), 1, 1, facecolor="#fde0dd" if off_diagonal and count else "#f7f7f7",
+                               edgecolor="grey"))
+        ax.text(c + 0.5, 1.5 - r, str(count), ha="center", va="center", fontsize=13,
+                weight="bold" if off_diagonal else "normal", color=colour if off_diagonal and count else "black")
+    ax.set_xlim(0, 2)
+    ax.set_ylim(0, 2)
+    ax.set_xticks([0.5, 1.5], ["B right", "B wrong"], fontsize=9)
+    ax.set_yticks([1.5, 0.5], ["A right", "A wrong"], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"questions, {f} (discordant: McNemar p {p['mcnemar_p']:.2g})", fontsize=9.5, pad=22)
+
+
+def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
+    """The report's picture: the paired delta of each filter with its 95% interval against zero and the
+    MDE band (the smallest difference these questions detect with 80% power); the verdict and what ran
+    (model, mode, device, date, n); the arms' agreement; the discordant questions (A right and B
+    wrong, and the reverse), counted in McNemar's 2x2 table and listed by id when ``run_dir`` (by
+    default the PNG's directory) keeps the scored samples."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    path = Path(path)
+    where = path.parent if run_dir is None else Path(run_dir)
+    listed = discordant(where)
+    p0 = rep["paired"][PRIMARY_FILTER]
+    if listed is not None and (len(listed["a_only"]), len(listed["b_only"])) != (p0["a_only"], p0["b_only"]):
+        raise ValueError(f"{where}: the scored samples give {len(listed['a_only'])} A-only and "
+                         f"{len(listed['b_only'])} B-only questions, the report {p0['a_only']} and {p0['b_only']}")
+    regression = rep["verdict"]["regression"]
+    colour = _VERDICT_COLOUR[regression]
+    arms = rep["arms"]
+    fig = plt.figure(figsize=(12, 6.4))
+    grid = fig.add_gridspec(2, 2, width_ratios=(1.3, 1), height_ratios=(1, 1.05), left=0.115, right=0.985, top=0.75,
+                            bottom=0.2, wspace=0.17, hspace=0.3)
+
+    # header: the verdict and what ran
+    fig.text(0.01, 0.97, f"gsm8k {rep['task']['num_fewshot']}-shot A/B, {rep['mode']['name'].upper()}, "
+             f"model {rep['model']['id']}, n = {rep['task']['questions']}", fontsize=14, weight="bold", va="top")
+    fig.text(0.985, 0.97, "REGRESSION" if regression else "no regression", fontsize=14, weight="bold", va="top",
+             ha="right", color="white", bbox={"facecolor": colour, "edgecolor": "none", "pad": 4})
+    fig.text(0.01, 0.905, f"{_device(rep['device'])} · {rep['mode']['execution']} · {_when(rep['created'])}",
+             fontsize=9.5, va="top")
+    ran = f"A: {arms['A']['implementation']}    B: {arms['B']['implementation']}"
+    if len(ran) > ARMS_LINE_CHARS:
+        ran = ran[:ARMS_LINE_CHARS - 30] + " ... (report.md has it all)"
+    fig.text(0.01, 0.865, ran, fontsize=9.5, va="top", family="monospace")
+
+    # the paired deltas against zero and the MDE band, the primary filter on top
+    ax = fig.add_subplot(grid[:, 0])
     filters = list(rep["paired"])
-    width = 0.38
-    for i, (name, arm) in enumerate(rep["arms"].items()):
-        acc = [100 * arm["metrics"][f]["accuracy"] for f in filters]
-        err = [100 * arm["metrics"][f]["stderr"] for f in filters]
-        ax1.bar([j + (i - 0.5) * width for j in range(len(filters))], acc, width, yerr=err, capsize=4,
-                label=f"{name}: {arm['implementation']}")
-    ax1.set_xticks(range(len(filters)), filters)
-    ax1.set_ylabel("accuracy (%) ± stderr")
-    ax1.legend(fontsize=7)
-    ax1.set_title(f"gsm8k {rep['task']['num_fewshot']}-shot, {rep['mode']['name']}, n={rep['task']['questions']}")
-    for j, f in enumerate(filters):
+    lo_all, hi_all = -1.0, 1.0
+    for i, f in enumerate(filters):
         p = rep["paired"][f]
-        lo, hi = 100 * p["ci95"][0], 100 * p["ci95"][1]
-        ax2.errorbar([j], [100 * p["delta"]], yerr=[[100 * p["delta"] - lo], [hi - 100 * p["delta"]]], fmt="o", capsize=6)
-        ax2.annotate(f"p={p['mcnemar_p']:.2g}", (j, hi), textcoords="offset points", xytext=(6, 0), fontsize=8)
-    ax2.axhline(0, color="grey", lw=0.8)
-    ax2.set_xticks(range(len(filters)), filters)
-    ax2.set_xlim(-0.5, len(filters) - 0.5)
-    ax2.set_ylabel("delta B - A (pts), paired 95% CI")
-    a = rep["agreement"]
-    agree = (f"identical generations {a['identical_generations']:.3f}" if a["top1"] is None
-             else f"top-1 agreement {a['top1']:.3f}, KL {a['kl']:.2g}")
-    ax2.set_title(f"{agree}; "
-                  f"{'REGRESSION' if rep['verdict']['regression'] else 'ok'}", fontsize=9)
-    fig.tight_layout()
+        d, lo, hi, mde = (100 * p["delta"], 100 * p["ci95"][0], 100 * p["ci95"][1], 100 * p["mde_paired"])
+        lo_all, hi_all = min(lo_all, lo, -mde), max(hi_all, hi, mde)
+        y = len(filters) - 1 - i
+        ax.fill_betweenx([y - 0.2, y + 0.2], -mde, mde, color="#c6dbef", lw=0,
+                         label="MDE band (paired, 80% power)" if i == 0 else None)
+        ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=6, lw=2, ms=7,
+                    label="delta B - A with its 95% interval" if i == 0 else None)
+        acc = {n: 100 * arms[n]["metrics"][f]["accuracy"] for n in ("A", "B")}
+        ax.text(0.5, (y + 1) / len(filters) - 0.015, f"{f}: A {acc['A']:.2f}%  B {acc['B']:.2f}%\n"
+                f"delta {d:+.2f} pts [{lo:+.2f}, {hi:+.2f}], McNemar p {p['mcnemar_p']:.2g}, MDE ±{mde:.2f}"
+                + (" (no discordant questions)" if p["a_only"] + p["b_only"] == 0 else ""),
+                transform=ax.transAxes, ha="center", va="top", fontsize=8.5)
+    ax.axvline(0, color="black", lw=1)
+    pad = 0.12 * (hi_all - lo_all)
+    ax.set_xlim(lo_all - pad, hi_all + pad)
+    ax.set_ylim(-0.5, len(filters) - 0.5)
+    ax.set_yticks(range(len(filters)), filters[::-1])
+    ax.set_xlabel("accuracy difference, B - A (percentage points)")
+    ax.legend(loc="upper center", fontsize=8.5, frameon=False, ncol=2, bbox_to_anchor=(0.5, -0.1))
+
+    _contingency(fig.add_subplot(grid[0, 1]), rep, PRIMARY_FILTER, colour)
+
+    # agreement and the discordant questions by id
+    tx = fig.add_subplot(grid[1, 1])
+    tx.axis("off")
+    lines = ["Agreement of B with A (teacher-forced on the gold answers):"]
+    lines += [textwrap.fill(("" if ok is None else "[ok] " if ok else "[FAIL] ") + t, 70, initial_indent="  ",
+                            subsequent_indent="    ") for t, ok in _agreement_lines(rep)]
+    lines.append(f"Discordant questions ({PRIMARY_FILTER}):")
+    if listed is None:
+        lines.append(f"  A right, B wrong: {p0['a_only']}; B right, A wrong: {p0['b_only']} (ids: the run's "
+                     "samples-A/B.jsonl)")
+    for key, title, other in (("a_only", "A right, B wrong", "B"), ("b_only", "B right, A wrong", "A")):
+        qs = listed[key] if listed is not None else []
+        if qs:
+            shown = ", ".join(f"q{q['doc_id']} (gold {q['gold']}, {other} {q[other]})" for q in qs[:DISCORDANT_LISTED])
+            more = f" and {len(qs) - DISCORDANT_LISTED} more" if len(qs) > DISCORDANT_LISTED else ""
+            lines.append(textwrap.fill(f"{title}: {shown}{more}", 70, initial_indent="  ", subsequent_indent="    "))
+    tx.text(0, 1, "\n".join(lines), fontsize=8.5, va="top", transform=tx.transAxes, linespacing=1.45)
+
+    notes = [f"- {r}" for r in rep["verdict"]["reasons"]]
+    if rep["model"].get("random_weights"):
+        notes.append("- random weights: accuracy is near zero in both arms, so agreement carries the verdict")
+    if notes:
+        fig.text(0.01, 0.015, "\n".join(textwrap.shorten(n, 180) for n in notes[:4]), fontsize=8.5, va="bottom",
+                 color=colour)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -137,21 +310,32 @@ def write(rep: dict, out_dir: Path) -> None:
     plot(rep, out_dir / "report.png")
 
 
-def compare(reports: list[dict]) -> str:
-    """One row per report, in the order given (oldest first for a nightly trend)."""
-    lines = ["| created | mode | model | arm B | n | strict A / B | delta (p) | flexible A / B | delta (p) | top-1 | KL | verdict | why |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in reports:
+def compare(reports: list[dict], labels: list[str] | None = None) -> str:
+    """One row per report, in the order given (oldest first for a nightly trend), each labelled by
+    ``labels`` (the paths it was read from, or names the caller chose; default: each report's run
+    directory)."""
+    if labels is None:
+        labels = [str(r.get("out", "-")) for r in reports]
+    if len(labels) != len(reports):
+        raise ValueError(f"report labels: expected one per report ({len(reports)}), got {len(labels)}")
+    lines = ["| report | created | mode | model | arm B | n | strict A / B | delta (p) | flexible A / B | delta (p) | top-1 | KL | verdict | why |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, r in zip(labels, reports):
         cells = []
         for f in ("strict-match", "flexible-extract"):
             a, b = r["arms"]["A"]["metrics"][f], r["arms"]["B"]["metrics"][f]
             p = r["paired"][f]
             cells += [f"{_pct(a['accuracy'])} / {_pct(b['accuracy'])}", f"{_pct(p['delta'])} ({p['mcnemar_p']:.2g})"]
-        lines.append(f"| {r['created'][:19]} | {r['mode']['name']} | {r['model']['id']} | {r['arms']['B']['implementation']} | "
+        lines.append(f"| {_cell(label)} | {r['created'][:19]} | {r['mode']['name']} | {r['model']['id']} | {r['arms']['B']['implementation']} | "
                      f"{r['task']['questions']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
                      f"{_num(r['agreement']['top1'], '.4f')} | {_num(r['agreement']['kl'], '.3g')} | "
                      f"{'REGRESSION' if r['verdict']['regression'] else 'ok'} | {'; '.join(_short(x) for x in r['verdict']['reasons'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _num(x, fmt: str) -> str:

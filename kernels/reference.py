@@ -1,6 +1,6 @@
 """Torch references, with the same signatures as the kernels they check.
 
-Two kinds, named as such (see STYLE.md):
+Two kinds, named as such (as in docs/contract.md):
   * *mirror* references repeat the kernel's order of operations in fp32 and are compared bit for bit:
     :func:`inv_rope_fp8_quant_ref` is also the legacy two-step path (inverse RoPE in place in the
     input dtype, then 1x128 quantization with ``permute(1, 0, 2)``).

@@ -53,7 +53,7 @@ def is_fake(t: torch.Tensor) -> bool:
 
 
 def contract_problems(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int) -> list[str]:
-    """What a producer's output breaks of the buffer contract (DOMAIN.md section 1); empty when none.
+    """What a producer's output breaks of the buffer contract (docs/contract.md, "Producer"); empty when none.
 
     ``fp8 [G, M, K]`` contiguous (group stride ``M*K``), scales ``[G, K/128, pad4(M)]`` fp32 (or
     ``[G, ceil(K/512), pad4(M)]`` int32 words of packed UE8M0 exponents) contiguous with rows

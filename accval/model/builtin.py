@@ -1,6 +1,6 @@
 """The model an A/B runs: the built-in seeded DeepSeek-V4, or a checkpoint directory.
 
-The built-in model is ``DeepseekV4ForCausalLM`` at the small configuration of DOMAIN.md section 4
+The built-in model is ``DeepseekV4ForCausalLM`` at a small configuration
 (hidden 256, 16 heads of 128 = 64 nope + 64 rope, o_groups 8, o_lora_rank 128, 2 layers, 4 experts
 top-2, vocab 512), initialised by transformers from a fixed seed on the CPU (so the same seed gives
 the same weights on every machine), in bf16, eager attention. Its weights are random: gsm8k accuracy

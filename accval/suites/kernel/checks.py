@@ -1,4 +1,4 @@
-"""Comparison helpers, written once, each reporting the worst element (STYLE.md: Tests).
+"""Comparison helpers, written once, each reporting the worst element.
 
 Tolerances are named constants with the reason behind them.
 """

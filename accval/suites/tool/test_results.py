@@ -1,0 +1,146 @@
+"""``accval results`` (docs/results.md from reports/), the report picture and ``accval report --label``.
+
+The committed page must equal the command's output on the committed reports, so a report added
+without regenerating the page (or a page edited by hand) fails here.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from accval import report, results
+from accval.cli import main
+
+REPO = Path(__file__).resolve().parents[3]
+REPORTS = REPO / "reports"
+PAGE = REPO / "docs" / "results.md"
+#: A committed sensitivity run that keeps its scored samples: the scale-pad-btm mutant on the sentinel,
+#: 11 questions A right and B wrong, none the other way.
+SAMPLED_RUN = REPORTS / "gsm8k" / "cpu-sentinel-sensitivity-limit20" / "dep8-scale-pad-btm"
+
+
+def _need_repository():
+    if not REPORTS.is_dir() and not PAGE.exists():
+        pytest.skip(f"accval installed without its repository: no {REPORTS} and no {PAGE}")
+
+
+def test_committed_results_page_equals_the_command_output():
+    """docs/results.md is exactly what ``accval results`` makes of reports/ (run it and commit the page)."""
+    _need_repository()
+    want = results.render(REPORTS, PAGE)
+    have = PAGE.read_text()
+    if have != want:
+        diff = [(i, a, b) for i, (a, b) in enumerate(zip(have.splitlines(), want.splitlines()), 1) if a != b][:1]
+        raise AssertionError(f"{PAGE} is out of date: run `accval results` and commit it; first differing line "
+                             f"(line, committed, generated): {diff or 'lengths differ'}")
+
+
+def _one_report_tree(tmp_path: Path, src: Path) -> tuple[Path, dict]:
+    """reports/gsm8k/run-x/ under tmp_path, and the report.json of ``src`` to write there."""
+    reports = tmp_path / "reports"
+    (reports / "gsm8k" / "run-x").mkdir(parents=True)
+    rep = json.loads((src / "report.json").read_text())
+    return reports, rep
+
+
+def test_results_rows_are_read_from_the_reports(tmp_path):
+    """A number changed in a report.json changes the page; the link points at the run."""
+    _need_repository()
+    reports, rep = _one_report_tree(tmp_path, SAMPLED_RUN)
+    rep["paired"]["strict-match"]["mcnemar_p"] = 0.0123
+    rep["elapsed_s"] = 3725.0
+    (reports / "gsm8k" / "run-x" / "report.json").write_text(json.dumps(rep))
+    page = tmp_path / "docs" / "results.md"
+    text = results.render(reports, page)
+    row = next(line for line in text.splitlines() if line.startswith("| [run-x]"))
+    assert "(../reports/gsm8k/run-x)" in row and "| 0.012 |" in row and "| 62 min 05 s |" in row, row
+    assert "85.00 / 30.00" in row and "-55.00 [-77.37, -32.63]" in row and "REGRESSION: significant, contract" in row, row
+    assert "## Benchmarks" not in text and "## Defect catalog" not in text  # nothing of the sort under this reports/
+
+
+def test_results_refuses_a_benchmark_file_it_cannot_read(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "odd.json").write_text(json.dumps({"device": "x", "rows": []}))
+    with pytest.raises(ValueError, match=r"odd\.json: expected an accval bench run, sweep or probe JSON"):
+        results.render(tmp_path, tmp_path / "results.md")
+
+
+def test_cli_results_check_exits_1_when_stale_and_0_when_written(tmp_path, capsys):
+    _need_repository()
+    reports, rep = _one_report_tree(tmp_path, SAMPLED_RUN)
+    (reports / "gsm8k" / "run-x" / "report.json").write_text(json.dumps(rep))
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\nedited by hand\n")
+    args = ["results", "--reports", str(reports), "--out", str(page)]
+    assert main([*args, "--check"]) == 1
+    assert "out of date" in capsys.readouterr().err
+    assert main(args) == 0 and main([*args, "--check"]) == 0
+    assert main(["results", "--reports", str(tmp_path / "missing"), "--out", str(page)]) == 2
+
+
+def _samples(run: Path, arm: str) -> list[dict]:
+    return report.read_jsonl(report.jsonl_path(run, f"samples-{arm}.jsonl"))
+
+
+def test_discordant_questions_read_plain_or_gzip_samples(tmp_path):
+    """The questions A got right and B wrong (and the reverse) come from the scored samples, compressed or not,
+    and agree with the report's McNemar counts."""
+    _need_repository()
+    rep = report.load(SAMPLED_RUN)
+    got = report.discordant(SAMPLED_RUN)
+    p = rep["paired"]["strict-match"]
+    assert (len(got["a_only"]), len(got["b_only"])) == (p["a_only"], p["b_only"]) == (11, 0), got
+    assert got["a_only"][0] == {"doc_id": 0, "gold": "205", "A": "205", "B": "175"}, got["a_only"][0]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for arm in ("A", "B"):
+        (plain / f"samples-{arm}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in _samples(SAMPLED_RUN, arm)))
+    assert report.discordant(plain) == got
+    with gzip.open(plain / "samples-A.jsonl.gz", "wt") as f:
+        f.write("{}\n")
+    with pytest.raises(ValueError, match="both samples-A.jsonl and samples-A.jsonl.gz exist"):
+        report.discordant(plain)
+    assert report.discordant(tmp_path) is None  # a run directory without samples: counts only
+
+
+def test_plot_draws_a_report_and_refuses_samples_that_contradict_it(tmp_path):
+    """The picture is written for a committed report (its samples beside it); samples whose discordant
+    questions differ from the report's counts are an error, not a silently wrong figure."""
+    _need_repository()
+    rep = report.load(SAMPLED_RUN)
+    run = tmp_path / "run"
+    shutil.copytree(SAMPLED_RUN, run)
+    report.plot(rep, tmp_path / "fig.png", run_dir=run)
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    flipped = _samples(run, "B")
+    for s in flipped:
+        if s["doc_id"] == 0 and s["filter"] == "strict-match":
+            s["exact_match"] = 1.0  # B now right where the report says only A was
+    for p in run.glob("samples-B.jsonl*"):
+        p.unlink()
+    (run / "samples-B.jsonl").write_text("".join(json.dumps(s) + "\n" for s in flipped))
+    with pytest.raises(ValueError, match="the scored samples give 10 A-only and 0 B-only questions, the report 11 and 0"):
+        report.plot(rep, tmp_path / "fig2.png", run_dir=run)
+
+
+def test_compare_labels_each_row_and_the_cli_takes_one_label_per_path(tmp_path, capsys):
+    _need_repository()
+    a, b = REPORTS / "gsm8k" / "h100-dep8-full", SAMPLED_RUN
+    reps = [report.load(a), report.load(b)]
+    rows = report.compare(reps, ["old|run", "new"]).splitlines()
+    assert rows[0].startswith("| report |") and rows[2].startswith("| old\\|run |") and rows[3].startswith("| new |"), rows
+    with pytest.raises(ValueError, match=r"expected one per report \(2\), got 1"):
+        report.compare(reps, ["one"])
+    assert main(["report", str(a), str(b)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith(f"| {a} |") and out[3].startswith(f"| {b} |"), out[:4]
+    assert main(["report", str(a), str(b), "--label", "nightly-1", "--label", "nightly-2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].startswith("| nightly-1 |") and out[3].startswith("| nightly-2 |"), out[:4]
+    assert main(["report", str(a), str(b), "--label", "only-one"]) == 2
+    assert "--label: expected one per report path (2), got 1" in capsys.readouterr().err
