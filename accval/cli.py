@@ -59,6 +59,7 @@ def _cmd_gsm8k(args) -> int:
     settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                            device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
+                           producer=args.producer, consumer=args.consumer,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
                            matmul=args.matmul)
     try:
@@ -80,7 +81,7 @@ def _cmd_serve(args) -> int:
     from .gsm8k import ab
 
     settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=args.seed, backend=args.backend,
-                           inject=args.inject, matmul=args.matmul)
+                           inject=args.inject, producer=args.producer, consumer=args.consumer, matmul=args.matmul)
     return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
 
 
@@ -133,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
                    "triton+scaled_mm, torch")
     g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
+    g.add_argument("--producer", metavar="NAME", help="arm B's producer instead of the backend's: a registered name "
+                   "(accval, reference, reference:RECIPE, mutant:ID) or module:attr of your own; its accval_* "
+                   "attributes declare its recipe (the report records it)")
+    g.add_argument("--consumer", metavar="NAME", help="arm B's consumer instead of the backend's (accval, emulated, "
+                   "torch, reference, mutant:ID, or module:attr); it must read the producer's recipe")
     g.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"),
                    help="the bf16 matmuls (the model's attention, linear layers and experts; arm A's bmm): as the "
                         "model and arm A compute them, or as fp32 matmuls of the same bf16 values rounded to bf16 (equal up to summation "
@@ -156,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--backend", default="auto")
     v.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"))
     v.add_argument("--inject", metavar="ID")
+    v.add_argument("--producer", metavar="NAME", help="arm b's producer (as for accval gsm8k)")
+    v.add_argument("--consumer", metavar="NAME", help="arm b's consumer (as for accval gsm8k)")
     v.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     v.add_argument("--max-requests", type=int, help="stop after this many completions")
     v.add_argument("--idle-timeout", type=float, default=600.0, help="stop after this many idle seconds")

@@ -1,27 +1,42 @@
-"""Implementations under test, and the adapter that states what one must accept and return.
+"""Implementations under test, the capabilities they declare, and the adapter to the contract.
 
 The kernel suite runs its properties against *a* producer and *a* consumer, chosen by name from
 these registries (``pytest suites/kernel --producer NAME --consumer NAME``; the default is accval's
 own Triton kernels). A name is a registered entry or any importable ``"module:attr"``.
 
-The contract (DOMAIN.md section 1) a plugged implementation must meet:
+The contract (``docs/contract.md``) a plugged implementation must meet:
 
 **Producer** ``fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
 quant_group_size, is_neox[, block_tokens_m=None]) -> (fp8, scale)``, positional in that order;
 ``o [M, G*hpg, D]`` bf16, ``positions [M]`` int, ``cos_sin_cache`` fp32 ``[max_pos, rope_dim]``.
-Returns ``fp8 [G, M, hpg*D]`` float8_e4m3fn contiguous and ``scale [G, hpg*D/128, pad4(M)]`` fp32
-contiguous with zero rows past M, equal to the legacy two-step reference. ``block_tokens_m`` is
-optional; when accepted, the suite forces every block size through it.
+It returns ``fp8 [G, M, hpg*D]`` float8_e4m3fn contiguous and the scales ``[G, hpg*D/128, pad4(M)]``
+contiguous with zero rows past M, in its recipe's storage (:mod:`kernels.recipes`).
+``block_tokens_m`` is optional; when accepted, the suite forces every block size through it.
 
 **Consumer** ``fn(a, a_scale, b, b_scale) -> out [G, M, N]`` bf16 (an ``out=`` keyword is used when
 accepted), ``a_scale`` in the producer's layout, ``b``/``b_scale`` from ``kernels.quantize_weight_fp8``.
 
-Optional attributes on ``fn`` the adapter reads:
+Attributes on ``fn`` that declare what it is (all optional):
+  * ``accval_recipe``: the quantization recipe (``"fp32-div"`` default, ``"fp32-rcp"``, ``"ue8m0"``,
+    ``"ue8m0-packed"``). A consumer names the recipe whose scales it reads, or a tuple of them.
+  * ``accval_exact``: the producer claims bit-equality with its recipe's mirror reference (default
+    False; accval's built-ins set True). Otherwise it is held to the graded bounds (every code within
+    one FP8 ULP of the mirror's quantization at its own scale, every scale within the recipe's
+    tolerance, the dequantized values within one ULP of the exact inverse RoPE).
+  * ``accval_rope_layouts``: subset of ``("neox", "gptj")`` (default both).
+  * ``accval_head_dims``, ``accval_rope_dims``: tuples (default: everything the suite draws).
+  * ``accval_output``: ``"gmk"`` (the contract's buffers, default) or ``"mgk-view"`` (``fp8`` as an
+    ``[M, G, K]`` view and the scales as an ``[M, G, K/128]`` view over storage that must still be
+    the contract's physical layout, which is what a consumer reads).
+  * ``accval_amax_floor``: the producer's amax floor when it differs from its recipe's default.
   * ``accval_expected_impl``: the ``kernels.provenance`` impl name a call must record (proves no
     silent fallback); the built-ins set it.
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
     other, it must raise RuntimeError, not fall back.
-  * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks.
+  * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; it
+    is called with as many of the contract's arguments as its own schema has.
+Cases outside a declaration are skipped with the reason, and the run ends with one summary line
+per implementation (``accval.pytest_plugin``).
 """
 
 from __future__ import annotations
@@ -33,12 +48,25 @@ from typing import Callable
 import torch
 
 import kernels
+from kernels.constants import FP8_DTYPE, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, pad4
+from kernels.recipes import RECIPE_NAMES, Recipe, get_recipe
 
 from .registry import Registry
 
 
 class PluginError(ValueError):
-    """A plugged implementation cannot be called as the contract requires."""
+    """A plugged implementation cannot be called as the contract requires, or declares nonsense."""
+
+
+class ContractViolation(AssertionError):
+    """A producer's outputs are not views over the contract's physical buffers."""
+
+
+LAYOUTS = ("neox", "gptj")
+OUTPUTS = ("gmk", "mgk-view")
+#: What the suite draws when a producer declares nothing (head dims are the producer's own rule).
+SUITE_HEAD_DIMS = SUPPORTED_HEAD_DIMS
+SUITE_ROPE_DIMS = (2, 16, 32, 64, 96, 128)
 
 
 def _accepts(fn: Callable, name: str) -> bool:
@@ -65,6 +93,37 @@ def _check_bindable(kind: str, name: str, fn: object, n_positional: int) -> None
         ) from None
 
 
+def _declared(kind: str, name: str, fn: object, attr: str, default, allowed=None, typ=None):
+    """Read ``fn.<attr>``: a value, or a tuple of values from ``allowed``; PluginError on nonsense."""
+    value = getattr(fn, attr, default)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise PluginError(f"{kind} {name!r}: {attr} expected a bool, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise PluginError(f"{kind} {name!r}: {attr} expected a float >= 0, got {value!r}")
+        return float(value)
+    if typ is tuple:
+        if isinstance(value, (str, int)):
+            value = (value,)
+        try:
+            value = tuple(value)
+        except TypeError:
+            raise PluginError(f"{kind} {name!r}: {attr} expected a tuple, got {value!r}") from None
+        bad = [v for v in value if allowed is not None and v not in allowed]
+        if bad or not value:
+            raise PluginError(f"{kind} {name!r}: {attr} expected a non-empty tuple of {list(allowed)}, got {value!r}")
+        return value
+    if value not in allowed:
+        raise PluginError(f"{kind} {name!r}: {attr} expected one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _all_or(values: tuple, everything: tuple) -> str:
+    return "all" if set(everything) <= set(values) else ",".join(str(v) for v in values)
+
+
 @dataclasses.dataclass(frozen=True)
 class Producer:
     name: str
@@ -73,14 +132,82 @@ class Producer:
     devices: tuple[str, ...]
     accepts_block_tokens_m: bool
     op: object | None
+    recipe: Recipe = dataclasses.field(default_factory=lambda: get_recipe("fp32-div"))
+    exact: bool = False
+    rope_layouts: tuple[str, ...] = LAYOUTS
+    head_dims: tuple[int, ...] = SUITE_HEAD_DIMS
+    rope_dims: tuple[int, ...] = SUITE_ROPE_DIMS
+    output: str = "gmk"
+
+    def raw(self, o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=True,
+            block_tokens_m=None):
+        """What ``fn`` returns, as it returns it (views included)."""
+        kwargs = {"block_tokens_m": block_tokens_m} if (block_tokens_m is not None and self.accepts_block_tokens_m) else {}
+        out = self.fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, QUANT_BLOCK, is_neox,
+                      **kwargs)
+        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
+            raise PluginError(f"producer {self.name!r}: expected to return (fp8, scale) tensors, got {type(out).__name__}")
+        if self.expected_impl is None:  # a foreign implementation records nothing itself: say which one ran
+            kernels.provenance.record("producer", f"plugged {self.name}", f"{o.device.type}", recipe=self.recipe.name)
+        return out
 
     def __call__(self, o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=True,
                  block_tokens_m=None):
-        kwargs = {"block_tokens_m": block_tokens_m} if (block_tokens_m is not None and self.accepts_block_tokens_m) else {}
-        out = self.fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, 128, is_neox, **kwargs)
-        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(t, torch.Tensor) for t in out)):
-            raise PluginError(f"producer {self.name!r}: expected to return (fp8, scale) tensors, got {type(out).__name__}")
-        return out
+        """The outputs as the contract's physical buffers ``fp8 [G, M, K]``, scales ``[G, *, pad4(M)]``.
+
+        An ``mgk-view`` producer's views are mapped back onto their storage; views that are not over
+        the contract's physical layout raise :class:`ContractViolation` (the layout property)."""
+        fp8, scale = self.raw(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox,
+                              block_tokens_m)
+        if self.output == "gmk":
+            return fp8, scale
+        return physical_buffers(fp8, scale, n_groups, o.shape[0], heads_per_group * o.shape[2], self.recipe)
+
+    def uncovered(self, *, head_dim: int, rope_dim: int, is_neox: bool) -> str | None:
+        """Why a case is outside this producer's declaration, or None when it is inside."""
+        layout = "neox" if is_neox else "gptj"
+        if layout not in self.rope_layouts:
+            return f"producer {self.name!r} declares accval_rope_layouts={self.rope_layouts}, not {layout}"
+        if head_dim not in self.head_dims:
+            return f"producer {self.name!r} declares accval_head_dims={self.head_dims}, not {head_dim}"
+        if rope_dim not in self.rope_dims:
+            return f"producer {self.name!r} declares accval_rope_dims={self.rope_dims}, not {rope_dim}"
+        return None
+
+    def describe(self) -> str:
+        floor = "" if self.recipe.eps == get_recipe(self.recipe.name).eps else f" amax_floor={self.recipe.eps:g}"
+        return (f"recipe={self.recipe.name}{floor} exact={'yes' if self.exact else 'no'} "
+                f"layouts={_all_or(self.rope_layouts, LAYOUTS)} head_dims={_all_or(self.head_dims, SUITE_HEAD_DIMS)} "
+                f"rope_dims={_all_or(self.rope_dims, SUITE_ROPE_DIMS)} output={self.output}")
+
+
+def physical_buffers(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, recipe: Recipe):
+    """``mgk-view`` outputs -> the ``[G, M, K]`` and ``[G, *, pad4(M)]`` buffers they view.
+
+    ``fp8 [M, G, K]`` must be a permuted view of a contiguous ``[G, M, K]`` buffer and ``scale
+    [M, G, KB]`` one of a contiguous ``[G, KB, pad4(M)]`` buffer (what the consumer reads: the rows
+    ``M..pad4(M)-1`` live in that storage beyond the view). Anything else raises ContractViolation."""
+    kb = recipe.scale_shape(n_groups, k, 0)[1]
+    p = pad4(m)
+    problems = []
+    if tuple(fp8.shape) != (m, n_groups, k) or fp8.dtype != FP8_DTYPE:
+        problems.append(f"fp8: expected an [M, G, K] = {(m, n_groups, k)} float8_e4m3fn view, got {tuple(fp8.shape)} {fp8.dtype}")
+    elif fp8.numel() and fp8.permute(1, 0, 2).stride() != (m * k, k, 1):
+        problems.append(f"fp8: the [M, G, K] view has strides {fp8.stride()}; over contiguous [G, M, K] storage they are "
+                        f"{(k, m * k, 1)}")
+    if tuple(scale.shape) != (m, n_groups, kb) or scale.dtype != recipe.scale_dtype:
+        problems.append(f"scale: expected an [M, G, {kb}] {recipe.scale_dtype} view, got {tuple(scale.shape)} {scale.dtype}")
+    elif scale.numel() and scale.permute(1, 2, 0).stride() != (kb * p, p, 1):
+        problems.append(f"scale: the [M, G, KB] view has strides {scale.stride()}; over contiguous [G, KB, pad4(M)] "
+                        f"storage they are {(1, kb * p, p)}")
+    elif (scale.storage_offset() + n_groups * kb * p) * scale.element_size() > scale.untyped_storage().nbytes():
+        problems.append(f"scale: its storage holds {scale.untyped_storage().nbytes() // scale.element_size()} elements "
+                        f"from offset {scale.storage_offset()}, fewer than [G, KB, pad4(M)] = {n_groups * kb * p}")
+    if problems:
+        raise ContractViolation("layout contract violated (mgk-view): " + "; ".join(problems))
+    phys_fp8 = fp8.permute(1, 0, 2)
+    phys_scale = scale.as_strided((n_groups, kb, p), (kb * p, p, 1), scale.storage_offset())
+    return phys_fp8, phys_scale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +218,7 @@ class Consumer:
     devices: tuple[str, ...]
     accepts_out: bool
     op: object | None
+    recipes: tuple[str, ...] = ("fp32-div",)
 
     def __call__(self, a, a_scale, b, b_scale, out=None):
         if out is not None and self.accepts_out:
@@ -102,19 +230,43 @@ class Consumer:
                 res = out
         if not isinstance(res, torch.Tensor):
             raise PluginError(f"consumer {self.name!r}: expected to return a tensor, got {type(res).__name__}")
+        if self.expected_impl is None:
+            kernels.provenance.record("consumer", f"plugged {self.name}", f"{a.device.type}")
         return res
+
+    def reads(self, recipe: "str | Recipe") -> bool:
+        return get_recipe(recipe).name in self.recipes
+
+    def scale_formats(self) -> tuple[str, ...]:
+        """The scale storages it reads: ``"fp32"`` (fp32-div, fp32-rcp, ue8m0) and/or ``"ue8m0-packed"``."""
+        return tuple(dict.fromkeys("ue8m0-packed" if get_recipe(r).packed else "fp32" for r in self.recipes))
+
+    def describe(self) -> str:
+        return f"recipes={','.join(self.recipes)}"
 
 
 def _wrap_producer(name: str, fn: object) -> Producer:
     _check_bindable("producer", name, fn, 9)
-    return Producer(name, fn, getattr(fn, "accval_expected_impl", None), tuple(getattr(fn, "accval_devices", ("cpu", "cuda"))),
-                    _accepts(fn, "block_tokens_m"), getattr(fn, "accval_op", None))
+    recipe = get_recipe(_declared("producer", name, fn, "accval_recipe", "fp32-div", RECIPE_NAMES))
+    floor = getattr(fn, "accval_amax_floor", None)
+    if floor is not None:
+        recipe = recipe.with_eps(_declared("producer", name, fn, "accval_amax_floor", None, typ=float))
+    return Producer(
+        name, fn, getattr(fn, "accval_expected_impl", None), tuple(getattr(fn, "accval_devices", ("cpu", "cuda"))),
+        _accepts(fn, "block_tokens_m"), getattr(fn, "accval_op", None), recipe=recipe,
+        exact=_declared("producer", name, fn, "accval_exact", False, typ=bool),
+        rope_layouts=_declared("producer", name, fn, "accval_rope_layouts", LAYOUTS, LAYOUTS, tuple),
+        head_dims=_declared("producer", name, fn, "accval_head_dims", SUITE_HEAD_DIMS, SUITE_HEAD_DIMS, tuple),
+        rope_dims=_declared("producer", name, fn, "accval_rope_dims", SUITE_ROPE_DIMS, SUITE_ROPE_DIMS, tuple),
+        output=_declared("producer", name, fn, "accval_output", "gmk", OUTPUTS),
+    )
 
 
 def _wrap_consumer(name: str, fn: object) -> Consumer:
     _check_bindable("consumer", name, fn, 4)
     return Consumer(name, fn, getattr(fn, "accval_expected_impl", None), tuple(getattr(fn, "accval_devices", ("cpu", "cuda"))),
-                    _accepts(fn, "out"), getattr(fn, "accval_op", None))
+                    _accepts(fn, "out"), getattr(fn, "accval_op", None),
+                    recipes=_declared("consumer", name, fn, "accval_recipe", "fp32-div", RECIPE_NAMES, tuple))
 
 
 PRODUCERS: Registry[Producer] = Registry("producer", _wrap_producer)
@@ -122,6 +274,8 @@ CONSUMERS: Registry[Consumer] = Registry("consumer", _wrap_consumer)
 
 
 # --- built-ins ----------------------------------------------------------------------------------------
+#: The recipes whose scales accval's consumers (Triton, emulated, torch._scaled_mm) read: fp32 values.
+FP32_SCALE_RECIPES = tuple(r for r in RECIPE_NAMES if not get_recipe(r).packed)
 
 
 def accval_producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
@@ -133,16 +287,25 @@ def accval_producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope
 
 accval_producer.accval_expected_impl = "triton"
 accval_producer.accval_op = torch.ops.accval.inv_rope_fp8_quant
+accval_producer.accval_exact = True
+accval_producer.accval_recipe = "fp32-div"
 
 
-def reference_producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                       quant_group_size=128, is_neox=True, *, block_tokens_m=None):
-    """The legacy two-step path in torch (``kernels.inv_rope_fp8_quant_ref``)."""
-    return kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                                          quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+def reference_producer_for(recipe: str) -> Callable:
+    """The mirror reference of ``recipe`` (``kernels.inv_rope_fp8_quant_ref``) as a producer."""
+    r = get_recipe(recipe)
 
+    def reference_producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+        return kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim,
+                                              rope_dim, quant_group_size, is_neox, block_tokens_m=block_tokens_m,
+                                              recipe=r.name)
 
-reference_producer.accval_expected_impl = "torch-reference"
+    reference_producer.__doc__ = f"The {r.name} mirror reference in torch (the legacy two-step path for fp32-div)."
+    reference_producer.accval_expected_impl = "torch-reference"
+    reference_producer.accval_exact = True
+    reference_producer.accval_recipe = r.name
+    return reference_producer
 
 
 def triton_consumer(a, a_scale, b, b_scale, out=None):
@@ -152,6 +315,7 @@ def triton_consumer(a, a_scale, b, b_scale, out=None):
 
 triton_consumer.accval_expected_impl = "triton"
 triton_consumer.accval_op = torch.ops.accval.fp8_block_bmm
+triton_consumer.accval_recipe = FP32_SCALE_RECIPES
 
 
 def torch_consumer(a, a_scale, b, b_scale, out=None):
@@ -161,6 +325,8 @@ def torch_consumer(a, a_scale, b, b_scale, out=None):
 
 torch_consumer.accval_expected_impl = "torch"
 torch_consumer.accval_devices = ("cuda",)
+torch_consumer.accval_recipe = FP32_SCALE_RECIPES
+
 
 def emulated_consumer(a, a_scale, b, b_scale, out=None):
     """The Triton consumer's arithmetic in torch, any device (arm B of the A/B on a CPU)."""
@@ -168,12 +334,57 @@ def emulated_consumer(a, a_scale, b, b_scale, out=None):
 
 
 emulated_consumer.accval_expected_impl = "emulated"
+emulated_consumer.accval_recipe = FP32_SCALE_RECIPES
+
+
+def reference_consumer(a, a_scale, b, b_scale, out=None):
+    """The math reference as a consumer: scales of any recipe (fp32 values or packed UE8M0 words)
+    decoded, both sides dequantized, a float64 bmm rounded once to bf16. Any device.
+
+    Like engines' consumers it takes the scale buffer as the contract lays it out: ``[G, K/128,
+    pad4(M)]`` fp32 or ``[G, ceil(K/512), pad4(M)]`` int32, contiguous; anything else is a ValueError."""
+    from kernels.validation import check_tensor
+
+    check_tensor("a", a, dtypes=(FP8_DTYPE,), ndim=3)
+    check_tensor("a_scale", a_scale, dtypes=(torch.float32, torch.int32), ndim=3)
+    g, m, k = a.shape
+    recipe = get_recipe("ue8m0-packed" if a_scale.dtype == torch.int32 else "fp32-div")
+    want = recipe.scale_shape(g, k, pad4(m))
+    if tuple(a_scale.shape) != want or not a_scale.is_contiguous():
+        raise ValueError(f"a_scale: expected a contiguous {a_scale.dtype} buffer of shape {want}, got "
+                         f"{tuple(a_scale.shape)} with strides {a_scale.stride()}")
+    if not a.is_contiguous():
+        raise ValueError(f"a: expected contiguous [G, M, K], got strides {a.stride()}")
+    res = kernels.fp8_block_bmm_math_ref(a, a_scale, b, b_scale).to(torch.bfloat16)
+    kernels.provenance.record("consumer", "math-reference", f"torch-{a.device.type}")
+    if out is None:
+        return res
+    out.copy_(res)
+    return out
+
+
+reference_consumer.accval_expected_impl = "math-reference"
+reference_consumer.accval_recipe = RECIPE_NAMES
 
 PRODUCERS.register("accval", accval_producer)
-PRODUCERS.register("reference", reference_producer)
+PRODUCERS.register("reference", reference_producer_for("fp32-div"))
+for _r in RECIPE_NAMES:
+    PRODUCERS.register(f"reference:{_r}", reference_producer_for(_r))
 CONSUMERS.register("accval", triton_consumer)
 CONSUMERS.register("torch", torch_consumer)
 CONSUMERS.register("emulated", emulated_consumer)
+CONSUMERS.register("reference", reference_consumer)
+
+
+def chain_pairs(producer: Producer, consumer: Consumer) -> list[tuple[Producer, Consumer]]:
+    """The producer -> consumer pairs the chain tests run, each of one recipe.
+
+    The pair under test when the consumer reads the producer's recipe; otherwise each is paired
+    with the reference of the other side for its own recipe (the math-reference consumer reads every
+    recipe; the mirror reference producer writes any)."""
+    if consumer.reads(producer.recipe):
+        return [(producer, consumer)]
+    return [(producer, CONSUMERS.get("reference")), (PRODUCERS.get(f"reference:{consumer.recipes[0]}"), consumer)]
 
 
 def _register_mutants() -> None:

@@ -15,9 +15,14 @@ import triton.language as tl
 
 import kernels
 from kernels import _platform, provenance
-from kernels.constants import FP8_DTYPE, pad4
+from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, pad4
 from kernels.fp8_block_bmm import _run_triton, _run_torch, validate_consumer_args
 from kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
+from kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
+from kernels.reference import fp8_block_bmm_math_ref
+
+#: The recipes whose scales accval's consumers read (fp32 values); see accval.implementations.
+FP32_SCALE_RECIPES = tuple(r for r in RECIPE_NAMES if not get_recipe(r).packed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,11 +38,18 @@ class Mutant:
 CATALOG: dict[str, Mutant] = {}
 
 
-def _mutant(id: str, role: str, defect: str, seen: str, gpu_only: bool = False, expected_impl: str = "triton"):
-    """Register ``fn`` as mutant ``id``; ``expected_impl`` is the backend it claims to be."""
+def _mutant(id: str, role: str, defect: str, seen: str, gpu_only: bool = False, expected_impl: str = "triton",
+            recipe: str = "fp32-div"):
+    """Register ``fn`` as mutant ``id``; ``expected_impl`` is the backend it claims to be, ``recipe`` the
+    recipe it claims (a producer mutant also claims bit-exactness: each is an exact kernel with one defect)."""
     def deco(fn):
         CATALOG[id] = Mutant(id, role, fn.__name__, defect, seen, gpu_only)
         fn.accval_expected_impl = expected_impl
+        if role == "producer":
+            fn.accval_recipe = recipe
+            fn.accval_exact = True
+        else:
+            fn.accval_recipe = (recipe,) if get_recipe(recipe).packed else FP32_SCALE_RECIPES
         return fn
     return deco
 
@@ -205,6 +217,37 @@ def consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
     return out
 
 
+@_mutant("ue8m0-no-requant", "producer",
+         "UE8M0 scales: the fp32 scale amax/448 is rounded up to a power of two after the payload was quantized "
+         "with the fp32 scale, so codes and scale disagree by up to 2x",
+         "sglang #28307 and transformers #47030: scales ceiled to UE8M0 without re-quantizing the payload",
+         expected_impl="torch-reference", recipe="ue8m0")
+def ue8m0_no_requant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                     is_neox=True, *, block_tokens_m=None):
+    fp8, scale = kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                                quant_group_size, is_neox, recipe="fp32-div")
+    m = o.shape[0]
+    scale[:, :, :m] = block_scales(scale[:, :, :m] * FP8_E4M3_MAX, "ue8m0")  # the defect: only the scale is re-rounded
+    return fp8, scale
+
+
+@_mutant("packed-byte-order", "consumer",
+         "a consumer of packed UE8M0 scales reads the four exponent bytes of each int32 word in the wrong order",
+         "packing is little-endian by k-block (vLLM / DeepGEMM on SM100); a big-endian unpack swaps k-blocks' scales",
+         expected_impl="math-reference", recipe="ue8m0-packed")
+def packed_byte_order(a, a_scale, b, b_scale, out=None):
+    g, m, k = a.shape
+    words = a_scale.shape[1]
+    swapped = a_scale.view(torch.uint8).view(g, words, a_scale.shape[2], 4).flip(-1).contiguous().view(torch.int32)
+    swapped = swapped.view(g, words, a_scale.shape[2])
+    res = fp8_block_bmm_math_ref(a, swapped, b, b_scale).to(torch.bfloat16)
+    provenance.record("consumer", "math-reference", f"torch-{a.device.type}", mutant="packed-byte-order")
+    if out is None:
+        return res
+    out.copy_(res)
+    return out
+
+
 # --- the same defects in the torch chain (chain backend "torch": the A/B's arm B on a CPU) ---------------
 # Each applies its defect to the mirror reference producer or the emulated consumer, so `accval gsm8k
 # --inject ID` shows on a CPU what the defect does to a model. Defects that exist only in a GPU kernel
@@ -305,11 +348,19 @@ def torch_silent_fallback(a, a_scale, b, b_scale, out=None):
     return out
 
 
+TORCH_CHAIN["ue8m0-no-requant"] = ue8m0_no_requant  # already torch: the same function on every backend
+
+
 def for_chain(id: str, backend: str):
     """``(role, fn)`` of mutant ``id`` for an FP8 chain running on ``backend`` (see kernels.CHAIN_BACKENDS)."""
     if id not in CATALOG:
         raise ValueError(f"--inject: expected a catalog mutant id, one of {sorted(CATALOG)}; got {id!r}")
     m = CATALOG[id]
+    fn = globals()[m.attr]
+    if m.role == "consumer" and not set(fn.accval_recipe) & set(FP32_SCALE_RECIPES):
+        raise ValueError(f"--inject {id}: this consumer reads {', '.join(fn.accval_recipe)} scales, which arm B's "
+                         f"producer does not write; run it as --producer reference:{fn.accval_recipe[0]} --consumer "
+                         f"mutant:{id}")
     if backend == "torch":
         if id not in TORCH_CHAIN:
             raise ValueError(f"--inject {id}: this defect exists only in the GPU kernels ({m.defect}); "

@@ -4,7 +4,10 @@ Options (also settable by environment variables):
   ``--producer NAME`` / ``ACCVAL_PRODUCER``  a registered producer or ``module:attr`` (default ``accval``)
   ``--consumer NAME`` / ``ACCVAL_CONSUMER``  a registered consumer or ``module:attr`` (default ``accval``)
 Both are resolved and checked against the contract before any test runs; a plugged implementation
-that cannot be called as required stops the session with a one-line usage error.
+that cannot be called as required, or that declares nonsense, stops the session with a one-line
+usage error. The run ends with one line per implementation: its declaration (recipe, exactness,
+layouts, dims, output), its tests' outcomes, what was covered and what was skipped and why, how
+often it differed from its recipe's mirror, and the chain's worst error against its bound.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def pytest_configure(config):
     except (PluginError, KeyError, ValueError) as e:
         raise pytest.UsageError(f"accval: {e}") from None
     config._accval_profile = profile
+    pytest_runtest_logreport.summary = _Summary()
 
 
 def pytest_report_header(config):
@@ -51,8 +55,126 @@ def pytest_report_header(config):
         import torch
 
         dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (Triton interpreter)"
-        return [f"accval: producer={impls['producer'].name} consumer={impls['consumer'].name} "
+        return [f"accval: producer={impls['producer'].name} ({impls['producer'].describe()}) "
+                f"consumer={impls['consumer'].name} ({impls['consumer'].describe()}) "
                 f"hypothesis-profile={config._accval_profile} device={dev}"]
+
+
+def pytest_generate_tests(metafunc):
+    """``chain_pair``: the (producer, consumer) pairs of one recipe the chain tests run
+    (:func:`accval.implementations.chain_pairs`); ``scale_format``: each scale storage the consumer reads."""
+    impls = getattr(metafunc.config, "_accval_impls", None)
+    if impls is None:
+        return
+    if "chain_pair" in metafunc.fixturenames:
+        from .implementations import chain_pairs
+
+        pairs = chain_pairs(impls["producer"], impls["consumer"])
+        metafunc.parametrize("chain_pair", pairs, ids=[f"{p.name}>{c.name}[{p.recipe.name}]" for p, c in pairs],
+                             scope="session")
+    if "scale_format" in metafunc.fixturenames:
+        formats = impls["consumer"].scale_formats()
+        metafunc.parametrize("scale_format", formats, ids=[f"scales-{f}" for f in formats], scope="session")
+
+
+@pytest.fixture
+def accval_record(request):
+    """``record(kind, **data)``: a measurement for the run's summary lines (kept on the test report, so
+    it reaches the summary from pytest-xdist workers too)."""
+    def record(kind: str, **data):
+        request.node.user_properties.append(("accval", {"kind": kind, **data}))
+    return record
+
+
+#: Which implementation's summary line a test counts toward, by the fixtures it uses.
+_ROLE_FIXTURES = {"producer": ("producer", "chain_pair"), "consumer": ("consumer", "chain_pair")}
+
+
+class _Summary:
+    """Outcomes and measurements per implementation, gathered from test reports."""
+
+    def __init__(self):
+        import collections
+
+        self.outcomes = {role: collections.Counter() for role in _ROLE_FIXTURES}
+        self.skips = {role: collections.Counter() for role in _ROLE_FIXTURES}
+        self.cover = collections.defaultdict(set)
+        self.mirror = {"codes": [0, 0], "scales": [0, 0]}
+        self.chain: dict[str, float] = {}
+
+    def add(self, report):
+        props = dict((k, v) for k, v in report.user_properties if k == "accval_roles")
+        roles = props.get("accval_roles", ())
+        outcome = None
+        if report.when == "call":
+            outcome = report.outcome
+        elif report.outcome in ("skipped", "failed"):
+            outcome = "error" if report.outcome == "failed" else "skipped"
+        if outcome is None:
+            return
+        for role in roles:
+            self.outcomes[role][outcome] += 1
+            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                self.skips[role][report.longrepr[2].removeprefix("Skipped: ")] += 1
+        if report.when != "call":
+            return
+        for key, data in report.user_properties:
+            if key != "accval":
+                continue
+            if data["kind"] == "cover":
+                for field in ("layout", "head_dim", "rope_dim"):
+                    self.cover[field].add(data[field])
+            elif data["kind"] == "mirror":
+                for field in ("codes", "scales"):
+                    diff, total = data[field]
+                    if diff >= 0:
+                        self.mirror[field][0] += diff
+                        self.mirror[field][1] += total
+            elif data["kind"] == "chain":
+                self.chain[data["pair"]] = max(self.chain.get(data["pair"], 0.0), data["worst"])
+
+    def lines(self, impls) -> list[str]:
+        out = []
+        for role in _ROLE_FIXTURES:
+            impl = impls[role]
+            c = self.outcomes[role]
+            if not sum(c.values()):
+                continue
+            counts = ", ".join(f"{c[k]} {k}" for k in ("passed", "failed", "error", "skipped") if c[k] or k != "error")
+            line = f"{role} {impl.name}: {impl.describe()}; {counts}"
+            if role == "producer":
+                cov = "; ".join(f"{f} {','.join(str(v) for v in sorted(self.cover[f]))}" for f in ("layout", "head_dim", "rope_dim")
+                                if self.cover[f])
+                if cov:
+                    line += f"; covered {cov}"
+                (cd, ct), (sd, st) = self.mirror["codes"], self.mirror["scales"]
+                if ct:
+                    line += (f"; vs the {impl.recipe.name} mirror: {cd} of {ct} codes ({100 * cd / ct:.3f}%), {sd} of {st} "
+                             f"scales ({100 * sd / max(st, 1):.3f}%) differ")
+            chain = {p: w for p, w in self.chain.items() if p.split("->")[role == "consumer"] == impl.name}
+            if chain:
+                line += "; chain worst |err|/bound " + ", ".join(f"{p} {w:.3g}" for p, w in sorted(chain.items()))
+            if self.skips[role]:
+                reasons = self.skips[role].most_common(4)
+                line += "; skipped: " + "; ".join(f"{n}x {r if len(r) <= 110 else r[:107] + '...'}" for r, n in reasons)
+            out.append(line)
+        return out
+
+
+def pytest_runtest_logreport(report):
+    summary = getattr(pytest_runtest_logreport, "summary", None)
+    if summary is not None:
+        summary.add(report)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    impls = getattr(config, "_accval_impls", None)
+    summary = getattr(pytest_runtest_logreport, "summary", None)
+    if impls is None or summary is None or not any(sum(c.values()) for c in summary.outcomes.values()):
+        return
+    terminalreporter.section("accval implementations")
+    for line in summary.lines(impls):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +204,13 @@ TESTS_FIRST = "ACCVAL_TESTS_FIRST"
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    impls = getattr(config, "_accval_impls", None)
+    for item in items:
+        roles = [role for role, names in _ROLE_FIXTURES.items() if any(n in item.fixturenames for n in names)]
+        pair = getattr(getattr(item, "callspec", None), "params", {}).get("chain_pair")
+        if pair is not None and impls is not None:  # a chain test counts for the side of the pair under test
+            roles = [role for role, impl in zip(("producer", "consumer"), pair) if impl is impls[role]]
+        item.user_properties.append(("accval_roles", roles))
     first = [name for name in os.environ.get(TESTS_FIRST, "").split(",") if name]
     if first:
         rank = {name: i for i, name in enumerate(first)}

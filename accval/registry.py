@@ -7,9 +7,24 @@ ValueError; an unknown name raises KeyError listing what exists.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
+
+
+def _import(module_name: str):
+    """Import a module, also from the current directory (as ``python -m`` and pytest do; the ``accval``
+    console script alone would not look there)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if cwd in sys.path or (e.name or "").split(".")[0] != module_name.split(".")[0]:
+            raise
+        sys.path.append(cwd)
+        return importlib.import_module(module_name)
 
 
 def resolve(spec: str) -> object:
@@ -18,7 +33,7 @@ def resolve(spec: str) -> object:
         raise ValueError(f"expected 'module:attr', got {spec!r}")
     module_name, _, attr = spec.partition(":")
     try:
-        obj: object = importlib.import_module(module_name)
+        obj: object = _import(module_name)
     except ImportError as e:
         raise ValueError(f"cannot import module {module_name!r} from {spec!r}: {e}") from e
     for part in attr.split("."):

@@ -19,6 +19,8 @@ PROFILES = {
     "dev": dict(max_examples=25, deadline=None, max_m=300),
     "ci": dict(max_examples=30, deadline=None, derandomize=True, print_blob=True, max_m=260),
     "nightly": dict(max_examples=400, deadline=None, max_m=9000),
+    # a quick look at a plugged implementation (CI runs each example producer under it)
+    "smoke": dict(max_examples=6, deadline=None, derandomize=True, print_blob=True, max_m=64),
 }
 
 
@@ -26,9 +28,12 @@ def register_profiles() -> str:
     """Register all profiles and load the chosen one; returns its name."""
     for name, opts in PROFILES.items():
         opts = {k: v for k, v in opts.items() if k != "max_m"}
-        # parent: Hypothesis' own defaults, not whatever profile is loaded now (a no-shrink one, say)
+        # parent: Hypothesis' own defaults, not whatever profile is loaded now (a no-shrink one, say).
+        # function_scoped_fixture: the suite's function fixtures (accval_record, the implementations)
+        # are meant to span a test's examples: the recorder sums them for the run's summary line.
         settings.register_profile(name, settings.get_profile("default"),
-                                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], **opts)
+                                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                         HealthCheck.function_scoped_fixture], **opts)
     name = active_profile()
     if os.environ.get(NO_SHRINK) == "1":
         # a mutant run asks only whether some test fails: shrinking the failing example to a minimal

@@ -2,16 +2,20 @@
 
 ``pytest suites/kernel --producer examples.torch_producer:inv_rope_fp8_quant`` runs accval's whole
 property suite against it. Internally it differs from accval's (one group at a time, quantization by
-``unflatten`` and an explicit scale buffer), but it computes the same contract: inverse RoPE rounded
-to the input dtype, then 1x128 FP8 blocks with ``scale = absmax / 448``.
+``unflatten`` and an explicit scale buffer), but it computes the legacy path's numbers: inverse RoPE
+rounded to the input dtype, then 1x128 FP8 blocks with ``scale = absmax / 448``, so it declares the
+``fp32-div`` recipe and bit-exactness. It is a torch custom op with a fake, so the suite's fake and
+opcheck properties run on it too.
 
-``broken_pad`` is the same producer with the scale buffer padded to 8 rows instead of 4: the suite
-must fail it, naming the layout contract.
+Planted defects the suite must fail (``examples/_planted.py``): ``broken_pad`` pads the scale buffer
+to ``max(BTM, 4)`` rows; ``broken_fake``'s fake allocates those rows while the real op pads to 4.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ._planted import padded_rows
 
 FP8 = torch.float8_e4m3fn
 
@@ -34,11 +38,11 @@ def _inverse_rope(o, positions, cache, rope_dim, is_neox):
 
 
 def _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
-              is_neox=True, *, scale_align=4):
+              is_neox=True, *, rows=None):
     m, _, d = o.shape
     k = heads_per_group * d
     x = _inverse_rope(o, positions, cos_sin_cache, rope_dim, is_neox).reshape(m, n_groups, k)
-    rows = -(-m // scale_align) * scale_align
+    rows = -(-m // 4) * 4 if rows is None else rows
     fp8 = torch.empty((n_groups, m, k), dtype=FP8, device=o.device)
     scale = torch.zeros((n_groups, k // 128, rows), dtype=torch.float32, device=o.device)
     for g in range(n_groups):
@@ -50,15 +54,64 @@ def _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, 
     return fp8, scale
 
 
+def _fake(o, n_groups, heads_per_group, rows):
+    k = heads_per_group * o.shape[2]
+    return o.new_empty((n_groups, o.shape[0], k), dtype=FP8), o.new_empty((n_groups, k // 128, rows), dtype=torch.float32)
+
+
+@torch.library.custom_op("accval_examples::torch_inv_rope_fp8_quant", mutates_args=())
+def _op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor, n_groups: int, heads_per_group: int,
+        nope_dim: int, rope_dim: int, quant_group_size: int, is_neox: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+@_op.register_fake
+def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox):
+    return _fake(o, n_groups, heads_per_group, -(-o.shape[0] // 4) * 4)
+
+
+@torch.library.custom_op("accval_examples::torch_inv_rope_fp8_quant_stale_fake", mutates_args=())
+def _stale_fake_op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor, n_groups: int,
+                   heads_per_group: int, nope_dim: int, rope_dim: int, quant_group_size: int,
+                   is_neox: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+@_stale_fake_op.register_fake
+def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox):
+    return _fake(o, n_groups, heads_per_group, padded_rows(o.shape[0]))  # the planted defect
+
+
+def _declare(fn, op):
+    fn.accval_recipe = "fp32-div"
+    fn.accval_exact = True
+    fn.accval_rope_layouts = ("neox", "gptj")
+    fn.accval_output = "gmk"
+    fn.accval_op = op
+    return fn
+
+
 def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                        quant_group_size=128, is_neox=True):
-    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    return torch.ops.accval_examples.torch_inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group,
+                                                              nope_dim, rope_dim, quant_group_size, is_neox)
 
 
 def broken_pad(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                is_neox=True):
     return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox,
-                     scale_align=8)
+                     rows=padded_rows(o.shape[0]))
+
+
+def broken_fake(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                is_neox=True):
+    return torch.ops.accval_examples.torch_inv_rope_fp8_quant_stale_fake(
+        o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+_declare(inv_rope_fp8_quant, torch.ops.accval_examples.torch_inv_rope_fp8_quant)
+_declare(broken_pad, None)
+_declare(broken_fake, torch.ops.accval_examples.torch_inv_rope_fp8_quant_stale_fake)
 
 
 def wrong_signature(o, positions):

@@ -23,7 +23,7 @@ from .constants import FP8_DTYPE
 from .fp8_block_bmm import fp8_block_bmm
 from .inv_rope_fp8_quant import inv_rope_fp8_quant, validate_producer_args
 from .reference import dequantize_weight, inv_rope_fp8_quant_ref, inverse_rope_
-from .validation import check_shape, check_tensor
+from .validation import check_shape, check_tensor, contract_problems
 
 
 def _check_weight(w_fp8, w_scale, n_groups, k):
@@ -79,19 +79,41 @@ CHAIN_BACKENDS = {
 
 
 def o_a_proj_fp8_chain(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim,
-                       is_neox=True, *, backend="triton", check_contract=True):
+                       is_neox=True, *, backend="triton", check_contract=True, producer=None, consumer=None,
+                       inspect=None):
     """Arm B: fused inverse RoPE + FP8 quant, then the FP8 block-scaled bmm -> ``[M, G, R]`` bf16.
 
-    ``check_contract=False`` runs the consumer as engines do, trusting the producer's layout.
+    ``backend`` picks accval's producer and consumer (:data:`CHAIN_BACKENDS`); ``producer`` and
+    ``consumer`` replace either with any implementation of the contract: ``producer(o, positions,
+    cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=...) -> (fp8 [G, M, K],
+    scales [G, *, pad4(M)])`` in the physical layout, ``consumer(a, a_scale, b, b_scale, out)`` writing
+    ``out [G, M, R]``. ``check_contract`` (default) raises ValueError when the producer's buffers break
+    the contract; False runs the consumer as engines do, trusting the producer's layout.
+    ``inspect(fp8, scale)`` is called between the two (the A/B counts contract violations there).
     """
     if backend not in CHAIN_BACKENDS:
         raise ValueError(f"backend: expected one of {sorted(CHAIN_BACKENDS)}, got {backend!r}")
+    if not isinstance(check_contract, bool):
+        raise TypeError(f"check_contract: expected a bool, got {type(check_contract).__name__}")
+    for name, fn in (("producer", producer), ("consumer", consumer), ("inspect", inspect)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name}: expected a callable or None, got {type(fn).__name__}")
     produce, consumer_backend = CHAIN_BACKENDS[backend]
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
     r = _check_weight(w_fp8, w_scale, n_groups, p.k)
-    fp8, scale = produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
+    fp8, scale = (producer or produce)(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                       is_neox=is_neox)
+    if inspect is not None:
+        inspect(fp8, scale)
+    if check_contract:
+        problems = contract_problems(fp8, scale, n_groups, p.m, p.k)
+        if problems:
+            raise ValueError("producer output breaks the buffer contract: " + "; ".join(problems))
     out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
-    fp8_block_bmm(fp8, scale, w_fp8, w_scale, out.transpose(0, 1), backend=consumer_backend,
-                  check_contract=check_contract)
-    provenance.record("o_a_proj", "fp8-chain", backend)
+    if consumer is None:
+        fp8_block_bmm(fp8, scale, w_fp8, w_scale, out.transpose(0, 1), backend=consumer_backend,
+                      check_contract=check_contract)
+    else:
+        consumer(fp8, scale, w_fp8, w_scale, out.transpose(0, 1))
+    provenance.record("o_a_proj", "fp8-chain", backend if producer is None and consumer is None else "plugged")
     return out

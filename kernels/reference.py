@@ -15,6 +15,7 @@ import torch
 
 from . import provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, WEIGHT_BLOCK, pad4
+from .recipes import block_scales, get_recipe, pack_ue8m0, scale_values
 
 
 def _cos_sin(cos_sin_cache: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,42 +48,47 @@ def inverse_rope_(o: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch
 
 
 def block_scale(amax: torch.Tensor) -> torch.Tensor:
-    """``amax / 448`` as a true IEEE division on every device.
+    """``amax / 448`` as a true IEEE division on every device (the ``fp32-div`` recipe's scale)."""
+    return block_scales(amax, "fp32-div")
 
-    Dividing by a Python scalar lets torch's CUDA kernel multiply by the reciprocal instead (1 ulp
-    off for about half of all values, measured on an H100); a tensor divisor keeps it a division,
-    which is what the kernel's ``div_rn`` computes.
+
+def quantize_1x128_permute102(x: torch.Tensor, recipe="fp32-div") -> tuple[torch.Tensor, torch.Tensor]:
+    """``x [M, G, K]`` -> ``fp8 [G, M, K]``, scales ``[G, K/128, pad4(M)]`` (zero padding rows).
+
+    The scales follow ``recipe`` (:mod:`kernels.recipes`): fp32 for the ``fp32-*`` and ``ue8m0``
+    recipes, int32 words of packed exponents ``[G, ceil(K/512), pad4(M)]`` for ``ue8m0-packed``.
+    Codes are ``RNE(clamp(x / scale, -448, 448))`` with an IEEE division, 0 where the scale is 0.
     """
-    return amax / torch.full_like(amax, FP8_E4M3_MAX)
-
-
-def quantize_1x128_permute102(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [M, G, K]`` -> ``fp8 [G, M, K]``, ``scale [G, K/128, pad4(M)]`` (zero padding rows)."""
+    r = get_recipe(recipe)
     m, g, k = x.shape
     xg = x.permute(1, 0, 2).float().reshape(g, m, k // QUANT_BLOCK, QUANT_BLOCK)
     amax = xg.abs().amax(dim=-1)
-    scale = block_scale(amax)
+    scale = block_scales(amax, r)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale))
     q = torch.where(scale[..., None] > 0, xg / safe[..., None], torch.zeros_like(xg))
     fp8 = q.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE).reshape(g, m, k).contiguous()
     scale_buf = torch.zeros((g, k // QUANT_BLOCK, pad4(m)), dtype=torch.float32, device=x.device)
     scale_buf[:, :, :m] = scale.transpose(1, 2)
-    return fp8, scale_buf
+    return fp8, (pack_ue8m0(scale_buf) if r.packed else scale_buf)
 
 
 def inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                           quant_group_size=QUANT_BLOCK, is_neox=True, *, block_tokens_m=None, check_positions=None):
+                           quant_group_size=QUANT_BLOCK, is_neox=True, *, block_tokens_m=None, check_positions=None,
+                           recipe="fp32-div"):
     """Mirror reference of :func:`kernels.inv_rope_fp8_quant`: the legacy two-step path in torch.
 
-    ``block_tokens_m`` is validated and ignored (the reference has no token blocks).
+    ``recipe`` picks the scale rule and storage (:mod:`kernels.recipes`); the default, ``fp32-div``,
+    is the legacy path itself and what accval's kernel computes bit for bit. ``block_tokens_m`` is
+    validated and ignored (the reference has no token blocks).
     """
     from .inv_rope_fp8_quant import validate_producer_args
 
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
     x = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox)
-    out = quantize_1x128_permute102(x.reshape(p.m, n_groups, p.k))
-    provenance.record("producer", "torch-reference", f"torch-{o.device.type}")
+    r = get_recipe(recipe)
+    out = quantize_1x128_permute102(x.reshape(p.m, n_groups, p.k), r)
+    provenance.record("producer", "torch-reference", f"torch-{o.device.type}", recipe=r.name)
     return out
 
 
@@ -103,9 +109,9 @@ def inverse_rope_math_ref(o, positions, cos_sin_cache, rope_dim, is_neox):
 
 
 def dequantize_activations(fp8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``fp8 [G, M, K]`` with ``scale [G, K/128, >=M]`` -> float64 ``[G, M, K]``."""
+    """``fp8 [G, M, K]`` with scales ``[G, K/128, >=M]`` (fp32, or int32 packed UE8M0) -> float64 ``[G, M, K]``."""
     g, m, k = fp8.shape
-    s = scale[:, :, :m].transpose(1, 2).double()  # [G, M, K/128]
+    s = scale_values(scale, k // QUANT_BLOCK)[:, :, :m].transpose(1, 2).double()  # [G, M, K/128]
     return (fp8.to(torch.float32).double().reshape(g, m, k // QUANT_BLOCK, QUANT_BLOCK) * s[..., None]).reshape(g, m, k)
 
 

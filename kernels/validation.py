@@ -55,15 +55,17 @@ def is_fake(t: torch.Tensor) -> bool:
 def contract_problems(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int) -> list[str]:
     """What a producer's output breaks of the buffer contract (DOMAIN.md section 1); empty when none.
 
-    ``fp8 [G, M, K]`` contiguous (group stride ``M*K``), ``scale [G, K/128, pad4(M)]`` contiguous with
-    rows ``M..pad4(M)-1`` zero. Non-raising, for callers that count violations (the A/B site).
+    ``fp8 [G, M, K]`` contiguous (group stride ``M*K``), scales ``[G, K/128, pad4(M)]`` fp32 (or
+    ``[G, ceil(K/512), pad4(M)]`` int32 words of packed UE8M0 exponents) contiguous with rows
+    ``M..pad4(M)-1`` zero. Non-raising, for callers that count violations (the A/B site).
     """
-    from .constants import QUANT_BLOCK, pad4
+    from .constants import pad4
+    from .recipes import get_recipe
 
     problems = []
     if tuple(fp8.shape) != (n_groups, m, k) or not fp8.is_contiguous():
         problems.append(f"fp8: expected contiguous {(n_groups, m, k)}, got {tuple(fp8.shape)} strides {fp8.stride()}")
-    want = (n_groups, k // QUANT_BLOCK, pad4(m))
+    want = get_recipe("ue8m0-packed" if scale.dtype == torch.int32 else "fp32-div").scale_shape(n_groups, k, pad4(m))
     if tuple(scale.shape) != want or not scale.is_contiguous():
         problems.append(f"scale: expected contiguous {want}, got {tuple(scale.shape)} strides {scale.stride()}")
     elif m < pad4(m) and not bool((scale[:, :, m:] == 0).all()):

@@ -56,6 +56,8 @@ class Settings:
     seed: int = 0
     backend: str = "auto"
     inject: str | None = None
+    producer: str | None = None  # arm B's producer / consumer: registered names or module:attr (None: the backend's)
+    consumer: str | None = None
     endpoint_a: str | None = None  # OpenAI-compatible completions servers as the arms
     endpoint_b: str | None = None
     ranks: int | str | None = None  # real processes hosting the 8 DEP/TEP ranks (None: emulated in one process;
@@ -121,7 +123,8 @@ def validate(s: Settings) -> Settings:
                 raise ValueError(f"{flag}: expected an http(s) URL, got {url!r}")
         if s.ranks is not None:
             raise ValueError("--ranks with --endpoint-a/-b: the servers run their own ranks")
-        if s.inject or s.model != builtin.BUILTIN or s.backend != "auto" or s.matmul != "auto":
+        if (s.inject or s.producer or s.consumer or s.model != builtin.BUILTIN or s.backend != "auto"
+                or s.matmul != "auto"):
             raise ValueError("with --endpoint-a/-b the servers choose the model, backend and any injected defect; "
                              "pass those to the servers (e.g. accval serve --inject ID)")
         return s
@@ -141,6 +144,10 @@ def validate(s: Settings) -> Settings:
         from accval import mutants
 
         mutants.for_chain(s.inject, s.backend)
+    prod, cons = arms_for(s)["B"].implementations()  # unknown names, recipes that do not pair: usage errors
+    for role, impl in (("producer", prod), ("consumer", cons)):
+        if impl is not None and s.device.split(":")[0] not in impl.devices:
+            raise ValueError(f"--{role} {impl.name} runs on {', '.join(impl.devices)}, not on {s.device}")
     return s
 
 
@@ -195,7 +202,19 @@ class RunDir:
 
 
 def arms_for(settings: Settings) -> dict[str, Arm]:
-    return {"A": Arm("A", "bf16-fallback"), "B": Arm("B", "fp8-chain", settings.backend, settings.inject)}
+    return {"A": Arm("A", "bf16-fallback"),
+            "B": Arm("B", "fp8-chain", settings.backend, settings.inject, settings.producer, settings.consumer)}
+
+
+def _plugged(arm: Arm) -> dict | None:
+    """What the report records of an arm's plugged implementations: names, recipes, declarations."""
+    if arm.path != "fp8-chain" or not (arm.producer or arm.consumer):
+        return None
+    prod, cons = arm.implementations()
+    return {"producer": None if prod is None else {"name": prod.name, "recipe": prod.recipe.name, "exact": prod.exact,
+                                                   "declared": prod.describe(), "expected_impl": prod.expected_impl},
+            "consumer": None if cons is None else {"name": cons.name, "recipes": list(cons.recipes),
+                                                   "expected_impl": cons.expected_impl}}
 
 
 def _completions_url(url: str) -> str:
@@ -413,7 +432,7 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
                                 provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
                                 contract_violations=site["B"].contract_violations)
         arm_info = {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
-                        "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
+                        "plugged": _plugged(a), "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
                     for n, a in arms.items()}
     kind, ranks = MODES[settings.mode]
     report = {

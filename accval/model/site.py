@@ -49,19 +49,45 @@ class Arm:
     path: str  # one of PATHS
     backend: str | None = None  # chain backend for fp8-chain
     inject: str | None = None  # catalog mutant id applied to this arm
+    #: plugged implementations (names for accval.implementations' registries) replacing the backend's
+    producer: str | None = None
+    consumer: str | None = None
 
     def __post_init__(self):
         if self.path not in PATHS:
             raise ValueError(f"arm {self.name}: path expected one of {PATHS}, got {self.path!r}")
         if self.path == "fp8-chain" and self.backend not in kernels.CHAIN_BACKENDS:
             raise ValueError(f"arm {self.name}: backend expected one of {sorted(kernels.CHAIN_BACKENDS)}, got {self.backend!r}")
-        if self.inject and self.path != "fp8-chain":
-            raise ValueError(f"arm {self.name}: --inject applies to the FP8 chain, not to {self.path!r}")
+        if (self.inject or self.producer or self.consumer) and self.path != "fp8-chain":
+            raise ValueError(f"arm {self.name}: --inject, --producer and --consumer apply to the FP8 chain, not to {self.path!r}")
+
+    def implementations(self):
+        """``(producer, consumer)``: the plugged implementations (``accval.implementations`` wrappers) or
+        None for the backend's own; ValueError when a name is unknown or the two read different recipes."""
+        from accval.implementations import CONSUMERS, PRODUCERS, PluginError
+
+        try:
+            prod = PRODUCERS.get(self.producer) if self.producer else None
+            cons = CONSUMERS.get(self.consumer) if self.consumer else None
+        except KeyError as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        except PluginError as e:
+            raise ValueError(str(e)) from None
+        recipe = prod.recipe.name if prod is not None else "fp32-div"
+        if cons is not None and not cons.reads(recipe):
+            raise ValueError(f"--consumer {cons.name} reads {', '.join(cons.recipes)} scales; the producer "
+                             f"({prod.name if prod else 'accval'}) writes {recipe}")
+        if prod is not None and cons is None and prod.recipe.packed:
+            raise ValueError(f"--producer {prod.name} writes {recipe} scales, which accval's consumers do not read; "
+                             f"add --consumer reference (the math reference reads every recipe)")
+        return prod, cons
 
     def describe(self) -> str:
         if self.path != "fp8-chain":
             return self.path
-        return f"fp8-chain[{self.backend}]" + (f" + mutant {self.inject}" if self.inject else "")
+        plugged = ", ".join(f"{k}={v}" for k, v in (("producer", self.producer), ("consumer", self.consumer)) if v)
+        return (f"fp8-chain[{self.backend}" + (f"; {plugged}" if plugged else "") + "]"
+                + (f" + mutant {self.inject}" if self.inject else ""))
 
 
 @dataclasses.dataclass
@@ -202,36 +228,44 @@ class OAProjSite:
                                               fp32_matmul=fp32)
 
     def _chain(self, arm: Arm):
+        """Arm B: :func:`kernels.o_a_proj_fp8_chain` (the function the kernel suite tests) with the arm's
+        backend, plugged implementations or catalog mutant, run as engines run it (the consumer trusts
+        the producer's layout) while this site counts contract violations between the two."""
         from accval import mutants
 
         produce, consumer_backend = kernels.CHAIN_BACKENDS[arm.backend]
         expected = {"producer": "torch-reference" if produce is kernels.inv_rope_fp8_quant_ref else "triton",
                     "consumer": _CONSUMER_IMPL[consumer_backend]}
-
-        def consume(a, a_scale, b, b_scale, out):
-            return kernels.fp8_block_bmm(a, a_scale, b, b_scale, out, backend=consumer_backend, check_contract=False)
-
+        prod, cons = arm.implementations()
+        producer = consumer = None
+        if prod is not None:
+            producer = prod
+            expected["producer"] = prod.expected_impl
+        if cons is not None:
+            consumer = cons
+            expected["consumer"] = cons.expected_impl
         if arm.inject:
             role, fn = mutants.for_chain(arm.inject, arm.backend)
-            claimed = getattr(fn, "accval_expected_impl", None)
             if role == "producer":
-                produce = fn
+                producer = fn
             else:
-                consume = fn  # noqa: F811  (the mutant consumer replaces the chain's)
-            if claimed:
-                expected[role] = claimed
+                consumer = fn
+            expected[role] = getattr(fn, "accval_expected_impl", None)
+        expected = {op: impl for op, impl in expected.items() if impl}
         stats = lambda: self.stats[arm.name]  # noqa: E731
 
         def chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope):
             m, k = o.shape[0], hpg * o.shape[2]
-            fp8, scale = produce(o, positions, cache, n_groups, hpg, nope, rope, 128, False)
-            problems = contract_problems(fp8, scale, n_groups, m, k)
-            if problems:
-                stats().contract_violations += 1
-                stats().first_violation = stats().first_violation or f"M={m}: {problems[0]}"
-            out = torch.empty((m, n_groups, w_fp8.shape[1]), dtype=torch.bfloat16, device=o.device)
-            consume(fp8, scale, w_fp8, w_scale, out.transpose(0, 1))
-            return out
+
+            def count(fp8, scale):
+                problems = contract_problems(fp8, scale, n_groups, m, k)
+                if problems:
+                    stats().contract_violations += 1
+                    stats().first_violation = stats().first_violation or f"M={m}: {problems[0]}"
+
+            return kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
+                                              is_neox=False, backend=arm.backend, check_contract=False,
+                                              producer=producer, consumer=consumer, inspect=count)
 
         return chain, expected
 

@@ -71,8 +71,14 @@ def assert_within_bound(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Te
     return float(ratio.flatten()[worst])
 
 
-def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, context: str) -> None:
-    """The producer's buffer contract, exactly (DOMAIN.md section 1)."""
+def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, context: str,
+                 recipe="fp32-div") -> None:
+    """The producer's buffer contract, exactly (``docs/contract.md``): ``fp8 [G, M, K]`` with strides
+    ``(M*K, K, 1)``; scales contiguous ``[G, K/128, pad4(M)]`` fp32 (``[G, ceil(K/512), pad4(M)]`` int32
+    for ``ue8m0-packed``)."""
+    from kernels.recipes import get_recipe
+
+    r = get_recipe(recipe)
     problems = []
     if fp8.dtype != FP8_DTYPE:
         problems.append(f"fp8 dtype {fp8.dtype} != float8_e4m3fn")
@@ -80,12 +86,65 @@ def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, 
         problems.append(f"fp8 shape {tuple(fp8.shape)} != {(n_groups, m, k)}")
     elif fp8.stride() != (m * k, k, 1) and m > 0:
         problems.append(f"fp8 strides {fp8.stride()} != {(m * k, k, 1)} (padded or non-contiguous)")
-    if scale.dtype != torch.float32:
-        problems.append(f"scale dtype {scale.dtype} != float32")
-    want = (n_groups, k // 128, pad4(m))
+    if scale.dtype != r.scale_dtype:
+        problems.append(f"scale dtype {scale.dtype} != {r.scale_dtype} (recipe {r.name})")
+    want = r.scale_shape(n_groups, k, pad4(m))
     if tuple(scale.shape) != want:
-        problems.append(f"scale shape {tuple(scale.shape)} != {want} ([G, K/128, pad4(M)])")
+        problems.append(f"scale shape {tuple(scale.shape)} != {want} ([G, {'ceil(K/512)' if r.packed else 'K/128'}, pad4(M)])")
     elif not scale.is_contiguous():
         problems.append(f"scale strides {scale.stride()} are not contiguous")
     if problems:
         raise AssertionError("layout contract violated: " + "; ".join(problems) + f"; {context}")
+
+
+# --- graded properties: implementations that are not bit-exact with their recipe's mirror -------------
+
+#: How far a producer's block absmax may lie from the mirror's, relative. The mirror rounds the rotated
+#: slice to the input dtype (bf16: half an ulp, 2**-9 relative) before taking the absmax, as the legacy
+#: path does; a fused kernel that skips that rounding, or rotates with one FMA, differs by up to that
+#: plus a few fp32 ulps. 2**-8 is twice the rounding bound.
+AMAX_REL_TOL = 2.0**-8
+#: A non-exact producer's codes may differ from the mirror's quantization at the producer's own scale
+#: by one FP8 code (a faithful rounding: an approximate division, or y one input-dtype ulp away).
+#: Measured on an NVIDIA H200: TensorRT-LLM's and vLLM's producers stay within 1.000 ULP of
+#: x/scale for float64 x, accval's within 1.058 (it rounds the rotated slice to bf16 first).
+FP8_CODE_TOL_ULPS = 1
+#: Quantization error per element relative to the exact value, as a multiple of the e4m3 spacing:
+#: half a spacing for exact rounding, one for a faithful one (see :func:`quant_error_bound`).
+ROUNDING_ULPS = {True: 0.5, False: 1.0}
+
+
+def fp8_ordinal(codes: torch.Tensor) -> torch.Tensor:
+    """e4m3 codes -> integers in value order (adjacent values differ by 1; +0 and -0 are both 0)."""
+    u = codes.contiguous().view(torch.uint8).to(torch.int32)
+    mag = u & 0x7F
+    return torch.where((u & 0x80) != 0, -mag, mag)
+
+
+def fp8_is_nan(codes: torch.Tensor) -> torch.Tensor:
+    return (codes.contiguous().view(torch.uint8) & 0x7F) == 0x7F
+
+
+def quant_error_bound(y: torch.Tensor, scale: torch.Tensor, exact: bool, input_eps: float) -> torch.Tensor:
+    """The most a dequantized element ``code * s`` may differ from the exact inverse-RoPE value ``y``.
+
+    Derivation: ``t = y / s`` is rounded to an e4m3 code. Where ``|t| >= 2**-6`` (normal) the code
+    spacing is at most ``2**-3 |t|``; below it (subnormal) it is ``2**-9``. A correct rounding is off by
+    at most half a spacing, a faithful one by one (:data:`ROUNDING_ULPS`), so ``|code*s - y| <=
+    rho * (2**-3 |y| + 2**-9 s)``. Before that, the implementation may round the rotated value to
+    the input dtype (``|y' - y| <= 2**-8 |y|`` for bf16, ``input_eps``) or saturate a ``t`` pushed
+    just past 448 by that rounding of the absmax (the same size); together ``input_eps * |y|``."""
+    rho = ROUNDING_ULPS[exact]
+    return rho * (2.0**-3 * y.abs() + 2.0**-9 * scale) + input_eps * y.abs()
+
+
+def scale_window(amax: torch.Tensor, recipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scales a producer of ``recipe`` may choose for a block whose mirror absmax is ``amax``:
+    the recipe's rule applied at ``amax * (1 -+ AMAX_REL_TOL)`` (its rule is monotone), widened by
+    one fp32 ulp each side for a reciprocal or division rounded the other way."""
+    from kernels.recipes import block_scales
+
+    a = amax.float()
+    lo = block_scales(a * (1 - AMAX_REL_TOL), recipe)
+    hi = block_scales(a * (1 + AMAX_REL_TOL), recipe)
+    return torch.nextafter(lo, torch.zeros_like(lo)), torch.nextafter(hi, torch.full_like(hi, float("inf")))

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 import kernels
 from kernels.constants import FP8_DTYPE, pad4
-from kernels.reference import (dequantize_weight, fp8_block_bmm_abs_ref, fp8_block_bmm_math_ref,
-                               inv_rope_fp8_quant_ref, inverse_rope_)
+from kernels.recipes import pack_ue8m0
+from kernels.reference import (dequantize_weight, fp8_block_bmm_abs_ref, fp8_block_bmm_math_ref, inverse_rope_,
+                               inverse_rope_math_ref)
 
-from .cases import ProducerCase, explicit_sizes, make_inputs, producer_cases, random_weight
-from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound
+from .cases import ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight
+from .checks import (BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound,
+                     scale_window)
 
 
 def _skip_unless_runs_here(impl, device):
@@ -34,39 +36,84 @@ def check_consumer(consumer, a, a_scale, b, b_scale, ctx):
 @st.composite
 def consumer_cases(draw):
     return dict(g=draw(st.integers(1, 3)), m=draw(st.one_of(st.integers(1, 70), st.sampled_from([1, 2, 3, 5, 127, 129]))),
-                n=draw(st.sampled_from([128, 256])), k=draw(st.sampled_from([128, 256, 512])),
+                n=draw(st.sampled_from([128, 256])), k=draw(st.sampled_from([128, 256, 512, 640])),
                 seed=draw(st.integers(0, 2**31 - 1)))
+
+
+def activation_scales(fmt: str, g: int, k: int, m: int, gen: torch.Generator) -> torch.Tensor:
+    """Random activation scales in a consumer's storage ``fmt`` with garbage in the padding rows
+    (NaN for fp32, all-ones bytes for packed words), which a consumer must never read: fp32 values
+    from 0.01 to 1.01, or powers of two 2**-8..2**7 as packed UE8M0 bytes, a different one per k-block."""
+    kb = k // 128
+    if fmt == "fp32":
+        s = torch.rand(g, kb, pad4(m), generator=gen) + 0.01
+        s[:, :, m:] = float("nan")
+        return s
+    exps = torch.randint(-8, 8, (g, kb, pad4(m)), generator=gen).float()
+    packed = pack_ue8m0(torch.exp2(exps))
+    packed[:, :, m:] = -1
+    return packed
 
 
 @given(c=consumer_cases())
 @example(c=dict(g=2, m=1500 % 256, n=128, k=256, seed=1))
-def test_consumer_matches_math_reference(consumer, device, c):
-    """For any G, M, N, K: |out - ref| <= 2**-8 |ref| (bf16 output) + 2**-9 (|A| @ |B|) (block
-    accumulation), ref = dequantized float64 bmm. Scale padding rows hold NaN: never read."""
+@example(c=dict(g=1, m=5, n=128, k=640, seed=2))  # 5 k-blocks: a packed word holding one block
+def test_consumer_matches_math_reference(consumer, device, c, scale_format):
+    """For any G, M, N, K and each scale storage the consumer reads: |out - ref| <= 2**-8 |ref| (bf16
+    output) + 2**-9 (|A| @ |B|) (block accumulation), ref = dequantized float64 bmm. Scale padding
+    rows hold garbage: never read."""
     _skip_unless_runs_here(consumer, device)
     gen = torch.Generator().manual_seed(c["seed"])
     g, m, n, k = c["g"], c["m"], c["n"], c["k"]
     a = (torch.randn(g, m, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
-    a_scale = torch.rand(g, k // 128, pad4(m), generator=gen) + 0.01
-    a_scale[:, :, m:] = float("nan")
+    a_scale = activation_scales(scale_format, g, k, m, gen)
     b = (torch.randn(g, n, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
     b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.01).to(device)
-    check_consumer(consumer, a, a_scale.to(device), b, b_scale, f"{c} consumer={consumer.name}")
+    check_consumer(consumer, a, a_scale.to(device), b, b_scale, f"{c} consumer={consumer.name} scales={scale_format}")
 
 
-def check_chain(producer, consumer, case: ProducerCase, device, r: int = 128):
+def chain_oracle(o, pos, cache, case: ProducerCase, w_fp8, w_scale, recipe, exact: bool):
+    """The float64 product of the *unquantized* inverse-RoPE'd activations with the dequantized weight,
+    and the most a correct producer -> consumer chain of ``recipe`` may differ from it.
+
+    Per activation element (``checks.quant_error_bound``): ``E = rho (2**-3 |y| + 2**-9 s_max) +
+    eps_in |y|``, with ``s_max`` the largest scale the recipe may choose for the block
+    (``checks.scale_window``), rho 1/2 for an exact producer and 1 otherwise, ``eps_in`` the input
+    dtype's half epsilon plus 2**-9 (the rotated value's rounding and the saturation it can cause).
+    Per output: ``sum_k E_k |w_k|`` (quantization), ``FP32_ACC_TOL sum_k (|y_k| + E_k) |w_k|`` (the
+    consumer's block accumulation), and half a bf16 ulp of the largest value the output can take. Any
+    correct producer of the recipe passes whatever its own rounding; a misread scale or row moves an
+    output by the size of the output itself."""
+    y = inverse_rope_math_ref(o.cpu(), pos.cpu(), cache.cpu(), case.rope_dim, case.is_neox)
+    g, m = case.n_groups, case.m
+    y = y.reshape(m, g, -1).transpose(0, 1)  # [G, M, K] float64
+    kb = y.shape[2] // 128
+    amax = y.reshape(g, m, kb, 128).abs().amax(-1)
+    s_max = scale_window(amax.float(), recipe)[1].double().repeat_interleave(128, dim=2)
+    fi = torch.finfo(case.dtype)
+    e = quant_error_bound(y, s_max, exact, fi.eps / 2 + 2.0**-9) + fi.smallest_normal * fi.eps / 2
+    w = dequantize_weight(w_fp8.cpu(), w_scale.cpu())
+    ref = torch.bmm(y, w.transpose(1, 2))
+    quant = torch.bmm(e, w.abs().transpose(1, 2))
+    acc = FP32_ACC_TOL * torch.bmm(y.abs() + e, w.abs().transpose(1, 2))
+    return ref, quant + acc + BF16_HALF_ULP * (ref.abs() + quant + acc) + 1e-30
+
+
+def check_chain(producer, consumer, case: ProducerCase, device, r: int = 128, record=None):
+    case = fit(producer, case)
     o, pos, cache = make_inputs(case, device)
     k = case.heads_per_group * case.head_dim
     w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(case.n_groups, r, k, case.seed, device))
     fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox, block_tokens_m=case.block_tokens_m)
     out = consumer(fp8, scale, w_fp8, w_scale)
-    # the oracle: the legacy reference's FP8 activations, dequantized, times the dequantized weight
-    rf, rs = inv_rope_fp8_quant_ref(*case.args(o.cpu(), pos.cpu(), cache.cpu()), is_neox=case.is_neox)
-    ref = fp8_block_bmm_math_ref(rf, rs, w_fp8.cpu(), w_scale.cpu())
-    bound = BF16_HALF_ULP * ref.abs() + FP32_ACC_TOL * fp8_block_bmm_abs_ref(rf, rs, w_fp8.cpu(), w_scale.cpu())
-    ctx = f"{case} producer={producer.name} consumer={consumer.name}"
+    ref, bound = chain_oracle(o, pos, cache, case, w_fp8, w_scale, producer.recipe, producer.exact)
+    ctx = f"{case} producer={producer.name} consumer={consumer.name} recipe={producer.recipe.name}"
     assert tuple(out.shape) == tuple(ref.shape), f"chain output {tuple(out.shape)} != {tuple(ref.shape)}; {ctx}"
-    assert_within_bound(out.cpu(), ref, bound, "producer -> consumer vs math reference", ctx)
+    worst = assert_within_bound(out.cpu(), ref, bound, "producer -> consumer vs float64 math (unquantized activations)",
+                                ctx)
+    if record is not None:
+        record("chain", worst=worst, pair=f"{producer.name}->{consumer.name}")
+    return worst
 
 
 @settings(max_examples=20)
@@ -74,18 +121,23 @@ def check_chain(producer, consumer, case: ProducerCase, device, r: int = 128):
 @example(case=ProducerCase(m=1500, n_groups=2, heads_per_group=1, seed=1500))  # the DEP8 size, automatic BTM 8
 @example(case=ProducerCase(m=1500, n_groups=2, heads_per_group=1, block_tokens_m=16, seed=15))
 @example(case=ProducerCase(m=7, n_groups=3, heads_per_group=1, seed=7))  # M % 4 != 0 with several groups
-def test_chain_matches_math_reference(producer, consumer, device, case):
+def test_chain_matches_math_reference(chain_pair, device, case, accval_record):
     """Producer output fed to the consumer as engines do (the consumer trusts pad4(M) and M*K
-    strides) matches the math reference for any M, in particular M not a multiple of any BTM."""
+    strides), producer and consumer of one recipe, matches the float64 product of the unquantized
+    activations within the recipe's quantization bound, for any M, in particular M not a multiple
+    of any BTM."""
+    producer, consumer = chain_pair
     _skip_unless_runs_here(consumer, device)
-    check_chain(producer, consumer, case, device)
+    check_chain(producer, consumer, case, device, record=accval_record)
 
 
 @pytest.mark.parametrize("m", explicit_sizes())
-def test_chain_explicit_sizes(producer, consumer, device, m):
+def test_chain_explicit_sizes(chain_pair, device, m, accval_record):
     """The chain at the pull request's sizes and every awkward size, automatic dispatch."""
+    producer, consumer = chain_pair
     _skip_unless_runs_here(consumer, device)
-    check_chain(producer, consumer, ProducerCase(m=m, n_groups=2, heads_per_group=1, is_neox=m % 2 == 1, seed=m), device)
+    check_chain(producer, consumer, ProducerCase(m=m, n_groups=2, heads_per_group=1, is_neox=m % 2 == 1, seed=m), device,
+                record=accval_record)
 
 
 def chain_vs_fallback(case: ProducerCase, device, r=128):

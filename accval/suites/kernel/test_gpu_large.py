@@ -20,6 +20,9 @@ DSV4_PRO_DEP8 = dict(n_groups=8, heads_per_group=16, head_dim=512, rope_dim=64)
 @pytest.mark.parametrize("m", [32768 + 3, 65536], ids=lambda m: f"M{m}")
 def test_dsv4_shape_large_m_matches_reference(producer, m):
     """Past 2**31 elements the producer still equals the reference (int32 offsets would overflow)."""
+    if not producer.exact or "gptj" not in producer.rope_layouts:
+        pytest.skip(f"producer {producer.name!r}: this bit-for-bit check needs an exact GPT-J producer "
+                    "(test_dsv4_chain_both_consumers covers the rest at M=2048)")
     case = ProducerCase(m=m, is_neox=False, seed=m, **DSV4_PRO_DEP8)
     o, pos, cache = make_inputs(case, "cuda")
     fp8, scale = producer(*case.args(o, pos, cache), is_neox=False)
@@ -28,7 +31,7 @@ def test_dsv4_shape_large_m_matches_reference(producer, m):
     hpg = case.heads_per_group
     for g in range(case.n_groups):  # the reference one group at a time: its fp32 temporaries fit in memory
         ref_fp8, ref_scale = inv_rope_fp8_quant_ref(o[:, g * hpg:(g + 1) * hpg], pos, cache, 1, hpg, case.nope_dim,
-                                                    case.rope_dim, is_neox=False)
+                                                    case.rope_dim, is_neox=False, recipe=producer.recipe)
         assert_exact(scale[g:g + 1], ref_scale, f"scales of group {g}", ctx)
         assert_fp8_equal(fp8[g:g + 1], ref_fp8, f"fp8 codes of group {g}", ctx)
         del ref_fp8, ref_scale
@@ -40,5 +43,7 @@ def test_dsv4_chain_both_consumers(producer, m):
     from accval.implementations import CONSUMERS
 
     case = ProducerCase(m=m, seed=m, **DSV4_PRO_DEP8)
-    for name in ("accval", "torch"):
-        check_chain(producer, CONSUMERS.get(name), case, torch.device("cuda"), r=1024)
+    for name in ("accval", "torch", "reference"):
+        consumer = CONSUMERS.get(name)
+        if consumer.reads(producer.recipe):
+            check_chain(producer, consumer, case, torch.device("cuda"), r=1024)

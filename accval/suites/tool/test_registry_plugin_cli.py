@@ -45,31 +45,6 @@ def test_every_mutant_is_registered_under_its_role():
         assert f"mutant:{m.id}" in (PRODUCERS if m.role == "producer" else CONSUMERS)
 
 
-def _pytest(*args, timeout=900):
-    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="ci")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *args], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=timeout)
-
-
-PLUGIN_TESTS = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference",
-                "suites/kernel/test_contract.py::test_layout_contract",
-                "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference"]
-
-
-def test_suite_passes_a_correct_foreign_producer():
-    """A pure-torch producer written independently passes the mirror, layout and chain properties."""
-    proc = _pytest(*PLUGIN_TESTS, "--producer", "examples.torch_producer:inv_rope_fp8_quant")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "producer=examples.torch_producer:inv_rope_fp8_quant" in proc.stdout or "3 passed" in proc.stdout
-
-
-def test_suite_fails_a_defective_foreign_producer_naming_the_property():
-    """The same producer padding scales to 8 rows fails, and the message names the violated contract."""
-    proc = _pytest(*PLUGIN_TESTS, "--producer", "examples.torch_producer:broken_pad")
-    assert proc.returncode == 1, proc.stdout[-3000:]
-    assert "scale shape [G, K/128, pad4(M)]" in proc.stdout, proc.stdout[-3000:]
-
-
 def test_env_variable_selects_the_implementation_and_bad_plugin_is_a_usage_error():
     env = child_pytest_env(ACCVAL_PRODUCER="examples.torch_producer:wrong_signature")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "suites/kernel/test_provenance.py"], cwd=REPO,

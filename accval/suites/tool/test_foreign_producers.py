@@ -1,0 +1,64 @@
+"""The kernel suite judges producers it was not designed for: each example producer passes with no
+false failure, and the same producer with a planted defect fails naming the violated property.
+
+The three examples differ in recipe and form: ``torch_producer`` (fp32-div, exact, torch),
+``rcp_triton_producer`` (fp32-rcp, not exact, a Triton kernel run in the interpreter on a CPU, a
+9-argument op) and ``ue8m0_gptj_producer`` (ue8m0, not exact, GPT-J only, ``[M, G, K]`` views).
+Each runs the suite's core properties under the ``smoke`` Hypothesis profile in a child pytest; the
+whole suite against each is the README's command (``pytest suites/kernel --producer ...``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accval.testing import child_pytest_env
+
+REPO = Path(__file__).resolve().parents[3]
+EXAMPLES = ("torch_producer", "rcp_triton_producer", "ue8m0_gptj_producer")
+CORE = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference",
+        "suites/kernel/test_producer.py::test_explicit_sizes_match_reference[M1500]",
+        "suites/kernel/test_producer.py::test_producer_is_faithful_to_math",
+        "suites/kernel/test_contract.py::test_layout_contract",
+        "suites/kernel/test_contract.py::test_fake_matches_real",
+        "suites/kernel/test_contract.py::test_producer_opcheck",
+        "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference",
+        "suites/kernel/test_provenance.py::test_producer_records_what_ran"]
+
+
+def _pytest(producer: str, *tests: str) -> subprocess.CompletedProcess:
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--producer",
+                           f"examples.{producer}", *tests], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_producer_passes_with_no_false_failure(example):
+    """The core properties pass (skips only where the producer's declaration says so), and the summary
+    line states its recipe and exactness."""
+    proc = _pytest(f"{example}:inv_rope_fp8_quant", *CORE)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    line = next((ln for ln in out.splitlines() if ln.startswith(f"producer examples.{example}:")), None)
+    assert line is not None and ", 0 failed" in line, out[-3000:]
+    assert "recipe=" in line and "exact=" in line, line
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_scale_padded_to_block_tokens_fails_the_layout_contract(example):
+    """Scales padded to max(BTM, 4) rows (the pull request's defect, visible at M=1500) fail the layout property."""
+    proc = _pytest(f"{example}:broken_pad", "suites/kernel/test_contract.py::test_layout_contract")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "layout contract violated" in proc.stdout and "1504" in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_stale_fake_fails_fake_vs_real(example):
+    """A fake that pads scales to max(BTM, 4) while the real op pads to 4 fails fake-vs-real at M=1500."""
+    proc = _pytest(f"{example}:broken_fake", "suites/kernel/test_contract.py::test_fake_matches_real")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "fake != real" in proc.stdout, proc.stdout[-3000:]
