@@ -142,8 +142,9 @@ def _check_layout(interpreter) -> None:
 
 #: The canonical NaN the GPU writes when widening a float8 NaN, per destination.
 GPU_WIDE_NAN = {"fp32": 0x7FFFFFFF, "fp16": 0x7FFF, "bf16": 0x7FFF}
-#: float8 name -> (torch dtype, largest finite value).
-_FP8 = {"fp8e4nv": (torch.float8_e4m3fn, FP8_E4M3_MAX), "fp8e5": (torch.float8_e5m2, FP8_E5M2_MAX)}
+#: float8 name -> (torch dtype, mantissa bits, smallest normal exponent, bias, largest finite value).
+_FP8 = {"fp8e4nv": (torch.float8_e4m3fn, 3, -6, 7, FP8_E4M3_MAX),
+        "fp8e5": (torch.float8_e5m2, 2, -14, 15, FP8_E5M2_MAX)}
 #: Storage of the wider formats in the interpreter (bf16 is kept as uint16).
 _WIDE_STORAGE = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16), "bf16": np.dtype(np.uint16)}
 
@@ -160,16 +161,32 @@ def _widen_to_fp32(data: np.ndarray, name: str) -> np.ndarray:
     return data.astype(np.float32)
 
 
-def _fp32_to_fp8_satfinite(x: np.ndarray, dtype: torch.dtype, max_finite: float) -> np.ndarray:
-    """``cvt.rn.satfinite``: clamp to +-max_finite (inf included), then round to nearest even.
+def _fp32_to_fp8_satfinite(x: np.ndarray, fmt: str) -> np.ndarray:
+    """``cvt.rn.satfinite``: clamp to +-max (inf included), round to nearest even; NaN -> 0x7F.
 
-    torch's CPU cast rounds to nearest even with the carry into the exponent; on the clamped value it
-    gives the GPU's code for every non-NaN input (checked on an H200, see the module docstring).
+    Rounding to the format's grid is fp32's own round-to-nearest-even: for ``|x|`` of exponent ``e``
+    the grid spacing is ``2**k``, ``k = max(e, EMIN) - MANT``; adding ``C = 2**(k + 23)`` puts the sum in
+    a binade whose fp32 spacing is exactly ``2**k``, and subtracting ``C`` again is exact. A round-up
+    into the next binade carries into the exponent by construction. Plain numpy (no torch threads).
     """
-    flat = torch.from_numpy(np.array(x, dtype=np.float32, copy=True).reshape(-1))
-    codes = flat.clamp(-max_finite, max_finite).to(dtype).view(torch.uint8)
-    codes[torch.isnan(flat)] = GPU_FP8_NAN
-    return codes.numpy().reshape(x.shape)
+    _, mant, emin, bias, max_finite = _FP8[fmt]
+    shape, x = np.shape(x), np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    bits = x.view(np.uint32)
+    mag = np.minimum(np.abs(x), np.float32(max_finite))  # NaN stays NaN, +-inf saturates
+    exp = ((mag.view(np.uint32) >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32) - 127
+    k = np.maximum(exp, emin) - mant
+    magic = ((k + 23 + 127).astype(np.uint32) << np.uint32(23)).view(np.float32)
+    with np.errstate(invalid="ignore"):  # NaN rows; replaced below
+        rounded = (mag + magic) - magic
+    rbits = rounded.view(np.uint32)
+    rexp = ((rbits >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32) - 127
+    normal = ((rexp + bias) << mant) | ((rbits >> np.uint32(23 - mant)) & ((1 << mant) - 1)).astype(np.int32)
+    with np.errstate(invalid="ignore"):
+        subnormal = (rounded * np.float32(2.0 ** (mant - emin))).astype(np.int32)  # exact integer 0..2**mant
+    code = np.where(rexp >= emin, normal, subnormal).astype(np.uint8)
+    code |= ((bits >> np.uint32(24)) & np.uint32(0x80)).astype(np.uint8)
+    code[np.isnan(x)] = GPU_FP8_NAN
+    return code.reshape(shape)
 
 
 def _fp32_to_bf16(x: np.ndarray, nearest: bool) -> np.ndarray:
@@ -186,36 +203,46 @@ def _fp32_to_bf16(x: np.ndarray, nearest: bool) -> np.ndarray:
     return out.reshape(x.shape)
 
 
-def _fp8_widen(codes: np.ndarray, src: str, dst: str) -> np.ndarray:
-    """float8 codes -> fp32 / fp16 / bf16 storage, exactly; NaN canonical (see the table)."""
-    codes = np.asarray(codes)
-    if codes.dtype != np.uint8:
-        raise TypeError(f"interpreter cast from {src} expected a numpy uint8 array, got {codes.dtype}")
-    shape, codes = codes.shape, codes.reshape(-1)
-    values = torch.from_numpy(codes.copy()).view(_FP8[src][0]).float().numpy()
+def _fp8_widening_table(src: str, dst: str) -> np.ndarray:
+    """For each of the 256 float8 codes, the GPU's result in ``dst`` storage (see the module table)."""
+    codes = np.arange(256, dtype=np.uint8)
+    values = torch.from_numpy(codes).view(_FP8[src][0]).float().numpy()  # exact decode
     if src == "fp8e5" and dst == "bf16":
         # sm90 shifts the code into bf16 position and multiplies by 2**112: exponent 31 is not special.
         special = (codes & 0x7C) == 0x7C
         magnitude = (4.0 + (codes & 0x03)) * 2.0 ** 14
         values = np.where(special, np.where(codes & 0x80, -magnitude, magnitude), values).astype(np.float32)
-    nan = np.isnan(values)
     if dst == "fp32":
-        out = values.view(np.uint32).copy()
+        table = values.view(np.uint32).copy()
     elif dst == "fp16":
-        out = values.astype(np.float16).view(np.uint16)  # exact: every float8 value is an fp16 value
+        table = values.astype(np.float16).view(np.uint16)  # exact: every float8 value is an fp16 value
     else:
-        out = (values.view(np.uint32) >> np.uint32(16)).astype(np.uint16)  # exact likewise
-    out[nan] = GPU_WIDE_NAN[dst]
-    return out.reshape(shape)
+        table = (values.view(np.uint32) >> np.uint32(16)).astype(np.uint16)  # exact likewise
+    table[np.isnan(values)] = GPU_WIDE_NAN[dst]
+    return table
+
+
+_WIDENING_TABLES: dict = {}
+
+
+def _fp8_widen(codes: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """float8 codes -> fp32 / fp16 / bf16 storage, exactly; NaN canonical (a 256-entry table)."""
+    codes = np.asarray(codes)
+    if codes.dtype != np.uint8:
+        raise TypeError(f"interpreter cast from {src} expected a numpy uint8 array, got {codes.dtype}")
+    table = _WIDENING_TABLES.get((src, dst))
+    if table is None:
+        table = _WIDENING_TABLES[(src, dst)] = _fp8_widening_table(src, dst)
+    return table[codes]
 
 
 def _make_wrapper(original, interpreter):
     rtne, rtz = interpreter._ir.ROUNDING_MODE.RTNE, interpreter._ir.ROUNDING_MODE.RTZ
 
-    def _convert_float(input, input_dtype, output_dtype, rounding_mode):
-        src, dst = getattr(input_dtype, "name", None), getattr(output_dtype, "name", None)
+    def _gpu_exact(input, src, dst, rounding_mode):
+        """The GPU's result for this conversion, or None where Triton's routine is kept."""
         if src in _WIDE_STORAGE and dst in _FP8 and rounding_mode == rtne:
-            return _fp32_to_fp8_satfinite(_widen_to_fp32(input, src), *_FP8[dst])
+            return _fp32_to_fp8_satfinite(_widen_to_fp32(input, src), dst)
         if src == "fp32" and dst == "bf16" and (rounding_mode is None or rounding_mode == rtne):
             return _fp32_to_bf16(_widen_to_fp32(input, src), nearest=True)
         if src == "fp32" and dst == "bf16" and rounding_mode == rtz:
@@ -224,7 +251,14 @@ def _make_wrapper(original, interpreter):
             return _fp8_widen(input, src, dst)
         if src == "bf16" and dst == "fp32":
             return _widen_to_fp32(input, src).view(np.uint32)
-        return original(input, input_dtype, output_dtype, rounding_mode)
+        return None
+
+    def _convert_float(input, input_dtype, output_dtype, rounding_mode):
+        src, dst = getattr(input_dtype, "name", None), getattr(output_dtype, "name", None)
+        result = _gpu_exact(input, src, dst, rounding_mode)
+        if result is None:
+            return original(input, input_dtype, output_dtype, rounding_mode)
+        return np.asarray(result).reshape(np.shape(input))  # an array of the input's shape, 0-d included
 
     setattr(_convert_float, _MARK, original)
     _convert_float.__doc__ = f"GPU-exact float8/bf16 conversions (kernels.interpreter_casts), else {TARGET_NAME}."
