@@ -54,7 +54,12 @@ def pytest_report_header(config):
     if impls:
         import torch
 
-        dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (Triton interpreter)"
+        if torch.cuda.is_available():
+            dev = torch.cuda.get_device_name()
+        else:
+            from kernels import interpreter_casts
+
+            dev = f"cpu (Triton interpreter; {interpreter_casts.describe()})"
         return [f"accval: producer={impls['producer'].name} ({impls['producer'].describe()}) "
                 f"consumer={impls['consumer'].name} ({impls['consumer'].describe()}) "
                 f"hypothesis-profile={config._accval_profile} device={dev}"]

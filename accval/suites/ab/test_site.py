@@ -106,6 +106,29 @@ def test_clean_chain_agrees_and_scale_pad_btm_is_caught(loaded, ids):
 
 
 @torch.no_grad()
+def test_plugged_implementations_run_through_the_chain_function(loaded, ids):
+    """Arm B with a plugged producer and consumer (packed UE8M0 scales, the math-reference consumer)
+    runs kernels.o_a_proj_fp8_chain with them: the site records what ran, no contract violation, and the
+    logits stay within the FP8 chain's agreement with arm A; a plugged producer whose scales the
+    consumer reads wrongly (the packed-byte-order mutant) shows."""
+    x = ids[:, :300]
+    model, site = _site(loaded, "dep8")
+    site.set_arm(A)
+    la = model(x).logits[0].float()
+    site.set_arm(Arm("P", "fp8-chain", "torch", producer="reference:ue8m0-packed", consumer="reference"))
+    lp = model(x).logits[0].float()
+    st = site.stats["P"]
+    assert set(st.ran) == {"producer:torch-reference", "consumer:math-reference", "o_a_proj:fp8-chain"}, st.to_json()
+    assert st.contract_violations == 0 and not st.provenance_problems, st.to_json()
+    _, agree, kl = stats.token_agreement(la, lp)
+    assert kl / la.shape[0] < stats.KL_CEILING, f"KL {kl / la.shape[0]}"
+    site.set_arm(Arm("W", "fp8-chain", "torch", producer="reference:ue8m0-packed", consumer="mutant:packed-byte-order"))
+    lw = model(x).logits[0].float()
+    _, _, kl_w = stats.token_agreement(la, lw)
+    assert kl_w > 3 * kl, f"swapped scale bytes did not move the logits: KL {kl_w} vs {kl}"
+
+
+@torch.no_grad()
 def test_silent_fallback_is_a_provenance_problem(loaded, ids):
     model, site = _site(loaded, "dep8")
     site.set_arm(Arm("S", "fp8-chain", "torch", inject="silent-fallback"))
@@ -118,8 +141,16 @@ def test_bad_arms_and_modes_are_value_errors(loaded):
         Arm("A", "fp16")
     with pytest.raises(ValueError, match="backend expected one of"):
         Arm("B", "fp8-chain", "cutlass")
-    with pytest.raises(ValueError, match="applies to the FP8 chain"):
+    with pytest.raises(ValueError, match="apply to the FP8 chain"):
         Arm("A", "bf16-fallback", inject="rope-sign")
+    with pytest.raises(ValueError, match="apply to the FP8 chain"):
+        Arm("A", "bf16-fallback", producer="reference")
+    with pytest.raises(ValueError, match="unknown producer 'nope'"):
+        Arm("B", "fp8-chain", "torch", producer="nope").implementations()
+    with pytest.raises(ValueError, match="reads ue8m0-packed scales; the producer \\(accval\\) writes fp32-div"):
+        Arm("B", "fp8-chain", "torch", consumer="mutant:packed-byte-order").implementations()
+    with pytest.raises(ValueError, match="add --consumer reference"):
+        Arm("B", "fp8-chain", "torch", producer="reference:ue8m0-packed").implementations()
     with pytest.raises(ValueError, match="mode: expected one of"):
         OAProjSite(copy.deepcopy(loaded.model), "dep3")
     with pytest.raises(ValueError, match="only in the GPU kernels"):
