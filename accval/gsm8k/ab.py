@@ -212,19 +212,20 @@ class RunDir:
         self._lock = None
         fingerprint = dataclasses.asdict(settings)
         run_json = self.path / "run.json"
-        if run_json.exists():
-            if not resume:
-                raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
-                                 "another --out")
-            old = json.loads(run_json.read_text())["settings"]
-            if old != fingerprint:
-                diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
-                raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
-        elif resume and self.path.exists() and any(self.path.iterdir()):
+        if run_json.exists() and not resume:
+            raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
+                             "another --out")
+        if resume and not run_json.exists() and self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
             raise ValueError(f"--resume: {self.path} has no run.json; it is not an accval gsm8k run directory")
         self.path.mkdir(parents=True, exist_ok=True)
         if lock:
-            self._take_lock()
+            self._take_lock()  # before reading run.json: whoever holds the lock may be writing it
+        if run_json.exists():
+            old = json.loads(run_json.read_text())["settings"]
+            if old != fingerprint:
+                self.release()
+                diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
+                raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
         if not run_json.exists():
             run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint,
                                             "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
@@ -375,6 +376,32 @@ def _questions_from(data_dir: Path | None) -> str:
     return "gsm8k"
 
 
+class _NumFewshotOnce(logging.Filter):
+    """lm-eval warns "Overwriting default num_fewshot of gsm8k from 5 to 5" at every ``simple_evaluate``
+    (twice per run, in every process); say a real change once, and nothing when the value is the same."""
+
+    MESSAGE = "Overwriting default num_fewshot of %s from %s to %s"
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE or not isinstance(record.args, tuple) or len(record.args) != 3:
+            return True
+        task, old, new = record.args
+        if str(old) == str(new) or record.args in self.seen:
+            return False
+        self.seen.add(record.args)
+        return True
+
+
+def _quiet_num_fewshot_warning() -> None:
+    log = logging.getLogger("lm_eval.evaluator")
+    if not any(isinstance(f, _NumFewshotOnce) for f in log.filters):
+        log.addFilter(_NumFewshotOnce())
+
+
 def _rank_main(settings: Settings, out: str, progress: bool) -> None:
     """One spawned process of ``run(settings)`` over real ranks."""
     if not settings.device.startswith("cuda"):  # N processes share the cores
@@ -439,6 +466,7 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
             if group is not None:
                 group.broadcast(task_cfg)
         logging.getLogger("lm_eval").setLevel(logging.WARNING)
+        _quiet_num_fewshot_warning()
 
         from .engine import Engine
 
