@@ -191,6 +191,48 @@ def test_rank_processes_die_with_their_parent(tmp_path):
     assert not alive, f"rank processes {alive} still running 30 s after their parent was killed"
 
 
+def wait_for_stop(ready_dir: str) -> None:
+    """A rank's work in :func:`test_ctrl_c_reaches_the_rank_processes_as_a_stop_request`: say it runs,
+    then wait for a stop request (the paired pass checks the same flag at each batch boundary)."""
+    from accval.gsm8k import stop
+
+    Path(ready_dir, f"rank{os.environ['RANK']}").write_text(str(os.getpid()))
+    deadline = time.time() + 120
+    while not stop.requested():
+        if time.time() > deadline:
+            raise TimeoutError("no stop request reached this rank")
+        time.sleep(0.05)
+    Path(ready_dir, f"stopped{os.environ['RANK']}").write_text("")
+
+
+SPAWN_AND_REPORT = """
+import sys
+from accval.gsm8k import ranks, stop
+from accval.suites.ab.test_run_store import wait_for_stop
+try:
+    ranks.spawn(2, wait_for_stop, sys.argv[1])
+except stop.Interrupted:
+    print("interrupted")
+    sys.exit(130)
+"""
+
+
+@pytest.mark.slow_cpu  # two rank processes import torch: ~25 s on a loaded 2-core CPU
+def test_ctrl_c_reaches_the_rank_processes_as_a_stop_request(tmp_path):
+    """Ctrl-C at the parent (the ranks ignore SIGINT): every rank gets a stop request, finishes its
+    work and exits cleanly; the parent then raises :class:`stop.Interrupted` (the CLI's exit 130)."""
+    parent = subprocess.Popen([sys.executable, "-c", SPAWN_AND_REPORT, str(tmp_path)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not all((tmp_path / f"rank{r}").exists() for r in (0, 1)) and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.1)
+    parent.send_signal(signal.SIGINT)
+    out, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and out.strip() == "interrupted", (parent.returncode, out, err[-2000:])
+    assert (tmp_path / "stopped0").exists() and (tmp_path / "stopped1").exists(), sorted(tmp_path.iterdir())
+    assert "Traceback" not in err and "stopping after the batch in flight" in err, err[-2000:]
+
+
 # The end-to-end interrupt: tiny prompts (0-shot) so each question takes about a second.
 E2E = ["gsm8k", "--ab", "--model", "builtin", "--limit", "4", "--num-fewshot", "0", "--max-gen-toks", "4",
        "--batch-size", "1", "--ranks", "1"]

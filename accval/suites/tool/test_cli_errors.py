@@ -227,3 +227,20 @@ def test_resume_command_repeats_the_options_with_out_and_resume(argv, want):
 
     assert cli.resume_command(argv, Path("runs/x")) == want
     assert shlex.split(want)[1:3] == ["gsm8k", "--ab"]
+
+
+def test_the_ab_says_what_it_will_run_first(tmp_path):
+    """The A/B's first line: questions x arms, mode, processes, device, model and run directory (the
+    question count read from the data, capped by --limit)."""
+    from accval.gsm8k import ab
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("")
+    (data / "test.jsonl").write_text("{}\n" * 7)
+    s = ab.Settings(mode="tep8", model="builtin", data_dir=str(data), device="cpu", backend="torch", matmul="fp32",
+                    ranks=2)
+    assert cli._plan(s, tmp_path / "run") == (
+        "accval gsm8k: 7 questions x 2 arms (A bf16-fallback, B fp8-chain[torch]); 8 TEP ranks in 2 process(es), "
+        f"cpu, model builtin, matmul fp32; run directory {tmp_path / 'run'}")
+    assert cli._plan(ab.Settings(data_dir=str(data), limit=3, ranks=None), tmp_path).startswith("accval gsm8k: 3 questions")
