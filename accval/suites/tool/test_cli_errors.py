@@ -244,3 +244,23 @@ def test_the_ab_says_what_it_will_run_first(tmp_path):
         "accval gsm8k: 7 questions x 2 arms (A bf16-fallback, B fp8-chain[torch]); 8 TEP ranks in 2 process(es), "
         f"cpu, model builtin, matmul fp32; run directory {tmp_path / 'run'}")
     assert cli._plan(ab.Settings(data_dir=str(data), limit=3, ranks=None), tmp_path).startswith("accval gsm8k: 3 questions")
+
+
+def test_lm_evals_num_fewshot_warning_is_said_once_and_never_for_no_change(caplog):
+    """lm-eval warns at each ``simple_evaluate`` (two per run, in each process) even when the value
+    does not change; the A/B keeps one warning per real change and none for "from 5 to 5"."""
+    import logging
+
+    from accval.gsm8k import ab
+
+    ab._quiet_num_fewshot_warning()
+    ab._quiet_num_fewshot_warning()  # idempotent: one filter
+    log = logging.getLogger("lm_eval.evaluator")
+    msg = "Overwriting default num_fewshot of %s from %s to %s"
+    with caplog.at_level(logging.WARNING, logger="lm_eval.evaluator"):
+        for args in (("gsm8k", 5, 5), ("gsm8k", 5, 5), ("gsm8k", 5, 3), ("gsm8k", 5, 3), ("gsm8k", 5, 8)):
+            log.warning(msg, *args)
+        log.warning("something else")
+    got = [r.getMessage() for r in caplog.records if r.name == "lm_eval.evaluator"]
+    assert got == ["Overwriting default num_fewshot of gsm8k from 5 to 3",
+                   "Overwriting default num_fewshot of gsm8k from 5 to 8", "something else"], got
