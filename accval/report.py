@@ -21,7 +21,7 @@ def load(path: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"report: {p} is not JSON ({e})") from None
     if not isinstance(rep, dict):
-        raise ValueError(f"report: {p} holds a JSON {type(rep).__name__}, expected a report (a JSON object)")
+        raise TypeError(f"report: {p} holds a JSON {type(rep).__name__}, expected a report (a JSON object)")
     if rep.get("schema") not in SCHEMAS:
         raise ValueError(f"report: {p} has schema {rep.get('schema')!r}, expected one of {SCHEMAS}")
     problems = check(rep)

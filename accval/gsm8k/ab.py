@@ -279,7 +279,7 @@ def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, 
     """One arm through lm-eval's own ``local-completions`` client (retries with backoff; its request
     cache in the run directory makes a half-finished run resume)."""
     import lm_eval
-    import lm_eval.models  # noqa: F401  (registers lm-eval's own models, local-completions among them)
+    import lm_eval.models  # registers lm-eval's own models, local-completions among them
 
     args = {"base_url": _completions_url(url), "model": "accval", "tokenizer_backend": None,
             "tokenized_requests": False, "num_concurrent": 1, "max_retries": 5, "timeout": 600,
@@ -322,7 +322,14 @@ def _evaluate_arms(engine, arms: dict[str, Arm], settings: Settings, task_cfg: d
     prompt is prefilled once per arm); arm B's pass then scores the generations it finds in its store."""
     import lm_eval
 
-    from .lm import AgreementStore, ArmLM, CommitLog, Partner, SampleStore, take_site_counts
+    from .lm import (
+        AgreementStore,
+        ArmLM,
+        CommitLog,
+        Partner,
+        SampleStore,
+        take_site_counts,
+    )
 
     stores = {name: SampleStore(run.file(f"generations-{name}.jsonl")) for name in arms}
     agreement = AgreementStore(run.file("agreement.jsonl"))
@@ -368,7 +375,8 @@ def _agreement_rows(engine, agreement, docs: dict[int, dict[str, dict]]) -> list
 
 
 def _questions_from(data_dir: Path | None) -> str:
-    from accval.sentinel import data as sentinel_data, problems
+    from accval.sentinel import data as sentinel_data
+    from accval.sentinel import problems
 
     if data_dir is not None and Path(data_dir).resolve() == sentinel_data.default_dir().resolve():
         return (f"accval's sentinel problems (synthetic, in gsm8k's format; generator v{problems.GENERATOR_VERSION}), "
@@ -389,7 +397,7 @@ class _NumFewshotOnce(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != self.MESSAGE or not isinstance(record.args, tuple) or len(record.args) != 3:
             return True
-        task, old, new = record.args
+        _task, old, new = record.args
         if str(old) == str(new) or record.args in self.seen:
             return False
         self.seen.add(record.args)

@@ -20,10 +20,16 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from accval.gsm8k import ab  # noqa: E402
-from accval.gsm8k.lm import AgreementStore, CommitLog, RunStoreError, SampleStore, read_jsonl  # noqa: E402
+from accval.gsm8k import ab
+from accval.gsm8k.lm import (
+    AgreementStore,
+    CommitLog,
+    RunStoreError,
+    SampleStore,
+    read_jsonl,
+)
 
-from .test_task import DATA, needs_data  # noqa: E402
+from .test_task import DATA, needs_data
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -130,7 +136,7 @@ def test_the_lock_holds_across_processes_and_the_cli_exits_2(tmp_path):
         proc = subprocess.run([sys.executable, "-c", "import sys; from accval.cli import main; sys.exit(main(sys.argv[1:]))",
                                "gsm8k", "--ab", "--model", "builtin", "--device", "cpu", "--out", str(run), "--resume",
                                "--data-dir", str(_tiny_data(tmp_path)), "--quiet"],
-                              capture_output=True, text=True, timeout=300, env=_env())
+                              capture_output=True, text=True, timeout=300, env=_env(), check=False)
     finally:
         holder.release()
     err = proc.stderr.strip().splitlines()
@@ -227,8 +233,8 @@ def test_ctrl_c_reaches_the_rank_processes_as_a_stop_request(tmp_path):
     while not all((tmp_path / f"rank{r}").exists() for r in (0, 1)) and time.time() < deadline and parent.poll() is None:
         time.sleep(0.1)
     parent.send_signal(signal.SIGINT)
-    out, err = parent.communicate(timeout=120)
-    assert parent.returncode == 130 and out.strip() == "interrupted", (parent.returncode, out, err[-2000:])
+    stdout, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and stdout.strip() == "interrupted", (parent.returncode, stdout, err[-2000:])
     assert (tmp_path / "stopped0").exists() and (tmp_path / "stopped1").exists(), sorted(tmp_path.iterdir())
     assert "Traceback" not in err and "stopping after the batch in flight" in err, err[-2000:]
 
@@ -255,7 +261,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_the_resumed_run_matches(tmp_
     counters equal those of an uninterrupted run of the same settings."""
     ref = tmp_path / "ref"
     done = subprocess.run(_cli(*E2E, "--data-dir", str(DATA), "--out", str(ref), "--quiet"), env=_env(),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "run"
     proc = subprocess.Popen(_cli(*E2E, "--data-dir", str(DATA), "--out", str(run)), env=_env(),
@@ -264,7 +270,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_the_resumed_run_matches(tmp_
     while _commits(run) < 1 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, (proc.returncode, err[-3000:])
     assert "Traceback" not in err, err[-3000:]
     saved = _commits(run)
@@ -275,7 +281,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_the_resumed_run_matches(tmp_
         f.write('{"key": "cut by a cra')  # a write a SIGKILL cut
     argv = shlex.split(resume)[1:]
     assert argv == [*E2E, "--data-dir", str(DATA), "--out", str(run), "--resume"]
-    again = subprocess.run(_cli(*argv, "--quiet"), env=_env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(_cli(*argv, "--quiet"), env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "generations-B.jsonl: removed a cut last line" in again.stderr
     a, b = (json.loads((d / "report.json").read_text()) for d in (ref, run))
