@@ -182,6 +182,8 @@ def spawn(world: int, fn, *args) -> None:
         raise RuntimeError(f"rank {e.error_index} of {world} died (exit code {e.exit_code}); the other ranks were "
                            "stopped. Finished samples are in the run directory: --resume continues the run") from None
     except mp.ProcessRaisedException as e:
+        if asked:  # a rank still starting up when Ctrl-C reached it (before it could ignore SIGINT)
+            raise stop.Interrupted(f"stopped on request (rank {e.error_index} stopped while starting)") from None
         first = None
         while not errors.empty():
             index, tb = errors.get()
