@@ -1,15 +1,97 @@
 """The ``accval`` command: a thin layer over library functions.
 
 Exit codes: 0 ok, 1 regression found (a mutant survived, an A/B verdict of regression), 2 usage or
-environment error.
-Errors print one line; ``--debug`` shows the traceback.
+environment error, 130 stopped by Ctrl-C (an A/B saves what finished and prints the command that
+resumes it). Errors print one line; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import shlex
 import sys
+import textwrap
 from pathlib import Path
+
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+BENCH_SHAPES = ("dep8", "tep8")
+BENCH_OPS = ("producer", "consumer", "chain")
+SENTINEL_QUESTIONS = 1000  # accval.sentinel.data.N_TEST (not imported: it pulls in the model code)
+GSM8K_QUESTIONS = 1319
+
+
+class UsageError(ValueError):
+    """A bad command line, found before any work starts."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``accval <command>: error: ... (see --help)``) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option that has one (not after flags and unset options); descriptions
+    and examples keep their line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {n}")
+    return n
+
+
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535 (0: a free one), got {text!r}") from None
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535 (0: a free one), got {n}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not 0 < x < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return x
+
+
+def _token_counts(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        ms = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts >= 1, got {text!r}") from None
+    if not ms or min(ms) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts >= 1, got {text!r}")
+    return ms
+
+
+def _subset(allowed: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(p.strip() for p in text.split(",") if p.strip())
+        bad = [x for x in items if x not in allowed]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {text!r}")
+        return items
+
+    return parse
 
 
 def _cmd_mutants(args) -> int:
@@ -26,12 +108,8 @@ def _cmd_mutants(args) -> int:
 def _cmd_bench(args) -> int:
     from . import bench
 
-    ops = tuple(s for s in (args.ops or ("producer,consumer" if args.sweep else "producer,consumer,chain")).split(",") if s)
-    try:
-        ms = tuple(int(s) for s in args.m.split(",") if s)
-    except ValueError:
-        raise SystemExit(f"accval bench: --m: expected comma-separated token counts, got {args.m!r}")
-    shapes = tuple(args.shapes.split(","))
+    ops = args.ops or (("producer", "consumer") if args.sweep else BENCH_OPS)
+    ms, shapes = args.m, args.shapes
     if args.sweep:
         result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out))
         print(bench.sweep_summary(result))
@@ -50,11 +128,49 @@ def _ranks_arg(text: str):
         raise argparse.ArgumentTypeError(f"expected auto or a number of processes, got {text!r}") from None
 
 
+def default_out(mode: str) -> Path:
+    return Path("reports/gsm8k") / f"{_dt.datetime.now().strftime('%Y-%m-%dT%H%M%S')}-{mode}"
+
+
+def resume_command(argv: list[str], out: Path) -> str:
+    """The command line that continues the run of ``argv`` in ``out``: the same options, with
+    ``--out`` and ``--resume``."""
+    cmd = ["accval", *argv]
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        cmd += ["--out", str(out)]
+    if "--resume" not in argv:
+        cmd.append("--resume")
+    return shlex.join(cmd)
+
+
+def _plan(settings, out: Path) -> str:
+    """The A/B's first line: what it will run (``settings`` validated: the data directory is known)."""
+    n = "all"
+    if settings.data_dir is not None:
+        try:
+            with (Path(settings.data_dir) / "test.jsonl").open("rb") as f:
+                n = sum(1 for line in f if line.strip())
+        except OSError:
+            pass
+        if settings.limit is not None and n != "all":
+            n = min(n, settings.limit)
+    elif settings.limit is not None:
+        n = f"up to {settings.limit}"
+    arms = "endpoints" if settings.endpoint_a else f"A bf16-fallback, B fp8-chain[{settings.backend}]"
+    procs = "the servers' ranks" if settings.endpoint_a else (
+        f"8 {settings.mode[:3].upper()} ranks in {settings.ranks or 1} process(es)")
+    where = "" if settings.endpoint_a else f", {settings.device}, model {settings.model}, matmul {settings.matmul}"
+    return f"accval gsm8k: {n} questions x 2 arms ({arms}); {procs}{where}; run directory {out}"
+
+
 def _cmd_gsm8k(args) -> int:
     from .gsm8k import ab
 
     if not args.ab:
-        raise ValueError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
+        raise UsageError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
+    if args.resume and not args.out:
+        raise UsageError("gsm8k: --resume needs --out DIR, the run directory to continue (each new run gets its own "
+                         "timestamped directory, so there is nothing to guess)")
     model = args.model or ("builtin" if args.endpoint_a or args.endpoint_b else "sentinel")  # endpoints: the servers'
     settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
@@ -62,8 +178,13 @@ def _cmd_gsm8k(args) -> int:
                            producer=args.producer, consumer=args.consumer,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
                            matmul=args.matmul)
+    out = Path(args.out) if args.out else default_out(args.mode)
+    args.run_dir = out  # for the resume hint on Ctrl-C
+    settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
+    if not args.quiet:
+        print(_plan(settings, out), file=sys.stderr, flush=True)
     try:
-        rep = ab.run(settings, Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet)
+        rep = ab.run(settings, out, resume=args.resume, progress=not args.quiet)
     except OSError as e:  # the Hub unreachable, a file missing
         hint = "" if args.data_dir else " (no network? --data-dir DIR reads gsm8k's train.jsonl/test.jsonl offline)"
         raise RuntimeError(f"{e}{hint}") from e
@@ -82,6 +203,7 @@ def _cmd_serve(args) -> int:
 
     settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=args.seed, backend=args.backend,
                            inject=args.inject, producer=args.producer, consumer=args.consumer, matmul=args.matmul)
+    ab.check_device(args.device)
     return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
 
 
@@ -101,42 +223,72 @@ def _cmd_results(args) -> int:
     return results.main(Path(args.reports), Path(args.out), check=args.check)
 
 
+def _sub(sub, name: str, help: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
+    paragraphs = "\n\n".join(textwrap.fill(par, 100) for par in description.split("\n\n"))
+    text = paragraphs + "\n\nexamples:\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, help=help, description=text, formatter_class=_Help)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="accval", description="Accuracy validation for FP8 kernel chains.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("mutants", help="run the kernel suite against every catalog mutant")
+    p = _Parser(prog="accval", formatter_class=_Help,
+                description="Accuracy validation for FP8 kernel chains (DeepSeek-V4 o_a_proj): mutation testing of "
+                            "the kernel suite, kernel benchmarks, and a paired gsm8k A/B of the bf16 fallback "
+                            "against the FP8 chain.\n\nexit codes: 0 ok, 1 regression found, 2 usage or environment "
+                            "error, 130 stopped by Ctrl-C")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    m = _sub(sub, "mutants", "run the kernel suite against every catalog mutant",
+             "Run the kernel suite once per catalog mutant (a deliberately broken kernel) and report which ones it "
+             "kills. Exit 1 if any mutant survives.",
+             ["accval mutants --jobs 2 --json reports/mutants.json", "accval mutants --only scale-pad-btm --no-baseline"])
     m.add_argument("--json", help="write the report as JSON here (Markdown beside it)")
     m.add_argument("--markdown", help="write the Markdown table here")
-    m.add_argument("--only", nargs="+", metavar="ID", help="only these mutants")
-    m.add_argument("--jobs", type=int, default=1, help="mutant runs side by side (each is its own pytest process)")
+    m.add_argument("--only", nargs="+", metavar="ID", help="only these mutants (default: all)")
+    m.add_argument("--jobs", type=_positive_int, default=1, help="mutant runs side by side (each is its own pytest process)")
     m.add_argument("--no-baseline", action="store_true", help="skip the pull request's baseline test")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(fn=_cmd_mutants)
-    b = sub.add_parser("bench", help="time the kernels and their baselines on the GPU")
-    b.add_argument("--ops", default=None, help="default producer,consumer,chain (with --sweep: producer,consumer)")
-    b.add_argument("--m", default="64,256,1024,1500,2048,4096,8192")
-    b.add_argument("--shapes", default="dep8,tep8")
-    b.add_argument("--out", default="reports/bench")
+    b = _sub(sub, "bench", "time the kernels and their baselines on the GPU",
+             "Time the FP8 producer, consumer and chain against their baselines at DeepSeek-V4 shapes (a CUDA GPU "
+             "is needed); writes JSON and Markdown under --out.",
+             ["accval bench", "accval bench --ops chain --m 1500,4096 --shapes dep8",
+              "accval bench --sweep --ops consumer"])
+    b.add_argument("--ops", type=_subset(BENCH_OPS), default=None, metavar="OPS",
+                   help="comma-separated ops to time, from producer,consumer,chain (default: all; with --sweep: "
+                        "producer,consumer)")
+    b.add_argument("--m", type=_token_counts, default="64,256,1024,1500,2048,4096,8192", metavar="M,...",
+                   help="token counts M (rows) to time at")
+    b.add_argument("--shapes", type=_subset(BENCH_SHAPES), default="dep8,tep8", metavar="SHAPES",
+                   help="per-rank shapes, from dep8 (8 groups per rank), tep8 (1 group per rank)")
+    b.add_argument("--out", default="reports/bench", help="directory for the JSON and Markdown results")
     b.add_argument("--sweep", action="store_true",
                    help="time every candidate launch configuration instead (the measurements behind the dispatch tables; "
                         "--ops producer,consumer)")
     b.set_defaults(fn=_cmd_bench)
-    g = sub.add_parser("gsm8k", help="gsm8k 5-shot A/B: bf16 fallback (A) against the FP8 chain (B)",
-                       description="Exit 0: no regression; 1: regression; 2: usage or environment error.")
-    g.add_argument("--ab", action="store_true", help="run both arms on the same questions and compare them")
-    g.add_argument("--mode", choices=("dep8", "tep8"), default="dep8", help="sharding at the o_a_proj site")
-    g.add_argument("--model",
-                   help="'sentinel' (default: the small trained DeepSeek-V4 shipped with accval, on its own synthetic "
+    g = _sub(sub, "gsm8k", "gsm8k 5-shot A/B: bf16 fallback (A) against the FP8 chain (B)",
+             "Run both arms on the same gsm8k questions (5-shot, greedy) and compare them with paired statistics "
+             "and teacher-forced agreement. --ab is required (it is the only mode). Each run writes a run directory "
+             "as it goes; Ctrl-C saves what finished and prints the command that resumes it.\n\n"
+             "exit codes: 0 no regression, 1 regression, 2 usage or environment error, 130 stopped by Ctrl-C",
+             ["accval gsm8k --ab --limit 64", "accval gsm8k --ab --mode tep8 --inject scale-pad-btm --limit 32",
+              "accval gsm8k --ab --out reports/gsm8k/mine --resume"])
+    g.add_argument("--ab", action="store_true", help="required: run both arms on the same questions and compare them")
+    g.add_argument("--mode", choices=("dep8", "tep8"), default="dep8",
+                   help="sharding at the o_a_proj site: dep8 (data parallel, each rank its own requests) or tep8 "
+                        "(tensor parallel, heads and groups split over 8 ranks)")
+    g.add_argument("--model", default=None,
+                   help="'sentinel' (the small trained DeepSeek-V4 shipped with accval, on its own synthetic "
                    "gsm8k-format problems unless --data-dir says otherwise), 'builtin' (seeded random weights: "
-                   "agreement only) or a checkpoint directory")
+                   "agreement only) or a DeepSeek-V4 checkpoint directory. Default: sentinel (builtin with "
+                   "--endpoint-a/-b)")
     g.add_argument("--data-dir", help="read train.jsonl/test.jsonl here (offline); default: the sentinel's own "
                    "problems for --model sentinel, Hugging Face openai/gsm8k for any other model")
-    g.add_argument("--limit", type=int, help="first N test questions (default all 1319)")
-    g.add_argument("--num-fewshot", type=int, default=5)
+    g.add_argument("--limit", type=int, help=f"first N test questions (default: all: {SENTINEL_QUESTIONS} for the "
+                   f"sentinel's problems, {GSM8K_QUESTIONS} for gsm8k)")
+    g.add_argument("--num-fewshot", type=int, default=5, help="solved examples before each question (gsm8k's standard: 5)")
     g.add_argument("--batch-size", type=int, default=32,
-                   help="questions decoded together (each prompt is prefilled alone); default 32")
-    g.add_argument("--max-gen-toks", type=int, default=256)
+                   help="questions decoded together (each prompt is prefilled alone); also the unit that is saved")
+    g.add_argument("--max-gen-toks", type=int, default=256, help="most tokens generated per answer")
     g.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
@@ -153,38 +305,47 @@ def build_parser() -> argparse.ArgumentParser:
                         "order; ~10x faster on CPUs without bf16 units). auto: fp32 on a CPU, model on a GPU")
     g.add_argument("--ranks", type=_ranks_arg, default="auto", metavar="N|auto",
                    help="run the 8 DEP/TEP ranks in N real processes (torch.distributed: gloo on CPU, NCCL on "
-                        "GPUs); 1: one process; auto (default): under DEP on a CPU one process per core (a "
+                        "GPUs); 1: one process; auto: under DEP on a CPU one process per core (a "
                         "divisor of 8), otherwise one; under torchrun the group is torchrun's")
     g.add_argument("--endpoint-a", metavar="URL", help="arm A is this OpenAI-compatible completions server")
     g.add_argument("--endpoint-b", metavar="URL", help="arm B is this OpenAI-compatible completions server")
-    g.add_argument("--out", help="run directory (default reports/gsm8k/<timestamp>-<mode>)")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out")
-    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--out", help="run directory (default: reports/gsm8k/<timestamp>-<mode>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out (needs --out)")
+    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bars")
     g.set_defaults(fn=_cmd_gsm8k)
-    v = sub.add_parser("serve", help="serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1")
-    v.add_argument("--arm", required=True, choices=("a", "b", "A", "B"))
-    v.add_argument("--mode", choices=("dep8", "tep8"), default="dep8")
-    v.add_argument("--model", default="sentinel", help="as for accval gsm8k (default: the sentinel)")
-    v.add_argument("--device", default="auto")
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--backend", default="auto")
-    v.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"))
-    v.add_argument("--inject", metavar="ID")
-    v.add_argument("--producer", metavar="NAME", help="arm b's producer (as for accval gsm8k)")
-    v.add_argument("--consumer", metavar="NAME", help="arm b's consumer (as for accval gsm8k)")
-    v.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    v.add_argument("--max-requests", type=int, help="stop after this many completions")
-    v.add_argument("--idle-timeout", type=float, default=600.0, help="stop after this many idle seconds")
+    v = _sub(sub, "serve", "serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1",
+             "Serve arm A or B of the A/B as /v1/completions on 127.0.0.1, for accval gsm8k --endpoint-a/-b "
+             "or any OpenAI-compatible client. Stops after --max-requests, --idle-timeout or SIGTERM.",
+             ["accval serve --arm a --port 8001 & accval serve --arm b --port 8002 &",
+              "accval gsm8k --ab --endpoint-a http://127.0.0.1:8001 --endpoint-b http://127.0.0.1:8002 --limit 32"])
+    v.add_argument("--arm", required=True, choices=("a", "b", "A", "B"), help="A: bf16 fallback; B: FP8 chain")
+    v.add_argument("--mode", choices=("dep8", "tep8"), default="dep8", help="sharding at the o_a_proj site")
+    v.add_argument("--model", default="sentinel", help="as for accval gsm8k: sentinel, builtin or a checkpoint directory")
+    v.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
+    v.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
+    v.add_argument("--backend", default="auto", help="FP8 chain of arm B, as for accval gsm8k")
+    v.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"), help="as for accval gsm8k")
+    v.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B")
+    v.add_argument("--producer", metavar="NAME", help="arm B's producer instead of the backend's, as for accval gsm8k")
+    v.add_argument("--consumer", metavar="NAME", help="arm B's consumer instead of the backend's, as for accval gsm8k")
+    v.add_argument("--port", type=_port, default=8000, help="TCP port on 127.0.0.1; 0 picks a free one")
+    v.add_argument("--max-requests", type=_positive_int, help="stop after this many completions (default: no limit)")
+    v.add_argument("--idle-timeout", type=_positive_float, default=600.0, help="stop after this many idle seconds")
     v.add_argument("--ready-file", help="write the base URL here once listening")
     v.set_defaults(fn=_cmd_serve)
-    r = sub.add_parser("report", help="print a gsm8k A/B report, or compare several (oldest first)")
+    r = _sub(sub, "report", "print a gsm8k A/B report, or compare several (oldest first)",
+             "Print one report as Markdown, or a table comparing several (oldest first, for a nightly trend).",
+             ["accval report reports/gsm8k/2026-01-01T120000-dep8",
+              "accval report --fail-on-regression nightly/*/report.json"])
     r.add_argument("paths", nargs="+", help="report.json files or run directories")
     r.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any report's verdict is regression")
     r.add_argument("--label", action="append", metavar="NAME",
                    help="name of a compared report's row, once per path in order (default: the path)")
     r.set_defaults(fn=_cmd_report)
-    s = sub.add_parser("results", help="write docs/results.md from the committed reports under reports/",
-                       description="Exit 0: written (or, with --check, up to date); 1: --check found it out of date.")
+    s = _sub(sub, "results", "write docs/results.md from the committed reports under reports/",
+             "Write the results page (every committed A/B, benchmark and defect-catalog run as tables) from "
+             "reports/. Exit 0: written (or, with --check, up to date); 1: --check found it out of date.",
+             ["accval results", "accval results --check"])
     s.add_argument("--reports", default="reports", help="the reports directory (default: reports)")
     s.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md)")
     s.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from what it would be")
@@ -192,20 +353,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupted(argv: list[str], args) -> int:
+    """Ctrl-C: say what is saved and the command that continues (gsm8k), exit 130, no traceback."""
+    out = getattr(args, "run_dir", None)
+    if out is None:
+        print("accval: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    from .gsm8k import ab
+
+    try:
+        saved = ab.saved_questions(out)
+    except (OSError, ValueError) as e:
+        saved = f"? ({e})"
+    print(f"accval: interrupted; {saved} finished questions are saved in {out}. Resume with:\n"
+          f"  {resume_command(argv, out)}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:
-        return 2 if e.code else 0
+        return EXIT_USAGE if e.code else EXIT_OK
     try:
         return args.fn(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return _interrupted(argv, args)
     except (ValueError, TypeError, KeyError, RuntimeError, OSError, ImportError) as e:
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"accval: error: {msg}", file=sys.stderr)
-        return 2
+        print(f"accval: error: {' '.join(str(msg).split())}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -17,13 +17,88 @@ def load(path: str | Path) -> dict:
     if not p.is_file():
         raise ValueError(f"report: expected a report.json or a run directory holding one, got {path}")
     try:
-        rep = json.loads(p.read_text())
+        rep = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"report: {p} is not a text file (expected a report.json)") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"report: {p} is not JSON ({e})") from None
+    if not isinstance(rep, dict):
+        raise TypeError(f"report: {p} holds a JSON {type(rep).__name__}, expected a report (a JSON object)")
     if rep.get("schema") not in SCHEMAS:
         raise ValueError(f"report: {p} has schema {rep.get('schema')!r}, expected one of {SCHEMAS}")
+    problems = check(rep)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(f"report: {p} is not a complete {rep['schema']} report: {'; '.join(problems[:3])}{more}")
     rep.setdefault("out", str(p.parent))
     return rep
+
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+_METRICS = {"accuracy": _NUM, "stderr": _NUM}
+_PAIRED = {"delta": _NUM, "se": _NUM, "ci95": list, "b_only": int, "a_only": int, "mcnemar_p": _NUM,
+           "mde_paired": _NUM, "mde_independent": _NUM}
+#: What printing and comparing a report reads: key -> type, or a dict for a nested object.
+FIELDS = {
+    "created": str,
+    "versions": dict,
+    "settings": dict,
+    "device": {"name": str},
+    "task": {"num_fewshot": int, "questions": int, "limit": (int, type(None)), "config_sha256": str,
+             "max_gen_toks": int, "data": {"source": str}},
+    "model": {"id": str, "description": str, "weights_sha256": str},
+    "mode": {"name": str, "execution": str, "sharding": str, "ranks": int},
+    "arms": {"A": {"implementation": str, "site": (dict, type(None)),
+                   "metrics": {"strict-match": _METRICS, "flexible-extract": _METRICS}},
+             "B": {"implementation": str, "site": (dict, type(None)),
+                   "metrics": {"strict-match": _METRICS, "flexible-extract": _METRICS}}},
+    "paired": {"strict-match": _PAIRED, "flexible-extract": _PAIRED},
+    "agreement": {"top1": _OPT_NUM, "kl": _OPT_NUM, "identical_generations": _OPT_NUM, "tokens": int},
+    "thresholds": {"top1_agreement_floor": _NUM, "kl_ceiling": _NUM},
+    "verdict": {"regression": bool, "reasons": list},
+    "elapsed_s": _NUM,
+}
+_SITE = {"calls": int, "m_min": _OPT_NUM, "m_max": _OPT_NUM, "distinct_m": int, "calls_m_ge_1024": int,
+         "calls_m_not_multiple_of_4": int, "contract_violations": int, "first_violation": _OPT_STR, "ran": dict}
+
+
+def _check(obj, spec, where: str, out: list[str]) -> None:
+    if isinstance(spec, dict):
+        if not isinstance(obj, dict):
+            out.append(f"{where or 'the report'}: expected an object, got {type(obj).__name__}")
+            return
+        for key, sub in spec.items():
+            path = f"{where}.{key}" if where else key
+            if key not in obj:
+                out.append(f"{path} is missing")
+            else:
+                _check(obj[key], sub, path, out)
+        return
+    types = spec if isinstance(spec, tuple) else (spec,)
+    if isinstance(obj, bool) and bool not in types:  # JSON true is not a number here
+        out.append(f"{where}: expected {'/'.join(t.__name__ for t in types)}, got bool")
+    elif not isinstance(obj, types):
+        out.append(f"{where}: expected {'/'.join(t.__name__ for t in types)}, got {type(obj).__name__}")
+
+
+def check(rep: dict) -> list[str]:
+    """What a report lacks or holds with the wrong type, of the fields :func:`to_markdown` and
+    :func:`compare` read (empty: it can be printed)."""
+    out: list[str] = []
+    _check(rep, FIELDS, "", out)
+    for name in ("A", "B"):
+        site = rep.get("arms", {}).get(name, {}).get("site") if isinstance(rep.get("arms"), dict) else None
+        if isinstance(site, dict):
+            _check(site, _SITE, f"arms.{name}.site", out)
+    paired = rep.get("paired")
+    if isinstance(paired, dict):
+        for f, p in paired.items():
+            ci = p.get("ci95") if isinstance(p, dict) else None
+            if isinstance(ci, list) and (len(ci) != 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in ci)):
+                out.append(f"paired.{f}.ci95: expected two numbers, got {ci!r}")
+    return out
 
 
 def _pct(x: float) -> str:

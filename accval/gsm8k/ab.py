@@ -3,7 +3,8 @@
 A run directory holds everything a run has done, written as it happens, so a crash loses nothing
 and ``resume=True`` continues: ``run.json`` (the settings; a resume must match them),
 ``generations-A.jsonl`` / ``generations-B.jsonl`` and ``agreement.jsonl`` (teacher-forced agreement
-per question), a line per question as each batch finishes, then ``samples-A.jsonl`` /
+per question), a line per question as each batch finishes, and ``commits.jsonl`` (a line per finished
+batch with its site counts, written last: a question is done once its batch is there), then ``samples-A.jsonl`` /
 ``samples-B.jsonl`` (lm-eval's scored samples), ``report.json``, ``report.md`` and ``report.png``.
 
 The arms run in one paired pass (:func:`_evaluate_arms`): lm-eval's pass for arm A hands over the
@@ -14,12 +15,14 @@ prefill. lm-eval's pass for arm B then scores arm B's stored generations.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import logging
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -34,13 +37,14 @@ from accval.model import builtin
 from accval.model.site import MODES, Arm, SiteStats
 
 from . import ranks as ranks_mod
-
+from . import stop
 from . import task as task_mod
 
 SCHEMA = "accval.gsm8k.ab/1"
 FILTERS = ("strict-match", "flexible-extract")
 CLI_MODES = ("dep8", "tep8")
 SENTINEL = "sentinel"
+COMMITS = "commits.jsonl"  # accval.gsm8k.lm.CommitLog: the finished batches and their site counts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +97,47 @@ def auto_ranks(mode: str, device: str) -> int | None:
     return n if n > 1 else None
 
 
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, cpu, cuda or cuda:N with N a device this machine has."""
+    if not isinstance(device, str) or not DEVICE_RE.fullmatch(device):
+        raise ValueError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {device}: no CUDA device is available here")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                               f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+
+
+def check_checkpoint_dir(model: str) -> None:
+    """``--model DIR``: a directory whose config.json names a DeepSeek-V4 model, checked before any model
+    code or rank process starts (loading it checks the rest)."""
+    cfg_path = Path(model) / "config.json"
+    if not cfg_path.is_file():
+        raise ValueError(f"--model: expected 'sentinel', 'builtin' or a checkpoint directory with config.json, "
+                         f"got {model!r}" + (" (no such directory)" if not Path(model).is_dir() else ""))
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--model: {cfg_path} is not readable JSON ({e})") from None
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if model_type != "deepseek_v4":
+        raise ValueError(f"--model: expected a DeepSeek-V4 checkpoint (model_type 'deepseek_v4'), got model_type "
+                         f"{model_type!r} in {cfg_path}")
+
+
 def validate(s: Settings) -> Settings:
     import kernels
 
     if s.mode not in MODES:
         raise ValueError(f"--mode: expected one of {CLI_MODES}, got {s.mode!r}")
+    check_device(s.device)
+    if s.endpoint_a is None and s.model not in (builtin.BUILTIN, SENTINEL):
+        check_checkpoint_dir(s.model)
     if s.limit is not None and s.limit < 2:
         raise ValueError(f"--limit: expected at least 2 questions (paired statistics need 2), got {s.limit}")
     if s.num_fewshot < 0:
@@ -133,8 +173,6 @@ def validate(s: Settings) -> Settings:
 
     if s.matmul not in MATMUL:
         raise ValueError(f"--matmul: expected auto or one of {MATMUL}, got {s.matmul!r}")
-    if s.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {s.device}: no CUDA device is available here")
     if s.backend not in kernels.CHAIN_BACKENDS:
         raise ValueError(f"--backend: expected auto or one of {sorted(kernels.CHAIN_BACKENDS)}, got {s.backend!r}")
     if s.backend != "torch" and not s.device.startswith("cuda"):
@@ -168,25 +206,59 @@ def _device_name(device: str) -> str:
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads)"
 
 
+LOCK = ".lock"
+
+
 class RunDir:
-    def __init__(self, path: Path, settings: Settings, resume: bool):
+    """A run directory. One process at a time uses it: the object holds an exclusive ``flock`` on
+    ``.lock`` (released when the process ends, however it ends); ``lock=False`` is for the rank
+    processes whose parent holds it."""
+
+    def __init__(self, path: Path, settings: Settings, resume: bool, lock: bool = True):
         self.path = Path(path)
+        self._lock = None
         fingerprint = dataclasses.asdict(settings)
         run_json = self.path / "run.json"
-        if run_json.exists():
-            if not resume:
-                raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
-                                 "another --out")
-            old = json.loads(run_json.read_text())["settings"]
-            if old != fingerprint:
-                diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
-                raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
-        elif resume and self.path.exists() and any(self.path.iterdir()):
+        if run_json.exists() and not resume:
+            raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
+                             "another --out")
+        if resume and not run_json.exists() and self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
             raise ValueError(f"--resume: {self.path} has no run.json; it is not an accval gsm8k run directory")
         self.path.mkdir(parents=True, exist_ok=True)
+        if lock:
+            self._take_lock()  # before reading run.json: whoever holds the lock may be writing it
+        if run_json.exists():
+            old = json.loads(run_json.read_text())["settings"]
+            if old != fingerprint:
+                self.release()
+                diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
+                raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
         if not run_json.exists():
             run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint,
                                             "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
+
+    def _take_lock(self) -> None:
+        import fcntl
+
+        f = (self.path / LOCK).open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RuntimeError(f"--out {self.path}: another accval process (pid {holder}) is using this run directory; "
+                               "wait for it to finish or stop it, then --resume") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock = f
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the flock
+            self._lock = None
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -226,7 +298,7 @@ def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, 
     """One arm through lm-eval's own ``local-completions`` client (retries with backoff; its request
     cache in the run directory makes a half-finished run resume)."""
     import lm_eval
-    import lm_eval.models  # noqa: F401  (registers lm-eval's own models, local-completions among them)
+    import lm_eval.models  # registers lm-eval's own models, local-completions among them
 
     args = {"base_url": _completions_url(url), "model": "accval", "tokenizer_backend": None,
             "tokenized_requests": False, "num_concurrent": 1, "max_retries": 5, "timeout": 600,
@@ -254,26 +326,6 @@ def _samples_by_doc(samples: list[dict]) -> dict[int, dict[str, dict]]:
     return out
 
 
-def _site_saver(engine, arm: Arm, run: RunDir):
-    """Starts this process's site counts of ``arm`` and returns the function that saves them, with a
-    resumed run's counts and (real ranks) every process's, to ``site-<arm>.json``; it returns the sum."""
-    state = run.file(f"site-{arm.name}.json")
-    group = engine.group
-    base = SiteStats.from_state(json.loads(state.read_text())) if state.exists() else SiteStats()
-    engine.site.stats[arm.name] = SiteStats()  # this process's counts; a resumed run adds them to base
-
-    def save():
-        mine = engine.site.stats[arm.name].state()
-        states = group.all_gather(mine) if group is not None else [mine]
-        merged = SiteStats.merged([base.state(), *states])
-        tmp = state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(merged.state()))
-        tmp.replace(state)
-        return merged
-
-    return save
-
-
 def _target_renderer(task_cfg: dict):
     """The gold answer of a document as lm-eval's task renders it (``doc_to_target``)."""
     from lm_eval.utils import apply_template
@@ -289,16 +341,24 @@ def _evaluate_arms(engine, arms: dict[str, Arm], settings: Settings, task_cfg: d
     prompt is prefilled once per arm); arm B's pass then scores the generations it finds in its store."""
     import lm_eval
 
-    from .lm import AgreementStore, ArmLM, Partner, SampleStore
+    from .lm import (
+        AgreementStore,
+        ArmLM,
+        CommitLog,
+        Partner,
+        SampleStore,
+        take_site_counts,
+    )
 
-    save = {name: _site_saver(engine, arm, run) for name, arm in arms.items()}
     stores = {name: SampleStore(run.file(f"generations-{name}.jsonl")) for name in arms}
     agreement = AgreementStore(run.file("agreement.jsonl"))
-    partner = Partner(arms["B"], stores["B"], agreement, _target_renderer(task_cfg), save["B"])
+    commits = CommitLog(run.file(COMMITS))
+    take_site_counts(engine, list(arms))  # counting starts here; each batch's counts go with its commit record
+    partner = Partner(arms["B"], stores["B"], agreement, _target_renderer(task_cfg), commits)
     results, docs, resumed, site_stats = {}, {}, {}, {}
     group = engine.group
     for name, arm in arms.items():
-        lm = ArmLM(engine, arm, stores[name], settings.batch_size, settings.max_gen_toks, progress, on_batch=save[name],
+        lm = ArmLM(engine, arm, stores[name], settings.batch_size, settings.max_gen_toks, progress,
                    partner=partner if name == "A" else None)
         res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot,
                                       limit=settings.limit, log_samples=True, bootstrap_iters=0,
@@ -309,7 +369,7 @@ def _evaluate_arms(engine, arms: dict[str, Arm], settings: Settings, task_cfg: d
         results[name] = res
         if name == "A":  # questions the paired pass found done (both arms and their agreement)
             resumed = {"A": lm.resumed, "B": lm.resumed}
-        site_stats[name] = save[name]()
+        site_stats[name] = commits.site.get(name, SiteStats())
         if group is not None:  # lm-eval scores on LOCAL_RANK 0 only; every process needs the scored samples
             docs[name] = group.broadcast(_write_samples(res, run, name) if group.root else None)
         else:
@@ -334,7 +394,8 @@ def _agreement_rows(engine, agreement, docs: dict[int, dict[str, dict]]) -> list
 
 
 def _questions_from(data_dir: Path | None) -> str:
-    from accval.sentinel import data as sentinel_data, problems
+    from accval.sentinel import data as sentinel_data
+    from accval.sentinel import problems
 
     if data_dir is not None and Path(data_dir).resolve() == sentinel_data.default_dir().resolve():
         return (f"accval's sentinel problems (synthetic, in gsm8k's format; generator v{problems.GENERATOR_VERSION}), "
@@ -342,131 +403,175 @@ def _questions_from(data_dir: Path | None) -> str:
     return "gsm8k"
 
 
+class _NumFewshotOnce(logging.Filter):
+    """lm-eval warns "Overwriting default num_fewshot of gsm8k from 5 to 5" at every ``simple_evaluate``
+    (twice per run, in every process); say a real change once, and nothing when the value is the same."""
+
+    MESSAGE = "Overwriting default num_fewshot of %s from %s to %s"
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != self.MESSAGE or not isinstance(record.args, tuple) or len(record.args) != 3:
+            return True
+        _task, old, new = record.args
+        if str(old) == str(new) or record.args in self.seen:
+            return False
+        self.seen.add(record.args)
+        return True
+
+
+def _quiet_num_fewshot_warning() -> None:
+    log = logging.getLogger("lm_eval.evaluator")
+    if not any(isinstance(f, _NumFewshotOnce) for f in log.filters):
+        log.addFilter(_NumFewshotOnce())
+
+
 def _rank_main(settings: Settings, out: str, progress: bool) -> None:
     """One spawned process of ``run(settings)`` over real ranks."""
     if not settings.device.startswith("cuda"):  # N processes share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.ranks))
     ranks_mod.init_from_env(settings.device)
-    run(settings, Path(out), resume=True, progress=progress)
+    try:
+        run(settings, Path(out), resume=True, progress=progress, _lock=False)
+    except stop.Interrupted:
+        pass  # every finished batch is saved; the parent reports the stop
 
 
-def run(settings: Settings, out: Path | None = None, resume: bool = False, progress: bool = True) -> dict:
+def saved_questions(out: Path) -> int:
+    """How many questions a run directory holds finished (both arms and their agreement)."""
+    from .lm import CommitLog
+
+    path = Path(out) / COMMITS
+    return len(CommitLog(path).doc_ids) if path.exists() else 0
+
+
+def run(settings: Settings, out: Path | None = None, resume: bool = False, progress: bool = True,
+        _lock: bool = True) -> dict:
     """Run the A/B and write its report; returns the report dict.
 
     ``settings.ranks = N`` spawns N processes (torch.distributed) that run it together; under
     ``torchrun`` this process joins the group torchrun made. Rank 0 writes the run directory."""
-    t0 = time.time()
-    settings = validate(settings)
-    if out is None:
-        stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
-        out = Path("reports/gsm8k") / f"{stamp}-{settings.mode}"
-    group = ranks_mod.current()
-    if group is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        group = ranks_mod.init_from_env(settings.device)  # launched by torchrun
-    if group is None and settings.ranks and settings.ranks > 1:
-        RunDir(Path(out), settings, resume)  # settings and resume errors here, before any process starts
-        ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress)
-        return json.loads((Path(out) / "report.json").read_text())
-    if group is not None and settings.ranks not in (None, group.world):
-        raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
-    if group is not None and not group.root:
-        group.barrier()  # rank 0 has checked and made the run directory
-        run_dir = RunDir(Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-")), settings, False)
-    else:
-        run_dir = RunDir(Path(out), settings, resume)
-        if group is not None:
-            group.barrier()
-    endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
-    device_name = "endpoints (the servers' devices)" if endpoints else _device_name(settings.device)
-    sessions = run_dir.record_session(device_name) if group is None or group.root else []
-    data_dir = Path(settings.data_dir) if settings.data_dir else None
-    if group is not None and not group.root:  # rank 0 builds the task config once, centrally
-        task_mod.use_config_only_manager()
-        task_cfg = group.broadcast(None)
-        if data_dir is not None:
-            task_mod.offline()
-    else:
-        task_cfg = task_mod.config(data_dir)
-        if group is not None:
-            group.broadcast(task_cfg)
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    with contextlib.ExitStack() as held:  # the run directory's lock, released however this returns
+        t0 = time.time()
+        settings = validate(settings)
+        if out is None:
+            stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+            out = Path("reports/gsm8k") / f"{stamp}-{settings.mode}"
+        group = ranks_mod.current()
+        if group is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            group = ranks_mod.init_from_env(settings.device)  # launched by torchrun
+        if group is None and settings.ranks and settings.ranks > 1:
+            # settings, resume and lock errors here, before any process starts; the lock is held while they run
+            held.callback(RunDir(Path(out), settings, resume).release)
+            ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress)
+            return json.loads((Path(out) / "report.json").read_text())
+        if group is not None and settings.ranks not in (None, group.world):
+            raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
+        if group is not None and not group.root:
+            group.barrier()  # rank 0 has checked and made the run directory
+            run_dir = RunDir(Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-")), settings, False)
+            held.callback(run_dir.release)
+        else:
+            run_dir = RunDir(Path(out), settings, resume, lock=_lock)
+            held.callback(run_dir.release)
+            if group is not None:
+                group.barrier()
+        endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
+        device_name = "endpoints (the servers' devices)" if endpoints else _device_name(settings.device)
+        sessions = run_dir.record_session(device_name) if group is None or group.root else []
+        data_dir = Path(settings.data_dir) if settings.data_dir else None
+        if group is not None and not group.root:  # rank 0 builds the task config once, centrally
+            task_mod.use_config_only_manager()
+            task_cfg = group.broadcast(None)
+            if data_dir is not None:
+                task_mod.offline()
+        else:
+            task_cfg = task_mod.config(data_dir)
+            if group is not None:
+                group.broadcast(task_cfg)
+        logging.getLogger("lm_eval").setLevel(logging.WARNING)
+        _quiet_num_fewshot_warning()
 
-    from .engine import Engine
+        from .engine import Engine
 
-    results, docs, resumed, site_stats = {}, {}, {}, {}
-    if endpoints:
-        engine, loaded, arms = None, None, None
-        for name, url in endpoints.items():
-            results[name], docs[name] = _evaluate_endpoint(name, url, settings, task_cfg, run_dir)
-            resumed[name] = None
-    else:
-        loaded = builtin.load(settings.model, settings.seed, settings.device)
-        engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
-        arms = arms_for(settings)
-        results, docs, resumed, site_stats, agreement_store = _evaluate_arms(engine, arms, settings, task_cfg, run_dir,
-                                                                             progress)
-    if sorted(docs["A"]) != sorted(docs["B"]):
-        raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
-    doc_ids = sorted(docs["A"])
-    per_arm, paired = {}, {}
-    names = ("A", "B")
-    for f in FILTERS:
-        outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in names}
-        paired[f] = stats.paired_stats(outcomes["A"], outcomes["B"])
-        for n in names:
-            per_arm.setdefault(n, {})[f] = dataclasses.asdict(stats.arm_stats(outcomes[n]))
-    gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in names}
-    if endpoints:  # no logits through a completions endpoint: agreement is identical generations only
-        same = sum(1 for x, y in zip(gens["A"], gens["B"]) if x == y) / len(doc_ids)
-        agreement = stats.Agreement(tokens=0, top1=None, kl=None, identical_generations=same)
-        verdict = stats.verdict(paired, agreement)
-        arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
-                        "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
-    else:
-        site = site_stats
-        if group is not None and not group.root:  # rank 0 writes the one report (its run directory has every row)
-            shutil.rmtree(run_dir.path, ignore_errors=True)
-            return {"rank": group.rank}
-        agreement = stats.combine_agreement(_agreement_rows(engine, agreement_store, docs["A"]), gens["A"], gens["B"])
-        verdict = stats.verdict(paired, agreement,
-                                provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
-                                contract_violations=site["B"].contract_violations)
-        arm_info = {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
-                        "plugged": _plugged(a), "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
-                    for n, a in arms.items()}
-    kind, ranks = MODES[settings.mode]
-    report = {
-        "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "command": sys.argv,
-        "versions": _versions(),
-        "device": {"name": device_name, "type": "remote" if endpoints else settings.device,
-                   "sessions": [x["device"] for x in sessions]},
-        "settings": dataclasses.asdict(settings),
-        "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
-                 "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,
-                 "max_gen_toks": settings.max_gen_toks, "lm_eval_task_version": results["A"]["versions"].get(task_mod.TASK)},
-        "model": ({"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
-                   "random_weights": False} if endpoints else
-                  {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
-                   "random_weights": settings.model == builtin.BUILTIN}),
-        "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
-                 "processes": group.world if group is not None else 1,
-                 "process_backend": group.backend if group is not None else None,
-                 "execution": ("as the servers run it" if endpoints else
-                               f"{ranks} ranks in {group.world} processes (torch.distributed, {group.backend})"
-                               if group is not None else
-                               f"{ranks} ranks emulated in one process at the o_a_proj site")},
-        "arms": arm_info,
-        "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
-        "agreement": dataclasses.asdict(agreement),
-        "thresholds": {"alpha": stats.ALPHA, "power": stats.POWER, "top1_agreement_floor": stats.TOP1_AGREEMENT_FLOOR,
-                       "kl_ceiling": stats.KL_CEILING},
-        "verdict": {"regression": verdict.regression, "reasons": list(verdict.reasons)},
-        "elapsed_s": round(time.time() - t0, 1),  # this invocation only (a resumed run says resumed_samples)
-        "out": str(run_dir.path),
-    }
-    from accval import report as report_mod
+        results, docs, resumed, site_stats = {}, {}, {}, {}
+        if endpoints:
+            engine, loaded, arms = None, None, None
+            for name, url in endpoints.items():
+                results[name], docs[name] = _evaluate_endpoint(name, url, settings, task_cfg, run_dir)
+                resumed[name] = None
+        else:
+            loaded = builtin.load(settings.model, settings.seed, settings.device)
+            engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
+            arms = arms_for(settings)
+            with stop.on_ctrl_c() if group is None else contextlib.nullcontext():
+                results, docs, resumed, site_stats, agreement_store = _evaluate_arms(engine, arms, settings, task_cfg,
+                                                                                     run_dir, progress)
+        if sorted(docs["A"]) != sorted(docs["B"]):
+            raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
+        doc_ids = sorted(docs["A"])
+        per_arm, paired = {}, {}
+        names = ("A", "B")
+        for f in FILTERS:
+            outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in names}
+            paired[f] = stats.paired_stats(outcomes["A"], outcomes["B"])
+            for n in names:
+                per_arm.setdefault(n, {})[f] = dataclasses.asdict(stats.arm_stats(outcomes[n]))
+        gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in names}
+        if endpoints:  # no logits through a completions endpoint: agreement is identical generations only
+            same = sum(1 for x, y in zip(gens["A"], gens["B"]) if x == y) / len(doc_ids)
+            agreement = stats.Agreement(tokens=0, top1=None, kl=None, identical_generations=same)
+            verdict = stats.verdict(paired, agreement)
+            arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
+                            "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
+        else:
+            site = site_stats
+            if group is not None and not group.root:  # rank 0 writes the one report (its run directory has every row)
+                shutil.rmtree(run_dir.path, ignore_errors=True)
+                return {"rank": group.rank}
+            agreement = stats.combine_agreement(_agreement_rows(engine, agreement_store, docs["A"]), gens["A"], gens["B"])
+            verdict = stats.verdict(paired, agreement,
+                                    provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
+                                    contract_violations=site["B"].contract_violations)
+            arm_info = {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
+                            "plugged": _plugged(a), "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
+                        for n, a in arms.items()}
+        kind, ranks = MODES[settings.mode]
+        report = {
+            "schema": SCHEMA,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "command": sys.argv,
+            "versions": _versions(),
+            "device": {"name": device_name, "type": "remote" if endpoints else settings.device,
+                       "sessions": [x["device"] for x in sessions]},
+            "settings": dataclasses.asdict(settings),
+            "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
+                     "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,
+                     "max_gen_toks": settings.max_gen_toks, "lm_eval_task_version": results["A"]["versions"].get(task_mod.TASK)},
+            "model": ({"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
+                       "random_weights": False} if endpoints else
+                      {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
+                       "random_weights": settings.model == builtin.BUILTIN}),
+            "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
+                     "processes": group.world if group is not None else 1,
+                     "process_backend": group.backend if group is not None else None,
+                     "execution": ("as the servers run it" if endpoints else
+                                   f"{ranks} ranks in {group.world} processes (torch.distributed, {group.backend})"
+                                   if group is not None else
+                                   f"{ranks} ranks emulated in one process at the o_a_proj site")},
+            "arms": arm_info,
+            "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
+            "agreement": dataclasses.asdict(agreement),
+            "thresholds": {"alpha": stats.ALPHA, "power": stats.POWER, "top1_agreement_floor": stats.TOP1_AGREEMENT_FLOOR,
+                           "kl_ceiling": stats.KL_CEILING},
+            "verdict": {"regression": verdict.regression, "reasons": list(verdict.reasons)},
+            "elapsed_s": round(time.time() - t0, 1),  # this invocation only (a resumed run says resumed_samples)
+            "out": str(run_dir.path),
+        }
+        from accval import report as report_mod
 
-    report_mod.write(report, run_dir.path)
-    return report
+        report_mod.write(report, run_dir.path)
+        return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +13,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from accval import stats
-from accval.model.site import Arm
+from accval.model.site import Arm, SiteStats
 
+from . import stop
 from .engine import Engine
 
 
@@ -21,53 +23,146 @@ def request_key(context: str, gen_kwargs: dict) -> str:
     return hashlib.sha256(json.dumps([context, gen_kwargs], sort_keys=True, default=str).encode()).hexdigest()
 
 
+class RunStoreError(ValueError):
+    """A run directory's file that cannot be read as the run store it should be."""
+
+
+def read_jsonl(path: Path, what: str) -> list[dict]:
+    """The records of an append-only jsonl file of the run store.
+
+    Each record is one line, written in one call as the work it records finishes. A crash (SIGKILL,
+    a full disk, power) can cut the last line; that record is cut off the file (said on stderr) and
+    its work is redone, so the next append starts on a fresh line. A bad line anywhere else means the
+    file was changed by something other than accval: :class:`RunStoreError`."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    rows, start = [], 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        line = data[start:] if end == -1 else data[start:end]
+        nxt = len(data) if end == -1 else end + 1
+        try:
+            row = json.loads(line) if line.strip() else None
+            if row is not None and not isinstance(row, dict):
+                raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+            if row is not None and end == -1:
+                raise ValueError("no end of line")  # a record is complete with its newline
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if nxt < len(data):
+                lineno = data.count(b"\n", 0, start) + 1
+                raise RunStoreError(f"{path}: line {lineno} is not a {what} record ({e}); "
+                                    "the run directory is damaged (start the run afresh in another --out)") from None
+            with path.open("r+b") as f:
+                f.truncate(start)
+            print(f"accval: {path.name}: removed a cut last line ({len(data) - start} bytes, a write the last run did "
+                  f"not finish); that {what} is redone", file=sys.stderr)
+            break
+        if row is not None:
+            rows.append(row)
+        start = nxt
+    return rows
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    """Append records, one line each, in one write, flushed to the OS."""
+    if rows:
+        with Path(path).open("a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
 class SampleStore:
-    """Append-only jsonl of ``{"key", "text"}``: each generation is on disk once its batch completes."""
+    """Append-only jsonl of ``{"key", "text"}``: one arm's generation per request. A record counts as
+    done only once its batch is in the :class:`CommitLog`; a record written again (a batch redone
+    after a crash) replaces the earlier one."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.done: dict[str, str] = {}
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                self.done[row["key"]] = row["text"]
-            except (json.JSONDecodeError, KeyError):
-                if n == len(lines):
-                    break  # a line cut by a crash: that sample is simply redone
-                raise ValueError(f"{self.path}:{n}: not a sample record; the run directory is damaged")
+        for n, row in enumerate(read_jsonl(self.path, "generation"), 1):
+            if not isinstance(row.get("key"), str) or not isinstance(row.get("text"), str):
+                raise RunStoreError(f"{self.path}: record {n} is not a generation record (expected string key and "
+                                    f"text, got {sorted(row)}); the run directory is damaged")
+            self.done[row["key"]] = row["text"]
+
+    def add_many(self, rows: list[tuple[str, str]]) -> None:
+        for key, text in rows:
+            self.done[key] = text
+        append_jsonl(self.path, [{"key": k, "text": t} for k, t in rows])
 
     def add(self, key: str, text: str) -> None:
-        self.done[key] = text
-        with self.path.open("a") as f:
-            f.write(json.dumps({"key": key, "text": text}) + "\n")
-            f.flush()
+        self.add_many([(key, text)])
 
 
 class AgreementStore:
     """Append-only jsonl of ``{"doc_id", "tokens", "top1_agree", "kl_sum"}`` (teacher-forced agreement per
-    question, :func:`accval.stats.token_agreement`); a line cut by a crash is redone."""
+    question, :func:`accval.stats.token_agreement`); as :class:`SampleStore`, a later record of a
+    question replaces an earlier one."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.done: dict[int, tuple[int, int, float]] = {}
-        if self.path.exists():
-            for line in self.path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.done[int(row["doc_id"])] = (row["tokens"], row["top1_agree"], row["kl_sum"])
+        for n, row in enumerate(read_jsonl(self.path, "agreement"), 1):
+            try:
+                self.done[int(row["doc_id"])] = (int(row["tokens"]), int(row["top1_agree"]), float(row["kl_sum"]))
+            except (KeyError, TypeError, ValueError):
+                raise RunStoreError(f"{self.path}: record {n} is not an agreement record (expected doc_id, tokens, "
+                                    f"top1_agree, kl_sum; got {row}); the run directory is damaged") from None
+
+    def add_many(self, rows: dict[int, tuple[int, int, float]]) -> None:
+        self.done.update(rows)
+        append_jsonl(self.path, [{"doc_id": d, "tokens": r[0], "top1_agree": r[1], "kl_sum": r[2]} for d, r in rows.items()])
 
     def add(self, doc_id: int, row: tuple[int, int, float]) -> None:
-        self.done[doc_id] = row
-        with self.path.open("a") as f:
-            f.write(json.dumps({"doc_id": doc_id, "tokens": row[0], "top1_agree": row[1], "kl_sum": row[2]}) + "\n")
-            f.flush()
+        self.add_many({doc_id: row})
+
+
+class CommitLog:
+    """``commits.jsonl``: one record per finished batch of the paired pass, appended after the batch's
+    generations and agreement rows: ``{"keys", "doc_ids", "site": {arm: SiteStats state}}`` where
+    ``site`` holds the ``o_a_proj`` site's counts of that batch (every process's, summed).
+
+    A question is done when its batch's record is on disk, and the site counters of a run are the sum
+    of the records. Work a crash or an interrupt cut short (generations on disk, no record yet) is
+    redone and counted once: its counts were never recorded."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.keys: set[str] = set()
+        self.doc_ids: set[int] = set()
+        self.site: dict[str, SiteStats] = {}
+        for n, row in enumerate(read_jsonl(self.path, "batch"), 1):
+            try:
+                keys, doc_ids, site = list(row["keys"]), [int(d) for d in row["doc_ids"]], dict(row["site"])
+                self._count(site)
+            except (KeyError, TypeError, ValueError):
+                raise RunStoreError(f"{self.path}: record {n} is not a batch record (expected keys, doc_ids and "
+                                    f"site counts, got {sorted(row)}); the run directory is damaged") from None
+            self.keys.update(keys)
+            self.doc_ids.update(doc_ids)
+
+    def _count(self, site: dict[str, dict]) -> None:
+        for name, state in site.items():
+            self.site[name] = SiteStats.merged([self.site.get(name, SiteStats()).state(), state])
+
+    def add(self, keys: list[str], doc_ids: list[int], site: dict[str, dict]) -> None:
+        self._count(site)
+        self.keys.update(keys)
+        self.doc_ids.update(doc_ids)
+        append_jsonl(self.path, [{"keys": list(keys), "doc_ids": list(doc_ids), "site": site}])
+
+
+def take_site_counts(engine: Engine, names) -> dict[str, dict]:
+    """This batch's site counts of the arms ``names``, summed over the processes (real ranks), and a
+    fresh count for the next batch."""
+    mine = {}
+    for name in names:
+        mine[name] = engine.site.stats.get(name, SiteStats()).state()
+        engine.site.stats[name] = SiteStats()
+    group = engine.group
+    parts = group.all_gather(mine) if group is not None else [mine]
+    return {name: SiteStats.merged([p[name] for p in parts]).state() for name in names}
 
 
 @dataclasses.dataclass
@@ -80,7 +175,7 @@ class Partner:
     store: SampleStore
     agreement: AgreementStore
     target: Callable[[dict], str]
-    on_batch: Callable[[], object] | None = None
+    commits: CommitLog
 
 
 @register_model("accval-dsv4")
@@ -90,9 +185,9 @@ class ArmLM(LM):
     then finds all its generations in its store)."""
 
     def __init__(self, engine: Engine, arm: Arm, store: SampleStore, batch_size: int = 8, max_gen_toks: int = 256,
-                 progress: bool = True, on_batch=None, partner: Partner | None = None):
+                 progress: bool = True, partner: Partner | None = None):
         super().__init__()
-        self.engine, self.arm, self.store, self.on_batch = engine, arm, store, on_batch
+        self.engine, self.arm, self.store = engine, arm, store
         self.batch_size, self.max_gen_toks, self.progress = batch_size, max_gen_toks, progress
         self.partner = partner
         self.resumed = 0
@@ -100,7 +195,10 @@ class ArmLM(LM):
 
     def _missing(self, key: str, doc_id: int) -> bool:
         p = self.partner
-        return key not in self.store.done or (p is not None and (key not in p.store.done or doc_id not in p.agreement.done))
+        if p is None:
+            return key not in self.store.done
+        return (key not in p.commits.keys or key not in self.store.done or key not in p.store.done
+                or doc_id not in p.agreement.done)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         from tqdm.auto import tqdm
@@ -133,6 +231,7 @@ class ArmLM(LM):
         arms = self.arm.describe() + (f" and {self.partner.arm.describe()}" if self.partner is not None else "")
         bar = tqdm(total=len(todo), desc=f"arm {self.arm.name}" + (f"+{self.partner.arm.name}" if self.partner else "")
                    + f" ({arms})", unit="q", disable=not show)
+        self._stop_if_asked(0, len(todo), bar)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]
             groups: dict[tuple, list] = {}
@@ -142,10 +241,7 @@ class ArmLM(LM):
                 contexts = [it[1] for it in items]
                 if self.partner is None:
                     texts = self._generate(self.arm, contexts, list(until), max_toks)
-                    if self.on_batch is not None:
-                        self.on_batch()  # site counters first: a sample on disk always has its counts saved
-                    for it, text in zip(items, texts):
-                        self.store.add(it[0], text)
+                    self.store.add_many([(it[0], text) for it, text in zip(items, texts)])
                     continue
                 p = self.partner
                 targets = [it[5] for it in items]
@@ -154,20 +250,30 @@ class ArmLM(LM):
                 rows = {b: stats.token_agreement(forced_a[b], forced_b[b]) for b in forced_a}
                 if group is not None:
                     rows = dict(kv for part in group.all_gather(list(rows.items())) for kv in part)
-                for callback in (self.on_batch, p.on_batch):
-                    if callback is not None:
-                        callback()
-                for b, it in enumerate(items):
-                    if it[0] not in self.store.done:
-                        self.store.add(it[0], texts[b])
-                    if it[0] not in p.store.done:
-                        p.store.add(it[0], texts_b[b])
-                    if it[4] not in p.agreement.done:
-                        p.agreement.add(it[4], rows[b])
+                site = take_site_counts(self.engine, (self.arm.name, p.arm.name))
+                # the batch's records, then its commit: a crash between them leaves uncommitted records
+                # that the next run redoes (and counts) once
+                self.store.add_many([(it[0], texts[b]) for b, it in enumerate(items)])
+                p.store.add_many([(it[0], texts_b[b]) for b, it in enumerate(items)])
+                p.agreement.add_many({it[4]: rows[b] for b, it in enumerate(items)})
+                p.commits.add([it[0] for it in items], [it[4] for it in items], site)
             bar.update(len(chunk))
+            self._stop_if_asked(i + len(chunk), len(todo), bar)
         bar.close()
         out = [self.store.done.get(k[0]) for k in keyed]
         return group.broadcast(out) if group is not None else out
+
+    def _stop_if_asked(self, done: int, total: int, bar) -> None:
+        """At a batch boundary of the paired pass: raise :class:`stop.Interrupted` when a stop was asked
+        for (rank 0's view decides, so every process leaves at the same boundary)."""
+        if self.partner is None:
+            return
+        stopping = stop.requested()
+        if self.engine.group is not None:
+            stopping = self.engine.group.broadcast(stopping)
+        if stopping:
+            bar.close()
+            raise stop.Interrupted(f"stopped on request after {done} of {total} questions")
 
     def _generate(self, arm: Arm, contexts: list[str], until: list[str], max_toks: int, targets: list[str] | None = None):
         """One batch: its texts, and with ``targets`` also ``{row: teacher-forced logits}`` of the rows

@@ -15,11 +15,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import signal
 import socket
+import sys
+import tempfile
+import threading
+import time
 import traceback
 
 import torch
 import torch.distributed as dist
+
+from . import stop
 
 LOGICAL_RANKS = 8
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -95,7 +102,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _child(index: int, world: int, port: int, fn, args, errors):
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when ``parent_pid`` (the process that spawned it) dies, however it dies: on
+    Linux the kernel sends SIGKILL (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls
+    ``os.getppid()`` every second. A rank left running would hold its cores (and its GPU) for nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        def watch():
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="accval-parent-watch").start()
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors):
+    die_with_parent(parent_pid)
+    stop.rank_handlers()
     os.environ.update({"RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     try:
@@ -108,25 +141,58 @@ def _child(index: int, world: int, port: int, fn, args, errors):
             dist.destroy_process_group()
 
 
+def _traceback_file(index: int, tb: str) -> str:
+    fd, path = tempfile.mkstemp(prefix=f"accval-rank{index}-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(tb)
+    return path
+
+
 def spawn(world: int, fn, *args) -> None:
-    """Run ``fn(*args)`` in ``world`` fresh processes forming one group; a rank that fails or dies makes
-    this raise a RuntimeError naming it (the others are stopped)."""
+    """Run ``fn(*args)`` in ``world`` fresh processes forming one group. A rank that fails or dies makes
+    this raise a one-line RuntimeError naming it (the others are stopped; the failing rank's traceback
+    goes to a file the message names). The processes die with this one (:func:`die_with_parent`).
+    Ctrl-C here asks them to stop at the next batch boundary (SIGUSR1, :mod:`accval.gsm8k.stop`) and
+    then raises :class:`stop.Interrupted`; a second Ctrl-C ends them at once (SIGTERM)."""
     import torch.multiprocessing as mp
 
     check_world(world)
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
+    procs = mp.start_processes(_child, args=(world, _free_port(), os.getpid(), fn, args, errors), nprocs=world,
+                               join=False, start_method="spawn")
+    asked = []
+
+    def on_sigint(signum, frame):
+        asked.append(signum)
+        if len(asked) == 1:
+            print(stop.HINT, file=sys.stderr, flush=True)
+        for p in procs.processes:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGUSR1 if len(asked) == 1 else signal.SIGTERM)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
-        mp.start_processes(_child, args=(world, _free_port(), fn, args, errors), nprocs=world, join=True,
-                           start_method="spawn")
+        while not procs.join():
+            pass
     except mp.ProcessExitedException as e:
+        if asked:
+            raise stop.Interrupted(f"stopped on request (rank {e.error_index} ended by signal)") from None
         raise RuntimeError(f"rank {e.error_index} of {world} died (exit code {e.exit_code}); the other ranks were "
                            "stopped. Finished samples are in the run directory: --resume continues the run") from None
     except mp.ProcessRaisedException as e:
+        if asked:  # a rank still starting up when Ctrl-C reached it (before it could ignore SIGINT)
+            raise stop.Interrupted(f"stopped on request (rank {e.error_index} stopped while starting)") from None
         first = None
         while not errors.empty():
             index, tb = errors.get()
             first = first or (index, tb)
         index, tb = first if first else (e.error_index, str(e))
         last = tb.strip().splitlines()[-1]
-        raise RuntimeError(f"rank {index} of {world} failed: {last}\n--- rank {index} traceback ---\n{tb}") from None
+        raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {_traceback_file(index, tb)})") from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, old)
+    if asked:
+        raise stop.Interrupted("stopped on request")

@@ -1,0 +1,291 @@
+"""The A/B's run store: a cut last line is repaired, redone work is counted once, one process at a time
+uses a run directory, rank processes die with their parent, and Ctrl-C saves what finished, prints
+the resume command and exits 130.
+
+The unit tests are cheap (no model); the end-to-end interrupt test runs the CLI three times on the
+built-in model (``slow_cpu``: about a minute on a 2-core CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("lm_eval")
+
+from accval.gsm8k import ab
+from accval.gsm8k.lm import (
+    AgreementStore,
+    CommitLog,
+    RunStoreError,
+    SampleStore,
+    read_jsonl,
+)
+
+from .test_task import DATA, needs_data
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _site(calls: int) -> dict:
+    return {"calls": calls, "tokens": 10 * calls, "m_counts": {"7": calls}, "ran": {"o_a_proj:x": calls},
+            "contract_violations": 0, "first_violation": None, "provenance_problems": []}
+
+
+def test_a_cut_last_line_is_removed_and_the_next_record_starts_clean(tmp_path, capsys):
+    """A write cut by a crash: the cut record is cut off the file (said on stderr), the next append
+    makes a file every later reader parses."""
+    path = tmp_path / "generations-A.jsonl"
+    path.write_text(json.dumps({"key": "k1", "text": "one"}) + "\n" + '{"key": "k2", "te')
+    store = SampleStore(path)
+    assert store.done == {"k1": "one"}
+    assert "removed a cut last line (17 bytes" in capsys.readouterr().err
+    store.add("k2", "two")
+    assert SampleStore(path).done == {"k1": "one", "k2": "two"}
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"key": "k1", "text": "one"}, {"key": "k2", "text": "two"}]
+
+
+@pytest.mark.parametrize("tail", [
+    pytest.param(b'{"doc_id": 3, "tokens": 5, "top1_agree": 5, "kl_sum": 0.1', id="cut-json"),
+    pytest.param(b'{"doc_id": 3, "tokens": 5, "top1_agree": 5, "kl_sum": 0.1}', id="no-newline"),
+    pytest.param(b"\x00\x00\x00\x00\n", id="zero-filled"),
+    pytest.param(b'{"doc_id": 3, "tok\xc3', id="cut-utf8"),
+])
+def test_agreement_store_repairs_every_kind_of_cut_tail(tmp_path, tail):
+    path = tmp_path / "agreement.jsonl"
+    good = json.dumps({"doc_id": 1, "tokens": 4, "top1_agree": 4, "kl_sum": 0.0}) + "\n"
+    path.write_bytes(good.encode() + tail)
+    store = AgreementStore(path)
+    assert store.done == {1: (4, 4, 0.0)}, tail
+    assert path.read_text() == good, tail
+    store.add(2, (3, 2, 0.5))
+    assert AgreementStore(path).done == {1: (4, 4, 0.0), 2: (3, 2, 0.5)}
+
+
+def test_a_bad_line_before_the_last_is_damage_not_a_crash(tmp_path):
+    path = tmp_path / "generations-B.jsonl"
+    path.write_text('{"key": "k1", "text": "one"}\nnot json\n{"key": "k2", "text": "two"}\n')
+    with pytest.raises(RunStoreError, match=r"line 2 is not a generation record .* the run directory is damaged"):
+        SampleStore(path)
+    assert read_jsonl(tmp_path / "absent.jsonl", "x") == []
+
+
+def test_only_committed_batches_count_and_are_done(tmp_path):
+    """Generations on disk whose batch has no commit record (the run died between the two) are not
+    done, and their site counts are not in the total: the redone batch is counted once."""
+    path = tmp_path / "commits.jsonl"
+    log = CommitLog(path)
+    log.add(["k1", "k2"], [0, 1], {"A": _site(3), "B": _site(4)})
+    log.add(["k3"], [2], {"A": _site(5), "B": _site(6)})
+    with path.open("a") as f:
+        f.write('{"keys": ["k4"], "doc_ids": [3], "si')  # the next batch's record, cut
+    again = CommitLog(path)
+    assert again.keys == {"k1", "k2", "k3"} and again.doc_ids == {0, 1, 2}
+    assert again.site["A"].calls == 8 and again.site["B"].calls == 10 and again.site["B"].m_counts == {7: 10}
+    again.add(["k4"], [3], {"A": _site(1), "B": _site(1)})  # the redone batch
+    final = CommitLog(path)
+    assert final.site["A"].calls == 9 and final.doc_ids == {0, 1, 2, 3}
+    assert ab.saved_questions(tmp_path) == 4
+
+
+def test_a_resumed_batch_that_was_not_committed_is_redone(tmp_path):
+    """The paired pass treats a question as missing until its batch's commit record is on disk, even
+    when both arms' generations and its agreement row are there."""
+    from accval.gsm8k.lm import ArmLM, Partner
+    from accval.model.site import Arm
+
+    stores = {n: SampleStore(tmp_path / f"generations-{n}.jsonl") for n in "AB"}
+    agreement, commits = AgreementStore(tmp_path / "agreement.jsonl"), CommitLog(tmp_path / "commits.jsonl")
+    for n in "AB":
+        stores[n].add_many([("k1", "x"), ("k2", "y")])
+    agreement.add_many({1: (1, 1, 0.0), 2: (1, 1, 0.0)})
+    commits.add(["k1"], [1], {"A": _site(1), "B": _site(1)})
+    partner = Partner(Arm("B", "fp8-chain", "torch"), stores["B"], agreement, str, commits)
+    lm = ArmLM.__new__(ArmLM)  # only the store logic: no engine
+    lm.store, lm.partner = stores["A"], partner
+    assert not lm._missing("k1", 1) and lm._missing("k2", 2)
+
+
+def _settings(**kw) -> ab.Settings:
+    return ab.Settings(model="builtin", device="cpu", data_dir=None, **kw)
+
+
+def test_a_run_directory_takes_one_process_at_a_time(tmp_path):
+    """A second user of a run directory (another --resume while the first runs) gets a clear error;
+    once the first lets go, the directory can be resumed."""
+    first = ab.RunDir(tmp_path / "run", _settings(), resume=False)
+    with pytest.raises(RuntimeError, match=rf"another accval process \(pid {os.getpid()}\) is using this run directory"):
+        ab.RunDir(tmp_path / "run", _settings(), resume=True)
+    first.release()
+    ab.RunDir(tmp_path / "run", _settings(), resume=True).release()
+
+
+@pytest.mark.slow_cpu
+def test_the_lock_holds_across_processes_and_the_cli_exits_2(tmp_path):
+    run = tmp_path / "run"
+    holder = ab.RunDir(run, _settings(), resume=False)
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import sys; from accval.cli import main; sys.exit(main(sys.argv[1:]))",
+                               "gsm8k", "--ab", "--model", "builtin", "--device", "cpu", "--out", str(run), "--resume",
+                               "--data-dir", str(_tiny_data(tmp_path)), "--quiet"],
+                              capture_output=True, text=True, timeout=300, env=_env(), check=False)
+    finally:
+        holder.release()
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "another accval process" in err[0], (proc.returncode, proc.stderr)
+
+
+def _tiny_data(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir(exist_ok=True)
+    for split in ("train", "test"):
+        (d / f"{split}.jsonl").write_text("")
+    return d
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env.update(extra)
+    return env
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow_cpu  # two rank processes import torch: ~25 s on a loaded 2-core CPU
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the rank processes")
+def test_rank_processes_die_with_their_parent(tmp_path):
+    """SIGKILL the process that spawned the ranks: the ranks end too (instead of running on)."""
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import time; from accval.gsm8k import ranks; ranks.spawn(2, time.sleep, 300)"],
+                              env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, kids = time.time() + 120, []
+        while time.time() < deadline and len(kids) < 2:
+            time.sleep(0.5)
+            kids = [k for k in _children(parent.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
+        assert len(kids) == 2, f"rank processes not found under {parent.pid}: {_children(parent.pid)}"
+        time.sleep(3.0)  # let them reach their own code (the request to die with the parent)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(k) for k in kids):
+        time.sleep(0.2)
+    alive = [k for k in kids if _alive(k)]
+    for k in alive:
+        os.kill(k, signal.SIGKILL)  # tidy up what the test found running
+    assert not alive, f"rank processes {alive} still running 30 s after their parent was killed"
+
+
+def wait_for_stop(ready_dir: str) -> None:
+    """A rank's work in :func:`test_ctrl_c_reaches_the_rank_processes_as_a_stop_request`: say it runs,
+    then wait for a stop request (the paired pass checks the same flag at each batch boundary)."""
+    from accval.gsm8k import stop
+
+    Path(ready_dir, f"rank{os.environ['RANK']}").write_text(str(os.getpid()))
+    deadline = time.time() + 120
+    while not stop.requested():
+        if time.time() > deadline:
+            raise TimeoutError("no stop request reached this rank")
+        time.sleep(0.05)
+    Path(ready_dir, f"stopped{os.environ['RANK']}").write_text("")
+
+
+SPAWN_AND_REPORT = """
+import sys
+from accval.gsm8k import ranks, stop
+from accval.suites.ab.test_run_store import wait_for_stop
+try:
+    ranks.spawn(2, wait_for_stop, sys.argv[1])
+except stop.Interrupted:
+    print("interrupted")
+    sys.exit(130)
+"""
+
+
+@pytest.mark.slow_cpu  # two rank processes import torch: ~25 s on a loaded 2-core CPU
+def test_ctrl_c_reaches_the_rank_processes_as_a_stop_request(tmp_path):
+    """Ctrl-C at the parent (the ranks ignore SIGINT): every rank gets a stop request, finishes its
+    work and exits cleanly; the parent then raises :class:`stop.Interrupted` (the CLI's exit 130)."""
+    parent = subprocess.Popen([sys.executable, "-c", SPAWN_AND_REPORT, str(tmp_path)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not all((tmp_path / f"rank{r}").exists() for r in (0, 1)) and time.time() < deadline and parent.poll() is None:
+        time.sleep(0.1)
+    parent.send_signal(signal.SIGINT)
+    stdout, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and stdout.strip() == "interrupted", (parent.returncode, stdout, err[-2000:])
+    assert (tmp_path / "stopped0").exists() and (tmp_path / "stopped1").exists(), sorted(tmp_path.iterdir())
+    assert "Traceback" not in err and "stopping after the batch in flight" in err, err[-2000:]
+
+
+# The end-to-end interrupt: tiny prompts (0-shot) so each question takes about a second.
+E2E = ["gsm8k", "--ab", "--model", "builtin", "--limit", "4", "--num-fewshot", "0", "--max-gen-toks", "4",
+       "--batch-size", "1", "--ranks", "1"]
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from accval.cli import main; sys.exit(main(sys.argv[1:]))", *argv]
+
+
+def _commits(run: Path) -> int:
+    path = run / "commits.jsonl"
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+@needs_data
+@pytest.mark.slow_cpu
+def test_ctrl_c_saves_prints_the_resume_command_and_the_resumed_run_matches(tmp_path):
+    """Ctrl-C after the first question: exit 130, no traceback, the printed command resumes; a cut
+    record (as SIGKILL mid-write leaves) is repaired; the resumed run's statistics, agreement and site
+    counters equal those of an uninterrupted run of the same settings."""
+    ref = tmp_path / "ref"
+    done = subprocess.run(_cli(*E2E, "--data-dir", str(DATA), "--out", str(ref), "--quiet"), env=_env(),
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli(*E2E, "--data-dir", str(DATA), "--out", str(run)), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while _commits(run) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    saved = _commits(run)
+    assert 1 <= saved < 4 and f"{saved} finished questions are saved in {run}" in err, (saved, err[-1000:])
+    resume = err.strip().splitlines()[-1].strip()
+    assert resume.startswith("accval gsm8k") and resume.endswith("--resume"), err[-1000:]
+    with (run / "generations-B.jsonl").open("a") as f:
+        f.write('{"key": "cut by a cra')  # a write a SIGKILL cut
+    argv = shlex.split(resume)[1:]
+    assert argv == [*E2E, "--data-dir", str(DATA), "--out", str(run), "--resume"]
+    again = subprocess.run(_cli(*argv, "--quiet"), env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "generations-B.jsonl: removed a cut last line" in again.stderr
+    a, b = (json.loads((d / "report.json").read_text()) for d in (ref, run))
+    assert b["arms"]["A"]["resumed_samples"] == saved
+    assert a["paired"] == b["paired"] and a["agreement"] == b["agreement"]
+    for arm in "AB":
+        assert a["arms"][arm]["site"] == b["arms"][arm]["site"], (arm, a["arms"][arm]["site"], b["arms"][arm]["site"])

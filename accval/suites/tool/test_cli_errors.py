@@ -1,0 +1,266 @@
+"""Every usage or environment error of the ``accval`` command is one line on stderr and exit 2 (1 means
+"regression" only), found before any model loads or rank starts; ``accval report`` refuses files that
+are not complete reports the same way. Cheap: nothing here loads a model."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from accval import cli
+
+EXIT_USAGE = 2
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """Train/test files that exist (the checks under test come before anything reads them)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    for split in ("train", "test"):
+        (d / f"{split}.jsonl").write_text("")
+    return d
+
+
+# (arguments after ``accval``, a phrase the one-line error must contain). ``{data}`` and ``{out}``
+# are filled in per test.
+GSM8K = ["gsm8k", "--ab", "--model", "builtin", "--data-dir", "{data}", "--out", "{out}", "--quiet"]
+BAD_FLAGS = [
+    pytest.param([], "COMMAND", id="no-command"),
+    pytest.param(["nonsense"], "invalid choice", id="unknown-command"),
+    pytest.param(["--bogus"], "COMMAND", id="unknown-global-option"),
+    pytest.param(["gsm8k"], "pass --ab", id="gsm8k-without-ab"),
+    pytest.param(["gsm8k", "--ab", "--resume"], "--resume needs --out", id="resume-without-out"),
+    pytest.param([*GSM8K, "--device", "bogus"], "--device: expected auto, cpu, cuda or cuda:N, got 'bogus'", id="device-bogus"),
+    pytest.param([*GSM8K, "--device", "cuda:x"], "--device: expected", id="device-cuda-x"),
+    pytest.param([*GSM8K, "--device", "CPU"], "--device: expected", id="device-upper"),
+    pytest.param([*GSM8K, "--device", "cuda:99"], "cuda:99", id="device-absent-gpu"),
+    pytest.param([*GSM8K, "--model", "/nonexistent"], "(no such directory)", id="model-nonexistent"),
+    pytest.param([*GSM8K, "--model", "{data}"], "checkpoint directory with config.json", id="model-dir-without-config"),
+    pytest.param([*GSM8K, "--mode", "dep4"], "invalid choice", id="mode-dep4"),
+    pytest.param([*GSM8K, "--matmul", "fp16"], "invalid choice", id="matmul-fp16"),
+    pytest.param([*GSM8K, "--limit", "1"], "at least 2 questions", id="limit-1"),
+    pytest.param([*GSM8K, "--limit", "-5"], "at least 2 questions", id="limit-negative"),
+    pytest.param([*GSM8K, "--limit", "ten"], "invalid int value", id="limit-text"),
+    pytest.param([*GSM8K, "--num-fewshot", "-1"], "--num-fewshot: expected >= 0", id="fewshot-negative"),
+    pytest.param([*GSM8K, "--batch-size", "0"], "--batch-size and --max-gen-toks", id="batch-0"),
+    pytest.param([*GSM8K, "--max-gen-toks", "0"], "--batch-size and --max-gen-toks", id="gen-toks-0"),
+    pytest.param([*GSM8K, "--seed", "1.5"], "invalid int value", id="seed-float"),
+    pytest.param([*GSM8K, "--ranks", "two"], "expected auto or a number of processes", id="ranks-text"),
+    pytest.param([*GSM8K, "--ranks", "3"], "expected a divisor of 8", id="ranks-3"),
+    pytest.param([*GSM8K, "--ranks", "0"], "expected a divisor of 8", id="ranks-0"),
+    pytest.param([*GSM8K, "--backend", "triton"], "need a GPU", id="backend-triton-on-cpu"),
+    pytest.param([*GSM8K, "--backend", "bogus"], "--backend: expected auto or one of", id="backend-bogus"),
+    pytest.param([*GSM8K, "--inject", "no-such-defect"], "catalog mutant id", id="inject-unknown"),
+    pytest.param([*GSM8K, "--data-dir", "/nonexistent"], "expected train.jsonl and test.jsonl", id="data-dir-missing"),
+    pytest.param([*GSM8K, "--endpoint-a", "http://127.0.0.1:1"], "expected both or neither", id="one-endpoint"),
+    pytest.param(["gsm8k", "--ab", "--out", "{out}", "--endpoint-a", "ftp://x", "--endpoint-b", "http://y"],
+                 "expected an http(s) URL", id="endpoint-not-http"),
+    pytest.param(["serve", "--arm", "a", "--port", "-1"], "expected a TCP port 0..65535", id="port-negative"),
+    pytest.param(["serve", "--arm", "a", "--port", "70000"], "expected a TCP port 0..65535", id="port-too-big"),
+    pytest.param(["serve", "--arm", "a", "--port", "http"], "expected a TCP port", id="port-text"),
+    pytest.param(["serve", "--arm", "c"], "invalid choice", id="serve-arm-c"),
+    pytest.param(["serve"], "--arm", id="serve-no-arm"),
+    pytest.param(["serve", "--arm", "a", "--max-requests", "0"], "expected a whole number >= 1", id="max-requests-0"),
+    pytest.param(["serve", "--arm", "a", "--idle-timeout", "-1"], "expected a number of seconds > 0", id="idle-negative"),
+    pytest.param(["serve", "--arm", "a", "--idle-timeout", "nan"], "expected a number of seconds > 0", id="idle-nan"),
+    pytest.param(["serve", "--arm", "a", "--device", "bogus"], "--device: expected", id="serve-device-bogus"),
+    pytest.param(["bench", "--m", "abc"], "expected comma-separated token counts >= 1, got 'abc'", id="bench-m-text"),
+    pytest.param(["bench", "--m", "0,64"], "expected comma-separated token counts >= 1", id="bench-m-0"),
+    pytest.param(["bench", "--m", ","], "expected comma-separated token counts >= 1", id="bench-m-empty"),
+    pytest.param(["bench", "--shapes", "dep4"], "subset of dep8,tep8", id="bench-shape"),
+    pytest.param(["bench", "--ops", "prod"], "subset of producer,consumer,chain", id="bench-op"),
+    pytest.param(["mutants", "--jobs", "0"], "expected a whole number >= 1", id="mutants-jobs-0"),
+    pytest.param(["mutants", "--jobs", "x"], "expected a whole number >= 1", id="mutants-jobs-text"),
+    pytest.param(["report"], "paths", id="report-no-path"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_FLAGS)
+def test_bad_flags_are_one_line_and_exit_2(argv, message, tmp_path, data_dir, capsys):
+    """Each bad command line: exit 2, stderr exactly one line naming what was expected, nothing made
+    on disk (no stray run directory), nothing on stdout."""
+    out = tmp_path / "run"
+    argv = [a.format(data=data_dir, out=out) for a in argv]
+    rc = cli.main(argv)
+    got = capsys.readouterr()
+    lines = got.err.strip().splitlines()
+    assert rc == EXIT_USAGE, f"{argv=} {rc=} {got.err=}"
+    assert len(lines) == 1 and message.format(data=data_dir) in lines[0], f"{argv=} {lines=}"
+    assert "Traceback" not in got.err and got.out == "", f"{argv=} {got=}"
+    assert not out.exists(), f"{argv=}: a run directory was made for a command that failed its checks"
+
+
+def test_a_checkpoint_dir_of_another_model_is_refused_before_any_rank(tmp_path, data_dir, capsys):
+    ckpt = tmp_path / "llama"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    out = tmp_path / "run"
+    rc = cli.main(["gsm8k", "--ab", "--model", str(ckpt), "--data-dir", str(data_dir), "--out", str(out), "--ranks", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == EXIT_USAGE and len(err) == 1 and "model_type 'llama'" in err[0], (rc, err)
+    assert not out.exists()
+
+
+def _report(tmp_path, name: str, content) -> str:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def _good_report() -> dict:
+    """The smallest report :func:`accval.report.to_markdown` and ``compare`` print."""
+    metrics = {"accuracy": 0.5, "stderr": 0.1}
+    paired = {"delta": 0.0, "se": 0.0, "ci95": [0.0, 0.0], "b_only": 0, "a_only": 0, "mcnemar_p": 1.0,
+              "mde_paired": 0.0, "mde_independent": 0.1}
+    arm = {"implementation": "x", "site": None, "metrics": {"strict-match": metrics, "flexible-extract": metrics}}
+    return {"schema": "accval.gsm8k.ab/1", "created": "2026-01-01T00:00:00", "versions": {}, "settings": {},
+            "device": {"name": "cpu"},
+            "task": {"num_fewshot": 5, "questions": 2, "limit": 2, "config_sha256": "0" * 64, "max_gen_toks": 4,
+                     "data": {"source": "json"}},
+            "model": {"id": "m", "description": "d", "weights_sha256": "0" * 64},
+            "mode": {"name": "dep8", "execution": "e", "sharding": "dep", "ranks": 8},
+            "arms": {"A": arm, "B": arm}, "paired": {"strict-match": paired, "flexible-extract": paired},
+            "agreement": {"top1": None, "kl": None, "identical_generations": 1.0, "tokens": 0},
+            "thresholds": {"top1_agreement_floor": 0.9, "kl_ceiling": 0.001},
+            "verdict": {"regression": False, "reasons": []}, "elapsed_s": 1.0}
+
+
+def _without(path: str) -> dict:
+    rep = _good_report()
+    *parents, last = path.split(".")
+    node = rep
+    for key in parents:
+        node = node[key]
+    del node[last]
+    return rep
+
+
+def _with(path: str, value) -> dict:
+    rep = _good_report()
+    *parents, last = path.split(".")
+    node = rep
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return rep
+
+
+BAD_REPORTS = [
+    pytest.param([1, 2], "holds a JSON list", id="json-list"),
+    pytest.param('"just a string"', "holds a JSON str", id="json-string"),
+    pytest.param("null", "holds a JSON NoneType", id="json-null"),
+    pytest.param(b"\x7fELF\x02\x01\x01\x00\xff\xfe", "is not a text file", id="binary"),
+    pytest.param("{not json", "is not JSON", id="not-json"),
+    pytest.param("", "is not JSON", id="empty"),
+    pytest.param({"schema": "other/1"}, "has schema 'other/1'", id="other-schema"),
+    pytest.param({"schema": "accval.gsm8k.ab/1"}, "created is missing; versions is missing", id="schema-only"),
+    pytest.param(_without("task"), "task is missing", id="no-task"),
+    pytest.param(_without("verdict.regression"), "verdict.regression is missing", id="no-verdict-regression"),
+    pytest.param(_without("arms.B"), "arms.B is missing", id="no-arm-b"),
+    pytest.param(_with("task", "x"), "task: expected an object, got str", id="task-string"),
+    pytest.param(_with("verdict.regression", "no"), "verdict.regression: expected bool, got str", id="regression-string"),
+    pytest.param(_with("task.questions", True), "task.questions: expected int, got bool", id="questions-bool"),
+    pytest.param(_with("paired.strict-match.ci95", [0.0]), "ci95: expected two numbers", id="ci-one-number"),
+    pytest.param(_with("arms.A.metrics.strict-match.accuracy", "50%"), "accuracy: expected int/float, got str",
+                 id="accuracy-string"),
+    pytest.param(_with("arms.A.site", {"calls": 1}), "arms.A.site.m_min is missing", id="site-incomplete"),
+    pytest.param(_with("created", 20260101), "created: expected str, got int", id="created-int"),
+]
+
+
+@pytest.mark.parametrize("content,message", BAD_REPORTS)
+def test_bad_report_files_are_one_line_and_exit_2(content, message, tmp_path, capsys):
+    path = _report(tmp_path, "report.json", content)
+    for argv in (["report", path], ["report", "--fail-on-regression", path, path]):
+        rc = cli.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == EXIT_USAGE and len(err) == 1 and message in err[0], f"{argv=} {rc=} {err=}"
+
+
+def test_the_minimal_report_prints_and_compares(tmp_path, capsys):
+    """The report the bad cases start from is itself accepted (so each bad case fails for its reason)."""
+    path = _report(tmp_path, "report.json", _good_report())
+    assert cli.main(["report", path]) == 0
+    assert cli.main(["report", path, path]) == 0
+    assert "no regression" in capsys.readouterr().out
+
+
+def test_help_shows_defaults_examples_and_the_required_ab(capsys):
+    """``--help`` of every command: a description with examples; defaults shown; --ab said to be
+    required; --limit's total right for both question sets."""
+    for command in ("mutants", "bench", "gsm8k", "serve", "report"):
+        assert cli.main([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "examples:" in text and f"accval {command}" in text.split("examples:")[1], command
+    assert cli.main(["gsm8k", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "required: run both arms" in text
+    assert "(default: 256)" in text and "(default: dep8)" in text and "(default: 32)" in text
+    assert "1000 for the sentinel's problems, 1319 for gsm8k" in text
+    assert cli.main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 8000)" in text and "(default: 600.0)" in text
+
+
+def test_every_option_has_help():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, f"accval {name} {action.option_strings or action.dest}: no help text"
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["gsm8k", "--ab", "--limit", "64"], "accval gsm8k --ab --limit 64 --out runs/x --resume"),
+    (["gsm8k", "--ab", "--out", "runs/x"], "accval gsm8k --ab --out runs/x --resume"),
+    (["gsm8k", "--ab", "--out=runs/x", "--resume"], "accval gsm8k --ab --out=runs/x --resume"),
+    (["gsm8k", "--ab", "--data-dir", "my data"], "accval gsm8k --ab --data-dir 'my data' --out runs/x --resume"),
+])
+def test_resume_command_repeats_the_options_with_out_and_resume(argv, want):
+    from pathlib import Path
+
+    assert cli.resume_command(argv, Path("runs/x")) == want
+    assert shlex.split(want)[1:3] == ["gsm8k", "--ab"]
+
+
+def test_the_ab_says_what_it_will_run_first(tmp_path):
+    """The A/B's first line: questions x arms, mode, processes, device, model and run directory (the
+    question count read from the data, capped by --limit)."""
+    from accval.gsm8k import ab
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("")
+    (data / "test.jsonl").write_text("{}\n" * 7)
+    s = ab.Settings(mode="tep8", model="builtin", data_dir=str(data), device="cpu", backend="torch", matmul="fp32",
+                    ranks=2)
+    assert cli._plan(s, tmp_path / "run") == (
+        "accval gsm8k: 7 questions x 2 arms (A bf16-fallback, B fp8-chain[torch]); 8 TEP ranks in 2 process(es), "
+        f"cpu, model builtin, matmul fp32; run directory {tmp_path / 'run'}")
+    assert cli._plan(ab.Settings(data_dir=str(data), limit=3, ranks=None), tmp_path).startswith("accval gsm8k: 3 questions")
+
+
+def test_lm_evals_num_fewshot_warning_is_said_once_and_never_for_no_change(caplog):
+    """lm-eval warns at each ``simple_evaluate`` (two per run, in each process) even when the value
+    does not change; the A/B keeps one warning per real change and none for "from 5 to 5"."""
+    import logging
+
+    from accval.gsm8k import ab
+
+    ab._quiet_num_fewshot_warning()
+    ab._quiet_num_fewshot_warning()  # idempotent: one filter
+    log = logging.getLogger("lm_eval.evaluator")
+    msg = "Overwriting default num_fewshot of %s from %s to %s"
+    with caplog.at_level(logging.WARNING, logger="lm_eval.evaluator"):
+        for args in (("gsm8k", 5, 5), ("gsm8k", 5, 5), ("gsm8k", 5, 3), ("gsm8k", 5, 3), ("gsm8k", 5, 8)):
+            log.warning(msg, *args)
+        log.warning("something else")
+    got = [r.getMessage() for r in caplog.records if r.name == "lm_eval.evaluator"]
+    assert got == ["Overwriting default num_fewshot of gsm8k from 5 to 3",
+                   "Overwriting default num_fewshot of gsm8k from 5 to 8", "something else"], got
