@@ -32,11 +32,14 @@ def _cmd_bench(args) -> int:
     except ValueError:
         raise SystemExit(f"accval bench: --m: expected comma-separated token counts, got {args.m!r}")
     shapes = tuple(args.shapes.split(","))
+    layouts = tuple(s for s in args.layouts.split(",") if s)
+    if not layouts or set(layouts) - set(bench.LAYOUTS):
+        raise SystemExit(f"accval bench: --layouts: expected a comma-separated subset of {sorted(bench.LAYOUTS)}, got {args.layouts!r}")
     if args.sweep:
-        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out))
+        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
         print(bench.sweep_summary(result))
         return 0
-    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out))
+    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts)
     print(bench.to_markdown(result))
     return 0
 
@@ -108,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ops", default=None, help="default producer,consumer,chain (with --sweep: producer,consumer)")
     b.add_argument("--m", default="64,256,1024,1500,2048,4096,8192")
     b.add_argument("--shapes", default="dep8,tep8")
+    b.add_argument("--layouts", default="neox,gptj", help="RoPE layouts of the producer and chain rows (neox, gptj)")
     b.add_argument("--out", default="reports/bench")
     b.add_argument("--sweep", action="store_true",
                    help="time every candidate launch configuration instead (the measurements behind the dispatch tables; "

@@ -262,7 +262,6 @@ def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_A
         _fp8_block_bmm_kernel[grid](
             a, a_scale, b, b_scale, dst, m, n, k, per_split,
             b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1), *dst_strides,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align,
             **_kernel_meta(cfg, split, scale_m_align, _platform.interpreting()))
         if split > 1:
             block = 1024

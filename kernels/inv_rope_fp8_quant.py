@@ -73,7 +73,7 @@ def _quant_tokens(
     row is viewed as ``[.., 64, 2]`` pairs and split into even and odd elements in registers; the
     cos/sin rows are then read per pair, contiguously. A partner load at ``r ^ 1`` and a cos/sin load
     at ``r // 2`` have no contiguity the compiler can prove, so they run as scalar loads (2.2x the
-    time of NEOX on an H200: ``scripts/producer_probe.py``).
+    time of NEOX on an H200; ``PRODUCER_LAYOUT_MEASUREMENT``).
     """
     NBH: tl.constexpr = D // 128
     HALF: tl.constexpr = ROPE // 2
@@ -121,7 +121,18 @@ def _quant_tokens(
     q = tl.where(scale[:, :, None] > 0, tl.math.div_rn(y, safe[:, :, None]), 0.0)
     q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
 
-    tl.store(fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D + d, q8, mask=live)
+    fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
+    if IS_NEOX:
+        tl.store(fp8_row + d, q8, mask=live)
+    else:
+        # Stored as [.., 16, 8] (8-byte runs): the compiler then gives the row load 8 elements per
+        # thread, so its even/odd halves land in the layout of the per-pair cos/sin loads and need no
+        # exchange between threads (a 16-byte store makes the load take 16 and costs ~7%: see
+        # PRODUCER_LAYOUT_MEASUREMENT).
+        run = tl.arange(0, 16)[None, None, :, None] * 8 + tl.arange(0, 8)[None, None, None, :]
+        d4 = tl.arange(0, NBH_P2)[None, :, None, None] * 128 + run
+        live4 = (tl.arange(0, NBH_P2)[None, :, None, None] < NBH) & (m3[:, :, :, None] < M)
+        tl.store(fp8_row[:, :, :, None] + d4, tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4)
     j2 = tl.arange(0, NBH_P2)[None, :]
     m2 = m[:, None]
     g2 = (head // HPG)[:, None]
@@ -212,7 +223,6 @@ DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
     ),
 }
 DISPATCH_TABLES["sm90"] = (
-    (2048, LaunchConfig(1, 1, 1, heads_per_program=4)),
     (256, LaunchConfig(1, 1, 1, heads_per_program=2)),
     (0, LaunchConfig(1, 1, 1)),
 )
@@ -225,7 +235,22 @@ SM90_DISPATCH_MEASUREMENT = (
     "M=8192 725 vs 976. Then reports/bench/sweep-NVIDIA_H200-2026-11-28.json (NVIDIA H200, same versions; 19 launches "
     "x dep8/tep8 x 7 M): each row is the launch with the least worst-case slowdown against the fastest launch over "
     "both shapes at its M: M >= 2048 4 heads per program, 1 warp (<= 5.3% off the best; dep8 M=8192 555 vs 715 us "
-    "with 1 head); 256 <= M < 2048 2 heads (<= 5%); M < 256 1 head (<= 4%; at M=64 the best of all 19 is 11.5 us DEP8, 7.1 us TEP8)."
+    "with 1 head); 256 <= M < 2048 2 heads (<= 5%); M < 256 1 head (<= 4%; at M=64 the best of all 19 is 11.5 us DEP8, 7.1 us TEP8). "
+    "Re-measured with both RoPE layouts in reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json "
+    "(scripts/producer_probe.py; NVIDIA H200, torch 2.11, triton 3.6; 11 straight-kernel launches x dep8/tep8 x 7 M): "
+    "NEOX, 2 heads per program with 1 warp is within 1.8% of the fastest launch at every M >= 256 on both shapes "
+    "(dep8 M=8192 539 us, 4 heads 544; tep8 M=8192 74.8 us, 4 heads 77.4), so one row covers M >= 256; below 256 "
+    "1 head, 1 warp is within 2.5%. GPT-J uses the same table: its kernel reads the same bytes with fewer loads "
+    "(see PRODUCER_LAYOUT_MEASUREMENT)."
+)
+PRODUCER_LAYOUT_MEASUREMENT = (
+    "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
+    "loaded at r ^ 1 and cos/sin at r // 2 (scalar loads: the compiler cannot prove them contiguous) GPT-J took "
+    "1192 us at dep8 M=8192 against 539 for NEOX. Splitting the loaded row into even/odd pairs in registers: 580 us "
+    "(best launch), still 7% over NEOX, because the 16-byte fp8 store made the row load take 16 elements per thread "
+    "while the per-pair cos/sin loads take 4, so the halves were exchanged between threads (4 layout conversions, "
+    "shared memory; Triton's TTGIR for sm90). Storing GPT-J's codes in 8-byte runs leaves one conversion, the "
+    "scale's, as in NEOX; accval bench --layouts neox,gptj reports the ratio."
 )
 
 
@@ -243,15 +268,21 @@ def _cuda_arch_key(index: int) -> str:
 
 
 def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
-               tokens_per_iter: int | None = None, heads_per_program: int | None = None) -> LaunchConfig:
+               tokens_per_iter: int | None = None, heads_per_program: int | None = None, *,
+               is_neox: bool = True) -> LaunchConfig:
     """The launch configuration for ``m`` tokens: the table's, or a forced ``block_tokens_m``.
 
     A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row (warps, heads per
     program) when the table has one. In the interpreter the loop kernel takes all BTM tokens in one
     iteration by default (the interpreter's cost is per operation, not per element); on the GPU the
     table decides. ``heads_per_program`` overrides the straight kernel's heads per program.
+    ``is_neox`` picks the layout's table where an architecture has one per layout
+    (``DISPATCH_TABLES["<arch>-gptj"]``).
     """
-    return _config(m, _arch_key(device), device.type == "cuda", block_tokens_m, tokens_per_iter, heads_per_program)
+    arch = _arch_key(device)
+    if not is_neox and f"{arch}-gptj" in DISPATCH_TABLES:
+        arch = f"{arch}-gptj"
+    return _config(m, arch, device.type == "cuda", block_tokens_m, tokens_per_iter, heads_per_program)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -416,7 +447,7 @@ def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int) -> provenance.Run:
 def _produce(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m):
     """Allocate, launch and record, for arguments :func:`validate_producer_args` has accepted."""
     mode = _platform.execution_mode(o.device)
-    cfg = config_for(p.m, o.device, block_tokens_m)
+    cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox)
     fp8 = torch.empty((p.n_groups, p.m, p.heads_per_group * p.head_dim), dtype=FP8_DTYPE, device=o.device)
     scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=o.device)
     launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg)
