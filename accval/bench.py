@@ -77,7 +77,11 @@ def _graph(fn):
         return None, f"{type(e).__name__}: {e}"[:200]
 
 
-def _time(fn, reps_ms=200) -> tuple[float, float, float, str]:
+#: do_bench's timing window per row, ms (``accval bench --reps-ms``)
+REPS_MS = 200
+
+
+def _time(fn, reps_ms=None) -> tuple[float, float, float, str]:
     """(median, p20, p80) in us and how it was timed: the call replayed from a CUDA graph (no host
     launch overhead, as engines run decode), L2 flushed before every repetition by do_bench."""
     import triton.testing
@@ -85,7 +89,7 @@ def _time(fn, reps_ms=200) -> tuple[float, float, float, str]:
     fn()
     graph, why = _graph(fn)
     run, how = (graph.replay, "cuda-graph") if graph is not None else (fn, f"eager (no graph: {why})")
-    med, p20, p80 = triton.testing.do_bench(run, warmup=25, rep=reps_ms, quantiles=[0.5, 0.2, 0.8])
+    med, p20, p80 = triton.testing.do_bench(run, warmup=25, rep=reps_ms or REPS_MS, quantiles=[0.5, 0.2, 0.8])
     del graph
     return med * 1e3, p20 * 1e3, p80 * 1e3, how
 
@@ -203,7 +207,7 @@ def _consumer_inputs(m, g):
 UPSTREAM_STYLE = "upstream-style"
 
 
-def producer_rows(m, g, ceiling, shape, layout="neox"):
+def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False):
     rope, hpg, d = DSV4_PRO["rope_dim"], DSV4_PRO["heads_per_group"], DSV4_PRO["head_dim"]
     is_neox = LAYOUTS[layout]
     o, pos, cache, p, fp8, scale, nbytes = _producer_inputs(m, g, is_neox)
@@ -215,12 +219,13 @@ def producer_rows(m, g, ceiling, shape, layout="neox"):
         UPSTREAM_STYLE: (lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
                          lambda: upstream_style_producer(*args, is_neox, num_warps=UPSTREAM_STYLE_WARPS)),
         "eager-two-step": (lambda: _two_step(o, pos, cache, rope, g, is_neox), None),
-        "compiled-two-step": (lambda: _two_step_compiled(o, pos, cache, rope, g, is_neox), None),
     }
+    if with_compiled:
+        variants["compiled-two-step"] = (lambda: _two_step_compiled(o, pos, cache, rope, g, is_neox), None)
     timings = {}
     for impl, (fn, called) in variants.items():
         med, p20, p80, how = _time(fn)
-        timings[impl] = (med, p20, p80, how, as_called_us(called or fn, med))
+        timings[impl] = (med, p20, p80, how, None if called is None else as_called_us(called, med))
     # Not a baseline: the producer's traffic as a plain device copy (half of the bytes read, half
     # written), timed the same way. What the memory gives at this size, with the launch and tail
     # latency a small kernel pays, which a ceiling measured on large copies does not show.
@@ -253,7 +258,7 @@ def consumer_rows(m, g, ceiling, shape):
         rows.append(Row("consumer", impl, shape, m, g, med, p20, p80, nbytes, flops, _per_s(nbytes, med),
                         _per_s(flops, med), 100 * _per_s(nbytes, med) / ceiling, how,
                         str(kernels.consumer_config(m, n, k, g, a.device)) if impl == "accval-triton" else "",
-                        "", as_called_us(fn, med)))
+                        "", as_called_us(fn, med) if impl == "accval-triton" else None))
     return rows
 
 
@@ -282,7 +287,7 @@ def chain_rows(m, g, ceiling, shape, layout="neox"):
     for impl, fn in variants.items():
         med, p20, p80, how = _time(fn)
         rows.append(Row("chain", impl, shape, m, g, med, p20, p80, 0, flops, 0.0, _per_s(flops, med), 0.0, how,
-                        "", layout, as_called_us(fn, med)))
+                        "", layout, as_called_us(fn, med) if impl == "fp8-chain" else None))
     return rows
 
 
@@ -302,7 +307,10 @@ def environment() -> dict:
 
 
 def run(ops=("producer", "consumer", "chain"), ms=(64, 256, 1024, 1500, 2048, 4096, 8192), shapes=("dep8", "tep8"),
-        out_dir: Path | None = None, progress=True, layouts=("neox", "gptj")) -> dict:
+        out_dir: Path | None = None, progress=True, layouts=("neox", "gptj"), reps_ms=200, with_compiled=False) -> dict:
+    """Time every row (see the module docstring); ``reps_ms`` is do_bench's window per row,
+    ``with_compiled`` adds the torch.compile'd two-step path (a compile per layout)."""
+    global REPS_MS
     if not torch.cuda.is_available():
         raise RuntimeError("accval bench needs a CUDA GPU; this machine has none (nothing is timed in the interpreter)")
     builders = {"producer": producer_rows, "consumer": consumer_rows, "chain": chain_rows}
@@ -311,19 +319,23 @@ def run(ops=("producer", "consumer", "chain"), ms=(64, 256, 1024, 1500, 2048, 40
         raise ValueError(f"--ops: expected a subset of {sorted(builders)}, got {sorted(unknown)}")
     if not layouts or set(layouts) - set(LAYOUTS):
         raise ValueError(f"--layouts: expected a non-empty subset of {sorted(LAYOUTS)}, got {list(layouts)}")
+    REPS_MS = reps_ms
     warm_up_clocks()
     env = environment()
     by_size = copy_bandwidths()
     ceiling = max(by_size.values())
     rows: list[Row] = []
-    from rich.progress import track
-
     work = [(op, shape, m, layout) for op in ops for shape in shapes for m in ms
             for layout in (layouts if op != "consumer" else (None,))]
-    for op, shape, m, layout in (track(work, description="bench") if progress else work):
-        rows += builders[op](m, SHAPES[shape], ceiling, shape, *((layout,) if layout else ()))
+    if progress:
+        from rich.progress import track
+
+        work = track(work, description="bench")
+    for op, shape, m, layout in work:
+        extra = {"with_compiled": with_compiled} if op == "producer" else {}
+        rows += builders[op](m, SHAPES[shape], ceiling, shape, *((layout,) if layout else ()), **extra)
         torch.cuda.empty_cache()
-    result = {"schema": 1, **env, "copy_ceiling_tb_per_s": ceiling,
+    result = {"schema": 1, **env, "reps_ms": reps_ms, "copy_ceiling_tb_per_s": ceiling,
               "copy_tb_per_s_by_mib": {str(k): v for k, v in by_size.items()}, "provenance": {f"{k[0]}:{k[1]}": v for k, v in provenance.COUNTS.items()},
               "rows": [dataclasses.asdict(r) for r in rows]}
     if out_dir is not None:

@@ -39,7 +39,8 @@ def _cmd_bench(args) -> int:
         result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
         print(bench.sweep_summary(result))
         return 0
-    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts)
+    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts, reps_ms=args.reps_ms,
+                       with_compiled=args.with_compiled)
     print(bench.to_markdown(result))
     return 0
 
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--m", default="64,256,1024,1500,2048,4096,8192")
     b.add_argument("--shapes", default="dep8,tep8")
     b.add_argument("--layouts", default="neox,gptj", help="RoPE layouts of the producer and chain rows (neox, gptj)")
+    b.add_argument("--reps-ms", type=int, default=200, help="do_bench's timing window per row, ms")
+    b.add_argument("--with-compiled", action="store_true", help="add the torch.compile'd two-step producer rows")
     b.add_argument("--out", default="reports/bench")
     b.add_argument("--sweep", action="store_true",
                    help="time every candidate launch configuration instead (the measurements behind the dispatch tables; "

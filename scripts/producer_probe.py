@@ -96,11 +96,11 @@ def correctness() -> list[dict]:
     return out
 
 
-def timings(before) -> list[dict]:
+def timings(before, ms=MS, candidates=CANDIDATES, references=True) -> list[dict]:
     rows = []
     for shape in ("dep8", "tep8"):
         g = bench.SHAPES[shape]
-        for m in MS:
+        for m in ms:
             for layout, is_neox in bench.LAYOUTS.items():
                 o, pos, cache, p, fp8, scale, nbytes = bench._producer_inputs(m, g, is_neox)
                 args = (o, pos, cache, g, HPG, D - ROPE, ROPE)
@@ -109,16 +109,17 @@ def timings(before) -> list[dict]:
                     bcfg = before.config_for(m, o.device)
                     fns[f"before {bcfg.block_tokens_m},{bcfg.num_warps},hb{bcfg.heads_per_program}"] = (
                         lambda c=bcfg: before.launch_producer(p, o, pos, cache, fp8, scale, c))
-                for cfg in CANDIDATES:
+                for cfg in candidates:
                     fns[f"shipped hb{cfg.heads_per_program} w{cfg.num_warps}"] = (
                         lambda c=cfg: launch_producer(p, o, pos, cache, fp8, scale, c))
-                for w in (1, 2, 4, 8):
+                for w in ((1, 2, 4, 8) if references else ()):
                     fns[f"upstream-style w{w}"] = lambda w=w: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w)
                 for name, fn in fns.items():
                     us = bench._time(fn, reps_ms=60)[0]
                     rows.append({"shape": shape, "M": m, "layout": layout, "variant": name, "us": us})
-                rows.append({"shape": shape, "M": m, "layout": layout, "variant": "copy-same-bytes",
-                             "us": bench._copy_us(nbytes // 2)[0], "mbytes": nbytes / 1e6})
+                if references:
+                    rows.append({"shape": shape, "M": m, "layout": layout, "variant": "copy-same-bytes",
+                                 "us": bench._copy_us(nbytes // 2)[0], "mbytes": nbytes / 1e6})
                 dispatched = config_for(m, o.device, is_neox=is_neox)
                 rows.append({"shape": shape, "M": m, "layout": layout, "variant": "dispatched",
                              "config": str(dispatched),
@@ -197,6 +198,8 @@ def main() -> None:
     ap.add_argument("--before", type=Path, help="an earlier kernels/inv_rope_fp8_quant.py to time side by side")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--skip-timings", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the launch sweep of the shipped kernel at M 1024, 2048, 8192 (no checks, references, host path)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("producer_probe needs a CUDA GPU")
@@ -207,6 +210,12 @@ def main() -> None:
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     try:
         bench.warm_up_clocks()
+        if args.quick:
+            quick = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, w in ((1, 1), (2, 1), (4, 1), (8, 2), (2, 2))]
+            result["timings"] = timings(None, ms=(1024, 2048, 8192), candidates=quick, references=False)
+            for r in result["timings"]:
+                print(f"{r['shape']} M={r['M']} {r['layout']} {r['variant']} {r['us']:.1f}")
+            return
         result["correctness"] = correctness()
         bad = [c for c in result["correctness"] if c["mismatch"] != (0, 0) and not c["check"].startswith("upstream")]
         print(f"correctness: {len(result['correctness'])} checks, {len(bad)} with mismatches")
