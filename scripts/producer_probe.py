@@ -198,6 +198,7 @@ def main() -> None:
     ap.add_argument("--before", type=Path, help="an earlier kernels/inv_rope_fp8_quant.py to time side by side")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--skip-timings", action="store_true")
+    ap.add_argument("--check-only", action="store_true", help="only the bit-exactness checks")
     ap.add_argument("--quick", action="store_true",
                     help="only the launch sweep of the shipped kernel at M 1024, 2048, 8192 (no checks, references, host path)")
     args = ap.parse_args()
@@ -221,6 +222,8 @@ def main() -> None:
         print(f"correctness: {len(result['correctness'])} checks, {len(bad)} with mismatches")
         for c in result["correctness"]:
             print("  ", c)
+        if args.check_only:
+            return
         result["host_path"] = host_path(before)
         if not args.skip_timings:
             result["timings"] = timings(before)
