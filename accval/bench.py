@@ -31,9 +31,11 @@ DSV4_PRO = dict(heads_per_group=16, head_dim=512, rope_dim=64, o_lora_rank=1024)
 SHAPES = {"dep8": 8, "tep8": 1}  # n_groups per rank
 #: RoPE layouts: name -> is_neox
 LAYOUTS = {"neox": True, "gptj": False}
-#: The upstream-style producer's warps (``kernels.baselines``): the fastest of 1, 2, 4 and 8 at the
-#: DSv4-Pro shapes on an H200 (scripts/producer_probe.py, reports/bench/producer-probe-*).
-UPSTREAM_STYLE_WARPS = 4
+#: The upstream-style producer's warps (``kernels.baselines``): 1 was the fastest of 1, 2, 4 and 8 at
+#: every M and both shapes and layouts on an H200 (reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json,
+#: scripts/producer_probe.py: dep8 M=8192 GPT-J 640 us with 1 warp). The bench runs of 2026-12-02
+#: (reports/bench/NVIDIA_H200-2026-12-02-run*.json) ran it with 4 warps, a slower baseline (1313 us there).
+UPSTREAM_STYLE_WARPS = 1
 
 
 @dataclasses.dataclass

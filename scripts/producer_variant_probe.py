@@ -23,6 +23,8 @@ from scripts.kernel_variants import load_variant  # noqa: E402
 VARIANTS = {
     "shipped": [],
     "absmax-by-flag": [("    if SOFTWARE:\n        amax = tl.max(a, axis=2)", "    if True:\n        amax = tl.max(a, axis=2)")],
+    "cast-after-reshape": [("tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8])",
+                            "to_fp8_e4m3(tl.reshape(q, [x.shape[0], NBH_P2, 16, 8]), FP8_MAX, SOFTWARE)")],
     "store-3d": [("    if IS_NEOX:\n        tl.store(fp8_row + d, q8, mask=live)", "    if True:\n        tl.store(fp8_row + d, q8, mask=live)")],
 }
 
