@@ -64,7 +64,7 @@ def _quant_tokens(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, STORE_RUNS: tl.constexpr,
 ):
     """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads): a [R, D/128, 128] tile.
 
@@ -122,13 +122,15 @@ def _quant_tokens(
     q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
 
     fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
-    if IS_NEOX:
+    if not STORE_RUNS:
         tl.store(fp8_row + d, q8, mask=live)
     else:
-        # Stored as [.., 16, 8] (8-byte runs): the compiler then gives the row load 8 elements per
-        # thread, so its even/odd halves land in the layout of the per-pair cos/sin loads and need no
-        # exchange between threads (a 16-byte store makes the load take 16 and costs ~7%: see
-        # PRODUCER_LAYOUT_MEASUREMENT).
+        # GPT-J codes stored as [.., 16, 8] (8-byte runs): the compiler then gives the row load 8
+        # elements per thread, so its even/odd halves land in the layout of the per-pair cos/sin
+        # loads and need no exchange between threads (a 16-byte store makes the load take 16 and
+        # costs ~7%: PRODUCER_LAYOUT_MEASUREMENT). Only the one-warp straight kernel stores so (the
+        # launcher decides): in the two-warp loop kernel, triton 3.6 on an H200 wrote 255 of 256
+        # codes of a head wrong this way (head_dim 256, BLOCK_TOKENS_M 2; scripts/producer_variant_probe.py).
         run = tl.arange(0, 16)[None, None, :, None] * 8 + tl.arange(0, 8)[None, None, None, :]
         d4 = tl.arange(0, NBH_P2)[None, :, None, None] * 128 + run
         live4 = (tl.arange(0, NBH_P2)[None, :, None, None] < NBH) & (m3[:, :, :, None] < M)
@@ -148,7 +150,7 @@ def _inv_rope_fp8_quant_straight(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, HEADS: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, STORE_RUNS: tl.constexpr, HEADS: tl.constexpr,
 ):
     """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop."""
     m = tl.program_id(0).to(INDEX_DTYPE) + tl.zeros([HEADS], dtype=INDEX_DTYPE)
@@ -156,7 +158,7 @@ def _inv_rope_fp8_quant_straight(
     _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
                   stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                   stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
+                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, STORE_RUNS)
 
 
 @triton.jit
@@ -178,7 +180,7 @@ def _inv_rope_fp8_quant_loop(
         _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1) + tl.zeros([SUB], dtype=tl.int32), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
                       M, rows_end, stride_pos, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                       stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
+                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -432,7 +434,8 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
                 num_warps=cfg.num_warps, **_platform.gpu_launch_options())
     if btm == 1:
-        return _inv_rope_fp8_quant_straight, grid, dict(meta, HEADS=hb, num_stages=cfg.num_stages)
+        store_runs = not p.is_neox and cfg.num_warps == 1  # see _quant_tokens: the one launch it is verified in
+        return _inv_rope_fp8_quant_straight, grid, dict(meta, HEADS=hb, num_stages=cfg.num_stages, STORE_RUNS=store_runs)
     return _inv_rope_fp8_quant_loop, grid, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)
 
 

@@ -22,6 +22,7 @@ from scripts.kernel_variants import load_variant  # noqa: E402
 
 VARIANTS = {
     "shipped": [],
+    "old-clamp": [("q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)", "q8 = tl.minimum(tl.maximum(q, -FP8_MAX), FP8_MAX).to(tl.float8e4nv)")],
     "absmax-by-flag": [("    if SOFTWARE:\n        amax = tl.max(a, axis=2)", "    if True:\n        amax = tl.max(a, axis=2)")],
     "cast-after-reshape": [("tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8])",
                             "to_fp8_e4m3(tl.reshape(q, [x.shape[0], NBH_P2, 16, 8]), FP8_MAX, SOFTWARE)")],
@@ -36,7 +37,9 @@ def main() -> None:
     mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"v{i}", subs)
             for i, (name, subs) in enumerate(VARIANTS.items())}
     if args.before:
-        mods["before"] = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "vb", [], source=args.before.read_text())
+        mods = {"shipped": mods.pop("shipped"),
+                "before": load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "vb", [], source=args.before.read_text()),
+                **mods}
     try:
         for is_neox in (False, True):
             case = ProducerCase(m=1, n_groups=1, heads_per_group=1, head_dim=256, rope_dim=2, is_neox=is_neox,
