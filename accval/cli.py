@@ -17,6 +17,7 @@ from pathlib import Path
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 BENCH_SHAPES = ("dep8", "tep8")
 BENCH_OPS = ("producer", "consumer", "chain")
+BENCH_LAYOUTS = ("neox", "gptj")
 SENTINEL_QUESTIONS = 1000  # accval.sentinel.data.N_TEST (not imported: it pulls in the model code)
 GSM8K_QUESTIONS = 1319
 
@@ -109,12 +110,13 @@ def _cmd_bench(args) -> int:
     from . import bench
 
     ops = args.ops or (("producer", "consumer") if args.sweep else BENCH_OPS)
-    ms, shapes = args.m, args.shapes
+    ms, shapes, layouts = args.m, args.shapes, args.layouts
     if args.sweep:
-        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out))
+        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
         print(bench.sweep_summary(result))
         return 0
-    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out))
+    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts, reps_ms=args.reps_ms,
+                       with_compiled=args.with_compiled)
     print(bench.to_markdown(result))
     return 0
 
@@ -251,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = _sub(sub, "bench", "time the kernels and their baselines on the GPU",
              "Time the FP8 producer, consumer and chain against their baselines at DeepSeek-V4 shapes (a CUDA GPU "
              "is needed); writes JSON and Markdown under --out.",
-             ["accval bench", "accval bench --ops chain --m 1500,4096 --shapes dep8",
+             ["accval bench", "accval bench --ops chain --m 1500,4096 --shapes dep8 --layouts gptj",
               "accval bench --sweep --ops consumer"])
     b.add_argument("--ops", type=_subset(BENCH_OPS), default=None, metavar="OPS",
                    help="comma-separated ops to time, from producer,consumer,chain (default: all; with --sweep: "
@@ -260,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token counts M (rows) to time at")
     b.add_argument("--shapes", type=_subset(BENCH_SHAPES), default="dep8,tep8", metavar="SHAPES",
                    help="per-rank shapes, from dep8 (8 groups per rank), tep8 (1 group per rank)")
+    b.add_argument("--layouts", type=_subset(BENCH_LAYOUTS), default="neox,gptj", metavar="LAYOUTS",
+                   help="RoPE layouts of the producer and chain rows, from neox, gptj")
+    b.add_argument("--reps-ms", type=_positive_int, default=200, help="do_bench's timing window per row, ms")
+    b.add_argument("--with-compiled", action="store_true", help="add the torch.compile'd two-step producer rows")
     b.add_argument("--out", default="reports/bench", help="directory for the JSON and Markdown results")
     b.add_argument("--sweep", action="store_true",
                    help="time every candidate launch configuration instead (the measurements behind the dispatch tables; "

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from . import _platform, provenance
 from .fp8_rounding import to_bf16
+from .inv_rope_fp8_quant import plain_eager_call
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .validation import (check_apart, check_bool, check_contiguous, check_int, check_no_overlap, check_same_device,
                          check_shape, check_storage_holds, check_tensor)
@@ -199,10 +200,15 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
         check_int(name, value)
+    return _consumer_config(m, n, k, g, _sm_count(device))
+
+
+@functools.lru_cache(maxsize=4096)
+def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig:
+    """:func:`consumer_config` for a multiprocessor count, cached (looked up on every call)."""
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     block_n = 128
     tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
-    sms = _sm_count(device)
     split = 1
     if tiles < sms // 2:
         block_n = 64
@@ -261,7 +267,7 @@ def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) ->
 
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
-    cfg = config or consumer_config(m, n, k, g, a.device)
+    cfg = config or _consumer_config(m, n, k, g, _sm_count(a.device))
     k_blocks = k // QUANT_BLOCK
     split = min(cfg.split_k, k_blocks)
     per_split = cdiv(k_blocks, split)
@@ -273,17 +279,29 @@ def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_A
         _fp8_block_bmm_kernel[grid](
             a, a_scale, b, b_scale, dst, m, n, k, per_split,
             b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1), *dst_strides,
-            BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align,
-            SOFTWARE=_platform.interpreting(), DEFER_SCALE=cfg.defer_scale, num_warps=cfg.num_warps,
-            num_stages=cfg.num_stages, **_platform.gpu_launch_options(),
-        )
+            **_kernel_meta(cfg, split, scale_m_align, _platform.interpreting()))
         if split > 1:
             block = 1024
             _sum_splits_kernel[(cdiv(m * n, block), g)](
                 dst, out, m * n, n, dst.stride(0), out.stride(0), out.stride(1), out.stride(2),
                 SPLIT_K=split, BLOCK=block, SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
-    provenance.record("consumer", "triton", mode, block_m=cfg.block_m, block_n=cfg.block_n, split_k=split,
-                      num_warps=cfg.num_warps, num_stages=cfg.num_stages, defer_scale=cfg.defer_scale)
+    provenance.emit(_consumer_run(mode, cfg, split))
+
+
+@functools.lru_cache(maxsize=1024)
+def _kernel_meta(cfg: ConsumerConfig, split: int, scale_m_align: int, software: bool) -> dict:
+    """The consumer kernel's keyword arguments for one launch configuration (built once)."""
+    return dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align,
+                SOFTWARE=software, DEFER_SCALE=cfg.defer_scale, num_warps=cfg.num_warps,
+                num_stages=cfg.num_stages, **_platform.gpu_launch_options())
+
+
+@functools.lru_cache(maxsize=1024)
+def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
+    """The provenance record of one Triton consumer launch (built once per configuration)."""
+    return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
+        block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, defer_scale=cfg.defer_scale).items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
@@ -404,6 +422,11 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
 
 def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+    return _consume(a, a_scale, b, b_scale, out, backend, g, m, n, k)
+
+
+def _consume(a, a_scale, b, b_scale, out, backend, g, m, n, k):
+    """Run ``backend`` on arguments :func:`validate_consumer_args` has accepted."""
     if out is None:
         out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device)
     if backend == "triton":
@@ -449,7 +472,9 @@ def fp8_block_bmm(a, a_scale, b, b_scale, out=None, *, backend="triton", check_c
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+    if plain_eager_call(a, a_scale, b, b_scale, *(() if out is None else (out,))):
+        return _consume(a, a_scale, b, b_scale, out, backend, g, m, n, k)
     if out is None:
         return torch.ops.accval.fp8_block_bmm(a, a_scale, b, b_scale, backend, check_contract)
     torch.ops.accval.fp8_block_bmm_out(a, a_scale, b, b_scale, out, backend, check_contract)

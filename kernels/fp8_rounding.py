@@ -41,10 +41,19 @@ def _round_to_grid(x, MANT: tl.constexpr, EMIN: tl.constexpr):
 
 @triton.jit
 def to_fp8_e4m3(x, FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr):
-    """Saturating fp32 -> float8_e4m3fn cast with round-to-nearest-even on every backend."""
-    x = tl.minimum(tl.maximum(x, -FP8_MAX), FP8_MAX)
+    """Saturating fp32 -> float8_e4m3fn cast with round-to-nearest-even on every backend.
+
+    NaN stays NaN with its sign (code 0x7F or 0xFF), as torch's ``clamp`` then ``.to(float8_e4m3fn)``
+    gives: the clamp propagates NaN (``tl.minimum``/``tl.maximum`` would turn it into -448). The
+    interpreter's own float8 conversion reads a NaN as a finite value, so there a NaN is first
+    replaced by the fp32 pattern that converts to the e4m3 NaN code of the same sign.
+    """
+    x = tl.clamp(x, -FP8_MAX, FP8_MAX, propagate_nan=tl.PropagateNan.ALL)
     if SOFTWARE:
-        x = _round_to_grid(x, 3, -6)
+        bits = x.to(tl.int32, bitcast=True)
+        # exponent all ones, top three mantissa bits set: e4m3 S.1111.111 after the truncating conversion
+        nan_bits = (bits & -2147483648) | 0x7FF00000
+        x = tl.where(x != x, nan_bits.to(tl.float32, bitcast=True), _round_to_grid(x, 3, -6))
     return x.to(tl.float8e4nv)
 
 
@@ -59,10 +68,11 @@ def round_through(x, DTYPE: tl.constexpr, SOFTWARE: tl.constexpr):
         y = x
     elif SOFTWARE:
         if DTYPE == tl.bfloat16:
-            # Integer RNE on the fp32 bit pattern: exact for every finite value, subnormals included.
+            # Integer RNE on the fp32 bit pattern: exact for every finite value, subnormals included,
+            # and for infinities; a NaN is kept as is (the increment could carry out of its payload).
             bits = x.to(tl.int32, bitcast=True)
             bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
-            y = bits.to(tl.float32, bitcast=True)
+            y = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
         else:
             y = _round_to_grid(x, 10, -14)
             # fp16 overflows: a value that rounds past 65504 becomes +-inf, as the hardware cast does.

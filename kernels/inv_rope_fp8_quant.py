@@ -18,10 +18,12 @@ Layout: top to bottom, the kernels (a straight one for one token per program, a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import triton
 import triton.language as tl
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
 from . import _platform, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
@@ -33,16 +35,47 @@ _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.floa
 
 
 @triton.jit
+def _absmax_nan(a, b):
+    """Combine of a NaN-propagating max (``tl.max`` drops NaNs; torch's ``amax`` keeps them)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _block_absmax(y, SOFTWARE: tl.constexpr):
+    """``max |y|`` over the last axis of a 3-d tile, NaN if any element is NaN (what torch's ``amax`` gives).
+
+    On the GPU a NaN-propagating max tree (``max.NaN``); the interpreter runs custom reductions one
+    element at a time, so there it takes ``tl.max`` and a NaN flag per block instead (same values).
+    """
+    a = tl.abs(y)
+    if SOFTWARE:
+        amax = tl.max(a, axis=2)
+        has_nan = tl.max((a != a).to(tl.int32), axis=2) > 0
+        amax = tl.where(has_nan, float("nan"), amax)
+    else:
+        amax = tl.reduce(a, 2, _absmax_nan)
+    return amax
+
+
+@triton.jit
 def _quant_tokens(
     m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
-    M, rows_end,
+    M, rows_end, stride_pos,
     stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, STORE_RUNS: tl.constexpr,
 ):
-    """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads): a [R, D/128, 128] tile."""
+    """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads): a [R, D/128, 128] tile.
+
+    Each row is read once, with contiguous (vectorized) loads. NEOX reads the rotation partner
+    ``r +- ROPE/2`` with a second load of the same row (L1-resident). GPT-J pairs are adjacent, so the
+    row is viewed as ``[.., 64, 2]`` pairs and split into even and odd elements in registers; the
+    cos/sin rows are then read per pair, contiguously. A partner load at ``r ^ 1`` and a cos/sin load
+    at ``r // 2`` have no contiguity the compiler can prove, so they run as scalar loads (2.2x the
+    time of NEOX on an H200; ``PRODUCER_LAYOUT_MEASUREMENT``).
+    """
     NBH: tl.constexpr = D // 128
     HALF: tl.constexpr = ROPE // 2
     head = head.to(INDEX_DTYPE)
@@ -51,38 +84,58 @@ def _quant_tokens(
     m3 = m[:, None, None]
     j = tl.arange(0, NBH_P2)[None, :, None]
     d = j * 128 + tl.arange(0, 128)[None, None, :]
-    r = d - (D - ROPE)
-    is_rope = r >= 0
+    live = (j < NBH) & (m3 < M)
+    row_base = o_ptr + m3 * stride_o_m + head[:, None, None] * stride_o_h
+    x = tl.load(row_base + d, mask=live, other=0.0).to(tl.float32)
+    pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
     if IS_NEOX:
+        r = d - (D - ROPE)
+        is_rope = r >= 0
+        rope_live = live & is_rope
         first = r < HALF
         partner = tl.where(first, r + HALF, r - HALF)
         freq = tl.where(first, r, r - HALF)
+        xp = tl.load(row_base + tl.where(is_rope, D - ROPE + partner, d), mask=rope_live, other=0.0).to(tl.float32)
+        cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
+        cos = tl.load(cs_row, mask=rope_live, other=1.0)
+        sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
+        # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
+        rot = x * cos + xp * tl.where(first, sin, -sin)
+        y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
     else:
-        first = (r % 2) == 0
-        partner = r ^ 1
-        freq = r // 2
-    partner_d = tl.where(is_rope, D - ROPE + partner, d)
-    live = (j < NBH) & (m3 < M)
-    rope_live = live & is_rope
+        x_even, x_odd = tl.split(tl.reshape(x, [x.shape[0], NBH_P2, 64, 2]))
+        pair = j * 64 + tl.arange(0, 64)[None, None, :]  # pair index within the head
+        fp = pair - (D - ROPE) // 2  # frequency index of the pair, negative outside the rope slice
+        pair_rope = fp >= 0
+        pair_live = (j < NBH) & (m3 < M) & pair_rope
+        cs_row = cs_ptr + pos * stride_cs_pos + fp * stride_cs_i
+        cos = tl.load(cs_row, mask=pair_live, other=1.0)
+        sin = tl.load(cs_row + stride_cs_sin, mask=pair_live, other=0.0)
+        y_even = tl.where(pair_rope, round_through(x_even * cos + x_odd * sin, IN_DTYPE, SOFTWARE), x_even)
+        y_odd = tl.where(pair_rope, round_through(x_odd * cos + x_even * (-sin), IN_DTYPE, SOFTWARE), x_odd)
+        y = tl.reshape(tl.join(y_even, y_odd), [x.shape[0], NBH_P2, 128])
 
-    row_base = o_ptr + m3 * stride_o_m + head[:, None, None] * stride_o_h
-    x = tl.load(row_base + d, mask=live, other=0.0).to(tl.float32)
-    xp = tl.load(row_base + partner_d, mask=rope_live, other=0.0).to(tl.float32)
-    pos = tl.load(pos_ptr + m, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
-    cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
-    cos = tl.load(cs_row, mask=rope_live, other=1.0)
-    sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
-    # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
-    rot = x * cos + xp * tl.where(first, sin, -sin)
-    y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
-
-    amax = tl.max(tl.abs(y), axis=2)  # [SUB, NBH_P2]
+    amax = _block_absmax(y, SOFTWARE)  # [R, NBH_P2]; NaN when the block holds a NaN
     scale = tl.math.div_rn(amax, FP8_MAX)
+    # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
     safe = tl.where(scale > 0, scale, 1.0)
     q = tl.where(scale[:, :, None] > 0, tl.math.div_rn(y, safe[:, :, None]), 0.0)
     q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
 
-    tl.store(fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D + d, q8, mask=live)
+    fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
+    if not STORE_RUNS:
+        tl.store(fp8_row + d, q8, mask=live)
+    else:
+        # GPT-J codes stored as [.., 16, 8] (8-byte runs): the compiler then gives the row load 8
+        # elements per thread, so its even/odd halves land in the layout of the per-pair cos/sin
+        # loads and need no exchange between threads (a 16-byte store makes the load take 16 and
+        # costs ~7%: PRODUCER_LAYOUT_MEASUREMENT). Only the one-warp straight kernel stores so (the
+        # launcher decides): in the two-warp loop kernel, triton 3.6 on an H200 wrote 255 of 256
+        # codes of a head wrong this way (head_dim 256, BLOCK_TOKENS_M 2; scripts/producer_variant_probe.py).
+        run = tl.arange(0, 16)[None, None, :, None] * 8 + tl.arange(0, 8)[None, None, None, :]
+        d4 = tl.arange(0, NBH_P2)[None, :, None, None] * 128 + run
+        live4 = (tl.arange(0, NBH_P2)[None, :, None, None] < NBH) & (m3[:, :, :, None] < M)
+        tl.store(fp8_row[:, :, :, None] + d4, tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4)
     j2 = tl.arange(0, NBH_P2)[None, :]
     m2 = m[:, None]
     g2 = (head // HPG)[:, None]
@@ -93,25 +146,25 @@ def _quant_tokens(
 
 @triton.jit
 def _inv_rope_fp8_quant_straight(
-    o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+    o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
     stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, HEADS: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, STORE_RUNS: tl.constexpr, HEADS: tl.constexpr,
 ):
     """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop."""
     m = tl.program_id(0).to(INDEX_DTYPE) + tl.zeros([HEADS], dtype=INDEX_DTYPE)
     head = tl.program_id(1) * HEADS + tl.arange(0, HEADS)
-    _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+    _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
                   stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                   stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
+                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, STORE_RUNS)
 
 
 @triton.jit
 def _inv_rope_fp8_quant_loop(
-    o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end,
+    o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
     stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
@@ -126,9 +179,9 @@ def _inv_rope_fp8_quant_loop(
     m0 = tl.program_id(0).to(INDEX_DTYPE) * BTM
     for t in tl.range(0, BTM, SUB, num_stages=STAGES):
         _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1) + tl.zeros([SUB], dtype=tl.int32), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
-                      M, rows_end, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
+                      M, rows_end, stride_pos, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                       stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE)
+                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,7 +226,6 @@ DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
     ),
 }
 DISPATCH_TABLES["sm90"] = (
-    (2048, LaunchConfig(1, 1, 1, heads_per_program=4)),
     (256, LaunchConfig(1, 1, 1, heads_per_program=2)),
     (0, LaunchConfig(1, 1, 1)),
 )
@@ -186,28 +238,61 @@ SM90_DISPATCH_MEASUREMENT = (
     "M=8192 725 vs 976. Then reports/bench/sweep-NVIDIA_H200-2026-11-28.json (NVIDIA H200, same versions; 19 launches "
     "x dep8/tep8 x 7 M): each row is the launch with the least worst-case slowdown against the fastest launch over "
     "both shapes at its M: M >= 2048 4 heads per program, 1 warp (<= 5.3% off the best; dep8 M=8192 555 vs 715 us "
-    "with 1 head); 256 <= M < 2048 2 heads (<= 5%); M < 256 1 head (<= 4%; at M=64 the best of all 19 is 11.5 us DEP8, 7.1 us TEP8)."
+    "with 1 head); 256 <= M < 2048 2 heads (<= 5%); M < 256 1 head (<= 4%; at M=64 the best of all 19 is 11.5 us DEP8, 7.1 us TEP8). "
+    "Re-measured with both RoPE layouts in reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json "
+    "(scripts/producer_probe.py; NVIDIA H200, torch 2.11, triton 3.6; 11 straight-kernel launches x dep8/tep8 x 7 M): "
+    "NEOX, 2 heads per program with 1 warp is within 1.8% of the fastest launch at every M >= 256 on both shapes "
+    "(dep8 M=8192 539 us, 4 heads 544; tep8 M=8192 74.8 us, 4 heads 77.4), so one row covers M >= 256; below 256 "
+    "1 head, 1 warp is within 2.5%. GPT-J uses the same table: its kernel reads the same bytes with fewer loads "
+    "(see PRODUCER_LAYOUT_MEASUREMENT)."
+)
+PRODUCER_LAYOUT_MEASUREMENT = (
+    "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
+    "loaded at r ^ 1 and cos/sin at r // 2 (scalar loads: the compiler cannot prove them contiguous) GPT-J took "
+    "1192 us at dep8 M=8192 against 539 for NEOX. Splitting the loaded row into even/odd pairs in registers: 580 us "
+    "(best launch), still 7% over NEOX, because the 16-byte fp8 store made the row load take 16 elements per thread "
+    "while the per-pair cos/sin loads take 4, so the halves were exchanged between threads (4 layout conversions, "
+    "shared memory; Triton's TTGIR for sm90). Storing GPT-J's codes in 8-byte runs leaves one conversion, the "
+    "scale's, as in NEOX: reports/bench/NVIDIA_H200-2026-12-02-run2.json, GPT-J/NEOX 0.97-1.016 over both shapes and "
+    "7 M (dep8 M=8192 525.5 vs 539.4 us; run1 worst 1.021 at tep8 M=256)."
 )
 
 
 def _arch_key(device: torch.device) -> str:
     if device.type != "cuda":
         return "interpreter"
-    major, minor = torch.cuda.get_device_capability(device)
+    return _cuda_arch_key(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_arch_key(index: int) -> str:
+    major, minor = torch.cuda.get_device_capability(index)
     key = f"sm{major}{minor if major < 10 else 0}"
     return key if key in DISPATCH_TABLES else "sm100"
 
 
 def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
-               tokens_per_iter: int | None = None, heads_per_program: int | None = None) -> LaunchConfig:
+               tokens_per_iter: int | None = None, heads_per_program: int | None = None, *,
+               is_neox: bool = True) -> LaunchConfig:
     """The launch configuration for ``m`` tokens: the table's, or a forced ``block_tokens_m``.
 
     A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row (warps, heads per
     program) when the table has one. In the interpreter the loop kernel takes all BTM tokens in one
     iteration by default (the interpreter's cost is per operation, not per element); on the GPU the
     table decides. ``heads_per_program`` overrides the straight kernel's heads per program.
+    ``is_neox`` picks the layout's table where an architecture has one per layout
+    (``DISPATCH_TABLES["<arch>-gptj"]``).
     """
-    table = DISPATCH_TABLES[_arch_key(device)]
+    arch = _arch_key(device)
+    if not is_neox and f"{arch}-gptj" in DISPATCH_TABLES:
+        arch = f"{arch}-gptj"
+    return _config(m, arch, device.type == "cuda", block_tokens_m, tokens_per_iter, heads_per_program)
+
+
+@functools.lru_cache(maxsize=4096)
+def _config(m, arch, on_cuda, block_tokens_m, tokens_per_iter, heads_per_program) -> LaunchConfig:
+    """:func:`config_for` for an architecture key, cached (the host path looks it up on every call)."""
+    table = DISPATCH_TABLES[arch]
     if block_tokens_m is not None:
         straight = next((c for _, c in table if c.block_tokens_m == 1), LaunchConfig(1, 1, 1))
         cfg = straight if block_tokens_m == 1 else LaunchConfig(block_tokens_m, 2, 2)
@@ -215,7 +300,7 @@ def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
         cfg = next(c for min_m, c in table if m >= min_m)
     if heads_per_program is not None:
         cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program)
-    if tokens_per_iter is None and device.type != "cuda":
+    if tokens_per_iter is None and not on_cuda:
         tokens_per_iter = cfg.block_tokens_m
     if tokens_per_iter is not None:
         if tokens_per_iter < 1 or cfg.block_tokens_m % tokens_per_iter:
@@ -338,22 +423,49 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
     rows_end = pad4(p.m) if rows_end is None else rows_end
     if rows_end == 0:
         return
+    kernel, grid, meta = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting())
+    cs_pos, cs_sin, cs_i = cos_sin_strides(cos_sin_cache)
+    kernel[grid](o, positions, cos_sin_cache, fp8, scale, p.m, rows_end, positions.stride(0),
+                 o.stride(0), o.stride(1), cs_pos, cs_sin, cs_i,
+                 fp8.stride(0), fp8.stride(1), scale.stride(0), scale.stride(1), **meta)
+
+
+@functools.lru_cache(maxsize=4096)
+def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dtype: torch.dtype, index_dtype,
+                 software: bool):
+    """(kernel, grid, keyword arguments) of one launch: everything but the tensors and their strides."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
     hb = heads_per_program(cfg, heads)
     grid = (cdiv(rows_end, btm), heads // hb)
-    cs_pos, cs_sin, cs_i = cos_sin_strides(cos_sin_cache)
-    args = (o, positions, cos_sin_cache, fp8, scale, p.m, rows_end,
-            o.stride(0), o.stride(1), cs_pos, cs_sin, cs_i,
-            fp8.stride(0), fp8.stride(1), scale.stride(0), scale.stride(1))
     meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
-                NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype or o.dtype],
-                INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=_platform.interpreting(),
+                NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
+                INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
                 num_warps=cfg.num_warps, **_platform.gpu_launch_options())
     if btm == 1:
-        _inv_rope_fp8_quant_straight[grid](*args, **meta, HEADS=hb, num_stages=cfg.num_stages)
-    else:
-        _inv_rope_fp8_quant_loop[grid](*args, **meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)
+        store_runs = not p.is_neox and cfg.num_warps == 1  # see _quant_tokens: the one launch it is verified in
+        return _inv_rope_fp8_quant_straight, grid, dict(meta, HEADS=hb, num_stages=cfg.num_stages, STORE_RUNS=store_runs)
+    return _inv_rope_fp8_quant_loop, grid, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)
+
+
+@functools.lru_cache(maxsize=1024)
+def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int) -> provenance.Run:
+    """The provenance record of one dispatch (built once per configuration; recording it is a count)."""
+    return provenance.Run("producer", "triton", mode, tuple(sorted(dict(
+        kernel="straight" if cfg.block_tokens_m == 1 else "loop", block_tokens_m=cfg.block_tokens_m,
+        tokens_per_iter=cfg.tokens_per_iter, heads_per_program=heads_per_program(cfg, n_heads),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages).items())))
+
+
+def _produce(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m):
+    """Allocate, launch and record, for arguments :func:`validate_producer_args` has accepted."""
+    mode = _platform.execution_mode(o.device)
+    cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox)
+    fp8 = torch.empty((p.n_groups, p.m, p.heads_per_group * p.head_dim), dtype=FP8_DTYPE, device=o.device)
+    scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=o.device)
+    launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg)
+    provenance.emit(_producer_run(mode, cfg, p.n_groups * p.heads_per_group))
+    return fp8, scale
 
 
 def _producer_impl(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
@@ -361,16 +473,16 @@ def _producer_impl(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                quant_group_size, is_neox, block_tokens_m=block_tokens_m or None,
                                check_positions=False)
-    mode = _platform.execution_mode(o.device)
-    cfg = config_for(p.m, o.device, block_tokens_m or None)
-    fp8 = torch.empty(p.fp8_shape(), dtype=FP8_DTYPE, device=o.device)
-    scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=o.device)
-    launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg)
-    provenance.record("producer", "triton", mode, kernel="straight" if cfg.block_tokens_m == 1 else "loop",
-                      block_tokens_m=cfg.block_tokens_m, tokens_per_iter=cfg.tokens_per_iter,
-                      heads_per_program=heads_per_program(cfg, p.n_groups * p.heads_per_group),
-                      num_warps=cfg.num_warps, num_stages=cfg.num_stages)
-    return fp8, scale
+    return _produce(p, o, positions, cos_sin_cache, block_tokens_m or None)
+
+
+def plain_eager_call(*tensors) -> bool:
+    """True when a public function may run its implementation directly instead of through its torch
+    custom op: plain tensors, no torch.compile tracing, no dispatch mode (fake tensors, opcheck,
+    FlopCounter, ...). Both paths run the same code after the same validation; the op's dispatch
+    costs ~10-20 us of host time per call that an eager caller need not pay."""
+    return (all(type(t) is torch.Tensor for t in tensors) and not torch.compiler.is_compiling()
+            and _current_dispatch_mode() is None)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -415,7 +527,9 @@ def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, n
     Returns ``fp8 [G, M, K]`` e4m3fn and ``scale [G, K/128, pad4(M)]`` fp32, as the module docstring
     states. ``kernels.provenance`` records which kernel and block size ran.
     """
-    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                           quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                               quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
+    if plain_eager_call(o, positions, cos_sin_cache):
+        return _produce(p, o, positions, cos_sin_cache, block_tokens_m)
     return torch.ops.accval.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim,
                                                rope_dim, quant_group_size, is_neox, block_tokens_m or 0)

@@ -39,8 +39,12 @@ class Run:
 
 
 def record(op: str, impl: str, mode: str, **details: object) -> Run:
-    run = Run(op=op, impl=impl, mode=mode, details=tuple(sorted(details.items())))
-    COUNTS[(op, impl)] += 1
+    return emit(Run(op=op, impl=impl, mode=mode, details=tuple(sorted(details.items()))))
+
+
+def emit(run: Run) -> Run:
+    """Record an already built :class:`Run` (launchers build one per configuration and reuse it)."""
+    COUNTS[(run.op, run.impl)] += 1
     for sink in getattr(_local, "sinks", ()):
         sink.append(run)
     return run

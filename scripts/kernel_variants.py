@@ -13,11 +13,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_variant(kernel_file: str, op_prefix: str, name: str, subs: list[tuple[str, str]]):
-    """``kernels/<kernel_file>`` with ``subs`` applied and its ops ``"accval::<op_prefix>..."`` renamed
-    to ``"accval_probe_<name>::..."``: ``(module, path)``; the caller unlinks ``path``. Raises
-    RuntimeError when a substitution no longer matches the kernel source."""
-    text = (ROOT / "kernels" / kernel_file).read_text()
+def load_variant(kernel_file: str, op_prefix: str, name: str, subs: list[tuple[str, str]], source: str | None = None):
+    """``kernels/<kernel_file>`` (or ``source``, another version of that file's text) with ``subs``
+    applied and its ops ``"accval::<op_prefix>..."`` renamed to ``"accval_probe_<name>::..."``:
+    ``(module, path)``; the caller unlinks ``path``. Raises RuntimeError when a substitution no
+    longer matches the kernel source."""
+    text = (ROOT / "kernels" / kernel_file).read_text() if source is None else source
     for old, new in subs:
         if old not in text:
             raise RuntimeError(f"variant {name}: {old!r} is not in kernels/{kernel_file} any more")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from accval import bench
 
 
-def _row(impl, shape, m, us, nbytes=12_500_000):
-    return {"op": "producer", "impl": impl, "shape": shape, "M": m, "G": 8, "median_us": us, "p20_us": us, "p80_us": us,
+def _row(impl, shape, m, us, nbytes=12_500_000, layout="neox", as_called=None, op="producer"):
+    return {"op": op, "impl": impl, "shape": shape, "M": m, "G": 8, "median_us": us, "p20_us": us, "p80_us": us,
             "bytes": nbytes, "flops": 0, "tb_per_s": nbytes / us / 1e6, "tflops": 0.0, "pct_copy_ceiling": 0.0,
-            "timing": "cuda-graph", "config": ""}
+            "timing": "cuda-graph", "config": "", "layout": layout, "as_called_us": as_called}
 
 
 def _result(rows):
@@ -16,21 +16,49 @@ def _result(rows):
             "copy_ceiling_tb_per_s": 2.5, "rows": rows}
 
 
+def _target(result, prefix):
+    (t,) = [t for t in bench.targets(result) if t["target"].startswith(prefix)]
+    return t
+
+
 def test_same_size_copy_is_a_reference_not_a_baseline():
-    rows = [_row("accval", "dep8", 64, 12.0), _row("pr-btm1-only", "dep8", 64, 15.0),
+    rows = [_row("accval", "dep8", 64, 12.0), _row(bench.UPSTREAM_STYLE, "dep8", 64, 15.0),
             _row(bench.COPY_SAME_BYTES, "dep8", 64, 9.0)]
     result = _result(rows)
     (c,) = bench.same_size_copy(result)
-    assert (c["shape"], c["M"], c["copy_us"], c["accval_us"]) == ("dep8", 64, 9.0, 12.0)
+    assert (c["shape"], c["layout"], c["M"], c["copy_us"], c["accval_us"]) == ("dep8", "neox", 64, 9.0, 12.0)
     assert c["pct_of_copy"] == 75.0 and c["mbytes"] == 12.5
-    # the copy is faster than accval but is no baseline: accval beats the best baseline (15 us) by 1.25x
-    (speedup,) = [t for t in bench.targets(result) if t["target"] == "producer speed-up over the best baseline, every M"]
-    assert speedup["measured"] == "1.25x" and speedup["met"]
+    # the copy is faster than accval but is no baseline: accval beats the upstream-style kernel by 1.25x
+    speedup = _target(result, "producer speed-up over the upstream-style kernel")
+    assert speedup["measured"] == "1.25x" and speedup["met"] and speedup["where"] == "dep8 neox M=64"
     md = bench.to_markdown(result)
-    assert "## The producer against a copy of its own size" in md and "| dep8 | 64 | 12.5 | 12.0 | 9.0 | 75% |" in md
+    assert "## The producer against a copy of its own size" in md and "| dep8 | neox | 64 | 12.5 | 12.0 | 9.0 | 75% |" in md
+    assert md.index("## Targets") < md.index("Device copy ceiling"), "the Markdown opens with the targets"
 
 
-def test_a_result_without_copy_rows_renders_as_before():
-    result = _result([_row("accval", "tep8", 64, 7.0)])
+def test_layout_ratio_and_host_path_targets_report_the_worst_case_and_where():
+    rows = [_row("accval", "dep8", 64, 10.0, as_called=30.0), _row("accval", "dep8", 64, 10.2, layout="gptj", as_called=22.0),
+            _row("accval", "tep8", 8192, 100.0, as_called=101.0), _row("accval", "tep8", 8192, 104.0, layout="gptj"),
+            _row(bench.COPY_SAME_BYTES, "tep8", 8192, 80.0), _row(bench.COPY_SAME_BYTES, "tep8", 8192, 80.0, layout="gptj"),
+            _row("accval-triton", "dep8", 64, 20.0, layout="", as_called=31.0, op="consumer")]
+    result = _result(rows)
+    ratio = _target(result, "producer GPT-J time / NEOX time")
+    assert (ratio["measured"], ratio["where"], ratio["met"]) == ("1.040", "tep8 M=8192", False)
+    host = _target(result, "producer host path")
+    assert (host["measured"], host["where"], host["met"]) == ("20.0", "dep8 neox M=64", False)
+    consumer_host = _target(result, "consumer host path")
+    assert (consumer_host["measured"], consumer_host["met"]) == ("11.0", True)
+    copy = _target(result, "producer % of a same-bytes copy")
+    assert (copy["measured"], copy["where"], copy["met"]) == ("77%", "tep8 gptj M=8192", True)
+    md = bench.to_markdown(result)
+    assert "| tep8 M=8192 | **no** |" in md and "| 30.0 |" in md
+
+
+def test_rows_without_a_layout_are_neox():
+    """Reports written before layouts were measured have producer rows without one: NEOX."""
+    old = _row("accval", "tep8", 64, 7.0)
+    del old["layout"], old["as_called_us"]
+    result = _result([old])
     assert bench.same_size_copy(result) == []
-    assert "copy of its own size" not in bench.to_markdown(result)
+    md = bench.to_markdown(result)
+    assert "copy of its own size" not in md and "| tep8 G=8 | neox | 64 | accval | 7.0 |" in md

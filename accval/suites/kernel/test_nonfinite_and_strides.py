@@ -1,0 +1,102 @@
+"""Non-finite blocks and strided positions: the producer equals the legacy reference bit for bit.
+
+NaN/Inf semantics (the legacy two-step path's, which the producer keeps):
+  * a block holding a NaN gets a NaN scale (torch's ``amax`` propagates NaN) and all its codes are 0
+    (``scale > 0`` is false, so the legacy ``torch.where`` writes zeros);
+  * a block holding +-Inf (and no NaN) gets an infinite scale; finite elements become +-0 (codes
+    0x00/0x80) and each +-Inf element ``inf / inf`` = NaN, code 0x7F or 0xFF by the NaN's sign bit.
+    That sign is the platform's default NaN: positive on CUDA, negative on x86 CPUs (the
+    interpreter). Kernel and reference run on the same platform, so they agree; only CPU and GPU
+    results differ from each other, in that sign bit of those codes.
+A rotation can also make a NaN (``inf * cos - inf * sin``), which then follows the NaN rule.
+
+``positions`` may be any 1-d view: the kernel reads it through its stride (a strided view is what a
+caller gets from ``positions[::2]`` or a column of a ``[M, k]`` tensor).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.reference import inv_rope_fp8_quant_ref
+
+from .cases import ProducerCase, make_inputs
+from .checks import assert_exact, assert_fp8_equal
+
+LAYOUTS = [pytest.param(True, id="neox"), pytest.param(False, id="gptj")]
+
+
+def _compare(producer, case, o, pos, cache, what):
+    fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox)
+    ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=case.is_neox)
+    ctx = f"{what}; {case} producer={producer.name}"
+    assert_fp8_equal(fp8.cpu(), ref_fp8.cpu(), "fp8 codes vs legacy two-step reference", ctx)
+    assert_exact(scale.cpu(), ref_scale.cpu(), "scales (NaN equals NaN) vs legacy reference", ctx)
+    return ref_fp8.cpu(), ref_scale.cpu()
+
+
+#: every value in bf16 (the model's dtype); fp16 (which overflows to Inf in the rotation's rounding)
+#: and fp32 (no rounding) once each
+_VALUES = [pytest.param(float(v), torch.bfloat16, id=f"{v}-bf16") for v in ("nan", "inf", "-inf")] + [
+    pytest.param(float("-inf"), torch.float16, id="-inf-fp16"), pytest.param(float("nan"), torch.float32, id="nan-fp32")]
+
+
+@pytest.mark.parametrize("value, dtype", _VALUES)
+@pytest.mark.parametrize("is_neox", LAYOUTS)
+def test_nonfinite_blocks_match_reference(producer, device, is_neox, value, dtype):
+    """NaN, +Inf and -Inf in a nope block, in the rope slice (one element, a pair, an element with
+    its opposite), next to finite blocks: codes and scales as the legacy path gives them."""
+    case = ProducerCase(m=6, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64, is_neox=is_neox, dtype=dtype)
+    o, pos, cache = make_inputs(case, device)
+    half = case.rope_dim // 2
+    partner = half if is_neox else 1
+    o[0, 0, 3] = value  # a nope-only block
+    o[1, 1, 200] = value  # the rope slice, one element
+    o[2, 0, 192], o[2, 0, 192 + partner] = value, value  # an element and its rotation partner
+    o[3, 1, 250], o[3, 1, 250 - partner if is_neox else 251] = value, -value  # with its opposite
+    o[4, 0, 10], o[4, 0, 140] = value, -value  # two blocks of one head
+    ref_fp8, ref_scale = _compare(producer, case, o, pos, cache, f"value={value}")
+    # the semantics in the docstring, checked on the reference itself (the kernel equals it above)
+    codes = ref_fp8.view(torch.uint8)
+    if value != value:
+        assert ref_scale[0, 0, 0].isnan() and bool((codes[0, 0, :128] == 0).all()), f"NaN block: {ref_scale[0, 0, 0]}"
+    else:
+        assert ref_scale[0, 0, 0].isinf(), f"Inf block: expected an infinite scale, got {ref_scale[0, 0, 0]}"
+        assert int(codes[0, 0, 3]) in (0x7F, 0xFF), f"Inf element: expected a NaN code, got {int(codes[0, 0, 3]):#x}"
+        assert bool(((codes[0, 0, :128] & 0x7F) == 0).sum() == 127), "Inf block: finite elements must quantize to +-0"
+    assert bool(torch.isfinite(ref_scale[1, 0]).all()), "a block without non-finite values keeps a finite scale"
+
+
+#: strides 2 and 3 with int32 and int64, the two layouts alternating (both read positions the same way)
+_STRIDED = [pytest.param(step, dt, neox, id=f"stride{step}-{str(dt)[6:]}-{'neox' if neox else 'gptj'}")
+            for step, dt, neox in ((2, torch.int32, True), (2, torch.int64, False), (3, torch.int32, False),
+                                   (3, torch.int64, True))]
+
+
+@pytest.mark.parametrize("step, positions_dtype, is_neox", _STRIDED)
+def test_strided_positions_match_reference(producer, device, is_neox, step, positions_dtype):
+    """A positions view with stride 2 or 3: the skipped elements hold other valid positions (a kernel
+    that ignores the stride rotates by them) and, in a second call, values far outside the cache (a
+    kernel that ignores the stride reads out of bounds)."""
+    case = ProducerCase(m=7, n_groups=2, heads_per_group=1, is_neox=is_neox, positions_dtype=positions_dtype)
+    o, pos, cache = make_inputs(case, device)
+    wide = torch.randint(0, cache.shape[0], (case.m * step,), generator=torch.Generator().manual_seed(step))
+    wide = wide.to(positions_dtype).to(device)
+    wide[::step] = pos
+    assert not wide[::step].is_contiguous()
+    _compare(producer, case, o, wide[::step], cache, f"positions stride {step}, skipped elements in range")
+    far = 2**31 - 1 if positions_dtype == torch.int32 else 2**40
+    wide[1::step] = far
+    _compare(producer, case, o, wide[::step], cache, f"positions stride {step}, skipped elements = {far}")
+
+
+@pytest.mark.parametrize("is_neox", LAYOUTS)
+def test_positions_column_of_a_matrix(producer, device, is_neox):
+    """``positions`` as a column of an ``[M, 3]`` tensor (stride 3, storage offset 1)."""
+    case = ProducerCase(m=9, n_groups=1, heads_per_group=2, head_dim=128, rope_dim=32, is_neox=is_neox)
+    o, pos, cache = make_inputs(case, device)
+    table = torch.zeros((case.m, 3), dtype=pos.dtype, device=device)
+    table[:, 1] = pos
+    table[:, 0] = cache.shape[0] - 1
+    _compare(producer, case, o, table[:, 1], cache, "positions = table[:, 1]")
