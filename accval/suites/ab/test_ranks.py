@@ -53,8 +53,11 @@ def test_real_ranks_equal_the_emulated_run(emulated, tmp_path_factory, mode, n):
     assert f"8 ranks in {n} processes (torch.distributed, gloo)" in (out / "report.md").read_text()
     assert sum(s[2] for s in _samples(ref_out)) > 0, "the reference run must get answers right to compare outcomes"
     assert _samples(out) == _samples(ref_out)  # outcomes and generations, per sample and arm
-    for key in ("paired", "agreement"):
-        assert rep[key] == ref[key]
+    assert rep["paired"] == ref["paired"]
+    # the mean KL sums fp32 logits' terms; processes with another torch thread count sum them in another
+    # order (seen: 1.0652103774656824e-06 vs 1.0652103763215167e-06), so it is equal up to that order
+    agree, ref_agree = dict(rep["agreement"]), dict(ref["agreement"])
+    assert agree.pop("kl") == pytest.approx(ref_agree.pop("kl"), rel=1e-6) and agree == ref_agree
     assert {a: rep["arms"][a]["metrics"] for a in "AB"} == {a: ref["arms"][a]["metrics"] for a in "AB"}
     if mode == "tep8":
         assert rep["arms"]["B"]["site"] == ref["arms"]["B"]["site"]
