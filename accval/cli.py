@@ -158,7 +158,12 @@ def _plan(settings, out: Path) -> str:
             n = min(n, settings.limit)
     elif settings.limit is not None:
         n = f"up to {settings.limit}"
-    arms = "endpoints" if settings.endpoint_a else f"A bf16-fallback, B fp8-chain[{settings.backend}]"
+    if settings.endpoint_a:
+        arms = "endpoints"
+    else:
+        from .gsm8k.ab import arms_for
+
+        arms = ", ".join(f"{name} {arm.describe()}" for name, arm in arms_for(settings).items())
     procs = "the servers' ranks" if settings.endpoint_a else (
         f"8 {settings.mode[:3].upper()} ranks in {settings.ranks or 1} process(es)")
     where = "" if settings.endpoint_a else f", {settings.device}, model {settings.model}, matmul {settings.matmul}"
