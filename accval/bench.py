@@ -547,11 +547,12 @@ def sweep(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("produce
             for layout in (layouts if "producer" in ops else ()):
                 o, pos, cache, p, fp8, scale, nbytes = _producer_inputs(m, g, LAYOUTS[layout])
                 for cfg in PRODUCER_SWEEP:
-                    med, p20, p80, how = _time(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg), reps_ms=100)
+                    med, p20, p80, how = _time(lambda o=o, fp8=fp8, scale=scale, cfg=cfg: launch_producer(p, o, pos, cache, fp8, scale, cfg),
+                                                reps_ms=100)
                     rows.append({"op": "producer", "shape": shape, "layout": layout, "M": m, "config": str(cfg),
                                  "median_us": med, "p20_us": p20, "p80_us": p80,
                                  "pct_copy_ceiling": 100 * _per_s(nbytes, med) / ceiling, "timing": how})
-                del o, fp8, scale
+                o = fp8 = scale = None  # free the buffers before the next M
             if "consumer" in ops:
                 a, a_scale, w_fp8, w_scale, n, k = _consumer_inputs(m, g)
                 out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)

@@ -16,7 +16,7 @@ import triton.language as tl
 import kernels
 from kernels import _platform, provenance
 from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, pad4
-from kernels.fp8_block_bmm import _run_triton, _run_torch, validate_consumer_args
+from kernels.fp8_block_bmm import _run_torch, _run_triton, validate_consumer_args
 from kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
 from kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
 from kernels.reference import fp8_block_bmm_math_ref

@@ -131,7 +131,7 @@ def to_markdown(rep: dict) -> str:
         f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",
-        f"- versions: " + ", ".join(f"{k} {v_}" for k, v_ in rep["versions"].items()),
+        "- versions: " + ", ".join(f"{k} {v_}" for k, v_ in rep["versions"].items()),
         f"- elapsed: {rep['elapsed_s']} s",
         "",
         "| arm | implementation that ran | strict-match | flexible-extract |",

@@ -5,8 +5,10 @@ imported) so every kernel runs in Triton's CPU interpreter, with exact FP8 round
 (:mod:`kernels.fp8_rounding`).
 """
 
-from . import _platform  # noqa: F401  (must run before triton is imported)
-from . import provenance
+from . import (
+    _platform,  # noqa: F401  (must run before triton is imported)
+    provenance,
+)
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, pad4
 from .fp8_block_bmm import ConsumerConfig, consumer_config, fp8_block_bmm, launch_consumer
 from .inv_rope_fp8_quant import config_for, inv_rope_fp8_quant

@@ -26,11 +26,20 @@ import triton
 import triton.language as tl
 
 from . import _platform, provenance
+from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .fp8_rounding import to_bf16
 from .inv_rope_fp8_quant import plain_eager_call
-from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
-from .validation import (check_apart, check_bool, check_contiguous, check_int, check_no_overlap, check_same_device,
-                         check_shape, check_storage_holds, check_tensor)
+from .validation import (
+    check_apart,
+    check_bool,
+    check_contiguous,
+    check_int,
+    check_no_overlap,
+    check_same_device,
+    check_shape,
+    check_storage_holds,
+    check_tensor,
+)
 
 BACKENDS = ("triton", "torch", "emulated")
 

@@ -28,8 +28,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_
 from . import _platform, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
 from .fp8_rounding import round_through, to_fp8_e4m3
-from .validation import (check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device,
-                         check_tensor)
+from .validation import check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device, check_tensor
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402
 from accval import bench  # noqa: E402
-from scripts.kernel_variants import load_variant  # noqa: E402
 from kernels.reference import dequantize_weight  # noqa: E402
+from scripts.kernel_variants import load_variant  # noqa: E402
 
 SCALED = "acc += tl.dot(a, b) * (a_s * b_s)[:, None]"
 

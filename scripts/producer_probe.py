@@ -113,7 +113,8 @@ def timings(before, ms=MS, candidates=CANDIDATES, references=True) -> list[dict]
                     fns[f"shipped hb{cfg.heads_per_program} w{cfg.num_warps}"] = (
                         lambda c=cfg: launch_producer(p, o, pos, cache, fp8, scale, c))
                 for w in ((1, 2, 4, 8) if references else ()):
-                    fns[f"upstream-style w{w}"] = lambda w=w: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w)
+                    fns[f"upstream-style w{w}"] = (lambda w=w, args=args, fp8=fp8, scale=scale:
+                                                     upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w))
                 for name, fn in fns.items():
                     us = bench._time(fn, reps_ms=60)[0]
                     rows.append({"shape": shape, "M": m, "layout": layout, "variant": name, "us": us})
@@ -124,7 +125,7 @@ def timings(before, ms=MS, candidates=CANDIDATES, references=True) -> list[dict]
                 rows.append({"shape": shape, "M": m, "layout": layout, "variant": "dispatched",
                              "config": str(dispatched),
                              "us": bench._time(lambda: launch_producer(p, o, pos, cache, fp8, scale, dispatched), reps_ms=60)[0]})
-                del o, fp8, scale
+                o = fp8 = scale = None  # free the buffers before the next M
             torch.cuda.empty_cache()
     return rows
 

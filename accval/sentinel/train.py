@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from . import data, model as smodel, problems
+from . import data, problems
+from . import model as smodel
 
 
 def _batch(tok, pool, encoded, rng: random.Random, batch_size: int, device):
@@ -50,8 +51,8 @@ def _lr(step: int, total: int, peak: float, warmup: int) -> float:
 def train(out: Path, steps: int | None, minutes: float | None, batch_size: int = 32, lr: float = 1.5e-3,
           seed: int = 0, pool_size: int = 200_000, layers: int = 4, hidden: int = 256, device: str = "cuda",
           init: Path | None = None, log_every: int = 50) -> dict:
-    from transformers import DeepseekV4ForCausalLM
     from tqdm import tqdm
+    from transformers import DeepseekV4ForCausalLM
 
     if steps is None and minutes is None:
         raise ValueError("give --steps or --minutes (or both)")

@@ -27,11 +27,16 @@ from hypothesis import strategies as st
 
 import kernels
 from kernels.constants import FP8_DTYPE, QUANT_BLOCK, WEIGHT_BLOCK, pad4
-from kernels.reference import (block_scale, dequantize_weight, fp8_block_bmm_abs_ref, fp8_block_bmm_math_ref,
-                               inv_rope_fp8_quant_ref, inverse_rope_)
+from kernels.reference import (
+    block_scale,
+    dequantize_weight,
+    fp8_block_bmm_abs_ref,
+    fp8_block_bmm_math_ref,
+    inv_rope_fp8_quant_ref,
+    inverse_rope_,
+)
 
-from .cases import (LONG_CONTEXT, LongContextCase, ProducerCase, YarnScaling, cos_sin_cache, long_context_cases,
-                    make_inputs)
+from .cases import LONG_CONTEXT, LongContextCase, ProducerCase, YarnScaling, cos_sin_cache, long_context_cases, make_inputs
 from .checks import BF16_HALF_ULP, FP8_HALF_ULP, FP32_ACC_TOL, assert_exact, assert_fp8_equal
 
 #: the consumer backends that run on each device type (``"torch"`` is torch._scaled_mm: CUDA only;

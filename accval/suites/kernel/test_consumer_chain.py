@@ -12,12 +12,16 @@ from hypothesis import strategies as st
 import kernels
 from kernels.constants import FP8_DTYPE, pad4
 from kernels.recipes import pack_ue8m0
-from kernels.reference import (dequantize_weight, fp8_block_bmm_abs_ref, fp8_block_bmm_math_ref, inverse_rope_,
-                               inverse_rope_math_ref)
+from kernels.reference import (
+    dequantize_weight,
+    fp8_block_bmm_abs_ref,
+    fp8_block_bmm_math_ref,
+    inverse_rope_,
+    inverse_rope_math_ref,
+)
 
 from .cases import ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight
-from .checks import (BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound,
-                     scale_window)
+from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
 
 
 def _skip_unless_runs_here(impl, device):

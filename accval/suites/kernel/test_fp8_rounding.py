@@ -6,7 +6,6 @@ in fp32 first. These tests run the kernel helpers themselves and compare with to
 
 from __future__ import annotations
 
-import pytest
 import torch
 import triton
 import triton.language as tl

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
 from kernels.reference import inv_rope_fp8_quant_ref
 
 from .cases import ProducerCase, make_inputs
 from .checks import assert_exact, assert_fp8_equal
-from .test_consumer_chain import check_chain, check_consumer
+from .test_consumer_chain import check_chain
 
 pytestmark = pytest.mark.gpu
 

@@ -16,8 +16,16 @@ from kernels.recipes import UE8M0_PER_WORD, scale_values, unpack_ue8m0
 from kernels.reference import dequantize_activations, inv_rope_fp8_quant_ref, inverse_rope_, inverse_rope_math_ref
 
 from .cases import BLOCK_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases
-from .checks import (FP8_CODE_TOL_ULPS, assert_exact, assert_fp8_equal, assert_within_bound, fp8_is_nan, fp8_ordinal,
-                     quant_error_bound, scale_window)
+from .checks import (
+    FP8_CODE_TOL_ULPS,
+    assert_exact,
+    assert_fp8_equal,
+    assert_within_bound,
+    fp8_is_nan,
+    fp8_ordinal,
+    quant_error_bound,
+    scale_window,
+)
 
 
 def mirror_rotated(o, pos, cache, case: ProducerCase) -> torch.Tensor:

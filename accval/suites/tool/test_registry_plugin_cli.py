@@ -11,9 +11,9 @@ import pytest
 
 from accval.cli import main
 from accval.implementations import CONSUMERS, PRODUCERS, PluginError
-from accval.testing import child_pytest_env
 from accval.mutants import CATALOG
 from accval.registry import Registry
+from accval.testing import child_pytest_env
 
 REPO = Path(__file__).resolve().parents[3]
 
