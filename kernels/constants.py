@@ -11,9 +11,6 @@ import torch
 FP8_DTYPE = torch.float8_e4m3fn
 #: Largest finite e4m3fn value; quantized values are clamped to +-FP8_E4M3_MAX.
 FP8_E4M3_MAX = 448.0
-#: e4m3 has 3 explicit mantissa bits and its smallest normal exponent is -6.
-FP8_E4M3_MANTISSA_BITS = 3
-FP8_E4M3_MIN_NORMAL_EXP = -6
 
 #: Activation quantization block: 1 x QUANT_BLOCK elements along K share one fp32 scale.
 QUANT_BLOCK = 128
