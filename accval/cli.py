@@ -8,7 +8,6 @@ resumes it). Errors print one line; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import shlex
 import sys
 import textwrap
@@ -130,10 +129,6 @@ def _ranks_arg(text: str):
         raise argparse.ArgumentTypeError(f"expected auto or a number of processes, got {text!r}") from None
 
 
-def default_out(mode: str) -> Path:
-    return Path("reports/gsm8k") / f"{_dt.datetime.now().strftime('%Y-%m-%dT%H%M%S')}-{mode}"
-
-
 def resume_command(argv: list[str], out: Path) -> str:
     """The command line that continues the run of ``argv`` in ``out``: the same options, with
     ``--out`` and ``--resume``."""
@@ -185,7 +180,7 @@ def _cmd_gsm8k(args) -> int:
                            producer=args.producer, consumer=args.consumer,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
                            matmul=args.matmul)
-    out = Path(args.out) if args.out else default_out(args.mode)
+    out = Path(args.out) if args.out else ab.default_out(args.mode)
     args.run_dir = out  # for the resume hint on Ctrl-C
     settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
     if not args.quiet:
@@ -320,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "divisor of 8), otherwise one; under torchrun the group is torchrun's")
     g.add_argument("--endpoint-a", metavar="URL", help="arm A is this OpenAI-compatible completions server")
     g.add_argument("--endpoint-b", metavar="URL", help="arm B is this OpenAI-compatible completions server")
-    g.add_argument("--out", help="run directory (default: reports/gsm8k/<timestamp>-<mode>)")
+    g.add_argument("--out", help="run directory (default: runs/gsm8k/<timestamp>-<mode> under the current directory, "
+                   "or under $ACCVAL_RUNS_DIR)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out (needs --out)")
     g.add_argument("--quiet", action="store_true", help="no plan line, no progress bars")
     g.set_defaults(fn=_cmd_gsm8k)

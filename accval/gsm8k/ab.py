@@ -273,6 +273,17 @@ class RunDir:
         return meta["sessions"]
 
 
+#: Where runs go without --out: ``runs/gsm8k/`` under the current directory (git-ignored in accval's
+#: clone), or ``$ACCVAL_RUNS_DIR/gsm8k``. Committed reports are copied to reports/ by hand.
+RUNS_DIR_ENV = "ACCVAL_RUNS_DIR"
+
+
+def default_out(mode: str) -> Path:
+    """A new run directory: ``<runs dir>/gsm8k/<timestamp>-<mode>``."""
+    stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    return Path(os.environ.get(RUNS_DIR_ENV) or "runs") / "gsm8k" / f"{stamp}-{mode}"
+
+
 def arms_for(settings: Settings) -> dict[str, Arm]:
     return {"A": Arm("A", "bf16-fallback"),
             "B": Arm("B", "fp8-chain", settings.backend, settings.inject, settings.producer, settings.consumer)}
@@ -458,8 +469,7 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
         t0 = time.time()
         settings = validate(settings)
         if out is None:
-            stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
-            out = Path("reports/gsm8k") / f"{stamp}-{settings.mode}"
+            out = default_out(settings.mode)
         group = ranks_mod.current()
         if group is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             group = ranks_mod.init_from_env(settings.device)  # launched by torchrun
