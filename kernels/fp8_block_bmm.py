@@ -331,6 +331,9 @@ def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
         raise RuntimeError(
             f"fp8_block_bmm backend='torch' needs CUDA (torch._scaled_mm blockwise FP8 is GPU only); got tensors on {a.device}"
         )
+    if m == 0:  # nothing to multiply; _scaled_mm rejects an empty scale_a
+        provenance.record("consumer", "torch", "torch-cuda", per_group_calls=0, padded_rows=0)
+        return
     # _scaled_mm's 1x128 x 128x128 recipe wants scale_a [M, K/128] outer-dim-major with stride(1) == M
     # exactly, and reads a [1, K/128] scale_a as the 128x128 recipe. When M % 4 != 0 (or M == 1) the
     # rows are padded to pad4(M) (at least 4) with zeros, matching the scale buffer's zero rows.

@@ -670,10 +670,11 @@ def _small_consumer(m=5, nan_code=None):
         a[1, m // 2, 7] = nan_code
     s = torch.rand(2, 1, pad4(m), generator=gen) * 2.0**-6
     b = torch.randint(0, 0x7E, (2, 128, 128), dtype=torch.uint8, generator=gen).view(FP8_DTYPE)
-    return a.view(FP8_DTYPE), s, b, torch.rand(2, 1, 1, generator=gen) * 2.0**-6
+    dev = _device_type()
+    return a.view(FP8_DTYPE).to(dev), s.to(dev), b.to(dev), (torch.rand(2, 1, 1, generator=gen) * 2.0**-6).to(dev)
 
 
-def _small_producer(api="producer", m=5, *, positions_stride=1, special=None, btm=None, device="cpu", **kwargs):
+def _small_producer(api="producer", m=5, *, positions_stride=1, special=None, btm=None, device=None, **kwargs):
     """A valid call at M=5, 2 groups, head dim 128 (rope 64), with a strided positions view or a
     special value at o[1, 0, 3] (nope part) and o[2, 1, 100] (rope part)."""
     o, pos, cache = make_inputs(ProducerCase(m=m, n_groups=2, heads_per_group=1, seed=20), "cpu")
@@ -683,6 +684,7 @@ def _small_producer(api="producer", m=5, *, positions_stride=1, special=None, bt
     if positions_stride > 1:  # the skipped elements are valid positions too
         wide = torch.stack([pos.flip(0)] * (positions_stride - 1) + [pos], dim=1).reshape(-1)
         pos = wide[positions_stride - 1:: positions_stride]
+    device = device or _device_type()
     o, pos, cache = o.to(device), pos.to(device), cache.to(device)
     if api == "producer_op":
         return ApiCall(api, (o, pos, cache, 2, 1, 64, 64, 128, True, btm or 0), {}, ("pinned",))
@@ -695,7 +697,8 @@ def _with_arg(call: ApiCall, i: int, f) -> ApiCall:
 
 def _chain(backend, **producer_kw):
     call = _small_producer(**producer_kw)
-    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(2, 128, 128, generator=torch.Generator().manual_seed(1)) * 0.05)
+    w = torch.randn(2, 128, 128, generator=torch.Generator().manual_seed(1)) * 0.05
+    w_fp8, w_scale = kernels.quantize_weight_fp8(w.to(_device_type()))
     o, pos, cache = call.args[:3]
     return ApiCall("chain", (o, pos, cache, w_fp8, w_scale, 2, 1, 64, 64), dict(backend=backend), ("pinned",))
 
@@ -706,14 +709,21 @@ def _chain(backend, **producer_kw):
 #: as a number).
 PINNED = [
     ("out-expanded", lambda: ApiCall("consumer", _small_consumer(), dict(
-        out=torch.empty(1, 5, 128, dtype=torch.bfloat16).expand(2, 5, 128)), ("out:expanded",)), "refused"),
+        out=torch.empty(1, 5, 128, dtype=torch.bfloat16, device=_device_type()).expand(2, 5, 128)), ("out:expanded",)),
+     "refused"),
     ("out-overlapping", lambda: ApiCall("consumer", _small_consumer(), dict(
-        out=torch.empty(2 * 5 * 128, dtype=torch.bfloat16).as_strided((2, 5, 128), (640, 64, 1))), ("out:overlapping",)), "refused"),
-    ("a_scale-short-raw", lambda: ApiCall("consumer", _small_consumer()[:1] + (torch.rand(2, 1, 2),) + _small_consumer()[2:],
-                                          dict(check_contract=False), ("a_scale:short",)), "refused"),
+        out=torch.empty(2 * 5 * 128, dtype=torch.bfloat16, device=_device_type()).as_strided((2, 5, 128), (640, 64, 1))),
+        ("out:overlapping",)), "refused"),
+    ("a_scale-short-raw", lambda: ApiCall("consumer", _small_consumer()[:1] + (torch.rand(2, 1, 2, device=_device_type()),)
+                                          + _small_consumer()[2:], dict(check_contract=False), ("a_scale:short",)), "refused"),
     ("check_contract-str", lambda: ApiCall("consumer", _small_consumer(), dict(check_contract="yes"), ()), "refused"),
     ("raw-emulated", lambda: ApiCall("consumer", _small_consumer(), dict(backend="emulated", check_contract=False), ()), "answered"),
-    ("raw-op-position-2**40", lambda: _with_arg(_small_producer("producer_op"), 1, lambda p: p.clone().fill_(2**40)), "refused"),
+    # the raw op checks positions itself on a CPU; on CUDA that costs a host sync, so there the public
+    # function checks them when asked (check_positions=True)
+    ("raw-op-position-2**40", lambda: _with_arg(_small_producer("producer_op", device="cpu"), 1,
+                                                lambda p: p.clone().fill_(2**40)), "refused"),
+    ("position-2**40-checked", lambda: _with_arg(_small_producer(check_positions=True), 1,
+                                                 lambda p: p.clone().fill_(2**40)), "refused"),
     ("raw-op-meta-bad-cache", lambda: _with_arg(_small_producer("producer_op", device="meta"), 2, lambda c: c[:, :32]), "refused"),
     ("btm-16384", lambda: _small_producer(btm=16384), "refused"),
     ("btm-1024", lambda: _small_producer(m=2, btm=1024), "answered"),
@@ -742,9 +752,10 @@ def test_pinned_api_calls(make, expect):
 def check_long_context(producer, case: LongContextCase) -> None:
     """``producer`` equals the reference bit for bit at positions up to 2**20 - 1 (the reference gets
     dense int64 copies of the positions)."""
-    o, pos, cache = make_inputs(case, "cpu")
+    o, pos, cache = make_inputs(case, _device_type())
     fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox, block_tokens_m=case.block_tokens_m)
     ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos.contiguous().long(), cache), is_neox=case.is_neox)
+    ref_fp8, ref_scale = ref_fp8.cpu(), ref_scale.cpu()
     ctx = f"{case} max position {int(pos.max())}"
     assert_fp8_equal(fp8.cpu(), ref_fp8, "fp8 codes at long-context positions", ctx)
     assert_exact(scale.cpu(), ref_scale, "scales at long-context positions", ctx)
@@ -777,10 +788,10 @@ def test_long_context_property_catches_16_bit_positions():
         check_long_context(narrowed, _LONG_PINNED)
     # the control: below 2**16 the narrowed producer is exact, so only long positions expose it
     case = ProducerCase(m=6, n_groups=2, heads_per_group=1, seed=3)
-    o, pos, cache = make_inputs(case, "cpu")
+    o, pos, cache = make_inputs(case, _device_type())
     fp8, scale = narrowed(*case.args(o, pos, cache))
     ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache))
-    assert_fp8_equal(fp8, ref_fp8, "int16-positions producer at positions < 4096", f"{case}")
+    assert_fp8_equal(fp8.cpu(), ref_fp8.cpu(), "int16-positions producer at positions < 4096", f"{case}")
     assert LONG_CONTEXT - 1 >= 2**16, "the long-context positions must reach past 16 bits"
 
 
