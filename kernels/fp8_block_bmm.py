@@ -338,6 +338,11 @@ def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
     # exactly, and reads a [1, K/128] scale_a as the 128x128 recipe. When M % 4 != 0 (or M == 1) the
     # rows are padded to pad4(M) (at least 4) with zeros, matching the scale buffer's zero rows.
     mp = max(pad4(m), 4) if m % 4 or m == 1 else m
+    # what the Triton kernel dereferences, whatever the tensors' strides: dense [G, M, K] and
+    # [G, K/128, pad4(M)] from the buffers' start (the raw consumer trusts the contract's layout)
+    kb, sm = k // QUANT_BLOCK, pad4(m)
+    a = a.as_strided((g, m, k), (m * k, k, 1), a.storage_offset())
+    a_scale = a_scale.as_strided((g, kb, sm), (kb * sm, sm, 1), a_scale.storage_offset())
     for i in range(g):
         a_i = a[i]
         if mp != m:
@@ -348,7 +353,7 @@ def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
             s_a = torch.zeros((k // QUANT_BLOCK, mp), dtype=torch.float32, device=a.device)
             s_a[:, :m] = a_scale[i][:, :m]
             s_a = s_a.t()
-        res = torch._scaled_mm(a_i, b[i].t(), scale_a=s_a, scale_b=b_scale[i].t(), out_dtype=torch.bfloat16)
+        res = torch._scaled_mm(a_i, b[i].t(), scale_a=s_a, scale_b=b_scale[i].contiguous().t(), out_dtype=torch.bfloat16)
         out[i].copy_(res[:m])
     provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g, padded_rows=mp - m)
 
