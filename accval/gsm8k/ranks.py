@@ -26,8 +26,6 @@ import traceback
 import torch
 import torch.distributed as dist
 
-from accval.site import sharding
-
 from . import stop
 
 LOGICAL_RANKS = 8
@@ -43,10 +41,6 @@ class Group:
     @property
     def root(self) -> bool:
         return self.rank == 0
-
-    def logical_ranks(self, kind: str) -> list[int]:
-        """The logical ranks this process hosts (:func:`accval.site.sharding.hosted_ranks`)."""
-        return sharding.hosted_ranks(kind, LOGICAL_RANKS, self.world, self.rank)
 
     def broadcast(self, obj):
         box = [obj if self.root else None]
