@@ -38,7 +38,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from accval.model.site import Arm
+from accval.site import Arm
 
 HOST = "127.0.0.1"
 

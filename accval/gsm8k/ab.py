@@ -34,7 +34,8 @@ import torch
 
 from accval import stats
 from accval.model import builtin
-from accval.model.site import MODES, Arm, SiteStats
+from accval.site import MATMUL, MODES, Arm, SiteStats
+from accval.site.arms import UnknownBackend
 
 from . import ranks as ranks_mod
 from . import stop
@@ -66,7 +67,7 @@ class Settings:
     endpoint_b: str | None = None
     ranks: int | str | None = None  # real processes hosting the 8 DEP/TEP ranks (None: emulated in one process;
     # "auto": :func:`auto_ranks`)
-    matmul: str = "auto"  # accval.model.site.MATMUL; auto: fp32 on a CPU, the model's own on a GPU
+    matmul: str = "auto"  # accval.site.MATMUL; auto: fp32 on a CPU, the model's own on a GPU
 
     def resolved(self) -> "Settings":
         device = self.device
@@ -131,8 +132,6 @@ def check_checkpoint_dir(model: str) -> None:
 
 
 def validate(s: Settings) -> Settings:
-    import kernels
-
     if s.mode not in MODES:
         raise ValueError(f"--mode: expected one of {CLI_MODES}, got {s.mode!r}")
     check_device(s.device)
@@ -169,12 +168,12 @@ def validate(s: Settings) -> Settings:
                              "pass those to the servers (e.g. accval serve --inject ID)")
         return s
     s = s.resolved()
-    from accval.model.site import MATMUL
-
     if s.matmul not in MATMUL:
         raise ValueError(f"--matmul: expected auto or one of {MATMUL}, got {s.matmul!r}")
-    if s.backend not in kernels.CHAIN_BACKENDS:
-        raise ValueError(f"--backend: expected auto or one of {sorted(kernels.CHAIN_BACKENDS)}, got {s.backend!r}")
+    try:
+        arms = arms_for(s)  # the arm validates the backend
+    except UnknownBackend as e:
+        raise ValueError(f"--backend: expected auto or one of {e.choices}, got {e.got!r}") from None
     if s.backend != "torch" and not s.device.startswith("cuda"):
         raise RuntimeError(f"--backend {s.backend}: the Triton kernels need a GPU at model speed; this run is on "
                            f"{s.device} (use --backend torch, the kernels' arithmetic in torch, or run on a GPU)")
@@ -182,7 +181,7 @@ def validate(s: Settings) -> Settings:
         from accval import mutants
 
         mutants.for_chain(s.inject, s.backend)
-    prod, cons = arms_for(s)["B"].implementations()  # unknown names, recipes that do not pair: usage errors
+    prod, cons = arms["B"].implementations()  # unknown names, recipes that do not pair: usage errors
     for role, impl in (("producer", prod), ("consumer", cons)):
         if impl is not None and s.device.split(":")[0] not in impl.devices:
             raise ValueError(f"--{role} {impl.name} runs on {', '.join(impl.devices)}, not on {s.device}")

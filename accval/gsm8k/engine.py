@@ -7,7 +7,7 @@ import copy
 import torch
 
 from accval.model.builtin import LoadedModel
-from accval.model.site import Arm, OAProjSite
+from accval.site import Arm, OAProjSite, sharding
 
 
 def cut_at_stops(text: str, until: list[str]) -> str:
@@ -80,7 +80,7 @@ class Engine:
         if self.max_positions and longest > self.max_positions:
             raise ValueError(f"prompt of {width} tokens + {max_gen_toks} new exceeds the model's "
                              f"{self.max_positions} positions")
-        ranks = list(row_ranks) if row_ranks is not None else [b % self.site.ranks for b in range(len(enc))]
+        ranks = list(row_ranks) if row_ranks is not None else sharding.row_ranks(len(enc), self.site.ranks)
         caches, forced = [], []
         try:
             for b, e in enumerate(enc):

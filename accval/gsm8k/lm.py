@@ -13,7 +13,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from accval import stats
-from accval.model.site import Arm, SiteStats
+from accval.site import Arm, SiteStats, sharding
 
 from . import stop
 from .engine import Engine
@@ -277,10 +277,10 @@ class ArmLM(LM):
 
     def _generate(self, arm: Arm, contexts: list[str], until: list[str], max_toks: int, targets: list[str] | None = None):
         """One batch: its texts, and with ``targets`` also ``{row: teacher-forced logits}`` of the rows
-        this process ran. Real DEP ranks: process p generates rows b with b % world == p (logical rank
-        b % 8, padded to the whole batch's width), then every process gathers all texts. Real TEP
-        ranks: every process runs the whole batch; the site splits heads and groups and gathers the
-        partial sums."""
+        this process ran. Real DEP ranks: each process generates the rows whose logical ranks it hosts
+        (:func:`accval.site.sharding.process_rows`, padded to the whole batch's width), then every
+        process gathers all texts. Real TEP ranks: every process runs the whole batch; the site splits
+        heads and groups and gathers the partial sums."""
         group, site = self.engine.group, self.engine.site
         conts = None if targets is None else [" " + t for t in targets]
         if group is None or site.kind != "dep":
@@ -291,11 +291,11 @@ class ArmLM(LM):
                 return got[0], {}  # TEP: rank 0's logits stand for the rows (every process has them all)
             return got[0], dict(enumerate(got[1]))
         width = max(len(self.engine.encode(c)) for c in contexts)
-        rows = [b for b in range(len(contexts)) if b % group.world == group.rank]
+        rows = sharding.process_rows(len(contexts), site.ranks, group.world, group.rank)
         texts, forced = [], []
         if rows:
             got = self.engine.generate(arm, [contexts[b] for b in rows], until, max_toks, pad_to=width,
-                                       row_ranks=[b % site.ranks for b in rows],
+                                       row_ranks=sharding.row_ranks(rows, site.ranks),
                                        continuations=None if conts is None else [conts[b] for b in rows])
             texts, forced = (got, []) if conts is None else got
         gathered = dict(kv for part in group.all_gather(list(zip(rows, texts))) for kv in part)

@@ -1,11 +1,11 @@
 """Real ranks for the A/B: a torch.distributed process group (gloo on CPU, NCCL on GPUs).
 
 The A/B's sharding has ``LOGICAL_RANKS`` (8) ranks, as DEP8/TEP8 have. With ``N`` real processes
-(``N`` divides 8), process ``p`` hosts logical ranks ``p, p + N, ...`` (DEP: the requests of batch
-rows ``b`` with ``b % N == p``) or the contiguous block ``p * 8/N ... (p + 1) * 8/N - 1`` (TEP: the
-``o_a_proj`` groups and attention heads of those ranks). Every process runs the same lm-eval call
-in lockstep; rank 0's prompts are authoritative (broadcast to all), rank 0 gathers the per-sample
-results and alone writes the run directory and the report.
+(``N`` divides 8), process ``p`` hosts some of the logical ranks by the rules of
+:mod:`accval.site.sharding` (DEP: every N-th rank, and so the requests of those ranks' batch rows;
+TEP: a contiguous block of ranks, and so their ``o_a_proj`` groups and attention heads). Every
+process runs the same lm-eval call in lockstep; rank 0's prompts are authoritative (broadcast to
+all), rank 0 gathers the per-sample results and alone writes the run directory and the report.
 
 Launch with ``accval gsm8k --ranks N`` (spawns N processes) or under ``torchrun --nproc-per-node N``.
 """
@@ -41,13 +41,6 @@ class Group:
     @property
     def root(self) -> bool:
         return self.rank == 0
-
-    def logical_ranks(self, kind: str) -> list[int]:
-        """The logical ranks this process hosts (see the module docstring)."""
-        per = LOGICAL_RANKS // self.world
-        if kind == "tep":
-            return list(range(self.rank * per, (self.rank + 1) * per))
-        return list(range(self.rank, LOGICAL_RANKS, self.world))
 
     def broadcast(self, obj):
         box = [obj if self.root else None]

@@ -19,7 +19,7 @@ pytest.importorskip("transformers.models.deepseek_v4")
 
 from accval.gsm8k.engine import Engine  # noqa: E402
 from accval.model import builtin  # noqa: E402
-from accval.model.site import Arm  # noqa: E402
+from accval.site import Arm  # noqa: E402
 
 A = Arm("A", "bf16-fallback")
 B = Arm("B", "fp8-chain", "torch")

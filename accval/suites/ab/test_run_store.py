@@ -100,7 +100,7 @@ def test_a_resumed_batch_that_was_not_committed_is_redone(tmp_path):
     """The paired pass treats a question as missing until its batch's commit record is on disk, even
     when both arms' generations and its agreement row are there."""
     from accval.gsm8k.lm import ArmLM, Partner
-    from accval.model.site import Arm
+    from accval.site import Arm
 
     stores = {n: SampleStore(tmp_path / f"generations-{n}.jsonl") for n in "AB"}
     agreement, commits = AgreementStore(tmp_path / "agreement.jsonl"), CommitLog(tmp_path / "commits.jsonl")

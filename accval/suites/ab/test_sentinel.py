@@ -93,7 +93,7 @@ def test_shipped_sentinel_answers_held_out_questions():
 
     from accval.gsm8k.engine import Engine
     from accval.model import builtin
-    from accval.model.site import Arm
+    from accval.site import Arm
 
     loaded = builtin.load("sentinel")
     assert loaded.model_id == "sentinel" and "trained" in loaded.description

@@ -11,7 +11,7 @@ pytest.importorskip("transformers.models.deepseek_v4")
 
 from accval import stats  # noqa: E402
 from accval.model import builtin  # noqa: E402
-from accval.model.site import Arm, OAProjSite  # noqa: E402
+from accval.site import Arm, OAProjSite  # noqa: E402
 
 A = Arm("A", "bf16-fallback")
 B = Arm("B", "fp8-chain", "torch")
@@ -193,7 +193,7 @@ def test_fp32_matmul_attention_is_eager_up_to_summation_order(s, kind):
     within one bf16 ulp of each row's scale and 99.9% bit-equal."""
     from transformers.models.deepseek_v4 import modeling_deepseek_v4 as hf
 
-    from accval.model.site import QUERY_CHUNK, fp32_matmul_eager_attention
+    from accval.site import QUERY_CHUNK, fp32_matmul_eager_attention
 
     gen = torch.Generator().manual_seed(0)
     b, h, d = 2, 4, 64
@@ -222,7 +222,7 @@ def test_fp32_matmul_attention_is_eager_up_to_summation_order(s, kind):
 def test_fp32_matmul_linear_is_bf16_linear_up_to_summation_order():
     """A bf16 ``nn.Linear`` as an fp32 matmul of the same bf16 values, rounded once: within one bf16
     ulp of each output and mostly bit-equal to the bf16 layer; its fp32 weight follows weight changes."""
-    from accval.model.site import fp32_matmul_linear
+    from accval.site import fp32_matmul_linear
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(512, 384, bias=True).to(torch.bfloat16)
@@ -246,8 +246,8 @@ def test_fp32_matmul_model_follows_the_model():
     """Through the whole sentinel (trained, so its choices are clear), ``matmul="fp32"`` (attention and
     every linear layer) predicts the same next token as the model's own bf16 arithmetic at >= 99% of
     the positions of six gsm8k-format problems; every linear layer runs it."""
-    from accval.model.site import fp32_matmul_linear
     from accval.sentinel import problems
+    from accval.site import fp32_matmul_linear
 
     sentinel = builtin.load("sentinel")
     text = "".join(f"Question: {p.question}\nAnswer: {p.answer}\n\n" for p in (problems.make("test", 0, i) for i in range(6)))
@@ -270,7 +270,7 @@ def test_fp32_matmuls_mode_rounds_like_bf16_and_keeps_only_weights():
     bf16, within one bf16 ulp of the bf16 kernel; fp32 copies are kept for parameters only."""
     import torch.nn.functional as F
 
-    from accval.model.site import Fp32Matmuls
+    from accval.site import Fp32Matmuls
 
     if not hasattr(F, "grouped_mm"):
         pytest.skip("this torch has no F.grouped_mm")

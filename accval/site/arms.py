@@ -1,0 +1,179 @@
+"""The A/B's arms: what computes the ``o_a_proj`` site, and what ran there.
+
+* ``bf16-fallback`` (arm A): :func:`kernels.o_a_proj_bf16_fallback`, inverse RoPE in bf16 and a bf16 bmm
+  against the dequantized FP8 weight;
+* ``fp8-chain`` (arm B): :func:`kernels.o_a_proj_fp8_chain` (:func:`fp8_chain`), the producer, a
+  contract check of its buffers, then the consumer run as engines run it, on a chain backend of
+  :data:`kernels.CHAIN_BACKENDS`, optionally with plugged implementations or a catalog mutant;
+* ``native``: the model's own code path, for the test that proves the site's replacement faithful.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable
+
+import kernels
+from kernels.validation import contract_problems
+
+PATHS = ("native", "bf16-fallback", "fp8-chain")
+_CONSUMER_IMPL = {"triton": "triton", "torch": "torch", "emulated": "emulated"}
+
+
+class UnknownBackend(ValueError):
+    """An ``fp8-chain`` arm named a backend outside :data:`kernels.CHAIN_BACKENDS` (``.choices``, ``.got``),
+    so a command line can say which option to fix."""
+
+    def __init__(self, arm: str, got):
+        self.choices, self.got = sorted(kernels.CHAIN_BACKENDS), got
+        super().__init__(f"arm {arm}: backend expected one of {self.choices}, got {got!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of the A/B: what computes the ``o_a_proj`` site (a path of :data:`PATHS`) and, for the
+    FP8 chain, on which backend and with which plugged implementations or catalog mutant. Invalid
+    combinations raise ValueError here, once, whoever builds the arm (the A/B, the server, a test)."""
+
+    name: str  # "A" or "B"
+    path: str  # one of PATHS
+    backend: str | None = None  # chain backend for fp8-chain
+    inject: str | None = None  # catalog mutant id applied to this arm
+    #: plugged implementations (names for accval.implementations' registries) replacing the backend's
+    producer: str | None = None
+    consumer: str | None = None
+
+    def __post_init__(self):
+        if self.path not in PATHS:
+            raise ValueError(f"arm {self.name}: path expected one of {PATHS}, got {self.path!r}")
+        if self.path == "fp8-chain" and self.backend not in kernels.CHAIN_BACKENDS:
+            raise UnknownBackend(self.name, self.backend)
+        if (self.inject or self.producer or self.consumer) and self.path != "fp8-chain":
+            raise ValueError(f"arm {self.name}: --inject, --producer and --consumer apply to the FP8 chain, not to {self.path!r}")
+
+    def implementations(self):
+        """``(producer, consumer)``: the plugged implementations (``accval.implementations`` wrappers) or
+        None for the backend's own; ValueError when a name is unknown or the two read different recipes."""
+        from accval.implementations import CONSUMERS, PRODUCERS, PluginError
+
+        try:
+            prod = PRODUCERS.get(self.producer) if self.producer else None
+            cons = CONSUMERS.get(self.consumer) if self.consumer else None
+        except KeyError as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        except PluginError as e:
+            raise ValueError(str(e)) from None
+        recipe = prod.recipe.name if prod is not None else "fp32-div"
+        if cons is not None and not cons.reads(recipe):
+            raise ValueError(f"--consumer {cons.name} reads {', '.join(cons.recipes)} scales; the producer "
+                             f"({prod.name if prod else 'accval'}) writes {recipe}")
+        if prod is not None and cons is None and prod.recipe.packed:
+            raise ValueError(f"--producer {prod.name} writes {recipe} scales, which accval's consumers do not read; "
+                             f"add --consumer reference (the math reference reads every recipe)")
+        return prod, cons
+
+    def describe(self) -> str:
+        if self.path != "fp8-chain":
+            return self.path
+        plugged = ", ".join(f"{k}={v}" for k, v in (("producer", self.producer), ("consumer", self.consumer)) if v)
+        return (f"fp8-chain[{self.backend}" + (f"; {plugged}" if plugged else "") + "]"
+                + (f" + mutant {self.inject}" if self.inject else ""))
+
+
+@dataclasses.dataclass
+class SiteStats:
+    """What ran at the site for one arm: calls, token counts per call (M), provenance, contract."""
+
+    calls: int = 0
+    tokens: int = 0
+    m_counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    ran: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # "op:impl" -> calls
+    contract_violations: int = 0
+    first_violation: str | None = None
+    provenance_problems: list[str] = dataclasses.field(default_factory=list)
+
+    def state(self) -> dict:
+        """Everything, for a resumed run to continue counting (:meth:`from_state`)."""
+        return {"calls": self.calls, "tokens": self.tokens, "m_counts": {str(k): v for k, v in self.m_counts.items()},
+                "ran": dict(self.ran), "contract_violations": self.contract_violations,
+                "first_violation": self.first_violation, "provenance_problems": list(self.provenance_problems)}
+
+    @classmethod
+    def from_state(cls, d: dict) -> "SiteStats":
+        return cls(calls=d["calls"], tokens=d["tokens"], m_counts=collections.Counter({int(k): v for k, v in d["m_counts"].items()}),
+                   ran=collections.Counter(d["ran"]), contract_violations=d["contract_violations"],
+                   first_violation=d["first_violation"], provenance_problems=list(d["provenance_problems"]))
+
+    @classmethod
+    def merged(cls, states: list[dict]) -> "SiteStats":
+        """The sum of several processes' (or a resumed run's and this run's) counts."""
+        out = cls()
+        for d in states:
+            part = cls.from_state(d)
+            out.calls += part.calls
+            out.tokens += part.tokens
+            out.m_counts.update(part.m_counts)
+            out.ran.update(part.ran)
+            out.contract_violations += part.contract_violations
+            out.first_violation = out.first_violation or part.first_violation
+            for msg in part.provenance_problems:
+                if msg not in out.provenance_problems and len(out.provenance_problems) < 5:
+                    out.provenance_problems.append(msg)
+        return out
+
+    def to_json(self) -> dict:
+        ms = sorted(self.m_counts)
+        return {
+            "calls": self.calls, "tokens": self.tokens,
+            "m_min": ms[0] if ms else None, "m_max": ms[-1] if ms else None, "distinct_m": len(ms),
+            "calls_m_ge_1024": sum(c for m, c in self.m_counts.items() if m >= 1024),
+            "calls_m_not_multiple_of_4": sum(c for m, c in self.m_counts.items() if m % 4),
+            "ran": dict(sorted(self.ran.items())),
+            "contract_violations": self.contract_violations, "first_violation": self.first_violation,
+            "provenance_problems": list(self.provenance_problems),
+        }
+
+
+def fp8_chain(arm: Arm, stats: Callable[[], SiteStats]):
+    """Arm B: :func:`kernels.o_a_proj_fp8_chain` (the function the kernel suite tests) with the arm's
+    backend, plugged implementations or catalog mutant, run as engines run it (the consumer trusts
+    the producer's layout), counting contract violations between the two in ``stats()`` (the stats of
+    the arm now running). ``(fn, expected)``: the site's per-call function and the implementation each
+    op must report (:mod:`kernels.provenance`)."""
+    from accval import mutants
+
+    produce, consumer_backend = kernels.CHAIN_BACKENDS[arm.backend]
+    expected = {"producer": "torch-reference" if produce is kernels.inv_rope_fp8_quant_ref else "triton",
+                "consumer": _CONSUMER_IMPL[consumer_backend]}
+    prod, cons = arm.implementations()
+    producer = consumer = None
+    if prod is not None:
+        producer = prod
+        expected["producer"] = prod.expected_impl
+    if cons is not None:
+        consumer = cons
+        expected["consumer"] = cons.expected_impl
+    if arm.inject:
+        role, fn = mutants.for_chain(arm.inject, arm.backend)
+        if role == "producer":
+            producer = fn
+        else:
+            consumer = fn
+        expected[role] = getattr(fn, "accval_expected_impl", None)
+    expected = {op: impl for op, impl in expected.items() if impl}
+
+    def chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope):
+        m, k = o.shape[0], hpg * o.shape[2]
+
+        def count(fp8, scale):
+            problems = contract_problems(fp8, scale, n_groups, m, k)
+            if problems:
+                stats().contract_violations += 1
+                stats().first_violation = stats().first_violation or f"M={m}: {problems[0]}"
+
+        return kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
+                                          is_neox=False, backend=arm.backend, check_contract=False,
+                                          producer=producer, consumer=consumer, inspect=count)
+
+    return chain, expected
