@@ -158,7 +158,7 @@ def _plan(settings, out: Path) -> str:
     else:
         from .gsm8k.ab import arms_for
 
-        arms = ", ".join(f"{name} {arm.describe()}" for name, arm in arms_for(settings).items())
+        arms = ", ".join(f"{name} {arm.describe()}" for name, arm in arms_for(settings.resolved()).items())
     procs = "the servers' ranks" if settings.endpoint_a else (
         f"8 {settings.mode[:3].upper()} ranks in {settings.ranks or 1} process(es)")
     where = "" if settings.endpoint_a else f", {settings.device}, model {settings.model}, matmul {settings.matmul}"

@@ -88,7 +88,7 @@ def _bench_kind(path: Path, data: dict) -> str:
     """``run`` (an ``accval bench`` run with its targets), or what the file is; an unknown layout raises."""
     if "kind" in data:
         return str(data["kind"])
-    if "variants" in data:
+    if "variants" in data or {"device", "timings"} <= set(data) or {"device", "correctness"} <= set(data):  # probe scripts
         return "probe"
     if data.get("schema") == 1 and "rows" in data and "copy_ceiling_tb_per_s" in data:
         return "run"
@@ -133,7 +133,8 @@ def bench_section(reports: Path, page: Path) -> list[str]:
     if others:
         out += ["", "Other benchmark files:", ""]
         out += [f"- {_link(p, page, p.name)}: {kind}, {d['device']}"
-                + (f", {d['date']}" if "date" in d else "") + f", {len(d['rows'])} rows" for p, d, kind in others]
+                + (f", {d['date']}" if "date" in d else "") + (f", {len(d['rows'])} rows" if "rows" in d else "")
+            for p, d, kind in others]
     return out
 
 

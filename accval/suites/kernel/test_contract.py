@@ -36,12 +36,16 @@ def test_layout_contract(producer, device, case, accval_record):
     contiguous fp32 ([G, ceil(K/512), pad4(M)] int32 for ue8m0-packed) and their rows M..pad4(M)-1 are
     exactly zero (new memory is NaN-poisoned first); an mgk-view producer's views lie over exactly
     these buffers; the inputs o, positions and cos_sin_cache are left unchanged."""
+    accval_record("cover", **check_layout_case(producer, case, device))
+
+
+def check_layout_case(producer, case: ProducerCase, device) -> dict:
+    """The layout property for one case; returns what was covered (layout, head_dim, rope_dim)."""
     case = fit(producer, case)
     o, pos, cache = make_inputs(case, device)
     before = [t.clone() for t in (o, pos, cache)]
     fp8, scale = _poisoned(lambda: producer(*case.args(o, pos, cache), is_neox=case.is_neox,
                                             block_tokens_m=case.block_tokens_m))
-    accval_record("cover", layout="neox" if case.is_neox else "gptj", head_dim=case.head_dim, rope_dim=case.rope_dim)
     k = case.heads_per_group * case.head_dim
     ctx = f"{case} producer={producer.name} recipe={producer.recipe.name}"
     check_layout(fp8, scale, case.n_groups, case.m, k, ctx, producer.recipe)
@@ -51,6 +55,7 @@ def test_layout_contract(producer, device, case, accval_record):
         assert torch.isfinite(scale).all(), f"non-finite scales (unwritten rows?); {ctx}"
     for name, old, new in zip(("o", "positions", "cos_sin_cache"), before, (o, pos, cache)):
         assert torch.equal(old, new), f"the producer wrote into its input {name}; {ctx}"
+    return dict(layout="neox" if case.is_neox else "gptj", head_dim=case.head_dim, rope_dim=case.rope_dim)
 
 
 GUARD = 4096
