@@ -328,34 +328,48 @@ def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
 
 def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
     if a.device.type != "cuda":
-        raise RuntimeError(
-            f"fp8_block_bmm backend='torch' needs CUDA (torch._scaled_mm blockwise FP8 is GPU only); got tensors on {a.device}"
+        raise ValueError(
+            f"backend='torch': expected CUDA tensors (torch._scaled_mm blockwise FP8 is GPU only), got tensors on {a.device}"
         )
     if m == 0:  # nothing to multiply; _scaled_mm rejects an empty scale_a
-        provenance.record("consumer", "torch", "torch-cuda", per_group_calls=0, padded_rows=0)
+        provenance.record("consumer", "torch", "torch-cuda", per_group_calls=0, padded_rows=0, padded_k=0)
         return
     # _scaled_mm's 1x128 x 128x128 recipe wants scale_a [M, K/128] outer-dim-major with stride(1) == M
     # exactly, and reads a [1, K/128] scale_a as the 128x128 recipe. When M % 4 != 0 (or M == 1) the
     # rows are padded to pad4(M) (at least 4) with zeros, matching the scale buffer's zero rows.
     mp = max(pad4(m), 4) if m % 4 or m == 1 else m
+    # cuBLASLt reads 128x128 block scales with a leading dimension of whole groups of 4 K-blocks; torch
+    # 2.11 lets a [N/128, K/128] scale with K/128 % 4 != 0 through and the product reads past it (wrong
+    # columns at K=128/N=256 on an H200, or CUBLAS_STATUS_NOT_SUPPORTED). K is padded to a multiple of
+    # 512 with zero codes (and unit scales) on both sides, which adds exactly nothing to the sums.
+    kb, sm = k // QUANT_BLOCK, pad4(m)
+    kbp = cdiv(kb, 4) * 4
+    kp = kbp * QUANT_BLOCK
     # what the Triton kernel dereferences, whatever the tensors' strides: dense [G, M, K] and
     # [G, K/128, pad4(M)] from the buffers' start (the raw consumer trusts the contract's layout)
-    kb, sm = k // QUANT_BLOCK, pad4(m)
     a = a.as_strided((g, m, k), (m * k, k, 1), a.storage_offset())
     a_scale = a_scale.as_strided((g, kb, sm), (kb * sm, sm, 1), a_scale.storage_offset())
     for i in range(g):
-        a_i = a[i]
-        if mp != m:
-            a_i = torch.zeros((mp, k), dtype=a.dtype, device=a.device)
-            a_i[:m] = a[i]
+        a_i, b_i = a[i], b[i]
+        if mp != m or kp != k:
+            a_i = torch.zeros((mp, kp), dtype=a.dtype, device=a.device)
+            a_i[:m, :k] = a[i]
+        if kp != k:
+            b_i = torch.zeros((n, kp), dtype=b.dtype, device=b.device)
+            b_i[:, :k] = b[i]
         s_a = a_scale[i].t()
-        if s_a.shape[0] != mp:
-            s_a = torch.zeros((k // QUANT_BLOCK, mp), dtype=torch.float32, device=a.device)
-            s_a[:, :m] = a_scale[i][:, :m]
+        if s_a.shape[0] != mp or kp != k:
+            s_a = torch.ones((kbp, mp), dtype=torch.float32, device=a.device)
+            s_a[:kb, :m] = a_scale[i][:, :m]
+            s_a[:, m:] = 0
             s_a = s_a.t()
-        res = torch._scaled_mm(a_i, b[i].t(), scale_a=s_a, scale_b=b_scale[i].contiguous().t(), out_dtype=torch.bfloat16)
+        s_b = b_scale[i]
+        if kp != k:
+            s_b = torch.ones((n // WEIGHT_BLOCK, kbp), dtype=torch.float32, device=b.device)
+            s_b[:, :kb] = b_scale[i]
+        res = torch._scaled_mm(a_i, b_i.t(), scale_a=s_a, scale_b=s_b.contiguous().t(), out_dtype=torch.bfloat16)
         out[i].copy_(res[:m])
-    provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g, padded_rows=mp - m)
+    provenance.record("consumer", "torch", "torch-cuda", per_group_calls=g, padded_rows=mp - m, padded_k=kp - k)
 
 
 @functools.lru_cache(maxsize=None)

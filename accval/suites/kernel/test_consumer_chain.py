@@ -62,6 +62,8 @@ def activation_scales(fmt: str, g: int, k: int, m: int, gen: torch.Generator) ->
 @given(c=consumer_cases())
 @example(c=dict(g=2, m=1500 % 256, n=128, k=256, seed=1))
 @example(c=dict(g=1, m=5, n=128, k=640, seed=2))  # 5 k-blocks: a packed word holding one block
+@example(c=dict(g=1, m=3, n=256, k=128, seed=3))  # K/128 % 4 != 0 with two weight-block rows: torch._scaled_mm
+@example(c=dict(g=2, m=8, n=256, k=384, seed=4))  # read its 128x128 scales past the end, or refused (H200)
 def test_consumer_matches_math_reference(consumer, device, c, scale_format):
     """For any G, M, N, K and each scale storage the consumer reads: |out - ref| <= 2**-8 |ref| (bf16
     output) + 2**-9 (|A| @ |B|) (block accumulation), ref = dequantized float64 bmm. Scale padding

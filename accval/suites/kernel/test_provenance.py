@@ -71,7 +71,7 @@ def test_dispatch_is_recorded(device, m, btm, kernel):
 def test_torch_backend_on_cpu_raises():
     """backend='torch' (torch._scaled_mm) on CPU tensors is an error, not a fallback."""
     args = _consumer_inputs(torch.device("cpu"))
-    with pytest.raises(RuntimeError, match="needs CUDA"):
+    with pytest.raises(ValueError, match="expected CUDA tensors"):
         kernels.fp8_block_bmm(*args, backend="torch")
 
 
