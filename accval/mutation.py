@@ -26,12 +26,17 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 #: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
 KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", "test_consumer_chain.py",
                 "test_producer.py", "test_fp8_rounding.py", "test_gpu_large.py")
-#: The suite's core properties, run before everything else in a mutant run (``-x`` stops at the first
-#: failure): what ran, the whole chain against the math reference (any numeric drift fails it on its
-#: first examples), fake vs real, the buffer contract, the consumer alone. The rest of the suite still
-#: runs whenever these pass.
-CORE_FIRST = ("test_consumer_records_what_ran_or_raises", "test_chain_matches_math_reference", "test_fake_matches_real",
-              "test_layout_contract", "test_consumer_matches_math_reference")
+#: The suite's core properties for each role, run before everything else in a mutant run (``-x`` stops
+#: at the first failure); the rest of the suite still runs whenever these pass. A producer meets its
+#: recipe's mirror bit for bit first (exact producers: any rounding change fails on the first example),
+#: then fake vs real, the buffer contract and the chain against the math reference; a consumer states
+#: what ran, then meets the chain and the consumer properties.
+CORE_FIRST = {
+    "producer": ("test_producer_matches_mirror_reference", "test_fake_matches_real", "test_layout_contract",
+                 "test_chain_matches_math_reference"),
+    "consumer": ("test_consumer_records_what_ran_or_raises", "test_chain_matches_math_reference",
+                 "test_consumer_matches_math_reference", "test_fake_matches_real"),
+}
 
 
 @dataclasses.dataclass
@@ -69,7 +74,7 @@ def run_suite(suite: str, mutant_id: str, gpu: bool, jobs: int = 1) -> Outcome:
         cmd = [sys.executable, "-m", "pytest", *files, "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
                f"--{m.role}", f"mutant:{m.id}"]
         env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE=os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"),
-                               **{NO_SHRINK: "1", TESTS_FIRST: ",".join(CORE_FIRST)}, **threads_env(jobs))
+                               **{NO_SHRINK: "1", TESTS_FIRST: ",".join(CORE_FIRST[m.role])}, **threads_env(jobs))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - t0
