@@ -21,7 +21,7 @@ NO_SHRINK = "ACCVAL_HYPOTHESIS_NO_SHRINK"
 PROFILES = {
     "cpu": dict(max_examples=10, deadline=None, derandomize=True, print_blob=True, max_m=200, skip_slow_cpu=True),
     "gpu": dict(max_examples=60, deadline=None, max_m=4096),
-    "ci": dict(max_examples=30, deadline=None, derandomize=True, print_blob=True, max_m=260, skip_slow_cpu=True),
+    "ci": dict(max_examples=20, deadline=None, derandomize=True, print_blob=True, max_m=260, skip_slow_cpu=True),
     "nightly": dict(max_examples=400, deadline=None, max_m=9000),
     # a quick look at a plugged implementation (CI runs each example producer under it)
     "smoke": dict(max_examples=6, deadline=None, derandomize=True, print_blob=True, max_m=64, skip_slow_cpu=True),

@@ -20,7 +20,7 @@ from kernels.reference import (
     inverse_rope_math_ref,
 )
 
-from .cases import ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight
+from .cases import CHAIN_CPU_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
 
 
@@ -137,7 +137,7 @@ def test_chain_matches_math_reference(chain_pair, device, case, accval_record):
     check_chain(producer, consumer, case, device, record=accval_record)
 
 
-@pytest.mark.parametrize("m", explicit_sizes())
+@pytest.mark.parametrize("m", explicit_sizes(cpu_sizes=CHAIN_CPU_SIZES))
 def test_chain_explicit_sizes(chain_pair, device, m, accval_record):
     """The chain at the pull request's sizes and every awkward size, automatic dispatch."""
     producer, consumer = chain_pair
