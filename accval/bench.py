@@ -31,10 +31,9 @@ DSV4_PRO = dict(heads_per_group=16, head_dim=512, rope_dim=64, o_lora_rank=1024)
 SHAPES = {"dep8": 8, "tep8": 1}  # n_groups per rank
 #: RoPE layouts: name -> is_neox
 LAYOUTS = {"neox": True, "gptj": False}
-#: The upstream-style producer's warps (``kernels.baselines``): 1 was the fastest of 1, 2, 4 and 8 at
-#: every M and both shapes and layouts on an H200 (reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json,
-#: scripts/producer_probe.py: dep8 M=8192 GPT-J 640 us with 1 warp). The bench runs of 2026-12-02
-#: (reports/bench/NVIDIA_H200-2026-12-02-run*.json) ran it with 4 warps, a slower baseline (1313 us there).
+#: The upstream-style producer's warps (``kernels.baselines``): the fastest of 1, 2, 4 and 8 at every M
+#: and both shapes and layouts on an H200 (scripts/producer_probe.py;
+#: reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json), so the baseline is its best self.
 UPSTREAM_STYLE_WARPS = 1
 
 
@@ -128,10 +127,10 @@ def warm_up_clocks(seconds: float = 1.0) -> None:
         torch.cuda.synchronize()
 
 
-#: Copy sizes (MiB) the ceiling is measured at: the best over them. On an H200 the 256 MiB copy ran at
-#: 4.12 TB/s, the 512 MiB and 1 GiB ones at 2.73 and 2.75 (reports/bench/NVIDIA_H200-2026-11-28-090037.json;
-#: power-of-two sizes put source and destination on the same memory channels, it seems). Reports before
-#: 2026-11-28 09:00 measured 1 GiB only, so their "% of copy ceiling" is overstated (the H100's 108%).
+#: Copy sizes (MiB) the ceiling is measured at: the best over them. One size is not enough: on an H200
+#: the 256 MiB copy ran about 1.5x faster than the 512 MiB and 1 GiB ones
+#: (reports/bench/NVIDIA_H200-2026-11-28-090037.json; power-of-two sizes put source and destination on
+#: the same memory channels, it seems).
 COPY_CEILING_MIB = (256, 512, 1024)
 
 
@@ -346,7 +345,7 @@ def run(ops=("producer", "consumer", "chain"), ms=(64, 256, 1024, 1500, 2048, 40
 
 
 def _layout(r: dict) -> str:
-    """A row's RoPE layout; producer and chain rows of reports before layouts were measured are NEOX."""
+    """A row's RoPE layout; a producer or chain row that records none (an older report) is NEOX."""
     return r.get("layout") or ("neox" if r["op"] != "consumer" else "")
 
 
@@ -423,7 +422,7 @@ def targets(result: dict) -> list[dict]:
 
 def _ceiling_how(result: dict) -> str:
     by = result.get("copy_tb_per_s_by_mib")
-    if not by:  # reports before the ceiling was measured at several sizes
+    if not by:  # an older report: the ceiling of one 1 GiB copy
         return "read + write of 1 GiB"
     return "best read + write over copies of " + ", ".join(f"{k} MiB ({v:.2f})" for k, v in by.items())
 

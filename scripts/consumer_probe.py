@@ -30,7 +30,7 @@ SCALED = "acc += tl.dot(a, b) * (a_s * b_s)[:, None]"
 #: name -> (what it changes, [(old, new), ...])
 VARIANTS = {
     "shipped": ("nothing: acc += dot * (a_s * b_s), the two scales multiplied first (one multiply-add per element)", []),
-    "two-scales": ("the order before 2026-11-28: acc += (dot * a_s) * b_s (two multiplies per element; other rounding)",
+    "two-scales": ("the other order: acc += (dot * a_s) * b_s (two multiplies per element; other rounding)",
                    [(SCALED, "acc += tl.dot(a, b) * a_s[:, None] * b_s")]),
     "no-scale": ("no scaling at all: acc += dot (wrong output; what the scaling costs)", [(SCALED, "acc += tl.dot(a, b)")]),
 }

@@ -4,9 +4,9 @@ One call does everything a tuning round needs (the device is lent by the minute)
   1. correctness on the GPU: the shipped producer against the mirror reference, bit for bit, in
      both layouts (DSv4-Pro shapes, awkward M, forced token blocks), blocks holding NaN/+Inf/-Inf,
      positions read through a stride; and the upstream-style baseline's distance from it;
-  2. times (CUDA-graph medians) per shape, layout and M: the producer before the GPT-J rewrite
-     (``--before FILE``: that version of ``kernels/inv_rope_fp8_quant.py``, e.g.
-     ``git show 489e5c0:kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
+  2. times (CUDA-graph medians) per shape, layout and M: another version of the producer
+     (``--before FILE``: a ``kernels/inv_rope_fp8_quant.py``, e.g. from
+     ``git show REV:kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
      candidate launches, the upstream-style kernel (``kernels.baselines``) at 1/2/4/8 warps, and a
      device copy of the same bytes;
   3. the host path at M=64: each step of a call timed on its own (host clock, no sync) and the
