@@ -106,17 +106,17 @@ def _cmd_mutants(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from . import bench
+    from .bench import render, rows, sweep
 
     ops = args.ops or (("producer", "consumer") if args.sweep else BENCH_OPS)
     ms, shapes, layouts = args.m, args.shapes, args.layouts
     if args.sweep:
-        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
-        print(bench.sweep_summary(result))
+        result = sweep.run(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
+        print(sweep.summary(result))
         return 0
-    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts, reps_ms=args.reps_ms,
-                       with_compiled=args.with_compiled)
-    print(bench.to_markdown(result))
+    result = rows.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts, reps_ms=args.reps_ms,
+                      with_compiled=args.with_compiled)
+    print(render.to_markdown(result))
     return 0
 
 
