@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="run directory (default: runs/gsm8k/<timestamp>-<mode> under the current directory, "
                    "or under $ACCVAL_RUNS_DIR)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out (needs --out)")
-    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bar, no ETA")
     g.set_defaults(fn=_cmd_gsm8k)
     v = _sub(sub, "serve", "serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1",
              "Serve arm A or B of the A/B as /v1/completions on 127.0.0.1, for accval gsm8k --endpoint-a/-b "

@@ -419,28 +419,35 @@ def _questions_from(data_dir: Path | None) -> str:
 
 class _NumFewshotOnce(logging.Filter):
     """lm-eval warns "Overwriting default num_fewshot of gsm8k from 5 to 5" at every ``simple_evaluate``
-    (twice per run, in every process); say a real change once, and nothing when the value is the same."""
+    (twice per run, in every process); say a real change once, in one process (``speak``: the one
+    that reports), and nothing when the value is the same."""
 
     MESSAGE = "Overwriting default num_fewshot of %s from %s to %s"
 
-    def __init__(self):
+    def __init__(self, speak: bool = True):
         super().__init__()
         self.seen: set = set()
+        self.speak = speak
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != self.MESSAGE or not isinstance(record.args, tuple) or len(record.args) != 3:
             return True
         _task, old, new = record.args
-        if str(old) == str(new) or record.args in self.seen:
+        if not self.speak or str(old) == str(new) or record.args in self.seen:
             return False
         self.seen.add(record.args)
         return True
 
 
-def _quiet_num_fewshot_warning() -> None:
+def _quiet_num_fewshot_warning(speak: bool = True) -> None:
+    """Install :class:`_NumFewshotOnce` on lm-eval's evaluator log (once); ``speak=False`` in the
+    processes whose rank 0 says it."""
     log = logging.getLogger("lm_eval.evaluator")
-    if not any(isinstance(f, _NumFewshotOnce) for f in log.filters):
-        log.addFilter(_NumFewshotOnce())
+    for f in log.filters:
+        if isinstance(f, _NumFewshotOnce):
+            f.speak = speak
+            return
+    log.addFilter(_NumFewshotOnce(speak))
 
 
 def _rank_main(settings: Settings, out: str, progress: bool) -> None:
@@ -556,7 +563,7 @@ def _evaluate(setup: Setup, progress: bool) -> Evaluated:
     pass; Ctrl-C in a single process stops at the next batch boundary)."""
     settings, group = setup.settings, setup.group
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    _quiet_num_fewshot_warning()
+    _quiet_num_fewshot_warning(speak=setup.writes_report)
     if setup.endpoints:
         results, docs = {}, {}
         for name, url in setup.endpoints.items():
