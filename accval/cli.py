@@ -106,17 +106,17 @@ def _cmd_mutants(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from . import bench
+    from .bench import render, rows, sweep
 
     ops = args.ops or (("producer", "consumer") if args.sweep else BENCH_OPS)
     ms, shapes, layouts = args.m, args.shapes, args.layouts
     if args.sweep:
-        result = bench.sweep(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
-        print(bench.sweep_summary(result))
+        result = sweep.run(ms=ms, shapes=shapes, ops=ops, out_dir=Path(args.out), layouts=layouts)
+        print(sweep.summary(result))
         return 0
-    result = bench.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts, reps_ms=args.reps_ms,
-                       with_compiled=args.with_compiled)
-    print(bench.to_markdown(result))
+    result = rows.run(ops=ops, ms=ms, shapes=shapes, out_dir=Path(args.out), layouts=layouts, reps_ms=args.reps_ms,
+                      with_compiled=args.with_compiled)
+    print(render.to_markdown(result))
     return 0
 
 
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="run directory (default: runs/gsm8k/<timestamp>-<mode> under the current directory, "
                    "or under $ACCVAL_RUNS_DIR)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out (needs --out)")
-    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bar, no ETA")
     g.set_defaults(fn=_cmd_gsm8k)
     v = _sub(sub, "serve", "serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1",
              "Serve arm A or B of the A/B as /v1/completions on 127.0.0.1, for accval gsm8k --endpoint-a/-b "

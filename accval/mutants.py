@@ -122,7 +122,8 @@ def pad_rows_not_zeroed(o, positions, cos_sin_cache, n_groups, heads_per_group, 
 
 @_mutant("int32-index", "producer",
          "token * stride computed in int32: overflows past 2**31 elements (M > 32768 at DSv4 shape)",
-         "DOMAIN.md catalog: illegal memory access at long prefill; invisible at small test sizes", gpu_only=True)
+         "illegal memory access at long prefill (token * stride past 2**31 elements); invisible at small test sizes",
+         gpu_only=True)
 def int32_index(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                 is_neox=True, *, block_tokens_m=None):
     return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
@@ -178,7 +179,7 @@ def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim
 
 @_mutant("fake-shape", "producer",
          "the fake (meta) implementation still pads scales to max(BTM, 4) after the real one was fixed",
-         "DOMAIN.md catalog: shape mismatch under torch.compile / CUDA graph capture; no opcheck of fake vs real")
+         "torch.compile / CUDA-graph capture: the fake's shape disagrees with the real output; no opcheck compared them")
 def fake_shape(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                is_neox=True, *, block_tokens_m=None):
     validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,

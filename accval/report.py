@@ -114,7 +114,7 @@ def _device(dev: dict) -> str:
 
 
 def _matmul(settings: dict) -> str:
-    """How the model's own matmuls ran (reports before ``--matmul`` recorded only the attention's)."""
+    """How the model's own matmuls ran (a report without ``settings.matmul`` recorded only the attention's)."""
     if "matmul" in settings:
         return f"model matmuls {settings['matmul']}"
     return f"attention {settings.get('attention', 'model')}"

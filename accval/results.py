@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import report as report_mod
+from .bench import targets as bench_targets
 
 TITLE = "# Results"
 
@@ -101,8 +102,6 @@ def bench_section(reports: Path, page: Path) -> list[str]:
     files = sorted((reports / "bench").glob("*.json"))
     if not files:
         return []
-    from .bench import targets  # imports torch and the kernels: only when there are benchmarks to read
-
     runs: dict[str, list[tuple[Path, dict]]] = {}
     others = []
     for path in files:
@@ -117,7 +116,7 @@ def bench_section(reports: Path, page: Path) -> list[str]:
            "run (its JSON, Markdown and PNG beside it hold every row)."]
     for card in sorted(runs):
         cols = sorted(runs[card], key=lambda x: (x[1]["date"], x[0].name))
-        met = [{t["target"]: t for t in targets(data)} for _, data in cols]
+        met = [{t["target"]: t for t in bench_targets.evaluate(data)} for _, data in cols]
         names = list(dict.fromkeys(name for m in met for name in m))
         out += ["", f"### {card}", "",
                 "| target | wanted | " + " | ".join(_link(p, page, p.stem.replace(card.replace(" ", "_") + "-", ""))

@@ -1,12 +1,12 @@
 """An upstream-style producer: the shape of kernel engines ship, written here as a benchmark row.
 
-What the field's Triton producers do (DOMAIN.md section 7), written from that description: one
-program per (token, head); the rotation partner loaded with a second gather, at ``offsets ^ 1``
-(GPT-J) or ``offsets +- rope/2`` (NEOX); the scale as a reciprocal multiply ``amax * (1/448)``,
-amax floored at 1e-10; ``x / scale`` with Triton's default (approximate) division; the rotation in
-fp32 without rounding to the input dtype. It writes the producer's buffer contract (``fp8 [G, M, K]``,
-``scale [G, K/128, pad4(M)]`` with zero padding rows) but is NOT bit-exact with the legacy path, so
-nothing but ``accval bench`` calls it; it is not an implementation under test.
+What the Triton producers of serving engines typically do: one program per (token, head); the
+rotation partner loaded with a second gather, at ``offsets ^ 1`` (GPT-J) or ``offsets +- rope/2``
+(NEOX); the scale as a reciprocal multiply ``amax * (1/448)``, amax floored at 1e-10; ``x / scale``
+with Triton's default (approximate) division; the rotation in fp32 without rounding to the input
+dtype. It writes the producer's buffer contract (``fp8 [G, M, K]``, ``scale [G, K/128, pad4(M)]``
+with zero padding rows) but is NOT bit-exact with the legacy path, so nothing but ``accval bench``
+calls it; it is not an implementation under test.
 """
 
 from __future__ import annotations

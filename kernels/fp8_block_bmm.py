@@ -61,9 +61,9 @@ def _fp8_block_bmm_kernel(
     ``[G, K/128, pad4(M)]``: both strides are computed here, not read from the tensors.
 
     Each block's product is scaled by the two scales multiplied first (``a_s * b_s``, one ``[BLOCK_M]``
-    vector per block), so each element takes one multiply-add; ``(dot * a_s) * b_s`` took two and was
-    7-10% slower at M >= 2048 on an H200 (``scripts/consumer_probe.py``; the numbers are in
-    ``CONSUMER_TUNING``). The emulated consumer rounds in the same order.
+    vector per block), so each element takes one multiply-add where ``(dot * a_s) * b_s`` takes two
+    (faster at every launch measured: ``CONSUMER_TUNING``). The emulated consumer rounds in the same
+    order.
 
     ``DEFER_SCALE``: block kb's product is scaled into the accumulator after block kb+1's dot is
     issued, so the tensor cores need not wait for the scaling; the arithmetic and its order are the
@@ -386,8 +386,8 @@ def _fp8_to_double(x: torch.Tensor) -> torch.Tensor:
 class _WeightValues:
     """The float64 values of FP8 weights, kept while the weight tensor lives and is unchanged.
 
-    An engine's weights are constants, and converting them was most of the emulated consumer at
-    small M (the sentinel's decode steps: 8 ranks x 4 layers per token; at M=1, G=8, N=128, K=256 on a
+    An engine's weights are constants, and converting them at every call is most of the emulated
+    consumer's time at small M (the sentinel's decode steps: 8 ranks x 4 layers per token; at M=1, G=8, N=128, K=256 on a
     2-core EPYC a call takes 0.58 ms with the kept values, 1.32 ms converting the weight each time). An entry is found by the
     identity of the tensor that owns the storage (``b`` or the tensor ``b`` is a view of, held by
     a weak reference: a freed tensor's entry goes with it, so a new tensor at the same address never

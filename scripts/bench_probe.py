@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accval import bench  # noqa: E402
+from accval.bench import render, rows, targets  # noqa: E402
 
 
 def main() -> None:
@@ -34,13 +34,13 @@ def main() -> None:
         if results and time.time() - t0 + (time.time() - t0) / len(results) > args.deadline_s:
             print(f"run {i + 1} skipped: it would end past the {args.deadline_s:.0f} s deadline")
             break
-        result = bench.run(reps_ms=args.reps_ms, progress=False)
+        result = rows.run(reps_ms=args.reps_ms, progress=False)
         stem = f"{result['device'].replace(' ', '_')}-{result['date']}-run{i + 1}"
         (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-        (args.out / f"{stem}.md").write_text(bench.to_markdown(result))
+        (args.out / f"{stem}.md").write_text(render.to_markdown(result))
         results.append(result)
         print(f"run {i + 1}: {len(result['rows'])} rows in {time.time() - t0:.0f} s")
-    for t in bench.targets(results[-1]):
+    for t in targets.evaluate(results[-1]):
         print(f"{t['target']}: {t['measured']} at {t['where']} (want {t['want']}) -> {'met' if t['met'] else 'NOT met'}")
     if len(results) == 2:
         a, b = results
@@ -50,7 +50,7 @@ def main() -> None:
         spread.sort()
         print(f"run-to-run spread of medians over {len(spread)} rows: median {100 * spread[len(spread) // 2]:.1f}%, "
               f"p90 {100 * spread[int(0.9 * len(spread))]:.1f}%, max {100 * spread[-1]:.1f}%")
-        for t1, t2 in zip(bench.targets(a), bench.targets(b)):
+        for t1, t2 in zip(targets.evaluate(a), targets.evaluate(b)):
             print(f"  {t1['target']}: run1 {t1['measured']} ({t1['where']}), run2 {t2['measured']} ({t2['where']})")
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402
-from accval import bench  # noqa: E402
+from accval.bench import timing  # noqa: E402
 from kernels.reference import dequantize_weight  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
@@ -30,7 +30,7 @@ SCALED = "acc += tl.dot(a, b) * (a_s * b_s)[:, None]"
 #: name -> (what it changes, [(old, new), ...])
 VARIANTS = {
     "shipped": ("nothing: acc += dot * (a_s * b_s), the two scales multiplied first (one multiply-add per element)", []),
-    "two-scales": ("the order before 2026-11-28: acc += (dot * a_s) * b_s (two multiplies per element; other rounding)",
+    "two-scales": ("the other order: acc += (dot * a_s) * b_s (two multiplies per element; other rounding)",
                    [(SCALED, "acc += tl.dot(a, b) * a_s[:, None] * b_s")]),
     "no-scale": ("no scaling at all: acc += dot (wrong output; what the scaling costs)", [(SCALED, "acc += tl.dot(a, b)")]),
 }
@@ -43,27 +43,27 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("consumer_probe needs a CUDA GPU")
-    bench.warm_up_clocks()
+    timing.warm_up_clocks()
     rows = []
     mods = {name: load_variant("fp8_block_bmm.py", "fp8_block_bmm", name, subs) for name, (_, subs) in VARIANTS.items()}
     try:
         for shape, m in (("dep8", 2048), ("dep8", 8192), ("tep8", 2048), ("tep8", 8192)):
-            g = bench.SHAPES[shape]
-            a, a_scale, w_fp8, w_scale, n, k = bench._consumer_inputs(m, g)
+            g = timing.SHAPES[shape]
+            a, a_scale, w_fp8, w_scale, n, k = timing.consumer_inputs(m, g)
             flops = 2 * g * m * n * k
             out = torch.empty(g, m, n, dtype=torch.bfloat16, device="cuda")
             a_bf16 = torch.randn(g, m, k, device="cuda", dtype=torch.bfloat16)
             w_bf16 = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
             refs = {"torch-scaled-mm": lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale, backend="torch"),
                     "bf16-bmm": lambda: torch.bmm(a_bf16, w_bf16.transpose(1, 2))}
-            ref_us = {impl: bench._time(fn)[0] for impl, fn in refs.items()}
+            ref_us = {impl: timing.time_cuda(fn).median_us for impl, fn in refs.items()}
             want = kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale, backend="triton")
             for name, (mod, _) in mods.items():
                 for launch in LAUNCHES:
                     cfg = mod.ConsumerConfig(*launch)
                     mod.launch_consumer(a, a_scale, w_fp8, w_scale, out, cfg)
                     err = ((out.float() - want.float()).abs().max() / want.float().abs().max()).item()  # normwise
-                    us = bench._time(lambda mod=mod, cfg=cfg: mod.launch_consumer(a, a_scale, w_fp8, w_scale, out, cfg))[0]
+                    us = timing.time_cuda(lambda mod=mod, cfg=cfg: mod.launch_consumer(a, a_scale, w_fp8, w_scale, out, cfg)).median_us
                     rows.append({"shape": shape, "M": m, "variant": name, "launch": str(cfg), "us": us,
                                  "tflops": flops / us / 1e6, "vs_scaled_mm": ref_us["torch-scaled-mm"] / us,
                                  "vs_bf16_bmm": ref_us["bf16-bmm"] / us, "max_diff_vs_shipped_rel_to_max": err, **ref_us})

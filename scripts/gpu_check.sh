@@ -14,7 +14,7 @@ if [[ $what == suite || $what == all ]]; then
 fi
 if [[ $what == bench || $what == all ]]; then
   python3 -c "
-from accval import bench
-r = bench.run(out_dir='$OUT/bench', progress=False)
-print(bench.to_markdown(r))" 2>&1 | tee "$OUT/bench.log" | tail -80
+from accval.bench import render, rows
+r = rows.run(out_dir='$OUT/bench', progress=False)
+print(render.to_markdown(r))" 2>&1 | tee "$OUT/bench.log" | tail -80
 fi

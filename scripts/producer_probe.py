@@ -4,9 +4,9 @@ One call does everything a tuning round needs (the device is lent by the minute)
   1. correctness on the GPU: the shipped producer against the mirror reference, bit for bit, in
      both layouts (DSv4-Pro shapes, awkward M, forced token blocks), blocks holding NaN/+Inf/-Inf,
      positions read through a stride; and the upstream-style baseline's distance from it;
-  2. times (CUDA-graph medians) per shape, layout and M: the producer before the GPT-J rewrite
-     (``--before FILE``: that version of ``kernels/inv_rope_fp8_quant.py``, e.g.
-     ``git show 489e5c0:kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
+  2. times (CUDA-graph medians) per shape, layout and M: another version of the producer
+     (``--before FILE``: a ``kernels/inv_rope_fp8_quant.py``, e.g. from
+     ``git show REV:kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
      candidate launches, the upstream-style kernel (``kernels.baselines``) at 1/2/4/8 warps, and a
      device copy of the same bytes;
   3. the host path at M=64: each step of a call timed on its own (host clock, no sync) and the
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402
-from accval import bench  # noqa: E402
+from accval.bench import timing  # noqa: E402
 from kernels import provenance  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
 from kernels.fp8_block_bmm import _consume, validate_consumer_args  # noqa: E402
@@ -40,7 +40,7 @@ from scripts.kernel_variants import load_variant  # noqa: E402
 
 MS = (64, 256, 1024, 1500, 2048, 4096, 8192)
 CANDIDATES = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb in (1, 2, 4, 8) for w in (1, 2, 4) if w <= 2 * hb]
-HPG, D, ROPE = bench.DSV4_PRO["heads_per_group"], bench.DSV4_PRO["head_dim"], bench.DSV4_PRO["rope_dim"]
+HPG, D, ROPE = timing.DSV4_PRO["heads_per_group"], timing.DSV4_PRO["head_dim"], timing.DSV4_PRO["rope_dim"]
 
 
 def _mismatch(got, want) -> tuple[int, int]:
@@ -53,11 +53,11 @@ def _mismatch(got, want) -> tuple[int, int]:
 
 def correctness() -> list[dict]:
     out = []
-    for layout, is_neox in bench.LAYOUTS.items():
+    for layout, is_neox in timing.LAYOUTS.items():
         for shape, m, btm in (("dep8", 1, None), ("dep8", 5, None), ("dep8", 64, None), ("tep8", 1500, None),
                               ("dep8", 2049, None), ("tep8", 4099, None), ("dep8", 77, 8), ("tep8", 301, 16)):
-            g = bench.SHAPES[shape]
-            o, pos, cache, *_ = bench._producer_inputs(m, g, is_neox)
+            g = timing.SHAPES[shape]
+            o, pos, cache, *_ = timing.producer_inputs(m, g, is_neox)
             args = (o, pos, cache, g, HPG, D - ROPE, ROPE)
             got = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox, block_tokens_m=btm)
             want = inv_rope_fp8_quant_ref(*args, is_neox=is_neox)
@@ -68,7 +68,7 @@ def correctness() -> list[dict]:
                 out.append({"check": "upstream-style vs reference (not bit-exact by design)", "layout": layout,
                             "shape": shape, "M": m, "mismatch": _mismatch(up, want)})
         for val in (float("nan"), float("inf"), float("-inf")):
-            o, pos, cache, *_ = bench._producer_inputs(12, 1, is_neox)
+            o, pos, cache, *_ = timing.producer_inputs(12, 1, is_neox)
             o[1, 0, 5] = val  # a nope block
             o[2, 3, 500] = val  # a rope block
             o[3, 2, 510], o[3, 2, 511] = val, -val  # both elements of a GPT-J pair
@@ -84,7 +84,7 @@ def correctness() -> list[dict]:
                                                        if c & 0x7F == 0x7F})})
         for step in (2, 3):
             for dt in (torch.int32, torch.int64):
-                o, pos, cache, *_ = bench._producer_inputs(33, 8, is_neox)
+                o, pos, cache, *_ = timing.producer_inputs(33, 8, is_neox)
                 wide = torch.full((33 * step,), 2**40 if dt == torch.int64 else 2**30, dtype=dt, device="cuda")
                 wide[::step] = pos.to(dt)
                 args = (o, wide[::step], cache, 8, HPG, D - ROPE, ROPE)
@@ -99,10 +99,10 @@ def correctness() -> list[dict]:
 def timings(before, ms=MS, candidates=CANDIDATES, references=True) -> list[dict]:
     rows = []
     for shape in ("dep8", "tep8"):
-        g = bench.SHAPES[shape]
+        g = timing.SHAPES[shape]
         for m in ms:
-            for layout, is_neox in bench.LAYOUTS.items():
-                o, pos, cache, p, fp8, scale, nbytes = bench._producer_inputs(m, g, is_neox)
+            for layout, is_neox in timing.LAYOUTS.items():
+                o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
                 args = (o, pos, cache, g, HPG, D - ROPE, ROPE)
                 fns = {}
                 if before is not None:
@@ -116,15 +116,15 @@ def timings(before, ms=MS, candidates=CANDIDATES, references=True) -> list[dict]
                     fns[f"upstream-style w{w}"] = (lambda w=w, args=args, fp8=fp8, scale=scale:
                                                      upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w))
                 for name, fn in fns.items():
-                    us = bench._time(fn, reps_ms=60)[0]
+                    us = timing.time_cuda(fn, reps_ms=60).median_us
                     rows.append({"shape": shape, "M": m, "layout": layout, "variant": name, "us": us})
                 if references:
                     rows.append({"shape": shape, "M": m, "layout": layout, "variant": "copy-same-bytes",
-                                 "us": bench._copy_us(nbytes // 2)[0], "mbytes": nbytes / 1e6})
+                                 "us": timing.copy_us(nbytes // 2).median_us, "mbytes": nbytes / 1e6})
                 dispatched = config_for(m, o.device, is_neox=is_neox)
                 rows.append({"shape": shape, "M": m, "layout": layout, "variant": "dispatched",
                              "config": str(dispatched),
-                             "us": bench._time(lambda: launch_producer(p, o, pos, cache, fp8, scale, dispatched), reps_ms=60)[0]})
+                             "us": timing.time_cuda(lambda: launch_producer(p, o, pos, cache, fp8, scale, dispatched), reps_ms=60).median_us})
                 o = fp8 = scale = None  # free the buffers before the next M
             torch.cuda.empty_cache()
     return rows
@@ -149,12 +149,12 @@ def host_path(before) -> list[dict]:
     rows = []
     m = 64
     for shape in ("dep8", "tep8"):
-        g = bench.SHAPES[shape]
-        for layout, is_neox in bench.LAYOUTS.items():
-            o, pos, cache, p, fp8, scale, _ = bench._producer_inputs(m, g, is_neox)
+        g = timing.SHAPES[shape]
+        for layout, is_neox in timing.LAYOUTS.items():
+            o, pos, cache, p, fp8, scale, _ = timing.producer_inputs(m, g, is_neox)
             args = (o, pos, cache, g, HPG, D - ROPE, ROPE)
             cfg = config_for(m, o.device, is_neox=is_neox)
-            kernel_us = bench._time(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg))[0]
+            kernel_us = timing.time_cuda(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg)).median_us
             steps = {
                 "public inv_rope_fp8_quant": lambda: kernels.inv_rope_fp8_quant(*args, is_neox=is_neox),
                 "torch.ops.accval.inv_rope_fp8_quant (validates inside)": lambda: torch.ops.accval.inv_rope_fp8_quant(
@@ -172,12 +172,12 @@ def host_path(before) -> list[dict]:
                 row = {"op": "producer", "shape": shape, "layout": layout, "M": m, "step": name, "host_us": _host_us(fn),
                        "kernel_us": kernel_us}
                 if name.startswith(("public", "before", "torch.ops")):
-                    row["as_called_us"] = bench.as_called_us(fn, kernel_us, budget_ms=60)
+                    row["as_called_us"] = timing.as_called_us(fn, kernel_us, budget_ms=60)
                 rows.append(row)
-        a, a_scale, w_fp8, w_scale, n, k = bench._consumer_inputs(m, g)
+        a, a_scale, w_fp8, w_scale, n, k = timing.consumer_inputs(m, g)
         torch.cuda.synchronize()
         out = torch.empty(g, m, n, dtype=torch.bfloat16, device="cuda")
-        kernel_us = bench._time(lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale, out))[0]
+        kernel_us = timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale, out)).median_us
         steps = {
             "public fp8_block_bmm": lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale),
             "validate + torch.ops.accval.fp8_block_bmm (validates twice)": lambda: (
@@ -189,7 +189,7 @@ def host_path(before) -> list[dict]:
         for name, fn in steps.items():
             row = {"op": "consumer", "shape": shape, "M": m, "step": name, "host_us": _host_us(fn), "kernel_us": kernel_us}
             if name.startswith(("public", "validate +")):
-                row["as_called_us"] = bench.as_called_us(fn, kernel_us, budget_ms=60)
+                row["as_called_us"] = timing.as_called_us(fn, kernel_us, budget_ms=60)
             rows.append(row)
     return rows
 
@@ -211,7 +211,7 @@ def main() -> None:
                                            source=args.before.read_text())
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     try:
-        bench.warm_up_clocks()
+        timing.warm_up_clocks()
         if args.quick:
             quick = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, w in ((1, 1), (2, 1), (4, 1), (8, 2), (2, 2))]
             result["timings"] = timings(None, ms=(1024, 2048, 8192), candidates=quick, references=False)
@@ -245,7 +245,7 @@ def main() -> None:
         for shape in ("dep8", "tep8"):
             for m in MS:
                 disp = {}
-                for layout in bench.LAYOUTS:
+                for layout in timing.LAYOUTS:
                     sel = [r for r in t if (r["shape"], r["M"], r["layout"]) == (shape, m, layout)]
                     shipped = min((r for r in sel if r["variant"].startswith("shipped")), key=lambda r: r["us"])
                     up = min((r for r in sel if r["variant"].startswith("upstream")), key=lambda r: r["us"])

@@ -11,6 +11,10 @@ The arms run in one paired pass (:func:`_evaluate_arms`): lm-eval's pass for arm
 prompts, and each batch runs arm A, then arm B, on them. Each prompt is prefilled once per arm; the
 gold answer is teacher-forced from a copy of that prefill's cache, so the agreement costs no second
 prefill. lm-eval's pass for arm B then scores arm B's stored generations.
+
+:func:`run` reads in four steps: :func:`validate` the settings, :func:`_setup` (process group, run
+directory, task config), :func:`_evaluate` (the endpoints or the paired pass), :func:`build_report`
+(the statistics and verdict over what was evaluated), then the report is written.
 """
 
 from __future__ import annotations
@@ -415,28 +419,35 @@ def _questions_from(data_dir: Path | None) -> str:
 
 class _NumFewshotOnce(logging.Filter):
     """lm-eval warns "Overwriting default num_fewshot of gsm8k from 5 to 5" at every ``simple_evaluate``
-    (twice per run, in every process); say a real change once, and nothing when the value is the same."""
+    (twice per run, in every process); say a real change once, in one process (``speak``: the one
+    that reports), and nothing when the value is the same."""
 
     MESSAGE = "Overwriting default num_fewshot of %s from %s to %s"
 
-    def __init__(self):
+    def __init__(self, speak: bool = True):
         super().__init__()
         self.seen: set = set()
+        self.speak = speak
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.msg != self.MESSAGE or not isinstance(record.args, tuple) or len(record.args) != 3:
             return True
         _task, old, new = record.args
-        if str(old) == str(new) or record.args in self.seen:
+        if not self.speak or str(old) == str(new) or record.args in self.seen:
             return False
         self.seen.add(record.args)
         return True
 
 
-def _quiet_num_fewshot_warning() -> None:
+def _quiet_num_fewshot_warning(speak: bool = True) -> None:
+    """Install :class:`_NumFewshotOnce` on lm-eval's evaluator log (once); ``speak=False`` in the
+    processes whose rank 0 says it."""
     log = logging.getLogger("lm_eval.evaluator")
-    if not any(isinstance(f, _NumFewshotOnce) for f in log.filters):
-        log.addFilter(_NumFewshotOnce())
+    for f in log.filters:
+        if isinstance(f, _NumFewshotOnce):
+            f.speak = speak
+            return
+    log.addFilter(_NumFewshotOnce(speak))
 
 
 def _rank_main(settings: Settings, out: str, progress: bool) -> None:
@@ -458,6 +469,194 @@ def saved_questions(out: Path) -> int:
     return len(CommitLog(path).doc_ids) if path.exists() else 0
 
 
+def _process_group(settings: Settings) -> ranks_mod.Group | None:
+    """The process group this run belongs to: the one already made (a spawned rank), the one torchrun
+    describes in the environment, or None (one process, or a parent about to spawn its ranks)."""
+    group = ranks_mod.current()
+    if group is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        group = ranks_mod.init_from_env(settings.device)  # launched by torchrun
+    return group
+
+
+def _run_in_processes(settings: Settings, out: Path, resume: bool, progress: bool, held: contextlib.ExitStack) -> dict:
+    """``--ranks N``: N fresh processes run the A/B together (:func:`_rank_main`); this one holds the run
+    directory's lock meanwhile and returns the report rank 0 wrote."""
+    # settings, resume and lock errors here, before any process starts; the lock is held while they run
+    held.callback(RunDir(out, settings, resume).release)
+    ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress)
+    return json.loads((out / "report.json").read_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a process of the run works with, resolved before any model loads."""
+
+    settings: Settings  # validated and resolved
+    group: ranks_mod.Group | None  # None: one process
+    run_dir: RunDir  # rank 0's is the run directory; the other ranks' a scratch directory
+    task_cfg: dict  # lm-eval's task config, built once by rank 0
+    endpoints: dict[str, str] | None  # arm -> completions URL, or None: the arms run here
+    device_name: str
+    sessions: list[dict]  # every invocation of this run directory (rank 0 only)
+
+    @property
+    def data_dir(self) -> Path | None:
+        return Path(self.settings.data_dir) if self.settings.data_dir else None
+
+    @property
+    def writes_report(self) -> bool:
+        """One process writes the run directory and the report: the only one, or rank 0."""
+        return self.group is None or self.group.root
+
+
+def _setup(settings: Settings, out: Path, resume: bool, group: ranks_mod.Group | None, held: contextlib.ExitStack,
+           lock: bool = True) -> Setup:
+    """Check the process group against ``--ranks``, open the run directory (rank 0: ``out``, holding its
+    lock until ``held`` closes; other ranks: a scratch directory) and build the task config (rank 0
+    builds it, the others receive it)."""
+    if group is not None and settings.ranks not in (None, group.world):
+        raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
+    if group is not None and not group.root:
+        group.barrier()  # rank 0 has checked and made the run directory
+        run_dir = RunDir(Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-")), settings, False)
+        held.callback(run_dir.release)
+    else:
+        run_dir = RunDir(out, settings, resume, lock=lock)
+        held.callback(run_dir.release)
+        if group is not None:
+            group.barrier()
+    endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
+    device_name = "endpoints (the servers' devices)" if endpoints else _device_name(settings.device)
+    sessions = run_dir.record_session(device_name) if group is None or group.root else []
+    data_dir = Path(settings.data_dir) if settings.data_dir else None
+    if group is not None and not group.root:  # rank 0 builds the task config once, centrally
+        task_mod.use_config_only_manager()
+        task_cfg = group.broadcast(None)
+        if data_dir is not None:
+            task_mod.offline()
+    else:
+        task_cfg = task_mod.config(data_dir)
+        if group is not None:
+            group.broadcast(task_cfg)
+    return Setup(settings, group, run_dir, task_cfg, endpoints, device_name, sessions)
+
+
+@dataclasses.dataclass
+class Evaluated:
+    """What both arms did on the same questions."""
+
+    results: dict[str, dict]  # arm -> lm-eval's result
+    docs: dict[str, dict[int, dict[str, dict]]]  # arm -> question -> filter -> lm-eval's scored sample
+    resumed: dict[str, int | None]  # arm -> questions found done in the run directory (None: endpoints)
+    site: dict[str, SiteStats] | None  # arm -> the o_a_proj site's counts (None: endpoints)
+    agreement_rows: list[tuple[int, int, float]] | None  # per question, teacher-forced (None: endpoints)
+    arms: dict[str, Arm] | None  # None: endpoints
+    loaded: builtin.LoadedModel | None  # None: endpoints
+
+    @property
+    def doc_ids(self) -> list[int]:
+        return sorted(self.docs["A"])
+
+
+def _evaluate(setup: Setup, progress: bool) -> Evaluated:
+    """Both arms on the same questions: through the endpoints, or in this process group (one paired
+    pass; Ctrl-C in a single process stops at the next batch boundary)."""
+    settings, group = setup.settings, setup.group
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    _quiet_num_fewshot_warning(speak=setup.writes_report)
+    if setup.endpoints:
+        results, docs = {}, {}
+        for name, url in setup.endpoints.items():
+            results[name], docs[name] = _evaluate_endpoint(name, url, settings, setup.task_cfg, setup.run_dir)
+        _check_same_questions(docs)
+        return Evaluated(results, docs, {name: None for name in setup.endpoints}, None, None, None, None)
+
+    from .engine import Engine
+
+    loaded = builtin.load(settings.model, settings.seed, settings.device)
+    engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
+    arms = arms_for(settings)
+    with stop.on_ctrl_c() if group is None else contextlib.nullcontext():
+        results, docs, resumed, site, agreement = _evaluate_arms(engine, arms, settings, setup.task_cfg,
+                                                                 setup.run_dir, progress)
+    _check_same_questions(docs)
+    # rank 0's run directory has every row (the other ranks' scratch directories lack resumed ones)
+    rows = _agreement_rows(engine, agreement, docs["A"]) if setup.writes_report else None
+    return Evaluated(results, docs, resumed, site, rows, arms, loaded)
+
+
+def _check_same_questions(docs: dict[str, dict]) -> None:
+    if sorted(docs["A"]) != sorted(docs["B"]):
+        raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
+
+
+def build_report(setup: Setup, ev: Evaluated, *, elapsed_s: float, created: str, command: list[str],
+                 versions: dict[str, str]) -> dict:
+    """The report of an evaluated A/B: per-arm metrics, paired statistics, agreement and verdict, with
+    what produced them. ``elapsed_s`` is this invocation's time (a resumed run says resumed_samples)."""
+    settings, group, endpoints, docs = setup.settings, setup.group, setup.endpoints, ev.docs
+    doc_ids = ev.doc_ids
+    per_arm, paired = {}, {}
+    names = ("A", "B")
+    for f in FILTERS:
+        outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in names}
+        paired[f] = stats.paired_stats(outcomes["A"], outcomes["B"])
+        for n in names:
+            per_arm.setdefault(n, {})[f] = dataclasses.asdict(stats.arm_stats(outcomes[n]))
+    gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in names}
+    if endpoints:  # no logits through a completions endpoint: agreement is identical generations only
+        same = sum(1 for x, y in zip(gens["A"], gens["B"]) if x == y) / len(doc_ids)
+        agreement = stats.Agreement(tokens=0, top1=None, kl=None, identical_generations=same)
+        verdict = stats.verdict(paired, agreement)
+        arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
+                        "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
+        model = {"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
+                 "random_weights": False}
+    else:
+        site = ev.site
+        agreement = stats.combine_agreement(ev.agreement_rows, gens["A"], gens["B"])
+        verdict = stats.verdict(paired, agreement,
+                                provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
+                                contract_violations=site["B"].contract_violations)
+        arm_info = {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
+                        "plugged": _plugged(a), "site": site[n].to_json(), "metrics": per_arm[n],
+                        "resumed_samples": ev.resumed[n]}
+                    for n, a in ev.arms.items()}
+        model = {"id": ev.loaded.model_id, "weights_sha256": ev.loaded.weights_sha256,
+                 "description": ev.loaded.description, "random_weights": settings.model == builtin.BUILTIN}
+    kind, ranks = MODES[settings.mode]
+    data_dir = setup.data_dir
+    return {
+        "schema": SCHEMA,
+        "created": created,
+        "command": command,
+        "versions": versions,
+        "device": {"name": setup.device_name, "type": "remote" if endpoints else settings.device,
+                   "sessions": [x["device"] for x in setup.sessions]},
+        "settings": dataclasses.asdict(settings),
+        "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot,
+                 "config_sha256": task_mod.config_sha256(setup.task_cfg), "data": task_mod.data_sha256(data_dir),
+                 "questions": len(doc_ids), "limit": settings.limit, "max_gen_toks": settings.max_gen_toks,
+                 "lm_eval_task_version": ev.results["A"]["versions"].get(task_mod.TASK)},
+        "model": model,
+        "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
+                 "processes": group.world if group is not None else 1,
+                 "process_backend": group.backend if group is not None else None,
+                 "execution": ("as the servers run it" if endpoints else
+                               f"{ranks} ranks in {group.world} processes (torch.distributed, {group.backend})"
+                               if group is not None else
+                               f"{ranks} ranks emulated in one process at the o_a_proj site")},
+        "arms": arm_info,
+        "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
+        "agreement": dataclasses.asdict(agreement),
+        "thresholds": {"alpha": stats.ALPHA, "power": stats.POWER, "top1_agreement_floor": stats.TOP1_AGREEMENT_FLOOR,
+                       "kl_ceiling": stats.KL_CEILING},
+        "verdict": {"regression": verdict.regression, "reasons": list(verdict.reasons)},
+        "elapsed_s": elapsed_s,
+        "out": str(setup.run_dir.path),
+    }
+
+
 def run(settings: Settings, out: Path | None = None, resume: bool = False, progress: bool = True,
         _lock: bool = True) -> dict:
     """Run the A/B and write its report; returns the report dict.
@@ -467,120 +666,19 @@ def run(settings: Settings, out: Path | None = None, resume: bool = False, progr
     with contextlib.ExitStack() as held:  # the run directory's lock, released however this returns
         t0 = time.time()
         settings = validate(settings)
-        if out is None:
-            out = default_out(settings.mode)
-        group = ranks_mod.current()
-        if group is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            group = ranks_mod.init_from_env(settings.device)  # launched by torchrun
+        out = Path(out) if out is not None else default_out(settings.mode)
+        group = _process_group(settings)
         if group is None and settings.ranks and settings.ranks > 1:
-            # settings, resume and lock errors here, before any process starts; the lock is held while they run
-            held.callback(RunDir(Path(out), settings, resume).release)
-            ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress)
-            return json.loads((Path(out) / "report.json").read_text())
-        if group is not None and settings.ranks not in (None, group.world):
-            raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
-        if group is not None and not group.root:
-            group.barrier()  # rank 0 has checked and made the run directory
-            run_dir = RunDir(Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-")), settings, False)
-            held.callback(run_dir.release)
-        else:
-            run_dir = RunDir(Path(out), settings, resume, lock=_lock)
-            held.callback(run_dir.release)
-            if group is not None:
-                group.barrier()
-        endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
-        device_name = "endpoints (the servers' devices)" if endpoints else _device_name(settings.device)
-        sessions = run_dir.record_session(device_name) if group is None or group.root else []
-        data_dir = Path(settings.data_dir) if settings.data_dir else None
-        if group is not None and not group.root:  # rank 0 builds the task config once, centrally
-            task_mod.use_config_only_manager()
-            task_cfg = group.broadcast(None)
-            if data_dir is not None:
-                task_mod.offline()
-        else:
-            task_cfg = task_mod.config(data_dir)
-            if group is not None:
-                group.broadcast(task_cfg)
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
-        _quiet_num_fewshot_warning()
-
-        from .engine import Engine
-
-        results, docs, resumed, site_stats = {}, {}, {}, {}
-        if endpoints:
-            engine, loaded, arms = None, None, None
-            for name, url in endpoints.items():
-                results[name], docs[name] = _evaluate_endpoint(name, url, settings, task_cfg, run_dir)
-                resumed[name] = None
-        else:
-            loaded = builtin.load(settings.model, settings.seed, settings.device)
-            engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
-            arms = arms_for(settings)
-            with stop.on_ctrl_c() if group is None else contextlib.nullcontext():
-                results, docs, resumed, site_stats, agreement_store = _evaluate_arms(engine, arms, settings, task_cfg,
-                                                                                     run_dir, progress)
-        if sorted(docs["A"]) != sorted(docs["B"]):
-            raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
-        doc_ids = sorted(docs["A"])
-        per_arm, paired = {}, {}
-        names = ("A", "B")
-        for f in FILTERS:
-            outcomes = {n: [float(docs[n][d][f]["exact_match"]) for d in doc_ids] for n in names}
-            paired[f] = stats.paired_stats(outcomes["A"], outcomes["B"])
-            for n in names:
-                per_arm.setdefault(n, {})[f] = dataclasses.asdict(stats.arm_stats(outcomes[n]))
-        gens = {n: [docs[n][d][FILTERS[0]]["resps"][0][0] for d in doc_ids] for n in names}
-        if endpoints:  # no logits through a completions endpoint: agreement is identical generations only
-            same = sum(1 for x, y in zip(gens["A"], gens["B"]) if x == y) / len(doc_ids)
-            agreement = stats.Agreement(tokens=0, top1=None, kl=None, identical_generations=same)
-            verdict = stats.verdict(paired, agreement)
-            arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
-                            "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
-        else:
-            site = site_stats
-            if group is not None and not group.root:  # rank 0 writes the one report (its run directory has every row)
-                shutil.rmtree(run_dir.path, ignore_errors=True)
-                return {"rank": group.rank}
-            agreement = stats.combine_agreement(_agreement_rows(engine, agreement_store, docs["A"]), gens["A"], gens["B"])
-            verdict = stats.verdict(paired, agreement,
-                                    provenance_problems=site["B"].provenance_problems + site["A"].provenance_problems,
-                                    contract_violations=site["B"].contract_violations)
-            arm_info = {n: {"path": a.path, "implementation": a.describe(), "backend": a.backend, "inject": a.inject,
-                            "plugged": _plugged(a), "site": site[n].to_json(), "metrics": per_arm[n], "resumed_samples": resumed[n]}
-                        for n, a in arms.items()}
-        kind, ranks = MODES[settings.mode]
-        report = {
-            "schema": SCHEMA,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "command": sys.argv,
-            "versions": _versions(),
-            "device": {"name": device_name, "type": "remote" if endpoints else settings.device,
-                       "sessions": [x["device"] for x in sessions]},
-            "settings": dataclasses.asdict(settings),
-            "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot, "config_sha256": task_mod.config_sha256(task_cfg),
-                     "data": task_mod.data_sha256(data_dir), "questions": len(doc_ids), "limit": settings.limit,
-                     "max_gen_toks": settings.max_gen_toks, "lm_eval_task_version": results["A"]["versions"].get(task_mod.TASK)},
-            "model": ({"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
-                       "random_weights": False} if endpoints else
-                      {"id": loaded.model_id, "weights_sha256": loaded.weights_sha256, "description": loaded.description,
-                       "random_weights": settings.model == builtin.BUILTIN}),
-            "mode": {"name": settings.mode, "sharding": kind, "ranks": ranks,
-                     "processes": group.world if group is not None else 1,
-                     "process_backend": group.backend if group is not None else None,
-                     "execution": ("as the servers run it" if endpoints else
-                                   f"{ranks} ranks in {group.world} processes (torch.distributed, {group.backend})"
-                                   if group is not None else
-                                   f"{ranks} ranks emulated in one process at the o_a_proj site")},
-            "arms": arm_info,
-            "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
-            "agreement": dataclasses.asdict(agreement),
-            "thresholds": {"alpha": stats.ALPHA, "power": stats.POWER, "top1_agreement_floor": stats.TOP1_AGREEMENT_FLOOR,
-                           "kl_ceiling": stats.KL_CEILING},
-            "verdict": {"regression": verdict.regression, "reasons": list(verdict.reasons)},
-            "elapsed_s": round(time.time() - t0, 1),  # this invocation only (a resumed run says resumed_samples)
-            "out": str(run_dir.path),
-        }
+            return _run_in_processes(settings, out, resume, progress, held)
+        setup = _setup(settings, out, resume, group, held, lock=_lock)
+        evaluated = _evaluate(setup, progress)
+        if evaluated.arms is not None and not setup.writes_report:  # rank 0 writes the one report
+            shutil.rmtree(setup.run_dir.path, ignore_errors=True)
+            return {"rank": group.rank}
+        report = build_report(setup, evaluated, elapsed_s=round(time.time() - t0, 1),
+                              created=_dt.datetime.now(_dt.timezone.utc).isoformat(), command=sys.argv,
+                              versions=_versions())
         from accval import report as report_mod
 
-        report_mod.write(report, run_dir.path)
+        report_mod.write(report, setup.run_dir.path)
         return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
@@ -20,6 +21,30 @@ def cut_at_stops(text: str, until: list[str]) -> str:
     return text[:cut]
 
 
+class FinishedRows:
+    """A ``model.generate`` streamer that calls ``on_done()`` once per batch row as the row's answer
+    ends: when the row is first padded (generate pads a row from the step after it stops) or, for the
+    rows still running, when generation ends. Only for progress: a model that generates the pad token
+    itself is counted early, never twice."""
+
+    def __init__(self, rows: int, pad_token_id: int | None, on_done: Callable[[], None]):
+        self.running = set(range(rows))
+        self.pad = pad_token_id
+        self.on_done = on_done
+
+    def put(self, value: torch.Tensor) -> None:
+        if value.dim() != 1 or self.pad is None:  # the prompt ([B, L]) comes first
+            return
+        for b in [b for b in self.running if int(value[b]) == self.pad]:
+            self.running.discard(b)
+            self.on_done()
+
+    def end(self) -> None:
+        for _ in range(len(self.running)):
+            self.on_done()
+        self.running.clear()
+
+
 class Engine:
     def __init__(self, loaded: LoadedModel, mode: str, device: str | torch.device, group=None, matmul: str = "model"):
         self.loaded = loaded
@@ -35,7 +60,8 @@ class Engine:
         return ([self.tok.bos_token_id] if bos and self.tok.bos_token_id is not None else []) + ids
 
     def generate(self, arm: Arm, contexts: list[str], until: list[str], max_gen_toks: int, pad_to: int | None = None,
-                 row_ranks: list[int] | None = None, continuations: list[str] | None = None):
+                 row_ranks: list[int] | None = None, continuations: list[str] | None = None,
+                 on_row_done: Callable[[], None] | None = None):
         """Greedy continuations of ``contexts``, cut at the first stop string.
 
         Each context is prefilled alone (one row, no padding: on a CPU the same tokens take a quarter
@@ -48,15 +74,18 @@ class Engine:
         copy of the row's prefill cache, for the A/B's agreement without a second prefill.
 
         Real DEP ranks: ``pad_to`` pads to the whole batch's width (so each row sees exactly the tokens
-        it sees in the one-process batch) and ``row_ranks`` names each row's logical rank."""
-        out, width, forced = self.generate_tokens(arm, contexts, until, max_gen_toks, pad_to, row_ranks, continuations)
+        it sees in the one-process batch) and ``row_ranks`` names each row's logical rank.
+
+        ``on_row_done()`` is called once per row as its answer ends (:class:`FinishedRows`), for progress."""
+        out, width, forced = self.generate_tokens(arm, contexts, until, max_gen_toks, pad_to, row_ranks, continuations,
+                                                  on_row_done)
         texts = [cut_at_stops(t, until) for t in self.tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)]
         return texts if continuations is None else (texts, forced)
 
     @torch.no_grad()
     def generate_tokens(self, arm: Arm, contexts: list[str], until: list[str], max_gen_toks: int,
                         pad_to: int | None = None, row_ranks: list[int] | None = None,
-                        continuations: list[str] | None = None):
+                        continuations: list[str] | None = None, on_row_done: Callable[[], None] | None = None):
         """:meth:`generate` before decoding: ``(ids, width, forced)``, ``ids [B, width + new]`` the
         left-padded contexts and the new tokens (pad after a row's end), ``forced`` the teacher-forced
         logits (None without ``continuations``)."""
@@ -111,7 +140,8 @@ class Engine:
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), cache=batch_cache,
                 max_new_tokens=max_gen_toks, do_sample=False, temperature=None, top_p=None, top_k=None,
                 stop_strings=[s for s in until if s] or None, tokenizer=self.tok, pad_token_id=pad,
-                eos_token_id=self.tok.eos_token_id)
+                eos_token_id=self.tok.eos_token_id,
+                streamer=None if on_row_done is None else FinishedRows(len(enc), pad, on_row_done))
         finally:
             self.site.track_padding(None)
             self.site.set_row_ranks(None)

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,6 +166,64 @@ def take_site_counts(engine: Engine, names) -> dict[str, dict]:
     return {name: SiteStats.merged([p[name] for p in parts]).state() for name in names}
 
 
+def eta_line(seconds: float, questions: int, arms: int, done: int) -> str:
+    """The A/B's estimate, said once: the time left, from the pace of the first ``done`` questions."""
+    m, s = divmod(round(seconds), 60)
+    return (f"accval gsm8k: ETA ~{m}m {s}s for {questions} questions x {arms} arms "
+            f"(from the pace of the first {done}, whose prompts are the longest)")
+
+
+class Progress:
+    """The one progress bar of a pass, on rank 0 (or the only process), counting answers: questions x
+    arms, each counted as its generation ends (:class:`accval.gsm8k.engine.FinishedRows`), so the bar
+    moves per question within a batch. After the first batch it says an ETA once (:func:`eta_line`).
+
+    With real DEP ranks rank 0 generates only its share of a batch's rows; it counts its own finished
+    rows scaled to the whole batch (the bar says so) and takes the exact count when the batch's texts
+    are gathered. Disabled (``show=False``: ``--quiet``, another rank) it shows and says nothing."""
+
+    def __init__(self, questions: int, arms: int, desc: str, show: bool, scaled_over: int | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        from tqdm.auto import tqdm
+
+        self.questions, self.arms, self.show, self.clock = questions, arms, show and questions > 0, clock
+        if scaled_over:
+            desc += f" [rank 0's rows, scaled to {scaled_over} processes]"
+        self.bar = tqdm(total=questions * arms, desc=desc, unit="answer", disable=not self.show)
+        self.t0 = clock()
+        self.eta_said = False
+        self._base = self._rows = self._mine = self._mine_done = 0
+
+    def begin(self, rows: int, mine: int) -> None:
+        """One arm's batch of ``rows`` rows starts, ``mine`` of them generated in this process."""
+        self._base, self._rows, self._mine, self._mine_done = self.bar.n, rows, mine, 0
+
+    def row_done(self) -> None:
+        """One of this process's rows has its answer."""
+        self._mine_done += 1
+        self._to(self._base + min(self._rows, self._mine_done * self._rows // max(self._mine, 1)))
+
+    def end(self) -> None:
+        """The arm's batch is done in every process (its texts are gathered): the exact count."""
+        self._to(self._base + self._rows)
+
+    def questions_done(self, done: int) -> None:
+        """``done`` questions have both arms' answers (a batch is committed); the first time, with
+        questions left, say the ETA."""
+        self._to(done * self.arms)
+        if self.show and not self.eta_said and 0 < done < self.questions:
+            self.eta_said = True
+            left = (self.clock() - self.t0) / done * (self.questions - done)
+            self.bar.write(eta_line(left, self.questions, self.arms, done), file=sys.stderr)
+
+    def _to(self, n: int) -> None:
+        if self.show and n > self.bar.n:
+            self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 @dataclasses.dataclass
 class Partner:
     """Arm B of a paired pass: each batch arm A generates, arm B generates the same prompts, and the
@@ -192,6 +251,7 @@ class ArmLM(LM):
         self.partner = partner
         self.resumed = 0
         self.generated = 0
+        self._progress: Progress | None = None
 
     def _missing(self, key: str, doc_id: int) -> bool:
         p = self.partner
@@ -201,8 +261,6 @@ class ArmLM(LM):
                 or doc_id not in p.agreement.done)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from tqdm.auto import tqdm
-
         keyed = []
         for req in requests:
             context, gen_kwargs = req.args
@@ -229,9 +287,11 @@ class ArmLM(LM):
         todo.sort(key=lambda k: -len(k[1]))  # similar lengths batch together
         show = not (disable_tqdm or not self.progress or (group is not None and not group.root))
         arms = self.arm.describe() + (f" and {self.partner.arm.describe()}" if self.partner is not None else "")
-        bar = tqdm(total=len(todo), desc=f"arm {self.arm.name}" + (f"+{self.partner.arm.name}" if self.partner else "")
-                   + f" ({arms})", unit="q", disable=not show)
-        self._stop_if_asked(0, len(todo), bar)
+        desc = f"arm {self.arm.name}" + (f"+{self.partner.arm.name}" if self.partner else "") + f" ({arms})"
+        dep_ranks = group is not None and self.engine.site.kind == "dep"
+        progress = self._progress = Progress(len(todo), 2 if self.partner is not None else 1, desc, show,
+                                             scaled_over=group.world if dep_ranks else None)
+        self._stop_if_asked(0, len(todo), progress)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]
             groups: dict[tuple, list] = {}
@@ -257,13 +317,13 @@ class ArmLM(LM):
                 p.store.add_many([(it[0], texts_b[b]) for b, it in enumerate(items)])
                 p.agreement.add_many({it[4]: rows[b] for b, it in enumerate(items)})
                 p.commits.add([it[0] for it in items], [it[4] for it in items], site)
-            bar.update(len(chunk))
-            self._stop_if_asked(i + len(chunk), len(todo), bar)
-        bar.close()
+            progress.questions_done(i + len(chunk))
+            self._stop_if_asked(i + len(chunk), len(todo), progress)
+        progress.close()
         out = [self.store.done.get(k[0]) for k in keyed]
         return group.broadcast(out) if group is not None else out
 
-    def _stop_if_asked(self, done: int, total: int, bar) -> None:
+    def _stop_if_asked(self, done: int, total: int, progress: Progress) -> None:
         """At a batch boundary of the paired pass: raise :class:`stop.Interrupted` when a stop was asked
         for (rank 0's view decides, so every process leaves at the same boundary)."""
         if self.partner is None:
@@ -272,7 +332,7 @@ class ArmLM(LM):
         if self.engine.group is not None:
             stopping = self.engine.group.broadcast(stopping)
         if stopping:
-            bar.close()
+            progress.close()
             raise stop.Interrupted(f"stopped on request after {done} of {total} questions")
 
     def _generate(self, arm: Arm, contexts: list[str], until: list[str], max_toks: int, targets: list[str] | None = None):
@@ -280,11 +340,20 @@ class ArmLM(LM):
         this process ran. Real DEP ranks: each process generates the rows whose logical ranks it hosts
         (:func:`accval.site.sharding.process_rows`, padded to the whole batch's width), then every
         process gathers all texts. Real TEP ranks: every process runs the whole batch; the site splits
-        heads and groups and gathers the partial sums."""
+        heads and groups and gathers the partial sums.
+
+        Progress: each row of this process is counted as its answer ends; the batch is counted whole
+        once every process has its texts."""
         group, site = self.engine.group, self.engine.site
         conts = None if targets is None else [" " + t for t in targets]
+        progress = self._progress
+        on_row_done = progress.row_done if progress is not None and progress.show else None
         if group is None or site.kind != "dep":
-            got = self.engine.generate(arm, contexts, until, max_toks, continuations=conts)
+            if progress is not None:
+                progress.begin(len(contexts), len(contexts))
+            got = self.engine.generate(arm, contexts, until, max_toks, continuations=conts, on_row_done=on_row_done)
+            if progress is not None:
+                progress.end()
             if conts is None:
                 return got
             if group is not None and not group.root:
@@ -292,13 +361,18 @@ class ArmLM(LM):
             return got[0], dict(enumerate(got[1]))
         width = max(len(self.engine.encode(c)) for c in contexts)
         rows = sharding.process_rows(len(contexts), site.ranks, group.world, group.rank)
+        if progress is not None:
+            progress.begin(len(contexts), len(rows))
         texts, forced = [], []
         if rows:
             got = self.engine.generate(arm, [contexts[b] for b in rows], until, max_toks, pad_to=width,
                                        row_ranks=sharding.row_ranks(rows, site.ranks),
-                                       continuations=None if conts is None else [conts[b] for b in rows])
+                                       continuations=None if conts is None else [conts[b] for b in rows],
+                                       on_row_done=on_row_done)
             texts, forced = (got, []) if conts is None else got
         gathered = dict(kv for part in group.all_gather(list(zip(rows, texts))) for kv in part)
+        if progress is not None:
+            progress.end()
         texts = [gathered[b] for b in range(len(contexts))]
         return texts if conts is None else (texts, dict(zip(rows, forced)))
 

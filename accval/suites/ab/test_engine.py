@@ -107,6 +107,13 @@ def test_each_row_is_prefilled_alone_on_its_rank_and_decode_counts_real_tokens(e
     assert engine.site.stats["B"].tokens == layers * (sum(n - 1 for n in lens) + 3 * len(lens))
 
 
+def test_every_row_is_reported_done_once(engine, contexts):
+    """``on_row_done`` (the A/B's progress) is called once per row, whether it stops early or runs to the end."""
+    done = []
+    engine.generate(A, contexts, ["Question:"], 4, on_row_done=lambda: done.append(1))
+    assert len(done) == len(contexts)
+
+
 def test_bad_generation_arguments_are_value_errors(engine, contexts):
     with pytest.raises(ValueError, match="continuations: expected 6"):
         engine.generate(A, contexts, [], 2, continuations=["x"])

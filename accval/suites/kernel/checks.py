@@ -15,7 +15,7 @@ BF16_HALF_ULP = 2.0**-8
 #: Accumulation error of the consumer relative to sum(|a|*|b|): K/128 block partial sums in fp32
 #: plus two scale multiplies per block. On Hopper the FP8 tensor cores accumulate each 128-deep
 #: block with only ~14 significant bits before it is promoted to fp32 (as reported for DeepSeek-V3);
-#: one case on an H100 (2026-11-25, this suite) showed at least 6.3e-4 * sum(|a||b|); in the CPU
+#: one case on an H100 (this suite) showed at least 6.3e-4 * sum(|a||b|); in the CPU
 #: interpreter (exact products, fp32 sums) well under 1e-5. The bound is 2**-9 ~ 1.95e-3: a misread
 #: scale or row moves results by O(100%).
 FP32_ACC_TOL = 2.0**-9

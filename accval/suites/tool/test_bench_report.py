@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from accval import bench
+from accval.bench import render, targets
 
 
 def _row(impl, shape, m, us, nbytes=12_500_000, layout="neox", as_called=None, op="producer"):
@@ -17,21 +17,21 @@ def _result(rows):
 
 
 def _target(result, prefix):
-    (t,) = [t for t in bench.targets(result) if t["target"].startswith(prefix)]
+    (t,) = [t for t in targets.evaluate(result) if t["target"].startswith(prefix)]
     return t
 
 
 def test_same_size_copy_is_a_reference_not_a_baseline():
-    rows = [_row("accval", "dep8", 64, 12.0), _row(bench.UPSTREAM_STYLE, "dep8", 64, 15.0),
-            _row(bench.COPY_SAME_BYTES, "dep8", 64, 9.0)]
+    rows = [_row("accval", "dep8", 64, 12.0), _row(targets.UPSTREAM_STYLE, "dep8", 64, 15.0),
+            _row(targets.COPY_SAME_BYTES, "dep8", 64, 9.0)]
     result = _result(rows)
-    (c,) = bench.same_size_copy(result)
+    (c,) = targets.same_size_copy(result)
     assert (c["shape"], c["layout"], c["M"], c["copy_us"], c["accval_us"]) == ("dep8", "neox", 64, 9.0, 12.0)
     assert c["pct_of_copy"] == 75.0 and c["mbytes"] == 12.5
     # the copy is faster than accval but is no baseline: accval beats the upstream-style kernel by 1.25x
     speedup = _target(result, "producer speed-up over the upstream-style kernel")
     assert speedup["measured"] == "1.25x" and speedup["met"] and speedup["where"] == "dep8 neox M=64"
-    md = bench.to_markdown(result)
+    md = render.to_markdown(result)
     assert "## The producer against a copy of its own size" in md and "| dep8 | neox | 64 | 12.5 | 12.0 | 9.0 | 75% |" in md
     assert md.index("## Targets") < md.index("Device copy ceiling"), "the Markdown opens with the targets"
 
@@ -39,7 +39,7 @@ def test_same_size_copy_is_a_reference_not_a_baseline():
 def test_layout_ratio_and_host_path_targets_report_the_worst_case_and_where():
     rows = [_row("accval", "dep8", 64, 10.0, as_called=30.0), _row("accval", "dep8", 64, 10.2, layout="gptj", as_called=22.0),
             _row("accval", "tep8", 8192, 100.0, as_called=101.0), _row("accval", "tep8", 8192, 104.0, layout="gptj"),
-            _row(bench.COPY_SAME_BYTES, "tep8", 8192, 80.0), _row(bench.COPY_SAME_BYTES, "tep8", 8192, 80.0, layout="gptj"),
+            _row(targets.COPY_SAME_BYTES, "tep8", 8192, 80.0), _row(targets.COPY_SAME_BYTES, "tep8", 8192, 80.0, layout="gptj"),
             _row("accval-triton", "dep8", 64, 20.0, layout="", as_called=31.0, op="consumer")]
     result = _result(rows)
     ratio = _target(result, "producer GPT-J time / NEOX time")
@@ -50,7 +50,7 @@ def test_layout_ratio_and_host_path_targets_report_the_worst_case_and_where():
     assert (consumer_host["measured"], consumer_host["met"]) == ("11.0", True)
     copy = _target(result, "producer % of a same-bytes copy")
     assert (copy["measured"], copy["where"], copy["met"]) == ("77%", "tep8 gptj M=8192", True)
-    md = bench.to_markdown(result)
+    md = render.to_markdown(result)
     assert "| tep8 M=8192 | **no** |" in md and "| 30.0 |" in md
 
 
@@ -59,6 +59,6 @@ def test_rows_without_a_layout_are_neox():
     old = _row("accval", "tep8", 64, 7.0)
     del old["layout"], old["as_called_us"]
     result = _result([old])
-    assert bench.same_size_copy(result) == []
-    md = bench.to_markdown(result)
+    assert targets.same_size_copy(result) == []
+    md = render.to_markdown(result)
     assert "copy of its own size" not in md and "| tep8 G=8 | neox | 64 | accval | 7.0 |" in md

@@ -248,7 +248,8 @@ def test_the_ab_says_what_it_will_run_first(tmp_path):
 
 def test_lm_evals_num_fewshot_warning_is_said_once_and_never_for_no_change(caplog):
     """lm-eval warns at each ``simple_evaluate`` (two per run, in each process) even when the value
-    does not change; the A/B keeps one warning per real change and none for "from 5 to 5"."""
+    does not change; the A/B keeps one warning per real change, none for "from 5 to 5", and none in the
+    processes whose rank 0 says it."""
     import logging
 
     from accval.gsm8k import ab
@@ -264,3 +265,11 @@ def test_lm_evals_num_fewshot_warning_is_said_once_and_never_for_no_change(caplo
     got = [r.getMessage() for r in caplog.records if r.name == "lm_eval.evaluator"]
     assert got == ["Overwriting default num_fewshot of gsm8k from 5 to 3",
                    "Overwriting default num_fewshot of gsm8k from 5 to 8", "something else"], got
+    caplog.clear()
+    ab._quiet_num_fewshot_warning(speak=False)  # a rank other than 0: rank 0 says it
+    try:
+        with caplog.at_level(logging.WARNING, logger="lm_eval.evaluator"):
+            log.warning(msg, "gsm8k", 5, 2)
+    finally:
+        ab._quiet_num_fewshot_warning()
+    assert not [r for r in caplog.records if r.name == "lm_eval.evaluator"]

@@ -1,0 +1,193 @@
+"""The rows of ``accval bench``: each op's implementations and baselines at the DeepSeek-V4-Pro shapes,
+timed with :mod:`accval.bench.timing`, and :func:`run`, the command."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+import kernels
+from kernels import provenance
+from kernels.baselines import upstream_style_producer
+from kernels.inv_rope_fp8_quant import config_for, launch_producer
+from kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
+
+from .render import write
+from .targets import COPY_SAME_BYTES, UPSTREAM_STYLE
+from .timing import (
+    DSV4_PRO,
+    LAYOUTS,
+    SHAPES,
+    as_called_us,
+    consumer_inputs,
+    copy_bandwidths,
+    copy_us,
+    environment,
+    per_s,
+    producer_inputs,
+    tensor_bytes,
+    time_cuda,
+    warm_up_clocks,
+)
+
+#: The upstream-style producer's warps (``kernels.baselines``): the fastest of 1, 2, 4 and 8 at every M
+#: and both shapes and layouts on an H200 (scripts/producer_probe.py;
+#: reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json), so the baseline is its best self.
+UPSTREAM_STYLE_WARPS = 1
+
+
+@dataclasses.dataclass
+class Row:
+    op: str
+    impl: str
+    shape: str
+    M: int
+    G: int
+    median_us: float
+    p20_us: float
+    p80_us: float
+    bytes: int
+    flops: int
+    tb_per_s: float
+    tflops: float
+    pct_copy_ceiling: float
+    timing: str = "cuda-graph"
+    config: str = ""
+    #: "neox" or "gptj" for producer and chain rows, "" for the consumer (no RoPE)
+    layout: str = ""
+    #: median us per call of the function as a caller calls it (no graph, host path included)
+    as_called_us: float | None = None
+
+
+def _two_step(o, pos, cache, rope, g, is_neox):
+    """The unfused legacy path: inverse RoPE in place, then 1x128 quantize with permute(1,0,2)."""
+    x = inverse_rope_(o.clone(), pos, cache, rope, is_neox)
+    return quantize_1x128_permute102(x.reshape(o.shape[0], g, -1))
+
+
+_two_step_compiled = torch.compile(_two_step, dynamic=True)
+
+
+def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False, reps_ms=None):
+    """The producer's rows: accval as dispatched, the upstream-style kernel, the unfused legacy path
+    eager (and compiled), and a copy of the same bytes (a reference, not a baseline)."""
+    rope, hpg, d = DSV4_PRO["rope_dim"], DSV4_PRO["heads_per_group"], DSV4_PRO["head_dim"]
+    is_neox = LAYOUTS[layout]
+    o, pos, cache, p, fp8, scale, nbytes = producer_inputs(m, g, is_neox)
+    args = (o, pos, cache, g, hpg, d - rope, rope)
+    cfg = config_for(m, o.device, is_neox=is_neox)
+    variants = {  # impl -> (graphed fn, as-called fn)
+        "accval": (lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg),
+                   lambda: kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)),
+        UPSTREAM_STYLE: (lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
+                         lambda: upstream_style_producer(*args, is_neox, num_warps=UPSTREAM_STYLE_WARPS)),
+        "eager-two-step": (lambda: _two_step(o, pos, cache, rope, g, is_neox), None),
+    }
+    if with_compiled:
+        variants["compiled-two-step"] = (lambda: _two_step_compiled(o, pos, cache, rope, g, is_neox), None)
+    timings = {}
+    for impl, (fn, called) in variants.items():
+        med, p20, p80, how = time_cuda(fn, reps_ms)
+        timings[impl] = (med, p20, p80, how, None if called is None else as_called_us(called, med))
+    # Not a baseline: the producer's traffic as a plain device copy (half of the bytes read, half
+    # written), timed the same way. What the memory gives at this size, with the launch and tail
+    # latency a small kernel pays, which a ceiling measured on large copies does not show.
+    timings[COPY_SAME_BYTES] = (*copy_us(nbytes // 2, reps_ms), None)
+    configs = {"accval": str(cfg), UPSTREAM_STYLE: f"one program per (token, head), {UPSTREAM_STYLE_WARPS} warps",
+               COPY_SAME_BYTES: "fastest of 1/4/8-byte element copies"}
+    rows = []
+    for impl, (med, p20, p80, how, called) in timings.items():
+        tbs = per_s(nbytes, med)
+        rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
+                        configs.get(impl, ""), layout, called))
+    return rows
+
+
+def consumer_rows(m, g, ceiling, shape, reps_ms=None):
+    a, a_scale, w_fp8, w_scale, n, k = consumer_inputs(m, g)
+    a_bf16 = torch.randn(g, m, k, device="cuda", dtype=torch.bfloat16)
+    w_bf16 = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
+    flops = 2 * g * m * n * k
+    torch.cuda.synchronize()
+    variants = {
+        "accval-triton": lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale, backend="triton"),
+        "torch-scaled-mm": lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale, backend="torch"),
+        "bf16-bmm": lambda: torch.bmm(a_bf16, w_bf16.transpose(1, 2)),
+    }
+    rows = []
+    for impl, fn in variants.items():
+        med, p20, p80, how = time_cuda(fn, reps_ms)
+        nbytes = tensor_bytes(a, a_scale, w_fp8, w_scale) + g * m * n * 2 if impl != "bf16-bmm" else tensor_bytes(a_bf16, w_bf16) + g * m * n * 2
+        rows.append(Row("consumer", impl, shape, m, g, med, p20, p80, nbytes, flops, per_s(nbytes, med),
+                        per_s(flops, med), 100 * per_s(nbytes, med) / ceiling, how,
+                        str(kernels.consumer_config(m, n, k, g, a.device)) if impl == "accval-triton" else "",
+                        "", as_called_us(fn, med) if impl == "accval-triton" else None))
+    return rows
+
+
+def chain_rows(m, g, ceiling, shape, layout="neox", reps_ms=None):
+    hpg, d, rope, r = (DSV4_PRO[k] for k in ("heads_per_group", "head_dim", "rope_dim", "o_lora_rank"))
+    o = torch.randn(m, g * hpg, d, device="cuda", dtype=torch.bfloat16) * 4
+    pos = torch.randint(0, 8192, (m,), device="cuda")
+    cache = torch.randn(8192, rope, device="cuda")
+    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(g, r, hpg * d, device="cuda") * 0.05)
+    w_bf16 = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)
+    out = torch.empty(m, g, r, device="cuda", dtype=torch.bfloat16)
+    is_neox = LAYOUTS[layout]
+    torch.cuda.synchronize()
+
+    def fallback():  # arm A as an engine runs it: weight already dequantized at load time
+        x = inverse_rope_(o.clone(), pos, cache, rope, is_neox)
+        torch.bmm(x.reshape(m, g, -1).transpose(0, 1), w_bf16.transpose(1, 2), out=out.transpose(0, 1))
+
+    variants = {
+        "fp8-chain": lambda: kernels.o_a_proj_fp8_chain(o, pos, cache, w_fp8, w_scale, g, hpg, d - rope, rope,
+                                                        is_neox=is_neox),
+        "bf16-fallback": fallback,
+    }
+    flops = 2 * g * m * r * hpg * d
+    rows = []
+    for impl, fn in variants.items():
+        med, p20, p80, how = time_cuda(fn, reps_ms)
+        rows.append(Row("chain", impl, shape, m, g, med, p20, p80, 0, flops, 0.0, per_s(flops, med), 0.0, how,
+                        "", layout, as_called_us(fn, med) if impl == "fp8-chain" else None))
+    return rows
+
+
+def run(ops=("producer", "consumer", "chain"), ms=(64, 256, 1024, 1500, 2048, 4096, 8192), shapes=("dep8", "tep8"),
+        out_dir: Path | None = None, progress=True, layouts=("neox", "gptj"), reps_ms=200, with_compiled=False) -> dict:
+    """Time every row (see :mod:`accval.bench`); ``reps_ms`` is do_bench's window per row (the copy
+    ceiling's copies included), ``with_compiled`` adds the torch.compile'd two-step path (a compile
+    per layout). With ``out_dir``, writes the JSON, Markdown and PNG there."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("accval bench needs a CUDA GPU; this machine has none (nothing is timed in the interpreter)")
+    builders = {"producer": producer_rows, "consumer": consumer_rows, "chain": chain_rows}
+    unknown = set(ops) - set(builders)
+    if unknown:
+        raise ValueError(f"--ops: expected a subset of {sorted(builders)}, got {sorted(unknown)}")
+    if not layouts or set(layouts) - set(LAYOUTS):
+        raise ValueError(f"--layouts: expected a non-empty subset of {sorted(LAYOUTS)}, got {list(layouts)}")
+    warm_up_clocks()
+    env = environment()
+    by_size = copy_bandwidths(reps_ms)
+    ceiling = max(by_size.values())
+    rows: list[Row] = []
+    work = [(op, shape, m, layout) for op in ops for shape in shapes for m in ms
+            for layout in (layouts if op != "consumer" else (None,))]
+    if progress:
+        from rich.progress import track
+
+        work = track(work, description="bench")
+    for op, shape, m, layout in work:
+        extra = {"with_compiled": with_compiled} if op == "producer" else {}
+        extra["reps_ms"] = reps_ms
+        rows += builders[op](m, SHAPES[shape], ceiling, shape, *((layout,) if layout else ()), **extra)
+        torch.cuda.empty_cache()
+    result = {"schema": 1, **env, "reps_ms": reps_ms, "copy_ceiling_tb_per_s": ceiling,
+              "copy_tb_per_s_by_mib": {str(k): v for k, v in by_size.items()}, "provenance": {f"{k[0]}:{k[1]}": v for k, v in provenance.COUNTS.items()},
+              "rows": [dataclasses.asdict(r) for r in rows]}
+    if out_dir is not None:
+        write(result, Path(out_dir))
+    return result

@@ -1,0 +1,99 @@
+"""Issue 21's targets over an ``accval bench`` result: each target's worst case over the shapes,
+layouts and M it covers, where that worst case is, and whether it is met. Pure functions of the
+result dict (the results page reads committed runs with them, on any machine)."""
+
+from __future__ import annotations
+
+#: The producer row that times a plain copy of the producer's bytes (a reference, not a baseline).
+COPY_SAME_BYTES = "copy-same-bytes"
+#: The upstream-style producer's row (``kernels.baselines``).
+UPSTREAM_STYLE = "upstream-style"
+
+#: The host-path target: at this M, "as called" minus the CUDA-graph kernel time at most this many us.
+HOST_PATH_M = 64
+HOST_PATH_BUDGET_US = 15.0
+
+
+def row_layout(r: dict) -> str:
+    """A row's RoPE layout; a producer or chain row that records none (an older report) is NEOX."""
+    return r.get("layout") or ("neox" if r["op"] != "consumer" else "")
+
+
+def find_row(rows: list[dict], op: str, impl: str, shape: str, m: int, layout: str | None = None) -> dict | None:
+    hit = [r for r in rows if (r["op"], r["impl"], r["shape"], r["M"]) == (op, impl, shape, m)
+           and (layout is None or row_layout(r) == layout)]
+    return hit[0] if hit else None
+
+
+def median_us(rows: list[dict], op: str, impl: str, shape: str, m: int, layout: str | None = None) -> float | None:
+    r = find_row(rows, op, impl, shape, m, layout)
+    return r["median_us"] if r else None
+
+
+def evaluate(result: dict) -> list[dict]:
+    """Issue 21's targets, each ``{"target", "want", "measured", "where", "met"}`` with its worst case
+    over the shapes, layouts and M it covers and where that worst case is. A target whose rows were
+    not run is left out."""
+    rows = result["rows"]
+    out = []
+
+    def add(name, want, values, fmt):
+        values = [(v, where) for v, where in values if v is not None]
+        if values:
+            pick = min if want[0] == ">=" else max
+            worst, where = pick(values, key=lambda t: t[0])
+            met = worst >= want[1] if want[0] == ">=" else worst <= want[1]
+            out.append({"target": name, "want": f"{want[0]} {fmt.format(want[1])}", "measured": fmt.format(worst),
+                        "where": where, "met": met})
+
+    keys = sorted({(r["op"], r["shape"], r["M"], row_layout(r)) for r in rows}, key=lambda k: (k[0], k[1], k[3], k[2]))
+    prod = [(sh, m, lay) for op, sh, m, lay in keys if op == "producer"]
+    cons = [(sh, m) for op, sh, m, _ in keys if op == "consumer"]
+    chain = [(sh, m, lay) for op, sh, m, lay in keys if op == "chain"]
+
+    def ratio(num, den):
+        return None if num is None or den is None else num / den
+
+    def where(sh, m, lay=""):
+        return f"{sh} {lay} M={m}".replace("  ", " ")
+
+    add("producer GPT-J time / NEOX time, every M", ("<=", 1.03),
+        [(ratio(median_us(rows, "producer", "accval", sh, m, "gptj"), median_us(rows, "producer", "accval", sh, m, "neox")),
+          where(sh, m)) for sh, m, lay in prod if lay == "gptj"], "{:.3f}")
+    add("producer % of a same-bytes copy, M >= 2048, both layouts", (">=", 75.0),
+        [(None if ours is None else 100 * copy / ours, where(sh, m, lay)) for sh, m, lay in prod if m >= 2048
+         for ours, copy in [(median_us(rows, "producer", "accval", sh, m, lay),
+                             median_us(rows, "producer", COPY_SAME_BYTES, sh, m, lay) or float("nan"))]
+         if copy == copy], "{:.0f}%")
+    add("producer speed-up over the upstream-style kernel, every M, both layouts", (">=", 1.0),
+        [(ratio(median_us(rows, "producer", UPSTREAM_STYLE, sh, m, lay), median_us(rows, "producer", "accval", sh, m, lay)),
+          where(sh, m, lay)) for sh, m, lay in prod], "{:.2f}x")
+    for op, impl, sel in (("producer", "accval", prod), ("consumer", "accval-triton", [(sh, m, "") for sh, m in cons])):
+        vals = []
+        for sh, m, lay in sel:
+            r = find_row(rows, op, impl, sh, m, lay or None)
+            if m == HOST_PATH_M and r is not None and r.get("as_called_us") is not None:
+                vals.append((r["as_called_us"] - r["median_us"], where(sh, m, lay)))
+        add(f"{op} host path: as called minus CUDA-graph kernel time, M = {HOST_PATH_M} (us)",
+            ("<=", HOST_PATH_BUDGET_US), vals, "{:.1f}")
+    for label, sel, want in (("M >= 2048", lambda m: m >= 2048, 0.9), ("M <= 256", lambda m: m <= 256, 2.0)):
+        add(f"consumer vs torch._scaled_mm blockwise, {label}", (">=", want),
+            [(ratio(median_us(rows, "consumer", "torch-scaled-mm", sh, m), median_us(rows, "consumer", "accval-triton", sh, m)),
+              where(sh, m)) for sh, m in cons if sel(m)], "{:.2f}x")
+    add("chain vs bf16 fallback, M = 8192, both layouts", (">=", 1.6),
+        [(ratio(median_us(rows, "chain", "bf16-fallback", sh, m, lay), median_us(rows, "chain", "fp8-chain", sh, m, lay)),
+          where(sh, m, lay)) for sh, m, lay in chain if m == 8192], "{:.2f}x")
+    return out
+
+
+def same_size_copy(result: dict) -> list[dict]:
+    """Per (shape, layout, M): accval's producer time against a plain copy of the same bytes."""
+    rows = result["rows"]
+    out = []
+    for r in rows:
+        if r["op"] == "producer" and r["impl"] == COPY_SAME_BYTES:
+            ours = median_us(rows, "producer", "accval", r["shape"], r["M"], row_layout(r))
+            if ours is not None:
+                out.append({"shape": r["shape"], "layout": row_layout(r), "M": r["M"], "mbytes": r["bytes"] / 1e6,
+                            "accval_us": ours, "copy_us": r["median_us"], "pct_of_copy": 100 * r["median_us"] / ours})
+    return out

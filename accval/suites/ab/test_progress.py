@@ -1,0 +1,103 @@
+"""The A/B tells you how far it is: one bar counting answers (questions x arms) as each answer ends,
+and one ETA line once the first batch is done; ``--quiet`` shows neither."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("lm_eval")
+pytest.importorskip("transformers.models.deepseek_v4")
+
+from accval.gsm8k.engine import FinishedRows  # noqa: E402
+from accval.gsm8k.lm import Progress  # noqa: E402
+
+from .test_task import DATA, needs_data  # noqa: E402
+
+PAD = 0
+
+
+def test_each_row_is_done_once_as_it_is_first_padded_and_the_rest_at_the_end():
+    """generate pads a row from the step after it stops: the first pad marks the row done (once, even if
+    padded again); rows still running are done when generation ends."""
+    done = []
+    s = FinishedRows(3, PAD, lambda: done.append(1))
+    s.put(torch.tensor([[5, 6, 7]] * 3))  # the prompt
+    s.put(torch.tensor([4, 9, 9]))
+    assert not done
+    s.put(torch.tensor([PAD, 9, 8]))
+    assert len(done) == 1
+    s.put(torch.tensor([PAD, PAD, 8]))
+    assert len(done) == 2
+    s.end()
+    assert len(done) == 3
+
+
+class _Clock:
+    def __init__(self, *times):
+        self.times = list(times)
+
+    def __call__(self):
+        return self.times.pop(0)
+
+
+def test_rank_0_scales_its_rows_to_the_batch_and_says_the_eta_once(capsys):
+    """With real DEP ranks, rank 0's finished rows count for the whole batch (rows / its rows each), never
+    past it; the gathered batch counts exactly; the first commit with questions left says the ETA from
+    the pace so far (20 s for 2 of 6 questions: 40 s left), later commits say nothing more."""
+    p = Progress(6, 2, "arm A+B (x and y)", show=True, scaled_over=2, clock=_Clock(0.0, 20.0, 40.0, 60.0))
+    p.begin(2, 1)  # arm A's batch of 2 rows, 1 of them here
+    p.row_done()
+    assert p.bar.n == 2
+    p.row_done()  # more of its rows than it has: never past the batch
+    assert p.bar.n == 2
+    p.end()
+    p.begin(2, 0)  # arm B: none of the rows here; the gathered batch counts
+    p.end()
+    assert p.bar.n == 4
+    p.questions_done(2)
+    p.questions_done(4)
+    p.questions_done(6)
+    assert p.bar.n == 12
+    p.close()
+    err = capsys.readouterr().err
+    etas = [line for line in re.split(r"[\r\n]", err) if "ETA" in line]
+    assert etas == ["accval gsm8k: ETA ~0m 40s for 6 questions x 2 arms (from the pace of the first 2, whose "
+                    "prompts are the longest)"], err
+    assert "[rank 0's rows, scaled to 2 processes]" in err and "/12 [" in err
+
+
+def test_quiet_progress_says_nothing(capsys):
+    p = Progress(6, 2, "arm A+B", show=False, clock=_Clock(0.0, 1.0))
+    p.begin(2, 2)
+    p.row_done()
+    p.end()
+    p.questions_done(1)
+    p.close()
+    assert capsys.readouterr().err == ""
+
+
+@needs_data
+def test_the_ab_says_its_eta_once_and_counts_questions_times_arms(tmp_path, capsys, caplog):
+    """``accval gsm8k --ab`` without --quiet, on the built-in model: one ETA line naming the questions and
+    both arms, one bar whose total is questions x 2 arms and that ends full, and lm-eval's num_fewshot
+    warning at most once (the run changes it, from 5 to 0)."""
+    from accval.cli import main
+
+    argv = ["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "run"), "--model", "builtin",
+            "--limit", "2", "--batch-size", "1", "--max-gen-toks", "1", "--num-fewshot", "0", "--ranks", "1"]
+    with caplog.at_level("WARNING", logger="lm_eval.evaluator"):
+        assert main(argv) == 0
+    err = capsys.readouterr().err
+    lines = re.split(r"[\r\n]", err)
+    etas = [line for line in lines if "ETA ~" in line]
+    assert len(etas) == 1 and "for 2 questions x 2 arms" in etas[0], etas
+    totals = {m.group(1) for line in lines if line.startswith("arm A+B")
+              for m in [re.search(r"\d+/(\d+) \[", line)] if m}
+    assert totals == {"4"}, totals
+    assert any(line.startswith("arm A+B") and "4/4 [" in line for line in lines), err
+    assert not any(line.startswith("arm B ") for line in lines), "arm B's scoring pass, with nothing to run, draws no bar"
+    warned = [r.getMessage() for r in caplog.records if "num_fewshot" in r.getMessage()]
+    assert len(warned) <= 1, warned
