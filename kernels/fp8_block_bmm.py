@@ -25,12 +25,13 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _platform, provenance
+from . import _platform, host, provenance
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .fp8_rounding import to_bf16
-from .inv_rope_fp8_quant import plain_eager_call
 from .validation import (
+    byte_extent,
     check_apart,
+    check_apart_at,
     check_bool,
     check_contiguous,
     check_int,
@@ -262,9 +263,7 @@ def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) ->
     else:
         if a_scale.shape[0] != g or a_scale.shape[1] != kb or a_scale.shape[2] < m:
             raise ValueError(f"a_scale: expected [{g}, {kb}, >= {m}], got {tuple(a_scale.shape)}")
-        check_storage_holds("a", a, g * m * k, f"dense [{g}, {m}, {k}]")
-        if g * kb and m:
-            check_storage_holds("a_scale", a_scale, (g * kb - 1) * pad4(m) + m, f"[{g}, {kb}, pad4(M)={pad4(m)}] rows")
+        _check_raw_storage(a, a_scale, g, m, k)
     if out is not None:
         check_tensor("out", out, dtypes=(torch.bfloat16,), ndim=3)
         check_shape("out", out, (g, m, n))
@@ -274,35 +273,77 @@ def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) ->
     return g, m, n, k
 
 
-def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
-    mode = _platform.execution_mode(a.device)
-    cfg = config or _consumer_config(m, n, k, g, _sm_count(a.device))
+def _check_raw_storage(a, a_scale, g, m, k) -> None:
+    """What the raw consumer (``check_contract=False``) reads from ``a`` and ``a_scale``'s first elements
+    lies inside their storage (depends on the storage, not the layout: checked on every call)."""
+    kb = k // QUANT_BLOCK
+    check_storage_holds("a", a, g * m * k, f"dense [{g}, {m}, {k}]")
+    if g * kb and m:
+        check_storage_holds("a_scale", a_scale, (g * kb - 1) * pad4(m) + m, f"[{g}, {kb}, pad4(M)={pad4(m)}] rows")
+
+
+@dataclasses.dataclass(frozen=True, eq=False, slots=True)
+class _TritonLaunch:
+    """The Triton consumer's launches for one problem and configuration: the bmm kernel into ``out``, or,
+    with K split, into fp32 partials ``[split, G, M, N]`` that a second kernel adds in split order."""
+
+    split: int
+    k_blocks_per_split: int
+    grid: tuple[int, int, int]
+    bmm: host.Launcher
+    partial_shape: tuple[int, int, int, int] | None
+    sum_grid: tuple[int, int] | None
+    sums: host.Launcher | None
+
+    def ints(self, m, n, k, b, b_scale, out_stride) -> tuple[tuple, tuple]:
+        """The integer arguments of the two kernels, in their order (after their pointers)."""
+        head = (m, n, k, self.k_blocks_per_split, b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1))
+        if self.sums is None:
+            return head + (0, *out_stride), ()
+        _, g, _, _ = self.partial_shape
+        part_stride = (g * m * n, m * n, n, 1)  # torch.empty's contiguous strides
+        return head + part_stride, (m * n, n, part_stride[0], *out_stride)
+
+    def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None) -> None:
+        """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers)."""
+        bmm_ints, sum_ints = ints
+        if self.sums is None:
+            self.bmm(self.grid, (a, a_scale, b, b_scale, out), bmm_ints, layout)
+            return
+        part = torch.empty(self.partial_shape, dtype=torch.float32, device=a.device)
+        self.bmm(self.grid, (a, a_scale, b, b_scale, part), bmm_ints, layout)
+        self.sums(self.sum_grid, (part, out), sum_ints, layout)
+
+
+#: elements per program of the split-K sum
+SUM_BLOCK = 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_align: int, software: bool) -> _TritonLaunch:
+    """The launches of one problem (built once): K split into whole 128-blocks, no split empty."""
     k_blocks = k // QUANT_BLOCK
     split = min(cfg.split_k, k_blocks)
     per_split = cdiv(k_blocks, split)
     split = cdiv(k_blocks, per_split)  # no empty split
+    grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
+    bmm = host.Launcher(_fp8_block_bmm_kernel, dict(
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
+        DEFER_SCALE=cfg.defer_scale, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_platform.gpu_launch_options()))
+    if split == 1:
+        return _TritonLaunch(split, per_split, grid, bmm, None, None, None)
+    sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software,
+                                                  **_platform.gpu_launch_options()))
+    return _TritonLaunch(split, per_split, grid, bmm, (split, g, m, n), (cdiv(m * n, SUM_BLOCK), g), sums)
+
+
+def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
+    mode = _platform.execution_mode(a.device)
+    cfg = config or _consumer_config(m, n, k, g, _sm_count(a.device))
+    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting())
     if m > 0:
-        dst = out if split == 1 else torch.empty((split, g, m, n), dtype=torch.float32, device=a.device)
-        dst_strides = (0,) + tuple(out.stride()) if split == 1 else tuple(dst.stride())
-        grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
-        _fp8_block_bmm_kernel[grid](
-            a, a_scale, b, b_scale, dst, m, n, k, per_split,
-            b.stride(0), b.stride(1), b_scale.stride(0), b_scale.stride(1), *dst_strides,
-            **_kernel_meta(cfg, split, scale_m_align, _platform.interpreting()))
-        if split > 1:
-            block = 1024
-            _sum_splits_kernel[(cdiv(m * n, block), g)](
-                dst, out, m * n, n, dst.stride(0), out.stride(0), out.stride(1), out.stride(2),
-                SPLIT_K=split, BLOCK=block, SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
-    provenance.emit(_consumer_run(mode, cfg, split))
-
-
-@functools.lru_cache(maxsize=1024)
-def _kernel_meta(cfg: ConsumerConfig, split: int, scale_m_align: int, software: bool) -> dict:
-    """The consumer kernel's keyword arguments for one launch configuration (built once)."""
-    return dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align,
-                SOFTWARE=software, DEFER_SCALE=cfg.defer_scale, num_warps=cfg.num_warps,
-                num_stages=cfg.num_stages, **_platform.gpu_launch_options())
+        launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
+    provenance.emit(_consumer_run(mode, cfg, launch.split))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -324,6 +365,23 @@ def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
     _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, config=config)
     return out
+
+
+def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None = None) -> list[tuple]:
+    """``(launcher, grid, tensors, ints)`` of each Triton kernel :func:`launch_consumer` would launch into
+    ``out`` (the split-K partials allocated here, once), in order; ``launcher(grid, tensors, ints)``
+    launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
+    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
+    cfg = config or _consumer_config(m, n, k, g, _sm_count(a.device))
+    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
+    if m == 0:
+        return []
+    bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
+    if launch.sums is None:
+        return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, out), bmm_ints)]
+    part = torch.empty(launch.partial_shape, dtype=torch.float32, device=a.device)
+    return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, part), bmm_ints),
+            (launch.sums, launch.sum_grid, (part, out), sum_ints)]
 
 
 def _run_torch(a, a_scale, b, b_scale, out, g, m, n, k):
@@ -451,24 +509,94 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
     provenance.record("consumer", "emulated", f"torch-{a.device.type}")
 
 
-def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
-    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
-    return _consume(a, a_scale, b, b_scale, out, backend, g, m, n, k)
+@dataclasses.dataclass(frozen=True, eq=False, slots=True)
+class _ConsumerPlan:
+    """A call whose layout passed :func:`validate_consumer_args`, and what its backend needs but the tensors;
+    calling it allocates ``out`` when None, runs the backend and records it (``kernels.host``)."""
+
+    backend: str
+    g: int
+    m: int
+    n: int
+    k: int
+    device: torch.device
+    #: the raw consumer (check_contract=False): storage sizes are checked on every call
+    raw: bool
+    #: byte extents of (out, a, a_scale, b, b_scale) when ``out`` is given: kept apart on every call
+    apart: tuple[int, ...] | None
+    triton: _TritonLaunch | None
+    triton_ints: tuple
+    record: provenance.Run | None
+
+    def check_memory(self, a, a_scale, b, b_scale, out) -> None:
+        """The checks that read where the tensors are, not how they are laid out."""
+        if self.raw:
+            _check_raw_storage(a, a_scale, self.g, self.m, self.k)
+        if self.apart is not None:
+            e_out, e_a, e_as, e_b, e_bs = self.apart
+            check_apart_at("out", out, e_out, [("a", a, e_a), ("a_scale", a_scale, e_as), ("b", b, e_b),
+                                               ("b_scale", b_scale, e_bs)])
+
+    def __call__(self, a, a_scale, b, b_scale, out):
+        if out is None:
+            out = torch.empty((self.g, self.m, self.n), dtype=torch.bfloat16, device=self.device)
+        if self.triton is not None:
+            if self.m:
+                self.triton(a, a_scale, b, b_scale, out, self.triton_ints, self)
+            provenance.emit(self.record)
+        elif self.backend == "torch":
+            _run_torch(a, a_scale, b, b_scale, out, self.g, self.m, self.n, self.k)
+        else:
+            _run_emulated(a, a_scale, b, b_scale, out, self.g, self.m, self.n, self.k)
+        return out
 
 
-def _consume(a, a_scale, b, b_scale, out, backend, g, m, n, k):
-    """Run ``backend`` on arguments :func:`validate_consumer_args` has accepted."""
-    if out is None:
-        out = torch.empty((g, m, n), dtype=torch.bfloat16, device=a.device)
-    if backend == "triton":
-        _run_triton(a, a_scale, b, b_scale, out, g, m, n, k)
-    elif backend == "torch":
-        _run_torch(a, a_scale, b, b_scale, out, g, m, n, k)
-    elif backend == "emulated":
-        _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k)
-    else:
+def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k) -> _ConsumerPlan:
+    """The plan of a call :func:`validate_consumer_args` has accepted (raises where Triton cannot run)."""
+    if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    return out
+    apart = None
+    if out is not None and out.numel() and out.device.type != "meta":
+        apart = tuple(byte_extent(t) for t in (out, a, a_scale, b, b_scale))
+    launch, ints, record = None, (), None
+    if backend == "triton":
+        mode = _platform.execution_mode(a.device)
+        cfg = _consumer_config(m, n, k, g, _sm_count(a.device))
+        launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
+        # a new out has torch.empty's contiguous strides
+        ints = launch.ints(m, n, k, b, b_scale, out.stride() if out is not None else (m * n, n, 1))
+        record = _consumer_run(mode, cfg, launch.split)
+    return _ConsumerPlan(backend, g, m, n, k, a.device, not check_contract and a.device.type != "meta", apart,
+                         launch, ints, record)
+
+
+_PLANS = host.PlanCache()
+
+
+def _plan(a, a_scale, b, b_scale, out, backend, check_contract) -> _ConsumerPlan | None:
+    """The plan of a call on plain tensors, its per-call memory checks done; None for anything else (the
+    caller validates it in full). The key is everything :func:`validate_consumer_args` reads about the
+    layout; where the tensors are (storage sizes, ``out`` against the inputs) is checked every call."""
+    if not (host.plain_tensor(a) and host.plain_tensor(a_scale) and host.plain_tensor(b) and host.plain_tensor(b_scale)
+            and (out is None or host.plain_tensor(out)) and type(backend) is str and type(check_contract) is bool):
+        return None
+    key = (backend, check_contract, a.shape, a.stride(), a.dtype, a.device, a_scale.shape, a_scale.stride(),
+           a_scale.dtype, a_scale.device, b.shape, b.stride(), b.dtype, b.device, b_scale.shape, b_scale.stride(),
+           b_scale.dtype, b_scale.device, None if out is None else (out.shape, out.stride(), out.dtype, out.device))
+    plan = _PLANS.get(key)
+    if plan is None:
+        g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+        return _PLANS.put(key, _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k))
+    plan.check_memory(a, a_scale, b, b_scale, out)
+    return plan
+
+
+def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
+    plan = _plan(a, a_scale, b, b_scale, out, backend, check_contract)
+    if plan is None:
+        g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
+        plan = _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k)
+    return plan(a, a_scale, b, b_scale, out)
 
 
 @torch.library.custom_op("accval::fp8_block_bmm", mutates_args=())
@@ -503,9 +631,11 @@ def fp8_block_bmm(a, a_scale, b, b_scale, out=None, *, backend="triton", check_c
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
-    if plain_eager_call(a, a_scale, b, b_scale, *(() if out is None else (out,))):
-        return _consume(a, a_scale, b, b_scale, out, backend, g, m, n, k)
+    if host.eager_call():  # first: under torch.compile the plan cache is not traced
+        plan = _plan(a, a_scale, b, b_scale, out, backend, check_contract)
+        if plan is not None:
+            return plan(a, a_scale, b, b_scale, out)
+    validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
     if out is None:
         return torch.ops.accval.fp8_block_bmm(a, a_scale, b, b_scale, backend, check_contract)
     torch.ops.accval.fp8_block_bmm_out(a, a_scale, b, b_scale, out, backend, check_contract)

@@ -23,9 +23,8 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from torch.utils._python_dispatch import _get_current_dispatch_mode as _current_dispatch_mode
 
-from . import _platform, provenance
+from . import _platform, host, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
 from .fp8_rounding import round_through, to_fp8_e4m3
 from .validation import check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device, check_tensor
@@ -350,9 +349,13 @@ def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_grou
                            check_positions=None) -> ProducerProblem:
     """Check every argument of the producer; raise ValueError/TypeError saying what was expected.
 
+    Everything but the positions' values is layout (types, shapes, strides, dtypes, devices, flags):
+    the public function checks it once per layout and keeps the result (``kernels.host``).
     Positions outside ``[0, max_pos)`` make the kernel read outside the cos/sin cache (a crash, or
-    garbage). On the CPU they are always checked (cheap, and the interpreter would fault); on CUDA
-    the check costs a host sync per call, so it runs only with ``check_positions=True``.
+    garbage). They are data, read on every call where they are checked: on the CPU always (cheap,
+    and the interpreter would fault), on CUDA only with ``check_positions=True``, because reading
+    them costs a host sync per call and cannot run under CUDA graph capture (it raises there); by
+    default a CUDA caller vouches for its positions, as engines do for their RoPE kernels.
     ``positions`` may have any stride (the kernel reads it with its stride).
     """
     check_tensor("o", o, dtypes=_TL_DTYPES, ndim=3)
@@ -411,6 +414,24 @@ def cos_sin_strides(cos_sin_cache: torch.Tensor) -> tuple[int, int, int]:
     return cos_sin_cache.stride(0), cos_sin_cache.stride(1), cos_sin_cache.stride(2)
 
 
+def _runtime_ints(p: ProducerProblem, rows_end: int, o, positions, cos_sin_cache, fp8_stride, scale_stride) -> tuple:
+    """The kernels' integer arguments, in their order (after the five pointers)."""
+    return (p.m, rows_end, positions.stride(0), o.stride(0), o.stride(1), *cos_sin_strides(cos_sin_cache),
+            fp8_stride[0], fp8_stride[1], scale_stride[0], scale_stride[1])
+
+
+def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
+                    rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None) -> tuple | None:
+    """``(launcher, grid, tensors, ints)`` of :func:`launch_producer`'s launch, or None when it launches
+    nothing (M == 0): ``launcher(grid, tensors, ints)`` launches it (``scripts/host_path.py`` times the pieces)."""
+    rows_end = pad4(p.m) if rows_end is None else rows_end
+    if rows_end == 0:
+        return None
+    launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting())
+    return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),
+            _runtime_ints(p, rows_end, o, positions, cos_sin_cache, fp8.stride(), scale.stride()))
+
+
 def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
                     rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None) -> None:
     """Launch the producer kernel into caller-provided buffers (strides are taken from them).
@@ -419,20 +440,17 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
     ``round_dtype`` the dtype roped values are rounded to (default ``o``'s, as the legacy path).
     The public function always uses the defaults; the defect catalog overrides them.
     """
-    rows_end = pad4(p.m) if rows_end is None else rows_end
-    if rows_end == 0:
-        return
-    kernel, grid, meta = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting())
-    cs_pos, cs_sin, cs_i = cos_sin_strides(cos_sin_cache)
-    kernel[grid](o, positions, cos_sin_cache, fp8, scale, p.m, rows_end, positions.stride(0),
-                 o.stride(0), o.stride(1), cs_pos, cs_sin, cs_i,
-                 fp8.stride(0), fp8.stride(1), scale.stride(0), scale.stride(1), **meta)
+    launch = producer_launch(p, o, positions, cos_sin_cache, fp8, scale, cfg, rows_end=rows_end,
+                             index_dtype=index_dtype, round_dtype=round_dtype)
+    if launch is not None:
+        launcher, grid, tensors, ints = launch
+        launcher(grid, tensors, ints)
 
 
 @functools.lru_cache(maxsize=4096)
 def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dtype: torch.dtype, index_dtype,
-                 software: bool):
-    """(kernel, grid, keyword arguments) of one launch: everything but the tensors and their strides."""
+                 software: bool) -> tuple[host.Launcher, tuple[int, int]]:
+    """(launcher, grid) of one launch: everything but the tensors and their strides."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
     hb = heads_per_program(cfg, heads)
@@ -443,8 +461,9 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
                 num_warps=cfg.num_warps, **_platform.gpu_launch_options())
     if btm == 1:
         store_runs = not p.is_neox and cfg.num_warps == 1  # see _quant_tokens: the one launch it is verified in
-        return _inv_rope_fp8_quant_straight, grid, dict(meta, HEADS=hb, num_stages=cfg.num_stages, STORE_RUNS=store_runs)
-    return _inv_rope_fp8_quant_loop, grid, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)
+        return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages,
+                                                                 STORE_RUNS=store_runs)), grid
+    return host.Launcher(_inv_rope_fp8_quant_loop, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)), grid
 
 
 @functools.lru_cache(maxsize=1024)
@@ -456,32 +475,85 @@ def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int) -> provenance.Run:
         num_warps=cfg.num_warps, num_stages=cfg.num_stages).items())))
 
 
-def _produce(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m):
-    """Allocate, launch and record, for arguments :func:`validate_producer_args` has accepted."""
+@dataclasses.dataclass(frozen=True, eq=False, slots=True)
+class _ProducerPlan:
+    """A call whose layout passed :func:`validate_producer_args`, and everything its launch needs but the
+    tensors; calling it allocates, launches and records (``kernels.host`` on what a plan stands for)."""
+
+    device: torch.device
+    fp8_shape: tuple[int, int, int]
+    scale_shape: tuple[int, int, int]
+    #: positions are read and checked on every call: on the CPU always, on CUDA when asked
+    check_positions: bool
+    max_pos: int
+    launcher: host.Launcher | None  # None when there is nothing to launch (M == 0)
+    grid: tuple[int, int]
+    ints: tuple
+    record: provenance.Run
+
+    def __call__(self, o, positions, cos_sin_cache):
+        fp8 = torch.empty(self.fp8_shape, dtype=FP8_DTYPE, device=self.device)
+        scale = torch.empty(self.scale_shape, dtype=torch.float32, device=self.device)
+        if self.launcher is not None:
+            self.launcher(self.grid, (o, positions, cos_sin_cache, fp8, scale), self.ints, self)
+        provenance.emit(self.record)
+        return fp8, scale
+
+
+def _build_plan(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m, check_positions) -> _ProducerPlan:
+    """The plan of a call :func:`validate_producer_args` has accepted (raises where it cannot run)."""
     mode = _platform.execution_mode(o.device)
     cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox)
-    fp8 = torch.empty((p.n_groups, p.m, p.heads_per_group * p.head_dim), dtype=FP8_DTYPE, device=o.device)
-    scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=o.device)
-    launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg)
-    provenance.emit(_producer_run(mode, cfg, p.n_groups * p.heads_per_group))
-    return fp8, scale
+    rows_end = pad4(p.m)
+    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting())
+    k, sm = p.k, pad4(p.m)
+    # the strides torch.empty gives the buffers every call (contiguous)
+    ints = _runtime_ints(p, rows_end, o, positions, cos_sin_cache, (p.m * k, k), (p.k_blocks * sm, sm))
+    return _ProducerPlan(o.device, p.fp8_shape(), p.scale_shape(), bool(check_positions) or o.device.type == "cpu",
+                         cos_sin_cache.shape[0], launcher if rows_end else None, grid, ints,
+                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group))
+
+
+_PLANS = host.PlanCache()
+
+
+def _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox,
+          block_tokens_m, check_positions) -> _ProducerPlan | None:
+    """The plan of a call on plain tensors with plainly typed arguments, its per-call checks done; None
+    for anything else (the caller validates it in full).
+
+    The key is everything :func:`validate_producer_args` reads but the positions' values; those are
+    checked on every call where they are checked at all (``check_positions``)."""
+    if not (host.plain_tensor(o) and host.plain_tensor(positions) and host.plain_tensor(cos_sin_cache)):
+        return None
+    if not (type(n_groups) is int and type(heads_per_group) is int and type(nope_dim) is int
+            and type(rope_dim) is int and type(quant_group_size) is int and type(is_neox) is bool
+            and (block_tokens_m is None or type(block_tokens_m) is int)
+            and (check_positions is None or type(check_positions) is bool)):
+        return None
+    key = (o.shape, o.stride(), o.dtype, o.device, positions.shape, positions.stride(), positions.dtype, positions.device,
+           cos_sin_cache.shape, cos_sin_cache.stride(), cos_sin_cache.dtype, cos_sin_cache.device,
+           n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m, check_positions)
+    plan = _PLANS.get(key)
+    if plan is None:
+        p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                   quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
+        return _PLANS.put(key, _build_plan(p, o, positions, cos_sin_cache, block_tokens_m, check_positions))
+    if plan.check_positions:
+        check_positions_in_range(positions, plan.max_pos)
+    return plan
 
 
 def _producer_impl(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                    quant_group_size, is_neox, block_tokens_m):
-    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                               quant_group_size, is_neox, block_tokens_m=block_tokens_m or None,
-                               check_positions=False)
-    return _produce(p, o, positions, cos_sin_cache, block_tokens_m or None)
-
-
-def plain_eager_call(*tensors) -> bool:
-    """True when a public function may run its implementation directly instead of through its torch
-    custom op: plain tensors, no torch.compile tracing, no dispatch mode (fake tensors, opcheck,
-    FlopCounter, ...). Both paths run the same code after the same validation; the op's dispatch
-    costs ~10-20 us of host time per call that an eager caller need not pay."""
-    return (all(type(t) is torch.Tensor for t in tensors) and not torch.compiler.is_compiling()
-            and _current_dispatch_mode() is None)
+    block_tokens_m = block_tokens_m or None
+    plan = _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox,
+                 block_tokens_m, False)
+    if plan is None:
+        p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                   quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=False)
+        plan = _build_plan(p, o, positions, cos_sin_cache, block_tokens_m, False)
+    return plan(o, positions, cos_sin_cache)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -520,15 +592,18 @@ def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, n
         cos_sin_cache: fp32 ``[max_pos, rope_dim]`` (cos half, then sin half) or ``[max_pos, 2, rope_dim/2]``.
         is_neox: True for half-split (NEOX) pairs, False for interleaved (GPT-J) pairs.
         block_tokens_m: force tokens per program (a power of two); None uses the dispatch table.
-        check_positions: check positions are inside the cache (default: on CPU only; on CUDA it
-            would cost a host sync).
+        check_positions: check positions are inside the cache on every call (default: on CPU
+            only; on CUDA it costs a host sync per call and is refused under CUDA graph capture).
 
     Returns ``fp8 [G, M, K]`` e4m3fn and ``scale [G, K/128, pad4(M)]`` fp32, as the module docstring
     states. ``kernels.provenance`` records which kernel and block size ran.
     """
-    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                               quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
-    if plain_eager_call(o, positions, cos_sin_cache):
-        return _produce(p, o, positions, cos_sin_cache, block_tokens_m)
+    if host.eager_call():  # first: under torch.compile the plan cache is not traced
+        plan = _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                     is_neox, block_tokens_m, check_positions)
+        if plan is not None:
+            return plan(o, positions, cos_sin_cache)
+    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size, is_neox, block_tokens_m=block_tokens_m, check_positions=check_positions)
     return torch.ops.accval.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim,
                                                rope_dim, quant_group_size, is_neox, block_tokens_m or 0)

@@ -119,23 +119,38 @@ def _byte_span(t: torch.Tensor) -> tuple[int, int]:
     """[first, last) byte of ``t``'s elements inside its storage."""
     if t.numel() == 0:
         return (0, 0)
-    last = sum(stride * (size - 1) for stride, size in zip(t.stride(), t.shape))
     first = t.storage_offset() * t.element_size()
-    return first, first + (last + 1) * t.element_size()
+    return first, first + byte_extent(t)
+
+
+def byte_extent(t: torch.Tensor) -> int:
+    """Bytes from ``t``'s first element to one past its last (0 when empty): what a kernel may touch."""
+    if t.numel() == 0:
+        return 0
+    return (sum(stride * (size - 1) for stride, size in zip(t.stride(), t.shape)) + 1) * t.element_size()
 
 
 def check_apart(name: str, t: torch.Tensor, **inputs: torch.Tensor) -> None:
     """``t`` (an output) shares no byte with any of ``inputs``: a kernel reading what it overwrites is a race."""
     if t.numel() == 0 or t.device.type == "meta" or is_fake(t):
         return
-    lo, hi = _byte_span(t)
-    for other_name, x in inputs.items():
-        if x.numel() == 0 or x.untyped_storage().data_ptr() != t.untyped_storage().data_ptr():
-            continue
-        xlo, xhi = _byte_span(x)
-        if lo < xhi and xlo < hi:
-            raise ValueError(f"{name}: expected memory apart from the inputs, got bytes [{lo}, {hi}) of the storage that "
-                             f"{other_name} reads at [{xlo}, {xhi})")
+    check_apart_at(name, t, byte_extent(t), [(other, x, byte_extent(x)) for other, x in inputs.items()])
+
+
+def check_apart_at(name: str, t: torch.Tensor, extent: int, inputs: list[tuple[str, torch.Tensor, int]]) -> None:
+    """:func:`check_apart` with each tensor's :func:`byte_extent` given (callers that cache it per layout).
+
+    Compares addresses: memory two tensors share is one address range whichever storage each came
+    from (two storages never overlap unless they are one memory, e.g. ``torch.from_blob`` twice)."""
+    lo = t.data_ptr()
+    hi = lo + extent
+    for other, x, x_extent in inputs:
+        if x_extent:
+            xlo = x.data_ptr()
+            if lo < xlo + x_extent and xlo < hi:
+                (blo, bhi), (xblo, xbhi) = _byte_span(t), _byte_span(x)
+                raise ValueError(f"{name}: expected memory apart from the inputs, got bytes [{blo}, {bhi}) of the storage "
+                                 f"that {other} reads at [{xblo}, {xbhi})")
 
 
 def check_storage_holds(name: str, t: torch.Tensor, elements: int, layout: str) -> None:
@@ -151,9 +166,13 @@ def check_storage_holds(name: str, t: torch.Tensor, elements: int, layout: str) 
 
 def check_positions_in_range(positions: torch.Tensor, max_pos: int) -> None:
     """Every position indexes a row of the cos/sin cache: ``0 <= p < max_pos``. Reads the values (a host
-    sync on CUDA); skipped for meta and fake tensors, which hold none."""
+    sync on CUDA, which CUDA graph capture forbids: there it raises instead); skipped for meta and fake
+    tensors, which hold none."""
     if positions.numel() == 0 or positions.device.type == "meta" or is_fake(positions):
         return
+    if positions.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise ValueError("check_positions: expected no CUDA graph capture (checking positions reads them on the host), "
+                         "got a capture in progress; validate positions before capturing and pass check_positions=False")
     lo, hi = int(positions.min()), int(positions.max())
     if lo < 0 or hi >= max_pos:
         raise ValueError(f"positions: expected values in [0, {max_pos}) (the cos/sin cache's max_pos), got min {lo} max {hi}")

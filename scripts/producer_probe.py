@@ -10,7 +10,8 @@ One call does everything a tuning round needs (the device is lent by the minute)
      candidate launches, the upstream-style kernel (``kernels.baselines``) at 1/2/4/8 warps, and a
      device copy of the same bytes;
   3. the host path at M=64: each step of a call timed on its own (host clock, no sync) and the
-     public functions "as called" (back to back, no graph) against their kernels.
+     public functions "as called" (back to back, no graph) against their kernels
+     (``scripts/host_path.py`` measures the host path alone, at M 1, 64, 256).
 
     python scripts/producer_probe.py [--before FILE] [--out DIR]
 """
@@ -33,8 +34,8 @@ import kernels  # noqa: E402
 from accval.bench import timing  # noqa: E402
 from kernels import provenance  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
-from kernels.fp8_block_bmm import _consume, validate_consumer_args  # noqa: E402
-from kernels.inv_rope_fp8_quant import LaunchConfig, _produce, config_for, launch_producer, validate_producer_args  # noqa: E402
+from kernels.fp8_block_bmm import validate_consumer_args  # noqa: E402
+from kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer, validate_producer_args  # noqa: E402
 from kernels.reference import inv_rope_fp8_quant_ref  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
@@ -160,7 +161,6 @@ def host_path(before) -> list[dict]:
                 "torch.ops.accval.inv_rope_fp8_quant (validates inside)": lambda: torch.ops.accval.inv_rope_fp8_quant(
                     *args, 128, is_neox, 0),
                 "validate_producer_args": lambda: validate_producer_args(*args, is_neox=is_neox),
-                "_produce (allocate + launch + provenance)": lambda: _produce(p, o, pos, cache, None),
                 "launch_producer (launch only)": lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg),
                 "two torch.empty": lambda: (torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device="cuda"),
                                             torch.empty(p.scale_shape(), device="cuda")),
@@ -184,7 +184,6 @@ def host_path(before) -> list[dict]:
                 validate_consumer_args(a, a_scale, w_fp8, w_scale, None, True),
                 torch.ops.accval.fp8_block_bmm(a, a_scale, w_fp8, w_scale, "triton", True)),
             "validate_consumer_args": lambda: validate_consumer_args(a, a_scale, w_fp8, w_scale, None, True),
-            "_consume (allocate + launch + provenance)": lambda: _consume(a, a_scale, w_fp8, w_scale, None, "triton", g, m, n, k),
         }
         for name, fn in steps.items():
             row = {"op": "consumer", "shape": shape, "M": m, "step": name, "host_us": _host_us(fn), "kernel_us": kernel_us}

@@ -1,0 +1,257 @@
+"""accval's host path (``kernels.host``): a cached plan never lets a bad call through, every call is
+recorded, and a direct launch never reuses a kernel compiled for another specialization."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import kernels
+from kernels import host, provenance
+from kernels.constants import FP8_DTYPE, pad4
+
+from .cases import ProducerCase, make_inputs
+
+CASE = ProducerCase(m=5, n_groups=2, heads_per_group=2)
+
+
+def _produce(o, pos, cache, **kw):
+    return kernels.inv_rope_fp8_quant(*CASE.args(o, pos, cache), **kw)
+
+
+def _consumer_inputs(device, g=2, m=6, n=128, k=256):
+    a = torch.randn(g, m, k).to(FP8_DTYPE).to(device)
+    a_scale = torch.rand(g, k // 128, pad4(m), device=device)
+    b = torch.randn(g, n, k).to(FP8_DTYPE).to(device)
+    return a, a_scale, b, torch.rand(g, n // 128, k // 128, device=device)
+
+
+def test_cached_producer_layout_still_checks_positions(device):
+    """A call whose layout is cached still reads and checks its positions wherever they are checked
+    (on the CPU always, on CUDA with ``check_positions=True``): positions are data, never in the key."""
+    o, pos, cache = make_inputs(CASE, device)
+    for _ in range(2):  # the second call finds the plan
+        _produce(o, pos, cache, check_positions=True)
+    bad = pos.clone()
+    bad[3] = cache.shape[0]
+    with pytest.raises(ValueError, match="positions: expected values in"):
+        _produce(o, bad, cache, check_positions=True)
+    with pytest.raises(ValueError, match="positions: expected values in"):
+        _produce(o, -pos - 1, cache, check_positions=True)
+
+
+def test_cached_consumer_layout_still_keeps_out_apart(device):
+    """``out`` sharing bytes with an input is refused even when a call of the same layout (shapes,
+    strides, dtypes, devices) was accepted before: where the tensors lie is checked on every call."""
+    a, a_scale, b, b_scale = _consumer_inputs(device)
+    out = torch.zeros(2, 6, 128, dtype=torch.bfloat16, device=device)
+    for _ in range(2):
+        kernels.fp8_block_bmm(a, a_scale, b, b_scale, out=out)
+    shared = torch.zeros(2, 6, 128, dtype=torch.bfloat16, device=device)
+    aliased = shared.view(-1).view(torch.float32)[: a_scale.numel()].view(a_scale.shape).copy_(a_scale)
+    assert (aliased.shape, aliased.stride(), aliased.dtype) == (a_scale.shape, a_scale.stride(), a_scale.dtype)
+    with pytest.raises(ValueError, match="out: expected memory apart from the inputs.*a_scale"):
+        kernels.fp8_block_bmm(a, aliased, b, b_scale, out=shared)
+
+
+def test_cached_raw_consumer_layout_still_checks_storage(device):
+    """The raw consumer reads dense ``[G, M, K]`` from ``a``'s first element: a view of the same layout
+    over a storage too small for that is refused after one over a large enough storage was accepted."""
+    g, m, k = 2, 3, 128
+    _, a_scale, b, b_scale = _consumer_inputs(device, g=g, m=m, k=k)
+    big = torch.randn(g, m, k).to(FP8_DTYPE).to(device)
+    small = torch.randn(1, m, k).to(FP8_DTYPE).to(device)
+    fits, short = big[:1].expand(g, m, k), small.expand(g, m, k)  # stride 0 over the groups
+    assert (fits.shape, fits.stride()) == (short.shape, short.stride())
+    for _ in range(2):
+        kernels.fp8_block_bmm(fits, a_scale, b, b_scale, check_contract=False)
+    with pytest.raises(ValueError, match="a: expected storage for"):
+        kernels.fp8_block_bmm(short, a_scale, b, b_scale, check_contract=False)
+
+
+def test_errors_are_not_cached(device):
+    """A refused call leaves nothing behind: the same bad call is refused again, and a good call of a
+    layout first seen as bad runs."""
+    o, pos, cache = make_inputs(CASE, device)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="nope_dim"):
+            kernels.inv_rope_fp8_quant(o, pos, cache, 2, 2, 32, 64)
+    with pytest.raises(TypeError, match="is_neox"):
+        kernels.inv_rope_fp8_quant(*CASE.args(o, pos, cache), is_neox=1)  # 1 == True: the key must not confuse them
+    _produce(o, pos, cache, is_neox=True)
+    with pytest.raises(TypeError, match="is_neox"):
+        kernels.inv_rope_fp8_quant(*CASE.args(o, pos, cache), is_neox=1)
+    with pytest.raises(TypeError, match="n_groups"):
+        kernels.inv_rope_fp8_quant(o, pos, cache, 2.0, 2, 64, 64)
+
+
+def test_every_call_is_recorded(device):
+    """Provenance is per call, cached plan or not: n calls record n runs of what ran."""
+    o, pos, cache = make_inputs(CASE, device)
+    a, a_scale, b, b_scale = _consumer_inputs(device)
+    with provenance.capture() as ran:
+        for _ in range(3):
+            _produce(o, pos, cache)
+            kernels.fp8_block_bmm(a, a_scale, b, b_scale)
+    assert [r.op for r in ran] == ["producer", "consumer"] * 3, ran
+    assert len({r for r in ran if r.op == "producer"}) == 1 and len({r for r in ran if r.op == "consumer"}) == 1, ran
+
+
+def test_calls_under_a_dispatch_mode_go_through_the_op(device):
+    """Under a dispatch mode (here FlopCounterMode) the public functions call their custom ops, whose
+    results equal the direct call's."""
+    o, pos, cache = make_inputs(CASE, device)
+    fp8, scale = _produce(o, pos, cache)
+    a, a_scale, b, b_scale = _consumer_inputs(device)
+    out = kernels.fp8_block_bmm(a, a_scale, b, b_scale)
+    assert host.eager_call()
+    with FlopCounterMode(display=False):
+        assert not host.eager_call()
+        fp8_op, scale_op = _produce(o, pos, cache)
+        out_op = kernels.fp8_block_bmm(a, a_scale, b, b_scale)
+    assert torch.equal(fp8.view(torch.uint8), fp8_op.view(torch.uint8)) and torch.equal(scale, scale_op)
+    assert torch.equal(out, out_op)
+
+
+def test_torch_compile_traces_the_ops_not_the_cache(device):
+    """Under ``torch.compile(fullgraph=True)`` the public functions trace to their custom ops (the plan
+    cache is eager-only) and give the eager bits: the consumer everywhere, the producer and consumer
+    chained on CUDA (on a CPU the producer's validation reads the positions, a graph break)."""
+    o, pos, cache = make_inputs(CASE, device)
+    fp8, scale = _produce(o, pos, cache)
+    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(2, 128, 256, device=device) * 0.05)
+
+    def consume(fp8, scale):
+        return kernels.fp8_block_bmm(fp8, scale, w_fp8, w_scale)
+
+    def chain(o, pos, cache):
+        return consume(*_produce(o, pos, cache))
+
+    assert torch.equal(consume(fp8, scale), torch.compile(consume, backend="eager", fullgraph=True)(fp8, scale))
+    if device.type == "cuda":
+        assert torch.equal(chain(o, pos, cache), torch.compile(chain, backend="eager", fullgraph=True)(o, pos, cache))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Direct launches: the bookkeeping, with a stand-in for Triton's compiled kernel (no GPU needed).
+
+
+class _Compiled:
+    """What a direct launch calls on a compiled kernel; counts its launches."""
+
+    def __init__(self):
+        self.metadata = types.SimpleNamespace(target=types.SimpleNamespace(backend="cuda"))
+        self.function, self.packed_metadata, self.launches = object(), object(), []
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+    def run(self, g0, g1, g2, stream, function, packed, launch_metadata, enter, exit_, *args):
+        self.launches.append(((g0, g1, g2), stream, args))
+
+
+class _Driver:
+    def __init__(self):
+        self.device = 0
+
+    def get_current_device(self):
+        return self.device
+
+    def get_current_stream(self, device):
+        return 100 + device
+
+
+@pytest.fixture
+def fake_triton(monkeypatch):
+    """A JIT kernel ``k(x_ptr, y_ptr, n, stride, BLOCK: constexpr)`` whose ``kernel[grid]`` compiles a
+    :class:`_Compiled` per call, on a stand-in CUDA driver."""
+    import triton.language as tl
+    from triton.runtime.jit import JITFunction
+
+    def k(x_ptr, y_ptr, n, stride, BLOCK: tl.constexpr):
+        pass
+
+    kernel = JITFunction(k)
+    compiles = []
+
+    def run(*args, grid, warmup, **kwargs):
+        compiles.append((grid, args, kwargs))
+        return _Compiled()
+
+    monkeypatch.setattr(kernel, "run", run)
+    driver = _Driver()
+    monkeypatch.setattr(host, "_driver", types.SimpleNamespace(active=driver))
+    monkeypatch.setattr(host._platform, "interpreting", lambda: False)
+    return kernel, compiles, driver
+
+
+def test_direct_launch_reuses_only_its_own_specialization(fake_triton):
+    """The second launch of a specialization calls the compiled kernel directly, with every argument in
+    the kernel's order (constexprs last) on the current stream; a launch that differs in an integer,
+    a dtype, a tensor's 16-byte alignment or the current device goes through ``kernel[grid]`` again."""
+    kernel, compiles, driver = fake_triton
+    launcher = host.Launcher(kernel, dict(BLOCK=64, num_warps=4))
+    assert launcher.direct
+    x = torch.zeros(64)
+    y = torch.zeros(64)
+    launcher((3, 1), (x, y), (64, 1))
+    assert len(compiles) == 1 and compiles[0][2] == dict(BLOCK=64, num_warps=4)
+    launcher((5, 2), (x, y), (64, 1))
+    assert len(compiles) == 1, "same specialization: launched directly"
+    compiled = launcher._compiled[next(iter(launcher._compiled))]
+    assert compiled.launches == [((5, 2, 1), 100, (x, y, 64, 1, 64))]
+    for tensors, ints in [((x, y), (48, 1)),  # another integer
+                          ((x, y), (64, 16)),
+                          ((x[1:], y), (64, 1)),  # 4 bytes in: not 16-byte aligned
+                          ((x.double(), y), (64, 1))]:  # another dtype
+        before = len(compiles)
+        launcher((1, 1), tensors, ints)
+        assert len(compiles) == before + 1, f"{[t.dtype for t in tensors]} {ints}: reused a kernel of another specialization"
+        launcher((1, 1), tensors, ints)
+        assert len(compiles) == before + 1, f"{ints}: its own specialization launched directly"
+    driver.device = 1
+    launcher((1, 1), (x, y), (64, 1))
+    assert len(compiles) == 6, "another device: compiled for it"
+    token = object()  # a plan standing for its integers and dtypes: the alignment still counts
+    for tensors, n in [((x, y), 7), ((x, y), 7), ((x[4:], y), 7), ((x[1:], y), 8), ((x[1:], y), 8)]:
+        launcher((1, 1), tensors, (64, 1), token)
+        assert len(compiles) == n, f"with a layout token: {n - 6} compiles expected, got {len(compiles) - 6}"
+
+
+def test_no_direct_launch_with_pre_run_hooks_or_in_the_interpreter(fake_triton, monkeypatch):
+    """A kernel with pre-run hooks goes through ``kernel[grid]`` on every launch (the hooks run there);
+    in the interpreter no launcher is direct."""
+    kernel, compiles, _ = fake_triton
+    launcher = host.Launcher(kernel, dict(BLOCK=64))
+    kernel.pre_run_hooks.append(lambda *a, **k: None)
+    x = torch.zeros(64)
+    for _ in range(3):
+        launcher((1,), (x, x), (64, 1))
+    assert len(compiles) == 3 and launcher.specializations() == 0
+    monkeypatch.setattr(host._platform, "interpreting", lambda: True)
+    assert not host.Launcher(kernel, dict(BLOCK=64)).direct
+
+
+@pytest.mark.gpu
+def test_direct_launches_match_triton_launches():
+    """On the GPU the public functions' later calls launch directly and give the first call's bits;
+    CUDA graph capture of a call replays the same bits."""
+    case = ProducerCase(m=7, n_groups=2, heads_per_group=2, head_dim=256, rope_dim=64)
+    o, pos, cache = make_inputs(case, "cuda")
+    first = kernels.inv_rope_fp8_quant(*case.args(o, pos, cache))
+    again = kernels.inv_rope_fp8_quant(*case.args(o, pos, cache))
+    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(2, 256, 512, device="cuda") * 0.05)
+    out1 = kernels.fp8_block_bmm(*first, w_fp8, w_scale)
+    out2 = kernels.fp8_block_bmm(*again, w_fp8, w_scale)
+    torch.cuda.synchronize()
+    assert torch.equal(first[0].view(torch.uint8), again[0].view(torch.uint8)) and torch.equal(first[1], again[1])
+    assert torch.equal(out1, out2)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = kernels.inv_rope_fp8_quant(*case.args(o, pos, cache))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(first[0].view(torch.uint8), captured[0].view(torch.uint8)) and torch.equal(first[1], captured[1])

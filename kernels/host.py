@@ -1,0 +1,158 @@
+"""The host path every public kernel function shares: when to skip the custom op, the per-layout plan
+cache, and launching a Triton kernel with less host work than ``kernel[grid](...)``.
+
+A call of :func:`kernels.inv_rope_fp8_quant` or :func:`kernels.fp8_block_bmm` on plain tensors looks
+its *plan* up in a :class:`PlanCache`: the validated layout and everything its launch needs but the
+tensors themselves. The key holds everything the layout checks read (every tensor's type, shape,
+strides, dtype and device, every other argument with its type) and no data, so a plan stands for a
+call that passed every layout check; what depends on the call's memory (an ``out`` apart from the
+inputs, buffers large enough for the raw consumer, positions inside the cos/sin cache) is checked
+on every call. A miss runs the full validation first, so a bad call raises exactly as before.
+
+``kernel[grid](*args, **meta)`` binds and specializes every argument, builds the compiled kernel's
+cache key and looks it up, in Python, on every call; then it launches. With the launch itself a
+no-op (Triton 3.9 on a 2-core EPYC, ``scripts/host_path.py --host-breakdown``) the producer's
+``kernel[grid]`` takes 18 us and a :class:`Launcher`'s direct launch 4 us, its key included; on an
+H200's host (Triton 3.6) ``launch_producer`` through ``kernel[grid]`` took 29-46 us
+(``reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json``).
+
+A :class:`Launcher` is one kernel with its constexprs and launch options fixed. Its first launch of
+a specialization goes through ``kernel[grid]`` (compiling if needed) and keeps the compiled kernel
+Triton returns; later launches of that specialization call the compiled kernel as ``JITFunction.run``
+does after its cache hit (current device and stream, launch hooks, launch metadata). The
+specialization is what Triton's NVIDIA backend derives from runtime arguments: each integer's value
+(1, divisibility by 16, 32 or 64 bits), each tensor's dtype and 16-byte alignment. The key holds the
+integers themselves, each tensor's dtype and alignment, the current device and ``TRITON_DEBUG``, so
+no launch reuses a kernel compiled for another specialization. What the key cannot see goes through
+``kernel[grid]`` every time: the CPU interpreter, backends other than CUDA, kernels with pre-run
+hooks. ``JITFunction.run`` re-checks two things on every call that a direct launch takes as they
+were at the specialization's first launch: the values of the globals the kernel read when compiled,
+and Triton's other compile-time knobs (instrumentation), both process settings.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from . import _platform
+
+try:  # what a direct launch calls; without it every launch goes through kernel[grid]
+    from triton import knobs as _knobs
+    from triton.runtime.driver import driver as _driver
+    from triton.runtime.jit import JITFunction as _JITFunction
+except ImportError:  # pragma: no cover - a Triton older than accval supports
+    _knobs = _driver = _JITFunction = None
+
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
+def plain_tensor(t: object) -> bool:
+    """A tensor the public functions may plan and launch for directly: ``torch.Tensor`` itself or an
+    ``nn.Parameter`` (weights), never a subclass that intercepts operations (FakeTensor, DTensor, ...)."""
+    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
+
+
+def eager_call() -> bool:
+    """True when a public function may run its implementation directly instead of through its torch
+    custom op: no torch.compile tracing, no dispatch mode (fake tensors, opcheck, FlopCounter, ...),
+    no functorch transform (vmap, grad). Both paths run the same code after the same validation; the
+    op's dispatch costs tens of us of host time per call that an eager caller need not pay."""
+    return not torch.compiler.is_compiling() and _get_current_dispatch_mode() is None and not _functorch_active()
+
+
+class PlanCache:
+    """Plans by key, at most ``max_entries`` (then it starts over: a plan costs one validation to rebuild)."""
+
+    def __init__(self, max_entries: int = 4096):
+        self.max_entries = max_entries
+        self._plans: dict = {}
+
+    def get(self, key):
+        return self._plans.get(key)
+
+    def put(self, key, plan):
+        if len(self._plans) >= self.max_entries:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+#: compiled kernels a launcher keeps (one per specialization seen); beyond it the dict starts over
+MAX_SPECIALIZATIONS = 256
+
+
+def _direct_capable(kernel) -> bool:
+    """A compiled (not interpreted) Triton kernel whose runtime parameters all come before its constexprs."""
+    if _JITFunction is None or not isinstance(kernel, _JITFunction) or _platform.interpreting():
+        return False
+    kinds = [p.is_constexpr for p in kernel.params]
+    return kinds == sorted(kinds)
+
+
+def _is_cuda_kernel(compiled) -> bool:
+    """A kernel Triton compiled for its NVIDIA backend, with what a direct launch calls."""
+    target = getattr(getattr(compiled, "metadata", None), "target", None)
+    return (getattr(target, "backend", None) == "cuda"
+            and all(hasattr(compiled, name) for name in ("run", "function", "packed_metadata", "launch_metadata")))
+
+
+class Launcher:
+    """``kernel`` with its constexprs and launch options ``meta`` fixed: ``launcher(grid, tensors, ints)``
+    launches ``kernel[grid](*tensors, *ints, **meta)``, directly after a specialization's first launch.
+
+    ``tensors`` are the kernel's leading pointer arguments and ``ints`` the integer arguments after
+    them, in the kernel's order; every constexpr and launch option is in ``meta``.
+    """
+
+    __slots__ = ("kernel", "meta", "direct", "_constexprs", "_runtime_params", "_compiled")
+
+    def __init__(self, kernel, meta: dict):
+        self.kernel = kernel
+        self.meta = meta
+        self.direct = _direct_capable(kernel)
+        #: the constexprs in the kernel's order: the compiled kernel takes every bound argument
+        params = getattr(kernel, "params", ())  # the interpreter's kernels have none
+        self._constexprs = tuple(meta[p.name] if p.name in meta else p.default for p in params if p.is_constexpr)
+        self._runtime_params = sum(not p.is_constexpr for p in params)
+        self._compiled: dict = {}
+
+    def __call__(self, grid: tuple, tensors: tuple, ints: tuple, layout: object = None) -> None:
+        """Launch on ``grid``. ``layout``, when given, is a hashable object that stands for ``ints`` and the
+        tensors' dtypes (a cached plan passes itself: it never changes either), so the key need not hash them."""
+        key = None
+        if self.direct and not self.kernel.pre_run_hooks:
+            device = _driver.active.get_current_device()
+            if layout is None:
+                layout = (ints, *[t.dtype for t in tensors])
+            key = (device, _knobs.runtime.debug, layout, *[t.data_ptr() % 16 == 0 for t in tensors])
+            compiled = self._compiled.get(key)
+            if compiled is not None:
+                stream = _driver.active.get_current_stream(device)
+                args = (*tensors, *ints, *self._constexprs)
+                runtime = _knobs.runtime
+                compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
+                             compiled.function, compiled.packed_metadata, compiled.launch_metadata(grid, stream, *args),
+                             runtime.launch_enter_hook, runtime.launch_exit_hook, *args)
+                return
+        compiled = self.kernel[grid](*tensors, *ints, **self.meta)
+        # kept when a direct launch passes what this one bound: every runtime argument given, none defaulted
+        if key is not None and _is_cuda_kernel(compiled) and len(tensors) + len(ints) == self._runtime_params:
+            if len(self._compiled) >= MAX_SPECIALIZATIONS:
+                self._compiled.clear()
+            self._compiled[key] = compiled
+
+    def args(self, tensors: tuple, ints: tuple) -> tuple:
+        """Every argument of the kernel in its order, constexprs included: what its compiled kernel takes
+        (``compiled[grid](*launcher.args(tensors, ints))``, a bare launch)."""
+        return (*tensors, *ints, *self._constexprs)
+
+    def specializations(self) -> int:
+        """How many specializations launch directly (tests and ``scripts/host_path.py`` read it)."""
+        return len(self._compiled)
