@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import kernels  # noqa: E402  (sets TRITON_INTERPRET on a machine without a GPU, before triton loads)
-from accval.bench import DSV4_PRO, SHAPES, UPSTREAM_STYLE_WARPS  # noqa: E402
+from accval.bench.rows import UPSTREAM_STYLE_WARPS  # noqa: E402
+from accval.bench.timing import DSV4_PRO, SHAPES  # noqa: E402
 from kernels import provenance  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
 from kernels.fp8_block_bmm import consumer_launches  # noqa: E402
@@ -360,7 +361,7 @@ def main() -> int:
     if args.dry_run:
         sizes, shapes, ms, timer = DRY, {"dep8": 2, "tep8": 1}, [1, 5], Timer(device, calls=2, rounds=1)
     else:
-        from accval.bench import warm_up_clocks
+        from accval.bench.timing import warm_up_clocks
 
         sizes, shapes, timer = DSV4_PRO, SHAPES, Timer(device, calls=args.calls, rounds=args.rounds)
         warm_up_clocks(1.0)
