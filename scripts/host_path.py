@@ -150,17 +150,22 @@ def _launch_rows(launches, cuda: bool) -> dict:
     return rows
 
 
+def _producer_call(m: int, g: int, sizes: dict, device):
+    """A producer call's arguments at DeepSeek ``sizes``, its validated layout and its launch."""
+    o, pos, cache = producer_inputs(m, g, sizes, device)
+    rope = sizes["rope_dim"]
+    args = (o, pos, cache, g, sizes["heads_per_group"], sizes["head_dim"] - rope, rope)
+    p = validate_producer_args(*args)
+    fp8 = torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device=device)
+    scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=device)
+    return args, p, producer_launch(p, o, pos, cache, fp8, scale, config_for(m, device))
+
+
 def measure(ms, shapes, sizes: dict, device, timer: Timer, progress=print) -> list[dict]:
-    hpg, d, rope = sizes["heads_per_group"], sizes["head_dim"], sizes["rope_dim"]
     rows = []
     for shape, g in shapes.items():
         for m in ms:
-            o, pos, cache = producer_inputs(m, g, sizes, device)
-            args = (o, pos, cache, g, hpg, d - rope, rope)
-            p = validate_producer_args(*args)
-            fp8 = torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device=device)
-            scale = torch.empty(p.scale_shape(), dtype=torch.float32, device=device)
-            launch = producer_launch(p, o, pos, cache, fp8, scale, config_for(m, device))
+            args, p, launch = _producer_call(m, g, sizes, device)
             ways = {"accval": lambda args=args: kernels.inv_rope_fp8_quant(*args)}
             ways.update(_launch_rows([launch], timer.cuda))
             if timer.cuda:
@@ -288,16 +293,11 @@ def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
     _stand_in_for_triton()
     from kernels.fp8_block_bmm import validate_consumer_args
     device = torch.device("cpu")
-    hpg, d, rope = DSV4_PRO["heads_per_group"], DSV4_PRO["head_dim"], DSV4_PRO["rope_dim"]
     rows = []
     for shape, g in SHAPES.items():
         for m in ms:
-            o, pos, cache = producer_inputs(m, g, DSV4_PRO, device)
-            args = (o, pos, cache, g, hpg, d - rope, rope)
-            p = validate_producer_args(*args)
-            fp8 = torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE)
-            scale = torch.empty(p.scale_shape(), dtype=torch.float32)
-            launcher, grid, tensors, ints = producer_launch(p, o, pos, cache, fp8, scale, config_for(m, device))
+            args, p, (launcher, grid, tensors, ints) = _producer_call(m, g, DSV4_PRO, device)
+            o, pos, cache = args[:3]
             kernels.inv_rope_fp8_quant(*args)
             with provenance.capture() as ran:
                 kernels.inv_rope_fp8_quant(*args)
