@@ -577,12 +577,10 @@ def _plan(a, a_scale, b, b_scale, out, backend, check_contract) -> _ConsumerPlan
     """The plan of a call on plain tensors, its per-call memory checks done; None for anything else (the
     caller validates it in full). The key is everything :func:`validate_consumer_args` reads about the
     layout; where the tensors are (storage sizes, ``out`` against the inputs) is checked every call."""
-    if not (host.plain_tensor(a) and host.plain_tensor(a_scale) and host.plain_tensor(b) and host.plain_tensor(b_scale)
-            and (out is None or host.plain_tensor(out)) and type(backend) is str and type(check_contract) is bool):
+    tensors = host.layout_key(a, a_scale, b, b_scale, *(() if out is None else (out,)))
+    if tensors is None or type(backend) is not str or type(check_contract) is not bool:
         return None
-    key = (backend, check_contract, a.shape, a.stride(), a.dtype, a.device, a_scale.shape, a_scale.stride(),
-           a_scale.dtype, a_scale.device, b.shape, b.stride(), b.dtype, b.device, b_scale.shape, b_scale.stride(),
-           b_scale.dtype, b_scale.device, None if out is None else (out.shape, out.stride(), out.dtype, out.device))
+    key = (backend, check_contract, out is None, tensors)
     plan = _PLANS.get(key)
     if plan is None:
         g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)

@@ -53,6 +53,14 @@ def plain_tensor(t: object) -> bool:
     return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
 
 
+def layout_key(*tensors) -> tuple | None:
+    """What a layout check reads of each tensor (shape, strides, dtype, device; never data), or None
+    when one of them is not a plain tensor (the caller then validates in full)."""
+    if not all(plain_tensor(t) for t in tensors):
+        return None
+    return tuple((t.shape, t.stride(), t.dtype, t.device) for t in tensors)
+
+
 def eager_call() -> bool:
     """True when a public function may run its implementation directly instead of through its torch
     custom op: no torch.compile tracing, no dispatch mode (fake tensors, opcheck, FlopCounter, ...),

@@ -524,16 +524,16 @@ def _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope
 
     The key is everything :func:`validate_producer_args` reads but the positions' values; those are
     checked on every call where they are checked at all (``check_positions``)."""
-    if not (host.plain_tensor(o) and host.plain_tensor(positions) and host.plain_tensor(cos_sin_cache)):
+    tensors = host.layout_key(o, positions, cos_sin_cache)
+    if tensors is None:
         return None
     if not (type(n_groups) is int and type(heads_per_group) is int and type(nope_dim) is int
             and type(rope_dim) is int and type(quant_group_size) is int and type(is_neox) is bool
             and (block_tokens_m is None or type(block_tokens_m) is int)
             and (check_positions is None or type(check_positions) is bool)):
         return None
-    key = (o.shape, o.stride(), o.dtype, o.device, positions.shape, positions.stride(), positions.dtype, positions.device,
-           cos_sin_cache.shape, cos_sin_cache.stride(), cos_sin_cache.dtype, cos_sin_cache.device,
-           n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m, check_positions)
+    key = (tensors, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m,
+           check_positions)
     plan = _PLANS.get(key)
     if plan is None:
         p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
