@@ -26,6 +26,11 @@ import triton
 import triton.language as tl
 
 from . import _platform, host, provenance
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - a Triton without host TMA descriptors: pointer loads only
+    TensorDescriptor = None
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .fp8_rounding import to_bf16
 from .validation import (
@@ -127,6 +132,55 @@ def _fp8_block_bmm_kernel(
 
 
 @triton.jit
+def _fp8_block_bmm_tma_kernel(
+    a_desc, as_ptr, b_desc, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
+    stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
+    stride_out_s, stride_out_g, stride_out_m, stride_out_n,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
+    SOFTWARE: tl.constexpr,
+):
+    """:func:`_fp8_block_bmm_kernel` with ``a`` and ``b`` tiles read by tensor-memory-accelerator (TMA)
+    descriptors: the same programs, the same arithmetic in the same order.
+
+    ``a_desc`` covers ``a`` as ``[G*M, K]`` (dense, as the contract lays it out) and ``b_desc`` ``b`` as
+    ``[G*N, K]`` (the launcher takes this kernel only when ``b``'s group stride is ``N`` rows). A tile
+    of ``a`` that runs past the group's last row reads the next group's first rows (or zeros past the
+    buffer): those rows' scales load as 0 and their outputs are never stored, and every output row
+    depends on its own row of ``a`` only. ``stride_b_*`` are unused (the descriptor holds them).
+    """
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    g = tl.program_id(2) // SPLIT_K
+    split = tl.program_id(2) % SPLIT_K
+    k_blocks = K // 128
+    kb_lo = split * k_blocks_per_split
+    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, k_blocks)
+    scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    row_a = g * M + pid_m * BLOCK_M
+    row_b = g * N + pid_n * BLOCK_N
+    g64 = g.to(tl.int64)
+    as_ptrs = as_ptr + g64 * k_blocks * scale_m_stride + offs_m
+    bs_ptr_g = bs_ptr + g64 * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kb in range(kb_lo, kb_hi):
+        a = a_desc.load([row_a, kb * 128])
+        b = b_desc.load([row_b, kb * 128])
+        a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
+        b_s = tl.load(bs_ptr_g + kb)
+        acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
+    out_ptrs = (out_ptr + split * stride_out_s + g64 * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
+                + offs_n[None, :] * stride_out_n)
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
+    else:
+        tl.store(out_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
 def _sum_splits_kernel(part_ptr, out_ptr, MN, N, stride_part_s, stride_out_g, stride_out_m, stride_out_n,
                        SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, SOFTWARE: tl.constexpr):
     """``out[g] = bf16(sum over splits, in split order, of part[split, g])`` for one [M*N] slice per group."""
@@ -154,12 +208,18 @@ class ConsumerConfig:
     split_k: int = 1
     #: scale block k's product after block k+1's dot is issued (same arithmetic, same order)
     defer_scale: bool = False
+    #: read the ``a`` and ``b`` tiles with TMA descriptors (:func:`_fp8_block_bmm_tma_kernel`); a call
+    #: whose buffers a descriptor cannot cover (:func:`tma_capable`) runs the pointer kernel, and says so
+    tma: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
             check_int(f"ConsumerConfig.{name}", getattr(self, name))
-        if not isinstance(self.defer_scale, bool):
-            raise TypeError(f"ConsumerConfig.defer_scale: expected a bool, got {type(self.defer_scale).__name__}")
+        for name in ("defer_scale", "tma"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"ConsumerConfig.{name}: expected a bool, got {type(getattr(self, name)).__name__}")
+        if self.tma and self.defer_scale:
+            raise ValueError("ConsumerConfig: defer_scale is a pointer-kernel schedule; expected tma=False with it")
         if self.block_m not in (16, 32, 64, 128, 256):
             raise ValueError(f"ConsumerConfig.block_m: expected one of 16, 32, 64, 128, 256, got {self.block_m}")
         if self.block_n not in (16, 32, 64, 128):
@@ -291,6 +351,8 @@ class _TritonLaunch:
     k_blocks_per_split: int
     grid: tuple[int, int, int]
     bmm: host.Launcher
+    #: (rows of a's descriptor G*M, rows of b's G*N, BLOCK_M, BLOCK_N) for the TMA kernel; None: pointers
+    tma: tuple[int, int, int, int] | None
     partial_shape: tuple[int, int, int, int] | None
     sum_grid: tuple[int, int] | None
     sums: host.Launcher | None
@@ -307,10 +369,15 @@ class _TritonLaunch:
     def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None) -> None:
         """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers)."""
         bmm_ints, sum_ints = ints
+        if self.tma is not None:
+            a_rows, b_rows, block_m, block_n = self.tma
+            k = bmm_ints[2]
+            a = TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK])
+            b = TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK])
         if self.sums is None:
             self.bmm(self.grid, (a, a_scale, b, b_scale, out), bmm_ints, layout)
             return
-        part = torch.empty(self.partial_shape, dtype=torch.float32, device=a.device)
+        part = torch.empty(self.partial_shape, dtype=torch.float32, device=a_scale.device)
         self.bmm(self.grid, (a, a_scale, b, b_scale, part), bmm_ints, layout)
         self.sums(self.sum_grid, (part, out), sum_ints, layout)
 
@@ -327,19 +394,48 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     per_split = cdiv(k_blocks, split)
     split = cdiv(k_blocks, per_split)  # no empty split
     grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
-    bmm = host.Launcher(_fp8_block_bmm_kernel, dict(
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
-        DEFER_SCALE=cfg.defer_scale, num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_platform.gpu_launch_options()))
+    meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_platform.gpu_launch_options())
+    if cfg.tma:
+        bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta), (g * m, g * n, cfg.block_m, cfg.block_n)
+    else:
+        bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
     if split == 1:
-        return _TritonLaunch(split, per_split, grid, bmm, None, None, None)
+        return _TritonLaunch(split, per_split, grid, bmm, tma, None, None, None)
     sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software,
                                                   **_platform.gpu_launch_options()))
-    return _TritonLaunch(split, per_split, grid, bmm, (split, g, m, n), (cdiv(m * n, SUM_BLOCK), g), sums)
+    return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), (cdiv(m * n, SUM_BLOCK), g), sums)
+
+
+def tma_layout_ok(b: torch.Tensor, n: int) -> bool:
+    """Whether ``b``'s layout lets one 2-d TMA descriptor ``[G*N, K]`` cover it: its group stride is N rows
+    and its row stride a multiple of 16 bytes (``a`` is dense by the contract)."""
+    return TensorDescriptor is not None and b.stride(1) % 16 == 0 and (b.shape[0] == 1 or b.stride(0) == n * b.stride(1))
+
+
+def tma_capable(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:
+    """Whether the TMA kernel can read this call's ``a`` and ``b``: :func:`tma_layout_ok`, both buffers
+    16-byte aligned (where they are: checked per call), and a GPU with TMA (sm90+) or the interpreter."""
+    return (tma_layout_ok(b, n) and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
+            and (a.device.type != "cuda" or _cuda_has_tma(a.device.index if a.device.index is not None
+                                                          else torch.cuda.current_device())))
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_has_tma(index: int) -> bool:
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
+    """``cfg``, or ``cfg`` with pointer loads when it asks for TMA and this call's buffers cannot take it."""
+    if cfg.tma and not tma_capable(a, b, n):
+        return dataclasses.replace(cfg, tma=False)
+    return cfg
 
 
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
-    cfg = config or _consumer_config(m, n, k, g, _sm_count(a.device))
+    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device)), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting())
     if m > 0:
         launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
@@ -351,7 +447,7 @@ def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
     """The provenance record of one Triton consumer launch (built once per configuration)."""
     return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages, defer_scale=cfg.defer_scale).items())))
+        num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer").items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
@@ -372,10 +468,13 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     ``out`` (the split-K partials allocated here, once), in order; ``launcher(grid, tensors, ints)``
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
-    cfg = config or _consumer_config(m, n, k, g, _sm_count(a.device))
+    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device)), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
     if m == 0:
         return []
+    if launch.tma is not None:
+        raise ValueError("consumer_launches: expected a pointer-load launch (the TMA kernel's descriptors are built "
+                         "per call), got a config with tma=True")
     bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
     if launch.sums is None:
         return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, out), bmm_ints)]
@@ -527,6 +626,8 @@ class _ConsumerPlan:
     triton: _TritonLaunch | None
     triton_ints: tuple
     record: provenance.Run | None
+    #: with a TMA launch: the pointer launch and its record, for a call whose buffers are not 16-byte aligned
+    pointer: tuple[_TritonLaunch, provenance.Run] | None
 
     def check_memory(self, a, a_scale, b, b_scale, out) -> None:
         """The checks that read where the tensors are, not how they are laid out."""
@@ -541,9 +642,12 @@ class _ConsumerPlan:
         if out is None:
             out = torch.empty((self.g, self.m, self.n), dtype=torch.bfloat16, device=self.device)
         if self.triton is not None:
+            launch, record = self.triton, self.record
+            if self.pointer is not None and (a.data_ptr() % 16 or b.data_ptr() % 16):
+                launch, record = self.pointer
             if self.m:
-                self.triton(a, a_scale, b, b_scale, out, self.triton_ints, self)
-            provenance.emit(self.record)
+                launch(a, a_scale, b, b_scale, out, self.triton_ints, self)
+            provenance.emit(record)
         elif self.backend == "torch":
             _run_torch(a, a_scale, b, b_scale, out, self.g, self.m, self.n, self.k)
         else:
@@ -558,16 +662,22 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
     apart = None
     if out is not None and out.numel() and out.device.type != "meta":
         apart = tuple(byte_extent(t) for t in (out, a, a_scale, b, b_scale))
-    launch, ints, record = None, (), None
+    launch, ints, record, pointer = None, (), None, None
     if backend == "triton":
         mode = _platform.execution_mode(a.device)
         cfg = _consumer_config(m, n, k, g, _sm_count(a.device))
+        if cfg.tma and not (tma_layout_ok(b, n) and (a.device.type != "cuda" or _cuda_has_tma(a.device.index))):
+            cfg = dataclasses.replace(cfg, tma=False)
         launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
         # a new out has torch.empty's contiguous strides
         ints = launch.ints(m, n, k, b, b_scale, out.stride() if out is not None else (m * n, n, 1))
         record = _consumer_run(mode, cfg, launch.split)
+        if cfg.tma:  # alignment is where the buffers are: the call picks
+            plain = dataclasses.replace(cfg, tma=False)
+            pointer = (_triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting()),
+                       _consumer_run(mode, plain, launch.split))
     return _ConsumerPlan(backend, g, m, n, k, a.device, not check_contract and a.device.type != "meta", apart,
-                         launch, ints, record)
+                         launch, ints, record, pointer)
 
 
 _PLANS = host.PlanCache()

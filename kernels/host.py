@@ -43,6 +43,10 @@ try:  # what a direct launch calls; without it every launch goes through kernel[
     from triton.runtime.jit import JITFunction as _JITFunction
 except ImportError:  # pragma: no cover - a Triton older than accval supports
     _knobs = _driver = _JITFunction = None
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
+except ImportError:  # pragma: no cover - a Triton without host TMA descriptors
+    _TensorDescriptor = None
 
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
@@ -111,12 +115,26 @@ def _is_cuda_kernel(compiled) -> bool:
             and all(hasattr(compiled, name) for name in ("run", "function", "packed_metadata", "launch_metadata")))
 
 
+def _base(arg):
+    """The tensor a kernel argument points into: itself, or a TMA descriptor's base."""
+    return arg.base if _TensorDescriptor is not None and type(arg) is _TensorDescriptor else arg
+
+
+def _arg_layout(arg) -> object:
+    """What Triton specializes a tensor argument on besides its alignment: its dtype; for a TMA
+    descriptor also its block shape (and its padding mode)."""
+    if _TensorDescriptor is not None and type(arg) is _TensorDescriptor:
+        return (arg.base.dtype, tuple(arg.block_shape), arg.padding)
+    return arg.dtype
+
+
 class Launcher:
     """``kernel`` with its constexprs and launch options ``meta`` fixed: ``launcher(grid, tensors, ints)``
     launches ``kernel[grid](*tensors, *ints, **meta)``, directly after a specialization's first launch.
 
-    ``tensors`` are the kernel's leading pointer arguments and ``ints`` the integer arguments after
-    them, in the kernel's order; every constexpr and launch option is in ``meta``.
+    ``tensors`` are the kernel's leading pointer arguments (tensors, or TMA descriptors over tensors)
+    and ``ints`` the integer arguments after them, in the kernel's order; every constexpr and launch
+    option is in ``meta``.
     """
 
     __slots__ = ("kernel", "meta", "direct", "_constexprs", "_runtime_params", "_compiled")
@@ -138,8 +156,8 @@ class Launcher:
         if self.direct and not self.kernel.pre_run_hooks:
             device = _driver.active.get_current_device()
             if layout is None:
-                layout = (ints, *[t.dtype for t in tensors])
-            key = (device, _knobs.runtime.debug, layout, *[t.data_ptr() % 16 == 0 for t in tensors])
+                layout = (ints, *[_arg_layout(t) for t in tensors])
+            key = (device, _knobs.runtime.debug, layout, *[_base(t).data_ptr() % 16 == 0 for t in tensors])
             compiled = self._compiled.get(key)
             if compiled is not None:
                 stream = _driver.active.get_current_stream(device)

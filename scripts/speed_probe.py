@@ -1,0 +1,225 @@
+"""Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
+the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
+
+    python scripts/speed_probe.py [--parts consumer,producer,host] [--out FILE.json]
+
+consumer  every launch in ``CONSUMER_LAUNCHES`` with pointer and with TMA loads, next to
+          ``torch._scaled_mm`` blockwise and the shipped dispatch, DeepSeek-V4-Pro shapes; a TMA
+          launch's output is compared bit for bit with the pointer launch of the same configuration
+producer  launches at small M (warps per head) and cache-hint variants of the kernel file at large M,
+          each against the upstream-style kernel and a same-bytes copy; outputs compared with the
+          shipped launch's bit for bit
+host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import io
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import kernels  # noqa: E402
+from accval.bench import timing  # noqa: E402
+from accval.bench.rows import UPSTREAM_STYLE_WARPS  # noqa: E402
+from kernels import ConsumerConfig, LaunchConfig  # noqa: E402
+from kernels.baselines import upstream_style_producer  # noqa: E402
+from kernels.fp8_block_bmm import launch_consumer  # noqa: E402
+from kernels.inv_rope_fp8_quant import config_for, launch_producer  # noqa: E402
+from scripts.kernel_variants import load_variant  # noqa: E402
+
+REPS_MS = 60
+
+
+def consumer_launches(m: int) -> list[ConsumerConfig]:
+    if m <= 256:
+        bm = 64 if m <= 64 else 128
+        return [ConsumerConfig(bm, bn, 4, st, sk) for bn in (64, 128) for st in (3, 4) for sk in (1, 4, 8, 16)]
+    return [ConsumerConfig(bm, bn, w, st) for bm, bn, w in ((64, 128, 4), (128, 128, 8), (128, 64, 4), (128, 128, 4))
+            for st in (3, 4)] + [ConsumerConfig(64, 128, 4, 5)]
+
+
+def consumer_part(ms, rows: list) -> None:
+    for shape in ("dep8", "tep8"):
+        g = timing.SHAPES[shape]
+        for m in ms:
+            a, a_scale, w, ws, n, k = timing.consumer_inputs(m, g)
+            out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
+            ref = torch.empty_like(out)
+            torch.cuda.synchronize()
+            base = {"scaled_mm": timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, backend="torch"), REPS_MS).median_us,
+                    "shipped": timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, out=out), REPS_MS).median_us}
+            best = {}
+            for cfg in consumer_launches(m):
+                for tma in (False, True):
+                    c = dataclasses.replace(cfg, tma=tma)
+                    try:
+                        us = timing.time_cuda(lambda: launch_consumer(a, a_scale, w, ws, out, c), REPS_MS).median_us
+                        same = None
+                        if tma:
+                            launch_consumer(a, a_scale, w, ws, ref, cfg)
+                            launch_consumer(a, a_scale, w, ws, out, c)
+                            torch.cuda.synchronize()
+                            same = bool(torch.equal(out.view(torch.int16), ref.view(torch.int16)))
+                    except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+                        rows.append({"part": "consumer", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+                        continue
+                    rows.append({"part": "consumer", "shape": shape, "M": m, "config": str(c), "us": us, "bit_same": same,
+                                 "vs_scaled_mm": base["scaled_mm"] / us, "vs_shipped": base["shipped"] / us, **base})
+                    key = "tma" if tma else "pointer"
+                    if key not in best or us < best[key][0]:
+                        best[key] = (us, c)
+            line = " | ".join(f"{key} {us:.1f}us x{base['scaled_mm'] / us:.2f} {c.block_m}/{c.block_n}/{c.num_warps}w/{c.num_stages}s/k{c.split_k}"
+                              for key, (us, c) in best.items())
+            print(f"consumer {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
+                  f"(x{base['scaled_mm'] / base['shipped']:.2f}) | {line}", flush=True)
+            a = a_scale = w = ws = out = ref = None  # freed before the next M
+            torch.cuda.empty_cache()
+
+
+#: name -> substitutions in kernels/inv_rope_fp8_quant.py
+PRODUCER_VARIANTS = {
+    "shipped": [],
+    "evict-first": [("x = tl.load(row_base + d, mask=live, other=0.0)",
+                     "x = tl.load(row_base + d, mask=live, other=0.0, eviction_policy='evict_first')")],
+    "stream-store": [("tl.store(fp8_row + d, q8, mask=live)", "tl.store(fp8_row + d, q8, mask=live, cache_modifier='.cs')"),
+                     ("tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4)",
+                      "tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4, cache_modifier='.cs')")],
+}
+PRODUCER_SMALL = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, ws in ((1, (1, 2, 4, 8)), (2, (1, 2, 4)), (4, (2, 4)))
+                  for w in ws]
+
+
+def producer_part(rows: list) -> None:
+    mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"sp{i}", subs)
+            for i, (name, subs) in enumerate(PRODUCER_VARIANTS.items())}
+    try:
+        for shape in ("dep8", "tep8"):
+            g = timing.SHAPES[shape]
+            for m in (64, 256, 2048, 8192):
+                for layout, is_neox in timing.LAYOUTS.items():
+                    o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
+                    args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
+                    copy = timing.copy_us(nbytes, REPS_MS).median_us
+                    up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
+                                          REPS_MS).median_us
+                    shipped_cfg = config_for(m, o.device, is_neox=is_neox)
+                    want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+                    tried = [(name, shipped_cfg) for name in mods] if m >= 2048 else [("shipped", c) for c in PRODUCER_SMALL]
+                    if m < 2048 and shipped_cfg not in PRODUCER_SMALL:
+                        tried.insert(0, ("shipped", shipped_cfg))
+                    cells = []
+                    for name, cfg in tried:
+                        mod = mods[name][0]
+                        mp = mod.validate_producer_args(*args, is_neox=is_neox)
+                        mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
+                        us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
+                        fp8.zero_()
+                        scale.zero_()
+                        mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg)
+                        torch.cuda.synchronize()
+                        same = bool(torch.equal(fp8.view(torch.uint8), want_fp8.view(torch.uint8)) and torch.equal(scale, want_scale))
+                        rows.append({"part": "producer", "shape": shape, "M": m, "layout": layout, "variant": name,
+                                     "config": str(cfg), "us": us, "bit_same": same, "copy_us": copy, "upstream_us": up,
+                                     "pct_copy": 100 * copy / us, "vs_upstream": up / us, "shipped_config": cfg == shipped_cfg})
+                        tag = name if m >= 2048 else f"hb{cfg.heads_per_program}w{cfg.num_warps}"
+                        cells.append(f"{tag} {us:.1f}{'' if same else ' DIFFERS'}")
+                    print(f"producer {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
+                    o = pos = cache = fp8 = scale = want_fp8 = want_scale = None
+                    torch.cuda.empty_cache()
+    finally:
+        for _, path in mods.values():
+            path.unlink(missing_ok=True)
+
+
+def _per_call_us(fn, calls=2000) -> float:
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(calls // 5):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / (calls // 5) * 1e6)
+        torch.cuda.synchronize()
+    return best
+
+
+def host_part(rows: list) -> None:
+    from kernels import host
+
+    for shape in ("dep8", "tep8"):
+        g = timing.SHAPES[shape]
+        o, pos, cache, p, fp8, scale, _ = timing.producer_inputs(64, g, True)
+        pargs = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
+        a, a_scale, w, ws, n, k = timing.consumer_inputs(64, g)
+        calls = {"producer": lambda: kernels.inv_rope_fp8_quant(*pargs),
+                 "consumer": lambda: kernels.fp8_block_bmm(a, a_scale, w, ws)}
+        pieces = {
+            "eager_call": host.eager_call,
+            "layout_key x3": lambda: host.layout_key(o, pos, cache),
+            "torch.empty x2 (cuda)": lambda: (torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device="cuda"),
+                                              torch.empty(p.scale_shape(), dtype=torch.float32, device="cuda")),
+            "current stream (triton driver)": lambda: host._driver.active.get_current_stream(host._driver.active.get_current_device()),
+            "launch_producer (no plan)": lambda: launch_producer(p, o, pos, cache, fp8, scale, config_for(64, o.device)),
+        }
+        for name, fn in {**calls, **pieces}.items():
+            us = _per_call_us(fn)
+            rows.append({"part": "host", "shape": shape, "what": name, "us_per_call_host": us})
+            print(f"host {shape} {name}: {us:.2f} us per call (host, no sync)", flush=True)
+        for name, fn in calls.items():
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(2000):
+                fn()
+            prof.disable()
+            torch.cuda.synchronize()
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(14)
+            text = buf.getvalue()
+            rows.append({"part": "host-profile", "shape": shape, "what": name, "profile": text})
+            print(f"--- cProfile {shape} {name}, 2000 calls ---\n" + "\n".join(text.splitlines()[6:24]), flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", default="consumer,producer,host")
+    ap.add_argument("--ms", default="64,256,1024,2048,4096,8192")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("speed_probe needs a CUDA GPU", file=sys.stderr)
+        return 2
+    env = timing.environment()
+    print(env, flush=True)
+    timing.warm_up_clocks()
+    rows: list = []
+    parts = args.parts.split(",")
+    t0 = time.perf_counter()
+    try:
+        if "consumer" in parts:
+            consumer_part([int(x) for x in args.ms.split(",")], rows)
+        if "producer" in parts:
+            producer_part(rows)
+        if "host" in parts:
+            host_part(rows)
+    finally:
+        print(f"({time.perf_counter() - t0:.0f} s)")
+        if args.out:
+            args.out.write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
