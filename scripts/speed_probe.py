@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 import kernels  # noqa: E402
 from accval.bench import timing  # noqa: E402
 from accval.bench.rows import UPSTREAM_STYLE_WARPS  # noqa: E402
-from kernels import ConsumerConfig, LaunchConfig  # noqa: E402
+from kernels import ConsumerConfig  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
 from kernels.fp8_block_bmm import launch_consumer  # noqa: E402
-from kernels.inv_rope_fp8_quant import config_for, launch_producer  # noqa: E402
+from kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
 REPS_MS = 60
