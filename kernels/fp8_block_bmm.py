@@ -256,8 +256,19 @@ CONSUMER_TUNING = (
     "on sm90, 36 of 54 launches failed to compile (PassManager::run failed) and the rest were 3-12% slower. "
     "Scaling order, reports/bench/consumer-probe-NVIDIA_H200-2026-11-28.json (scripts/consumer_probe.py): dot * (a_s * b_s) "
     "beats (dot * a_s) * b_s at every launch tried (dep8 M=8192 1454 vs 1576 us at BLOCK_M 64, 4 warps, 3 stages); "
-    "BLOCK_M 64 with 4 warps stays the best launch."
+    "BLOCK_M 64 with 4 warps stays the best launch. "
+    "TMA loads (ConsumerConfig.tma), reports/bench/speed-probe-NVIDIA_H200-2026-12-02-call1.json (scripts/speed_probe.py; "
+    "NVIDIA H200, torch 2.11, triton 3.6; 25 launches x pointer/TMA x dep8/tep8 x 6 M; every TMA output bit-identical "
+    "to its pointer launch's): best TMA vs best pointer launch, median us: with K split, dep8 M=64 34.0 vs 37.2, tep8 "
+    "M=64 14.4 vs 14.8, tep8 M=256 17.9 vs 19.6; unsplit, by tiles per SM (132 SMs): 7.8 (dep8 M=1024) 174.0 vs 181.2, "
+    "15.5 (dep8 M=2048) 346.5 vs 349.7, 31 (dep8 M=4096) 658.2 vs 712.4, 62 (dep8 M=8192) 1293 vs 1441, 7.8 (tep8 "
+    "M=8192) 170.0 vs 176.5; but 1 to 3.9 (tep8 M=1024..4096) 46.1 vs 42.8, 52.1 vs 47.7, 97.0 vs 90.4: TMA from 6 tiles "
+    "per SM, and whenever K is split. BLOCK_M 128 with 8 warps stays slower with TMA too (dep8 M=8192 1533 us)."
 )
+
+
+#: The unsplit grid takes TMA loads from this many tiles per SM on (``CONSUMER_TUNING``).
+TMA_MIN_TILES_PER_SM = 6
 
 
 def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> ConsumerConfig:
@@ -265,7 +276,9 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
 
     BLOCK_M 64 (16/32 for tiny M), BLOCK_N 128, 4 warps, 3 stages. When that grid has fewer tiles
     than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
-    keep enough loads in flight (the weight read is the whole cost at small M).
+    keep enough loads in flight (the weight read is the whole cost at small M). Tiles are read with
+    TMA descriptors when K is split or the grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per
+    SM; with one to four waves the pointer loads were faster.
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
@@ -285,7 +298,8 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
         tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
-    return ConsumerConfig(block_m, block_n, 4, 3, split)
+    return ConsumerConfig(block_m, block_n, 4, 3, split, tma=split > 1 or tiles >= TMA_MIN_TILES_PER_SM * sms)
+
 
 
 def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) -> tuple[int, int, int, int]:
@@ -397,7 +411,7 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_platform.gpu_launch_options())
     if cfg.tma:
-        bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta), (g * m, g * n, cfg.block_m, cfg.block_n)
+        bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
     else:
         bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
     if split == 1:

@@ -137,12 +137,14 @@ class Launcher:
     option is in ``meta``.
     """
 
-    __slots__ = ("kernel", "meta", "direct", "_constexprs", "_runtime_params", "_compiled")
+    __slots__ = ("kernel", "meta", "direct", "descriptors", "_constexprs", "_runtime_params", "_compiled")
 
-    def __init__(self, kernel, meta: dict):
+    def __init__(self, kernel, meta: dict, descriptors: bool = False):
         self.kernel = kernel
         self.meta = meta
         self.direct = _direct_capable(kernel)
+        #: some of its tensor arguments are TMA descriptors (keyed by their base and block shape)
+        self.descriptors = descriptors
         #: the constexprs in the kernel's order: the compiled kernel takes every bound argument
         params = getattr(kernel, "params", ())  # the interpreter's kernels have none
         self._constexprs = tuple(meta[p.name] if p.name in meta else p.default for p in params if p.is_constexpr)
@@ -155,17 +157,24 @@ class Launcher:
         key = None
         if self.direct and not self.kernel.pre_run_hooks:
             device = _driver.active.get_current_device()
-            if layout is None:
-                layout = (ints, *[_arg_layout(t) for t in tensors])
-            key = (device, _knobs.runtime.debug, layout, *[_base(t).data_ptr() % 16 == 0 for t in tensors])
+            if self.descriptors:
+                if layout is None:
+                    layout = (ints, *[_arg_layout(t) for t in tensors])
+                key = (device, _knobs.runtime.debug, layout, *[_base(t).data_ptr() % 16 == 0 for t in tensors])
+            else:
+                if layout is None:
+                    layout = (ints, *[t.dtype for t in tensors])
+                key = (device, _knobs.runtime.debug, layout, *[t.data_ptr() % 16 == 0 for t in tensors])
             compiled = self._compiled.get(key)
             if compiled is not None:
                 stream = _driver.active.get_current_stream(device)
                 args = (*tensors, *ints, *self._constexprs)
                 runtime = _knobs.runtime
+                enter = runtime.launch_enter_hook  # launch metadata is for the hook alone (None without one)
                 compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
-                             compiled.function, compiled.packed_metadata, compiled.launch_metadata(grid, stream, *args),
-                             runtime.launch_enter_hook, runtime.launch_exit_hook, *args)
+                             compiled.function, compiled.packed_metadata,
+                             None if enter is None else compiled.launch_metadata(grid, stream, *args),
+                             enter, runtime.launch_exit_hook, *args)
                 return
         compiled = self.kernel[grid](*tensors, *ints, **self.meta)
         # kept when a direct launch passes what this one bound: every runtime argument given, none defaulted

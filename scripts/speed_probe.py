@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts consumer,producer,host] [--out FILE.json]
+    python scripts/speed_probe.py [--parts consumer,ceiling,producer,host] [--out FILE.json]
 
 consumer  every launch in ``CONSUMER_LAUNCHES`` with pointer and with TMA loads, next to
           ``torch._scaled_mm`` blockwise and the shipped dispatch, DeepSeek-V4-Pro shapes; a TMA
@@ -9,6 +9,8 @@ consumer  every launch in ``CONSUMER_LAUNCHES`` with pointer and with TMA loads,
 producer  launches at small M (warps per head) and cache-hint variants of the kernel file at large M,
           each against the upstream-style kernel and a same-bytes copy; outputs compared with the
           shipped launch's bit for bit
+ceiling   the TMA launch without its per-block scaling, the dot accumulating in place (wrong output:
+          what a plain FP8 GEMM of the same structure reaches), against ``torch._scaled_mm``
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 """
 
@@ -85,6 +87,43 @@ def consumer_part(ms, rows: list) -> None:
                   f"(x{base['scaled_mm'] / base['shipped']:.2f}) | {line}", flush=True)
             a = a_scale = w = ws = out = ref = None  # freed before the next M
             torch.cuda.empty_cache()
+
+
+#: what the TMA kernel would do without the per-block scaling (wrong outputs: a ceiling, not a candidate)
+CEILING_VARIANTS = {
+    "shipped": [],
+    "no-scale, dot accumulates in place": [("acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]", "acc = tl.dot(a, b.T, acc)")],
+}
+CEILING_LAUNCHES = [ConsumerConfig(64, 128, 4, 3, tma=True), ConsumerConfig(128, 128, 8, 3, tma=True),
+                    ConsumerConfig(128, 128, 8, 4, tma=True)]
+
+
+def ceiling_part(rows: list) -> None:
+    """The TMA kernel's launches with and without the per-block scaling, against torch._scaled_mm."""
+    mods = {name: load_variant("fp8_block_bmm.py", "fp8_block_bmm", f"ce{i}", subs)
+            for i, (name, subs) in enumerate(CEILING_VARIANTS.items())}
+    try:
+        for shape in ("dep8", "tep8"):
+            g = timing.SHAPES[shape]
+            for m in (2048, 8192):
+                a, a_scale, w, ws, n, k = timing.consumer_inputs(m, g)
+                out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
+                torch.cuda.synchronize()
+                ref = timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, backend="torch"), REPS_MS).median_us
+                cells = []
+                for name, (mod, _) in mods.items():
+                    for cfg in CEILING_LAUNCHES:
+                        mcfg = mod.ConsumerConfig(**dataclasses.asdict(cfg))
+                        us = timing.time_cuda(lambda: mod.launch_consumer(a, a_scale, w, ws, out, mcfg), REPS_MS).median_us
+                        rows.append({"part": "ceiling", "shape": shape, "M": m, "variant": name, "config": str(cfg),
+                                     "us": us, "scaled_mm_us": ref, "vs_scaled_mm": ref / us})
+                        cells.append(f"{name} {cfg.block_m}x{cfg.block_n}/{cfg.num_warps}w/{cfg.num_stages}s {us:.1f} (x{ref / us:.2f})")
+                print(f"ceiling {shape} M={m}: scaled_mm {ref:.1f} | " + " | ".join(cells), flush=True)
+                a = a_scale = w = ws = out = None
+                torch.cuda.empty_cache()
+    finally:
+        for _, path in mods.values():
+            path.unlink(missing_ok=True)
 
 
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
@@ -210,6 +249,8 @@ def main() -> int:
     try:
         if "consumer" in parts:
             consumer_part([int(x) for x in args.ms.split(",")], rows)
+        if "ceiling" in parts:
+            ceiling_part(rows)
         if "producer" in parts:
             producer_part(rows)
         if "host" in parts:

@@ -10,6 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import kernels
+from kernels import provenance
 from kernels.constants import FP8_DTYPE, pad4
 from kernels.recipes import pack_ue8m0
 from kernels.reference import (
@@ -212,6 +213,57 @@ def test_consumer_launches_agree_bit_for_bit(device, cfg):
         assert torch.equal(got, want), f"{cfg} changed bits against {plain}"
     else:
         check_consumer(lambda *t: got, a, a_scale, b, b_scale, str(cfg))
+
+
+def _consumer_operands(g, m, n, k, seed, device):
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.randn(g, m, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
+    a_scale = torch.zeros(g, k // 128, pad4(m))
+    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.1
+    b = (torch.randn(g, n, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
+    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
+    return a, a_scale.to(device), b, b_scale
+
+
+@settings(deadline=None)
+@given(g=st.integers(1, 3), m=st.sampled_from([1, 5, 16, 37, 64, 65, 130]), n=st.sampled_from([128, 256]),
+       k=st.sampled_from([128, 384, 512]), block_m=st.sampled_from([16, 64, 128]), block_n=st.sampled_from([64, 128]),
+       split=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**31 - 1))
+@example(g=3, m=37, n=256, k=512, block_m=64, block_n=128, split=1, seed=0)  # tiles run into the next group's rows
+def test_consumer_tma_loads_match_pointer_loads(device, g, m, n, k, block_m, block_n, split, seed):
+    """The TMA kernel reads the same tiles as the pointer kernel (a tile past a group's last row reads
+    the next group's rows, whose outputs are never stored), so a launch gives the same bits either way,
+    and the record says which loads ran."""
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, seed, device)
+    cfg = kernels.ConsumerConfig(block_m, block_n, 4, 3, split)
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), cfg)
+    with provenance.capture() as ran:
+        got = kernels.launch_consumer(a, a_scale, b, b_scale, torch.full((g, m, n), float("nan"), dtype=torch.bfloat16,
+                                                                         device=device), dataclasses.replace(cfg, tma=True))
+    assert ran[-1].detail("loads") == "tma", ran[-1]
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"TMA loads changed bits at {cfg}, G={g} M={m} N={n} K={k}"
+
+
+def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
+    """A call whose dispatch asks for TMA but whose buffers a descriptor cannot cover (a weight whose
+    group stride is not N rows; an activation buffer not 16-byte aligned) runs the pointer kernel,
+    records it, and gives the same bits."""
+    g, m, n, k = 2, 40, 128, 512
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 5, device)
+    assert kernels.consumer_config(m, n, k, g, a.device).tma, "the dispatch should ask for TMA at this size"
+    with provenance.capture() as ran:
+        want = kernels.fp8_block_bmm(a, a_scale, b, b_scale)
+    assert ran[-1].detail("loads") == "tma", ran[-1]
+    wide = torch.zeros(g, 2 * n, k, dtype=torch.uint8, device=device).view(FP8_DTYPE)
+    wide[:, :n] = b
+    shifted = torch.zeros(g * m * k + 1, dtype=torch.uint8, device=device).view(FP8_DTYPE)[1:].view(g, m, k)
+    shifted.copy_(a)
+    for what, args in (("a weight slice with group stride 2N rows", (a, a_scale, wide[:, :n], b_scale)),
+                       ("an activation buffer at an odd address", (shifted, a_scale, b, b_scale))):
+        with provenance.capture() as ran:
+            got = kernels.fp8_block_bmm(*args)
+        assert ran[-1].detail("loads") == "pointer", (what, ran[-1])
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
 
 
 @pytest.mark.parametrize("m", [3, 64, 1025], ids=lambda m: f"M{m}")
