@@ -380,14 +380,17 @@ class _TritonLaunch:
         part_stride = (g * m * n, m * n, n, 1)  # torch.empty's contiguous strides
         return head + part_stride, (m * n, n, part_stride[0], *out_stride)
 
+    def descriptors(self, a, b, k: int) -> tuple:
+        """The TMA kernel's descriptors over this call's ``a`` (as ``[G*M, K]``) and ``b`` (``[G*N, K]``)."""
+        a_rows, b_rows, block_m, block_n = self.tma
+        return (TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK]),
+                TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK]))
+
     def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None) -> None:
         """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers)."""
         bmm_ints, sum_ints = ints
         if self.tma is not None:
-            a_rows, b_rows, block_m, block_n = self.tma
-            k = bmm_ints[2]
-            a = TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK])
-            b = TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK])
+            a, b = self.descriptors(a, b, bmm_ints[2])
         if self.sums is None:
             self.bmm(self.grid, (a, a_scale, b, b_scale, out), bmm_ints, layout)
             return
@@ -479,16 +482,15 @@ def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
 
 def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None = None) -> list[tuple]:
     """``(launcher, grid, tensors, ints)`` of each Triton kernel :func:`launch_consumer` would launch into
-    ``out`` (the split-K partials allocated here, once), in order; ``launcher(grid, tensors, ints)``
+    ``out`` (the split-K partials and any TMA descriptors built here, once, for these buffers), in order; ``launcher(grid, tensors, ints)``
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
     cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device)), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
     if m == 0:
         return []
-    if launch.tma is not None:
-        raise ValueError("consumer_launches: expected a pointer-load launch (the TMA kernel's descriptors are built "
-                         "per call), got a config with tma=True")
+    if launch.tma is not None:  # descriptors over these buffers (a call builds its own)
+        a, b = launch.descriptors(a, b, k)
     bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
     if launch.sums is None:
         return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, out), bmm_ints)]
