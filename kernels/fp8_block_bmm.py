@@ -489,12 +489,12 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
     if m == 0:
         return []
+    bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
     if launch.tma is not None:  # descriptors over these buffers (a call builds its own)
         a, b = launch.descriptors(a, b, k)
-    bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
     if launch.sums is None:
         return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, out), bmm_ints)]
-    part = torch.empty(launch.partial_shape, dtype=torch.float32, device=a.device)
+    part = torch.empty(launch.partial_shape, dtype=torch.float32, device=a_scale.device)
     return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, part), bmm_ints),
             (launch.sums, launch.sum_grid, (part, out), sum_ints)]
 

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import kernels
 from kernels import host, provenance
 from kernels.constants import FP8_DTYPE, pad4
+from kernels.fp8_block_bmm import consumer_launches
 
 from .cases import ProducerCase, make_inputs
 
@@ -252,6 +253,19 @@ def test_direct_launches_match_triton_launches():
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         captured = kernels.inv_rope_fp8_quant(*case.args(o, pos, cache))
+        captured_out = kernels.fp8_block_bmm(*first, w_fp8, w_scale)
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(first[0].view(torch.uint8), captured[0].view(torch.uint8)) and torch.equal(first[1], captured[1])
+    assert torch.equal(out1, captured_out), "a captured consumer call (TMA descriptors as kernel parameters) replayed other bits"
+
+
+def test_consumer_launches_give_the_public_calls_bits(device):
+    """``consumer_launches`` (what scripts/host_path.py times) launches what the public call launches,
+    TMA descriptors included where the dispatch reads tiles with them."""
+    for g, m in ((2, 40), (1, 6)):
+        a, a_scale, b, b_scale = _consumer_inputs(device, g=g, m=m, k=512)
+        out = torch.empty(g, m, 128, dtype=torch.bfloat16, device=device)
+        for launcher, grid, tensors, ints in consumer_launches(a, a_scale, b, b_scale, out):
+            launcher(grid, tensors, ints)
+        assert torch.equal(out, kernels.fp8_block_bmm(a, a_scale, b, b_scale)), (g, m)
