@@ -263,7 +263,11 @@ CONSUMER_TUNING = (
     "M=64 14.4 vs 14.8, tep8 M=256 17.9 vs 19.6; unsplit, by tiles per SM (132 SMs): 7.8 (dep8 M=1024) 174.0 vs 181.2, "
     "15.5 (dep8 M=2048) 346.5 vs 349.7, 31 (dep8 M=4096) 658.2 vs 712.4, 62 (dep8 M=8192) 1293 vs 1441, 7.8 (tep8 "
     "M=8192) 170.0 vs 176.5; but 1 to 3.9 (tep8 M=1024..4096) 46.1 vs 42.8, 52.1 vs 47.7, 97.0 vs 90.4: TMA from 6 tiles "
-    "per SM, and whenever K is split. BLOCK_M 128 with 8 warps stays slower with TMA too (dep8 M=8192 1533 us)."
+    "per SM. BLOCK_M 128 with 8 warps stays slower with TMA too (dep8 M=8192 1533 us). Not where K is split: called "
+    "without a graph, building and encoding two descriptors per call cost more host time than the device time saved "
+    "(reports/kernel/host-path-NVIDIA_H200-2026-12-02-call5.json, TMA at M=64: as called minus kernel 82 us dep8, "
+    "93 us tep8, where a bare launch of the same kernels took 12 and 27 us over; the pointer kernels' path measured "
+    "12.5 and 25.3 us over in reports/kernel/host-path-NVIDIA_H200-2026-12-02.json)."
 )
 
 
@@ -277,8 +281,9 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     BLOCK_M 64 (16/32 for tiny M), BLOCK_N 128, 4 warps, 3 stages. When that grid has fewer tiles
     than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
     keep enough loads in flight (the weight read is the whole cost at small M). Tiles are read with
-    TMA descriptors when K is split or the grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per
-    SM; with one to four waves the pointer loads were faster.
+    TMA descriptors when the (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM;
+    with one to four waves the pointer loads were faster, and where K is split (small M) the
+    descriptors' host cost outweighs the few us they save on the device.
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
@@ -298,7 +303,7 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
         tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
-    return ConsumerConfig(block_m, block_n, 4, 3, split, tma=split > 1 or tiles >= TMA_MIN_TILES_PER_SM * sms)
+    return ConsumerConfig(block_m, block_n, 4, 3, split, tma=split == 1 and tiles >= TMA_MIN_TILES_PER_SM * sms)
 
 
 

@@ -248,9 +248,11 @@ def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
     """A call whose dispatch asks for TMA but whose buffers a descriptor cannot cover (a weight whose
     group stride is not N rows; an activation buffer not 16-byte aligned) runs the pointer kernel,
     records it, and gives the same bits."""
-    g, m, n, k = 2, 40, 128, 512
+    g, m, n, k = 4, 256, 256, 128
+    while not kernels.consumer_config(m, n, k, g, device).tma and m < 1 << 16:
+        m *= 2  # the least M whose grid the dispatch reads with TMA here (tiles per SM)
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 5, device)
-    assert kernels.consumer_config(m, n, k, g, a.device).tma, "the dispatch should ask for TMA at this size"
+    assert kernels.consumer_config(m, n, k, g, a.device).tma, f"the dispatch should ask for TMA at M={m}"
     with provenance.capture() as ran:
         want = kernels.fp8_block_bmm(a, a_scale, b, b_scale)
     assert ran[-1].detail("loads") == "tma", ran[-1]
