@@ -257,7 +257,7 @@ CONSUMER_TUNING = (
     "Scaling order, reports/bench/consumer-probe-NVIDIA_H200-2026-11-28.json (scripts/consumer_probe.py): dot * (a_s * b_s) "
     "beats (dot * a_s) * b_s at every launch tried (dep8 M=8192 1454 vs 1576 us at BLOCK_M 64, 4 warps, 3 stages); "
     "BLOCK_M 64 with 4 warps stays the best launch. "
-    "TMA loads (ConsumerConfig.tma), reports/bench/speed-probe-NVIDIA_H200-2026-12-02-call1.json (scripts/speed_probe.py; "
+    "TMA loads (ConsumerConfig.tma), reports/kernel/speed-probe-NVIDIA_H200-2026-12-02-call1.json (scripts/speed_probe.py; "
     "NVIDIA H200, torch 2.11, triton 3.6; 25 launches x pointer/TMA x dep8/tep8 x 6 M; every TMA output bit-identical "
     "to its pointer launch's): best TMA vs best pointer launch, median us: with K split, dep8 M=64 34.0 vs 37.2, tep8 "
     "M=64 14.4 vs 14.8, tep8 M=256 17.9 vs 19.6; unsplit, by tiles per SM (132 SMs): 7.8 (dep8 M=1024) 174.0 vs 181.2, "
@@ -267,7 +267,12 @@ CONSUMER_TUNING = (
     "without a graph, building and encoding two descriptors per call cost more host time than the device time saved "
     "(reports/kernel/host-path-NVIDIA_H200-2026-12-02-call5.json, TMA at M=64: as called minus kernel 82 us dep8, "
     "93 us tep8, where a bare launch of the same kernels took 12 and 27 us over; the pointer kernels' path measured "
-    "12.5 and 25.3 us over in reports/kernel/host-path-NVIDIA_H200-2026-12-02.json)."
+    "12.5 and 25.3 us over in reports/kernel/host-path-NVIDIA_H200-2026-12-02.json). "
+    "What limits the kernel against torch._scaled_mm (reports/kernel/speed-probe-ceiling-NVIDIA_H200-2026-12-02-call4.json, "
+    "M 2048 and 8192, both shapes): the same TMA kernel without the per-block scaling, its dot accumulating in place, "
+    "reaches 0.99-1.22x of _scaled_mm at BLOCK_M 128, 8 warps, 4 stages (dep8 M=8192 1056 vs 1047 us); with the scaling, "
+    "each 128-block's product must be finished and scaled before the next is added, and the best launch is 0.65-0.80x "
+    "(dep8 M=8192 1311 us). Deferring the scaling by one block does not recover it (0.66-0.70x)."
 )
 
 
