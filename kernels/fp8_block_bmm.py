@@ -435,15 +435,18 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
 
 
 def tma_layout_ok(b: torch.Tensor, n: int) -> bool:
-    """Whether ``b``'s layout lets one 2-d TMA descriptor ``[G*N, K]`` cover it: its group stride is N rows
-    and its row stride a multiple of 16 bytes (``a`` is dense by the contract)."""
-    return TensorDescriptor is not None and b.stride(1) % 16 == 0 and (b.shape[0] == 1 or b.stride(0) == n * b.stride(1))
+    """Whether ``b``'s layout lets one 2-d TMA descriptor ``[G*N, K]`` cover it: some rows to read, its group
+    stride N rows, and its rows apart (no broadcast row) at a multiple of 16 bytes (``a`` is dense by the
+    contract)."""
+    g, _, k = b.shape
+    return (TensorDescriptor is not None and g * n > 0 and b.stride(1) >= k and b.stride(1) % 16 == 0
+            and (g == 1 or b.stride(0) == n * b.stride(1)))
 
 
 def tma_capable(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:
     """Whether the TMA kernel can read this call's ``a`` and ``b``: :func:`tma_layout_ok`, both buffers
     16-byte aligned (where they are: checked per call), and a GPU with TMA (sm90+) or the interpreter."""
-    return (tma_layout_ok(b, n) and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
+    return (tma_layout_ok(b, n) and a.numel() > 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
             and (a.device.type != "cuda" or _cuda_has_tma(a.device.index if a.device.index is not None
                                                           else torch.cuda.current_device())))
 

@@ -246,8 +246,8 @@ def test_consumer_tma_loads_match_pointer_loads(device, g, m, n, k, block_m, blo
 
 def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
     """A call whose dispatch asks for TMA but whose buffers a descriptor cannot cover (a weight whose
-    group stride is not N rows; an activation buffer not 16-byte aligned) runs the pointer kernel,
-    records it, and gives the same bits."""
+    group stride is not N rows or whose rows are one broadcast row; an activation buffer not 16-byte
+    aligned; no groups at all) runs the pointer kernel, records it, and gives the same bits."""
     g, m, n, k = 4, 256, 256, 128
     while not kernels.consumer_config(m, n, k, g, device).tma and m < 1 << 16:
         m *= 2  # the least M whose grid the dispatch reads with TMA here (tiles per SM)
@@ -260,12 +260,22 @@ def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
     wide[:, :n] = b
     shifted = torch.zeros(g * m * k + 1, dtype=torch.uint8, device=device).view(FP8_DTYPE)[1:].view(g, m, k)
     shifted.copy_(a)
-    for what, args in (("a weight slice with group stride 2N rows", (a, a_scale, wide[:, :n], b_scale)),
-                       ("an activation buffer at an odd address", (shifted, a_scale, b, b_scale))):
+    row = b[:1, :1].clone()  # every weight row the same one (stride 0): only the pointer kernel reads it
+    same_rows = row.expand(g, n, k)
+    with provenance.capture():
+        want_same_rows = kernels.fp8_block_bmm(a, a_scale, row.repeat(g, n, 1), b_scale)
+    for what, args, expect in (("a weight slice with group stride 2N rows", (a, a_scale, wide[:, :n], b_scale), want),
+                               ("an activation buffer at an odd address", (shifted, a_scale, b, b_scale), want),
+                               ("a weight with one broadcast row", (a, a_scale, same_rows, b_scale), want_same_rows)):
         with provenance.capture() as ran:
             got = kernels.fp8_block_bmm(*args)
         assert ran[-1].detail("loads") == "pointer", (what, ran[-1])
-        assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
+        assert torch.equal(got.view(torch.int16), expect.view(torch.int16)), what
+    empty = [t[:0] for t in (a, a_scale, b, b_scale)]  # no groups: nothing for a descriptor to cover
+    with provenance.capture() as ran:
+        kernels.launch_consumer(*empty, torch.empty(0, m, n, dtype=torch.bfloat16, device=device),
+                                kernels.ConsumerConfig(64, 128, 4, 3, tma=True))
+    assert ran[-1].detail("loads") == "pointer", ran[-1]
 
 
 @pytest.mark.parametrize("m", [3, 64, 1025], ids=lambda m: f"M{m}")
