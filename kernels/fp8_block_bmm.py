@@ -271,7 +271,7 @@ CONSUMER_TUNING = (
     "What limits the kernel against torch._scaled_mm (reports/kernel/speed-probe-ceiling-NVIDIA_H200-2026-12-02-call4.json, "
     "M 2048 and 8192, both shapes): the same TMA kernel without the per-block scaling, its dot accumulating in place, "
     "reaches 0.99-1.22x of _scaled_mm at BLOCK_M 128, 8 warps, 4 stages (dep8 M=8192 1056 vs 1047 us); with the scaling, "
-    "each 128-block's product must be finished and scaled before the next is added, and the best launch is 0.65-0.80x "
+    "each 128-block's product must be finished and scaled before the next is added, and the best launch is 0.66-0.80x "
     "(dep8 M=8192 1311 us). Deferring the scaling by one block does not recover it (0.66-0.70x)."
 )
 
