@@ -208,8 +208,9 @@ class ConsumerConfig:
     split_k: int = 1
     #: scale block k's product after block k+1's dot is issued (same arithmetic, same order)
     defer_scale: bool = False
-    #: read the ``a`` and ``b`` tiles with TMA descriptors (:func:`_fp8_block_bmm_tma_kernel`); a call
-    #: whose buffers a descriptor cannot cover (:func:`tma_capable`) runs the pointer kernel, and says so
+    #: read the ``a`` and ``b`` tiles with TMA descriptors (:func:`_fp8_block_bmm_tma_kernel`); a call whose
+    #: buffers a descriptor cannot cover (:func:`_tma_layout_ok`, :func:`_tma_aligned`) runs the pointer
+    #: kernel, and says so
     tma: bool = False
 
     def __post_init__(self):
@@ -434,21 +435,20 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), (cdiv(m * n, SUM_BLOCK), g), sums)
 
 
-def tma_layout_ok(b: torch.Tensor, n: int) -> bool:
-    """Whether ``b``'s layout lets one 2-d TMA descriptor ``[G*N, K]`` cover it: some rows to read, its group
-    stride N rows, and its rows apart (no broadcast row) at a multiple of 16 bytes (``a`` is dense by the
-    contract)."""
+def _tma_layout_ok(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:
+    """Whether the TMA kernel can read a call of this layout (what a plan may decide once): something to
+    read, ``b`` covered by one 2-d descriptor ``[G*N, K]`` (group stride N rows, rows apart, not one
+    broadcast row, at a multiple of 16 bytes; ``a`` is dense by the contract), and a GPU with TMA (sm90+)
+    or the interpreter. Where the buffers are (:func:`_tma_aligned`) is checked on every call."""
     g, _, k = b.shape
-    return (TensorDescriptor is not None and g * n > 0 and b.stride(1) >= k and b.stride(1) % 16 == 0
-            and (g == 1 or b.stride(0) == n * b.stride(1)))
+    return (TensorDescriptor is not None and a.numel() > 0 and g * n > 0 and b.stride(1) >= k
+            and b.stride(1) % 16 == 0 and (g == 1 or b.stride(0) == n * b.stride(1))
+            and (a.device.type != "cuda" or _cuda_has_tma(a.device.index)))
 
 
-def tma_capable(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:
-    """Whether the TMA kernel can read this call's ``a`` and ``b``: :func:`tma_layout_ok`, both buffers
-    16-byte aligned (where they are: checked per call), and a GPU with TMA (sm90+) or the interpreter."""
-    return (tma_layout_ok(b, n) and a.numel() > 0 and a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
-            and (a.device.type != "cuda" or _cuda_has_tma(a.device.index if a.device.index is not None
-                                                          else torch.cuda.current_device())))
+def _tma_aligned(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Both buffers 16-byte aligned, as a descriptor's base must be (data, not layout: every call)."""
+    return a.data_ptr() % 16 == 0 and b.data_ptr() % 16 == 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -458,7 +458,7 @@ def _cuda_has_tma(index: int) -> bool:
 
 def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
     """``cfg``, or ``cfg`` with pointer loads when it asks for TMA and this call's buffers cannot take it."""
-    if cfg.tma and not tma_capable(a, b, n):
+    if cfg.tma and not (_tma_layout_ok(a, b, n) and _tma_aligned(a, b)):
         return dataclasses.replace(cfg, tma=False)
     return cfg
 
@@ -672,7 +672,7 @@ class _ConsumerPlan:
             out = torch.empty((self.g, self.m, self.n), dtype=torch.bfloat16, device=self.device)
         if self.triton is not None:
             launch, record = self.triton, self.record
-            if self.pointer is not None and (a.data_ptr() % 16 or b.data_ptr() % 16):
+            if self.pointer is not None and not _tma_aligned(a, b):
                 launch, record = self.pointer
             if self.m:
                 launch(a, a_scale, b, b_scale, out, self.triton_ints, self)
@@ -695,7 +695,7 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
     if backend == "triton":
         mode = _platform.execution_mode(a.device)
         cfg = _consumer_config(m, n, k, g, _sm_count(a.device))
-        if cfg.tma and not (tma_layout_ok(b, n) and (a.device.type != "cuda" or _cuda_has_tma(a.device.index))):
+        if cfg.tma and not _tma_layout_ok(a, b, n):
             cfg = dataclasses.replace(cfg, tma=False)
         launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
         # a new out has torch.empty's contiguous strides
