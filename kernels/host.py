@@ -22,8 +22,9 @@ Triton returns; later launches of that specialization call the compiled kernel a
 does after its cache hit (current device and stream, launch hooks, launch metadata). The
 specialization is what Triton's NVIDIA backend derives from runtime arguments: each integer's value
 (1, divisibility by 16, 32 or 64 bits), each tensor's dtype and 16-byte alignment. The key holds the
-integers themselves, each tensor's dtype and alignment, the current device and ``TRITON_DEBUG``, so
-no launch reuses a kernel compiled for another specialization. What the key cannot see goes through
+integers themselves, each tensor's dtype and alignment (a TMA descriptor's: its base's dtype and
+alignment, its block shape and padding), the current device and ``TRITON_DEBUG``, so no launch reuses
+a kernel compiled for another specialization. What the key cannot see goes through
 ``kernel[grid]`` every time: the CPU interpreter, backends other than CUDA, kernels with pre-run
 hooks. ``JITFunction.run`` re-checks two things on every call that a direct launch takes as they
 were at the specialization's first launch: the values of the globals the kernel read when compiled,
