@@ -209,6 +209,8 @@ def test_raw_consumer_skips_the_contract_check(device):
     (lambda: kernels.ConsumerConfig(64, split_k=0), ValueError, r"split_k: expected an int >= 1"),
     (lambda: kernels.ConsumerConfig(64, num_warps=4.0), TypeError, "num_warps: expected an int"),
     (lambda: kernels.ConsumerConfig(64, defer_scale=1), TypeError, "defer_scale: expected a bool, got int"),
+    (lambda: kernels.ConsumerConfig(64, tma=1), TypeError, "tma: expected a bool, got int"),
+    (lambda: kernels.ConsumerConfig(64, defer_scale=True, tma=True), ValueError, "defer_scale is a pointer-kernel schedule"),
     (lambda: LaunchConfig(1, 1, 1, heads_per_program=0), ValueError, r"heads_per_program: expected an int >= 1"),
 ])
 def test_launch_configs_reject_bad_fields(make, error, message):
