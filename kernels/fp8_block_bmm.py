@@ -51,12 +51,18 @@ BACKENDS = ("triton", "torch", "emulated")
 
 
 @triton.jit
+def _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok):
+    """The two scales of k-block ``kb``: ``a``'s per row of the tile and ``b``'s for the tile's columns."""
+    return tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0), tl.load(bs_ptr_g + kb)
+
+
+@triton.jit
 def _fp8_block_bmm_kernel(
     a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
-    SOFTWARE: tl.constexpr, DEFER_SCALE: tl.constexpr,
+    SOFTWARE: tl.constexpr, DEFER_SCALE: tl.constexpr, PREFETCH_SCALES: tl.constexpr,
 ):
     """Program (n tile, m tile, group x k split). K is walked in 128-blocks, each with its own two scales.
 
@@ -74,6 +80,12 @@ def _fp8_block_bmm_kernel(
     ``DEFER_SCALE``: block kb's product is scaled into the accumulator after block kb+1's dot is
     issued, so the tensor cores need not wait for the scaling; the arithmetic and its order are the
     same (bit-identical results).
+
+    ``PREFETCH_SCALES``: block kb+1's scales are loaded before block kb's dot and carried to the next
+    iteration. Triton's pipeliner streams the tile loads ahead but not these small loads (in a loop
+    with a dot it pipelines only the dot's operands), so without it each block's scaling waits for
+    its scales' round trip after the dot. The arithmetic is the same (bit-identical results). Two
+    blocks ahead makes Triton 3.6 drop the tile pipelining, so it is one.
     """
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -114,13 +126,22 @@ def _fp8_block_bmm_kernel(
             a_ptrs += 128
             b_ptrs += 128
         acc += prev * (prev_as * prev_bs)[:, None]
-    else:
+    elif not PREFETCH_SCALES:
         for kb in range(kb_lo, kb_hi):
             a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
             b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
-            a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
-            b_s = tl.load(bs_ptr_g + kb)
+            a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok)
             acc += tl.dot(a, b) * (a_s * b_s)[:, None]
+            a_ptrs += 128
+            b_ptrs += 128
+    else:
+        a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb_lo, scale_m_stride, m_ok)
+        for kb in range(kb_lo, kb_hi):
+            a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
+            b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
+            a_s1, b_s1 = _block_scales(as_ptrs, bs_ptr_g, tl.minimum(kb + 1, kb_hi - 1), scale_m_stride, m_ok)
+            acc += tl.dot(a, b) * (a_s * b_s)[:, None]
+            a_s, b_s = a_s1, b_s1
             a_ptrs += 128
             b_ptrs += 128
     out_ptrs = (out_ptr + split * stride_out_s + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
@@ -137,7 +158,7 @@ def _fp8_block_bmm_tma_kernel(
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
-    SOFTWARE: tl.constexpr,
+    SOFTWARE: tl.constexpr, PREFETCH_SCALES: tl.constexpr,
 ):
     """:func:`_fp8_block_bmm_kernel` with ``a`` and ``b`` tiles read by tensor-memory-accelerator (TMA)
     descriptors: the same programs, the same arithmetic in the same order.
@@ -166,12 +187,20 @@ def _fp8_block_bmm_tma_kernel(
     as_ptrs = as_ptr + g64 * k_blocks * scale_m_stride + offs_m
     bs_ptr_g = bs_ptr + g64 * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kb in range(kb_lo, kb_hi):
-        a = a_desc.load([row_a, kb * 128])
-        b = b_desc.load([row_b, kb * 128])
-        a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
-        b_s = tl.load(bs_ptr_g + kb)
-        acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
+    if not PREFETCH_SCALES:
+        for kb in range(kb_lo, kb_hi):
+            a = a_desc.load([row_a, kb * 128])
+            b = b_desc.load([row_b, kb * 128])
+            a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok)
+            acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
+    else:
+        a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb_lo, scale_m_stride, m_ok)
+        for kb in range(kb_lo, kb_hi):
+            a = a_desc.load([row_a, kb * 128])
+            b = b_desc.load([row_b, kb * 128])
+            a_s1, b_s1 = _block_scales(as_ptrs, bs_ptr_g, tl.minimum(kb + 1, kb_hi - 1), scale_m_stride, m_ok)
+            acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
+            a_s, b_s = a_s1, b_s1
     out_ptrs = (out_ptr + split * stride_out_s + g64 * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
                 + offs_n[None, :] * stride_out_n)
     if SPLIT_K == 1:
@@ -212,15 +241,20 @@ class ConsumerConfig:
     #: buffers a descriptor cannot cover (:func:`_tma_layout_ok`, :func:`_tma_aligned`) runs the pointer
     #: kernel, and says so
     tma: bool = False
+    #: load block k+1's scales before block k's dot (same arithmetic, same bits)
+    prefetch_scales: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
             check_int(f"ConsumerConfig.{name}", getattr(self, name))
-        for name in ("defer_scale", "tma"):
+        for name in ("defer_scale", "tma", "prefetch_scales"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ConsumerConfig.{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if self.tma and self.defer_scale:
             raise ValueError("ConsumerConfig: defer_scale is a pointer-kernel schedule; expected tma=False with it")
+        if self.prefetch_scales and self.defer_scale:
+            raise ValueError("ConsumerConfig: defer_scale already loads block k+1's scales while scaling block k; "
+                             "expected prefetch_scales=False with it")
         if self.block_m not in (16, 32, 64, 128, 256):
             raise ValueError(f"ConsumerConfig.block_m: expected one of 16, 32, 64, 128, 256, got {self.block_m}")
         if self.block_n not in (16, 32, 64, 128):
@@ -273,12 +307,27 @@ CONSUMER_TUNING = (
     "M 2048 and 8192, both shapes): the same TMA kernel without the per-block scaling, its dot accumulating in place, "
     "reaches 0.99-1.22x of _scaled_mm at BLOCK_M 128, 8 warps, 4 stages (dep8 M=8192 1056 vs 1047 us); with the scaling, "
     "each 128-block's product must be finished and scaled before the next is added, and the best launch is 0.66-0.80x "
-    "(dep8 M=8192 1311 us). Deferring the scaling by one block does not recover it (0.66-0.70x)."
+    "(dep8 M=8192 1311 us). Deferring the scaling by one block does not recover it (0.66-0.70x). "
+    "Scales a block ahead (prefetch_scales), reports/kernel/speed-probe-prefetch-NVIDIA_H200-2026-12-02-s12call1.json "
+    "(scripts/speed_probe.py --parts prefetch; NVIDIA H200, torch 2.11, triton 3.6; each launch with and without it, "
+    "every output bit-identical to the plain pointer launch's): Triton 3.6 pipelines the tile loads but loads the "
+    "scales in the iteration that uses them (the compiled TTGIR: tt.load in the loop, the scaling after the dot's wait), "
+    "so each block waits for a scale round trip. Prefetched, median us: K split, dep8 M=64 34.0 vs 37.5, tep8 M=64 14.7 "
+    "vs 15.3, tep8 M=256 18.0 vs 19.3; TMA with 4 stages, dep8 M=1024 167.4 vs 175.4 (TMA, 3 stages, no prefetch), "
+    "dep8 M=2048 344.5 vs 354.9, tep8 M=8192 171.9 vs 168.8; at 31 tiles per SM and more no gain (dep8 M=4096 692.9 vs "
+    "686.1, M=8192 1351.9 vs 1342.5 at 3 stages; 4 stages slower: 724.3, 1443.0), so the table prefetches below 24 "
+    "tiles per SM (between 15.5 and 31, where nothing was measured). At one to four waves TMA with prefetch and 4 stages "
+    "was the fastest launch (tep8 M=1024 39.6 vs 42.5 pointer, M=2048 45.4 vs 47.0, M=4096 84.7 vs 88.9, dep8 M=256 "
+    "50.5 vs 56.1) but stays off: its descriptors' host cost (above) exceeds those kernels' 40-90 us. The pointer kernel "
+    "unsplit is slower with prefetch at BLOCK_M 64 (tep8 M=1024 50.5 vs 42.5, dep8 M=8192 1644 vs 1530). Two blocks "
+    "ahead makes Triton 3.6 drop the tile pipelining altogether (TTGIR without async copies), so it was not timed."
 )
 
 
 #: The unsplit grid takes TMA loads from this many tiles per SM on (``CONSUMER_TUNING``).
 TMA_MIN_TILES_PER_SM = 6
+#: ... and below this many it also prefetches the scales, with 4 stages (``CONSUMER_TUNING``).
+TMA_DEEP_MAX_TILES_PER_SM = 24
 
 
 def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> ConsumerConfig:
@@ -286,10 +335,13 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
 
     BLOCK_M 64 (16/32 for tiny M), BLOCK_N 128, 4 warps, 3 stages. When that grid has fewer tiles
     than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
-    keep enough loads in flight (the weight read is the whole cost at small M). Tiles are read with
-    TMA descriptors when the (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM;
-    with one to four waves the pointer loads were faster, and where K is split (small M) the
-    descriptors' host cost outweighs the few us they save on the device.
+    keep enough loads in flight (the weight read is the whole cost at small M), each block's scales
+    loaded a block ahead (``prefetch_scales``). Tiles are read with TMA descriptors when the
+    (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM, with the scales
+    prefetched and 4 stages below :data:`TMA_DEEP_MAX_TILES_PER_SM`. With one to four waves the
+    pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors' host
+    cost would make an eager call slower than the kernel; where K is split that cost outweighs the
+    few us TMA saves.
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
@@ -303,13 +355,17 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     block_n = 128
     tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
-    split = 1
     if tiles < sms // 2:
         block_n = 64
         tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
+        split = 1
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
-    return ConsumerConfig(block_m, block_n, 4, 3, split, tma=split == 1 and tiles >= TMA_MIN_TILES_PER_SM * sms)
+        return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=True)
+    if tiles < TMA_MIN_TILES_PER_SM * sms:
+        return ConsumerConfig(block_m, block_n, 4, 3)
+    deep = tiles < TMA_DEEP_MAX_TILES_PER_SM * sms
+    return ConsumerConfig(block_m, block_n, 4, 4 if deep else 3, tma=True, prefetch_scales=deep)
 
 
 
@@ -424,6 +480,7 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_platform.gpu_launch_options())
+    meta["PREFETCH_SCALES"] = cfg.prefetch_scales
     if cfg.tma:
         bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
     else:
@@ -477,7 +534,8 @@ def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
     """The provenance record of one Triton consumer launch (built once per configuration)."""
     return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer").items())))
+        num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer",
+        prefetch_scales=cfg.prefetch_scales).items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):

@@ -1,8 +1,11 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts consumer,ceiling,producer,host] [--out FILE.json]
+    python scripts/speed_probe.py [--parts prefetch,consumer,ceiling,producer,host] [--out FILE.json]
 
+prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
+          and without, pointer and TMA loads, next to ``torch._scaled_mm`` blockwise and the shipped
+          dispatch; every output compared bit for bit with the plain pointer launch of its configuration
 consumer  every launch in ``CONSUMER_LAUNCHES`` with pointer and with TMA loads, next to
           ``torch._scaled_mm`` blockwise and the shipped dispatch, DeepSeek-V4-Pro shapes; a TMA
           launch's output is compared bit for bit with the pointer launch of the same configuration
@@ -51,16 +54,23 @@ def consumer_launches(m: int) -> list[ConsumerConfig]:
             for st in (3, 4)] + [ConsumerConfig(64, 128, 4, 5)]
 
 
+def consumer_setup(shape: str, m: int):
+    """The consumer's inputs at one shape and M, an output buffer, and the two baselines' median us:
+    ``torch._scaled_mm`` blockwise and the shipped dispatch."""
+    g = timing.SHAPES[shape]
+    a, a_scale, w, ws, n, k = timing.consumer_inputs(m, g)
+    out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
+    torch.cuda.synchronize()  # the graph timer starts on a side stream
+    base = {"scaled_mm": timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, backend="torch"), REPS_MS).median_us,
+            "shipped": timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, out=out), REPS_MS).median_us}
+    return (a, a_scale, w, ws), n, k, out, base
+
+
 def consumer_part(ms, rows: list) -> None:
     for shape in ("dep8", "tep8"):
-        g = timing.SHAPES[shape]
         for m in ms:
-            a, a_scale, w, ws, n, k = timing.consumer_inputs(m, g)
-            out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
+            (a, a_scale, w, ws), n, k, out, base = consumer_setup(shape, m)
             ref = torch.empty_like(out)
-            torch.cuda.synchronize()
-            base = {"scaled_mm": timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, backend="torch"), REPS_MS).median_us,
-                    "shipped": timing.time_cuda(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, out=out), REPS_MS).median_us}
             best = {}
             for cfg in consumer_launches(m):
                 for tma in (False, True):
@@ -89,29 +99,67 @@ def consumer_part(ms, rows: list) -> None:
             torch.cuda.empty_cache()
 
 
+def prefetch_launches(m: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
+    """The shipped launch and its neighbours, each with and without scale prefetch (TMA only unsplit)."""
+    if shipped.split_k > 1:
+        bm = shipped.block_m
+        base = [shipped, ConsumerConfig(bm, 64, 4, 3, 8), ConsumerConfig(bm, 64, 4, 3, 16), ConsumerConfig(bm, 128, 4, 3, 16),
+                ConsumerConfig(bm, 64, 4, 4, 16)]
+        tmas = (False,)
+    else:
+        base = [shipped, ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 4), ConsumerConfig(128, 128, 8, 3),
+                ConsumerConfig(128, 128, 8, 4), ConsumerConfig(128, 64, 4, 3)]
+        tmas = (False, True)
+    out = []
+    for cfg in base:
+        for tma in tmas:
+            for pf in (False, True):
+                c = dataclasses.replace(cfg, tma=tma, prefetch_scales=pf)
+                if c not in out:
+                    out.append(c)
+    return out
+
+
+def prefetch_part(ms, rows: list) -> None:
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            (a, a_scale, w, ws), n, k, out, base = consumer_setup(shape, m)
+            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
+            refs, best = {}, {}
+            for c in prefetch_launches(m, shipped):
+                plain = dataclasses.replace(c, tma=False, prefetch_scales=False)
+                try:
+                    if plain not in refs:
+                        refs[plain] = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), plain)
+                    us = timing.time_cuda(lambda: launch_consumer(a, a_scale, w, ws, out, c), REPS_MS).median_us
+                    out.fill_(float("nan"))
+                    launch_consumer(a, a_scale, w, ws, out, c)
+                    torch.cuda.synchronize()
+                    same = bool(torch.equal(out.view(torch.int16), refs[plain].view(torch.int16)))
+                except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+                    rows.append({"part": "prefetch", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+                    continue
+                rows.append({"part": "prefetch", "shape": shape, "M": m, "config": str(c), "us": us, "bit_same": same,
+                             "shipped_config": str(shipped), "is_shipped": c == shipped,
+                             "vs_scaled_mm": base["scaled_mm"] / us, **base})
+                key = ("tma" if c.tma else "ptr") + ("+pf" if c.prefetch_scales else "")
+                if key not in best or us < best[key][0]:
+                    best[key] = (us, c)
+                if not same:
+                    print(f"  DIFFERS: {shape} M={m} {c}", flush=True)
+            line = " | ".join(f"{key} {us:.1f} x{base['scaled_mm'] / us:.2f} {c.block_m}/{c.block_n}/{c.num_warps}w/{c.num_stages}s/k{c.split_k}"
+                              for key, (us, c) in sorted(best.items()))
+            print(f"prefetch {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
+                  f"(x{base['scaled_mm'] / base['shipped']:.2f}) | {line}", flush=True)
+            a = a_scale = w = ws = out = None
+            refs.clear()
+            torch.cuda.empty_cache()
+
+
 #: what the TMA kernel would do without the per-block scaling (wrong outputs: a ceiling, not a candidate)
 CEILING_VARIANTS = {
     "shipped": [],
     "no-scale, dot accumulates in place": [("acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]", "acc = tl.dot(a, b.T, acc)")],
-    # a candidate (same arithmetic, same order): block kb's product is scaled after block kb+1's dot is issued
-    "deferred scaling": [(
-        """    for kb in range(kb_lo, kb_hi):
-        a = a_desc.load([row_a, kb * 128])
-        b = b_desc.load([row_b, kb * 128])
-        a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
-        b_s = tl.load(bs_ptr_g + kb)
-        acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]""",
-        """    prev = tl.dot(a_desc.load([row_a, kb_lo * 128]), b_desc.load([row_b, kb_lo * 128]).T)
-    prev_s = tl.load(as_ptrs + kb_lo * scale_m_stride, mask=m_ok, other=0.0) * tl.load(bs_ptr_g + kb_lo)
-    for kb in range(kb_lo + 1, kb_hi):
-        a = a_desc.load([row_a, kb * 128])
-        b = b_desc.load([row_b, kb * 128])
-        s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0) * tl.load(bs_ptr_g + kb)
-        cur = tl.dot(a, b.T)
-        acc += prev * prev_s[:, None]
-        prev = cur
-        prev_s = s
-    acc += prev * prev_s[:, None]""")],
 }
 CEILING_LAUNCHES = [ConsumerConfig(64, 128, 4, 3, tma=True), ConsumerConfig(64, 128, 4, 4, tma=True),
                     ConsumerConfig(128, 128, 8, 3, tma=True), ConsumerConfig(128, 128, 8, 4, tma=True)]
@@ -255,9 +303,9 @@ def host_part(rows: list) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parts", default="consumer,producer,host")
-    ap.add_argument("--ms", default="64,256,1024,2048,4096,8192")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--parts", default="prefetch,producer,host", help="comma-separated (default: %(default)s)")
+    ap.add_argument("--ms", default="64,256,1024,2048,4096,8192", help="M of the consumer parts (default: %(default)s)")
+    ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("speed_probe needs a CUDA GPU", file=sys.stderr)
@@ -268,7 +316,13 @@ def main() -> int:
     rows: list = []
     parts = args.parts.split(",")
     t0 = time.perf_counter()
+    unknown = set(parts) - {"prefetch", "consumer", "ceiling", "producer", "host"}
+    if unknown:
+        print(f"--parts: expected some of prefetch,consumer,ceiling,producer,host, got {sorted(unknown)}", file=sys.stderr)
+        return 2
     try:
+        if "prefetch" in parts:
+            prefetch_part([int(x) for x in args.ms.split(",")], rows)
         if "consumer" in parts:
             consumer_part([int(x) for x in args.ms.split(",")], rows)
         if "ceiling" in parts:

@@ -211,6 +211,8 @@ def test_raw_consumer_skips_the_contract_check(device):
     (lambda: kernels.ConsumerConfig(64, defer_scale=1), TypeError, "defer_scale: expected a bool, got int"),
     (lambda: kernels.ConsumerConfig(64, tma=1), TypeError, "tma: expected a bool, got int"),
     (lambda: kernels.ConsumerConfig(64, defer_scale=True, tma=True), ValueError, "defer_scale is a pointer-kernel schedule"),
+    (lambda: kernels.ConsumerConfig(64, prefetch_scales=None), TypeError, "prefetch_scales: expected a bool, got NoneType"),
+    (lambda: kernels.ConsumerConfig(64, defer_scale=True, prefetch_scales=True), ValueError, "expected prefetch_scales=False"),
     (lambda: LaunchConfig(1, 1, 1, heads_per_program=0), ValueError, r"heads_per_program: expected an int >= 1"),
 ])
 def test_launch_configs_reject_bad_fields(make, error, message):

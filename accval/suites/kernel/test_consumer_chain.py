@@ -193,11 +193,13 @@ def test_consumer_writes_through_transposed_out(device):
 @pytest.mark.parametrize("cfg", [
     kernels.ConsumerConfig(64, 128, 4, 3, 1, True), kernels.ConsumerConfig(32, 64, 4, 3, 1, True),
     kernels.ConsumerConfig(16, 128, 4, 3, 2, True), kernels.ConsumerConfig(16, 128, 4, 3, 4, False),
+    kernels.ConsumerConfig(64, 128, 4, 3, 1, prefetch_scales=True), kernels.ConsumerConfig(16, 64, 4, 3, 1, prefetch_scales=True),
+    kernels.ConsumerConfig(32, 128, 4, 3, 2, prefetch_scales=True),
 ], ids=str)
 def test_consumer_launches_agree_bit_for_bit(device, cfg):
-    """Deferred scaling computes the same products in the same order, so it gives the default
-    launch's bits; a K split adds the same fp32 per-block terms in another grouping (within the
-    accumulation bound)."""
+    """Deferred scaling and scales loaded a block ahead compute the same products in the same order,
+    so they give the default launch's bits; a K split adds the same fp32 per-block terms in another
+    grouping (within the accumulation bound)."""
     g, m, n, k = 2, 37, 256, 512
     gen = torch.Generator().manual_seed(3)
     a = (torch.randn(g, m, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
@@ -206,7 +208,7 @@ def test_consumer_launches_agree_bit_for_bit(device, cfg):
     a_scale = a_scale.to(device)
     b = (torch.randn(g, n, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
     b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
-    plain = dataclasses.replace(cfg, split_k=1, defer_scale=False)
+    plain = dataclasses.replace(cfg, split_k=1, defer_scale=False, prefetch_scales=False)
     want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), plain)
     got = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), cfg)
     if cfg.split_k == 1:
@@ -228,20 +230,23 @@ def _consumer_operands(g, m, n, k, seed, device):
 @settings(deadline=None)
 @given(g=st.integers(1, 3), m=st.sampled_from([1, 5, 16, 37, 64, 65, 130]), n=st.sampled_from([128, 256]),
        k=st.sampled_from([128, 384, 512]), block_m=st.sampled_from([16, 64, 128]), block_n=st.sampled_from([64, 128]),
-       split=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**31 - 1))
-@example(g=3, m=37, n=256, k=512, block_m=64, block_n=128, split=1, seed=0)  # tiles run into the next group's rows
-def test_consumer_tma_loads_match_pointer_loads(device, g, m, n, k, block_m, block_n, split, seed):
+       split=st.sampled_from([1, 2, 4]), prefetch=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@example(g=3, m=37, n=256, k=512, block_m=64, block_n=128, split=1, prefetch=False, seed=0)  # tiles run into the next group's rows
+@example(g=1, m=5, n=128, k=384, block_m=16, block_n=128, split=2, prefetch=True, seed=1)  # a split of one block, one of two
+def test_consumer_tma_loads_match_pointer_loads(device, g, m, n, k, block_m, block_n, split, prefetch, seed):
     """The TMA kernel reads the same tiles as the pointer kernel (a tile past a group's last row reads
-    the next group's rows, whose outputs are never stored), so a launch gives the same bits either way,
-    and the record says which loads ran."""
+    the next group's rows, whose outputs are never stored), and loading each block's scales a block
+    ahead changes no arithmetic, so a launch gives the plain pointer launch's bits either way, and the
+    record says which loads ran."""
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, seed, device)
     cfg = kernels.ConsumerConfig(block_m, block_n, 4, 3, split)
     want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), cfg)
+    fast = dataclasses.replace(cfg, tma=True, prefetch_scales=prefetch)
     with provenance.capture() as ran:
         got = kernels.launch_consumer(a, a_scale, b, b_scale, torch.full((g, m, n), float("nan"), dtype=torch.bfloat16,
-                                                                         device=device), dataclasses.replace(cfg, tma=True))
-    assert ran[-1].detail("loads") == "tma", ran[-1]
-    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"TMA loads changed bits at {cfg}, G={g} M={m} N={n} K={k}"
+                                                                         device=device), fast)
+    assert ran[-1].detail("loads") == "tma" and ran[-1].detail("prefetch_scales") == prefetch, ran[-1]
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{fast} changed bits at G={g} M={m} N={n} K={k}"
 
 
 def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
