@@ -313,10 +313,12 @@ CONSUMER_TUNING = (
     "every output bit-identical to the plain pointer launch's): Triton 3.6 pipelines the tile loads but loads the "
     "scales in the iteration that uses them (the compiled TTGIR: tt.load in the loop, the scaling after the dot's wait), "
     "so each block waits for a scale round trip. Prefetched, median us: K split, dep8 M=64 34.0 vs 37.5, tep8 M=64 14.7 "
-    "vs 15.3, tep8 M=256 18.0 vs 19.3; TMA with 4 stages, dep8 M=1024 167.4 vs 175.4 (TMA, 3 stages, no prefetch), "
-    "dep8 M=2048 344.5 vs 354.9, tep8 M=8192 171.9 vs 168.8; at 31 tiles per SM and more no gain (dep8 M=4096 692.9 vs "
-    "686.1, M=8192 1351.9 vs 1342.5 at 3 stages; 4 stages slower: 724.3, 1443.0), so the table prefetches below 24 "
-    "tiles per SM (between 15.5 and 31, where nothing was measured). At one to four waves TMA with prefetch and 4 stages "
+    "vs 15.3, tep8 M=256 18.0 vs 19.3. Unsplit with TMA: no gain at 3 stages (dep8 M=1024 175.6 vs 175.4, M=4096 692.9 "
+    "vs 686.1, M=8192 1351.9 vs 1342.5); with 4 stages the probe saw dep8 M=1024 167.4 and M=2048 344.5 vs 354.9, but "
+    "two accval bench runs of a table using it below 24 tiles per SM lost at dep8 M=1500 (consumer 261.8 vs 245.9 us "
+    "in the runs before; chain 368.4 and 373.4 vs 355.8 and 358.4) and M=2048 (356.8 vs 348.2; "
+    "reports/kernel/bench-prefetch-stages4-NVIDIA_H200-2026-12-02-092027.md.log), so unsplit grids keep 3 stages "
+    "without it. At one to four waves TMA with prefetch and 4 stages "
     "was the fastest launch (tep8 M=1024 39.6 vs 42.5 pointer, M=2048 45.4 vs 47.0, M=4096 84.7 vs 88.9, dep8 M=256 "
     "50.5 vs 56.1) but stays off: its descriptors' host cost (above) exceeds those kernels' 40-90 us. The pointer kernel "
     "unsplit is slower with prefetch at BLOCK_M 64 (tep8 M=1024 50.5 vs 42.5, dep8 M=8192 1644 vs 1530). Two blocks "
@@ -326,8 +328,6 @@ CONSUMER_TUNING = (
 
 #: The unsplit grid takes TMA loads from this many tiles per SM on (``CONSUMER_TUNING``).
 TMA_MIN_TILES_PER_SM = 6
-#: ... and below this many it also prefetches the scales, with 4 stages (``CONSUMER_TUNING``).
-TMA_DEEP_MAX_TILES_PER_SM = 24
 
 
 def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> ConsumerConfig:
@@ -337,11 +337,10 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
     keep enough loads in flight (the weight read is the whole cost at small M), each block's scales
     loaded a block ahead (``prefetch_scales``). Tiles are read with TMA descriptors when the
-    (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM, with the scales
-    prefetched and 4 stages below :data:`TMA_DEEP_MAX_TILES_PER_SM`. With one to four waves the
-    pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors' host
-    cost would make an eager call slower than the kernel; where K is split that cost outweighs the
-    few us TMA saves.
+    (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM. With one to four waves
+    the pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors'
+    host cost would make an eager call slower than the kernel; where K is split that cost outweighs
+    the few us TMA saves.
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
@@ -362,10 +361,7 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
         return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=True)
-    if tiles < TMA_MIN_TILES_PER_SM * sms:
-        return ConsumerConfig(block_m, block_n, 4, 3)
-    deep = tiles < TMA_DEEP_MAX_TILES_PER_SM * sms
-    return ConsumerConfig(block_m, block_n, 4, 4 if deep else 3, tma=True, prefetch_scales=deep)
+    return ConsumerConfig(block_m, block_n, 4, 3, tma=tiles >= TMA_MIN_TILES_PER_SM * sms)
 
 
 
