@@ -57,6 +57,38 @@ def _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok):
 
 
 @triton.jit
+def _tile(M, N, K, k_blocks_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
+          SCALE_M_ALIGN: tl.constexpr):
+    """This program's tile: group (int64), split, its k-blocks ``[kb_lo, kb_hi)``, the rows and columns
+    with their masks, ``a_scale``'s m-stride ``pad4(M)`` (whatever the buffer says) and the first row
+    of ``a`` and column of ``b`` (the TMA kernel's descriptor coordinates within the group)."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    g = tl.program_id(2) // SPLIT_K
+    split = tl.program_id(2) % SPLIT_K
+    k_blocks = K // 128
+    kb_lo = split * k_blocks_per_split
+    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, k_blocks)
+    scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return (g.to(tl.int64), split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, offs_m < M, offs_n < N,
+            g * M + pid_m * BLOCK_M, g * N + pid_n * BLOCK_N)
+
+
+@triton.jit
+def _store_tile(out_ptr, acc, split, g, offs_m, offs_n, m_ok, n_ok, stride_out_s, stride_out_g, stride_out_m,
+                stride_out_n, SPLIT_K: tl.constexpr, SOFTWARE: tl.constexpr):
+    """The tile's result: bf16 into ``out[g]``, or with K split its fp32 partial into ``out[split, g]``."""
+    out_ptrs = (out_ptr + split * stride_out_s + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
+                + offs_n[None, :] * stride_out_n)
+    if SPLIT_K == 1:
+        tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
+    else:
+        tl.store(out_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
 def _fp8_block_bmm_kernel(
     a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
@@ -87,23 +119,13 @@ def _fp8_block_bmm_kernel(
     its scales' round trip after the dot. The arithmetic is the same (bit-identical results). Two
     blocks ahead makes Triton 3.6 drop the tile pipelining, so it is one.
     """
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    g = (tl.program_id(2) // SPLIT_K).to(tl.int64)
-    split = tl.program_id(2) % SPLIT_K
-    k_blocks = K // 128
-    kb_lo = split * k_blocks_per_split
-    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, k_blocks)
-    scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN  # pad4(M), whatever the buffer says
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    g, split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, m_ok, n_ok, _, _ = _tile(
+        M, N, K, k_blocks_per_split, BLOCK_M, BLOCK_N, SPLIT_K, SCALE_M_ALIGN)
     offs_k = tl.arange(0, 128)
-    m_ok = offs_m < M
-    n_ok = offs_n < N
     a_ptrs = a_ptr + g * M * K + offs_m.to(tl.int64)[:, None] * K + offs_k[None, :] + kb_lo * 128
     b_ptrs = b_ptr + g * stride_b_g + offs_n.to(tl.int64)[None, :] * stride_b_n + offs_k[:, None] + kb_lo * 128
     as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
-    bs_ptr_g = bs_ptr + g * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
+    bs_ptr_g = bs_ptr + g * stride_bs_g + ((tl.program_id(0) * BLOCK_N) // 128) * stride_bs_n
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if DEFER_SCALE:
         a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
@@ -144,12 +166,8 @@ def _fp8_block_bmm_kernel(
             a_s, b_s = a_s1, b_s1
             a_ptrs += 128
             b_ptrs += 128
-    out_ptrs = (out_ptr + split * stride_out_s + g * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
-                + offs_n[None, :] * stride_out_n)
-    if SPLIT_K == 1:
-        tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
-    else:
-        tl.store(out_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+    _store_tile(out_ptr, acc, split, g, offs_m, offs_n, m_ok, n_ok, stride_out_s, stride_out_g, stride_out_m,
+                stride_out_n, SPLIT_K, SOFTWARE)
 
 
 @triton.jit
@@ -169,23 +187,10 @@ def _fp8_block_bmm_tma_kernel(
     buffer): those rows' scales load as 0 and their outputs are never stored, and every output row
     depends on its own row of ``a`` only. ``stride_b_*`` are unused (the descriptor holds them).
     """
-    pid_n = tl.program_id(0)
-    pid_m = tl.program_id(1)
-    g = tl.program_id(2) // SPLIT_K
-    split = tl.program_id(2) % SPLIT_K
-    k_blocks = K // 128
-    kb_lo = split * k_blocks_per_split
-    kb_hi = tl.minimum(kb_lo + k_blocks_per_split, k_blocks)
-    scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = offs_m < M
-    n_ok = offs_n < N
-    row_a = g * M + pid_m * BLOCK_M
-    row_b = g * N + pid_n * BLOCK_N
-    g64 = g.to(tl.int64)
-    as_ptrs = as_ptr + g64 * k_blocks * scale_m_stride + offs_m
-    bs_ptr_g = bs_ptr + g64 * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
+    g, split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, m_ok, n_ok, row_a, row_b = _tile(
+        M, N, K, k_blocks_per_split, BLOCK_M, BLOCK_N, SPLIT_K, SCALE_M_ALIGN)
+    as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
+    bs_ptr_g = bs_ptr + g * stride_bs_g + ((tl.program_id(0) * BLOCK_N) // 128) * stride_bs_n
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if not PREFETCH_SCALES:
         for kb in range(kb_lo, kb_hi):
@@ -201,12 +206,8 @@ def _fp8_block_bmm_tma_kernel(
             a_s1, b_s1 = _block_scales(as_ptrs, bs_ptr_g, tl.minimum(kb + 1, kb_hi - 1), scale_m_stride, m_ok)
             acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
             a_s, b_s = a_s1, b_s1
-    out_ptrs = (out_ptr + split * stride_out_s + g64 * stride_out_g + offs_m.to(tl.int64)[:, None] * stride_out_m
-                + offs_n[None, :] * stride_out_n)
-    if SPLIT_K == 1:
-        tl.store(out_ptrs, to_bf16(acc, SOFTWARE), mask=m_ok[:, None] & n_ok[None, :])
-    else:
-        tl.store(out_ptrs, acc, mask=m_ok[:, None] & n_ok[None, :])
+    _store_tile(out_ptr, acc, split, g, offs_m, offs_n, m_ok, n_ok, stride_out_s, stride_out_g, stride_out_m,
+                stride_out_n, SPLIT_K, SOFTWARE)
 
 
 @triton.jit
