@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import torch
 
-from . import provenance
+from . import host, provenance
 from .constants import FP8_DTYPE, WEIGHT_BLOCK
 from .fp8_block_bmm import fp8_block_bmm
 from .inv_rope_fp8_quant import inv_rope_fp8_quant, validate_producer_args
 from .reference import dequantize_weight, inv_rope_fp8_quant_ref, inverse_rope_
-from .validation import check_bool, check_same_device, check_shape, check_tensor, contract_problems
+from .validation import (
+    check_bool,
+    check_positions_in_range,
+    check_same_device,
+    check_shape,
+    check_tensor,
+    contract_problems,
+)
 
 
 def _check_weight(o, w_fp8, w_scale, n_groups, k):
@@ -41,6 +48,32 @@ def _check_weight(o, w_fp8, w_scale, n_groups, k):
     return r
 
 
+_LAYOUTS = host.PlanCache()
+
+
+def _sizes(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim,
+                 is_neox) -> tuple[int, int, int]:
+    """``(M, K, R)`` of a call of either arm whose inputs pass the producer's and the weight's checks (raises
+    otherwise). A layout seen before (every tensor's type, shape, strides, dtype and device, every
+    other argument with its type: all the checks read) skips them; the positions' values, which the
+    producer's checks read on a CPU, are checked there on every call."""
+    tensors = host.layout_key(o, positions, cos_sin_cache, w_fp8, w_scale)
+    key = None
+    if (tensors is not None and type(is_neox) is bool
+            and all(type(v) is int for v in (n_groups, heads_per_group, nope_dim, rope_dim))):
+        key = (tensors, n_groups, heads_per_group, nope_dim, rope_dim, is_neox)
+        sizes = _LAYOUTS.get(key)
+        if sizes is not None:
+            if o.device.type == "cpu":
+                check_positions_in_range(positions, cos_sin_cache.shape[0])
+            return sizes
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
+    sizes = (p.m, p.k, _check_weight(o, w_fp8, w_scale, n_groups, p.k))
+    if key is not None:
+        _LAYOUTS.put(key, sizes)
+    return sizes
+
+
 def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim,
                            rope_dim, is_neox=True, *, w_bf16=None, fp32_matmul=False):
     """Arm A: inverse RoPE (input dtype) + bf16 bmm with the dequantized FP8 weight -> ``[M, G, R]`` bf16.
@@ -54,8 +87,7 @@ def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups
     bf16 units run it ~10x faster; provenance records the mode ``torch-<device> fp32-matmul``.
     """
     check_bool("fp32_matmul", fp32_matmul)
-    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
-    r = _check_weight(o, w_fp8, w_scale, n_groups, p.k)
+    m, k, r = _sizes(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim, is_neox)
     if w_bf16 is None:
         w = dequantize_weight(w_fp8, w_scale, dtype=torch.bfloat16)  # [G, R, K]
     else:
@@ -65,8 +97,8 @@ def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups
         check_same_device(o=o, w_bf16=w_bf16)
         w = w_bf16
     x = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).to(torch.bfloat16)
-    out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
-    x = x.reshape(p.m, n_groups, p.k).transpose(0, 1)
+    out = torch.empty((m, n_groups, r), dtype=torch.bfloat16, device=o.device)
+    x = x.reshape(m, n_groups, k).transpose(0, 1)
     if fp32_matmul:
         out.transpose(0, 1).copy_(torch.bmm(x.float(), w.float().transpose(1, 2)))  # copy_ rounds to bf16
     else:
@@ -103,17 +135,16 @@ def o_a_proj_fp8_chain(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, he
         if fn is not None and not callable(fn):
             raise TypeError(f"{name}: expected a callable or None, got {type(fn).__name__}")
     produce, consumer_backend = CHAIN_BACKENDS[backend]
-    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=is_neox)
-    r = _check_weight(o, w_fp8, w_scale, n_groups, p.k)
+    m, k, r = _sizes(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim, is_neox)
     fp8, scale = (producer or produce)(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                        is_neox=is_neox)
     if inspect is not None:
         inspect(fp8, scale)
     if check_contract:
-        problems = contract_problems(fp8, scale, n_groups, p.m, p.k)
+        problems = contract_problems(fp8, scale, n_groups, m, k)
         if problems:
             raise ValueError("producer output breaks the buffer contract: " + "; ".join(problems))
-    out = torch.empty((p.m, n_groups, r), dtype=torch.bfloat16, device=o.device)
+    out = torch.empty((m, n_groups, r), dtype=torch.bfloat16, device=o.device)
     if consumer is None:
         fp8_block_bmm(fp8, scale, w_fp8, w_scale, out.transpose(0, 1), backend=consumer_backend,
                       check_contract=check_contract)

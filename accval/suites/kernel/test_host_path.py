@@ -73,6 +73,37 @@ def test_cached_raw_consumer_layout_still_checks_storage(device):
         kernels.fp8_block_bmm(short, a_scale, b, b_scale, check_contract=False)
 
 
+def test_cached_o_a_proj_layout_is_checked_once_and_still_refuses(device, monkeypatch):
+    """Both arms of o_a_proj check a layout (the producer's arguments and the weight) once; a call of
+    another layout is checked in full and refused as before, and on a CPU the positions' values are
+    checked on every call."""
+    from kernels import o_a_proj
+
+    o, pos, cache = make_inputs(CASE, device)
+    k = CASE.heads_per_group * CASE.head_dim
+    w = torch.randn(CASE.n_groups, 128, k).to(FP8_DTYPE).to(device)
+    ws = torch.rand(CASE.n_groups, 1, k // 128, device=device)
+    checks = []
+    real = o_a_proj.validate_producer_args
+    monkeypatch.setattr(o_a_proj, "validate_producer_args", lambda *a, **kw: checks.append(1) or real(*a, **kw))
+    args = CASE.args(o, pos, cache)
+    first = kernels.o_a_proj_fp8_chain(args[0], args[1], args[2], w, ws, *args[3:], backend="torch")
+    again = kernels.o_a_proj_fp8_chain(args[0], args[1], args[2], w, ws, *args[3:], backend="torch")
+    kernels.o_a_proj_bf16_fallback(args[0], args[1], args[2], w, ws, *args[3:])
+    assert len(checks) == 1, f"a layout seen before was checked {len(checks)} times"
+    assert torch.equal(first, again)
+    with pytest.raises(ValueError, match="w_fp8: expected"):
+        kernels.o_a_proj_fp8_chain(o, pos, cache, w[:, :, :128], ws, *args[3:], backend="torch")
+    with pytest.raises(TypeError, match="is_neox"):
+        kernels.o_a_proj_fp8_chain(o, pos, cache, w, ws, *args[3:], is_neox=1, backend="torch")
+    if device.type == "cpu":  # on CUDA the caller vouches for its positions, as with the producer
+        bad = pos.clone()
+        bad[2] = cache.shape[0]
+        for arm in (kernels.o_a_proj_fp8_chain, kernels.o_a_proj_bf16_fallback):
+            with pytest.raises(ValueError, match="positions: expected values in"):
+                arm(o, bad, cache, w, ws, *args[3:])
+
+
 def test_errors_are_not_cached(device):
     """A refused call leaves nothing behind: the same bad call is refused again, and a good call of a
     layout first seen as bad runs."""
