@@ -59,9 +59,10 @@ def _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok):
 @triton.jit
 def _tile(M, N, K, k_blocks_per_split, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
           SCALE_M_ALIGN: tl.constexpr):
-    """This program's tile: group (int64), split, its k-blocks ``[kb_lo, kb_hi)``, the rows and columns
-    with their masks, ``a_scale``'s m-stride ``pad4(M)`` (whatever the buffer says) and the first row
-    of ``a`` and column of ``b`` (the TMA kernel's descriptor coordinates within the group)."""
+    """This program's tile: group (int64), split, its k-blocks ``[kb_lo, kb_hi)`` (never empty: the
+    launcher makes no empty split, so block ``kb_lo`` exists), the rows and columns with their masks,
+    ``a_scale``'s m-stride ``pad4(M)`` (whatever the buffer says), and the tile's first row in ``a``
+    seen as ``[G*M, K]`` and in ``b`` seen as ``[G*N, K]`` (the TMA kernel's descriptor coordinates)."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     g = tl.program_id(2) // SPLIT_K
@@ -361,7 +362,7 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
         split = 1
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
-        return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=True)
+        return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=split > 1)
     return ConsumerConfig(block_m, block_n, 4, 3, tma=tiles >= TMA_MIN_TILES_PER_SM * sms)
 
 

@@ -54,10 +54,10 @@ _LAYOUTS = host.PlanCache()
 def _sizes(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups, heads_per_group, nope_dim, rope_dim,
                  is_neox) -> tuple[int, int, int]:
     """``(M, K, R)`` of a call of either arm whose inputs pass the producer's and the weight's checks (raises
-    otherwise). A layout seen before (every tensor's type, shape, strides, dtype and device, every
-    other argument with its type: all the checks read) skips them; the positions' values, which the
-    producer's checks read on a CPU, are checked there on every call."""
-    tensors = host.layout_key(o, positions, cos_sin_cache, w_fp8, w_scale)
+    otherwise). In an eager call, a layout seen before (every tensor's type, shape, strides, dtype and
+    device, every other argument with its type: all the checks read) skips them; the positions'
+    values, which the producer's checks read on a CPU, are checked there on every call."""
+    tensors = host.layout_key(o, positions, cos_sin_cache, w_fp8, w_scale) if host.eager_call() else None
     key = None
     if (tensors is not None and type(is_neox) is bool
             and all(type(v) is int for v in (n_groups, heads_per_group, nope_dim, rope_dim))):

@@ -9,8 +9,10 @@ the tile copies the pipeliner made asynchronous (``cp.async``: ``async_copy``; T
 plain loads left inside the k loop and how many of them the same iteration uses (each a round trip
 the loop waits for; a prefetched load is used by the next iteration), the ``pendings`` of the
 dot's wait (0: every dot finishes before the next is issued) and the shared memory. ``--against``
-compiles REV's ``kernels/fp8_block_bmm.py`` the same way and compares each variant's PTX with register
-numbers and debug labels taken out: "same" means the same instructions in some order.
+compiles REV's ``kernels/fp8_block_bmm.py`` (with today's helper modules) the same way and compares each
+variant's PTX with register numbers and debug labels taken out: "same" means the same instructions in
+some order, so it cannot show a reordering. The integer arguments are specialized as at the
+DeepSeek-V4 shapes (multiples of 16), not on every value a real launch sees (a stride of 1).
 """
 
 from __future__ import annotations
@@ -77,7 +79,11 @@ def compile_variant(mod, tma: bool, block_n: int, split: int, prefetch: bool, ar
 
 
 def loop_facts(compiled) -> dict:
+    """The k loop's facts; the loop is the TTGIR from the first ``scf.for`` to the first ``scf.yield``
+    (the consumer's loop body has no nested region). Raises ValueError for a kernel without a loop."""
     ttgir = compiled.asm["ttgir"]
+    if "scf.for" not in ttgir:
+        raise ValueError("no scf.for in the TTGIR (a loop without iterations, or one Triton unrolled)")
     loop = ttgir[ttgir.index("scf.for"):]
     loop = loop[:loop.index("scf.yield")]
     names = re.findall(r"(%[\w#]+) = tt\.load ", loop)
@@ -118,7 +124,12 @@ def main() -> int:
     args = ap.parse_args()
     current = importlib.import_module("kernels.fp8_block_bmm")  # the package's fp8_block_bmm is the function
 
-    other = load_revision(args.against) if args.against else None
+    try:
+        other = load_revision(args.against) if args.against else None
+    except (subprocess.CalledProcessError, ImportError, SyntaxError, RuntimeError) as e:
+        print(f"--against {args.against}: expected a revision whose kernels/fp8_block_bmm.py imports here, got "
+              f"{type(e).__name__}: {getattr(e, 'stderr', None) or e}", file=sys.stderr)
+        return 2
     try:
         rows = {}
         if not args.json:
@@ -126,19 +137,20 @@ def main() -> int:
         for name, (tma, block_n, split, prefetch) in VARIANTS.items():
             try:
                 compiled = compile_variant(current, tma, block_n, split, prefetch, args.arch)
+                facts = rows[name] = loop_facts(compiled)
             except Exception as e:  # noqa: BLE001 - a Triton without this backend or feature: a row
                 rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
                 if not args.json:
                     print(f"{name:28s} does not compile here: {rows[name]['error'][:140]}")
                 continue
-            facts = rows[name] = loop_facts(compiled)
             line = f"{name:28s} " + " ".join(f"{k}={v}" for k, v in facts.items())
             if args.out:
                 args.out.mkdir(parents=True, exist_ok=True)
                 stem = name.replace(" ", "_")
                 (args.out / f"{stem}.ttgir").write_text(compiled.asm["ttgir"])
                 (args.out / f"{stem}.ptx").write_text(compiled.asm["ptx"])
-            if other is not None and prefetch and "PREFETCH_SCALES" not in [p.name for p in other[0]._fp8_block_bmm_kernel.params]:
+            theirs_fn = None if other is None else getattr(other[0], "_fp8_block_bmm_tma_kernel" if tma else "_fp8_block_bmm_kernel", None)
+            if other is not None and (theirs_fn is None or (prefetch and "PREFETCH_SCALES" not in [p.name for p in theirs_fn.params])):
                 line += f" | vs {args.against}: no such launch there"
             elif other is not None:
                 try:

@@ -194,7 +194,7 @@ def test_consumer_writes_through_transposed_out(device):
     kernels.ConsumerConfig(64, 128, 4, 3, 1, True), kernels.ConsumerConfig(32, 64, 4, 3, 1, True),
     kernels.ConsumerConfig(16, 128, 4, 3, 2, True), kernels.ConsumerConfig(16, 128, 4, 3, 4, False),
     kernels.ConsumerConfig(64, 128, 4, 3, 1, prefetch_scales=True), kernels.ConsumerConfig(16, 64, 4, 3, 1, prefetch_scales=True),
-    kernels.ConsumerConfig(32, 128, 4, 3, 2, prefetch_scales=True),
+    kernels.ConsumerConfig(32, 128, 4, 3, 2, prefetch_scales=True), kernels.ConsumerConfig(64, 64, 4, 3, 4, prefetch_scales=True),
 ], ids=str)
 def test_consumer_launches_agree_bit_for_bit(device, cfg):
     """Deferred scaling and scales loaded a block ahead compute the same products in the same order,
@@ -215,6 +215,10 @@ def test_consumer_launches_agree_bit_for_bit(device, cfg):
         assert torch.equal(got, want), f"{cfg} changed bits against {plain}"
     else:
         check_consumer(lambda *t: got, a, a_scale, b, b_scale, str(cfg))
+        if cfg.prefetch_scales:  # the small-M dispatch's launch: the same split without prefetch, bit for bit
+            same_split = dataclasses.replace(cfg, prefetch_scales=False)
+            assert torch.equal(got, kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty_like(got), same_split)), \
+                f"{cfg} changed bits against {same_split}"
 
 
 def _consumer_operands(g, m, n, k, seed, device):

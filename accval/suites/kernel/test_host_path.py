@@ -83,6 +83,7 @@ def test_cached_o_a_proj_layout_is_checked_once_and_still_refuses(device, monkey
     k = CASE.heads_per_group * CASE.head_dim
     w = torch.randn(CASE.n_groups, 128, k).to(FP8_DTYPE).to(device)
     ws = torch.rand(CASE.n_groups, 1, k // 128, device=device)
+    monkeypatch.setattr(o_a_proj, "_LAYOUTS", host.PlanCache())  # whatever earlier tests cached
     checks = []
     real = o_a_proj.validate_producer_args
     monkeypatch.setattr(o_a_proj, "validate_producer_args", lambda *a, **kw: checks.append(1) or real(*a, **kw))

@@ -29,7 +29,11 @@ def facts() -> dict:
 @pytest.mark.parametrize("variant", ["pointer", "pointer split 16", "tma"])
 def test_prefetched_scales_are_used_one_iteration_later(facts, variant):
     plain, ahead = facts[variant], facts[f"{variant} prefetch"]
-    assert plain["used_same_iteration"] == 2, plain  # a_s and b_s: what the prefetch removes
+    for row in (plain, ahead):
+        if "error" in row:
+            pytest.fail(f"{variant}: {row['error']}")
+    assert plain["loads_in_loop"] == ahead["loads_in_loop"] == 2, (plain, ahead)  # a_s and b_s, each block
+    assert plain["used_same_iteration"] == 2, plain  # what the prefetch removes
     assert ahead["used_same_iteration"] == 0, ahead
     copies = "tma_copy" if variant == "tma" else "async_copy"
     assert ahead[copies] == plain[copies] > 0, (plain, ahead)  # the tile loads stay pipelined
