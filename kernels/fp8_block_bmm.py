@@ -366,7 +366,6 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
     return ConsumerConfig(block_m, block_n, 4, 3, tma=tiles >= TMA_MIN_TILES_PER_SM * sms)
 
 
-
 def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) -> tuple[int, int, int, int]:
     """Check every argument of the consumer; raise ValueError/TypeError saying what was expected.
 
@@ -477,8 +476,8 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     split = cdiv(k_blocks, per_split)  # no empty split
     grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, **_platform.gpu_launch_options())
-    meta["PREFETCH_SCALES"] = cfg.prefetch_scales
+                PREFETCH_SCALES=cfg.prefetch_scales, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                **_platform.gpu_launch_options())
     if cfg.tma:
         bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
     else:

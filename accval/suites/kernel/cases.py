@@ -130,6 +130,17 @@ def producer_cases(draw, *, max_tokens: int | None = None) -> ProducerCase:
     )
 
 
+def tma_m(device, g: int = 4, n: int = 256, k: int = 128) -> int:
+    """The least M (from 256, doubling) whose consumer grid the dispatch reads with TMA on ``device``
+    (the rule counts tiles per SM, so it depends on the device)."""
+    import kernels
+
+    m = 256
+    while not kernels.consumer_config(m, n, k, g, torch.device(device)).tma and m < 1 << 16:
+        m *= 2
+    return m
+
+
 def random_weight(n_groups: int, n: int, k: int, seed: int, device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(n_groups, n, k, generator=gen) * 0.05).to(device)

@@ -21,7 +21,7 @@ from kernels.reference import (
     inverse_rope_math_ref,
 )
 
-from .cases import CHAIN_CPU_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight
+from .cases import CHAIN_CPU_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight, tma_m
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
 
 
@@ -190,6 +190,17 @@ def test_consumer_writes_through_transposed_out(device):
     assert torch.equal(buf.transpose(0, 1), expect), "writing through the transposed view changed the result"
 
 
+def _consumer_operands(g, m, n, k, seed, device):
+    """Consumer operands of the given sizes from ``seed``: codes up to 50x the unit normal, scales in [0.1, 1.1)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.randn(g, m, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
+    a_scale = torch.zeros(g, k // 128, pad4(m))
+    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.1
+    b = (torch.randn(g, n, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
+    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
+    return a, a_scale.to(device), b, b_scale
+
+
 @pytest.mark.parametrize("cfg", [
     kernels.ConsumerConfig(64, 128, 4, 3, 1, True), kernels.ConsumerConfig(32, 64, 4, 3, 1, True),
     kernels.ConsumerConfig(16, 128, 4, 3, 2, True), kernels.ConsumerConfig(16, 128, 4, 3, 4, False),
@@ -201,13 +212,7 @@ def test_consumer_launches_agree_bit_for_bit(device, cfg):
     so they give the default launch's bits; a K split adds the same fp32 per-block terms in another
     grouping (within the accumulation bound)."""
     g, m, n, k = 2, 37, 256, 512
-    gen = torch.Generator().manual_seed(3)
-    a = (torch.randn(g, m, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
-    a_scale = torch.zeros(g, k // 128, pad4(m))
-    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.1
-    a_scale = a_scale.to(device)
-    b = (torch.randn(g, n, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
-    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 3, device)
     plain = dataclasses.replace(cfg, split_k=1, defer_scale=False, prefetch_scales=False)
     want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), plain)
     got = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), cfg)
@@ -219,16 +224,6 @@ def test_consumer_launches_agree_bit_for_bit(device, cfg):
             same_split = dataclasses.replace(cfg, prefetch_scales=False)
             assert torch.equal(got, kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty_like(got), same_split)), \
                 f"{cfg} changed bits against {same_split}"
-
-
-def _consumer_operands(g, m, n, k, seed, device):
-    gen = torch.Generator().manual_seed(seed)
-    a = (torch.randn(g, m, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
-    a_scale = torch.zeros(g, k // 128, pad4(m))
-    a_scale[:, :, :m] = torch.rand(g, k // 128, m, generator=gen) + 0.1
-    b = (torch.randn(g, n, k, generator=gen) * 50).to(FP8_DTYPE).to(device)
-    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.1).to(device)
-    return a, a_scale.to(device), b, b_scale
 
 
 @settings(deadline=None)
@@ -257,9 +252,8 @@ def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
     """A call whose dispatch asks for TMA but whose buffers a descriptor cannot cover (a weight whose
     group stride is not N rows or whose rows are one broadcast row; an activation buffer not 16-byte
     aligned; no groups at all) runs the pointer kernel, records it, and gives the same bits."""
-    g, m, n, k = 4, 256, 256, 128
-    while not kernels.consumer_config(m, n, k, g, device).tma and m < 1 << 16:
-        m *= 2  # the least M whose grid the dispatch reads with TMA here (tiles per SM)
+    g, n, k = 4, 256, 128
+    m = tma_m(device, g, n, k)
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 5, device)
     assert kernels.consumer_config(m, n, k, g, a.device).tma, f"the dispatch should ask for TMA at M={m}"
     with provenance.capture() as ran:

@@ -14,7 +14,7 @@ from kernels import host, provenance
 from kernels.constants import FP8_DTYPE, pad4
 from kernels.fp8_block_bmm import consumer_launches
 
-from .cases import ProducerCase, make_inputs
+from .cases import ProducerCase, make_inputs, tma_m
 
 CASE = ProducerCase(m=5, n_groups=2, heads_per_group=2)
 
@@ -282,7 +282,7 @@ def test_direct_launches_match_triton_launches():
     torch.cuda.synchronize()
     assert torch.equal(first[0].view(torch.uint8), again[0].view(torch.uint8)) and torch.equal(first[1], again[1])
     assert torch.equal(out1, out2)
-    tma = _consumer_inputs("cuda", g=4, m=_tma_m("cuda"), n=256, k=128)  # a grid the dispatch reads with TMA
+    tma = _consumer_inputs("cuda", g=4, m=tma_m("cuda"), n=256, k=128)  # a grid the dispatch reads with TMA
     with provenance.capture() as ran:
         tma_out = [kernels.fp8_block_bmm(*tma) for _ in range(2)]  # the second launches directly
     assert [r.detail("loads") for r in ran] == ["tma", "tma"], ran
@@ -299,18 +299,10 @@ def test_direct_launches_match_triton_launches():
     assert torch.equal(tma_out[0], captured_tma), "a captured TMA consumer call (descriptors as kernel parameters) replayed other bits"
 
 
-def _tma_m(device, g=4, n=256, k=128) -> int:
-    """The least M (from 256, doubling) whose consumer grid the dispatch reads with TMA on ``device``."""
-    m = 256
-    while not kernels.consumer_config(m, n, k, g, torch.device(device)).tma and m < 1 << 16:
-        m *= 2
-    return m
-
-
 def test_consumer_launches_give_the_public_calls_bits(device):
     """``consumer_launches`` (what scripts/host_path.py times) launches what the public call launches:
     split K with its sum, and the TMA kernel with descriptors over the given buffers."""
-    for g, m, n, k, desc in ((2, 40, 128, 512, False), (4, _tma_m(device), 256, 128, True)):
+    for g, m, n, k, desc in ((2, 40, 128, 512, False), (4, tma_m(device), 256, 128, True)):
         a, a_scale, b, b_scale = _consumer_inputs(device, g=g, m=m, n=n, k=k)
         out = torch.empty(g, m, n, dtype=torch.bfloat16, device=device)
         launches = consumer_launches(a, a_scale, b, b_scale, out)
