@@ -324,7 +324,12 @@ CONSUMER_TUNING = (
     "was the fastest launch (tep8 M=1024 39.6 vs 42.5 pointer, M=2048 45.4 vs 47.0, M=4096 84.7 vs 88.9, dep8 M=256 "
     "50.5 vs 56.1) but stays off: its descriptors' host cost (above) exceeds those kernels' 40-90 us. The pointer kernel "
     "unsplit is slower with prefetch at BLOCK_M 64 (tep8 M=1024 50.5 vs 42.5, dep8 M=8192 1644 vs 1530). Two blocks "
-    "ahead makes Triton 3.6 drop the tile pipelining altogether (TTGIR without async copies), so it was not timed."
+    "ahead makes Triton 3.6 drop the tile pipelining altogether (TTGIR without async copies), so it was not timed. "
+    "Narrower tiles at small M, reports/kernel/speed-probe-smallm-NVIDIA_H200-2026-12-02-s13call1.json (scripts/"
+    "speed_probe.py --parts smallm; NVIDIA H200; BLOCK_N 16/32/64, K split 4-16, 3-4 stages, pointer and TMA, scales "
+    "prefetched; 84 launches, all bit-identical to their split's plain launch): no launch beat the shipped one by more "
+    "than the spread of timing it twice (tep8 M=64 best 14.0 us at BLOCK_N 32 split 8 vs 14.4 shipped; tep8 M=256 17.5 "
+    "vs 17.8; dep8 M=64 33.6 vs 33.8; dep8 M=256 55.9 vs 55.7), so the table stays."
 )
 
 

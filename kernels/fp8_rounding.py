@@ -16,6 +16,9 @@ classic magic-number addition: for ``|x|`` with exponent ``e`` the spacing is ``
 ``k = max(e, EMIN) - MANT``; adding ``C = 2**(k + 23)`` places the sum in a binade whose fp32 spacing
 is exactly ``2**k``, so fp32's own round-to-nearest-even does the work; subtracting ``C`` is exact.
 A round-up into the next binade carries into the exponent by construction.
+
+:func:`div_rn_by` divides a tile by per-block scales with the bits of ``tl.math.div_rn`` but one
+division per block instead of one per element (Markstein's correction; see its docstring).
 """
 
 from __future__ import annotations
@@ -55,6 +58,41 @@ def to_fp8_e4m3(x, FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr):
         nan_bits = (bits & -2147483648) | 0x7FF00000
         x = tl.where(x != x, nan_bits.to(tl.float32, bitcast=True), _round_to_grid(x, 3, -6))
     return x.to(tl.float8e4nv)
+
+
+#: the divisors :func:`div_rn_by` takes its reciprocal path for: the reciprocal and the residual of
+#: every quotient that can round to a nonzero float8 code stay normal fp32 numbers
+RCP_PATH_MIN = tl.constexpr(2.0**-80)
+RCP_PATH_MAX = tl.constexpr(2.0**100)
+
+
+@triton.jit
+def div_rn_by(y, s, SOFTWARE: tl.constexpr):
+    """``y / s`` rounded to nearest even as ``tl.math.div_rn(y, s)`` gives it, for ``s`` broadcast along
+    ``y``'s last axis (one divisor per block): bit for bit wherever ``|y/s| >= 2**-11``, and below that
+    (quotients every float8 cast turns into a zero) with the same sign.
+
+    ``div_rn`` costs a correctly rounded division per element. Here each block's reciprocal
+    ``r = div_rn(1, s)`` is taken once, then per element ``q0 = y * r``, the exact residual
+    ``e = fma(-q0, s, y)`` and ``q = fma(e, r, q0)``. By Markstein's theorem (``r`` within half an ulp
+    of ``1/s``, ``q0`` within an ulp of ``y/s``, no underflow or overflow) ``e`` is exact and ``q`` is
+    the correctly rounded quotient. That needs normal numbers: the path is taken when every divisor
+    lies in [2**-80, 2**100] (``RCP_PATH_MIN``/``MAX``), else the whole tile uses ``div_rn``. Inside
+    that range a residual can only be subnormal where ``|y/s| < 2**-11``: there the last bits may
+    differ, never the sign (a ``q0`` of zero is kept as it is: ``-0.0`` stays ``-0.0``).
+    The interpreter (``SOFTWARE``) always divides: Triton 3.6's interpreter rounds an fma twice.
+    """
+    if SOFTWARE:
+        q = tl.math.div_rn(y, s)
+    else:
+        in_range = ((s >= RCP_PATH_MIN) & (s <= RCP_PATH_MAX)).to(tl.int32)
+        if tl.min(in_range) == 1:
+            r = tl.math.div_rn(tl.full(s.shape, 1.0, tl.float32), s)
+            q0 = y * r
+            q = tl.where(q0 == 0.0, q0, tl.fma(tl.fma(-q0, s, y), r, q0))
+        else:
+            q = tl.math.div_rn(y, s)
+    return q
 
 
 @triton.jit

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from . import _platform, host, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
-from .fp8_rounding import round_through, to_fp8_e4m3
+from .fp8_rounding import div_rn_by, round_through, to_fp8_e4m3
 from .validation import check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device, check_tensor
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
@@ -117,7 +117,7 @@ def _quant_tokens(
     scale = tl.math.div_rn(amax, FP8_MAX)
     # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
     safe = tl.where(scale > 0, scale, 1.0)
-    q = tl.where(scale[:, :, None] > 0, tl.math.div_rn(y, safe[:, :, None]), 0.0)
+    q = tl.where(scale[:, :, None] > 0, div_rn_by(y, safe[:, :, None], SOFTWARE), 0.0)
     q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
 
     fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,ceiling,producer,host] [--out FILE.json]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,host] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
           and without, pointer and TMA loads, next to ``torch._scaled_mm`` blockwise and the shipped
@@ -12,8 +12,15 @@ consumer  every launch in ``CONSUMER_LAUNCHES`` with pointer and with TMA loads,
 producer  launches at small M (warps per head) and cache-hint variants of the kernel file at large M,
           each against the upstream-style kernel and a same-bytes copy; outputs compared with the
           shipped launch's bit for bit
+smallm    the consumer at M <= 256 with narrower tiles (BLOCK_N 16/32/64) and K split 4-16, scales
+          prefetched, pointer and TMA loads, each compared bit for bit with the pointer launch of the
+          same split without prefetch, next to ``torch._scaled_mm`` and the shipped dispatch
 ceiling   the TMA launch without its per-block scaling, the dot accumulating in place (wrong output:
           what a plain FP8 GEMM of the same structure reaches), against ``torch._scaled_mm``
+division  the producer's shipped launches with the per-element division ``tl.math.div_rn`` (the
+          "exact-div" variant of the kernel file) against the working tree's (``div_rn_by``: a
+          reciprocal per block and a Markstein correction), both layouts, next to the upstream-style
+          kernel; outputs compared bit for bit, also on inputs spanning the whole bf16 range
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 """
 
@@ -166,6 +173,86 @@ CEILING_LAUNCHES = [ConsumerConfig(64, 128, 4, 3, tma=True), ConsumerConfig(64, 
                     ConsumerConfig(128, 128, 8, 3, tma=True), ConsumerConfig(128, 128, 8, 4, tma=True)]
 
 
+def smallm_launches(m: int) -> list[ConsumerConfig]:
+    bm = 64 if m <= 64 else 128
+    return [ConsumerConfig(bm, bn, 4, st, sk, tma=tma, prefetch_scales=True)
+            for bn, splits in ((32, (4, 8, 16)), (64, (4, 8, 16)), (16, (8,)))
+            for sk in splits for st, tma in ((3, False), (3, True), (4, True))]
+
+
+def smallm_part(rows: list) -> None:
+    for shape in ("dep8", "tep8"):
+        for m in (64, 256):
+            (a, a_scale, w, ws), n, k, out, base = consumer_setup(shape, m)
+            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
+            refs, cells = {}, []
+            for c in [shipped] + smallm_launches(m):
+                plain = dataclasses.replace(c, tma=False, prefetch_scales=False)
+                try:
+                    if plain not in refs:
+                        refs[plain] = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), plain)
+                    us = timing.time_cuda(lambda: launch_consumer(a, a_scale, w, ws, out, c), REPS_MS).median_us
+                    out.fill_(float("nan"))
+                    launch_consumer(a, a_scale, w, ws, out, c)
+                    torch.cuda.synchronize()
+                    same = bool(torch.equal(out.view(torch.int16), refs[plain].view(torch.int16)))
+                except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+                    rows.append({"part": "smallm", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+                    continue
+                rows.append({"part": "smallm", "shape": shape, "M": m, "config": str(c), "us": us, "bit_same": same,
+                             "is_shipped": c == shipped, "vs_scaled_mm": base["scaled_mm"] / us, **base})
+                cells.append((us, f"{c.block_n}/{c.num_stages}s/k{c.split_k}/{'tma' if c.tma else 'ptr'}{'' if same else ' DIFFERS'}"))
+            best = " | ".join(f"{cell} {us:.1f}" for us, cell in sorted(cells)[:6])
+            print(f"smallm {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | best: {best}", flush=True)
+            a = a_scale = w = ws = out = None
+            refs.clear()
+            torch.cuda.empty_cache()
+
+
+#: the producer's kernel file with the division it had before ``div_rn_by``: one ``div_rn`` per element
+EXACT_DIV = [("div_rn_by(y, safe[:, :, None], SOFTWARE)", "tl.math.div_rn(y, safe[:, :, None])")]
+
+
+def _wide_range_o(m: int, heads: int, d: int) -> torch.Tensor:
+    """bf16 ``o`` whose (token, head) rows are scaled by 2**U(-135, 120): blocks whose scales fall
+    outside ``div_rn_by``'s reciprocal range (subnormal, huge) next to ordinary ones."""
+    exp = torch.randint(-135, 121, (m, heads, 1), device="cuda").float()
+    return (torch.randn(m, heads, d, device="cuda") * torch.exp2(exp)).to(torch.bfloat16)
+
+
+def division_part(rows: list) -> None:
+    mod, path = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "exact_div", EXACT_DIV)
+    try:
+        for shape in ("dep8", "tep8"):
+            g = timing.SHAPES[shape]
+            for m in (64, 256, 1024, 1500, 2048, 8192):
+                for layout, is_neox in timing.LAYOUTS.items():
+                    o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
+                    args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
+                    cfg = config_for(m, o.device, is_neox=is_neox)
+                    up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
+                                          REPS_MS).median_us
+                    mp = mod.validate_producer_args(*args, is_neox=is_neox)
+                    mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
+                    old = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
+                    new = timing.time_cuda(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg), REPS_MS).median_us
+                    same = {}
+                    for data, oo in (("randn", o), ("wide", _wide_range_o(m, o.shape[1], o.shape[2]))):
+                        a8, a_s = mod.inv_rope_fp8_quant(oo, *args[1:], is_neox=is_neox)
+                        b8, b_s = kernels.inv_rope_fp8_quant(oo, *args[1:], is_neox=is_neox)
+                        same[data] = bool(torch.equal(a8.view(torch.uint8), b8.view(torch.uint8))
+                                          and torch.equal(a_s.view(torch.int32), b_s.view(torch.int32)))
+                    rows.append({"part": "division", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
+                                 "exact_div_us": old, "div_rn_by_us": new, "upstream_us": up, "speedup": old / new,
+                                 "vs_upstream": up / new, "bit_same": same})
+                    print(f"division {shape} {layout} M={m}: div_rn {old:.1f} div_rn_by {new:.1f} (x{old / new:.3f}) "
+                          f"upstream-style {up:.1f} (x{up / new:.2f} over it) bit-same {same}", flush=True)
+                    o = pos = cache = fp8 = scale = None
+                    torch.cuda.empty_cache()
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def ceiling_part(rows: list) -> None:
     """The TMA kernel's launches with and without the per-block scaling, against torch._scaled_mm."""
     mods = {name: load_variant("fp8_block_bmm.py", "fp8_block_bmm", f"ce{i}", subs)
@@ -314,15 +401,20 @@ def main() -> int:
     rows: list = []
     parts = args.parts.split(",")
     t0 = time.perf_counter()
-    unknown = set(parts) - {"prefetch", "consumer", "ceiling", "producer", "host"}
+    unknown = set(parts) - {"prefetch", "consumer", "smallm", "ceiling", "producer", "division", "host"}
     if unknown:
-        print(f"--parts: expected some of prefetch,consumer,ceiling,producer,host, got {sorted(unknown)}", file=sys.stderr)
+        print(f"--parts: expected some of prefetch,consumer,smallm,ceiling,producer,division,host, got {sorted(unknown)}",
+              file=sys.stderr)
         return 2
     try:
         if "prefetch" in parts:
             prefetch_part([int(x) for x in args.ms.split(",")], rows)
         if "consumer" in parts:
             consumer_part([int(x) for x in args.ms.split(",")], rows)
+        if "smallm" in parts:
+            smallm_part(rows)
+        if "division" in parts:
+            division_part(rows)
         if "ceiling" in parts:
             ceiling_part(rows)
         if "producer" in parts:

@@ -6,6 +6,8 @@ in fp32 first. These tests run the kernel helpers themselves and compare with to
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 import triton
 import triton.language as tl
@@ -14,9 +16,11 @@ from hypothesis import strategies as st
 
 from kernels import _platform
 from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX
-from kernels.fp8_rounding import round_through, to_fp8_e4m3
+from kernels.fp8_rounding import RCP_PATH_MAX, RCP_PATH_MIN, div_rn_by, round_through, to_fp8_e4m3
 
 from .checks import assert_exact, assert_fp8_equal
+
+LO, HI = RCP_PATH_MIN.value, RCP_PATH_MAX.value  # the reciprocal path's scale range
 
 
 @triton.jit
@@ -84,3 +88,82 @@ def test_every_fp8_midpoint_rounds_to_even(device):
     fp8, _, _ = run_casts(vals, device)
     assert_fp8_equal(fp8.cpu(), _expected(vals)[0], "fp8 midpoints", "ties to even")
     assert (fp8.cpu().view(torch.uint8) & 1).eq(0).all(), "a midpoint rounded to an odd code"
+
+
+# ---------------------------------------------------------------------------------------------------
+# div_rn_by: a tile divided by per-block scales with the bits of a correctly rounded division.
+
+
+@triton.jit
+def _div_kernel(y_ptr, s_ptr, q_ptr, BLOCKS: tl.constexpr, SOFTWARE: tl.constexpr):
+    """Row r: ``q[r] = div_rn_by(y[r], s[r])``, y ``[BLOCKS, 128]`` and one scale per 128-block."""
+    row = tl.program_id(0)
+    d = tl.arange(0, BLOCKS)[:, None] * 128 + tl.arange(0, 128)[None, :]
+    y = tl.load(y_ptr + row * BLOCKS * 128 + d)
+    s = tl.load(s_ptr + row * BLOCKS + tl.arange(0, BLOCKS))[:, None]
+    tl.store(q_ptr + row * BLOCKS * 128 + d, div_rn_by(y, s, SOFTWARE))
+
+
+def _division_cases(rows: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y [rows, 4, 128], s [rows, 4])`` as the producer divides them: ``s = amax / 448`` of each block,
+    amax from 2**-140 to 2**127 (scales inside and outside the reciprocal range, the range's ends
+    themselves), ``y`` half uniform in ``[-amax, amax]`` and half placed on float8 midpoints times ``s``
+    (where a quotient one ulp off rounds to another code), with zeros of both signs and subnormals."""
+    exp = torch.randint(-140, 128, (rows, 4, 1), generator=generator).float()
+    amax = (torch.rand(rows, 4, 1, generator=generator) + 1.0) * torch.exp2(exp) / 2
+    amax[:8, :, 0] = torch.tensor([LO, HI, LO / 2, HI * 2]) * 448
+    s = amax / 448
+    uniform = (torch.rand(rows, 4, 64, generator=generator) * 2 - 1) * amax
+    codes = torch.randint(-448 * 4, 448 * 4, (rows, 4, 64), generator=generator).float() / 4 + 1 / 8
+    y = torch.cat([uniform, (codes.double() * s.double()).float()], dim=2)
+    y[:, :, 0], y[:, :, 1], y[:, :, 2] = 0.0, -0.0, -amax[:, :, 0]
+    y[:, :, 3] = 1e-45
+    return y, s[:, :, 0]
+
+
+def test_div_rn_by_gives_the_bits_of_a_correctly_rounded_division(device):
+    """The producer's division by its block scales (``div_rn_by``: one reciprocal per block and a
+    Markstein correction on the GPU) is bit for bit the IEEE quotient torch computes wherever a float8
+    code can tell them apart (``|y/s| >= 2**-11``), for scales inside and outside its reciprocal range,
+    and gives the same float8 code (sign included) everywhere; a correction left out or a range too
+    wide gives other bits."""
+    y, s = _division_cases(4096 if device.type == "cuda" else 64, torch.Generator().manual_seed(0))
+    want = y / s[:, :, None]
+    yd, sd = y.to(device), s.contiguous().to(device)
+    q = torch.empty_like(yd)
+    _div_kernel[(y.shape[0],)](yd, sd, q, BLOCKS=4, SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
+    got = q.cpu()
+    bad = ((got.view(torch.int32) != want.view(torch.int32)) & (want.abs() >= 2.0**-11)).nonzero()
+    assert bad.numel() == 0, (f"{bad.shape[0]} quotients differ from y / s, first at {bad[0].tolist()}: "
+                              f"y={y[tuple(bad[0])].item()!r} s={s[tuple(bad[0][:2])].item()!r} "
+                              f"got {got[tuple(bad[0])].item()!r} want {want[tuple(bad[0])].item()!r}")
+    codes = lambda x: x.clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE).view(torch.uint8)  # noqa: E731
+    assert torch.equal(codes(got), codes(want)), "a quotient below 2**-11 changed its float8 code"
+
+
+def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fp32 fma: the product of two fp32 numbers is exact in x87 extended precision, and rounding the
+    sum there, then to fp32, is the fp32 rounding of the exact sum (64 >= 2 * 24 + 2 bits)."""
+    return (a.astype(np.longdouble) * b.astype(np.longdouble) + c.astype(np.longdouble)).astype(np.float32)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs x87 extended precision to emulate an fma")
+def test_markstein_correction_is_exact_inside_the_reciprocal_range():
+    """The arithmetic ``div_rn_by`` runs on the GPU, emulated with exact fmas on the CPU: for every scale
+    in [RCP_PATH_MIN, RCP_PATH_MAX] the corrected quotient equals the IEEE quotient wherever a float8
+    code can tell them apart (``|y/s| >= 2**-11``), and a scale below the range breaks it."""
+    y, s = _division_cases(20000, torch.Generator().manual_seed(1))
+    y, s = y.numpy(), np.broadcast_to(s.numpy()[:, :, None], y.shape)
+    exact = (y.astype(np.float64) / s.astype(np.float64)).astype(np.float32)  # 53 >= 2 * 24 + 2: one rounding
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        r = (1.0 / s.astype(np.float64)).astype(np.float32)
+        q0 = y * r
+        q = np.where(q0 == 0, q0, _fma32(_fma32(-q0, s, y), r, q0))
+    inside = (s >= LO) & (s <= HI)
+    visible = np.abs(exact) >= 2.0**-11
+    assert inside.mean() > 0.5 and (~inside).any()
+    wrong = inside & visible & (q.view(np.int32) != exact.view(np.int32))
+    assert not wrong.any(), f"{wrong.sum()} quotients inside the range differ, e.g. y={y[wrong][0]!r} s={s[wrong][0]!r}"
+    assert not (inside & (np.signbit(q) != np.signbit(exact))).any(), "a quotient inside the range changed its sign"
+    assert ((~inside) & visible & (q.view(np.int32) != exact.view(np.int32))).any(), \
+        "outside the range the correction should fail somewhere (else the range could be wider)"
