@@ -196,19 +196,25 @@ class LaunchConfig:
     #: heads per program of the straight kernel (BTM == 1), at most: the launcher takes the largest
     #: power of two <= this that divides the head count, so a program never straddles the last head.
     heads_per_program: int = 1
+    #: the straight kernel takes fewer heads per program where more would leave it fewer programs than
+    #: this (a launch that small is one partial wave, timed by one program's latency); 0: never
+    min_programs: int = 0
 
     def __post_init__(self):
         for name in ("block_tokens_m", "num_warps", "num_stages", "tokens_per_iter", "heads_per_program"):
             check_int(f"LaunchConfig.{name}", getattr(self, name))
+        check_int("LaunchConfig.min_programs", self.min_programs, minimum=0)
 
 
-def heads_per_program(cfg: LaunchConfig, n_heads: int) -> int:
-    """The heads one straight-kernel program takes: the largest power of two <= ``cfg.heads_per_program``
-    dividing ``n_heads`` (1 for the loop kernel)."""
+def heads_per_program(cfg: LaunchConfig, n_heads: int, rows: int) -> int:
+    """The heads one straight-kernel program takes over ``rows`` token rows (pad4(M)): the largest power
+    of two <= ``cfg.heads_per_program`` dividing ``n_heads`` whose launch keeps ``cfg.min_programs``
+    programs (1 for the loop kernel)."""
     if cfg.block_tokens_m != 1:
         return 1
     hb = 1
-    while hb * 2 <= cfg.heads_per_program and n_heads % (hb * 2) == 0:
+    while (hb * 2 <= cfg.heads_per_program and n_heads % (hb * 2) == 0
+           and rows * (n_heads // (hb * 2)) >= cfg.min_programs):
         hb *= 2
     return hb
 
@@ -224,8 +230,7 @@ DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
     ),
 }
 DISPATCH_TABLES["sm90"] = (
-    (256, LaunchConfig(1, 1, 1, heads_per_program=2)),
-    (0, LaunchConfig(1, 1, 1)),
+    (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
 #: The interpreter follows the B200 table's thresholds so CPU runs exercise both kernels where the
 #: pull request switches, with several heads per straight-kernel program (that path is sm90's).
@@ -242,7 +247,17 @@ SM90_DISPATCH_MEASUREMENT = (
     "NEOX, 2 heads per program with 1 warp is within 1.8% of the fastest launch at every M >= 256 on both shapes "
     "(dep8 M=8192 539 us, 4 heads 544; tep8 M=8192 74.8 us, 4 heads 77.4), so one row covers M >= 256; below 256 "
     "1 head, 1 warp is within 2.5%. GPT-J uses the same table: its kernel reads the same bytes with fewer loads "
-    "(see PRODUCER_LAYOUT_MEASUREMENT)."
+    "(see PRODUCER_LAYOUT_MEASUREMENT). "
+    "With the division by the block scales taken as one reciprocal per block and a Markstein correction "
+    "(fp8_rounding.div_rn_by), reports/kernel/speed-probe-division-NVIDIA_H200-2026-12-02-s13call2.json "
+    "(scripts/speed_probe.py --parts division; NVIDIA H200, torch 2.11, triton 3.6): 1.1-8.9% faster than a div_rn per "
+    "element at every shape, layout and M of 64-8192 (dep8 M=8192 NEOX 513.2 vs 550.0 us, tep8 M=8192 69.5 vs 74.6), "
+    "codes and scales bit-identical on randn inputs and on inputs spanning the bf16 range. Then "
+    "reports/kernel/speed-probe-producer-NVIDIA_H200-2026-12-02-s13call3.json (same card; 9 straight-kernel launches "
+    "at M=64 and 256): 2 heads per program, 1 warp, is the fastest launch wherever it keeps 2048 programs or more "
+    "(dep8 M=64 NEOX 10.5 vs 11.2 us with 1 head, M=256 22.4 vs 26.7; tep8 M=256 8.5 vs 8.8), but at tep8 M=64 "
+    "(1024 programs with 1 head: part of one wave, timed by one program's latency) 1 head is faster (6.5 vs 6.7 us): "
+    "one row, 2 heads per program while at least 2048 programs remain (min_programs)."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
@@ -296,8 +311,8 @@ def _config(m, arch, on_cuda, block_tokens_m, tokens_per_iter, heads_per_program
         cfg = straight if block_tokens_m == 1 else LaunchConfig(block_tokens_m, 2, 2)
     else:
         cfg = next(c for min_m, c in table if m >= min_m)
-    if heads_per_program is not None:
-        cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program)
+    if heads_per_program is not None:  # forced: taken as it is
+        cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program, min_programs=0)
     if tokens_per_iter is None and not on_cuda:
         tokens_per_iter = cfg.block_tokens_m
     if tokens_per_iter is not None:
@@ -453,7 +468,7 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
     """(launcher, grid) of one launch: everything but the tensors and their strides."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
-    hb = heads_per_program(cfg, heads)
+    hb = heads_per_program(cfg, heads, rows_end)
     grid = (cdiv(rows_end, btm), heads // hb)
     meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
                 NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
@@ -467,11 +482,11 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
 
 
 @functools.lru_cache(maxsize=1024)
-def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int) -> provenance.Run:
+def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int) -> provenance.Run:
     """The provenance record of one dispatch (built once per configuration; recording it is a count)."""
     return provenance.Run("producer", "triton", mode, tuple(sorted(dict(
         kernel="straight" if cfg.block_tokens_m == 1 else "loop", block_tokens_m=cfg.block_tokens_m,
-        tokens_per_iter=cfg.tokens_per_iter, heads_per_program=heads_per_program(cfg, n_heads),
+        tokens_per_iter=cfg.tokens_per_iter, heads_per_program=heads_per_program(cfg, n_heads, rows),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages).items())))
 
 
@@ -511,7 +526,7 @@ def _build_plan(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m,
     ints = _runtime_ints(p, rows_end, o, positions, cos_sin_cache, (p.m * k, k), (p.k_blocks * sm, sm))
     return _ProducerPlan(o.device, p.fp8_shape(), p.scale_shape(), bool(check_positions) or o.device.type == "cpu",
                          cos_sin_cache.shape[0], launcher if rows_end else None, grid, ints,
-                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group))
+                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group, rows_end))
 
 
 _PLANS = host.PlanCache()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -66,6 +68,22 @@ def test_dispatch_is_recorded(device, m, btm, kernel):
         "straight" if cfg.block_tokens_m == 1 else "loop"), f"{run} vs {cfg}"
     if device.type == "cpu":  # the interpreter follows the B200 table the pull request shipped
         assert (cfg.block_tokens_m, run.detail("kernel")) == (btm, kernel)
+
+
+def test_hopper_dispatch_keeps_enough_programs():
+    """Hopper's producer row takes 2 heads per program only where the launch keeps 2048 programs: at
+    TEP8 M=64 (16 heads, 1024 programs with one head) a program's latency is the time, and one head
+    was faster on an H200 (kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT); a forced count is
+    taken as it is, and the record names what ran."""
+    from kernels.inv_rope_fp8_quant import DISPATCH_TABLES, _config, heads_per_program
+
+    ((_, cfg),) = DISPATCH_TABLES["sm90"]
+    assert [heads_per_program(cfg, heads, rows) for heads, rows in ((16, 64), (16, 256), (128, 64), (128, 8192))] == [1, 2, 2, 2]
+    assert heads_per_program(cfg, 16, 4) == 1 and heads_per_program(cfg, 1, 8192) == 1
+    forced = _config(64, "sm90", True, None, None, 2)
+    assert heads_per_program(forced, 16, 64) == 2
+    with pytest.raises(ValueError, match="min_programs: expected an int >= 0"):
+        dataclasses.replace(cfg, min_programs=-1)
 
 
 def test_torch_backend_on_cpu_raises():
