@@ -33,6 +33,8 @@ and Triton's other compile-time knobs (instrumentation), both process settings.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
@@ -192,3 +194,24 @@ class Launcher:
     def specializations(self) -> int:
         """How many specializations launch directly (tests and ``scripts/host_path.py`` read it)."""
         return len(self._compiled)
+
+
+def bare_launch(launches) -> Callable[[], None]:
+    """A function that launches ``launches`` (``(launcher, grid, tensors, ints)`` tuples, as
+    ``producer_launch`` and ``consumer_launches`` give them) by calling each compiled kernel with its
+    arguments bound beforehand: no validation, dispatch, allocation, key or provenance, only Triton's
+    compiled launcher. What launching these kernels costs a Python caller with nothing else (the
+    benchmarks' floor for a host path). Compiles on first use; CUDA only (the interpreter has no
+    compiled kernels)."""
+    runners = []
+    for launcher, grid, tensors, ints in launches:
+        compiled = launcher.kernel[grid](*tensors, *ints, **launcher.meta)
+        if not _is_cuda_kernel(compiled):
+            raise ValueError(f"bare_launch: expected kernels compiled for a CUDA GPU, got {type(compiled).__name__}")
+        runners.append((compiled[tuple(grid) + (1,) * (3 - len(grid))], launcher.args(tensors, ints)))
+
+    def launch() -> None:
+        for runner, args in runners:
+            runner(*args)
+
+    return launch

@@ -137,16 +137,7 @@ def _launch_rows(launches, cuda: bool) -> dict:
 
     rows = {"triton launch": triton_launch}
     if cuda:
-        runners = []
-        for launcher, grid, tensors, ints in launches:
-            compiled = launcher.kernel[grid](*tensors, *ints, **launcher.meta)
-            runners.append((compiled[tuple(grid) + (1,) * (3 - len(grid))], launcher.args(tensors, ints)))
-
-        def bare_launch():
-            for runner, args in runners:
-                runner(*args)
-
-        rows["bare launch"] = bare_launch
+        rows["bare launch"] = kernels.host.bare_launch(launches)
     return rows
 
 

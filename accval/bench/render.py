@@ -26,10 +26,13 @@ def to_markdown(result: dict) -> str:
     met = evaluate(result)
     if met:
         lines += ["## Targets (issue 21; worst case over the shapes, layouts and M each covers)", "",
-                  "| target | wanted | measured (worst) | worst at | met |", "|---|---|---|---|---|"]
-        lines += [f"| {t['target']} | {t['want']} | {t['measured']} | {t['where']} | {'yes' if t['met'] else '**no**'} |"
-                  for t in met]
-        lines.append("")
+                  "| target | wanted | measured (worst) | worst at | met | same shape, for reference |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {t['target']} | {t['want']} | {t['measured']} | {t['where']} | {'yes' if t['met'] else '**no**'} | "
+                  f"{t['reference'] or '-'} |" for t in met]
+        lines += ["", "\"Launched bare\": the same kernels called as compiled, arguments and outputs made beforehand "
+                  "(no validation, dispatch, allocation or provenance), timed like \"as called\": what launching "
+                  "alone costs on this host.", ""]
     lines += [f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
               f"(sm, mem, max sm, power) {result['clocks']}", "",
               f"Device copy ceiling ({_ceiling_how(result)}, fastest of 1/4/8-byte element copies, same process): "

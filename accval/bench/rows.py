@@ -11,7 +11,9 @@ import torch
 import kernels
 from kernels import provenance
 from kernels.baselines import upstream_style_producer
-from kernels.inv_rope_fp8_quant import config_for, launch_producer
+from kernels.fp8_block_bmm import consumer_launches
+from kernels.host import bare_launch
+from kernels.inv_rope_fp8_quant import config_for, launch_producer, producer_launch
 from kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
 
 from .render import write
@@ -59,6 +61,9 @@ class Row:
     layout: str = ""
     #: median us per call of the function as a caller calls it (no graph, host path included)
     as_called_us: float | None = None
+    #: accval rows: the same, for its kernels launched bare into buffers made beforehand (compiled
+    #: kernels, arguments bound: ``kernels.host.bare_launch``), what launching alone costs on this host
+    bare_as_called_us: float | None = None
 
 
 def _two_step(o, pos, cache, rope, g, is_neox):
@@ -97,11 +102,12 @@ def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False, reps
     timings[COPY_SAME_BYTES] = (*copy_us(nbytes // 2, reps_ms), None)
     configs = {"accval": str(cfg), UPSTREAM_STYLE: f"one program per (token, head), {UPSTREAM_STYLE_WARPS} warps",
                COPY_SAME_BYTES: "fastest of 1/4/8-byte element copies"}
+    bare = as_called_us(bare_launch([producer_launch(p, o, pos, cache, fp8, scale, cfg)]), timings["accval"][0])
     rows = []
     for impl, (med, p20, p80, how, called) in timings.items():
         tbs = per_s(nbytes, med)
         rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
-                        configs.get(impl, ""), layout, called))
+                        configs.get(impl, ""), layout, called, bare if impl == "accval" else None))
     return rows
 
 
@@ -120,10 +126,14 @@ def consumer_rows(m, g, ceiling, shape, reps_ms=None):
     for impl, fn in variants.items():
         med, p20, p80, how = time_cuda(fn, reps_ms)
         nbytes = tensor_bytes(a, a_scale, w_fp8, w_scale) + g * m * n * 2 if impl != "bf16-bmm" else tensor_bytes(a_bf16, w_bf16) + g * m * n * 2
+        ours = impl == "accval-triton"
+        if ours:
+            out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
+            bare = as_called_us(bare_launch(consumer_launches(a, a_scale, w_fp8, w_scale, out)), med)
         rows.append(Row("consumer", impl, shape, m, g, med, p20, p80, nbytes, flops, per_s(nbytes, med),
                         per_s(flops, med), 100 * per_s(nbytes, med) / ceiling, how,
-                        str(kernels.consumer_config(m, n, k, g, a.device)) if impl == "accval-triton" else "",
-                        "", as_called_us(fn, med) if impl == "accval-triton" else None))
+                        str(kernels.consumer_config(m, n, k, g, a.device)) if ours else "",
+                        "", as_called_us(fn, med) if ours else None, bare if ours else None))
     return rows
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from accval.bench import render, targets
 
 
-def _row(impl, shape, m, us, nbytes=12_500_000, layout="neox", as_called=None, op="producer"):
+def _row(impl, shape, m, us, nbytes=12_500_000, layout="neox", as_called=None, op="producer", bare=None):
     return {"op": op, "impl": impl, "shape": shape, "M": m, "G": 8, "median_us": us, "p20_us": us, "p80_us": us,
             "bytes": nbytes, "flops": 0, "tb_per_s": nbytes / us / 1e6, "tflops": 0.0, "pct_copy_ceiling": 0.0,
-            "timing": "cuda-graph", "config": "", "layout": layout, "as_called_us": as_called}
+            "timing": "cuda-graph", "config": "", "layout": layout, "as_called_us": as_called, "bare_as_called_us": bare}
 
 
 def _result(rows):
@@ -52,6 +52,18 @@ def test_layout_ratio_and_host_path_targets_report_the_worst_case_and_where():
     assert (copy["measured"], copy["where"], copy["met"]) == ("77%", "tep8 gptj M=8192", True)
     md = render.to_markdown(result)
     assert "| tep8 M=8192 | **no** |" in md and "| 30.0 |" in md
+
+
+def test_host_path_target_names_the_bare_launch_of_its_worst_shape():
+    """Next to the host path's worst case the report says what launching the same kernels bare cost at
+    that shape (the part of the host path no Python caller avoids); an older report has no such column."""
+    rows = [_row("accval", "dep8", 64, 10.0, as_called=30.0, bare=17.0), _row("accval", "tep8", 64, 6.0, as_called=40.0, bare=19.5)]
+    host = _target(_result(rows), "producer host path")
+    assert (host["measured"], host["where"], host["reference"]) == ("34.0", "tep8 neox M=64", "its kernels launched bare: 13.5")
+    assert "| 34.0 | tep8 neox M=64 | **no** | its kernels launched bare: 13.5 |" in render.to_markdown(_result(rows))
+    for r in rows:
+        del r["bare_as_called_us"]
+    assert _target(_result(rows), "producer host path")["reference"] == ""
 
 
 def test_rows_without_a_layout_are_neox():
