@@ -230,6 +230,11 @@ DISPATCH_TABLES: dict[str, tuple[tuple[int, LaunchConfig], ...]] = {
     ),
 }
 DISPATCH_TABLES["sm90"] = (
+    (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
+    (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
+)
+#: GPT-J on Hopper: 4 heads per program cost it 30-40% where they gain NEOX 10-12% (SM90_DISPATCH_MEASUREMENT)
+DISPATCH_TABLES["sm90-gptj"] = (
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
 #: The interpreter follows the B200 table's thresholds so CPU runs exercise both kernels where the
@@ -246,7 +251,7 @@ SM90_DISPATCH_MEASUREMENT = (
     "(scripts/producer_probe.py; NVIDIA H200, torch 2.11, triton 3.6; 11 straight-kernel launches x dep8/tep8 x 7 M): "
     "NEOX, 2 heads per program with 1 warp is within 1.8% of the fastest launch at every M >= 256 on both shapes "
     "(dep8 M=8192 539 us, 4 heads 544; tep8 M=8192 74.8 us, 4 heads 77.4), so one row covers M >= 256; below 256 "
-    "1 head, 1 warp is within 2.5%. GPT-J uses the same table: its kernel reads the same bytes with fewer loads "
+    "1 head, 1 warp is within 2.5%. GPT-J used the same table then: its kernel reads the same bytes with fewer loads "
     "(see PRODUCER_LAYOUT_MEASUREMENT). "
     "With the division by the block scales taken as one reciprocal per block and a Markstein correction "
     "(fp8_rounding.div_rn_by), reports/kernel/speed-probe-division-NVIDIA_H200-2026-12-02-s13call2.json "
@@ -257,7 +262,17 @@ SM90_DISPATCH_MEASUREMENT = (
     "at M=64 and 256): 2 heads per program, 1 warp, is the fastest launch wherever it keeps 2048 programs or more "
     "(dep8 M=64 NEOX 10.5 vs 11.2 us with 1 head, M=256 22.4 vs 26.7; tep8 M=256 8.5 vs 8.8), but at tep8 M=64 "
     "(1024 programs with 1 head: part of one wave, timed by one program's latency) 1 head is faster (6.5 vs 6.7 us): "
-    "one row, 2 heads per program while at least 2048 programs remain (min_programs)."
+    "one row, 2 heads per program while at least 2048 programs remain (min_programs). "
+    "Then reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-02-s13call6.json (scripts/speed_probe.py --parts regs; "
+    "same card; 2 and 4 heads per program, registers capped at 64/72/80 or not, M 1024-8192, every output "
+    "bit-identical): NEOX with 4 heads per program (231 registers: 8 one-warp programs per SM, each with 4 heads' "
+    "loads in flight) is 9-16% faster than with 2 wherever the launch has 8192 programs or more (dep8 M=8192 439.7 vs "
+    "501.9 us, 88% of a same-bytes copy; dep8 M=1024 63.6 vs 69.7; tep8 M=8192 63.7 vs 69.8), even at tep8 M=2048 "
+    "(23.4 vs 23.1), slower below (tep8 M=1024, 4096 programs: 15.7 vs 14.9): a row from M=1024 with min_programs "
+    "8192. GPT-J with 4 heads is 30-40% slower than with 2 (dep8 M=8192 666.6 vs 486.7: 140 registers and a "
+    "shared-memory exchange of the even/odd halves), so GPT-J has its own table, 2 heads per program. Capping "
+    "registers gained at most 1% (2 heads, 64 registers: dep8 M=8192 NEOX 498.9 vs 501.9) and cost 4 heads 20-125% "
+    "(spills), so no launch caps them."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,host] [--out FILE.json]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,host] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
           and without, pointer and TMA loads, next to ``torch._scaled_mm`` blockwise and the shipped
@@ -21,6 +21,9 @@ division  the producer's shipped launches with the per-element division ``tl.mat
           "exact-div" variant of the kernel file) against the working tree's (``div_rn_by``: a
           reciprocal per block and a Markstein correction), both layouts, next to the upstream-style
           kernel; outputs compared bit for bit, also on inputs spanning the whole bf16 range
+regs      the producer's straight kernel with its registers capped (Triton's ``maxnreg``: more one-warp
+          programs resident per SM, some values spilled), 2 and 4 heads per program, at large M;
+          outputs compared bit for bit with the shipped launch
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 """
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import dataclasses
+import importlib
 import io
 import json
 import pstats
@@ -253,6 +257,49 @@ def division_part(rows: list) -> None:
         path.unlink(missing_ok=True)
 
 
+#: register caps tried (None: the compiler's choice) and the straight-kernel launches they are tried on
+REG_CAPS = (None, 80, 72, 64)
+REG_LAUNCHES = [LaunchConfig(1, 1, 1, heads_per_program=hb) for hb in (2, 4)]
+
+
+def regs_part(rows: list) -> None:
+    shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
+    cap_of = "num_warps=cfg.num_warps, **_platform.gpu_launch_options())"
+    mods = {cap: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"reg{cap}",
+                              [(cap_of, cap_of.replace("num_warps=cfg.num_warps,", f"num_warps=cfg.num_warps, maxnreg={cap},"))])
+            for cap in REG_CAPS if cap is not None}
+    try:
+        for shape in ("dep8", "tep8"):
+            g = timing.SHAPES[shape]
+            for m in (1024, 2048, 8192):
+                for layout, is_neox in timing.LAYOUTS.items():
+                    o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
+                    args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
+                    copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
+                    want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+                    cells = []
+                    for cfg in REG_LAUNCHES:
+                        for cap in REG_CAPS:
+                            mod = shipped if cap is None else mods[cap][0]
+                            mp = mod.validate_producer_args(*args, is_neox=is_neox)
+                            mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
+                            us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
+                            fp8.zero_()
+                            scale.zero_()
+                            mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg)
+                            torch.cuda.synchronize()
+                            same = bool(torch.equal(fp8.view(torch.uint8), want_fp8.view(torch.uint8)) and torch.equal(scale, want_scale))
+                            rows.append({"part": "regs", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
+                                         "maxnreg": cap, "us": us, "bit_same": same, "copy_us": copy, "pct_copy": 100 * copy / us})
+                            cells.append(f"hb{cfg.heads_per_program} r{cap or '-'} {us:.1f} ({100 * copy / us:.0f}%){'' if same else ' DIFFERS'}")
+                    print(f"regs {shape} {layout} M={m}: copy {copy:.1f} | " + " | ".join(cells), flush=True)
+                    o = pos = cache = fp8 = scale = want_fp8 = want_scale = None
+                    torch.cuda.empty_cache()
+    finally:
+        for _, path in mods.values():
+            path.unlink(missing_ok=True)
+
+
 def ceiling_part(rows: list) -> None:
     """The TMA kernel's launches with and without the per-block scaling, against torch._scaled_mm."""
     mods = {name: load_variant("fp8_block_bmm.py", "fp8_block_bmm", f"ce{i}", subs)
@@ -401,10 +448,10 @@ def main() -> int:
     rows: list = []
     parts = args.parts.split(",")
     t0 = time.perf_counter()
-    unknown = set(parts) - {"prefetch", "consumer", "smallm", "ceiling", "producer", "division", "host"}
+    known = ("prefetch", "consumer", "smallm", "ceiling", "producer", "division", "regs", "host")
+    unknown = set(parts) - set(known)
     if unknown:
-        print(f"--parts: expected some of prefetch,consumer,smallm,ceiling,producer,division,host, got {sorted(unknown)}",
-              file=sys.stderr)
+        print(f"--parts: expected some of {','.join(known)}, got {sorted(unknown)}", file=sys.stderr)
         return 2
     try:
         if "prefetch" in parts:
@@ -415,6 +462,8 @@ def main() -> int:
             smallm_part(rows)
         if "division" in parts:
             division_part(rows)
+        if "regs" in parts:
+            regs_part(rows)
         if "ceiling" in parts:
             ceiling_part(rows)
         if "producer" in parts:

@@ -71,19 +71,23 @@ def test_dispatch_is_recorded(device, m, btm, kernel):
 
 
 def test_hopper_dispatch_keeps_enough_programs():
-    """Hopper's producer row takes 2 heads per program only where the launch keeps 2048 programs: at
-    TEP8 M=64 (16 heads, 1024 programs with one head) a program's latency is the time, and one head
-    was faster on an H200 (kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT); a forced count is
-    taken as it is, and the record names what ran."""
-    from kernels.inv_rope_fp8_quant import DISPATCH_TABLES, _config, heads_per_program
+    """Hopper's producer rows take several heads per program only where the launch keeps enough
+    programs: at TEP8 M=64 (16 heads, 1024 programs with one head) a program's latency is the time,
+    and one head was faster on an H200; NEOX takes 4 heads from M=1024 where 8192 programs remain,
+    GPT-J never more than 2 (kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is
+    taken as it is."""
+    from kernels.inv_rope_fp8_quant import _config, heads_per_program
 
-    ((_, cfg),) = DISPATCH_TABLES["sm90"]
-    assert [heads_per_program(cfg, heads, rows) for heads, rows in ((16, 64), (16, 256), (128, 64), (128, 8192))] == [1, 2, 2, 2]
-    assert heads_per_program(cfg, 16, 4) == 1 and heads_per_program(cfg, 1, 8192) == 1
+    def hb(arch, heads, m):
+        return heads_per_program(_config(m, arch, True, None, None, None), heads, pad4(m))
+
+    cases = [(16, 64), (16, 256), (128, 64), (16, 1024), (128, 1024), (16, 2048), (16, 8192), (128, 8192), (1, 8192)]
+    assert [hb("sm90", h, m) for h, m in cases] == [1, 2, 2, 2, 4, 4, 4, 4, 1]
+    assert [hb("sm90-gptj", h, m) for h, m in cases] == [1, 2, 2, 2, 2, 2, 2, 2, 1]
     forced = _config(64, "sm90", True, None, None, 2)
     assert heads_per_program(forced, 16, 64) == 2
     with pytest.raises(ValueError, match="min_programs: expected an int >= 0"):
-        dataclasses.replace(cfg, min_programs=-1)
+        dataclasses.replace(forced, min_programs=-1)
 
 
 def test_torch_backend_on_cpu_raises():
