@@ -233,7 +233,7 @@ DISPATCH_TABLES["sm90"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J on Hopper: 4 heads per program cost it 30-40% where they gain NEOX 10-12% (SM90_DISPATCH_MEASUREMENT)
+#: GPT-J on Hopper: 4 heads per program cost it 30-40% where they gain NEOX 9-16% (SM90_DISPATCH_MEASUREMENT)
 DISPATCH_TABLES["sm90-gptj"] = (
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
@@ -265,14 +265,16 @@ SM90_DISPATCH_MEASUREMENT = (
     "one row, 2 heads per program while at least 2048 programs remain (min_programs). "
     "Then reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-02-s13call6.json (scripts/speed_probe.py --parts regs; "
     "same card; 2 and 4 heads per program, registers capped at 64/72/80 or not, M 1024-8192, every output "
-    "bit-identical): NEOX with 4 heads per program (231 registers: 8 one-warp programs per SM, each with 4 heads' "
-    "loads in flight) is 9-16% faster than with 2 wherever the launch has 8192 programs or more (dep8 M=8192 439.7 vs "
+    "bit-identical): NEOX with 4 heads per program is 9-16% faster than with 2 wherever the launch has 8192 programs "
+    "or more (dep8 M=8192 439.7 vs "
     "501.9 us, 88% of a same-bytes copy; dep8 M=1024 63.6 vs 69.7; tep8 M=8192 63.7 vs 69.8), even at tep8 M=2048 "
     "(23.4 vs 23.1), slower below (tep8 M=1024, 4096 programs: 15.7 vs 14.9): a row from M=1024 with min_programs "
-    "8192. GPT-J with 4 heads is 30-40% slower than with 2 (dep8 M=8192 666.6 vs 486.7: 140 registers and a "
-    "shared-memory exchange of the even/odd halves), so GPT-J has its own table, 2 heads per program. Capping "
-    "registers gained at most 1% (2 heads, 64 registers: dep8 M=8192 NEOX 498.9 vs 501.9) and cost 4 heads 20-125% "
-    "(spills), so no launch caps them."
+    "8192. GPT-J with 4 heads is 30-40% slower than with 2 (dep8 M=8192 666.6 vs 486.7), so GPT-J has its own table, "
+    "2 heads per program. What Triton 3.6 compiles for sm90 (scripts/kernel_ir.py --producer, one warp): NEOX 62/68/96 "
+    "registers at 1/2/4 heads, 2 layout conversions, 0/0/64 bytes of shared memory; GPT-J 44/64/128 registers, "
+    "5/3/3 conversions, 0/1024/2048 bytes: from 2 heads GPT-J exchanges values through shared memory, and at 4 heads "
+    "it has 16 one-warp programs per SM to NEOX's 21. Capping registers (maxnreg 64-80) gained at most 1% (2 heads, "
+    "64: dep8 M=8192 NEOX 498.9 vs 501.9) and cost 4 heads 20-125%, so no launch caps them."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "

@@ -1,8 +1,10 @@
 """Compile the consumer's Triton kernels for a Hopper GPU on any machine (no GPU needed) and say what the
 compiler made of their k loop; with ``--against REV``, whether another revision's kernels compile to
-the same instructions.
+the same instructions; with ``--producer``, what the producer's straight kernel costs in registers,
+shared memory and layout conversions at each layout and heads per program.
 
     python scripts/kernel_ir.py [--against REV] [--arch 90] [--out DIR]
+    python scripts/kernel_ir.py --producer [--arch 90] [--json]
 
 For each launch variant (pointer or TMA loads, K split or not, scales prefetched or not) it prints:
 the tile copies the pipeliner made asynchronous (``cp.async``: ``async_copy``; TMA: ``tma_copy``), the
@@ -115,13 +117,85 @@ def load_revision(rev: str):
     return load_variant("fp8_block_bmm.py", "fp8_block_bmm", "ir_" + re.sub(r"\W", "_", rev), [], source=text)
 
 
+#: the producer's integer arguments at the DeepSeek-V4-Pro shapes: 1 (Triton makes those constants, as a
+#: launch does) or multiples of 16 (the cos/sin cache is [max_pos, 64]: cos half, sin half)
+PRODUCER_ONES = {"stride_pos": 1, "stride_cs_i": 1}
+PRODUCER_DIVISIBLE = {"M", "rows_end", "stride_o_m", "stride_o_h", "stride_cs_pos", "stride_cs_sin", "stride_fp8_g",
+                      "stride_fp8_m", "stride_scale_g", "stride_scale_b"}
+PRODUCER_POINTERS = {"o_ptr": "*bf16", "pos_ptr": "*i64", "cs_ptr": "*fp32", "fp8_ptr": "*fp8e4nv", "scale_ptr": "*fp32"}
+
+
+def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int = 1):
+    """The straight kernel (one token, ``heads`` heads per program) at the DeepSeek-V4-Pro head (D 512,
+    rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps``."""
+    fn = mod._inv_rope_fp8_quant_straight
+    import triton.language as tl
+
+    const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
+                 INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, STORE_RUNS=not is_neox and num_warps == 1,
+                 HEADS=heads)
+    sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
+    divisible = [i for i, p in enumerate(fn.params) if p.name in PRODUCER_POINTERS or p.name in PRODUCER_DIVISIBLE]
+    src = ASTSource(fn, sig, {k: v for k, v in const.items() if k in sig},
+                    attrs={(i,): [["tt.divisibility", 16]] for i in divisible})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=num_warps, num_stages=1, enable_fp_fusion=False))
+
+
+def resources(compiled) -> dict:
+    """Registers and spill stack per thread of the compiled kernel (``cuobjdump -res-usage`` of its cubin,
+    the tool Triton ships; None without it), its shared memory, and the layout conversions in its TTGIR."""
+    import tempfile
+
+    regs = stack = None
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if tool.exists():
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(compiled.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True).stdout
+        found = re.search(r"REG:(\d+) STACK:(\d+)", usage)
+        if found:
+            regs, stack = int(found.group(1)), int(found.group(2))
+    ttgir = compiled.asm["ttgir"]
+    return {"registers": regs, "spill_stack_bytes": stack, "shared_bytes": compiled.metadata.shared,
+            "layout_conversions": ttgir.count("ttg.convert_layout")}
+
+
+def producer_main(arch: int, as_json: bool) -> int:
+    mod = importlib.import_module("kernels.inv_rope_fp8_quant")
+    rows = {}
+    if not as_json:
+        print(f"triton {triton.__version__}, sm{arch}, producer straight kernel, 1 warp, DeepSeek-V4-Pro head")
+    for layout in ("neox", "gptj"):
+        for heads in (1, 2, 4):
+            name = f"{layout} {heads} head{'s' if heads > 1 else ''}"
+            try:
+                rows[name] = resources(compile_producer(mod, layout == "neox", heads, arch))
+            except Exception as e:  # noqa: BLE001 - a Triton without this backend: a row
+                rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+            if not as_json:
+                print(f"{name:14s} " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
+    if as_json:
+        print(json.dumps(rows))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--against", metavar="REV", help="compare each variant's PTX with this git revision's")
     ap.add_argument("--arch", type=int, default=90, help="compute capability to compile for (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="write each variant's TTGIR and PTX here")
     ap.add_argument("--json", action="store_true", help="print {variant: facts} as JSON instead of the table")
+    ap.add_argument("--producer", action="store_true", help="the producer's straight kernel instead: registers, "
+                                                            "spills, shared memory, layout conversions")
     args = ap.parse_args()
+    if args.producer:
+        if args.against or args.out:
+            print("--producer: expected neither --against nor --out (they compare and write the consumer's kernels)",
+                  file=sys.stderr)
+            return 2
+        return producer_main(args.arch, args.json)
     current = importlib.import_module("kernels.fp8_block_bmm")  # the package's fp8_block_bmm is the function
 
     try:

@@ -37,3 +37,26 @@ def test_prefetched_scales_are_used_one_iteration_later(facts, variant):
     assert ahead["used_same_iteration"] == 0, ahead
     copies = "tma_copy" if variant == "tma" else "async_copy"
     assert ahead[copies] == plain[copies] > 0, (plain, ahead)  # the tile loads stay pipelined
+
+
+def test_producer_resources_are_reported_for_every_launch():
+    """``kernel_ir.py --producer`` (run in its own process): registers, spills, shared memory and layout conversions of the straight
+    kernel at both layouts and 1, 2, 4 heads per program (the facts SM90_DISPATCH_MEASUREMENT cites).
+    More heads per program never take fewer registers, and every launch converts a layout at least once
+    (the block scales, reduced across threads, are stored in another layout)."""
+    run = subprocess.run([sys.executable, str(SCRIPT), "--producer", "--json"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(run.stdout.strip().splitlines()[-1])
+    assert sorted(rows) == sorted(f"{lay} {h} head{'s' if h > 1 else ''}" for lay in ("neox", "gptj") for h in (1, 2, 4))
+    if all("error" in r for r in rows.values()):
+        pytest.skip(f"this Triton cannot compile for sm90 here: {next(iter(rows.values()))['error']}")
+    for name, r in rows.items():
+        assert "error" not in r, (name, r)
+        assert r["layout_conversions"] >= 1 and r["shared_bytes"] >= 0, (name, r)
+    import triton
+
+    has_cuobjdump = (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump").exists()
+    for lay in ("neox", "gptj"):
+        regs = [rows[f"{lay} {h} head{'s' if h > 1 else ''}"]["registers"] for h in (1, 2, 4)]
+        if has_cuobjdump or None not in regs:  # Triton ships cuobjdump: then every count must be read
+            assert None not in regs and regs == sorted(regs) and regs[0] > 0, (lay, regs)
