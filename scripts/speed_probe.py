@@ -132,6 +132,19 @@ def prefetch_launches(m: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
     return out
 
 
+def _time_against_plain(operands, out, c: ConsumerConfig, refs: dict) -> tuple[float, bool]:
+    """Median us of launch ``c`` into ``out``, and whether its output is bit for bit that of the pointer
+    launch of its split without prefetch (kept in ``refs``, made once per such launch)."""
+    plain = dataclasses.replace(c, tma=False, prefetch_scales=False)
+    if plain not in refs:
+        refs[plain] = launch_consumer(*operands, torch.empty_like(out), plain)
+    us = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
+    out.fill_(float("nan"))
+    launch_consumer(*operands, out, c)
+    torch.cuda.synchronize()
+    return us, bool(torch.equal(out.view(torch.int16), refs[plain].view(torch.int16)))
+
+
 def prefetch_part(ms, rows: list) -> None:
     for shape in ("dep8", "tep8"):
         for m in ms:
@@ -139,15 +152,8 @@ def prefetch_part(ms, rows: list) -> None:
             shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
             refs, best = {}, {}
             for c in prefetch_launches(m, shipped):
-                plain = dataclasses.replace(c, tma=False, prefetch_scales=False)
                 try:
-                    if plain not in refs:
-                        refs[plain] = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), plain)
-                    us = timing.time_cuda(lambda: launch_consumer(a, a_scale, w, ws, out, c), REPS_MS).median_us
-                    out.fill_(float("nan"))
-                    launch_consumer(a, a_scale, w, ws, out, c)
-                    torch.cuda.synchronize()
-                    same = bool(torch.equal(out.view(torch.int16), refs[plain].view(torch.int16)))
+                    us, same = _time_against_plain((a, a_scale, w, ws), out, c, refs)
                 except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
                     rows.append({"part": "prefetch", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
                     continue
@@ -191,15 +197,8 @@ def smallm_part(rows: list) -> None:
             shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
             refs, cells = {}, []
             for c in [shipped] + smallm_launches(m):
-                plain = dataclasses.replace(c, tma=False, prefetch_scales=False)
                 try:
-                    if plain not in refs:
-                        refs[plain] = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), plain)
-                    us = timing.time_cuda(lambda: launch_consumer(a, a_scale, w, ws, out, c), REPS_MS).median_us
-                    out.fill_(float("nan"))
-                    launch_consumer(a, a_scale, w, ws, out, c)
-                    torch.cuda.synchronize()
-                    same = bool(torch.equal(out.view(torch.int16), refs[plain].view(torch.int16)))
+                    us, same = _time_against_plain((a, a_scale, w, ws), out, c, refs)
                 except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
                     rows.append({"part": "smallm", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
                     continue
@@ -257,6 +256,20 @@ def division_part(rows: list) -> None:
         path.unlink(missing_ok=True)
 
 
+def _time_producer(mod, cfg: LaunchConfig, args: tuple, is_neox: bool, fp8, scale, want) -> tuple[float, bool]:
+    """Median us of ``mod``'s (a variant of the kernel file's) producer launch ``cfg`` on ``args`` into
+    ``fp8``/``scale``, and whether its codes and scales are bit for bit ``want``."""
+    o, pos, cache = args[:3]
+    mp = mod.validate_producer_args(*args, is_neox=is_neox)
+    mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
+    us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
+    fp8.zero_()
+    scale.zero_()
+    mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg)
+    torch.cuda.synchronize()
+    return us, bool(torch.equal(fp8.view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(scale, want[1]))
+
+
 #: register caps tried (None: the compiler's choice) and the straight-kernel launches they are tried on
 REG_CAPS = (None, 80, 72, 64)
 REG_LAUNCHES = [LaunchConfig(1, 1, 1, heads_per_program=hb) for hb in (2, 4)]
@@ -280,15 +293,8 @@ def regs_part(rows: list) -> None:
                     cells = []
                     for cfg in REG_LAUNCHES:
                         for cap in REG_CAPS:
-                            mod = shipped if cap is None else mods[cap][0]
-                            mp = mod.validate_producer_args(*args, is_neox=is_neox)
-                            mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
-                            us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
-                            fp8.zero_()
-                            scale.zero_()
-                            mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg)
-                            torch.cuda.synchronize()
-                            same = bool(torch.equal(fp8.view(torch.uint8), want_fp8.view(torch.uint8)) and torch.equal(scale, want_scale))
+                            us, same = _time_producer(shipped if cap is None else mods[cap][0], cfg, args, is_neox, fp8,
+                                                      scale, (want_fp8, want_scale))
                             rows.append({"part": "regs", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
                                          "maxnreg": cap, "us": us, "bit_same": same, "copy_us": copy, "pct_copy": 100 * copy / us})
                             cells.append(f"hb{cfg.heads_per_program} r{cap or '-'} {us:.1f} ({100 * copy / us:.0f}%){'' if same else ' DIFFERS'}")
@@ -351,7 +357,7 @@ def producer_part(rows: list) -> None:
                 for layout, is_neox in timing.LAYOUTS.items():
                     o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
                     args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
-                    copy = timing.copy_us(nbytes, REPS_MS).median_us
+                    copy = timing.copy_us(nbytes // 2, REPS_MS).median_us  # a copy moving the producer's bytes
                     up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
                                           REPS_MS).median_us
                     shipped_cfg = config_for(m, o.device, is_neox=is_neox)
@@ -361,15 +367,7 @@ def producer_part(rows: list) -> None:
                         tried.insert(0, ("shipped", shipped_cfg))
                     cells = []
                     for name, cfg in tried:
-                        mod = mods[name][0]
-                        mp = mod.validate_producer_args(*args, is_neox=is_neox)
-                        mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
-                        us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
-                        fp8.zero_()
-                        scale.zero_()
-                        mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg)
-                        torch.cuda.synchronize()
-                        same = bool(torch.equal(fp8.view(torch.uint8), want_fp8.view(torch.uint8)) and torch.equal(scale, want_scale))
+                        us, same = _time_producer(mods[name][0], cfg, args, is_neox, fp8, scale, (want_fp8, want_scale))
                         rows.append({"part": "producer", "shape": shape, "M": m, "layout": layout, "variant": name,
                                      "config": str(cfg), "us": us, "bit_same": same, "copy_us": copy, "upstream_us": up,
                                      "pct_copy": 100 * copy / us, "vs_upstream": up / us, "shipped_config": cfg == shipped_cfg})
