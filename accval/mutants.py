@@ -60,7 +60,7 @@ def _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, r
     """accval's producer launch with the buffers and options a mutant chooses."""
     p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                quant_group_size, is_neox, block_tokens_m=block_tokens_m)
-    cfg = config_for(p.m, o.device, block_tokens_m)
+    cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox)
     fp8 = torch.empty((p.n_groups, fp8_rows or p.m, p.k), dtype=FP8_DTYPE, device=o.device)
     scale = torch.empty((p.n_groups, p.k_blocks, scale_rows or pad4(p.m)), dtype=torch.float32, device=o.device)
     launch_producer(p, o, positions, cos_sin_cache, fp8, scale, cfg, rows_end=rows_end, index_dtype=index_dtype,

@@ -233,7 +233,7 @@ DISPATCH_TABLES["sm90"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J on Hopper: 4 heads per program cost it 30-40% where they gain NEOX 9-16% (SM90_DISPATCH_MEASUREMENT)
+#: GPT-J on Hopper: 4 heads per program cost it 30-40% where they save NEOX 9-12% (SM90_DISPATCH_MEASUREMENT)
 DISPATCH_TABLES["sm90-gptj"] = (
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
@@ -265,11 +265,11 @@ SM90_DISPATCH_MEASUREMENT = (
     "one row, 2 heads per program while at least 2048 programs remain (min_programs). "
     "Then reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-02-s13call6.json (scripts/speed_probe.py --parts regs; "
     "same card; 2 and 4 heads per program, registers capped at 64/72/80 or not, M 1024-8192, every output "
-    "bit-identical): NEOX with 4 heads per program is 9-16% faster than with 2 wherever the launch has 8192 programs "
-    "or more (dep8 M=8192 439.7 vs "
-    "501.9 us, 88% of a same-bytes copy; dep8 M=1024 63.6 vs 69.7; tep8 M=8192 63.7 vs 69.8), even at tep8 M=2048 "
-    "(23.4 vs 23.1), slower below (tep8 M=1024, 4096 programs: 15.7 vs 14.9): a row from M=1024 with min_programs "
-    "8192. GPT-J with 4 heads is 30-40% slower than with 2 (dep8 M=8192 666.6 vs 486.7), so GPT-J has its own table, "
+    "bit-identical): NEOX with 4 heads per program takes 9-12% less time than with 2 where the launch has 16384 "
+    "programs or more (dep8 M=8192 439.7 vs "
+    "501.9 us, 88% of a same-bytes copy; dep8 M=1024 63.6 vs 69.7; tep8 M=8192 63.7 vs 69.8); at 8192 programs "
+    "(tep8 M=2048) 23.4 vs 23.1, within the spread of timing one launch twice; at 4096 (tep8 M=1024) slower, 15.7 vs "
+    "14.9: a row from M=1024 with min_programs 8192 (tep8 M=2048 takes 4 heads on that tie). GPT-J with 4 heads is 30-40% slower than with 2 (dep8 M=8192 666.6 vs 486.7), so GPT-J has its own table, "
     "2 heads per program. What Triton 3.6 compiles for sm90 (scripts/kernel_ir.py --producer, one warp): NEOX 62/68/96 "
     "registers at 1/2/4 heads, 2 layout conversions, 0/0/64 bytes of shared memory; GPT-J 44/64/128 registers, "
     "5/3/3 conversions, 0/1024/2048 bytes: from 2 heads GPT-J exchanges values through shared memory, and at 4 heads "
@@ -306,7 +306,7 @@ def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
                is_neox: bool = True) -> LaunchConfig:
     """The launch configuration for ``m`` tokens: the table's, or a forced ``block_tokens_m``.
 
-    A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row (warps, heads per
+    A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row for ``m`` (warps, heads per
     program) when the table has one. In the interpreter the loop kernel takes all BTM tokens in one
     iteration by default (the interpreter's cost is per operation, not per element); on the GPU the
     table decides. ``heads_per_program`` overrides the straight kernel's heads per program.
@@ -324,7 +324,7 @@ def _config(m, arch, on_cuda, block_tokens_m, tokens_per_iter, heads_per_program
     """:func:`config_for` for an architecture key, cached (the host path looks it up on every call)."""
     table = DISPATCH_TABLES[arch]
     if block_tokens_m is not None:
-        straight = next((c for _, c in table if c.block_tokens_m == 1), LaunchConfig(1, 1, 1))
+        straight = next((c for min_m, c in table if c.block_tokens_m == 1 and m >= min_m), LaunchConfig(1, 1, 1))
         cfg = straight if block_tokens_m == 1 else LaunchConfig(block_tokens_m, 2, 2)
     else:
         cfg = next(c for min_m, c in table if m >= min_m)

@@ -74,7 +74,7 @@ def test_launcher_writes_nothing_outside_its_buffers(device, m, btm):
     scale_flat = torch.full((scale_len + 2 * GUARD,), 1234.5, dtype=torch.float32, device=device)
     fp8 = fp8_flat[GUARD:GUARD + fp8_len].view(FP8_DTYPE).view(p.fp8_shape())
     scale = scale_flat[GUARD:GUARD + scale_len].view(p.scale_shape())
-    launch_producer(p, o, pos, cache, fp8, scale, config_for(p.m, o.device, btm))
+    launch_producer(p, o, pos, cache, fp8, scale, config_for(p.m, o.device, btm, is_neox=p.is_neox))
     ctx = f"{m=} {btm=}"
     for name, flat, n, canary in (("fp8", fp8_flat, fp8_len, 0x5A), ("scale", scale_flat, scale_len, 1234.5)):
         before, after = flat[:GUARD], flat[GUARD + n:]

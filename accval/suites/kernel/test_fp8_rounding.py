@@ -104,18 +104,28 @@ def _div_kernel(y_ptr, s_ptr, q_ptr, BLOCKS: tl.constexpr, SOFTWARE: tl.constexp
     tl.store(q_ptr + row * BLOCKS * 128 + d, div_rn_by(y, s, SOFTWARE))
 
 
+def _fp8_midpoints() -> torch.Tensor:
+    """Every point halfway between two neighbouring non-negative float8 e4m3 values (0 to 448)."""
+    codes = torch.arange(256, dtype=torch.int32).to(torch.uint8).view(FP8_DTYPE).float()
+    vals = codes[torch.isfinite(codes) & (codes >= 0)].unique()
+    return (vals[:-1] + vals[1:]) / 2
+
+
 def _division_cases(rows: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y [rows, 4, 128], s [rows, 4])`` as the producer divides them: ``s = amax / 448`` of each block,
-    amax from 2**-140 to 2**127 (scales inside and outside the reciprocal range, the range's ends
-    themselves), ``y`` half uniform in ``[-amax, amax]`` and half placed on float8 midpoints times ``s``
-    (where a quotient one ulp off rounds to another code), with zeros of both signs and subnormals."""
+    amax from 2**-140 to 2**127 (scales inside and outside the reciprocal range; rows 0-3 hold the
+    range's ends and the scales just past them, one per row, so the ends run on the reciprocal path),
+    ``y`` half uniform in ``[-amax, amax]`` and half placed on float8 midpoints times ``s`` (where a
+    quotient one ulp off rounds to another code), with zeros of both signs and subnormals."""
     exp = torch.randint(-140, 128, (rows, 4, 1), generator=generator).float()
     amax = (torch.rand(rows, 4, 1, generator=generator) + 1.0) * torch.exp2(exp) / 2
-    amax[:8, :, 0] = torch.tensor([LO, HI, LO / 2, HI * 2]) * 448
+    amax[:4] = torch.tensor([LO, HI, LO / 2, HI * 2])[:, None, None] * 448
     s = amax / 448
     uniform = (torch.rand(rows, 4, 64, generator=generator) * 2 - 1) * amax
-    codes = torch.randint(-448 * 4, 448 * 4, (rows, 4, 64), generator=generator).float() / 4 + 1 / 8
-    y = torch.cat([uniform, (codes.double() * s.double()).float()], dim=2)
+    mids = _fp8_midpoints()
+    picked = mids[torch.randint(0, mids.numel(), (rows, 4, 64), generator=generator)]
+    signs = torch.randint(0, 2, (rows, 4, 64), generator=generator) * 2 - 1
+    y = torch.cat([uniform, (picked.double() * signs * s.double()).float()], dim=2)
     y[:, :, 0], y[:, :, 1], y[:, :, 2] = 0.0, -0.0, -amax[:, :, 0]
     y[:, :, 3] = 1e-45
     return y, s[:, :, 0]
@@ -142,16 +152,19 @@ def test_div_rn_by_gives_the_bits_of_a_correctly_rounded_division(device):
 
 
 def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """fp32 fma: the product of two fp32 numbers is exact in x87 extended precision, and rounding the
-    sum there, then to fp32, is the fp32 rounding of the exact sum (64 >= 2 * 24 + 2 bits)."""
+    """fp32 fma, emulated: the product of two fp32 numbers is exact in x87 extended precision; the sum is
+    rounded there (64 bits) and then to fp32. That equals one rounding unless the 64-bit sum lands on
+    an fp32 tie it was not on: never for the residual (an exact cancellation), possible in principle
+    for the correction (the GPU test runs the real fma)."""
     return (a.astype(np.longdouble) * b.astype(np.longdouble) + c.astype(np.longdouble)).astype(np.float32)
 
 
 @pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs x87 extended precision to emulate an fma")
 def test_markstein_correction_is_exact_inside_the_reciprocal_range():
-    """The arithmetic ``div_rn_by`` runs on the GPU, emulated with exact fmas on the CPU: for every scale
-    in [RCP_PATH_MIN, RCP_PATH_MAX] the corrected quotient equals the IEEE quotient wherever a float8
-    code can tell them apart (``|y/s| >= 2**-11``), and a scale below the range breaks it."""
+    """The arithmetic ``div_rn_by`` runs on the GPU, emulated with fmas on the CPU: for every scale in
+    [RCP_PATH_MIN, RCP_PATH_MAX] the corrected quotient equals the IEEE quotient wherever a float8
+    code can tell them apart (``|y/s| >= 2**-11``) and keeps its sign below; subnormal scales break it
+    (the range is conservative: failures start far below its lower end)."""
     y, s = _division_cases(20000, torch.Generator().manual_seed(1))
     y, s = y.numpy(), np.broadcast_to(s.numpy()[:, :, None], y.shape)
     exact = (y.astype(np.float64) / s.astype(np.float64)).astype(np.float32)  # 53 >= 2 * 24 + 2: one rounding
@@ -166,4 +179,4 @@ def test_markstein_correction_is_exact_inside_the_reciprocal_range():
     assert not wrong.any(), f"{wrong.sum()} quotients inside the range differ, e.g. y={y[wrong][0]!r} s={s[wrong][0]!r}"
     assert not (inside & (np.signbit(q) != np.signbit(exact))).any(), "a quotient inside the range changed its sign"
     assert ((~inside) & visible & (q.view(np.int32) != exact.view(np.int32))).any(), \
-        "outside the range the correction should fail somewhere (else the range could be wider)"
+        "outside the range (subnormal scales) the correction should fail somewhere: else the emulation is not the GPU's"

@@ -90,6 +90,21 @@ def test_hopper_dispatch_keeps_enough_programs():
         dataclasses.replace(forced, min_programs=-1)
 
 
+def test_config_for_reads_the_layouts_own_table(monkeypatch):
+    """On an architecture with a GPT-J table, config_for gives GPT-J that table's row and NEOX the
+    architecture's (Hopper: 2 heads per program against 4 at M=8192); a forced straight kernel keeps
+    the row for its M."""
+    import importlib
+
+    producer = importlib.import_module("kernels.inv_rope_fp8_quant")  # the package's name is the function
+    monkeypatch.setattr(producer, "_arch_key", lambda device: "sm90")
+    cpu = torch.device("cpu")
+    assert producer.config_for(8192, cpu, is_neox=True).heads_per_program == 4
+    assert producer.config_for(8192, cpu, is_neox=False).heads_per_program == 2
+    assert producer.config_for(64, cpu, 1, is_neox=True).heads_per_program == 2
+    assert producer.config_for(8192, cpu, 1, is_neox=True).heads_per_program == 4
+
+
 def test_torch_backend_on_cpu_raises():
     """backend='torch' (torch._scaled_mm) on CPU tensors is an error, not a fallback."""
     args = _consumer_inputs(torch.device("cpu"))
