@@ -201,10 +201,15 @@ def bare_launch(launches) -> Callable[[], None]:
     ``producer_launch`` and ``consumer_launches`` give them) by calling each compiled kernel with its
     arguments bound beforehand: no validation, dispatch, allocation, key or provenance, only Triton's
     compiled launcher. What launching these kernels costs a Python caller with nothing else (the
-    benchmarks' floor for a host path). Compiles on first use; CUDA only (the interpreter has no
-    compiled kernels)."""
+    benchmarks' floor for a host path). Building it launches each kernel once through
+    ``kernel[grid]`` (compiling it if needed), writing into the given outputs. CUDA only (the
+    interpreter has no compiled kernels)."""
     runners = []
-    for launcher, grid, tensors, ints in launches:
+    for launch in launches:
+        if launch is None:
+            raise ValueError("bare_launch: expected (launcher, grid, tensors, ints) launches, got None "
+                             "(producer_launch gives None for M == 0: nothing to launch)")
+        launcher, grid, tensors, ints = launch
         compiled = launcher.kernel[grid](*tensors, *ints, **launcher.meta)
         if not _is_cuda_kernel(compiled):
             raise ValueError(f"bare_launch: expected kernels compiled for a CUDA GPU, got {type(compiled).__name__}")

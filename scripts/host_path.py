@@ -49,6 +49,7 @@ from accval.bench.timing import DSV4_PRO, SHAPES  # noqa: E402
 from kernels import provenance  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
 from kernels.fp8_block_bmm import consumer_launches  # noqa: E402
+from kernels.host import bare_launch  # noqa: E402
 from kernels.inv_rope_fp8_quant import config_for, producer_launch, validate_producer_args  # noqa: E402
 
 #: the issue's target: accval "as called" minus kernel time at this M, at most this many us
@@ -137,7 +138,7 @@ def _launch_rows(launches, cuda: bool) -> dict:
 
     rows = {"triton launch": triton_launch}
     if cuda:
-        rows["bare launch"] = kernels.host.bare_launch(launches)
+        rows["bare launch"] = bare_launch(launches)
     return rows
 
 

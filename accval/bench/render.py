@@ -31,8 +31,10 @@ def to_markdown(result: dict) -> str:
         lines += [f"| {t['target']} | {t['want']} | {t['measured']} | {t['where']} | {'yes' if t['met'] else '**no**'} | "
                   f"{t['reference'] or '-'} |" for t in met]
         lines += ["", "\"Launched bare\": the same kernels called as compiled, arguments and outputs made beforehand "
-                  "(no validation, dispatch, allocation or provenance), timed like \"as called\": what launching "
-                  "alone costs on this host.", ""]
+                  "(no validation, dispatch, allocation or provenance), timed like \"as called\", minus the same "
+                  "CUDA-graph time: what launching alone adds on this host. Near zero or below it when the kernels "
+                  "outlast the launches (back to back, the launches hide behind them, and inputs stay in L2 where "
+                  "the graph timing flushes it).", ""]
     lines += [f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
               f"(sm, mem, max sm, power) {result['clocks']}", "",
               f"Device copy ceiling ({_ceiling_how(result)}, fastest of 1/4/8-byte element copies, same process): "

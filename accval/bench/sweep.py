@@ -93,6 +93,12 @@ def run(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("producer"
     return result
 
 
+#: the producer's one-head, one-warp straight launch as a sweep row names it (before LaunchConfig had
+#: min_programs, and since)
+_ONE_HEAD_ONE_WARP = {str(LaunchConfig(1, 1, 1)),
+                      "LaunchConfig(block_tokens_m=1, num_warps=1, num_stages=1, tokens_per_iter=1, heads_per_program=1)"}
+
+
 def summary(result: dict) -> str:
     """The best three configurations per (op, shape, M)."""
     lines = []
@@ -100,8 +106,7 @@ def summary(result: dict) -> str:
     for op, shape, m, lay in keys:
         timed = sorted((r for r in result["rows"] if (r["op"], r["shape"], r["M"], r.get("layout", "")) == (op, shape, m, lay)
                         and "median_us" in r), key=lambda r: r["median_us"])
-        base = {"producer": "LaunchConfig(block_tokens_m=1, num_warps=1, num_stages=1, tokens_per_iter=1, heads_per_program=1)"}.get(op)
-        ref = next((r["median_us"] for r in timed if r["config"] == base), None)
+        ref = next((r["median_us"] for r in timed if op == "producer" and r["config"] in _ONE_HEAD_ONE_WARP), None)
         best = "; ".join(f"{r['config']} {r['median_us']:.1f}us" for r in timed[:3])
         lines.append(f"{op} {shape}{' ' + lay if lay else ''} M={m}: {best}" + (f" (HB1 w1: {ref:.1f}us)" if ref else ""))
     return "\n".join(lines)

@@ -76,7 +76,7 @@ def evaluate(result: dict) -> list[dict]:
             if m == HOST_PATH_M and r is not None and r.get("as_called_us") is not None:
                 vals.append((r["as_called_us"] - r["median_us"], where(sh, m, lay)))
                 if r.get("bare_as_called_us") is not None:
-                    bare[where(sh, m, lay)] = f"its kernels launched bare: {r['bare_as_called_us'] - r['median_us']:.1f}"
+                    bare[where(sh, m, lay)] = f"same, its kernels launched bare: {r['bare_as_called_us'] - r['median_us']:.1f}"
         add(f"{op} host path: as called minus CUDA-graph kernel time, M = {HOST_PATH_M} (us)",
             ("<=", HOST_PATH_BUDGET_US), vals, "{:.1f}", bare)
     for label, sel, want in (("M >= 2048", lambda m: m >= 2048, 0.9), ("M <= 256", lambda m: m <= 256, 2.0)):

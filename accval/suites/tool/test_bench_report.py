@@ -56,11 +56,11 @@ def test_layout_ratio_and_host_path_targets_report_the_worst_case_and_where():
 
 def test_host_path_target_names_the_bare_launch_of_its_worst_shape():
     """Next to the host path's worst case the report says what launching the same kernels bare cost at
-    that shape (the part of the host path no Python caller avoids); an older report has no such column."""
+    that shape (the part of the host path no Python caller avoids); an older report's rows have nothing to show there."""
     rows = [_row("accval", "dep8", 64, 10.0, as_called=30.0, bare=17.0), _row("accval", "tep8", 64, 6.0, as_called=40.0, bare=19.5)]
     host = _target(_result(rows), "producer host path")
-    assert (host["measured"], host["where"], host["reference"]) == ("34.0", "tep8 neox M=64", "its kernels launched bare: 13.5")
-    assert "| 34.0 | tep8 neox M=64 | **no** | its kernels launched bare: 13.5 |" in render.to_markdown(_result(rows))
+    assert (host["measured"], host["where"], host["reference"]) == ("34.0", "tep8 neox M=64", "same, its kernels launched bare: 13.5")
+    assert "| 34.0 | tep8 neox M=64 | **no** | same, its kernels launched bare: 13.5 |" in render.to_markdown(_result(rows))
     for r in rows:
         del r["bare_as_called_us"]
     assert _target(_result(rows), "producer host path")["reference"] == ""
@@ -74,3 +74,17 @@ def test_rows_without_a_layout_are_neox():
     assert targets.same_size_copy(result) == []
     md = render.to_markdown(result)
     assert "copy of its own size" not in md and "| tep8 G=8 | neox | 64 | accval | 7.0 |" in md
+
+
+def test_sweep_summary_names_the_one_head_baseline_old_and_new():
+    """``accval bench --sweep``'s summary puts the one-head, one-warp producer launch beside the best
+    three, whether the row names it as LaunchConfig does now or as it did before min_programs."""
+    from accval.bench import sweep
+    from kernels.inv_rope_fp8_quant import LaunchConfig
+
+    old = "LaunchConfig(block_tokens_m=1, num_warps=1, num_stages=1, tokens_per_iter=1, heads_per_program=1)"
+    for base in (str(LaunchConfig(1, 1, 1)), old):
+        rows = [{"op": "producer", "shape": "dep8", "M": 64, "layout": "neox", "config": base, "median_us": 12.0},
+                {"op": "producer", "shape": "dep8", "M": 64, "layout": "neox",
+                 "config": str(LaunchConfig(1, 1, 1, heads_per_program=2)), "median_us": 10.0}]
+        assert sweep.summary({"rows": rows}).endswith("(HB1 w1: 12.0us)"), base
