@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -129,8 +131,6 @@ def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int =
     """The straight kernel (one token, ``heads`` heads per program) at the DeepSeek-V4-Pro head (D 512,
     rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps``."""
     fn = mod._inv_rope_fp8_quant_straight
-    import triton.language as tl
-
     const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
                  INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, STORE_RUNS=not is_neox and num_warps == 1,
                  HEADS=heads)
@@ -145,8 +145,6 @@ def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int =
 def resources(compiled) -> dict:
     """Registers and spill stack per thread of the compiled kernel (``cuobjdump -res-usage`` of its cubin,
     the tool Triton ships; None without it), its shared memory, and the layout conversions in its TTGIR."""
-    import tempfile
-
     regs = stack = None
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     if tool.exists():

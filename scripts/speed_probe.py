@@ -223,35 +223,42 @@ def _wide_range_o(m: int, heads: int, d: int) -> torch.Tensor:
     return (torch.randn(m, heads, d, device="cuda") * torch.exp2(exp)).to(torch.bfloat16)
 
 
+def _producer_cases(ms):
+    """For each DeepSeek-V4-Pro shape, M in ``ms`` and RoPE layout: ``(shape, M, layout, is_neox, args, p,
+    fp8, scale, nbytes)``, the producer's inputs (``timing.producer_inputs``) with ``args`` its public
+    arguments; the caller's tensors of one case go when it unpacks the next."""
+    for shape, g in timing.SHAPES.items():
+        for m in ms:
+            for layout, is_neox in timing.LAYOUTS.items():
+                o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
+                yield shape, m, layout, is_neox, (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim), p, fp8, scale, nbytes
+                del o, pos, cache, fp8, scale
+                torch.cuda.empty_cache()
+
+
 def division_part(rows: list) -> None:
     mod, path = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "exact_div", EXACT_DIV)
     try:
-        for shape in ("dep8", "tep8"):
-            g = timing.SHAPES[shape]
-            for m in (64, 256, 1024, 1500, 2048, 8192):
-                for layout, is_neox in timing.LAYOUTS.items():
-                    o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
-                    args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
-                    cfg = config_for(m, o.device, is_neox=is_neox)
-                    up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
-                                          REPS_MS).median_us
-                    mp = mod.validate_producer_args(*args, is_neox=is_neox)
-                    mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
-                    old = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
-                    new = timing.time_cuda(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg), REPS_MS).median_us
-                    same = {}
-                    for data, oo in (("randn", o), ("wide", _wide_range_o(m, o.shape[1], o.shape[2]))):
-                        a8, a_s = mod.inv_rope_fp8_quant(oo, *args[1:], is_neox=is_neox)
-                        b8, b_s = kernels.inv_rope_fp8_quant(oo, *args[1:], is_neox=is_neox)
-                        same[data] = bool(torch.equal(a8.view(torch.uint8), b8.view(torch.uint8))
-                                          and torch.equal(a_s.view(torch.int32), b_s.view(torch.int32)))
-                    rows.append({"part": "division", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
-                                 "exact_div_us": old, "div_rn_by_us": new, "upstream_us": up, "speedup": old / new,
-                                 "vs_upstream": up / new, "bit_same": same})
-                    print(f"division {shape} {layout} M={m}: div_rn {old:.1f} div_rn_by {new:.1f} (x{old / new:.3f}) "
-                          f"upstream-style {up:.1f} (x{up / new:.2f} over it) bit-same {same}", flush=True)
-                    o = pos = cache = fp8 = scale = None
-                    torch.cuda.empty_cache()
+        for shape, m, layout, is_neox, args, p, fp8, scale, _ in _producer_cases((64, 256, 1024, 1500, 2048, 8192)):
+            o, pos, cache = args[:3]
+            cfg = config_for(m, o.device, is_neox=is_neox)
+            up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
+                                  REPS_MS).median_us
+            mp = mod.validate_producer_args(*args, is_neox=is_neox)
+            mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
+            old = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
+            new = timing.time_cuda(lambda: launch_producer(p, o, pos, cache, fp8, scale, cfg), REPS_MS).median_us
+            same = {}
+            for data, oo in (("randn", o), ("wide", _wide_range_o(m, o.shape[1], o.shape[2]))):
+                a8, a_s = mod.inv_rope_fp8_quant(oo, *args[1:], is_neox=is_neox)
+                b8, b_s = kernels.inv_rope_fp8_quant(oo, *args[1:], is_neox=is_neox)
+                same[data] = bool(torch.equal(a8.view(torch.uint8), b8.view(torch.uint8))
+                                  and torch.equal(a_s.view(torch.int32), b_s.view(torch.int32)))
+            rows.append({"part": "division", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
+                         "exact_div_us": old, "div_rn_by_us": new, "upstream_us": up, "speedup": old / new,
+                         "vs_upstream": up / new, "bit_same": same})
+            print(f"division {shape} {layout} M={m}: div_rn {old:.1f} div_rn_by {new:.1f} (x{old / new:.3f}) "
+                  f"upstream-style {up:.1f} (x{up / new:.2f} over it) bit-same {same}", flush=True)
     finally:
         path.unlink(missing_ok=True)
 
@@ -282,25 +289,18 @@ def regs_part(rows: list) -> None:
                               [(cap_of, cap_of.replace("num_warps=cfg.num_warps,", f"num_warps=cfg.num_warps, maxnreg={cap},"))])
             for cap in REG_CAPS if cap is not None}
     try:
-        for shape in ("dep8", "tep8"):
-            g = timing.SHAPES[shape]
-            for m in (1024, 2048, 8192):
-                for layout, is_neox in timing.LAYOUTS.items():
-                    o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
-                    args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
-                    copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
-                    want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
-                    cells = []
-                    for cfg in REG_LAUNCHES:
-                        for cap in REG_CAPS:
-                            us, same = _time_producer(shipped if cap is None else mods[cap][0], cfg, args, is_neox, fp8,
-                                                      scale, (want_fp8, want_scale))
-                            rows.append({"part": "regs", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
-                                         "maxnreg": cap, "us": us, "bit_same": same, "copy_us": copy, "pct_copy": 100 * copy / us})
-                            cells.append(f"hb{cfg.heads_per_program} r{cap or '-'} {us:.1f} ({100 * copy / us:.0f}%){'' if same else ' DIFFERS'}")
-                    print(f"regs {shape} {layout} M={m}: copy {copy:.1f} | " + " | ".join(cells), flush=True)
-                    o = pos = cache = fp8 = scale = want_fp8 = want_scale = None
-                    torch.cuda.empty_cache()
+        for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((1024, 2048, 8192)):
+            copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
+            want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+            cells = []
+            for cfg in REG_LAUNCHES:
+                for cap in REG_CAPS:
+                    us, same = _time_producer(shipped if cap is None else mods[cap][0], cfg, args, is_neox, fp8,
+                                              scale, (want_fp8, want_scale))
+                    rows.append({"part": "regs", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
+                                 "maxnreg": cap, "us": us, "bit_same": same, "copy_us": copy, "pct_copy": 100 * copy / us})
+                    cells.append(f"hb{cfg.heads_per_program} r{cap or '-'} {us:.1f} ({100 * copy / us:.0f}%){'' if same else ' DIFFERS'}")
+            print(f"regs {shape} {layout} M={m}: copy {copy:.1f} | " + " | ".join(cells), flush=True)
     finally:
         for _, path in mods.values():
             path.unlink(missing_ok=True)
@@ -351,31 +351,24 @@ def producer_part(rows: list) -> None:
     mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"sp{i}", subs)
             for i, (name, subs) in enumerate(PRODUCER_VARIANTS.items())}
     try:
-        for shape in ("dep8", "tep8"):
-            g = timing.SHAPES[shape]
-            for m in (64, 256, 2048, 8192):
-                for layout, is_neox in timing.LAYOUTS.items():
-                    o, pos, cache, p, fp8, scale, nbytes = timing.producer_inputs(m, g, is_neox)
-                    args = (o, pos, cache, g, p.heads_per_group, p.nope_dim, p.rope_dim)
-                    copy = timing.copy_us(nbytes // 2, REPS_MS).median_us  # a copy moving the producer's bytes
-                    up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
-                                          REPS_MS).median_us
-                    shipped_cfg = config_for(m, o.device, is_neox=is_neox)
-                    want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
-                    tried = [(name, shipped_cfg) for name in mods] if m >= 2048 else [("shipped", c) for c in PRODUCER_SMALL]
-                    if m < 2048 and shipped_cfg not in PRODUCER_SMALL:
-                        tried.insert(0, ("shipped", shipped_cfg))
-                    cells = []
-                    for name, cfg in tried:
-                        us, same = _time_producer(mods[name][0], cfg, args, is_neox, fp8, scale, (want_fp8, want_scale))
-                        rows.append({"part": "producer", "shape": shape, "M": m, "layout": layout, "variant": name,
-                                     "config": str(cfg), "us": us, "bit_same": same, "copy_us": copy, "upstream_us": up,
-                                     "pct_copy": 100 * copy / us, "vs_upstream": up / us, "shipped_config": cfg == shipped_cfg})
-                        tag = name if m >= 2048 else f"hb{cfg.heads_per_program}w{cfg.num_warps}"
-                        cells.append(f"{tag} {us:.1f}{'' if same else ' DIFFERS'}")
-                    print(f"producer {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
-                    o = pos = cache = fp8 = scale = want_fp8 = want_scale = None
-                    torch.cuda.empty_cache()
+        for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 2048, 8192)):
+            copy = timing.copy_us(nbytes // 2, REPS_MS).median_us  # a copy moving the producer's bytes
+            up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
+                                  REPS_MS).median_us
+            shipped_cfg = config_for(m, args[0].device, is_neox=is_neox)
+            want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+            tried = [(name, shipped_cfg) for name in mods] if m >= 2048 else [("shipped", c) for c in PRODUCER_SMALL]
+            if m < 2048 and shipped_cfg not in PRODUCER_SMALL:
+                tried.insert(0, ("shipped", shipped_cfg))
+            cells = []
+            for name, cfg in tried:
+                us, same = _time_producer(mods[name][0], cfg, args, is_neox, fp8, scale, (want_fp8, want_scale))
+                rows.append({"part": "producer", "shape": shape, "M": m, "layout": layout, "variant": name,
+                             "config": str(cfg), "us": us, "bit_same": same, "copy_us": copy, "upstream_us": up,
+                             "pct_copy": 100 * copy / us, "vs_upstream": up / us, "shipped_config": cfg == shipped_cfg})
+                tag = name if m >= 2048 else f"hb{cfg.heads_per_program}w{cfg.num_warps}"
+                cells.append(f"{tag} {us:.1f}{'' if same else ' DIFFERS'}")
+            print(f"producer {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
     finally:
         for _, path in mods.values():
             path.unlink(missing_ok=True)
