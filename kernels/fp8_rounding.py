@@ -60,6 +60,28 @@ def to_fp8_e4m3(x, FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr):
     return x.to(tl.float8e4nv)
 
 
+@triton.jit
+def to_fp8_e4m3_pairs(lo, hi, FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr):
+    """The float8_e4m3fn codes of ``lo`` and ``hi`` (each as :func:`to_fp8_e4m3` gives it) packed in
+    one int16 per element, ``lo``'s in the low byte: two adjacent codes as they lie in memory.
+
+    On the GPU one ``cvt.rn.satfinite.e4m3x2.f32`` converts each pair, the instruction Triton's own
+    float8 cast emits (sm89 and later). Packing two casts' bytes with shifts and ors instead was
+    compiled wrong for sm90 by Triton 3.6 (an H200 read a zero for the low code of every other word).
+    """
+    if SOFTWARE:
+        lo8 = to_fp8_e4m3(lo, FP8_MAX, SOFTWARE).to(tl.uint8, bitcast=True).to(tl.int16)
+        hi8 = to_fp8_e4m3(hi, FP8_MAX, SOFTWARE).to(tl.uint8, bitcast=True).to(tl.int16)
+        codes = lo8 | (hi8 << 8)
+    else:
+        lo = tl.clamp(lo, -FP8_MAX, FP8_MAX, propagate_nan=tl.PropagateNan.ALL)
+        hi = tl.clamp(hi, -FP8_MAX, FP8_MAX, propagate_nan=tl.PropagateNan.ALL)
+        # cvt d, a, b puts a's code in d's high byte and b's in its low byte
+        codes = tl.inline_asm_elementwise("cvt.rn.satfinite.e4m3x2.f32 $0, $2, $1;", "=h,r,r", [lo, hi],
+                                          dtype=tl.int16, is_pure=True, pack=1)
+    return codes
+
+
 #: the divisors :func:`div_rn_by` takes its reciprocal path for: normal numbers with room on both sides
 #: (the reciprocal stays normal; the tests find the path exact inside, and wrong for subnormal divisors)
 RCP_PATH_MIN = tl.constexpr(2.0**-80)

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from . import _platform, host, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
-from .fp8_rounding import div_rn_by, round_through, to_fp8_e4m3
+from .fp8_rounding import div_rn_by, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 from .validation import check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device, check_tensor
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
@@ -39,20 +39,40 @@ def _absmax_nan(a, b):
 
 
 @triton.jit
-def _block_absmax(y, SOFTWARE: tl.constexpr):
-    """``max |y|`` over the last axis of a 3-d tile, NaN if any element is NaN (what torch's ``amax`` gives).
+def _nanmax(a, AXIS: tl.constexpr, SOFTWARE: tl.constexpr):
+    """``max`` of ``a`` along ``AXIS``, NaN where any element is NaN (what torch's ``amax`` gives).
 
     On the GPU a NaN-propagating max tree (``max.NaN``); the interpreter runs custom reductions one
-    element at a time, so there it takes ``tl.max`` and a NaN flag per block instead (same values).
+    element at a time, so there it takes ``tl.max`` and a NaN flag instead (same values).
     """
-    a = tl.abs(y)
     if SOFTWARE:
-        amax = tl.max(a, axis=2)
-        has_nan = tl.max((a != a).to(tl.int32), axis=2) > 0
+        amax = tl.max(a, axis=AXIS)
+        has_nan = tl.max((a != a).to(tl.int32), axis=AXIS) > 0
         amax = tl.where(has_nan, float("nan"), amax)
     else:
-        amax = tl.reduce(a, 2, _absmax_nan)
+        amax = tl.reduce(a, AXIS, _absmax_nan)
     return amax
+
+
+@triton.jit
+def _block_absmax(y, SOFTWARE: tl.constexpr):
+    """``max |y|`` over the last axis of a 3-d tile, NaN if any element is NaN."""
+    return _nanmax(tl.abs(y), 2, SOFTWARE)
+
+
+@triton.jit
+def _unpack_pairs(w, O_DTYPE: tl.constexpr):
+    """The two elements of each pair word ``w`` (the first at the lower address), as fp32."""
+    if O_DTYPE == tl.float32:
+        first = (w & 0xFFFFFFFF).to(tl.int32).to(tl.float32, bitcast=True)
+        second = (w >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    elif O_DTYPE == tl.bfloat16:  # a bf16 is the top half of the fp32 of the same value
+        first = (w << 16).to(tl.float32, bitcast=True)
+        second = (w & -65536).to(tl.float32, bitcast=True)
+    else:
+        first = (w & 0xFFFF).to(tl.int16).to(O_DTYPE, bitcast=True).to(tl.float32)
+        second = (w >> 16).to(tl.int16).to(O_DTYPE, bitcast=True).to(tl.float32)
+    return first, second
 
 
 @triton.jit
@@ -63,16 +83,19 @@ def _quant_tokens(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, STORE_RUNS: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr,
 ):
-    """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads): a [R, D/128, 128] tile.
+    """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads), [R, D/128, ..] tiles.
 
     Each row is read once, with contiguous (vectorized) loads. NEOX reads the rotation partner
-    ``r +- ROPE/2`` with a second load of the same row (L1-resident). GPT-J pairs are adjacent, so the
-    row is viewed as ``[.., 64, 2]`` pairs and split into even and odd elements in registers; the
-    cos/sin rows are then read per pair, contiguously. A partner load at ``r ^ 1`` and a cos/sin load
-    at ``r // 2`` have no contiguity the compiler can prove, so they run as scalar loads (2.2x the
-    time of NEOX on an H200; ``PRODUCER_LAYOUT_MEASUREMENT``).
+    ``r +- ROPE/2`` with a second load of the same row (L1-resident). GPT-J's pairs are adjacent:
+    with ``PAIR_WORD`` (an integer type twice the input's width; the launcher picks it where the row
+    and the output are aligned to a pair) each pair is loaded as one word and its two elements taken
+    apart with shifts, so the whole computation stays in one [R, D/128, 64] layout and the codes are
+    stored as 16-bit words. Without it (a row not aligned to a pair) the row is viewed as
+    ``[.., 64, 2]`` and split in registers (a layout exchange between threads). A partner load at
+    ``r ^ 1`` has no contiguity the compiler can prove: scalar loads, 2.2x the time of NEOX on an
+    H200 (``PRODUCER_LAYOUT_MEASUREMENT``).
     """
     NBH: tl.constexpr = D // 128
     HALF: tl.constexpr = ROPE // 2
@@ -83,57 +106,59 @@ def _quant_tokens(
     j = tl.arange(0, NBH_P2)[None, :, None]
     d = j * 128 + tl.arange(0, 128)[None, None, :]
     live = (j < NBH) & (m3 < M)
-    row_base = o_ptr + m3 * stride_o_m + head[:, None, None] * stride_o_h
-    x = tl.load(row_base + d, mask=live, other=0.0).to(tl.float32)
-    pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
+    row_off = m3 * stride_o_m + head[:, None, None] * stride_o_h
+    fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
     if IS_NEOX:
+        x = tl.load(o_ptr + row_off + d, mask=live, other=0.0).to(tl.float32)
+        pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
         r = d - (D - ROPE)
         is_rope = r >= 0
         rope_live = live & is_rope
         first = r < HALF
         partner = tl.where(first, r + HALF, r - HALF)
         freq = tl.where(first, r, r - HALF)
-        xp = tl.load(row_base + tl.where(is_rope, D - ROPE + partner, d), mask=rope_live, other=0.0).to(tl.float32)
+        xp = tl.load(o_ptr + row_off + tl.where(is_rope, D - ROPE + partner, d), mask=rope_live, other=0.0).to(tl.float32)
         cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
         cos = tl.load(cs_row, mask=rope_live, other=1.0)
         sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
         # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
         rot = x * cos + xp * tl.where(first, sin, -sin)
         y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
+        amax = _block_absmax(y, SOFTWARE)  # [R, NBH_P2]; NaN when the block holds a NaN
+        scale = tl.math.div_rn(amax, FP8_MAX)
+        # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
+        safe = tl.where(scale > 0, scale, 1.0)
+        q = tl.where(scale[:, :, None] > 0, div_rn_by(y, safe[:, :, None], SOFTWARE), 0.0)
+        tl.store(fp8_row + d, to_fp8_e4m3(q, FP8_MAX, SOFTWARE), mask=live)
     else:
-        x_even, x_odd = tl.split(tl.reshape(x, [x.shape[0], NBH_P2, 64, 2]))
         pair = j * 64 + tl.arange(0, 64)[None, None, :]  # pair index within the head
+        if PAIR_WORD is not None:
+            w = tl.load((o_ptr + row_off).to(tl.pointer_type(PAIR_WORD)) + pair, mask=live, other=0)
+            x_even, x_odd = _unpack_pairs(w, o_ptr.dtype.element_ty)
+        else:
+            x = tl.load(o_ptr + row_off + d, mask=live, other=0.0).to(tl.float32)
+            x_even, x_odd = tl.split(tl.reshape(x, [x.shape[0], NBH_P2, 64, 2]))
+        pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
         fp = pair - (D - ROPE) // 2  # frequency index of the pair, negative outside the rope slice
         pair_rope = fp >= 0
-        pair_live = (j < NBH) & (m3 < M) & pair_rope
+        pair_live = live & pair_rope
         cs_row = cs_ptr + pos * stride_cs_pos + fp * stride_cs_i
         cos = tl.load(cs_row, mask=pair_live, other=1.0)
         sin = tl.load(cs_row + stride_cs_sin, mask=pair_live, other=0.0)
         y_even = tl.where(pair_rope, round_through(x_even * cos + x_odd * sin, IN_DTYPE, SOFTWARE), x_even)
         y_odd = tl.where(pair_rope, round_through(x_odd * cos + x_even * (-sin), IN_DTYPE, SOFTWARE), x_odd)
-        y = tl.reshape(tl.join(y_even, y_odd), [x.shape[0], NBH_P2, 128])
-
-    amax = _block_absmax(y, SOFTWARE)  # [R, NBH_P2]; NaN when the block holds a NaN
-    scale = tl.math.div_rn(amax, FP8_MAX)
-    # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
-    safe = tl.where(scale > 0, scale, 1.0)
-    q = tl.where(scale[:, :, None] > 0, div_rn_by(y, safe[:, :, None], SOFTWARE), 0.0)
-    q8 = to_fp8_e4m3(q, FP8_MAX, SOFTWARE)
-
-    fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
-    if not STORE_RUNS:
-        tl.store(fp8_row + d, q8, mask=live)
-    else:
-        # GPT-J codes stored as [.., 16, 8] (8-byte runs): the compiler then gives the row load 8
-        # elements per thread, so its even/odd halves land in the layout of the per-pair cos/sin
-        # loads and need no exchange between threads (a 16-byte store makes the load take 16 and
-        # costs ~7%: PRODUCER_LAYOUT_MEASUREMENT). Only the one-warp straight kernel stores so (the
-        # launcher decides): in the two-warp loop kernel, triton 3.6 on an H200 wrote 255 of 256
-        # codes of a head wrong this way (head_dim 256, BLOCK_TOKENS_M 2; scripts/producer_variant_probe.py).
-        run = tl.arange(0, 16)[None, None, :, None] * 8 + tl.arange(0, 8)[None, None, None, :]
-        d4 = tl.arange(0, NBH_P2)[None, :, None, None] * 128 + run
-        live4 = (tl.arange(0, NBH_P2)[None, :, None, None] < NBH) & (m3[:, :, :, None] < M)
-        tl.store(fp8_row[:, :, :, None] + d4, tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4)
+        amax = _nanmax(tl.maximum(tl.abs(y_even), tl.abs(y_odd), propagate_nan=tl.PropagateNan.ALL), 2, SOFTWARE)
+        scale = tl.math.div_rn(amax, FP8_MAX)
+        safe = tl.where(scale > 0, scale, 1.0)[:, :, None]
+        q_even = tl.where(scale[:, :, None] > 0, div_rn_by(y_even, safe, SOFTWARE), 0.0)
+        q_odd = tl.where(scale[:, :, None] > 0, div_rn_by(y_odd, safe, SOFTWARE), 0.0)
+        if PAIR_WORD is not None:
+            # each pair's two codes as one 16-bit word, stored with the row's own (contiguous) layout
+            tl.store(fp8_row.to(tl.pointer_type(tl.int16)) + pair, to_fp8_e4m3_pairs(q_even, q_odd, FP8_MAX, SOFTWARE),
+                     mask=live)
+        else:
+            q8 = tl.join(to_fp8_e4m3(q_even, FP8_MAX, SOFTWARE), to_fp8_e4m3(q_odd, FP8_MAX, SOFTWARE))
+            tl.store(fp8_row + d, tl.reshape(q8, [q8.shape[0], NBH_P2, 128]), mask=live)
     j2 = tl.arange(0, NBH_P2)[None, :]
     m2 = m[:, None]
     g2 = (head // HPG)[:, None]
@@ -149,7 +174,7 @@ def _inv_rope_fp8_quant_straight(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, STORE_RUNS: tl.constexpr, HEADS: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, HEADS: tl.constexpr,
 ):
     """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop."""
     m = tl.program_id(0).to(INDEX_DTYPE) + tl.zeros([HEADS], dtype=INDEX_DTYPE)
@@ -157,7 +182,7 @@ def _inv_rope_fp8_quant_straight(
     _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
                   stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                   stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, STORE_RUNS)
+                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, PAIR_WORD)
 
 
 @triton.jit
@@ -167,7 +192,7 @@ def _inv_rope_fp8_quant_loop(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr,
 ):
     """BLOCK_TOKENS_M > 1: program (token block, head) loops over its BTM tokens, SUB at a time.
 
@@ -179,7 +204,7 @@ def _inv_rope_fp8_quant_loop(
         _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1) + tl.zeros([SUB], dtype=tl.int32), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
                       M, rows_end, stride_pos, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                       stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, False)
+                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, PAIR_WORD)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,8 +258,11 @@ DISPATCH_TABLES["sm90"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J on Hopper: 4 heads per program cost it 30-40% where they save NEOX 9-12% (SM90_DISPATCH_MEASUREMENT)
+#: GPT-J on Hopper: NEOX's rows, but from M=2048 4 heads per program only where 16384 programs remain
+#: (TEP8 M=2048 keeps 2; SM90_DISPATCH_MEASUREMENT)
 DISPATCH_TABLES["sm90-gptj"] = (
+    (2048, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=16384)),
+    (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
 #: The interpreter follows the B200 table's thresholds so CPU runs exercise both kernels where the
@@ -276,7 +304,15 @@ SM90_DISPATCH_MEASUREMENT = (
     "memory; GPT-J 44/64/128 registers, 5/3/3 conversions, 0/1024/2048 bytes: from 2 heads GPT-J exchanges values "
     "through shared memory, and at 4 heads it has 16 one-warp programs per SM to NEOX's 21. Capping registers "
     "(maxnreg 64-80) gained at most 1% (2 heads, 64: dep8 M=8192 NEOX 498.9 vs 501.9) and cost 4 heads 20-125%, "
-    "so no launch caps them."
+    "so no launch caps them. Then GPT-J's pairs read as words (PRODUCER_LAYOUT_MEASUREMENT), "
+    "reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json (scripts/speed_probe.py --parts "
+    "layouts; same card; 5 straight-kernel launches x both layouts x dep8/tep8 x 5 M, every output bit-identical "
+    "to the kernel before): GPT-J is now fastest with 4 heads per program where the launch keeps 16384 programs "
+    "or more (dep8 M=8192 448.8 vs 481.8 us with 2; dep8 M=1024 62.7 vs 64.4; tep8 M=8192 64.4 vs 65.0), and "
+    "with 2 at 8192 programs (tep8 M=2048 21.8 vs 22.6) and 4096 (tep8 M=1024 14.2 vs 15.6): its own table "
+    "is NEOX's with a row from M=2048 that asks 16384 programs of 4 heads (one threshold cannot give tep8 M=1024 "
+    "2 heads at 8192 programs and tep8 M=2048 2 heads at 16384). NEOX's launches timed the same as before the change (dep8 "
+    "M=8192 4 heads 440.6 vs 445.4)."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
@@ -286,7 +322,19 @@ PRODUCER_LAYOUT_MEASUREMENT = (
     "while the per-pair cos/sin loads take 4, so the halves were exchanged between threads (4 layout conversions, "
     "shared memory; Triton's TTGIR for sm90). Storing GPT-J's codes in 8-byte runs leaves one conversion, the "
     "scale's, as in NEOX: reports/bench/NVIDIA_H200-2026-12-02-run2.json, GPT-J/NEOX 0.97-1.016 over both shapes and "
-    "7 M (dep8 M=8192 525.5 vs 539.4 us; run1 worst 1.021 at tep8 M=256)."
+    "7 M (dep8 M=8192 525.5 vs 539.4 us; run1 worst 1.021 at tep8 M=256). That split cost GPT-J 128 registers and "
+    "2048 bytes of shared memory at 4 heads per program, where 4 heads made NEOX 12% faster and GPT-J 30% slower. "
+    "Reading each pair as one 32-bit word and taking its halves apart with shifts keeps GPT-J in one [.., 64] "
+    "layout from load to store (scripts/kernel_ir.py --producer under Triton 3.6, "
+    "reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s14.log: 2 conversions, 64 bytes of shared "
+    "memory, 120 registers at 4 heads to NEOX's 96; half NEOX's vector loads in its PTX): "
+    "reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json (NVIDIA H200, torch 2.11, triton "
+    "3.6), dep8 M=8192 448.8 us with 4 heads (the split: 625.9; 2 heads 481.8 vs 608.4), NEOX 440.6; outputs "
+    "bit-identical to the split's. The pairs' codes are packed by to_fp8_e4m3_pairs (one cvt per pair): "
+    "packing two casts' bytes with shifts was compiled wrong by Triton 3.6 for sm90 (every other word's low "
+    "code read 0 on the H200). Keeping the rope slice apart as a second small tile was slower for both layouts "
+    "(reports/kernel/speed-probe-layouts-rope-slice-NVIDIA_H200-2026-12-02-s14call1.json: NEOX dep8 M=8192 "
+    "480.8 vs 448.8 us with 4 heads)."
 )
 
 
@@ -454,6 +502,20 @@ def _runtime_ints(p: ProducerProblem, rows_end: int, o, positions, cos_sin_cache
             fp8_stride[0], fp8_stride[1], scale_stride[0], scale_stride[1])
 
 
+def pair_word_bits(p: ProducerProblem, o: torch.Tensor, fp8: torch.Tensor | None = None) -> int:
+    """The width of the word GPT-J's kernel loads a rotation pair as: 0 (the row is split in registers
+    instead) for NEOX, or where ``o``'s rows or ``fp8``'s (None: the buffers the public function
+    allocates, always aligned) do not start on a pair; else twice ``o``'s element width."""
+    if p.is_neox or (o.device.type == "cuda" and torch.cuda.get_device_capability(o.device) < (8, 9)):
+        return 0  # (the pairs' codes are converted by an sm89 instruction: to_fp8_e4m3_pairs)
+    pair = 2 * o.element_size()
+    if o.data_ptr() % pair or o.stride(0) % 2 or o.stride(1) % 2:
+        return 0
+    if fp8 is not None and (fp8.data_ptr() % 2 or fp8.stride(0) % 2 or fp8.stride(1) % 2):
+        return 0
+    return 8 * pair
+
+
 def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
                     rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None) -> tuple | None:
     """``(launcher, grid, tensors, ints)`` of :func:`launch_producer`'s launch, or None when it launches
@@ -461,7 +523,8 @@ def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
     rows_end = pad4(p.m) if rows_end is None else rows_end
     if rows_end == 0:
         return None
-    launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting())
+    launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting(),
+                                  pair_word_bits(p, o, fp8))
     return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),
             _runtime_ints(p, rows_end, o, positions, cos_sin_cache, fp8.stride(), scale.stride()))
 
@@ -483,7 +546,7 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
 
 @functools.lru_cache(maxsize=4096)
 def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dtype: torch.dtype, index_dtype,
-                 software: bool) -> tuple[host.Launcher, tuple[int, int]]:
+                 software: bool, pair_bits: int) -> tuple[host.Launcher, tuple[int, int]]:
     """(launcher, grid) of one launch: everything but the tensors and their strides."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
@@ -492,21 +555,23 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
     meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
                 NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
+                PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits],
                 num_warps=cfg.num_warps, **_platform.gpu_launch_options())
     if btm == 1:
-        store_runs = not p.is_neox and cfg.num_warps == 1  # see _quant_tokens: the one launch it is verified in
-        return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages,
-                                                                 STORE_RUNS=store_runs)), grid
+        return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages)), grid
     return host.Launcher(_inv_rope_fp8_quant_loop, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)), grid
 
 
 @functools.lru_cache(maxsize=1024)
-def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int) -> provenance.Run:
-    """The provenance record of one dispatch (built once per configuration; recording it is a count)."""
-    return provenance.Run("producer", "triton", mode, tuple(sorted(dict(
-        kernel="straight" if cfg.block_tokens_m == 1 else "loop", block_tokens_m=cfg.block_tokens_m,
-        tokens_per_iter=cfg.tokens_per_iter, heads_per_program=heads_per_program(cfg, n_heads, rows),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages).items())))
+def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool, pair_bits: int) -> provenance.Run:
+    """The provenance record of one dispatch (built once per configuration; recording it is a count).
+    GPT-J's records say how the rotation pairs were read: as words, or split in registers."""
+    facts = dict(kernel="straight" if cfg.block_tokens_m == 1 else "loop", block_tokens_m=cfg.block_tokens_m,
+                 tokens_per_iter=cfg.tokens_per_iter, heads_per_program=heads_per_program(cfg, n_heads, rows),
+                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    if not is_neox:
+        facts["gptj_pairs"] = f"{pair_bits}-bit words" if pair_bits else "split in registers"
+    return provenance.Run("producer", "triton", mode, tuple(sorted(facts.items())))
 
 
 @dataclasses.dataclass(frozen=True, eq=False, slots=True)
@@ -539,13 +604,14 @@ def _build_plan(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m,
     mode = _platform.execution_mode(o.device)
     cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox)
     rows_end = pad4(p.m)
-    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting())
+    pair_bits = pair_word_bits(p, o)
+    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting(), pair_bits)
     k, sm = p.k, pad4(p.m)
     # the strides torch.empty gives the buffers every call (contiguous)
     ints = _runtime_ints(p, rows_end, o, positions, cos_sin_cache, (p.m * k, k), (p.k_blocks * sm, sm))
     return _ProducerPlan(o.device, p.fp8_shape(), p.scale_shape(), bool(check_positions) or o.device.type == "cpu",
                          cos_sin_cache.shape[0], launcher if rows_end else None, grid, ints,
-                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group, rows_end))
+                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group, rows_end, p.is_neox, pair_bits))
 
 
 _PLANS = host.PlanCache()
@@ -566,8 +632,9 @@ def _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope
             and (block_tokens_m is None or type(block_tokens_m) is int)
             and (check_positions is None or type(check_positions) is bool)):
         return None
+    # GPT-J's kernel depends on whether o's rows start on a pair (pair_word_bits): the address's alignment
     key = (tensors, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m,
-           check_positions)
+           check_positions, is_neox or o.data_ptr() % (2 * o.element_size()) == 0)
     plan = _PLANS.get(key)
     if plan is None:
         p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,

@@ -132,7 +132,7 @@ def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int =
     rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps``."""
     fn = mod._inv_rope_fp8_quant_straight
     const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
-                 INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, STORE_RUNS=not is_neox and num_warps == 1,
+                 INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, PAIR_WORD=None if is_neox else tl.int32,
                  HEADS=heads)
     sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
     divisible = [i for i, p in enumerate(fn.params) if p.name in PRODUCER_POINTERS or p.name in PRODUCER_DIVISIBLE]

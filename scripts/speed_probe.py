@@ -1,7 +1,8 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,host] [--out FILE.json]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host]
+        [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
           and without, pointer and TMA loads, next to ``torch._scaled_mm`` blockwise and the shipped
@@ -24,6 +25,9 @@ division  the producer's shipped launches with the per-element division ``tl.mat
 regs      the producer's straight kernel with its registers capped (Triton's ``maxnreg``: more one-warp
           programs resident per SM, some values spilled), 2 and 4 heads per program, at large M;
           outputs compared bit for bit with the shipped launch
+layouts   both RoPE layouts at 1-8 heads per program and 1-2 warps, with the kernel file as it is, its
+          ``LAYOUT_VARIANTS`` and (``--baseline FILE``) another version of the file; outputs compared
+          bit for bit with the public function's
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 """
 
@@ -374,6 +378,47 @@ def producer_part(rows: list) -> None:
             path.unlink(missing_ok=True)
 
 
+#: the producer's kernel file with substitutions: "split" reads GPT-J's rotation pairs as the fallback does
+#: for rows not aligned to a pair (the row split into even and odd elements in registers), never as words
+LAYOUT_VARIANTS = {
+    "shipped": [],
+    "split": [("PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits],", "PAIR_WORD=None,")],
+}
+#: straight-kernel launches (heads per program, warps) the layouts part times for every variant
+LAYOUT_LAUNCHES = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, w in ((1, 1), (2, 1), (4, 1), (4, 2), (8, 2))]
+
+
+def layouts_part(rows: list, baseline: Path | None) -> None:
+    """Both RoPE layouts, every launch of ``LAYOUT_LAUNCHES``, with the working tree's kernel file, its
+    ``LAYOUT_VARIANTS`` and (``baseline``) another version of the file, next to a same-bytes copy and
+    the upstream-style kernel; outputs compared bit for bit with the public function's."""
+    mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"lv{i}", subs)
+            for i, (name, subs) in enumerate(LAYOUT_VARIANTS.items())}
+    if baseline is not None:
+        mods["baseline"] = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "lvbase", [],
+                                        source=baseline.read_text())
+    try:
+        for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 1024, 2048, 8192)):
+            copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
+            up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
+                                  REPS_MS).median_us
+            want = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+            shipped_cfg = config_for(m, args[0].device, is_neox=is_neox)
+            cells = []
+            for name, (mod, _) in mods.items():
+                for cfg in LAYOUT_LAUNCHES:
+                    us, same = _time_producer(mod, cfg, args, is_neox, fp8, scale, want)
+                    rows.append({"part": "layouts", "shape": shape, "M": m, "layout": layout, "variant": name,
+                                 "config": str(cfg), "us": us, "bit_same": same, "copy_us": copy, "upstream_us": up,
+                                 "pct_copy": 100 * copy / us, "vs_upstream": up / us,
+                                 "shipped_config": str(shipped_cfg)})
+                    cells.append(f"{name[:5]} hb{cfg.heads_per_program}w{cfg.num_warps} {us:.1f}{'' if same else ' DIFFERS'}")
+            print(f"layouts {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
+    finally:
+        for _, path in mods.values():
+            path.unlink(missing_ok=True)
+
+
 def _per_call_us(fn, calls=2000) -> float:
     for _ in range(50):
         fn()
@@ -429,6 +474,7 @@ def main() -> int:
     ap.add_argument("--parts", default="prefetch,producer,host", help="comma-separated (default: %(default)s)")
     ap.add_argument("--ms", default="64,256,1024,2048,4096,8192", help="M of the consumer parts (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--baseline", type=Path, help="layouts: another version of kernels/inv_rope_fp8_quant.py to time beside")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("speed_probe needs a CUDA GPU", file=sys.stderr)
@@ -439,7 +485,7 @@ def main() -> int:
     rows: list = []
     parts = args.parts.split(",")
     t0 = time.perf_counter()
-    known = ("prefetch", "consumer", "smallm", "ceiling", "producer", "division", "regs", "host")
+    known = ("prefetch", "consumer", "smallm", "ceiling", "producer", "division", "regs", "layouts", "host")
     unknown = set(parts) - set(known)
     if unknown:
         print(f"--parts: expected some of {','.join(known)}, got {sorted(unknown)}", file=sys.stderr)
@@ -455,6 +501,8 @@ def main() -> int:
             division_part(rows)
         if "regs" in parts:
             regs_part(rows)
+        if "layouts" in parts:
+            layouts_part(rows, args.baseline)
         if "ceiling" in parts:
             ceiling_part(rows)
         if "producer" in parts:

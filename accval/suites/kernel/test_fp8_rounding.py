@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from kernels import _platform
 from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX
-from kernels.fp8_rounding import RCP_PATH_MAX, RCP_PATH_MIN, div_rn_by, round_through, to_fp8_e4m3
+from kernels.fp8_rounding import RCP_PATH_MAX, RCP_PATH_MIN, div_rn_by, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 
 from .checks import assert_exact, assert_fp8_equal
 
@@ -88,6 +88,45 @@ def test_every_fp8_midpoint_rounds_to_even(device):
     fp8, _, _ = run_casts(vals, device)
     assert_fp8_equal(fp8.cpu(), _expected(vals)[0], "fp8 midpoints", "ties to even")
     assert (fp8.cpu().view(torch.uint8) & 1).eq(0).all(), "a midpoint rounded to an odd code"
+
+
+@triton.jit
+def _pairs_kernel(lo_ptr, hi_ptr, words_ptr, lo8_ptr, hi8_ptr, n, BLOCK: tl.constexpr, SOFTWARE: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    lo = tl.load(lo_ptr + offs, mask=mask, other=0.0)
+    hi = tl.load(hi_ptr + offs, mask=mask, other=0.0)
+    tl.store(words_ptr + offs, to_fp8_e4m3_pairs(lo, hi, 448.0, SOFTWARE), mask=mask)
+    tl.store(lo8_ptr + offs, to_fp8_e4m3(lo, 448.0, SOFTWARE), mask=mask)
+    tl.store(hi8_ptr + offs, to_fp8_e4m3(hi, 448.0, SOFTWARE), mask=mask)
+
+
+def test_fp8_pairs_are_the_casts_codes_side_by_side(device):
+    """``to_fp8_e4m3_pairs(lo, hi)`` is one int16 per element whose low byte is ``to_fp8_e4m3(lo)``'s code
+    and whose high byte is ``hi``'s, bit for bit (NaN signs included), for boundary values, midpoints,
+    saturation, infinities and NaNs of both signs, each beside every sign of its partner."""
+    codes = torch.arange(0, 0x7E, dtype=torch.uint8).view(FP8_DTYPE).float()
+    mids = ((codes[:-1].double() + codes[1:].double()) / 2).float()
+    special = torch.tensor([float("nan"), float("inf"), 1e30, 2.0**-12])
+    vals = torch.cat([torch.tensor(BOUNDARY), mids, special])
+    vals = torch.cat([vals, -vals])
+    lo = vals.repeat(2)
+    hi = torch.cat([vals.roll(1), -vals.roll(5)])
+    n = lo.numel()
+    words = torch.empty(n, dtype=torch.int16, device=device)
+    lo8 = torch.empty(n, dtype=FP8_DTYPE, device=device)
+    hi8 = torch.empty(n, dtype=FP8_DTYPE, device=device)
+    _pairs_kernel[(1,)](lo.to(device), hi.to(device), words, lo8, hi8, n, BLOCK=triton.next_power_of_2(n),
+                        SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
+    ctx = f"interpreting={_platform.interpreting()}"
+    assert_fp8_equal(lo8.cpu(), _expected(lo)[0], "fp8 cast of lo", ctx)
+    pairs = words.cpu().view(torch.uint8).reshape(n, 2)  # little-endian: the low byte first
+    for byte, (name, single) in enumerate((("lo", lo8), ("hi", hi8))):
+        got, want = pairs[:, byte], single.cpu().view(torch.uint8)
+        bad = (got != want).nonzero()
+        assert not len(bad), (f"{int(len(bad))} of {n} {name} codes differ from to_fp8_e4m3's; first at {int(bad[0])}: "
+                              f"value {(lo if name == 'lo' else hi)[int(bad[0])].item()!r} got {int(got[bad[0]])} "
+                              f"want {int(want[bad[0]])}; {ctx}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -70,11 +70,37 @@ def test_dispatch_is_recorded(device, m, btm, kernel):
         assert (cfg.block_tokens_m, run.detail("kernel")) == (btm, kernel)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gptj_reads_pairs_as_words_where_rows_start_on_a_pair(device, dtype):
+    """GPT-J's rotation pairs are adjacent: where o's rows start on a pair (as torch allocates them) the
+    kernel loads each pair as one word; where they do not (o one element into its buffer, odd strides)
+    it splits the row in registers. Both give the mirror's codes and scales, and the record says
+    which ran."""
+    from kernels.reference import inv_rope_fp8_quant_ref
+
+    from .checks import assert_exact, assert_fp8_equal
+
+    case = ProducerCase(m=6, n_groups=2, heads_per_group=2, head_dim=256, rope_dim=64, is_neox=False, dtype=dtype)
+    o, pos, cache = make_inputs(case, device)
+    shifted = torch.empty(case.m, case.heads, case.head_dim + 1, dtype=dtype, device=device)[:, :, 1:]
+    shifted.copy_(o)
+    want_fp8, want_scale = inv_rope_fp8_quant_ref(*case.args(o.cpu(), pos.cpu(), cache.cpu()), is_neox=False)
+    words = f"{16 * o.element_size()}-bit words"
+    for x, pairs in ((o, words), (shifted, "split in registers")):
+        with provenance.capture() as ran:
+            fp8, scale = kernels.inv_rope_fp8_quant(*case.args(x, pos, cache), is_neox=False)
+        (run,) = [r for r in ran if r.op == "producer"]
+        assert run.detail("gptj_pairs") == pairs, f"o strides {x.stride()} offset {x.storage_offset()}: {run}"
+        assert_fp8_equal(fp8.cpu(), want_fp8, f"codes, pairs {pairs}", str(case))
+        assert_exact(scale.cpu(), want_scale, f"scales, pairs {pairs}", str(case))
+
+
 def test_hopper_dispatch_keeps_enough_programs():
     """Hopper's producer rows take several heads per program only where the launch keeps enough
     programs: at TEP8 M=64 (16 heads, 1024 programs with one head) a program's latency is the time,
     and one head was faster on an H200; NEOX takes 4 heads from M=1024 where 8192 programs remain,
-    GPT-J never more than 2 (kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is
+    GPT-J too but from M=2048 only where 16384 do (TEP8 M=2048 keeps 2;
+    kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is
     taken as it is."""
     from kernels.inv_rope_fp8_quant import _config, heads_per_program
 
@@ -83,7 +109,7 @@ def test_hopper_dispatch_keeps_enough_programs():
 
     cases = [(16, 64), (16, 256), (128, 64), (16, 1024), (128, 1024), (16, 2048), (16, 8192), (128, 8192), (1, 8192)]
     assert [hb("sm90", h, m) for h, m in cases] == [1, 2, 2, 2, 4, 4, 4, 4, 1]
-    assert [hb("sm90-gptj", h, m) for h, m in cases] == [1, 2, 2, 2, 2, 2, 2, 2, 1]
+    assert [hb("sm90-gptj", h, m) for h, m in cases] == [1, 2, 2, 2, 4, 2, 4, 4, 1]
     forced = _config(64, "sm90", True, None, None, 2)
     assert heads_per_program(forced, 16, 64) == 2
     with pytest.raises(ValueError, match="min_programs: expected an int >= 0"):
@@ -92,15 +118,17 @@ def test_hopper_dispatch_keeps_enough_programs():
 
 def test_config_for_reads_the_layouts_own_table(monkeypatch):
     """On an architecture with a GPT-J table, config_for gives GPT-J that table's row and NEOX the
-    architecture's (Hopper: 2 heads per program against 4 at M=8192); a forced straight kernel keeps
-    the row for its M."""
+    architecture's (Hopper at M=8192: 4 heads per program for both, GPT-J from 16384 programs, NEOX
+    from 8192); a forced straight kernel keeps the row for its M."""
     import importlib
 
     producer = importlib.import_module("kernels.inv_rope_fp8_quant")  # the package's name is the function
     monkeypatch.setattr(producer, "_arch_key", lambda device: "sm90")
     cpu = torch.device("cpu")
     assert producer.config_for(8192, cpu, is_neox=True).heads_per_program == 4
-    assert producer.config_for(8192, cpu, is_neox=False).heads_per_program == 2
+    assert producer.config_for(8192, cpu, is_neox=True).min_programs == 8192
+    assert producer.config_for(8192, cpu, is_neox=False).min_programs == 16384
+    assert producer.config_for(512, cpu, is_neox=False).heads_per_program == 2
     assert producer.config_for(64, cpu, 1, is_neox=True).heads_per_program == 2
     assert producer.config_for(8192, cpu, 1, is_neox=True).heads_per_program == 4
 
