@@ -265,6 +265,10 @@ DISPATCH_TABLES["sm90-gptj"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
+#: GPT-J rows not aligned to a pair (split in registers): 2 heads per program (SM90_DISPATCH_MEASUREMENT)
+DISPATCH_TABLES["sm90-gptj-split"] = (
+    (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
+)
 #: The interpreter follows the B200 table's thresholds so CPU runs exercise both kernels where the
 #: pull request switches, with several heads per straight-kernel program (that path is sm90's).
 DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"][:-1] + ((0, LaunchConfig(1, 1, 1, heads_per_program=4)),)
@@ -312,7 +316,9 @@ SM90_DISPATCH_MEASUREMENT = (
     "with 2 at 8192 programs (tep8 M=2048 21.8 vs 22.6) and 4096 (tep8 M=1024 14.2 vs 15.6): its own table "
     "is NEOX's with a row from M=2048 that asks 16384 programs of 4 heads (one threshold cannot give tep8 M=1024 "
     "2 heads at 8192 programs and tep8 M=2048 2 heads at 16384). NEOX's launches timed the same as before the change (dep8 "
-    "M=8192 4 heads 440.6 vs 445.4)."
+    "M=8192 4 heads 440.6 vs 445.4). GPT-J rows not aligned to a pair, split in registers (the probe's 'split' "
+    "variant), are fastest with 2 heads (dep8 M=8192 608.4 vs 625.9 with 4; tep8 M=8192 80.3 vs 85.4): their "
+    "own table, sm90-gptj-split."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
@@ -320,21 +326,22 @@ PRODUCER_LAYOUT_MEASUREMENT = (
     "1192 us at dep8 M=8192 against 539 for NEOX. Splitting the loaded row into even/odd pairs in registers: 580 us "
     "(best launch), still 7% over NEOX, because the 16-byte fp8 store made the row load take 16 elements per thread "
     "while the per-pair cos/sin loads take 4, so the halves were exchanged between threads (4 layout conversions, "
-    "shared memory; Triton's TTGIR for sm90). Storing GPT-J's codes in 8-byte runs leaves one conversion, the "
-    "scale's, as in NEOX: reports/bench/NVIDIA_H200-2026-12-02-run2.json, GPT-J/NEOX 0.97-1.016 over both shapes and "
-    "7 M (dep8 M=8192 525.5 vs 539.4 us; run1 worst 1.021 at tep8 M=256). That split cost GPT-J 128 registers and "
-    "2048 bytes of shared memory at 4 heads per program, where 4 heads made NEOX 12% faster and GPT-J 30% slower. "
-    "Reading each pair as one 32-bit word and taking its halves apart with shifts keeps GPT-J in one [.., 64] "
-    "layout from load to store (scripts/kernel_ir.py --producer under Triton 3.6, "
-    "reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s14.log: 2 conversions, 64 bytes of shared "
-    "memory, 120 registers at 4 heads to NEOX's 96; half NEOX's vector loads in its PTX): "
-    "reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json (NVIDIA H200, torch 2.11, triton "
-    "3.6), dep8 M=8192 448.8 us with 4 heads (the split: 625.9; 2 heads 481.8 vs 608.4), NEOX 440.6; outputs "
-    "bit-identical to the split's. The pairs' codes are packed by to_fp8_e4m3_pairs (one cvt per pair): "
-    "packing two casts' bytes with shifts was compiled wrong by Triton 3.6 for sm90 (every other word's low "
-    "code read 0 on the H200). Keeping the rope slice apart as a second small tile was slower for both layouts "
-    "(reports/kernel/speed-probe-layouts-rope-slice-NVIDIA_H200-2026-12-02-s14call1.json: NEOX dep8 M=8192 "
-    "480.8 vs 448.8 us with 4 heads)."
+    "shared memory; Triton's TTGIR for sm90). Storing the codes in 8-byte runs then left one conversion "
+    "(reports/bench/NVIDIA_H200-2026-12-02-run2.json, GPT-J/NEOX 0.97-1.016 over both shapes and 7 M), but cost "
+    "GPT-J 128 registers and 2048 bytes of shared memory at 4 heads per program, where 4 heads made NEOX 12% "
+    "faster and GPT-J 30% slower (506.2 us with 2 heads, 669.2 with 4, dep8 M=8192). What ships instead: each "
+    "pair is read as one word (32 bits for 16-bit inputs, 64 for fp32) and its halves taken apart with shifts, so "
+    "GPT-J stays in one [.., 64] layout from load to store; the 8-byte-run store is gone (scripts/kernel_ir.py "
+    "--producer under Triton 3.6, reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s14.log: 2 "
+    "conversions, 64 bytes of shared memory, 120 registers at 4 heads to NEOX's 96; half NEOX's vector loads in "
+    "its PTX). reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json (scripts/speed_probe.py "
+    "--parts layouts; NVIDIA H200, torch 2.11, triton 3.6), dep8 M=8192: GPT-J 448.8 us with 4 heads (481.8 with "
+    "2), NEOX 440.6; the register split without the 8-byte runs, which rows not aligned to a pair still take: "
+    "608.4 with 2 heads, 20% over the runs' 506.2; outputs bit-identical throughout. The pairs' codes are packed by "
+    "to_fp8_e4m3_pairs (one cvt per pair): packing two casts' bytes with shifts was compiled wrong by Triton 3.6 "
+    "for sm90 (every other word's low code read 0 on the H200). Keeping the rope slice apart as a second small "
+    "tile instead was slower for both layouts (reports/kernel/speed-probe-layouts-rope-slice-NVIDIA_H200-"
+    "2026-12-02-s14call1.json: NEOX dep8 M=8192 480.8 us with 4 heads against 448.8 for the kernel before it)."
 )
 
 
@@ -353,7 +360,7 @@ def _cuda_arch_key(index: int) -> str:
 
 def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
                tokens_per_iter: int | None = None, heads_per_program: int | None = None, *,
-               is_neox: bool = True) -> LaunchConfig:
+               is_neox: bool = True, pair_words: bool = True) -> LaunchConfig:
     """The launch configuration for ``m`` tokens: the table's, or a forced ``block_tokens_m``.
 
     A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row for ``m`` (warps, heads per
@@ -361,11 +368,15 @@ def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
     iteration by default (the interpreter's cost is per operation, not per element); on the GPU the
     table decides. ``heads_per_program`` overrides the straight kernel's heads per program.
     ``is_neox`` picks the layout's table where an architecture has one per layout
-    (``DISPATCH_TABLES["<arch>-gptj"]``).
+    (``DISPATCH_TABLES["<arch>-gptj"]``); ``pair_words=False`` (GPT-J rows split in registers, see
+    :func:`pair_word_bits`) that split's table where there is one (``"<arch>-gptj-split"``).
     """
     arch = _arch_key(device)
-    if not is_neox and f"{arch}-gptj" in DISPATCH_TABLES:
-        arch = f"{arch}-gptj"
+    if not is_neox:
+        for key in ((f"{arch}-gptj-split",) if not pair_words else ()) + (f"{arch}-gptj",):
+            if key in DISPATCH_TABLES:
+                arch = key
+                break
     return _config(m, arch, device.type == "cuda", block_tokens_m, tokens_per_iter, heads_per_program)
 
 
@@ -502,18 +513,23 @@ def _runtime_ints(p: ProducerProblem, rows_end: int, o, positions, cos_sin_cache
             fp8_stride[0], fp8_stride[1], scale_stride[0], scale_stride[1])
 
 
+def _rows_on_pair(o: torch.Tensor) -> bool:
+    """``o`` starts on a pair of its elements (with even strides, every row of it does)."""
+    return o.data_ptr() % (2 * o.element_size()) == 0
+
+
 def pair_word_bits(p: ProducerProblem, o: torch.Tensor, fp8: torch.Tensor | None = None) -> int:
-    """The width of the word GPT-J's kernel loads a rotation pair as: 0 (the row is split in registers
-    instead) for NEOX, or where ``o``'s rows or ``fp8``'s (None: the buffers the public function
-    allocates, always aligned) do not start on a pair; else twice ``o``'s element width."""
+    """The width of the word GPT-J's kernel loads a rotation pair as, or 0 where the row is split in
+    registers instead: for NEOX, on a GPU older than sm89 (the pairs' codes are converted by an sm89
+    instruction, ``to_fp8_e4m3_pairs``), and where ``o``'s rows or ``fp8``'s (None: the buffers the
+    public function allocates, always aligned) do not start on a pair. Else twice ``o``'s element width."""
     if p.is_neox or (o.device.type == "cuda" and torch.cuda.get_device_capability(o.device) < (8, 9)):
-        return 0  # (the pairs' codes are converted by an sm89 instruction: to_fp8_e4m3_pairs)
-    pair = 2 * o.element_size()
-    if o.data_ptr() % pair or o.stride(0) % 2 or o.stride(1) % 2:
+        return 0
+    if not _rows_on_pair(o) or o.stride(0) % 2 or o.stride(1) % 2:
         return 0
     if fp8 is not None and (fp8.data_ptr() % 2 or fp8.stride(0) % 2 or fp8.stride(1) % 2):
         return 0
-    return 8 * pair
+    return 16 * o.element_size()
 
 
 def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
@@ -523,6 +539,9 @@ def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
     rows_end = pad4(p.m) if rows_end is None else rows_end
     if rows_end == 0:
         return None
+    if fp8.stride(-1) != 1 or scale.stride(-1) != 1:
+        raise ValueError(f"fp8/scale: expected buffers whose last dim is contiguous (stride 1), got strides "
+                         f"{fp8.stride()} and {scale.stride()}")
     launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting(),
                                   pair_word_bits(p, o, fp8))
     return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),
@@ -602,9 +621,9 @@ class _ProducerPlan:
 def _build_plan(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m, check_positions) -> _ProducerPlan:
     """The plan of a call :func:`validate_producer_args` has accepted (raises where it cannot run)."""
     mode = _platform.execution_mode(o.device)
-    cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox)
-    rows_end = pad4(p.m)
     pair_bits = pair_word_bits(p, o)
+    cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox, pair_words=bool(pair_bits))
+    rows_end = pad4(p.m)
     launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting(), pair_bits)
     k, sm = p.k, pad4(p.m)
     # the strides torch.empty gives the buffers every call (contiguous)
@@ -634,7 +653,7 @@ def _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope
         return None
     # GPT-J's kernel depends on whether o's rows start on a pair (pair_word_bits): the address's alignment
     key = (tensors, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m,
-           check_positions, is_neox or o.data_ptr() % (2 * o.element_size()) == 0)
+           check_positions, is_neox or _rows_on_pair(o))
     plan = _PLANS.get(key)
     if plan is None:
         p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,

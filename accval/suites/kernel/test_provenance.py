@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import triton.language as tl
 
 import kernels
 from kernels import provenance
@@ -73,26 +74,57 @@ def test_dispatch_is_recorded(device, m, btm, kernel):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_gptj_reads_pairs_as_words_where_rows_start_on_a_pair(device, dtype):
     """GPT-J's rotation pairs are adjacent: where o's rows start on a pair (as torch allocates them) the
-    kernel loads each pair as one word; where they do not (o one element into its buffer, odd strides)
-    it splits the row in registers. Both give the mirror's codes and scales, and the record says
-    which ran."""
+    kernel loads each pair as one word; where they do not it splits the row in registers: o one
+    element into its buffer with the same shape and strides (right after the aligned call, so a plan
+    cached by layout alone would reuse the word kernel), and o with odd strides. The launch gets the
+    word type its record names, and both give the mirror's codes and scales."""
+    import importlib
+
     from kernels.reference import inv_rope_fp8_quant_ref
 
     from .checks import assert_exact, assert_fp8_equal
 
+    producer = importlib.import_module("kernels.inv_rope_fp8_quant")  # the package's name is the function
     case = ProducerCase(m=6, n_groups=2, heads_per_group=2, head_dim=256, rope_dim=64, is_neox=False, dtype=dtype)
     o, pos, cache = make_inputs(case, device)
-    shifted = torch.empty(case.m, case.heads, case.head_dim + 1, dtype=dtype, device=device)[:, :, 1:]
-    shifted.copy_(o)
+    o = o.contiguous()
+    off_pair = torch.empty(o.numel() + 1, dtype=dtype, device=device)[1:].view(o.shape)
+    odd_strides = torch.empty(case.m, case.heads, case.head_dim + 1, dtype=dtype, device=device)[:, :, :-1]
     want_fp8, want_scale = inv_rope_fp8_quant_ref(*case.args(o.cpu(), pos.cpu(), cache.cpu()), is_neox=False)
-    words = f"{16 * o.element_size()}-bit words"
-    for x, pairs in ((o, words), (shifted, "split in registers")):
+    word = {2: torch.int32, 4: torch.int64}[o.element_size()]
+    for x, words in ((o, True), (off_pair, False), (odd_strides, False)):
+        x.copy_(o)
+        args = case.args(x, pos, cache)
         with provenance.capture() as ran:
-            fp8, scale = kernels.inv_rope_fp8_quant(*case.args(x, pos, cache), is_neox=False)
+            fp8, scale = kernels.inv_rope_fp8_quant(*args, is_neox=False)
         (run,) = [r for r in ran if r.op == "producer"]
-        assert run.detail("gptj_pairs") == pairs, f"o strides {x.stride()} offset {x.storage_offset()}: {run}"
-        assert_fp8_equal(fp8.cpu(), want_fp8, f"codes, pairs {pairs}", str(case))
-        assert_exact(scale.cpu(), want_scale, f"scales, pairs {pairs}", str(case))
+        plan = producer._plan(*args, 128, False, None, False)
+        ctx = f"o strides {x.stride()} offset {x.storage_offset()}: {run}"
+        assert plan.launcher.meta["PAIR_WORD"] == ({torch.int32: tl.int32, torch.int64: tl.int64}[word] if words else None), ctx
+        assert run.detail("gptj_pairs") == (f"{8 * word.itemsize}-bit words" if words else "split in registers"), ctx
+        assert_fp8_equal(fp8.cpu(), want_fp8, f"codes, {run.detail('gptj_pairs')}", str(case))
+        assert_exact(scale.cpu(), want_scale, f"scales, {run.detail('gptj_pairs')}", str(case))
+
+
+def test_gptj_pairs_need_an_aligned_output_too(device):
+    """A launch into caller buffers (the defect catalog's) reads pairs as words only where the fp8 buffer's
+    rows start on a pair as well; a buffer whose last dim is not contiguous is refused, naming it."""
+    from kernels.constants import FP8_DTYPE as F8
+    from kernels.inv_rope_fp8_quant import config_for, producer_launch, validate_producer_args
+
+    case = ProducerCase(m=5, n_groups=2, heads_per_group=1, is_neox=False)
+    o, pos, cache = make_inputs(case, device)
+    p = validate_producer_args(*case.args(o, pos, cache), is_neox=False)
+    scale = torch.zeros(p.scale_shape(), device=device)
+    cfg = config_for(p.m, device, is_neox=False)
+    aligned = torch.zeros(p.fp8_shape(), dtype=F8, device=device)
+    odd_rows = torch.zeros(case.n_groups, case.m, p.k + 1, dtype=F8, device=device)[:, :, :p.k]
+    for fp8, word in ((aligned, tl.int32), (odd_rows, None)):
+        launcher = producer_launch(p, o, pos, cache, fp8, scale, cfg)[0]
+        assert launcher.meta["PAIR_WORD"] == word, fp8.stride()
+    strided = torch.zeros(case.n_groups, case.m, 2 * p.k, dtype=F8, device=device)[:, :, ::2]
+    with pytest.raises(ValueError, match="last dim is contiguous"):
+        producer_launch(p, o, pos, cache, strided, scale, cfg)
 
 
 def test_hopper_dispatch_keeps_enough_programs():
@@ -129,6 +161,7 @@ def test_config_for_reads_the_layouts_own_table(monkeypatch):
     assert producer.config_for(8192, cpu, is_neox=True).min_programs == 8192
     assert producer.config_for(8192, cpu, is_neox=False).min_programs == 16384
     assert producer.config_for(512, cpu, is_neox=False).heads_per_program == 2
+    assert producer.config_for(8192, cpu, is_neox=False, pair_words=False).heads_per_program == 2  # split rows
     assert producer.config_for(64, cpu, 1, is_neox=True).heads_per_program == 2
     assert producer.config_for(8192, cpu, 1, is_neox=True).heads_per_program == 4
 
