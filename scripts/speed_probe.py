@@ -286,11 +286,15 @@ REG_CAPS = (None, 80, 72, 64)
 REG_LAUNCHES = [LaunchConfig(1, 1, 1, heads_per_program=hb) for hb in (2, 4)]
 
 
+def reg_cap_subs(cap: int) -> list[tuple[str, str]]:
+    """The substitution that launches the producer with at most ``cap`` registers per thread."""
+    launch = "num_warps=cfg.num_warps, **_platform.gpu_launch_options())"
+    return [(launch, launch.replace("num_warps=cfg.num_warps,", f"num_warps=cfg.num_warps, maxnreg={cap},"))]
+
+
 def regs_part(rows: list) -> None:
     shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
-    cap_of = "num_warps=cfg.num_warps, **_platform.gpu_launch_options())"
-    mods = {cap: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"reg{cap}",
-                              [(cap_of, cap_of.replace("num_warps=cfg.num_warps,", f"num_warps=cfg.num_warps, maxnreg={cap},"))])
+    mods = {cap: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"reg{cap}", reg_cap_subs(cap))
             for cap in REG_CAPS if cap is not None}
     try:
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((1024, 2048, 8192)):
@@ -341,11 +345,13 @@ def ceiling_part(rows: list) -> None:
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
     "shipped": [],
-    "evict-first": [("x = tl.load(row_base + d, mask=live, other=0.0)",
-                     "x = tl.load(row_base + d, mask=live, other=0.0, eviction_policy='evict_first')")],
-    "stream-store": [("tl.store(fp8_row + d, q8, mask=live)", "tl.store(fp8_row + d, q8, mask=live, cache_modifier='.cs')"),
-                     ("tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4)",
-                      "tl.reshape(q8, [x.shape[0], NBH_P2, 16, 8]), mask=live4, cache_modifier='.cs')")],
+    "evict-first": [("tl.load(o_ptr + row_off + d, mask=live, other=0.0)",
+                     "tl.load(o_ptr + row_off + d, mask=live, other=0.0, eviction_policy='evict_first')"),
+                    ("+ pair, mask=live, other=0)", "+ pair, mask=live, other=0, eviction_policy='evict_first')")],
+    "stream-store": [("tl.store(fp8_row + d, to_fp8_e4m3(q, FP8_MAX, SOFTWARE), mask=live)",
+                      "tl.store(fp8_row + d, to_fp8_e4m3(q, FP8_MAX, SOFTWARE), mask=live, cache_modifier='.cs')"),
+                     ("to_fp8_e4m3_pairs(q_even, q_odd, FP8_MAX, SOFTWARE),\n                     mask=live)",
+                      "to_fp8_e4m3_pairs(q_even, q_odd, FP8_MAX, SOFTWARE),\n                     mask=live, cache_modifier='.cs')")],
 }
 PRODUCER_SMALL = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, ws in ((1, (1, 2, 4, 8)), (2, (1, 2, 4)), (4, (2, 4)))
                   for w in ws]

@@ -1,0 +1,36 @@
+"""The speed probe's kernel variants still apply to the kernel files: each is a text substitution
+(scripts/kernel_variants.py) that raises once the code it edits has changed, and the probe runs only
+on a GPU, so a stale one would first show there, with the device time already spent."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+if not (ROOT / "scripts" / "speed_probe.py").exists():
+    pytest.skip("scripts/ is in the repository, not in an installed accval", allow_module_level=True)
+sys.path.insert(0, str(ROOT))
+
+from scripts import speed_probe  # noqa: E402
+from scripts.kernel_variants import load_variant  # noqa: E402
+
+PRODUCER_TABLES = {"PRODUCER_VARIANTS": speed_probe.PRODUCER_VARIANTS, "LAYOUT_VARIANTS": speed_probe.LAYOUT_VARIANTS,
+                   "EXACT_DIV": {"exact-div": speed_probe.EXACT_DIV},
+                   "regs": {f"maxnreg {cap}": speed_probe.reg_cap_subs(cap) for cap in speed_probe.REG_CAPS if cap}}
+CASES = [(table, name, "inv_rope_fp8_quant", subs) for table, variants in PRODUCER_TABLES.items()
+         for name, subs in variants.items()]
+CASES += [("CEILING_VARIANTS", name, "fp8_block_bmm", subs) for name, subs in speed_probe.CEILING_VARIANTS.items()]
+
+
+@pytest.mark.parametrize("table,name,kernel,subs", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
+def test_probe_variant_applies_and_imports(table, name, kernel, subs):
+    mod, path = load_variant(f"{kernel}.py", kernel, f"t{abs(hash((table, name))) % 10**8}", subs)
+    try:
+        shipped = importlib.import_module(f"kernels.{kernel}")
+        assert mod is not shipped and mod.__name__ == path.stem, f"{table}[{name!r}] loaded {mod.__name__}"
+    finally:
+        path.unlink(missing_ok=True)
