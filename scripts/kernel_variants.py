@@ -6,6 +6,7 @@ imported as its own module with its torch ops in their own namespace, and remove
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -37,3 +38,17 @@ def load_variant(kernel_file: str, op_prefix: str, name: str, subs: list[tuple[s
     except Exception:
         path.unlink()
         raise
+
+
+@contextlib.contextmanager
+def loaded_variants(kernel_file: str, op_prefix: str, tag: str, variants: dict, source: str | None = None):
+    """Every entry of ``variants`` (key -> substitutions) loaded by :func:`load_variant` (from ``source``
+    when given), as ``{key: module}``; their files are removed on exit, also when one fails to load."""
+    loaded = {}
+    try:
+        for i, (key, subs) in enumerate(variants.items()):
+            loaded[key] = load_variant(kernel_file, op_prefix, f"{tag}{i}", subs, source)
+        yield {key: mod for key, (mod, _) in loaded.items()}
+    finally:
+        for _, path in loaded.values():
+            path.unlink(missing_ok=True)

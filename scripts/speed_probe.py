@@ -56,7 +56,7 @@ from kernels import ConsumerConfig  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
 from kernels.fp8_block_bmm import launch_consumer  # noqa: E402
 from kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer  # noqa: E402
-from scripts.kernel_variants import load_variant  # noqa: E402
+from scripts.kernel_variants import loaded_variants  # noqa: E402
 
 REPS_MS = 60
 
@@ -149,6 +149,20 @@ def _time_against_plain(operands, out, c: ConsumerConfig, refs: dict) -> tuple[f
     return us, bool(torch.equal(out.view(torch.int16), refs[plain].view(torch.int16)))
 
 
+def _consumer_trial(part: str, shape: str, m: int, operands, out, c: ConsumerConfig, refs: dict, base: dict,
+                    rows: list, **facts) -> tuple[float, bool] | None:
+    """:func:`_time_against_plain` of launch ``c``, its row appended to ``rows`` with ``facts`` and the
+    baselines ``base``; None (and an error row) when it cannot compile or run."""
+    try:
+        us, same = _time_against_plain(operands, out, c, refs)
+    except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+        rows.append({"part": part, "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+        return None
+    rows.append({"part": part, "shape": shape, "M": m, "config": str(c), "us": us, "bit_same": same, **facts,
+                 "vs_scaled_mm": base["scaled_mm"] / us, **base})
+    return us, same
+
+
 def prefetch_part(ms, rows: list) -> None:
     for shape in ("dep8", "tep8"):
         for m in ms:
@@ -156,14 +170,11 @@ def prefetch_part(ms, rows: list) -> None:
             shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
             refs, best = {}, {}
             for c in prefetch_launches(m, shipped):
-                try:
-                    us, same = _time_against_plain((a, a_scale, w, ws), out, c, refs)
-                except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
-                    rows.append({"part": "prefetch", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+                trial = _consumer_trial("prefetch", shape, m, (a, a_scale, w, ws), out, c, refs, base, rows,
+                                        shipped_config=str(shipped), is_shipped=c == shipped)
+                if trial is None:
                     continue
-                rows.append({"part": "prefetch", "shape": shape, "M": m, "config": str(c), "us": us, "bit_same": same,
-                             "shipped_config": str(shipped), "is_shipped": c == shipped,
-                             "vs_scaled_mm": base["scaled_mm"] / us, **base})
+                us, same = trial
                 key = ("tma" if c.tma else "ptr") + ("+pf" if c.prefetch_scales else "")
                 if key not in best or us < best[key][0]:
                     best[key] = (us, c)
@@ -201,13 +212,11 @@ def smallm_part(rows: list) -> None:
             shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
             refs, cells = {}, []
             for c in [shipped] + smallm_launches(m):
-                try:
-                    us, same = _time_against_plain((a, a_scale, w, ws), out, c, refs)
-                except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
-                    rows.append({"part": "smallm", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+                trial = _consumer_trial("smallm", shape, m, (a, a_scale, w, ws), out, c, refs, base, rows,
+                                        is_shipped=c == shipped)
+                if trial is None:
                     continue
-                rows.append({"part": "smallm", "shape": shape, "M": m, "config": str(c), "us": us, "bit_same": same,
-                             "is_shipped": c == shipped, "vs_scaled_mm": base["scaled_mm"] / us, **base})
+                us, same = trial
                 cells.append((us, f"{c.block_n}/{c.num_stages}s/k{c.split_k}/{'tma' if c.tma else 'ptr'}{'' if same else ' DIFFERS'}"))
             best = " | ".join(f"{cell} {us:.1f}" for us, cell in sorted(cells)[:6])
             print(f"smallm {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | best: {best}", flush=True)
@@ -241,8 +250,8 @@ def _producer_cases(ms):
 
 
 def division_part(rows: list) -> None:
-    mod, path = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "exact_div", EXACT_DIV)
-    try:
+    with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "exact_div", {"exact-div": EXACT_DIV}) as mods:
+        mod = mods["exact-div"]
         for shape, m, layout, is_neox, args, p, fp8, scale, _ in _producer_cases((64, 256, 1024, 1500, 2048, 8192)):
             o, pos, cache = args[:3]
             cfg = config_for(m, o.device, is_neox=is_neox)
@@ -263,9 +272,6 @@ def division_part(rows: list) -> None:
                          "vs_upstream": up / new, "bit_same": same})
             print(f"division {shape} {layout} M={m}: div_rn {old:.1f} div_rn_by {new:.1f} (x{old / new:.3f}) "
                   f"upstream-style {up:.1f} (x{up / new:.2f} over it) bit-same {same}", flush=True)
-    finally:
-        path.unlink(missing_ok=True)
-
 
 def _time_producer(mod, cfg: LaunchConfig, args: tuple, is_neox: bool, fp8, scale, want) -> tuple[float, bool]:
     """Median us of ``mod``'s (a variant of the kernel file's) producer launch ``cfg`` on ``args`` into
@@ -294,38 +300,30 @@ def reg_cap_subs(cap: int) -> list[tuple[str, str]]:
 
 def regs_part(rows: list) -> None:
     shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
-    mods = {cap: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"reg{cap}", reg_cap_subs(cap))
-            for cap in REG_CAPS if cap is not None}
-    try:
+    with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "reg", {cap: reg_cap_subs(cap) for cap in REG_CAPS if cap is not None}) as mods:
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((1024, 2048, 8192)):
             copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
             want_fp8, want_scale = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
             cells = []
             for cfg in REG_LAUNCHES:
                 for cap in REG_CAPS:
-                    us, same = _time_producer(shipped if cap is None else mods[cap][0], cfg, args, is_neox, fp8,
+                    us, same = _time_producer(shipped if cap is None else mods[cap], cfg, args, is_neox, fp8,
                                               scale, (want_fp8, want_scale))
                     rows.append({"part": "regs", "shape": shape, "M": m, "layout": layout, "config": str(cfg),
                                  "maxnreg": cap, "us": us, "bit_same": same, "copy_us": copy, "pct_copy": 100 * copy / us})
                     cells.append(f"hb{cfg.heads_per_program} r{cap or '-'} {us:.1f} ({100 * copy / us:.0f}%){'' if same else ' DIFFERS'}")
             print(f"regs {shape} {layout} M={m}: copy {copy:.1f} | " + " | ".join(cells), flush=True)
-    finally:
-        for _, path in mods.values():
-            path.unlink(missing_ok=True)
-
 
 def ceiling_part(rows: list) -> None:
     """The TMA kernel's launches with and without the per-block scaling, against torch._scaled_mm."""
-    mods = {name: load_variant("fp8_block_bmm.py", "fp8_block_bmm", f"ce{i}", subs)
-            for i, (name, subs) in enumerate(CEILING_VARIANTS.items())}
-    try:
+    with loaded_variants("fp8_block_bmm.py", "fp8_block_bmm", "ce", CEILING_VARIANTS) as mods:
         for shape in ("dep8", "tep8"):
             for m in (2048, 8192):
                 (a, a_scale, w, ws), _, _, out, base = consumer_setup(shape, m, shipped=False)
                 ref = base["scaled_mm"]
                 cells = []
                 want = {cfg: launch_consumer(a, a_scale, w, ws, torch.empty_like(out), cfg) for cfg in CEILING_LAUNCHES}
-                for name, (mod, _) in mods.items():
+                for name, mod in mods.items():
                     for cfg in CEILING_LAUNCHES:
                         mcfg = mod.ConsumerConfig(**dataclasses.asdict(cfg))
                         us = timing.time_cuda(lambda: mod.launch_consumer(a, a_scale, w, ws, out, mcfg), REPS_MS).median_us
@@ -337,10 +335,6 @@ def ceiling_part(rows: list) -> None:
                 print(f"ceiling {shape} M={m}: scaled_mm {ref:.1f} | " + " | ".join(cells), flush=True)
                 a = a_scale = w = ws = out = want = None
                 torch.cuda.empty_cache()
-    finally:
-        for _, path in mods.values():
-            path.unlink(missing_ok=True)
-
 
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
@@ -358,9 +352,7 @@ PRODUCER_SMALL = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, ws in ((1,
 
 
 def producer_part(rows: list) -> None:
-    mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"sp{i}", subs)
-            for i, (name, subs) in enumerate(PRODUCER_VARIANTS.items())}
-    try:
+    with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "sp", PRODUCER_VARIANTS) as mods:
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 2048, 8192)):
             copy = timing.copy_us(nbytes // 2, REPS_MS).median_us  # a copy moving the producer's bytes
             up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
@@ -372,17 +364,13 @@ def producer_part(rows: list) -> None:
                 tried.insert(0, ("shipped", shipped_cfg))
             cells = []
             for name, cfg in tried:
-                us, same = _time_producer(mods[name][0], cfg, args, is_neox, fp8, scale, (want_fp8, want_scale))
+                us, same = _time_producer(mods[name], cfg, args, is_neox, fp8, scale, (want_fp8, want_scale))
                 rows.append({"part": "producer", "shape": shape, "M": m, "layout": layout, "variant": name,
                              "config": str(cfg), "us": us, "bit_same": same, "copy_us": copy, "upstream_us": up,
                              "pct_copy": 100 * copy / us, "vs_upstream": up / us, "shipped_config": cfg == shipped_cfg})
                 tag = name if m >= 2048 else f"hb{cfg.heads_per_program}w{cfg.num_warps}"
                 cells.append(f"{tag} {us:.1f}{'' if same else ' DIFFERS'}")
             print(f"producer {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
-    finally:
-        for _, path in mods.values():
-            path.unlink(missing_ok=True)
-
 
 #: the producer's kernel file with substitutions: "split" reads GPT-J's rotation pairs as the fallback does
 #: for rows not aligned to a pair (the row split into even and odd elements in registers), never as words
@@ -398,12 +386,10 @@ def layouts_part(rows: list, baseline: Path | None) -> None:
     """Both RoPE layouts, every launch of ``LAYOUT_LAUNCHES``, with the working tree's kernel file, its
     ``LAYOUT_VARIANTS`` and (``baseline``) another version of the file, next to a same-bytes copy and
     the upstream-style kernel; outputs compared bit for bit with the public function's."""
-    mods = {name: load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", f"lv{i}", subs)
-            for i, (name, subs) in enumerate(LAYOUT_VARIANTS.items())}
-    if baseline is not None:
-        mods["baseline"] = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "lvbase", [],
-                                        source=baseline.read_text())
-    try:
+    with (loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "lv", LAYOUT_VARIANTS) as variants,
+          loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "lvbase", {"baseline": []} if baseline else {},
+                          source=baseline.read_text() if baseline else None) as other):
+        mods = {**variants, **other}
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 1024, 2048, 8192)):
             copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
             up = timing.time_cuda(lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=UPSTREAM_STYLE_WARPS),
@@ -411,7 +397,7 @@ def layouts_part(rows: list, baseline: Path | None) -> None:
             want = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
             shipped_cfg = config_for(m, args[0].device, is_neox=is_neox)
             cells = []
-            for name, (mod, _) in mods.items():
+            for name, mod in mods.items():
                 for cfg in LAYOUT_LAUNCHES:
                     us, same = _time_producer(mod, cfg, args, is_neox, fp8, scale, want)
                     rows.append({"part": "layouts", "shape": shape, "M": m, "layout": layout, "variant": name,
@@ -420,10 +406,6 @@ def layouts_part(rows: list, baseline: Path | None) -> None:
                                  "shipped_config": str(shipped_cfg)})
                     cells.append(f"{name[:5]} hb{cfg.heads_per_program}w{cfg.num_warps} {us:.1f}{'' if same else ' DIFFERS'}")
             print(f"layouts {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
-    finally:
-        for _, path in mods.values():
-            path.unlink(missing_ok=True)
-
 
 def _per_call_us(fn, calls=2000) -> float:
     for _ in range(50):
@@ -491,30 +473,20 @@ def main() -> int:
     rows: list = []
     parts = args.parts.split(",")
     t0 = time.perf_counter()
-    known = ("prefetch", "consumer", "smallm", "ceiling", "producer", "division", "regs", "layouts", "host")
-    unknown = set(parts) - set(known)
+    ms = lambda: [int(x) for x in args.ms.split(",")]  # noqa: E731 - read by the consumer parts only
+    # the parts, in the order they run
+    run = {"prefetch": lambda: prefetch_part(ms(), rows), "consumer": lambda: consumer_part(ms(), rows),
+           "smallm": lambda: smallm_part(rows), "division": lambda: division_part(rows), "regs": lambda: regs_part(rows),
+           "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
+           "producer": lambda: producer_part(rows), "host": lambda: host_part(rows)}
+    unknown = set(parts) - set(run)
     if unknown:
-        print(f"--parts: expected some of {','.join(known)}, got {sorted(unknown)}", file=sys.stderr)
+        print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)
         return 2
     try:
-        if "prefetch" in parts:
-            prefetch_part([int(x) for x in args.ms.split(",")], rows)
-        if "consumer" in parts:
-            consumer_part([int(x) for x in args.ms.split(",")], rows)
-        if "smallm" in parts:
-            smallm_part(rows)
-        if "division" in parts:
-            division_part(rows)
-        if "regs" in parts:
-            regs_part(rows)
-        if "layouts" in parts:
-            layouts_part(rows, args.baseline)
-        if "ceiling" in parts:
-            ceiling_part(rows)
-        if "producer" in parts:
-            producer_part(rows)
-        if "host" in parts:
-            host_part(rows)
+        for name, part in run.items():
+            if name in parts:
+                part()
     finally:
         print(f"({time.perf_counter() - t0:.0f} s)")
         if args.out:
