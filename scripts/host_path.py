@@ -24,7 +24,7 @@ and four columns, us:
 
     python scripts/host_path.py [--ms 1,64,256] [--calls 100] [--rounds 5] [--out FILE.json]
     python scripts/host_path.py --dry-run         # any machine: tiny sizes through the same code
-    python scripts/host_path.py --host-breakdown  # a CPU: the pieces of one call, its launches no-ops
+    python scripts/host_path.py --host-breakdown  # the pieces of one call (a CPU: its launches no-ops)
 """
 
 from __future__ import annotations
@@ -271,20 +271,30 @@ def _stand_in_for_triton() -> None:
 
 def _cpu_us(fn, number: int = 300, repeat: int = 15) -> float:
     """Min over ``repeat`` runs of ``number`` calls of this thread's CPU time per call (a shared, busy
-    machine inflates wall clock; the minimum is the least disturbed run)."""
+    machine inflates wall clock; the minimum is the least disturbed run). On CUDA each run starts with
+    the device idle (synchronized outside the timing): launches are queued, not waited for."""
     import timeit
 
     fn()
-    return min(timeit.repeat(fn, number=number, repeat=repeat, timer=time.thread_time)) / number * 1e6
+    setup = torch.cuda.synchronize if torch.cuda.is_available() else "pass"
+    return min(timeit.repeat(fn, setup=setup, number=number, repeat=repeat, timer=time.thread_time)) / number * 1e6
 
 
 def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
+    """Each piece of a call at DeepSeek-V4-Pro sizes. On a CPU Triton's driver is stood in for and
+    launches are no-ops; on a CUDA GPU everything is real (kernels launch, the caching allocator serves)."""
     from kernels.validation import check_positions_in_range
 
     positions_check = check_positions_in_range  # the real one, before the stand-in replaces it
-    _stand_in_for_triton()
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        _stand_in_for_triton()
+    from kernels import host
+    from kernels.fp8_block_bmm import _plan as consumer_plan
     from kernels.fp8_block_bmm import validate_consumer_args
-    device = torch.device("cpu")
+    from kernels.inv_rope_fp8_quant import _plan as producer_plan
+    device = torch.device("cuda" if cuda else "cpu")
+    allocator = "CUDA caching allocator" if cuda else "CPU allocator"
     rows = []
     for shape, g in SHAPES.items():
         for m in ms:
@@ -299,17 +309,22 @@ def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
                     *args, 128, True, 0),
                 "validate_producer_args (a new layout)": lambda: validate_producer_args(*args),
                 "positions check (CPU always; CUDA if asked)": lambda: positions_check(pos, cache.shape[0]),
-                "allocation: two torch.empty (CPU allocator)": lambda: (
+                "eager_call (custom op skipped?)": host.eager_call,
+                "plan lookup (layout key, dict, per-call checks)": lambda: producer_plan(*args, 128, True, None, None),
+                f"allocation: two torch.empty ({allocator})": lambda: (
                     torch.empty(p.fp8_shape(), dtype=kernels.FP8_DTYPE, device=device),
                     torch.empty(p.scale_shape(), dtype=torch.float32, device=device)),
                 "launch: kernel[grid] (Triton's path)": lambda: launcher.kernel[grid](*tensors, *ints, **launcher.meta),
                 "launch: kernels.host.Launcher (direct)": lambda: launcher(grid, tensors, ints),
                 "provenance.emit": lambda: provenance.emit(ran[-1]),
             }
+            if cuda:
+                steps["launch: bare (compiled kernel, arguments bound)"] = bare_launch([(launcher, grid, tensors, ints)])
             rows += [("producer", shape, m, name, _cpu_us(fn)) for name, fn in steps.items()]
             a, a_scale, w_fp8, w_scale = consumer_inputs(m, g, DSV4_PRO, device)
-            out = torch.empty(g, m, DSV4_PRO["o_lora_rank"], dtype=torch.bfloat16)
+            out = torch.empty(g, m, DSV4_PRO["o_lora_rank"], dtype=torch.bfloat16, device=device)
             launches = consumer_launches(a, a_scale, w_fp8, w_scale, out)
+            partials = [launches[0][2][4]] if len(launches) > 1 else []  # the bmm's fp32 output when K is split
             kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale)
             steps = {
                 "public call (layout seen before)": lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale),
@@ -317,10 +332,17 @@ def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
                 "custom op: torch.ops.accval.fp8_block_bmm": lambda: torch.ops.accval.fp8_block_bmm(
                     a, a_scale, w_fp8, w_scale, "triton", True),
                 "validate_consumer_args (a new layout)": lambda: validate_consumer_args(a, a_scale, w_fp8, w_scale, None, True),
+                "plan lookup (layout key, dict, per-call checks)": lambda: consumer_plan(a, a_scale, w_fp8, w_scale, None,
+                                                                                         "triton", True),
+                f"allocation: out and split partials ({allocator})": lambda: (
+                    torch.empty(g, m, DSV4_PRO["o_lora_rank"], dtype=torch.bfloat16, device=device),
+                    *[torch.empty(part.shape, dtype=part.dtype, device=device) for part in partials]),
                 f"launch x{len(launches)}: kernel[grid] (Triton's path)": lambda: [
                     lc.kernel[gr](*t, *i, **lc.meta) for lc, gr, t, i in launches],
                 f"launch x{len(launches)}: kernels.host.Launcher (direct)": lambda: [lc(gr, t, i) for lc, gr, t, i in launches],
             }
+            if cuda:
+                steps[f"launch x{len(launches)}: bare (compiled kernels, arguments bound)"] = bare_launch(launches)
             rows += [("consumer", shape, m, name, _cpu_us(fn)) for name, fn in steps.items()]
     return rows
 
@@ -333,15 +355,16 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="also write the rows and the environment as JSON")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on whatever device is here (a CPU: the "
                                                            "interpreter), a few calls: checks the script runs")
-    ap.add_argument("--host-breakdown", action="store_true", help="on a CPU: each piece of a call, launches no-ops")
+    ap.add_argument("--host-breakdown", action="store_true", help="each piece of a call (on a CPU its launches "
+                                                                  "are no-ops)")
     args = ap.parse_args()
     ms = [int(x) for x in args.ms.split(",")]
     if args.host_breakdown:
-        if torch.cuda.is_available():
-            print("--host-breakdown stands in for Triton's driver on a CPU; run it on a machine without a GPU", file=sys.stderr)
-            return 2
+        cuda = torch.cuda.is_available()
         rows = host_breakdown()
-        print(f"host path on this CPU, us per call (thread CPU time, min of runs), launches no-ops; {environment(torch.device('cpu'))}")
+        what = "launches real" if cuda else "launches no-ops"
+        print(f"host path, us per call (thread CPU time, min of runs), {what}; "
+              f"{environment(torch.device('cuda' if cuda else 'cpu'))}")
         for op, shape, m, step, us in rows:
             print(f"{op:9} {shape:5} M={m:<4} {step:52} {us:7.2f}")
         return 0
