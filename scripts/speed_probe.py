@@ -374,9 +374,24 @@ def producer_part(rows: list) -> None:
 
 #: the producer's kernel file with substitutions: "split" reads GPT-J's rotation pairs as the fallback does
 #: for rows not aligned to a pair (the row split into even and odd elements in registers), never as words
+#: what folding each divisor into the reciprocal's exact range costs (``div_rn_by``: a select per block
+#: and a multiply per element): the reciprocal and correction without it (wrong for divisors outside
+#: [2**-80, 2**100], the same bits on the probe's inputs)
+_NO_FOLD = ("@triton.jit\ndef _unpack_pairs", """@triton.jit
+def _div_no_fold(y, s):
+    r = tl.math.div_rn(tl.full(s.shape, 1.0, tl.float32), s)
+    q0 = y * r
+    return tl.where(q0 == 0.0, q0, tl.fma(tl.fma(-q0, s, y), r, q0))
+
+
+@triton.jit
+def _unpack_pairs""")
 LAYOUT_VARIANTS = {
     "shipped": [],
     "split": [("PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits],", "PAIR_WORD=None,")],
+    "no-fold": [_NO_FOLD, ("div_rn_by(y, safe[:, :, None], SOFTWARE)", "_div_no_fold(y, safe[:, :, None])"),
+                ("div_rn_by(y_even, safe, SOFTWARE)", "_div_no_fold(y_even, safe)"),
+                ("div_rn_by(y_odd, safe, SOFTWARE)", "_div_no_fold(y_odd, safe)")],
 }
 #: straight-kernel launches (heads per program, warps) the layouts part times for every variant
 LAYOUT_LAUNCHES = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, w in ((1, 1), (2, 1), (4, 1), (4, 2), (8, 2))]

@@ -14,13 +14,15 @@ import triton.language as tl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels import _platform
+from kernels import _platform, fp8_rounding
 from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX
-from kernels.fp8_rounding import RCP_PATH_MAX, RCP_PATH_MIN, div_rn_by, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
+from kernels.fp8_rounding import div_rn_by, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 
 from .checks import assert_exact, assert_fp8_equal
 
-LO, HI = RCP_PATH_MIN.value, RCP_PATH_MAX.value  # the reciprocal path's scale range
+LO, HI = fp8_rounding.RCP_PATH_MIN.value, fp8_rounding.RCP_PATH_MAX.value  # the correction's exact divisors, unfolded
+# divisors below BELOW and above ABOVE are multiplied by FOLD and 1/FOLD
+BELOW, ABOVE, FOLD = fp8_rounding.RCP_FOLD_BELOW.value, fp8_rounding.RCP_FOLD_ABOVE.value, fp8_rounding.RCP_FOLD.value
 
 
 @triton.jit
@@ -152,13 +154,15 @@ def _fp8_midpoints() -> torch.Tensor:
 
 def _division_cases(rows: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``(y [rows, 4, 128], s [rows, 4])`` as the producer divides them: ``s = amax / 448`` of each block,
-    amax from 2**-140 to 2**127 (scales inside and outside the reciprocal range; rows 0-3 hold the
-    range's ends and the scales just past them, one per row, so the ends run on the reciprocal path),
-    ``y`` half uniform in ``[-amax, amax]`` and half placed on float8 midpoints times ``s`` (where a
-    quotient one ulp off rounds to another code), with zeros of both signs and subnormals."""
+    amax from 2**-141 to 2**127 (scales from subnormal to 2**118: inside the reciprocal range and on
+    both sides of where ``div_rn_by`` folds them in; rows 0-3 hold the fold's thresholds and the scales
+    just past them, rows 4-5 the ends of the exact range), ``y`` half uniform in ``[-amax, amax]`` and
+    half placed on float8 midpoints times ``s`` (where a quotient one ulp off rounds to another code),
+    with zeros of both signs and subnormals."""
     exp = torch.randint(-140, 128, (rows, 4, 1), generator=generator).float()
     amax = (torch.rand(rows, 4, 1, generator=generator) + 1.0) * torch.exp2(exp) / 2
-    amax[:4] = torch.tensor([LO, HI, LO / 2, HI * 2])[:, None, None] * 448
+    edges = torch.tensor([BELOW, BELOW * (1 - 2.0**-20), ABOVE, ABOVE * (1 + 2.0**-20), LO, HI])
+    amax[:6] = edges[:, None, None] * 448
     s = amax / 448
     uniform = (torch.rand(rows, 4, 64, generator=generator) * 2 - 1) * amax
     mids = _fp8_midpoints()
@@ -170,18 +174,23 @@ def _division_cases(rows: int, generator: torch.Generator) -> tuple[torch.Tensor
     return y, s[:, :, 0]
 
 
+def _run_div(y: torch.Tensor, s: torch.Tensor, device) -> torch.Tensor:
+    yd, sd = y.contiguous().to(device), s.contiguous().to(device)
+    q = torch.empty_like(yd)
+    _div_kernel[(y.shape[0],)](yd, sd, q, BLOCKS=y.shape[1], SOFTWARE=_platform.interpreting(),
+                               **_platform.gpu_launch_options())
+    return q.cpu()
+
+
 def test_div_rn_by_gives_the_bits_of_a_correctly_rounded_division(device):
     """The producer's division by its block scales (``div_rn_by``: one reciprocal per block and a
     Markstein correction on the GPU) is bit for bit the IEEE quotient torch computes wherever a float8
-    code can tell them apart (``|y/s| >= 2**-11``), for scales inside and outside its reciprocal range,
-    and gives the same float8 code (sign included) everywhere; a correction left out or a range too
-    wide gives other bits."""
+    code can tell them apart (``|y/s| >= 2**-11``), for scales from subnormal to 2**118, and gives the
+    same float8 code (sign included) everywhere; a correction left out or a divisor not folded into
+    the exact range gives other bits."""
     y, s = _division_cases(4096 if device.type == "cuda" else 64, torch.Generator().manual_seed(0))
     want = y / s[:, :, None]
-    yd, sd = y.to(device), s.contiguous().to(device)
-    q = torch.empty_like(yd)
-    _div_kernel[(y.shape[0],)](yd, sd, q, BLOCKS=4, SOFTWARE=_platform.interpreting(), **_platform.gpu_launch_options())
-    got = q.cpu()
+    got = _run_div(y, s, device)
     bad = ((got.view(torch.int32) != want.view(torch.int32)) & (want.abs() >= 2.0**-11)).nonzero()
     assert bad.numel() == 0, (f"{bad.shape[0]} quotients differ from y / s, first at {bad[0].tolist()}: "
                               f"y={y[tuple(bad[0])].item()!r} s={s[tuple(bad[0][:2])].item()!r} "
@@ -198,24 +207,75 @@ def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return (a.astype(np.longdouble) * b.astype(np.longdouble) + c.astype(np.longdouble)).astype(np.float32)
 
 
-@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs x87 extended precision to emulate an fma")
-def test_markstein_correction_is_exact_inside_the_reciprocal_range():
-    """The arithmetic ``div_rn_by`` runs on the GPU, emulated with fmas on the CPU: for every scale in
-    [RCP_PATH_MIN, RCP_PATH_MAX] the corrected quotient equals the IEEE quotient wherever a float8
-    code can tell them apart (``|y/s| >= 2**-11``) and keeps its sign below; subnormal scales break it
-    (the range is conservative: failures start far below its lower end)."""
-    y, s = _division_cases(20000, torch.Generator().manual_seed(1))
-    y, s = y.numpy(), np.broadcast_to(s.numpy()[:, :, None], y.shape)
-    exact = (y.astype(np.float64) / s.astype(np.float64)).astype(np.float32)  # 53 >= 2 * 24 + 2: one rounding
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+def test_div_rn_by_an_infinite_scale_gives_y_over_inf(device):
+    """A block whose scale is infinite (its amax overflowed) divides as IEEE does: a zero of y's sign for
+    a finite y, NaN for an infinite one; the blocks beside it are not disturbed."""
+    y = torch.linspace(-3.0, 3.0, 4 * 128).reshape(1, 4, 128)
+    y[0, :, :4] = torch.tensor([0.0, -0.0, float("inf"), -float("inf")])
+    y[0, 1:, 2:4] = 1.0  # infinities only in the infinite block
+    s = torch.tensor([[float("inf"), 1.0, 2.0**-100, 2.0**100]])
+    want, got = y / s[:, :, None], _run_div(y, s, device)
+    assert torch.equal(got.isnan(), want.isnan()), "NaN where y / s is not, or the reverse"
+    finite = ~want.isnan()
+    assert torch.equal(got[finite].view(torch.int32), want[finite].view(torch.int32)), "a quotient or its sign differs"
+
+
+def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """fp32 fma, emulated: the product of two fp32 numbers is exact in x87 extended precision; the sum is
+    rounded there (64 bits) and then to fp32. That equals one rounding unless the 64-bit sum lands on
+    an fp32 tie it was not on: never for the residual (an exact cancellation), possible in principle
+    for the correction (the GPU test runs the real fma)."""
+    return (a.astype(np.longdouble) * b.astype(np.longdouble) + c.astype(np.longdouble)).astype(np.float32)
+
+
+def _markstein(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """The reciprocal and correction ``div_rn_by`` runs on the GPU, in fp32 with emulated fmas."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
         r = (1.0 / s.astype(np.float64)).astype(np.float32)
         q0 = y * r
-        q = np.where(q0 == 0, q0, _fma32(_fma32(-q0, s, y), r, q0))
+        return np.where(q0 == 0, q0, _fma32(_fma32(-q0, s, y), r, q0))
+
+
+def _emulated_cases(seed: int):
+    y, s = _division_cases(20000, torch.Generator().manual_seed(seed))
+    y, s = y.numpy(), np.broadcast_to(s.numpy()[:, :, None], y.shape)
+    exact = (y.astype(np.float64) / s.astype(np.float64)).astype(np.float32)  # 53 >= 2 * 24 + 2: one rounding
+    return y, s, exact, np.abs(exact) >= 2.0**-11
+
+
+needs_x87 = pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs x87 extended precision to emulate an fma")
+
+
+@needs_x87
+def test_markstein_correction_is_exact_inside_the_reciprocal_range():
+    """The arithmetic ``div_rn_by`` runs on the GPU, emulated with fmas on the CPU, on divisors as they
+    come: for every scale in [RCP_PATH_MIN, RCP_PATH_MAX] the corrected quotient equals the IEEE
+    quotient wherever a float8 code can tell them apart (``|y/s| >= 2**-11``) and keeps its sign
+    below; subnormal scales break it (so they must be folded in, and the emulation is the GPU's)."""
+    y, s, exact, visible = _emulated_cases(1)
+    q = _markstein(y, s)
     inside = (s >= LO) & (s <= HI)
-    visible = np.abs(exact) >= 2.0**-11
     assert inside.mean() > 0.5 and (~inside).any()
     wrong = inside & visible & (q.view(np.int32) != exact.view(np.int32))
     assert not wrong.any(), f"{wrong.sum()} quotients inside the range differ, e.g. y={y[wrong][0]!r} s={s[wrong][0]!r}"
     assert not (inside & (np.signbit(q) != np.signbit(exact))).any(), "a quotient inside the range changed its sign"
     assert ((~inside) & visible & (q.view(np.int32) != exact.view(np.int32))).any(), \
         "outside the range (subnormal scales) the correction should fail somewhere: else the emulation is not the GPU's"
+
+
+@needs_x87
+def test_folding_the_divisor_makes_every_scale_exact():
+    """``div_rn_by``'s fold, emulated: y and s multiplied by 2**100 below 2**-60 and by 2**-100 above
+    2**60 (fp32 products, as on the GPU) put every divisor, subnormal ones included, inside the range
+    the correction is exact for, and the quotient is the IEEE one wherever a float8 code can tell them
+    apart, its sign everywhere. The thresholds keep every folded divisor inside that range."""
+    assert BELOW * FOLD >= LO and BELOW <= HI and ABOVE >= LO and ABOVE / FOLD <= HI
+    assert 2.0**-149 * FOLD >= LO and 2.0**128 / FOLD <= HI
+    y, s, exact, visible = _emulated_cases(2)
+    fold = np.where(s < BELOW, np.float32(FOLD), np.where(s > ABOVE, np.float32(1 / FOLD), np.float32(1)))
+    with np.errstate(under="ignore"):
+        q = _markstein(y * fold, s * fold)
+    assert (s < BELOW).any() and (s > ABOVE).any() and (s < 2.0**-126).any()
+    wrong = visible & (q.view(np.int32) != exact.view(np.int32))
+    assert not wrong.any(), f"{wrong.sum()} quotients differ, e.g. y={y[wrong][0]!r} s={s[wrong][0]!r}"
+    assert not (np.signbit(q) != np.signbit(exact)).any(), "a quotient changed its sign"
