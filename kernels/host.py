@@ -19,7 +19,11 @@ H200's host (Triton 3.6) ``launch_producer`` through ``kernel[grid]`` took 29-46
 A :class:`Launcher` is one kernel with its constexprs and launch options fixed. Its first launch of
 a specialization goes through ``kernel[grid]`` (compiling if needed) and keeps the compiled kernel
 Triton returns; later launches of that specialization call the compiled kernel as ``JITFunction.run``
-does after its cache hit (current device and stream, launch hooks, launch metadata). The
+does after its cache hit (current device and stream, launch hooks, launch metadata), except that
+with no launch hook installed (Triton's hook chains empty, as they are unless a profiler adds one)
+they pass no metadata and no hooks, and each tensor by its address: Triton builds the metadata for
+its hooks on every launch, and its launcher calls a tensor's ``data_ptr`` and asks the driver about
+the address, per tensor, where an integer is taken as it is. The
 specialization is what Triton's NVIDIA backend derives from runtime arguments: each integer's value
 (1, divisibility by 16, 32 or 64 bits), each tensor's dtype and 16-byte alignment. The key holds the
 integers themselves, each tensor's dtype and alignment (a TMA descriptor's: its base's dtype and
@@ -47,6 +51,10 @@ try:  # what a direct launch calls; without it every launch goes through kernel[
 except ImportError:  # pragma: no cover - a Triton older than accval supports
     _knobs = _driver = _JITFunction = None
 try:
+    from triton.knobs import HookChain as _HookChain
+except ImportError:  # pragma: no cover - a Triton whose launch hooks are plain callables or None
+    _HookChain = None
+try:
     from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
 except ImportError:  # pragma: no cover - a Triton without host TMA descriptors
     _TensorDescriptor = None
@@ -63,9 +71,12 @@ def plain_tensor(t: object) -> bool:
 def layout_key(*tensors) -> tuple | None:
     """What a layout check reads of each tensor (shape, strides, dtype, device; never data), or None
     when one of them is not a plain tensor (the caller then validates in full)."""
-    if not all(plain_tensor(t) for t in tensors):
-        return None
-    return tuple((t.shape, t.stride(), t.dtype, t.device) for t in tensors)
+    key = []
+    for t in tensors:  # plain_tensor inlined: this runs on every call
+        if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+            return None
+        key.append((t.shape, t.stride(), t.dtype, t.device))
+    return tuple(key)
 
 
 def eager_call() -> bool:
@@ -131,6 +142,11 @@ def _arg_layout(arg) -> object:
     return arg.dtype
 
 
+def _idle(hook) -> bool:
+    """A launch hook that calls nothing: None, or an empty chain (Triton >= 3.5 keeps its hooks in one)."""
+    return hook is None or (_HookChain is not None and type(hook) is _HookChain and not hook.calls)
+
+
 class Launcher:
     """``kernel`` with its constexprs and launch options ``meta`` fixed: ``launcher(grid, tensors, ints)``
     launches ``kernel[grid](*tensors, *ints, **meta)``, directly after a specialization's first launch.
@@ -160,24 +176,33 @@ class Launcher:
         key = None
         if self.direct and not self.kernel.pre_run_hooks:
             device = _driver.active.get_current_device()
+            # a tensor is passed by its address (the launcher takes an integer as it is; a tensor costs it
+            # a data_ptr call and a driver query of the address), a TMA descriptor as itself
             if self.descriptors:
                 if layout is None:
                     layout = (ints, *[_arg_layout(t) for t in tensors])
+                ptrs = [t if type(t) is _TensorDescriptor else t.data_ptr() for t in tensors]
                 key = (device, _knobs.runtime.debug, layout, *[_base(t).data_ptr() % 16 == 0 for t in tensors])
             else:
                 if layout is None:
                     layout = (ints, *[t.dtype for t in tensors])
-                key = (device, _knobs.runtime.debug, layout, *[t.data_ptr() % 16 == 0 for t in tensors])
+                ptrs = [t.data_ptr() for t in tensors]
+                key = (device, _knobs.runtime.debug, layout, *[p % 16 == 0 for p in ptrs])
             compiled = self._compiled.get(key)
             if compiled is not None:
                 stream = _driver.active.get_current_stream(device)
-                args = (*tensors, *ints, *self._constexprs)
                 runtime = _knobs.runtime
-                enter = runtime.launch_enter_hook  # launch metadata is for the hook alone (None without one)
+                enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+                if _idle(enter) and _idle(leave):  # no hook to call: no launch metadata to build for one
+                    compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
+                                 compiled.function, compiled.packed_metadata, None, None, None,
+                                 *ptrs, *ints, *self._constexprs)
+                    return
+                args = (*tensors, *ints, *self._constexprs)  # a hook sees the tensors, as Triton's launch gives them
                 compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
                              compiled.function, compiled.packed_metadata,
                              None if enter is None else compiled.launch_metadata(grid, stream, *args),
-                             enter, runtime.launch_exit_hook, *args)
+                             enter, leave, *args)
                 return
         compiled = self.kernel[grid](*tensors, *ints, **self.meta)
         # kept when a direct launch passes what this one bound: every runtime argument given, none defaulted

@@ -180,10 +180,11 @@ class _Compiled:
         self.function, self.packed_metadata, self.launches = object(), object(), []
 
     def launch_metadata(self, grid, stream, *args):
-        return None
+        return ("metadata", grid, stream)
 
     def run(self, g0, g1, g2, stream, function, packed, launch_metadata, enter, exit_, *args):
         self.launches.append(((g0, g1, g2), stream, args))
+        self.hooks = (launch_metadata, enter, exit_)
 
 
 class _Driver:
@@ -235,7 +236,9 @@ def test_direct_launch_reuses_only_its_own_specialization(fake_triton):
     launcher((5, 2), (x, y), (64, 1))
     assert len(compiles) == 1, "same specialization: launched directly"
     compiled = launcher._compiled[next(iter(launcher._compiled))]
-    assert compiled.launches == [((5, 2, 1), 100, (x, y, 64, 1, 64))]
+    # with no launch hook installed: tensors by their addresses, no metadata, no hooks
+    assert compiled.launches == [((5, 2, 1), 100, (x.data_ptr(), y.data_ptr(), 64, 1, 64))]
+    assert compiled.hooks == (None, None, None)
     for tensors, ints in [((x, y), (48, 1)),  # another integer
                           ((x, y), (64, 16)),
                           ((x[1:], y), (64, 1)),  # 4 bytes in: not 16-byte aligned
@@ -252,6 +255,30 @@ def test_direct_launch_reuses_only_its_own_specialization(fake_triton):
     for tensors, n in [((x, y), 7), ((x, y), 7), ((x[4:], y), 7), ((x[1:], y), 8), ((x[1:], y), 8)]:
         launcher((1, 1), tensors, (64, 1), token)
         assert len(compiles) == n, f"with a layout token: {n - 6} compiles expected, got {len(compiles) - 6}"
+
+
+def test_a_launch_hook_sees_what_triton_gives_it(fake_triton):
+    """With a launch hook installed (a profiler's, say) a direct launch passes the tensors themselves, the
+    launch metadata and the hooks, as ``kernel[grid]`` does; removed again, the launch is the bare one."""
+    from triton import knobs
+
+    kernel, compiles, _ = fake_triton
+    launcher = host.Launcher(kernel, dict(BLOCK=64))
+    x = torch.zeros(64)
+    launcher((1,), (x, x), (64, 1))
+    compiled = launcher._compiled[next(iter(launcher._compiled))]
+    seen = []
+    knobs.runtime.launch_enter_hook.add(seen.append)
+    try:
+        launcher((2,), (x, x), (64, 1))
+        metadata, enter, exit_ = compiled.hooks
+        assert metadata == ("metadata", (2,), 100) and enter is knobs.runtime.launch_enter_hook
+        assert exit_ is knobs.runtime.launch_exit_hook and compiled.launches[-1][2][:2] == (x, x)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(seen.append)
+    launcher((3,), (x, x), (64, 1))
+    assert compiled.hooks == (None, None, None) and compiled.launches[-1][2][:2] == (x.data_ptr(), x.data_ptr())
+    assert len(compiles) == 1
 
 
 def test_no_direct_launch_with_pre_run_hooks_or_in_the_interpreter(fake_triton, monkeypatch):
