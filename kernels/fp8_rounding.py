@@ -113,8 +113,9 @@ def div_rn_by(y, s, SOFTWARE: tl.constexpr):
     2**100 or 2**-100 (``RCP_FOLD``): a power of two changes no quotient, puts ``s`` inside the exact
     range, and is itself exact for ``y`` (its magnitude is at most about 448 ``s``) unless ``y`` becomes
     subnormal, which happens only for quotients below 2**-86. This per-block select replaced a check of
-    the whole tile (a reduction and a branch to ``div_rn``) on every producer program: 1-5% of the
-    producer's time at M from 64 to 2048 on an H200 (``PRODUCER_LAYOUT_MEASUREMENT``).
+    the whole tile (a reduction and a branch to per-element ``div_rn``); on an H200 both cost about the
+    same against the reciprocal with neither (a median 1.6-1.7% of the producer's time;
+    ``SM90_DISPATCH_MEASUREMENT``), and the kernel no longer carries a second division path.
     A ``q0`` of zero is kept as it is (``-0.0`` stays ``-0.0``; ``y / inf`` is a signed zero).
     The interpreter (``SOFTWARE``) always divides: Triton 3.6's interpreter rounds an fma twice.
     """

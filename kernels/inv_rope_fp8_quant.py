@@ -231,6 +231,15 @@ class LaunchConfig:
         check_int("LaunchConfig.min_programs", self.min_programs, minimum=0)
 
 
+def warps_per_program(cfg: LaunchConfig, hb: int) -> int:
+    """The warps of a program taking ``hb`` heads (:func:`heads_per_program`): ``cfg.num_warps`` are for
+    ``cfg.heads_per_program`` heads, and a straight-kernel program given fewer heads keeps the warps
+    per head (at least one warp)."""
+    if cfg.block_tokens_m != 1 or hb >= cfg.heads_per_program:
+        return cfg.num_warps
+    return max(1, cfg.num_warps * hb // cfg.heads_per_program)
+
+
 def heads_per_program(cfg: LaunchConfig, n_heads: int, rows: int) -> int:
     """The heads one straight-kernel program takes over ``rows`` token rows (pad4(M)): the largest power
     of two <= ``cfg.heads_per_program`` dividing ``n_heads`` whose launch keeps ``cfg.min_programs``
@@ -258,11 +267,12 @@ DISPATCH_TABLES["sm90"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J on Hopper: NEOX's rows, but from M=2048 4 heads per program only where 16384 programs remain
-#: (TEP8 M=2048 keeps 2; SM90_DISPATCH_MEASUREMENT)
+#: GPT-J on Hopper: from M=1024 8 heads per program with 2 warps (fewer heads, one warp per 4, where
+#: the launch would keep too few programs: TEP8 M=1024 and M=2048 take 2 heads, one warp); below, 2
+#: heads (SM90_DISPATCH_MEASUREMENT)
 DISPATCH_TABLES["sm90-gptj"] = (
-    (2048, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=16384)),
-    (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
+    (2048, LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=16384)),
+    (1024, LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
 #: GPT-J rows not aligned to a pair (split in registers): 2 heads per program (SM90_DISPATCH_MEASUREMENT)
@@ -318,7 +328,15 @@ SM90_DISPATCH_MEASUREMENT = (
     "2 heads at 8192 programs and tep8 M=2048 2 heads at 16384). NEOX's launches timed the same as before the change (dep8 "
     "M=8192 4 heads 440.6 vs 445.4). GPT-J rows not aligned to a pair, split in registers (the probe's 'split' "
     "variant), are fastest with 2 heads (dep8 M=8192 608.4 vs 625.9 with 4; tep8 M=8192 80.3 vs 85.4): their "
-    "own table, sm90-gptj-split."
+    "own table, sm90-gptj-split. Then with div_rn_by folding each divisor into its exact range instead of "
+    "checking the tile, reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s15call3.json (same probe and "
+    "card; the check it replaced, against the reciprocal with neither, in ...-s15call1.json): both cost a median "
+    "1.6-1.7% of a launch's time, but GPT-J's launches moved: 4 heads with 1 warp went from 448.4 to 467.8 us at "
+    "dep8 M=8192 while 8 heads with 2 warps went from 454.5 to 443.8 (tep8 M=8192 62.4 against 66.6; dep8 M=2048 "
+    "114.8 against 117.9; dep8 M=1024 60.4 against 63.0); NEOX's 4 heads, 1 warp took 450.0 (442.7 before; "
+    "within 1.7%). So GPT-J takes 8 heads with 2 warps from M=1024, and a program given fewer heads (to keep "
+    "the programs min_programs asks) keeps 1 warp per 4 heads: tep8 M=2048 2 heads, 1 warp, 21.4 us (8 heads "
+    "22.1, 4 heads 22.3), tep8 M=1024 2 heads, 14.3 (4 heads 15.0)."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
@@ -575,7 +593,7 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
                 NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
                 PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits],
-                num_warps=cfg.num_warps, **_platform.gpu_launch_options())
+                num_warps=warps_per_program(cfg, hb), **_platform.gpu_launch_options())
     if btm == 1:
         return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages)), grid
     return host.Launcher(_inv_rope_fp8_quant_loop, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)), grid
@@ -585,9 +603,10 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
 def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool, pair_bits: int) -> provenance.Run:
     """The provenance record of one dispatch (built once per configuration; recording it is a count).
     GPT-J's records say how the rotation pairs were read: as words, or split in registers."""
+    hb = heads_per_program(cfg, n_heads, rows)
     facts = dict(kernel="straight" if cfg.block_tokens_m == 1 else "loop", block_tokens_m=cfg.block_tokens_m,
-                 tokens_per_iter=cfg.tokens_per_iter, heads_per_program=heads_per_program(cfg, n_heads, rows),
-                 num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                 tokens_per_iter=cfg.tokens_per_iter, heads_per_program=hb, num_warps=warps_per_program(cfg, hb),
+                 num_stages=cfg.num_stages)
     if not is_neox:
         facts["gptj_pairs"] = f"{pair_bits}-bit words" if pair_bits else "split in registers"
     return provenance.Run("producer", "triton", mode, tuple(sorted(facts.items())))

@@ -130,18 +130,32 @@ def test_gptj_pairs_need_an_aligned_output_too(device):
 def test_hopper_dispatch_keeps_enough_programs():
     """Hopper's producer rows take several heads per program only where the launch keeps enough
     programs: at TEP8 M=64 (16 heads, 1024 programs with one head) a program's latency is the time,
-    and one head was faster on an H200; NEOX takes 4 heads from M=1024 where 8192 programs remain,
-    GPT-J too but from M=2048 only where 16384 do (TEP8 M=2048 keeps 2;
-    kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is
-    taken as it is."""
-    from kernels.inv_rope_fp8_quant import _config, heads_per_program
+    and one head was faster on an H200; NEOX takes 4 heads from M=1024 where 8192 programs remain;
+    GPT-J takes 8 heads with 2 warps from M=1024 where 8192 programs remain, from M=2048 where 16384
+    do, and a program given fewer heads keeps one warp per 4 (TEP8 M=1024 and 2048: 2 heads, one warp;
+    kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is taken as it is."""
+    from kernels.inv_rope_fp8_quant import _config, heads_per_program, warps_per_program
 
-    def hb(arch, heads, m):
-        return heads_per_program(_config(m, arch, True, None, None, None), heads, pad4(m))
+    def launch(arch, heads, m):
+        cfg = _config(m, arch, True, None, None, None)
+        hb = heads_per_program(cfg, heads, pad4(m))
+        return hb, warps_per_program(cfg, hb)
 
-    cases = [(16, 64), (16, 256), (128, 64), (16, 1024), (128, 1024), (16, 2048), (16, 8192), (128, 8192), (1, 8192)]
-    assert [hb("sm90", h, m) for h, m in cases] == [1, 2, 2, 2, 4, 4, 4, 4, 1]
-    assert [hb("sm90-gptj", h, m) for h, m in cases] == [1, 2, 2, 2, 4, 2, 4, 4, 1]
+    cases = [(16, 64), (16, 256), (128, 64), (16, 1024), (128, 1024), (16, 2048), (16, 4096), (16, 8192),
+             (128, 8192), (1, 8192)]
+    assert [launch("sm90", h, m) for h, m in cases] == [(1, 1), (2, 1), (2, 1), (2, 1), (4, 1), (4, 1), (4, 1),
+                                                         (4, 1), (4, 1), (1, 1)]
+    assert [launch("sm90-gptj", h, m) for h, m in cases] == [(1, 1), (2, 1), (2, 1), (2, 1), (8, 2), (2, 1), (4, 1),
+                                                              (8, 2), (8, 2), (1, 1)]
+    # what launches is what the record says: the program's heads and warps
+    from kernels.inv_rope_fp8_quant import ProducerProblem, _launch_plan, _producer_run
+    for groups, m, want in ((1, 2048, (2, 1)), (8, 2048, (8, 2))):
+        problem = ProducerProblem(m, groups, 16, 512, 448, 64, False)
+        cfg = _config(m, "sm90-gptj", True, None, None, None)
+        launcher, grid = _launch_plan(problem, cfg, m, torch.bfloat16, tl.int64, True, 32)
+        run = _producer_run("gpu", cfg, groups * 16, m, False, 32)
+        assert (launcher.meta["HEADS"], launcher.meta["num_warps"]) == want, launcher.meta
+        assert (run.detail("heads_per_program"), run.detail("num_warps")) == want and grid == (m, groups * 16 // want[0])
     forced = _config(64, "sm90", True, None, None, 2)
     assert heads_per_program(forced, 16, 64) == 2
     with pytest.raises(ValueError, match="min_programs: expected an int >= 0"):
@@ -150,8 +164,8 @@ def test_hopper_dispatch_keeps_enough_programs():
 
 def test_config_for_reads_the_layouts_own_table(monkeypatch):
     """On an architecture with a GPT-J table, config_for gives GPT-J that table's row and NEOX the
-    architecture's (Hopper at M=8192: 4 heads per program for both, GPT-J from 16384 programs, NEOX
-    from 8192); a forced straight kernel keeps the row for its M."""
+    architecture's (Hopper at M=8192: NEOX 4 heads per program from 8192 programs, GPT-J 8 heads with
+    2 warps from 16384); a forced straight kernel keeps the row for its M."""
     import importlib
 
     producer = importlib.import_module("kernels.inv_rope_fp8_quant")  # the package's name is the function
@@ -160,6 +174,7 @@ def test_config_for_reads_the_layouts_own_table(monkeypatch):
     assert producer.config_for(8192, cpu, is_neox=True).heads_per_program == 4
     assert producer.config_for(8192, cpu, is_neox=True).min_programs == 8192
     assert producer.config_for(8192, cpu, is_neox=False).min_programs == 16384
+    assert producer.config_for(8192, cpu, is_neox=False).heads_per_program == 8
     assert producer.config_for(512, cpu, is_neox=False).heads_per_program == 2
     assert producer.config_for(8192, cpu, is_neox=False, pair_words=False).heads_per_program == 2  # split rows
     assert producer.config_for(64, cpu, 1, is_neox=True).heads_per_program == 2
