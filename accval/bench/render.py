@@ -63,16 +63,16 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write(result: dict, out_dir: Path) -> Path:
+def write(result: dict, out_dir: Path, stem: str | None = None) -> Path:
     """``<device>-<date>-<time>.json``, ``.md`` and ``.png`` (median us against M per op) under
-    ``out_dir``; returns the JSON's path."""
+    ``out_dir`` (``stem`` names them instead: a run's JSON rendered again); returns the JSON's path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{result['device'].replace(' ', '_')}-{result['date']}-{_dt.datetime.now():%H%M%S}"
+    stem = stem or f"{result['device'].replace(' ', '_')}-{result['date']}-{_dt.datetime.now():%H%M%S}"
     (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
     (out_dir / f"{stem}.md").write_text(to_markdown(result))
     ops = list(dict.fromkeys(r["op"] for r in result["rows"]))
