@@ -407,8 +407,9 @@ def _config(m, arch, on_cuda, block_tokens_m, tokens_per_iter, heads_per_program
         cfg = straight if block_tokens_m == 1 else LaunchConfig(block_tokens_m, 2, 2)
     else:
         cfg = next(c for min_m, c in table if m >= min_m)
-    if heads_per_program is not None:  # forced: taken as it is
-        cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program, min_programs=0)
+    if heads_per_program is not None:  # forced: taken as it is, with the row's warps per head
+        cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program, min_programs=0,
+                                  num_warps=warps_per_program(cfg, heads_per_program))
     if tokens_per_iter is None and not on_cuda:
         tokens_per_iter = cfg.block_tokens_m
     if tokens_per_iter is not None:

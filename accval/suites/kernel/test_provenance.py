@@ -158,6 +158,8 @@ def test_hopper_dispatch_keeps_enough_programs():
         assert (run.detail("heads_per_program"), run.detail("num_warps")) == want and grid == (m, groups * 16 // want[0])
     forced = _config(64, "sm90", True, None, None, 2)
     assert heads_per_program(forced, 16, 64) == 2
+    forced = _config(8192, "sm90-gptj", True, None, None, 2)  # the row's 2 warps per 8 heads: one warp
+    assert (heads_per_program(forced, 128, 8192), forced.num_warps) == (2, 1)
     with pytest.raises(ValueError, match="min_programs: expected an int >= 0"):
         dataclasses.replace(forced, min_programs=-1)
 
