@@ -129,11 +129,6 @@ def _is_cuda_kernel(compiled) -> bool:
             and all(hasattr(compiled, name) for name in ("run", "function", "packed_metadata", "launch_metadata")))
 
 
-def _base(arg):
-    """The tensor a kernel argument points into: itself, or a TMA descriptor's base."""
-    return arg.base if _TensorDescriptor is not None and type(arg) is _TensorDescriptor else arg
-
-
 def _arg_layout(arg) -> object:
     """What Triton specializes a tensor argument on besides its alignment: its dtype; for a TMA
     descriptor also its block shape (and its padding mode)."""
@@ -182,7 +177,8 @@ class Launcher:
                 if layout is None:
                     layout = (ints, *[_arg_layout(t) for t in tensors])
                 ptrs = [t if type(t) is _TensorDescriptor else t.data_ptr() for t in tensors]
-                key = (device, _knobs.runtime.debug, layout, *[_base(t).data_ptr() % 16 == 0 for t in tensors])
+                key = (device, _knobs.runtime.debug, layout,
+                       *[(p.base.data_ptr() if type(p) is _TensorDescriptor else p) % 16 == 0 for p in ptrs])
             else:
                 if layout is None:
                     layout = (ints, *[t.dtype for t in tensors])

@@ -240,6 +240,15 @@ def warps_per_program(cfg: LaunchConfig, hb: int) -> int:
     return max(1, cfg.num_warps * hb // cfg.heads_per_program)
 
 
+def launched_config(cfg: LaunchConfig, n_heads: int, m: int) -> str:
+    """``cfg`` as a report names it, with the heads and warps per program a straight-kernel launch over
+    ``n_heads`` heads and ``m`` tokens takes from it (the row's counts are upper bounds)."""
+    if cfg.block_tokens_m != 1:
+        return str(cfg)
+    hb = heads_per_program(cfg, n_heads, pad4(m))
+    return f"{cfg}: launched {hb} heads, {warps_per_program(cfg, hb)} warps per program"
+
+
 def heads_per_program(cfg: LaunchConfig, n_heads: int, rows: int) -> int:
     """The heads one straight-kernel program takes over ``rows`` token rows (pad4(M)): the largest power
     of two <= ``cfg.heads_per_program`` dividing ``n_heads`` whose launch keeps ``cfg.min_programs``
@@ -267,9 +276,9 @@ DISPATCH_TABLES["sm90"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J on Hopper: from M=1024 8 heads per program with 2 warps (fewer heads, one warp per 4, where
-#: the launch would keep too few programs: TEP8 M=1024 and M=2048 take 2 heads, one warp); below, 2
-#: heads (SM90_DISPATCH_MEASUREMENT)
+#: GPT-J on Hopper: from M=1024 8 heads per program with 2 warps; where that would leave fewer programs
+#: than min_programs, fewer heads with 1 warp (TEP8 M=1024 and M=2048: 2 heads, 1 warp); below M=1024,
+#: 2 heads (SM90_DISPATCH_MEASUREMENT)
 DISPATCH_TABLES["sm90-gptj"] = (
     (2048, LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=16384)),
     (1024, LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=8192)),
@@ -384,7 +393,8 @@ def config_for(m: int, device: torch.device, block_tokens_m: int | None = None,
     A forced ``block_tokens_m == 1`` keeps the table's straight-kernel row for ``m`` (warps, heads per
     program) when the table has one. In the interpreter the loop kernel takes all BTM tokens in one
     iteration by default (the interpreter's cost is per operation, not per element); on the GPU the
-    table decides. ``heads_per_program`` overrides the straight kernel's heads per program.
+    table decides. ``heads_per_program`` overrides the straight kernel's heads per program (fewer than
+    the row's keep its warps per head, at least one warp: :func:`warps_per_program`).
     ``is_neox`` picks the layout's table where an architecture has one per layout
     (``DISPATCH_TABLES["<arch>-gptj"]``); ``pair_words=False`` (GPT-J rows split in registers, see
     :func:`pair_word_bits`) that split's table where there is one (``"<arch>-gptj-split"``).
@@ -407,7 +417,7 @@ def _config(m, arch, on_cuda, block_tokens_m, tokens_per_iter, heads_per_program
         cfg = straight if block_tokens_m == 1 else LaunchConfig(block_tokens_m, 2, 2)
     else:
         cfg = next(c for min_m, c in table if m >= min_m)
-    if heads_per_program is not None:  # forced: taken as it is, with the row's warps per head
+    if heads_per_program is not None:  # forced: taken as it is; fewer heads than the row's, fewer warps
         cfg = dataclasses.replace(cfg, heads_per_program=heads_per_program, min_programs=0,
                                   num_warps=warps_per_program(cfg, heads_per_program))
     if tokens_per_iter is None and not on_cuda:
@@ -561,6 +571,8 @@ def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
     if fp8.stride(-1) != 1 or scale.stride(-1) != 1:
         raise ValueError(f"fp8/scale: expected buffers whose last dim is contiguous (stride 1), got strides "
                          f"{fp8.stride()} and {scale.stride()}")
+    if fp8.device != o.device or scale.device != o.device:  # a direct launch passes addresses unchecked
+        raise ValueError(f"fp8/scale: expected buffers on o's device {o.device}, got {fp8.device} and {scale.device}")
     launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting(),
                                   pair_word_bits(p, o, fp8))
     return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),

@@ -294,8 +294,8 @@ REG_LAUNCHES = [LaunchConfig(1, 1, 1, heads_per_program=hb) for hb in (2, 4)]
 
 def reg_cap_subs(cap: int) -> list[tuple[str, str]]:
     """The substitution that launches the producer with at most ``cap`` registers per thread."""
-    launch = "num_warps=cfg.num_warps, **_platform.gpu_launch_options())"
-    return [(launch, launch.replace("num_warps=cfg.num_warps,", f"num_warps=cfg.num_warps, maxnreg={cap},"))]
+    launch = "num_warps=warps_per_program(cfg, hb), **_platform.gpu_launch_options())"
+    return [(launch, launch.replace("**_platform", f"maxnreg={cap}, **_platform"))]
 
 
 def regs_part(rows: list) -> None:
@@ -372,8 +372,6 @@ def producer_part(rows: list) -> None:
                 cells.append(f"{tag} {us:.1f}{'' if same else ' DIFFERS'}")
             print(f"producer {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
 
-#: the producer's kernel file with substitutions: "split" reads GPT-J's rotation pairs as the fallback does
-#: for rows not aligned to a pair (the row split into even and odd elements in registers), never as words
 #: what folding each divisor into the reciprocal's exact range costs (``div_rn_by``: a select per block
 #: and a multiply per element): the reciprocal and correction without it (wrong for divisors outside
 #: [2**-80, 2**100], the same bits on the probe's inputs)
@@ -386,6 +384,9 @@ def _div_no_fold(y, s):
 
 @triton.jit
 def _unpack_pairs""")
+#: the producer's kernel file with substitutions: "split" reads GPT-J's rotation pairs as the fallback does
+#: for rows not aligned to a pair (the row split into even and odd elements in registers), never as words;
+#: "no-fold" divides without div_rn_by's fold (above)
 LAYOUT_VARIANTS = {
     "shipped": [],
     "split": [("PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits],", "PAIR_WORD=None,")],

@@ -13,7 +13,7 @@ from kernels import provenance
 from kernels.baselines import upstream_style_producer
 from kernels.fp8_block_bmm import consumer_launches
 from kernels.host import bare_launch
-from kernels.inv_rope_fp8_quant import config_for, launch_producer, producer_launch
+from kernels.inv_rope_fp8_quant import config_for, launch_producer, launched_config, producer_launch
 from kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
 
 from .render import write
@@ -100,7 +100,7 @@ def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False, reps
     # written), timed the same way. What the memory gives at this size, with the launch and tail
     # latency a small kernel pays, which a ceiling measured on large copies does not show.
     timings[COPY_SAME_BYTES] = (*copy_us(nbytes // 2, reps_ms), None)
-    configs = {"accval": str(cfg), UPSTREAM_STYLE: f"one program per (token, head), {UPSTREAM_STYLE_WARPS} warps",
+    configs = {"accval": launched_config(cfg, g * hpg, m), UPSTREAM_STYLE: f"one program per (token, head), {UPSTREAM_STYLE_WARPS} warps",
                COPY_SAME_BYTES: "fastest of 1/4/8-byte element copies"}
     bare = as_called_us(bare_launch([producer_launch(p, o, pos, cache, fp8, scale, cfg)]), timings["accval"][0])
     rows = []

@@ -199,14 +199,6 @@ def test_div_rn_by_gives_the_bits_of_a_correctly_rounded_division(device):
     assert torch.equal(codes(got), codes(want)), "a quotient below 2**-11 changed its float8 code"
 
 
-def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """fp32 fma, emulated: the product of two fp32 numbers is exact in x87 extended precision; the sum is
-    rounded there (64 bits) and then to fp32. That equals one rounding unless the 64-bit sum lands on
-    an fp32 tie it was not on: never for the residual (an exact cancellation), possible in principle
-    for the correction (the GPU test runs the real fma)."""
-    return (a.astype(np.longdouble) * b.astype(np.longdouble) + c.astype(np.longdouble)).astype(np.float32)
-
-
 def test_div_rn_by_an_infinite_scale_gives_y_over_inf(device):
     """A block whose scale is infinite (its amax overflowed) divides as IEEE does: a zero of y's sign for
     a finite y, NaN for an infinite one; the blocks beside it are not disturbed."""

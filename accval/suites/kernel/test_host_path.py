@@ -257,6 +257,25 @@ def test_direct_launch_reuses_only_its_own_specialization(fake_triton):
         assert len(compiles) == n, f"with a layout token: {n - 6} compiles expected, got {len(compiles) - 6}"
 
 
+def test_direct_launch_passes_tma_descriptors_as_they_are(fake_triton):
+    """A launcher of TMA descriptors passes each descriptor itself (Triton's launcher unpacks it) and each
+    plain tensor by its address; its key reads the descriptor's base, so a new base address on the same
+    alignment launches directly and one off 16 bytes does not."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    kernel, compiles, _ = fake_triton
+    launcher = host.Launcher(kernel, dict(BLOCK=64), descriptors=True)
+    x, y = torch.zeros(64, 64), torch.zeros(64)
+    first = TensorDescriptor(x, [64, 64], [64, 1], [16, 16])
+    launcher((1,), (first, y), (64, 1))
+    again = TensorDescriptor(x.clone(), [64, 64], [64, 1], [16, 16])
+    launcher((2,), (again, y), (64, 1))
+    compiled = launcher._compiled[next(iter(launcher._compiled))]
+    assert len(compiles) == 1 and compiled.launches[-1][2][:2] == (again, y.data_ptr())
+    launcher((3,), (first, y[1:]), (64, 1))  # y 4 bytes in
+    assert len(compiles) == 2, "a tensor off 16 bytes beside a descriptor reused an aligned specialization"
+
+
 def test_a_launch_hook_sees_what_triton_gives_it(fake_triton):
     """With a launch hook installed (a profiler's, say) a direct launch passes the tensors themselves, the
     launch metadata and the hooks, as ``kernel[grid]`` does; removed again, the launch is the bare one."""

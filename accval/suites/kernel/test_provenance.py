@@ -125,6 +125,9 @@ def test_gptj_pairs_need_an_aligned_output_too(device):
     strided = torch.zeros(case.n_groups, case.m, 2 * p.k, dtype=F8, device=device)[:, :, ::2]
     with pytest.raises(ValueError, match="last dim is contiguous"):
         producer_launch(p, o, pos, cache, strided, scale, cfg)
+    elsewhere = torch.empty(p.fp8_shape(), dtype=F8, device="meta")  # a direct launch would take its address
+    with pytest.raises(ValueError, match="on o's device"):
+        producer_launch(p, o, pos, cache, elsewhere, scale, cfg)
 
 
 def test_hopper_dispatch_keeps_enough_programs():
@@ -156,6 +159,9 @@ def test_hopper_dispatch_keeps_enough_programs():
         run = _producer_run("gpu", cfg, groups * 16, m, False, 32)
         assert (launcher.meta["HEADS"], launcher.meta["num_warps"]) == want, launcher.meta
         assert (run.detail("heads_per_program"), run.detail("num_warps")) == want and grid == (m, groups * 16 // want[0])
+    from kernels.inv_rope_fp8_quant import launched_config
+    assert launched_config(_config(2048, "sm90-gptj", True, None, None, None), 16, 2048).endswith(
+        "launched 2 heads, 1 warps per program")
     forced = _config(64, "sm90", True, None, None, 2)
     assert heads_per_program(forced, 16, 64) == 2
     forced = _config(8192, "sm90-gptj", True, None, None, 2)  # the row's 2 warps per 8 heads: one warp
