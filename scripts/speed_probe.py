@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -29,6 +29,8 @@ layouts   both RoPE layouts at 1-8 heads per program and 1-2 warps, with the ker
           ``LAYOUT_VARIANTS`` and (``--baseline FILE``) another version of the file; outputs compared
           bit for bit with the public function's
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
+fusedsum  the consumer at M <= 256 with its K splits added in its one launch (scripts/fused_split_k.py)
+          against the shipped two launches: CUDA-graph median, as called, bits compared
 """
 
 from __future__ import annotations
@@ -437,6 +439,38 @@ def _per_call_us(fn, calls=2000) -> float:
     return best
 
 
+def fusedsum_part(rows: list) -> None:
+    """The consumer at M <= 256 with its K splits added in its one launch (``scripts/fused_split_k.py``)
+    against the shipped two launches, each at the shipped dispatch's launch: CUDA-graph median and as
+    called (no graph, host path included), output compared bit for bit with the shipped consumer's."""
+    from scripts.fused_split_k import fused_split_bmm
+
+    for shape in ("dep8", "tep8"):
+        for m in (1, 64, 256):
+            (a, a_scale, w, ws), n, k, out, base = consumer_setup(shape, m)
+            cfg = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
+            want = kernels.fp8_block_bmm(a, a_scale, w, ws)
+            try:
+                got = fused_split_bmm(a, a_scale, w, ws, cfg)
+                torch.cuda.synchronize()
+                fused = timing.time_cuda(lambda: fused_split_bmm(a, a_scale, w, ws, cfg), REPS_MS).median_us
+            except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+                rows.append({"part": "fusedsum", "shape": shape, "M": m, "config": str(cfg),
+                             "error": f"{type(e).__name__}: {e}"[:300]})
+                print(f"fusedsum {shape} M={m}: {type(e).__name__}: {e}"[:300], flush=True)
+                continue
+            same = bool(torch.equal(got.view(torch.int16), want.view(torch.int16)))
+            called = {"shipped": timing.as_called_us(lambda: kernels.fp8_block_bmm(a, a_scale, w, ws), base["shipped"]),
+                      "fused": timing.as_called_us(lambda: fused_split_bmm(a, a_scale, w, ws, cfg), fused)}
+            rows.append({"part": "fusedsum", "shape": shape, "M": m, "config": str(cfg), "us": fused, "bit_same": same,
+                         "as_called_us": called["fused"], "shipped_as_called_us": called["shipped"],
+                         "vs_scaled_mm": base["scaled_mm"] / fused, **base})
+            print(f"fusedsum {shape} M={m} split {cfg.split_k}: graph fused {fused:.1f} shipped {base['shipped']:.1f} "
+                  f"scaled_mm {base['scaled_mm']:.1f} (x{base['scaled_mm'] / fused:.2f}); as called fused "
+                  f"{called['fused']:.1f} shipped {called['shipped']:.1f}; {'same bits' if same else 'DIFFERS'}",
+                  flush=True)
+
+
 def host_part(rows: list) -> None:
     from kernels import host
 
@@ -494,7 +528,8 @@ def main() -> int:
     run = {"prefetch": lambda: prefetch_part(ms(), rows), "consumer": lambda: consumer_part(ms(), rows),
            "smallm": lambda: smallm_part(rows), "division": lambda: division_part(rows), "regs": lambda: regs_part(rows),
            "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
-           "producer": lambda: producer_part(rows), "host": lambda: host_part(rows)}
+           "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
+           "fusedsum": lambda: fusedsum_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

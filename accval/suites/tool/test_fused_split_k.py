@@ -1,0 +1,38 @@
+"""The probe's one-launch split-K consumer (scripts/fused_split_k.py) gives the shipped consumer's bits:
+its last program per tile adds the splits' partials in the order the shipped sum kernel does. Run in
+the interpreter here (programs one after another), on the GPU by ``speed_probe.py --parts fusedsum``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import kernels
+from kernels.fp8_block_bmm import ConsumerConfig
+
+ROOT = Path(__file__).resolve().parents[3]
+if not (ROOT / "scripts" / "fused_split_k.py").exists():
+    pytest.skip("scripts/ is in the repository, not in an installed accval", allow_module_level=True)
+sys.path.insert(0, str(ROOT))
+
+from scripts.fused_split_k import _COUNTS, fused_split_bmm  # noqa: E402
+
+
+@pytest.mark.parametrize("g,m,split", [(2, 5, 4), (1, 9, 3), (3, 1, 2)])
+def test_fused_splits_give_the_two_launch_bits(g, m, split):
+    torch.manual_seed(g * 100 + m)
+    n, k = 128, 512
+    w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(g, n, k) * 0.05)
+    o = torch.randn(m, g, k, dtype=torch.bfloat16)
+    pos = torch.arange(m)
+    cache = torch.randn(64, 64)
+    a, a_scale = kernels.inv_rope_fp8_quant(o, pos, cache, g, 1, k - 64, 64)
+    cfg = ConsumerConfig(16, 64, 4, 2, split, prefetch_scales=True)
+    want = kernels.launch_consumer(a, a_scale, w_fp8, w_scale, torch.empty(g, m, n, dtype=torch.bfloat16), cfg)
+    for _ in range(2):  # the second launch reuses the counts the first left zeroed
+        got = fused_split_bmm(a, a_scale, w_fp8, w_scale, cfg)
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert not _COUNTS[a.device].any(), "a tile's count was left set"
