@@ -345,7 +345,10 @@ SM90_DISPATCH_MEASUREMENT = (
     "114.8 against 117.9; dep8 M=1024 60.4 against 63.0); NEOX's 4 heads, 1 warp took 450.0 (442.7 before; "
     "within 1.7%). So GPT-J takes 8 heads with 2 warps from M=1024, and a program given fewer heads (to keep "
     "the programs min_programs asks) keeps 1 warp per 4 heads: tep8 M=2048 2 heads, 1 warp, 21.4 us (8 heads "
-    "22.1, 4 heads 22.3), tep8 M=1024 2 heads, 14.3 (4 heads 15.0)."
+    "22.1, 4 heads 22.3), tep8 M=1024 2 heads, 14.3 (4 heads 15.0). What Triton 3.6 compiles for sm90 "
+    "(reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s15.log): with the fold GPT-J takes 128 registers "
+    "at 4 heads, 1 warp (120 with the check) and 96 at 8 heads, 2 warps; NEOX 96 at both; every launch has one "
+    "layout conversion (two with the check's reduction)."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "

@@ -1,7 +1,8 @@
 """Compile the consumer's Triton kernels for a Hopper GPU on any machine (no GPU needed) and say what the
 compiler made of their k loop; with ``--against REV``, whether another revision's kernels compile to
 the same instructions; with ``--producer``, what the producer's straight kernel costs in registers,
-shared memory and layout conversions at each layout and heads per program.
+shared memory and layout conversions at each layout and the heads and warps per program the
+Hopper tables give.
 
     python scripts/kernel_ir.py [--against REV] [--arch 90] [--out DIR]
     python scripts/kernel_ir.py --producer [--arch 90] [--json]
@@ -160,16 +161,20 @@ def resources(compiled) -> dict:
             "layout_conversions": ttgir.count("ttg.convert_layout")}
 
 
+#: (heads, warps) per program of the straight-kernel launches the Hopper tables give
+PRODUCER_LAUNCHES = ((1, 1), (2, 1), (4, 1), (8, 2))
+
+
 def producer_main(arch: int, as_json: bool) -> int:
     mod = importlib.import_module("kernels.inv_rope_fp8_quant")
     rows = {}
     if not as_json:
-        print(f"triton {triton.__version__}, sm{arch}, producer straight kernel, 1 warp, DeepSeek-V4-Pro head")
+        print(f"triton {triton.__version__}, sm{arch}, producer straight kernel, DeepSeek-V4-Pro head")
     for layout in ("neox", "gptj"):
-        for heads in (1, 2, 4):
-            name = f"{layout} {heads} head{'s' if heads > 1 else ''}"
+        for heads, warps in PRODUCER_LAUNCHES:
+            name = f"{layout} {heads} head{'s' if heads > 1 else ''} {warps} warp{'s' if warps > 1 else ''}"
             try:
-                rows[name] = resources(compile_producer(mod, layout == "neox", heads, arch))
+                rows[name] = resources(compile_producer(mod, layout == "neox", heads, arch, warps))
             except Exception as e:  # noqa: BLE001 - a Triton without this backend: a row
                 rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
             if not as_json:

@@ -41,13 +41,18 @@ def test_prefetched_scales_are_used_one_iteration_later(facts, variant):
 
 def test_producer_resources_are_reported_for_every_launch():
     """``kernel_ir.py --producer`` (run in its own process): registers, spills, shared memory and layout conversions of the straight
-    kernel at both layouts and 1, 2, 4 heads per program (the facts SM90_DISPATCH_MEASUREMENT cites).
-    More heads per program never take fewer registers, and every launch converts a layout at least once
-    (the block scales, reduced across threads, are stored in another layout)."""
+    kernel at both layouts and the heads and warps per program the Hopper tables give: 1, 2, 4 heads with
+    1 warp, 8 with 2 (the facts SM90_DISPATCH_MEASUREMENT cites). With one warp more heads per program
+    never take fewer registers, and every launch converts a layout at least once (the block scales,
+    reduced across threads, are stored in another layout)."""
     run = subprocess.run([sys.executable, str(SCRIPT), "--producer", "--json"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(run.stdout.strip().splitlines()[-1])
-    assert sorted(rows) == sorted(f"{lay} {h} head{'s' if h > 1 else ''}" for lay in ("neox", "gptj") for h in (1, 2, 4))
+
+    def launch_name(lay, h, w):
+        return f"{lay} {h} head{'s' if h > 1 else ''} {w} warp{'s' if w > 1 else ''}"
+
+    assert sorted(rows) == sorted(launch_name(lay, h, w) for lay in ("neox", "gptj") for h, w in ((1, 1), (2, 1), (4, 1), (8, 2)))
     if all("error" in r for r in rows.values()):
         pytest.skip(f"this Triton cannot compile for sm90 here: {next(iter(rows.values()))['error']}")
     for name, r in rows.items():
@@ -57,6 +62,6 @@ def test_producer_resources_are_reported_for_every_launch():
 
     has_cuobjdump = (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump").exists()
     for lay in ("neox", "gptj"):
-        regs = [rows[f"{lay} {h} head{'s' if h > 1 else ''}"]["registers"] for h in (1, 2, 4)]
+        regs = [rows[launch_name(lay, h, 1)]["registers"] for h in (1, 2, 4)]
         if has_cuobjdump or None not in regs:  # Triton ships cuobjdump: then every count must be read
             assert None not in regs and regs == sorted(regs) and regs[0] > 0, (lay, regs)
