@@ -158,7 +158,28 @@ def resources(compiled) -> dict:
             regs, stack = int(found.group(1)), int(found.group(2))
     ttgir = compiled.asm["ttgir"]
     return {"registers": regs, "spill_stack_bytes": stack, "shared_bytes": compiled.metadata.shared,
-            "layout_conversions": ttgir.count("ttg.convert_layout")}
+            "layout_conversions": ttgir.count("ttg.convert_layout"), "ptx_instructions": ptx_instructions(compiled)}
+
+
+def ptx_instructions(compiled) -> int:
+    """The instructions in the kernel's PTX (a program's serial work where one program's latency is the time)."""
+    count = 0
+    for line in compiled.asm["ptx"].splitlines():
+        line = line.strip()
+        if line and not line.startswith(("//", ".", "{", "}", ")", "(")) and not line.endswith((":", ",")):
+            count += 1
+    return count
+
+
+def compile_upstream_style(is_neox: bool, arch: int, num_warps: int = 1):
+    """``kernels.baselines``' upstream-style kernel (one program per token and head) at the same head."""
+    from kernels.baselines import _upstream_style_kernel as fn
+
+    const = dict(HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, FP8_MAX=448.0, AMAX_FLOOR=1e-10)
+    sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
+    divisible = [i for i, p in enumerate(fn.params) if p.name in PRODUCER_POINTERS or p.name in PRODUCER_DIVISIBLE]
+    src = ASTSource(fn, sig, const, attrs={(i,): [["tt.divisibility", 16]] for i in divisible})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=num_warps, num_stages=1))
 
 
 #: (heads, warps) per program of the straight-kernel launches the Hopper tables give
@@ -179,6 +200,13 @@ def producer_main(arch: int, as_json: bool) -> int:
                 rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
             if not as_json:
                 print(f"{name:14s} " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
+        name = f"{layout} upstream-style 1 warp"
+        try:
+            rows[name] = resources(compile_upstream_style(layout == "neox", arch))
+        except Exception as e:  # noqa: BLE001 - a Triton without this backend: a row
+            rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        if not as_json:
+            print(f"{name:14s} " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
     if as_json:
         print(json.dumps(rows))
     return 0

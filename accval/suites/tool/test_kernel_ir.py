@@ -42,7 +42,8 @@ def test_prefetched_scales_are_used_one_iteration_later(facts, variant):
 def test_producer_resources_are_reported_for_every_launch():
     """``kernel_ir.py --producer`` (run in its own process): registers, spills, shared memory and layout conversions of the straight
     kernel at both layouts and the heads and warps per program the Hopper tables give: 1, 2, 4 heads with
-    1 warp, 8 with 2 (the facts SM90_DISPATCH_MEASUREMENT cites). With one warp more heads per program
+    1 warp, 8 with 2 (the facts SM90_DISPATCH_MEASUREMENT cites), and the upstream-style kernel's, with
+    each kernel's PTX instruction count. With one warp more heads per program
     never take fewer registers, and every launch converts a layout at least once (the block scales,
     reduced across threads, are stored in another layout)."""
     run = subprocess.run([sys.executable, str(SCRIPT), "--producer", "--json"], capture_output=True, text=True, timeout=600)
@@ -52,7 +53,9 @@ def test_producer_resources_are_reported_for_every_launch():
     def launch_name(lay, h, w):
         return f"{lay} {h} head{'s' if h > 1 else ''} {w} warp{'s' if w > 1 else ''}"
 
-    assert sorted(rows) == sorted(launch_name(lay, h, w) for lay in ("neox", "gptj") for h, w in ((1, 1), (2, 1), (4, 1), (8, 2)))
+    ours = [launch_name(lay, h, w) for lay in ("neox", "gptj") for h, w in ((1, 1), (2, 1), (4, 1), (8, 2))]
+    assert sorted(rows) == sorted(ours + [f"{lay} upstream-style 1 warp" for lay in ("neox", "gptj")])
+    assert all(rows[name].get("ptx_instructions", 1) > 0 for name in rows)
     if all("error" in r for r in rows.values()):
         pytest.skip(f"this Triton cannot compile for sm90 here: {next(iter(rows.values()))['error']}")
     for name, r in rows.items():
