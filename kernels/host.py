@@ -62,18 +62,22 @@ except ImportError:  # pragma: no cover - a Triton without host TMA descriptors
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
 
+#: the tensor types a plan is made for (a subclass may intercept operations)
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 def plain_tensor(t: object) -> bool:
     """A tensor the public functions may plan and launch for directly: ``torch.Tensor`` itself or an
     ``nn.Parameter`` (weights), never a subclass that intercepts operations (FakeTensor, DTensor, ...)."""
-    return type(t) is torch.Tensor or type(t) is torch.nn.Parameter
+    return type(t) in _PLAIN_TYPES
 
 
 def layout_key(*tensors) -> tuple | None:
     """What a layout check reads of each tensor (shape, strides, dtype, device; never data), or None
     when one of them is not a plain tensor (the caller then validates in full)."""
     key = []
-    for t in tensors:  # plain_tensor inlined: this runs on every call
-        if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+    for t in tensors:  # plain_tensor's rule, without a call per tensor: this runs on every call
+        if type(t) not in _PLAIN_TYPES:
             return None
         key.append((t.shape, t.stride(), t.dtype, t.device))
     return tuple(key)
@@ -187,16 +191,15 @@ class Launcher:
             compiled = self._compiled.get(key)
             if compiled is not None:
                 stream = _driver.active.get_current_stream(device)
+                gx, gy, gz = grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1
                 runtime = _knobs.runtime
                 enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
                 if _idle(enter) and _idle(leave):  # no hook to call: no launch metadata to build for one
-                    compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
-                                 compiled.function, compiled.packed_metadata, None, None, None,
+                    compiled.run(gx, gy, gz, stream, compiled.function, compiled.packed_metadata, None, None, None,
                                  *ptrs, *ints, *self._constexprs)
                     return
                 args = (*tensors, *ints, *self._constexprs)  # a hook sees the tensors, as Triton's launch gives them
-                compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1, stream,
-                             compiled.function, compiled.packed_metadata,
+                compiled.run(gx, gy, gz, stream, compiled.function, compiled.packed_metadata,
                              None if enter is None else compiled.launch_metadata(grid, stream, *args),
                              enter, leave, *args)
                 return
