@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .mutants import CATALOG
 from .pytest_plugin import TESTS_FIRST
-from .testing import NO_SHRINK, child_pytest_env, threads_env
+from .testing import NO_SHRINK, child_pytest_env, plugin_args, threads_env
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 #: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
@@ -71,10 +71,10 @@ def run_suite(suite: str, mutant_id: str, gpu: bool, jobs: int = 1) -> Outcome:
         files = [str(SUITES_DIR / "baseline_pr")]
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", *files, "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-               f"--{m.role}", f"mutant:{m.id}"]
         env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE=os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"),
                                **{NO_SHRINK: "1", TESTS_FIRST: ",".join(CORE_FIRST[m.role])}, **threads_env(jobs))
+        cmd = [sys.executable, "-m", "pytest", *plugin_args(env), *files, "-x", "-q", "-p", "no:cacheprovider",
+               f"--junitxml={junit}", f"--{m.role}", f"mutant:{m.id}"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - t0

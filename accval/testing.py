@@ -83,6 +83,19 @@ def child_pytest_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def plugin_args(env: dict[str, str] | None = None) -> list[str]:
+    """Arguments that give a pytest accval starts itself the ``accval`` plugin (``--producer``,
+    ``--consumer``, the fixtures). pip installs it as a ``pytest11`` entry point, which pytest loads on
+    its own; naming it again with ``-p`` would register it twice, which pytest refuses. A checkout
+    used through ``PYTHONPATH`` (as on the lent GPU) has no entry point, and
+    ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` turns entry points off: then ``-p`` is the only way in."""
+    from importlib.metadata import entry_points
+
+    env = os.environ if env is None else env
+    installed = any(ep.value == "accval.pytest_plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed and not env.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") else ["-p", "accval.pytest_plugin"]
+
+
 #: The environment variables a user sets to choose the thread count themselves; accval leaves it alone then.
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -1,7 +1,12 @@
 """A consumer that adds its K splits inside the one launch: a candidate for issue 21's small-M consumer
 (one launch and its host time fewer), measured by ``scripts/speed_probe.py --parts fusedsum``; not
-shipped. Its k loop repeats the shipped kernel's prefetching loop line for line (kept apart so the
-shipped kernel is untouched until this is measured on a GPU; if it ships, the loop becomes one helper).
+shipped, because it loses. On the H200 (torch 2.11, triton 3.6;
+``reports/kernel/speed-probe-fusedsum-NVIDIA_H200-2026-12-02-s16call1.json``), same bits everywhere, the
+CUDA-graph median wins only at M=1 (DEP8 29.3 vs 30.1 us, TEP8 11.1 vs 13.2) and loses at M=64 and 256
+(TEP8 M=256: 23.5 vs 18.0, the arrival counting and the last program's serial sum), and called without
+a graph it is slower at every size (DEP8 M=1 41.5 vs 27.4 us): the launch it saves costs less than the
+counts buffer and the extra arguments it adds. Its k loop repeats the shipped kernel's prefetching loop
+line for line (kept apart so the shipped kernel stays untouched).
 
 Each program computes its split's fp32 partial as the shipped pointer kernel does with its scales
 prefetched (``kernels.fp8_block_bmm._fp8_block_bmm_kernel``, ``PREFETCH_SCALES``), stores it into the

@@ -21,7 +21,7 @@ import torch
 from accval.implementations import PRODUCERS
 from accval.suites.kernel import test_contract
 from accval.suites.kernel.cases import ProducerCase
-from accval.testing import child_pytest_env
+from accval.testing import child_pytest_env, plugin_args
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = ("torch_producer", "rcp_triton_producer", "ue8m0_gptj_producer")
@@ -35,7 +35,7 @@ CORE = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference"
 
 def _pytest(producer: str, *tests: str) -> subprocess.CompletedProcess:
     env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "--producer",
+    return subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider", "-rs", "--producer",
                            f"examples.{producer}", *tests], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
 
 

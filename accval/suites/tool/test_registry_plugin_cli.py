@@ -13,7 +13,7 @@ from accval.cli import main
 from accval.implementations import CONSUMERS, PRODUCERS, PluginError
 from accval.mutants import CATALOG
 from accval.registry import Registry
-from accval.testing import child_pytest_env
+from accval.testing import child_pytest_env, plugin_args
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -47,7 +47,7 @@ def test_every_mutant_is_registered_under_its_role():
 
 def test_env_variable_selects_the_implementation_and_bad_plugin_is_a_usage_error():
     env = child_pytest_env(ACCVAL_PRODUCER="examples.torch_producer:wrong_signature")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "suites/kernel/test_provenance.py"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "suites/kernel/test_provenance.py"], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error exit code, before any test
     assert "cannot be called with the contract's 9 positional arguments" in proc.stderr
@@ -95,3 +95,15 @@ def test_consumer_config_rejects_bad_sizes():
         kernels.consumer_config(-1, 1024, 8192, 8, torch.device("cpu"))
     with pytest.raises(TypeError, match="k: expected an int"):
         kernels.consumer_config(64, 1024, 8192.0, 8, torch.device("cpu"))
+
+
+def test_mutant_run_loads_the_plugin_when_pytest_does_not(monkeypatch):
+    """A checkout used through PYTHONPATH has no ``pytest11`` entry point (the lent GPU runs accval that
+    way), so pytest would not know ``--producer``: the mutant runner must load the plugin itself, and
+    must not load it twice where pip installed it. ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` stands in for
+    the missing entry point."""
+    from accval import mutation
+
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    outcome = mutation.run_suite("accval", "silent-fallback", gpu=False)
+    assert outcome.ran and outcome.killed, outcome
