@@ -437,6 +437,8 @@ class _TritonLaunch:
     #: (rows of a's descriptor G*M, rows of b's G*N, BLOCK_M, BLOCK_N) for the TMA kernel; None: pointers
     tma: tuple[int, int, int, int] | None
     partial_shape: tuple[int, int, int, int] | None
+    #: elements of the partials (a flat workspace at least this long: the kernels compute its strides)
+    partial_numel: int
     sum_grid: tuple[int, int] | None
     sums: host.Launcher | None
 
@@ -463,10 +465,13 @@ class _TritonLaunch:
         if self.sums is None:
             self.bmm(self.grid, (a, a_scale, b, b_scale, out), bmm_ints, layout)
             return
-        part = torch.empty(self.partial_shape, dtype=torch.float32, device=a_scale.device)
+        part = _PARTIALS(a_scale.device, self.partial_numel, torch.float32)
         self.bmm(self.grid, (a, a_scale, b, b_scale, part), bmm_ints, layout)
         self.sums(self.sum_grid, (part, out), sum_ints, layout)
 
+
+#: the split-K partials of eager calls, one flat fp32 buffer per (device, stream, thread)
+_PARTIALS = host.Workspaces()
 
 #: elements per program of the split-K sum
 SUM_BLOCK = 1024
@@ -488,10 +493,11 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     else:
         bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
     if split == 1:
-        return _TritonLaunch(split, per_split, grid, bmm, tma, None, None, None)
+        return _TritonLaunch(split, per_split, grid, bmm, tma, None, 0, None, None)
     sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software,
                                                   **_platform.gpu_launch_options()))
-    return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), (cdiv(m * n, SUM_BLOCK), g), sums)
+    return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), split * g * m * n, (cdiv(m * n, SUM_BLOCK), g),
+                         sums)
 
 
 def _tma_layout_ok(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:

@@ -37,6 +37,7 @@ and Triton's other compile-time knobs (instrumentation), both process settings.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
 import torch
@@ -112,6 +113,48 @@ class PlanCache:
 
     def __len__(self) -> int:
         return len(self._plans)
+
+
+class Workspaces:
+    """Scratch buffers a launch writes and a later launch on the same stream reads (the consumer's split-K
+    partials), reused instead of allocated per call: ``workspaces(device, numel, dtype)`` is a flat
+    buffer of at least ``numel`` elements.
+
+    One buffer per (device, stream, thread, dtype): launches on one stream run in order, so a call's
+    second kernel has read the buffer before the next call's first kernel writes it; another stream,
+    or another thread on the same stream (whose launches may interleave with this thread's), gets its
+    own. A larger request replaces the buffer (the caching allocator keeps the old memory from other
+    streams until this stream's work on it is done). While the current stream is being captured into
+    a CUDA graph every request is a fresh allocation: the graph keeps its own memory, and a replay
+    must not share a buffer with eager calls on another stream. At most ``max_entries`` buffers (then
+    it starts over: memory a dropped buffer held returns to the caching allocator, which reuses it on
+    its stream only after the work queued there).
+    """
+
+    def __init__(self, max_entries: int = 64):
+        self.max_entries = max_entries
+        self._buffers: dict = {}
+
+    def __call__(self, device: torch.device, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        if device.type == "cuda":
+            if torch.cuda.is_current_stream_capturing():
+                return torch.empty(numel, dtype=dtype, device=device)
+            stream = torch._C._cuda_getCurrentRawStream(device.index)
+        else:  # the CPU interpreter runs each launch to completion
+            stream = 0
+        key = (device, stream, threading.get_ident(), dtype)
+        buf = self._buffers.get(key)
+        if buf is None or buf.numel() < numel:
+            if buf is None and len(self._buffers) >= self.max_entries:  # threads come and go: start over
+                self._buffers.clear()
+            buf = self._buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buf
+
+    def clear(self) -> None:
+        self._buffers.clear()
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
 
 #: compiled kernels a launcher keeps (one per specialization seen); beyond it the dict starts over

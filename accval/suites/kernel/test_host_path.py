@@ -356,3 +356,65 @@ def test_consumer_launches_give_the_public_calls_bits(device):
         for launcher, grid, tensors, ints in launches:
             launcher(grid, tensors, ints)
         assert torch.equal(out, kernels.fp8_block_bmm(a, a_scale, b, b_scale)), (g, m)
+
+
+def _fresh_partials_result(a, a_scale, b, b_scale):
+    """The consumer's bits through ``consumer_launches``, whose split-K partials are its own allocation."""
+    out = torch.empty(a.shape[0], a.shape[1], b.shape[1], dtype=torch.bfloat16, device=a.device)
+    for launcher, grid, tensors, ints in consumer_launches(a, a_scale, b, b_scale, out):
+        launcher(grid, tensors, ints)
+    return out
+
+
+def test_split_k_partials_are_reused_per_stream_and_thread(device):
+    """Eager split-K calls take their partials from one buffer per (device, stream, thread): a smaller
+    problem after a larger one reuses it, a larger one replaces it, another thread gets its own, and
+    every result has the bits of a launch with freshly allocated partials."""
+    import threading
+
+    from kernels.fp8_block_bmm import _PARTIALS
+
+    big = _consumer_inputs(device, g=2, m=40, n=128, k=512)
+    small = _consumer_inputs(device, g=1, m=8, n=128, k=512)
+    bigger = _consumer_inputs(device, g=2, m=40, n=128, k=1024)
+    _PARTIALS.clear()
+    with provenance.capture() as ran:
+        got_big = kernels.fp8_block_bmm(*big)
+        got_small = kernels.fp8_block_bmm(*small)
+        got_bigger = kernels.fp8_block_bmm(*bigger)
+    # on an H200 (132 SMs) as on the interpreter's 8: every case splits K, or this checks nothing
+    assert all(r.detail("split_k") > 1 for r in ran), ran
+    _PARTIALS.clear()
+    got_big = kernels.fp8_block_bmm(*big)
+    first = _PARTIALS.nbytes()
+    got_small = kernels.fp8_block_bmm(*small)
+    assert _PARTIALS.nbytes() == first, "a smaller problem must reuse the buffer"
+    got_bigger = kernels.fp8_block_bmm(*bigger)
+    assert _PARTIALS.nbytes() > first, "a larger problem must replace the buffer with one that holds it"
+    in_thread = {}
+    worker = threading.Thread(target=lambda: in_thread.update(out=kernels.fp8_block_bmm(*big), nbytes=_PARTIALS.nbytes()))
+    worker.start()
+    worker.join()
+    assert in_thread["nbytes"] > _PARTIALS.nbytes() - 1 and len(_PARTIALS._buffers) == 2, "another thread shares the buffer"
+    for inputs, got in ((big, got_big), (small, got_small), (bigger, got_bigger), (big, in_thread["out"])):
+        assert torch.equal(got, _fresh_partials_result(*inputs))
+
+
+@pytest.mark.gpu
+def test_graph_capture_takes_fresh_partials():
+    """While a stream is captured, a split-K call's partials are a fresh allocation (the graph's own
+    memory), never the eager buffer of the capture stream: a replay on another stream would race with
+    eager calls on that one. The replay gives the eager call's bits."""
+    from kernels.fp8_block_bmm import _PARTIALS
+
+    inputs = _consumer_inputs("cuda", g=2, m=40, n=128, k=512)
+    eager = kernels.fp8_block_bmm(*inputs)
+    _PARTIALS.clear()
+    side = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        captured = kernels.fp8_block_bmm(*inputs)
+    assert _PARTIALS.nbytes() == 0, "the capture took the eager partials buffer"
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(eager, captured)
