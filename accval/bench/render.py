@@ -41,7 +41,9 @@ def to_markdown(result: dict) -> str:
               f"**{result['copy_ceiling_tb_per_s']:.2f} TB/s**. Times: do_bench median and p20-p80 of CUDA-graph "
               "replays (no host launch overhead), L2 flushed before each repetition; a row timed otherwise says so. "
               "\"as called\": median us per call of the public function (host path included: validation, dispatch, "
-              "allocation, provenance) called back to back without a graph.", ""]
+              "allocation, provenance) called back to back without a graph. "
+              f"`{COPY_SAME_BYTES}` rows (the producer's, and the consumer's at small M): a device copy moving that op's "
+              "bytes, a reference for what the memory gives at that size, not a baseline.", ""]
     copies = same_size_copy(result)
     if copies:
         lines += ["## The producer against a copy of its own size", "",

@@ -17,7 +17,7 @@ from kernels.inv_rope_fp8_quant import config_for, launch_producer, launched_con
 from kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
 
 from .render import write
-from .targets import COPY_SAME_BYTES, UPSTREAM_STYLE
+from .targets import CONSUMER_SMALL_M, COPY_SAME_BYTES, UPSTREAM_STYLE
 from .timing import (
     DSV4_PRO,
     LAYOUTS,
@@ -134,6 +134,11 @@ def consumer_rows(m, g, ceiling, shape, reps_ms=None):
                         per_s(flops, med), 100 * per_s(nbytes, med) / ceiling, how,
                         str(kernels.consumer_config(m, n, k, g, a.device)) if ours else "",
                         "", as_called_us(fn, med) if ours else None, bare if ours else None))
+    if m <= CONSUMER_SMALL_M:  # a reference, as for the producer: the consumer's bytes as a plain device copy
+        nbytes = tensor_bytes(a, a_scale, w_fp8, w_scale) + g * m * n * 2
+        med, p20, p80, how = copy_us(nbytes // 2, reps_ms)
+        rows.append(Row("consumer", COPY_SAME_BYTES, shape, m, g, med, p20, p80, nbytes, 0, per_s(nbytes, med), 0.0,
+                        100 * per_s(nbytes, med) / ceiling, how, "fastest of 1/4/8-byte element copies"))
     return rows
 
 

@@ -66,6 +66,22 @@ def test_host_path_target_names_the_bare_launch_of_its_worst_shape():
     assert _target(_result(rows), "producer host path")["reference"] == ""
 
 
+def test_small_m_consumer_target_names_what_a_copy_of_its_bytes_takes():
+    """Next to the consumer's worst case against 2x torch._scaled_mm at small M the report says what a
+    plain copy of the consumer's bytes took there and what time the target asks for: the bandwidth
+    floor the kernel cannot go under. The copy row is no producer copy."""
+    rows = [_row("accval-triton", "tep8", 64, 14.8, layout="", op="consumer"),
+            _row("torch-scaled-mm", "tep8", 64, 20.1, layout="", op="consumer"),
+            _row(targets.COPY_SAME_BYTES, "tep8", 64, 8.3, layout="", op="consumer"),
+            _row("accval-triton", "dep8", 256, 56.2, layout="", op="consumer"),
+            _row("torch-scaled-mm", "dep8", 256, 218.3, layout="", op="consumer")]
+    t = _target(_result(rows), "consumer vs torch._scaled_mm blockwise, M <= 256")
+    assert (t["measured"], t["where"], t["met"]) == ("1.36x", "tep8 M=64", False)
+    assert t["reference"] == "a copy of its bytes: 8.3 us; 2x torch._scaled_mm asks for <= 10.1 us"
+    assert targets.same_size_copy(_result(rows)) == []
+    assert _target(_result(rows[3:]), "consumer vs torch._scaled_mm blockwise, M <= 256")["reference"] == ""
+
+
 def test_rows_without_a_layout_are_neox():
     """Reports written before layouts were measured have producer rows without one: NEOX."""
     old = _row("accval", "tep8", 64, 7.0)
