@@ -10,6 +10,8 @@ calling the op:
   triton launch   each of its kernels launched with ``kernel[grid](...)``, arguments and buffers built
                   beforehand: Triton's own launch path (binding, specialization, cache lookup)
   bare launch     each of its compiled kernels called with pre-built arguments (``compiled[grid](*args)``)
+  bare + outputs  the same, after allocating the tensors the public call returns (``torch.empty``):
+                  the floor of any Python function that launches these kernels and returns new tensors
   upstream-style  the producer as the field ships it (``kernels.baselines``), as a caller calls it
 
 and four columns, us:
@@ -142,6 +144,18 @@ def _launch_rows(launches, cuda: bool) -> dict:
     return rows
 
 
+def _with_outputs(bare, outputs, device):
+    """``bare`` after allocating what the public call returns (``torch.empty`` of each (shape, dtype)):
+    the floor of a Python function that launches these kernels and returns new tensors. The launch
+    writes its own pre-built buffers; the allocations are what is timed."""
+    def call():
+        for shape, dtype in outputs:
+            torch.empty(shape, dtype=dtype, device=device)
+        bare()
+
+    return call
+
+
 def _producer_call(m: int, g: int, sizes: dict, device):
     """A producer call's arguments at DeepSeek ``sizes``, its validated layout and its launch."""
     o, pos, cache = producer_inputs(m, g, sizes, device)
@@ -160,13 +174,18 @@ def measure(ms, shapes, sizes: dict, device, timer: Timer, progress=print) -> li
             args, p, launch = _producer_call(m, g, sizes, device)
             ways = {"accval": lambda args=args: kernels.inv_rope_fp8_quant(*args)}
             ways.update(_launch_rows([launch], timer.cuda))
+            outputs = ((p.fp8_shape(), kernels.FP8_DTYPE), (p.scale_shape(), torch.float32))
             if timer.cuda:
+                ways["bare + outputs"] = _with_outputs(ways["bare launch"], outputs, device)
                 ways["upstream-style"] = lambda args=args: upstream_style_producer(*args, True, num_warps=UPSTREAM_STYLE_WARPS)
             a, a_scale, w_fp8, w_scale = consumer_inputs(m, g, sizes, device)
             out = torch.empty(g, m, sizes["o_lora_rank"], dtype=torch.bfloat16, device=device)
             consumer_ways = {"accval": lambda a=a, a_scale=a_scale, w=w_fp8, ws=w_scale: kernels.fp8_block_bmm(a, a_scale, w, ws)}
             c_launches = consumer_launches(a, a_scale, w_fp8, w_scale, out)
             consumer_ways.update(_launch_rows(c_launches, timer.cuda))
+            if timer.cuda:
+                consumer_ways["bare + outputs"] = _with_outputs(consumer_ways["bare launch"], [(tuple(out.shape), out.dtype)],
+                                                                device)
             timer.sync()  # the inputs exist before any timer's side stream reads them
             launchers = {"producer": [launch[0]], "consumer": [lc for lc, *_ in c_launches]}
             for op, table in (("producer", ways), ("consumer", consumer_ways)):
