@@ -309,8 +309,8 @@ def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
     if not cuda:
         _stand_in_for_triton()
     from kernels import host
+    from kernels.fp8_block_bmm import _PARTIALS, validate_consumer_args
     from kernels.fp8_block_bmm import _plan as consumer_plan
-    from kernels.fp8_block_bmm import validate_consumer_args
     from kernels.inv_rope_fp8_quant import _plan as producer_plan
     device = torch.device("cuda" if cuda else "cpu")
     allocator = "CUDA caching allocator" if cuda else "CPU allocator"
@@ -353,9 +353,10 @@ def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
                 "validate_consumer_args (a new layout)": lambda: validate_consumer_args(a, a_scale, w_fp8, w_scale, None, True),
                 "plan lookup (layout key, dict, per-call checks)": lambda: consumer_plan(a, a_scale, w_fp8, w_scale, None,
                                                                                          "triton", True),
-                f"allocation: out and split partials ({allocator})": lambda: (
-                    torch.empty(g, m, DSV4_PRO["o_lora_rank"], dtype=torch.bfloat16, device=device),
-                    *[torch.empty(part.shape, dtype=part.dtype, device=device) for part in partials]),
+                f"allocation: out ({allocator})": lambda: torch.empty(
+                    g, m, DSV4_PRO["o_lora_rank"], dtype=torch.bfloat16, device=device),
+                **({"split partials: the reused workspace": lambda: _PARTIALS(
+                    device, partials[0].numel(), partials[0].dtype)} if partials else {}),
                 f"launch x{len(launches)}: kernel[grid] (Triton's path)": lambda: [
                     lc.kernel[gr](*t, *i, **lc.meta) for lc, gr, t, i in launches],
                 f"launch x{len(launches)}: kernels.host.Launcher (direct)": lambda: [lc(gr, t, i) for lc, gr, t, i in launches],
