@@ -263,14 +263,18 @@ class Launcher:
         return len(self._compiled)
 
 
-def bare_launch(launches) -> Callable[[], None]:
+def bare_launch(launches, outputs=()) -> Callable[[], None]:
     """A function that launches ``launches`` (``(launcher, grid, tensors, ints)`` tuples, as
     ``producer_launch`` and ``consumer_launches`` give them) by calling each compiled kernel with its
     arguments bound beforehand: no validation, dispatch, allocation, key or provenance, only Triton's
     compiled launcher. What launching these kernels costs a Python caller with nothing else (the
     benchmarks' floor for a host path). Building it launches each kernel once through
     ``kernel[grid]`` (compiling it if needed), writing into the given outputs. CUDA only (the
-    interpreter has no compiled kernels)."""
+    interpreter has no compiled kernels).
+
+    ``outputs``: ``(shape, dtype)`` of each tensor a public call returns; the function allocates them
+    (``torch.empty`` on the launches' device) before launching, as a function returning new tensors
+    must, and drops them: the floor of such a function. The kernels still write the given buffers."""
     runners = []
     for launch in launches:
         if launch is None:
@@ -281,8 +285,11 @@ def bare_launch(launches) -> Callable[[], None]:
         if not _is_cuda_kernel(compiled):
             raise ValueError(f"bare_launch: expected kernels compiled for a CUDA GPU, got {type(compiled).__name__}")
         runners.append((compiled[tuple(grid) + (1,) * (3 - len(grid))], launcher.args(tensors, ints)))
+    device = launches[0][2][-1].device if launches else None
 
     def launch() -> None:
+        for shape, dtype in outputs:
+            torch.empty(shape, dtype=dtype, device=device)
         for runner, args in runners:
             runner(*args)
 

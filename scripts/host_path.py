@@ -144,18 +144,6 @@ def _launch_rows(launches, cuda: bool) -> dict:
     return rows
 
 
-def _with_outputs(bare, outputs, device):
-    """``bare`` after allocating what the public call returns (``torch.empty`` of each (shape, dtype)):
-    the floor of a Python function that launches these kernels and returns new tensors. The launch
-    writes its own pre-built buffers; the allocations are what is timed."""
-    def call():
-        for shape, dtype in outputs:
-            torch.empty(shape, dtype=dtype, device=device)
-        bare()
-
-    return call
-
-
 def _producer_call(m: int, g: int, sizes: dict, device):
     """A producer call's arguments at DeepSeek ``sizes``, its validated layout and its launch."""
     o, pos, cache = producer_inputs(m, g, sizes, device)
@@ -176,7 +164,7 @@ def measure(ms, shapes, sizes: dict, device, timer: Timer, progress=print) -> li
             ways.update(_launch_rows([launch], timer.cuda))
             outputs = ((p.fp8_shape(), kernels.FP8_DTYPE), (p.scale_shape(), torch.float32))
             if timer.cuda:
-                ways["bare + outputs"] = _with_outputs(ways["bare launch"], outputs, device)
+                ways["bare + outputs"] = bare_launch([launch], outputs)
                 ways["upstream-style"] = lambda args=args: upstream_style_producer(*args, True, num_warps=UPSTREAM_STYLE_WARPS)
             a, a_scale, w_fp8, w_scale = consumer_inputs(m, g, sizes, device)
             out = torch.empty(g, m, sizes["o_lora_rank"], dtype=torch.bfloat16, device=device)
@@ -184,8 +172,7 @@ def measure(ms, shapes, sizes: dict, device, timer: Timer, progress=print) -> li
             c_launches = consumer_launches(a, a_scale, w_fp8, w_scale, out)
             consumer_ways.update(_launch_rows(c_launches, timer.cuda))
             if timer.cuda:
-                consumer_ways["bare + outputs"] = _with_outputs(consumer_ways["bare launch"], [(tuple(out.shape), out.dtype)],
-                                                                device)
+                consumer_ways["bare + outputs"] = bare_launch(c_launches, [(tuple(out.shape), out.dtype)])
             timer.sync()  # the inputs exist before any timer's side stream reads them
             launchers = {"producer": [launch[0]], "consumer": [lc for lc, *_ in c_launches]}
             for op, table in (("producer", ways), ("consumer", consumer_ways)):

@@ -34,7 +34,9 @@ def to_markdown(result: dict) -> str:
                   "(no validation, dispatch, allocation or provenance), timed like \"as called\", minus the same "
                   "CUDA-graph time: what launching alone adds on this host. Near zero or below it when the kernels "
                   "outlast the launches (back to back, the launches hide behind them, and inputs stay in L2 where "
-                  "the graph timing flushes it).", ""]
+                  "the graph timing flushes it). \"Bare after allocating its outputs\": the same launches after "
+                  "allocating the tensors the public call returns: the floor of any Python function that launches "
+                  "these kernels and returns new tensors.", ""]
     lines += [f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
               f"(sm, mem, max sm, power) {result['clocks']}", "",
               f"Device copy ceiling ({_ceiling_how(result)}, fastest of 1/4/8-byte element copies, same process): "

@@ -64,6 +64,9 @@ class Row:
     #: accval rows: the same, for its kernels launched bare into buffers made beforehand (compiled
     #: kernels, arguments bound: ``kernels.host.bare_launch``), what launching alone costs on this host
     bare_as_called_us: float | None = None
+    #: the same after allocating the tensors the public call returns: the floor of any Python function
+    #: that launches these kernels and returns new tensors
+    bare_outputs_as_called_us: float | None = None
 
 
 def _two_step(o, pos, cache, rope, g, is_neox):
@@ -102,12 +105,15 @@ def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False, reps
     timings[COPY_SAME_BYTES] = (*copy_us(nbytes // 2, reps_ms), None)
     configs = {"accval": launched_config(cfg, g * hpg, m), UPSTREAM_STYLE: f"one program per (token, head), {UPSTREAM_STYLE_WARPS} warps",
                COPY_SAME_BYTES: "fastest of 1/4/8-byte element copies"}
-    bare = as_called_us(bare_launch([producer_launch(p, o, pos, cache, fp8, scale, cfg)]), timings["accval"][0])
+    launch = producer_launch(p, o, pos, cache, fp8, scale, cfg)
+    bare = as_called_us(bare_launch([launch]), timings["accval"][0])
+    bare_outputs = as_called_us(bare_launch([launch], [(p.fp8_shape(), fp8.dtype), (p.scale_shape(), scale.dtype)]),
+                                timings["accval"][0])
     rows = []
     for impl, (med, p20, p80, how, called) in timings.items():
         tbs = per_s(nbytes, med)
         rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
-                        configs.get(impl, ""), layout, called, bare if impl == "accval" else None))
+                        configs.get(impl, ""), layout, called, *((bare, bare_outputs) if impl == "accval" else ())))
     return rows
 
 
@@ -129,11 +135,13 @@ def consumer_rows(m, g, ceiling, shape, reps_ms=None):
         ours = impl == "accval-triton"
         if ours:
             out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
-            bare = as_called_us(bare_launch(consumer_launches(a, a_scale, w_fp8, w_scale, out)), med)
+            launches = consumer_launches(a, a_scale, w_fp8, w_scale, out)
+            bare = as_called_us(bare_launch(launches), med)
+            bare_outputs = as_called_us(bare_launch(launches, [(tuple(out.shape), out.dtype)]), med)
         rows.append(Row("consumer", impl, shape, m, g, med, p20, p80, nbytes, flops, per_s(nbytes, med),
                         per_s(flops, med), 100 * per_s(nbytes, med) / ceiling, how,
                         str(kernels.consumer_config(m, n, k, g, a.device)) if ours else "",
-                        "", as_called_us(fn, med) if ours else None, bare if ours else None))
+                        "", as_called_us(fn, med) if ours else None, *((bare, bare_outputs) if ours else ())))
     if m <= CONSUMER_SMALL_M:  # a reference, as for the producer: the consumer's bytes as a plain device copy
         nbytes = tensor_bytes(a, a_scale, w_fp8, w_scale) + g * m * n * 2
         med, p20, p80, how = copy_us(nbytes // 2, reps_ms)

@@ -61,8 +61,12 @@ def test_host_path_target_names_the_bare_launch_of_its_worst_shape():
     host = _target(_result(rows), "producer host path")
     assert (host["measured"], host["where"], host["reference"]) == ("34.0", "tep8 neox M=64", "same, its kernels launched bare: 13.5")
     assert "| 34.0 | tep8 neox M=64 | **no** | same, its kernels launched bare: 13.5 |" in render.to_markdown(_result(rows))
+    rows[1]["bare_outputs_as_called_us"] = 24.0
+    assert _target(_result(rows), "producer host path")["reference"] == (
+        "same, its kernels launched bare: 13.5; bare after allocating its outputs: 18.0")
     for r in rows:
         del r["bare_as_called_us"]
+        r.pop("bare_outputs_as_called_us", None)
     assert _target(_result(rows), "producer host path")["reference"] == ""
 
 
