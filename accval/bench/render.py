@@ -38,7 +38,7 @@ def to_markdown(result: dict) -> str:
                   "allocating the tensors the public call returns: the floor of any Python function that launches "
                   "these kernels and returns new tensors.", ""]
     lines += [f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
-              f"(sm, mem, max sm, power) {result['clocks']}", "",
+              f"(sm, mem, max sm, power) {result['clocks']} · host CPU {result.get('host_cpu', 'not recorded')}", "",
               f"Device copy ceiling ({_ceiling_how(result)}, fastest of 1/4/8-byte element copies, same process): "
               f"**{result['copy_ceiling_tb_per_s']:.2f} TB/s**. Times: do_bench median and p20-p80 of CUDA-graph "
               "replays (no host launch overhead), L2 flushed before each repetition; a row timed otherwise says so. "

@@ -5,6 +5,7 @@ DeepSeek-V4-Pro shapes."""
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import statistics
 import time
@@ -161,12 +162,25 @@ def consumer_inputs(m: int, g: int):
     return a, a_scale, w_fp8, w_scale, n, k
 
 
+def host_cpu() -> str:
+    """The host's CPU model and core count: "as called" times are the host's, and lent GPUs come with
+    hosts of different speeds (the same code's host path measured 2-3x apart on two H200 hosts)."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def environment() -> dict:
     """The header of a result: device, versions, date and clocks."""
     import triton
 
     env = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-           "cuda": torch.version.cuda, "python": platform.python_version(), "date": _dt.date.today().isoformat()}
+           "cuda": torch.version.cuda, "python": platform.python_version(), "date": _dt.date.today().isoformat(),
+           "host_cpu": host_cpu()}
     try:
         import subprocess
 
