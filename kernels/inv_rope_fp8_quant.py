@@ -75,6 +75,10 @@ def _unpack_pairs(w, O_DTYPE: tl.constexpr):
     return first, second
 
 
+#: NEOX programs of at most this many rows (tokens x heads) rotate the rope slice in a tile of its own
+ROPE_APART_MAX_ROWS = tl.constexpr(2)
+
+
 @triton.jit
 def _quant_tokens(
     m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
@@ -109,27 +113,73 @@ def _quant_tokens(
     row_off = m3 * stride_o_m + head[:, None, None] * stride_o_h
     fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
     if IS_NEOX:
-        x = tl.load(o_ptr + row_off + d, mask=live, other=0.0).to(tl.float32)
-        pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
-        r = d - (D - ROPE)
-        is_rope = r >= 0
-        rope_live = live & is_rope
-        first = r < HALF
-        partner = tl.where(first, r + HALF, r - HALF)
-        freq = tl.where(first, r, r - HALF)
-        xp = tl.load(o_ptr + row_off + tl.where(is_rope, D - ROPE + partner, d), mask=rope_live, other=0.0).to(tl.float32)
-        cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
-        cos = tl.load(cs_row, mask=rope_live, other=1.0)
-        sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
-        # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
-        rot = x * cos + xp * tl.where(first, sin, -sin)
-        y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
-        amax = _block_absmax(y, SOFTWARE)  # [R, NBH_P2]; NaN when the block holds a NaN
-        scale = tl.math.div_rn(amax, FP8_MAX)
-        # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
-        safe = tl.where(scale > 0, scale, 1.0)
-        q = tl.where(scale[:, :, None] > 0, div_rn_by(y, safe[:, :, None], SOFTWARE), 0.0)
-        tl.store(fp8_row + d, to_fp8_e4m3(q, FP8_MAX, SOFTWARE), mask=live)
+        if m.shape[0] <= ROPE_APART_MAX_ROWS:
+            # The rope slice (the last ROPE elements, inside the head's last block) rotated in a tile of its
+            # own, [R, ROPE_P2]: the partner, cos and sin loads and the rotation cost each thread ROPE/32
+            # elements instead of D/32, and the row's tile takes the slice's amax in (Triton 3.6, sm90: 548
+            # -> 427 PTX instructions for one head, 875 -> 749 for two). With more rows the two tiles'
+            # registers add up (96 -> 128 at 4 heads): the rows then rotate in the row's tile. Against the
+            # rows' tile in one process on an H200 (reports/kernel/speed-probe-neox-rope-apart-NVIDIA_H200-
+            # 2026-12-03-s17call6.json, same bits): dep8 M=256 22.9 vs 24.2 us, tep8 M=1024 15.0 vs 15.8,
+            # M=1500 18.7 vs 19.8, dep8 M=64 10.7-10.9 vs 10.9-11.2, tep8 M=64 even (6.8), but tep8 M=256
+            # 8.7 vs 8.5: one partial wave, where the slice's own reduction lengthens a program.
+            ROPE_P2: tl.constexpr = 128 if ROPE > 64 else 64 if ROPE > 32 else 32 if ROPE > 16 else 16
+            is_rope = d >= D - ROPE
+            x = tl.load(o_ptr + row_off + d, mask=live & ~is_rope, other=0.0).to(tl.float32)
+            m2 = m[:, None]
+            rr = tl.arange(0, ROPE_P2)[None, :]
+            rope_live = (m2 < M) & (rr < ROPE)
+            first = rr < HALF
+            partner = tl.where(first, rr + HALF, rr - HALF)
+            freq = tl.where(first, rr, rr - HALF)
+            rope_row = o_ptr + m2 * stride_o_m + head[:, None] * stride_o_h + (D - ROPE)
+            xr = tl.load(rope_row + rr, mask=rope_live, other=0.0).to(tl.float32)
+            xp = tl.load(rope_row + partner, mask=rope_live, other=0.0).to(tl.float32)
+            pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None]
+            cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
+            cos = tl.load(cs_row, mask=rope_live, other=1.0)
+            sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
+            # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
+            yr = round_through(xr * cos + xp * tl.where(first, sin, -sin), IN_DTYPE, SOFTWARE)  # [R, ROPE_P2]
+            amax_rope = _nanmax(tl.abs(yr), 1, SOFTWARE)  # [R]; padding lanes are 0
+            last = tl.arange(0, NBH_P2)[None, :] == NBH - 1
+            # [R, NBH_P2]; NaN when the block holds a NaN (the rope lanes of the row's tile are 0)
+            amax_rows = _block_absmax(x, SOFTWARE)
+            amax = tl.where(last, _absmax_nan(amax_rows, amax_rope[:, None]), amax_rows)
+            # the last block's scale in the slice's layout: the same amax (adding the other blocks' zeros is
+            # exact and keeps a NaN), the same division as the row's below
+            amax_last = _absmax_nan(tl.sum(tl.where(last, amax_rows, 0.0), axis=1), amax_rope)
+            scale_r = tl.math.div_rn(amax_last, FP8_MAX)[:, None]
+            # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
+            q_r = tl.where(scale_r > 0, div_rn_by(yr, tl.where(scale_r > 0, scale_r, 1.0), SOFTWARE), 0.0)
+            rope_fp8 = fp8_ptr + (head // HPG)[:, None] * stride_fp8_g + m2 * stride_fp8_m + (head % HPG)[:, None] * D
+            tl.store(rope_fp8 + (D - ROPE) + rr, to_fp8_e4m3(q_r, FP8_MAX, SOFTWARE), mask=rope_live)
+            scale = tl.math.div_rn(amax, FP8_MAX)
+            safe = tl.where(scale > 0, scale, 1.0)
+            q = tl.where(scale[:, :, None] > 0, div_rn_by(x, safe[:, :, None], SOFTWARE), 0.0)
+            tl.store(fp8_row + d, to_fp8_e4m3(q, FP8_MAX, SOFTWARE), mask=live & ~is_rope)
+        else:
+            x = tl.load(o_ptr + row_off + d, mask=live, other=0.0).to(tl.float32)
+            pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None, None]
+            r = d - (D - ROPE)
+            is_rope = r >= 0
+            rope_live = live & is_rope
+            first = r < HALF
+            partner = tl.where(first, r + HALF, r - HALF)
+            freq = tl.where(first, r, r - HALF)
+            xp = tl.load(o_ptr + row_off + tl.where(is_rope, D - ROPE + partner, d), mask=rope_live, other=0.0).to(tl.float32)
+            cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
+            cos = tl.load(cs_row, mask=rope_live, other=1.0)
+            sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
+            # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
+            rot = x * cos + xp * tl.where(first, sin, -sin)
+            y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
+            amax = _block_absmax(y, SOFTWARE)  # [R, NBH_P2]; NaN when the block holds a NaN
+            scale = tl.math.div_rn(amax, FP8_MAX)
+            # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
+            safe = tl.where(scale > 0, scale, 1.0)
+            q = tl.where(scale[:, :, None] > 0, div_rn_by(y, safe[:, :, None], SOFTWARE), 0.0)
+            tl.store(fp8_row + d, to_fp8_e4m3(q, FP8_MAX, SOFTWARE), mask=live)
     else:
         pair = j * 64 + tl.arange(0, 64)[None, None, :]  # pair index within the head
         if PAIR_WORD is not None:

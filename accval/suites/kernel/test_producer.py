@@ -7,9 +7,12 @@ the graded bounds of ``checks.py`` and the run's summary line reports how often 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK
 from kernels.recipes import UE8M0_PER_WORD, scale_values, unpack_ue8m0
@@ -151,3 +154,36 @@ def test_producer_is_faithful_to_math(producer, device, case):
     bound = quant_error_bound(y, s, producer.exact, fi.eps / 2 + 2.0**-9) + fi.smallest_normal * fi.eps / 2 + 1e-30
     assert_within_bound(deq, y, bound, "dequantized producer output vs float64 inverse RoPE",
                         f"{case} producer={producer.name} recipe={producer.recipe.name}")
+
+
+#: straight-kernel programs of 1, 2 and 4 heads and loop-kernel iterations of 1 and 4 tokens: the NEOX
+#: kernel rotates the rope slice in a tile of its own in programs of at most
+#: ``ROPE_APART_MAX_ROWS`` rows, and inside the row's tile in larger ones
+_NEOX_LAUNCHES = ((1, 1, 1, 1, 1), (1, 1, 1, 1, 2), (1, 1, 1, 1, 4), (8, 1, 1, 1, 1), (8, 1, 1, 4, 1))
+
+
+@given(case=producer_cases(max_tokens=40), special=st.sampled_from((None, float("nan"), float("inf"), float("-inf"), 0.0)))
+def test_accval_neox_rope_paths_give_the_same_bits(device, case, special):
+    """accval's NEOX kernel has two ways to rotate the rope slice (``ROPE_APART_MAX_ROWS``): every
+    launch above gives the same codes and scales, compared as raw bits, for every head and rope
+    dimension, with NaN, infinities or zeros placed in the rope slice and in a nope block."""
+    from kernels.inv_rope_fp8_quant import ROPE_APART_MAX_ROWS, LaunchConfig, launch_producer, validate_producer_args
+
+    assert int(ROPE_APART_MAX_ROWS) in (1, 2, 3), "the launches above must cover both ways"
+    case = dataclasses.replace(case, is_neox=True, n_groups=2, heads_per_group=2, m=max(1, case.m // 4))
+    o, pos, cache = make_inputs(case, device)
+    if special is not None:
+        o[0, 0, case.head_dim - 1] = special  # the rope slice's last element (second half of a pair)
+        o[-1, 3, case.head_dim - case.rope_dim] = special  # its first
+        o[0, 1, 0] = special  # a nope element (of the last block when the head is one block)
+    p = validate_producer_args(*case.args(o, pos, cache))
+    outs = []
+    for btm, warps, stages, per_iter, heads in _NEOX_LAUNCHES:
+        fp8 = torch.full(p.fp8_shape(), 1.0, dtype=FP8_DTYPE, device=device)
+        scale = torch.full(p.scale_shape(), -1.0, device=device)
+        launch_producer(p, o, pos, cache, fp8, scale, LaunchConfig(btm, warps, stages, per_iter, heads_per_program=heads))
+        outs.append((fp8.view(torch.uint8).cpu(), scale.view(torch.int32).cpu()))
+    for launch, (codes, scales) in zip(_NEOX_LAUNCHES[1:], outs[1:]):
+        ctx = f"launch {launch} vs {_NEOX_LAUNCHES[0]}; {case} special={special}"
+        assert torch.equal(codes, outs[0][0]), f"codes differ at {int((codes != outs[0][0]).sum())} places; {ctx}"
+        assert torch.equal(scales, outs[0][1]), f"scales differ at {int((scales != outs[0][1]).sum())} places; {ctx}"
