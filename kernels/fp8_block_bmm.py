@@ -457,20 +457,28 @@ class _TritonLaunch:
         return (TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK]),
                 TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK]))
 
-    def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None) -> None:
-        """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers)."""
+    def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None, reuse_partials=False) -> None:
+        """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers).
+        ``reuse_partials``: split-K partials from :data:`_PARTIALS` (an eager call's) rather than a new
+        allocation."""
         bmm_ints, sum_ints = ints
         if self.tma is not None:
             a, b = self.descriptors(a, b, bmm_ints[2])
         if self.sums is None:
             self.bmm(self.grid, (a, a_scale, b, b_scale, out), bmm_ints, layout)
             return
-        part = _PARTIALS(a_scale.device, self.partial_numel, torch.float32)
+        if reuse_partials:
+            part = _PARTIALS(a_scale.device, self.partial_numel, torch.float32)
+        else:
+            part = torch.empty(self.partial_numel, dtype=torch.float32, device=a_scale.device)
         self.bmm(self.grid, (a, a_scale, b, b_scale, part), bmm_ints, layout)
         self.sums(self.sum_grid, (part, out), sum_ints, layout)
 
 
-#: the split-K partials of eager calls, one flat fp32 buffer per (device, stream, thread)
+#: the split-K partials of eager calls of the public function, one flat fp32 buffer per (device, stream,
+#: thread). The custom op allocates its own: under torch.compile's CUDA graphs (cudagraph trees) its
+#: warm-up runs allocate from the graph's private pool without a capture to see, and memory kept past
+#: the call there could be handed to the graph's other tensors.
 _PARTIALS = host.Workspaces()
 
 #: elements per program of the split-K sum
@@ -733,7 +741,7 @@ class _ConsumerPlan:
             check_apart_at("out", out, e_out, [("a", a, e_a), ("a_scale", a_scale, e_as), ("b", b, e_b),
                                                ("b_scale", b_scale, e_bs)])
 
-    def __call__(self, a, a_scale, b, b_scale, out):
+    def __call__(self, a, a_scale, b, b_scale, out, reuse_partials=False):
         if out is None:
             out = torch.empty((self.g, self.m, self.n), dtype=torch.bfloat16, device=self.device)
         if self.triton is not None:
@@ -741,7 +749,7 @@ class _ConsumerPlan:
             if self.pointer is not None and not _tma_aligned(a, b):
                 launch, record = self.pointer
             if self.m:
-                launch(a, a_scale, b, b_scale, out, self.triton_ints, self)
+                launch(a, a_scale, b, b_scale, out, self.triton_ints, self, reuse_partials)
             provenance.emit(record)
         elif self.backend == "torch":
             _run_torch(a, a_scale, b, b_scale, out, self.g, self.m, self.n, self.k)
@@ -837,7 +845,7 @@ def fp8_block_bmm(a, a_scale, b, b_scale, out=None, *, backend="triton", check_c
     if host.eager_call():  # first: under torch.compile the plan cache is not traced
         plan = _plan(a, a_scale, b, b_scale, out, backend, check_contract)
         if plan is not None:
-            return plan(a, a_scale, b, b_scale, out)
+            return plan(a, a_scale, b, b_scale, out, reuse_partials=True)
     validate_consumer_args(a, a_scale, b, b_scale, out, check_contract)
     if out is None:
         return torch.ops.accval.fp8_block_bmm(a, a_scale, b, b_scale, backend, check_contract)

@@ -139,6 +139,8 @@ class Workspaces:
         if device.type == "cuda":
             if torch.cuda.is_current_stream_capturing():
                 return torch.empty(numel, dtype=dtype, device=device)
+            if device.index is None:  # "cuda": the current device, as torch.empty reads it
+                device = torch.device("cuda", torch.cuda.current_device())
             stream = torch._C._cuda_getCurrentRawStream(device.index)
         else:  # the CPU interpreter runs each launch to completion
             stream = 0

@@ -163,7 +163,7 @@ def consumer_inputs(m: int, g: int):
 
 
 def host_cpu() -> str:
-    """The host's CPU model and core count: "as called" times are the host's, and lent GPUs come with
+    """The host's CPU model and logical CPU count: "as called" times are the host's, and lent GPUs come with
     hosts of different speeds (the same code's host path measured 2-3x apart on two H200 hosts)."""
     name = platform.processor() or platform.machine()
     try:
@@ -171,7 +171,7 @@ def host_cpu() -> str:
             name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
-    return f"{name}, {os.cpu_count()} cores"
+    return f"{name}, {os.cpu_count()} logical CPUs"
 
 
 def environment() -> dict:

@@ -392,12 +392,32 @@ def test_split_k_partials_are_reused_per_stream_and_thread(device):
     got_bigger = kernels.fp8_block_bmm(*bigger)
     assert _PARTIALS.nbytes() > first, "a larger problem must replace the buffer with one that holds it"
     in_thread = {}
-    worker = threading.Thread(target=lambda: in_thread.update(out=kernels.fp8_block_bmm(*big), nbytes=_PARTIALS.nbytes()))
+    worker = threading.Thread(target=lambda: in_thread.update(out=kernels.fp8_block_bmm(*big)))
     worker.start()
     worker.join()
-    assert in_thread["nbytes"] > _PARTIALS.nbytes() - 1 and len(_PARTIALS._buffers) == 2, "another thread shares the buffer"
+    buffers = list(_PARTIALS._buffers.values())
+    assert len(buffers) == 2 and buffers[0].data_ptr() != buffers[1].data_ptr(), "another thread shares the buffer"
     for inputs, got in ((big, got_big), (small, got_small), (bigger, got_bigger), (big, in_thread["out"])):
         assert torch.equal(got, _fresh_partials_result(*inputs))
+
+
+def test_the_custom_op_allocates_its_own_partials(device):
+    """Only the public function's eager calls reuse the partials buffer: the custom op (what torch.compile,
+    dispatch modes and opcheck run) allocates per call, since under torch.compile's CUDA graphs its
+    warm-up allocations come from the graph's private pool, which a kept buffer must not hold."""
+    from kernels.fp8_block_bmm import _PARTIALS
+
+    inputs = _consumer_inputs(device, g=2, m=40, n=128, k=512)
+    _PARTIALS.clear()
+    with provenance.capture() as ran:
+        got = torch.ops.accval.fp8_block_bmm(*inputs, "triton", True)
+        with FlopCounterMode(display=False):  # a dispatch mode: the public function goes through the op
+            counted = kernels.fp8_block_bmm(*inputs)
+    assert ran[0].detail("split_k") > 1, ran
+    assert _PARTIALS.nbytes() == 0, "the op path kept a partials buffer"
+    eager = kernels.fp8_block_bmm(*inputs)
+    assert _PARTIALS.nbytes() > 0, "the eager path no longer reuses its buffer: this test checks nothing"
+    assert torch.equal(got, eager) and torch.equal(counted, eager)
 
 
 @pytest.mark.gpu
@@ -418,3 +438,6 @@ def test_graph_capture_takes_fresh_partials():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(eager, captured)
+    # "cuda" without an index is the current device's buffer
+    current = torch.device("cuda", torch.cuda.current_device())
+    assert _PARTIALS(torch.device("cuda"), 16, torch.float32) is _PARTIALS(current, 16, torch.float32)
