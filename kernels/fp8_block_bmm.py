@@ -6,6 +6,8 @@
 Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that cannot run raises:
   * ``"triton"``: one grouped Triton kernel for all groups. Like production consumers, it reads
     ``a_scale`` with the m-stride ``pad4(M)`` it computes itself and ignores the tensor's strides.
+    On an sm90 GPU its large grids run the same arithmetic as a Gluon kernel
+    (:mod:`kernels.fp8_block_bmm_wgmma`: explicit asynchronous wgmma), same bits.
   * ``"torch"``: ``torch._scaled_mm`` blockwise (1x128 x 128x128), one call per group; CUDA only.
   * ``"emulated"``: the Triton kernel's arithmetic in torch, on any device (the FP8 chain of the A/B
     on a CPU). Like the kernel it reads ``a`` and ``a_scale`` from their storage with the strides it
@@ -25,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _platform, host, provenance
+from . import _platform, fp8_block_bmm_wgmma, host, provenance
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -245,11 +247,15 @@ class ConsumerConfig:
     tma: bool = False
     #: load block k+1's scales before block k's dot (same arithmetic, same bits)
     prefetch_scales: bool = False
+    #: the Gluon kernel (:mod:`kernels.fp8_block_bmm_wgmma`; sm90 only, TMA loads, ``num_stages`` TMA
+    #: buffers): block k+1's wgmma runs while block k is scaled (same arithmetic, same bits). Where it
+    #: cannot run, the call runs the Triton launch of :func:`_triton_for`, and says so
+    wgmma: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
             check_int(f"ConsumerConfig.{name}", getattr(self, name))
-        for name in ("defer_scale", "tma", "prefetch_scales"):
+        for name in ("defer_scale", "tma", "prefetch_scales", "wgmma"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ConsumerConfig.{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if self.tma and self.defer_scale:
@@ -262,6 +268,17 @@ class ConsumerConfig:
         if self.block_n not in (16, 32, 64, 128):
             raise ValueError(f"ConsumerConfig.block_n: expected one of 16, 32, 64, 128 (a tile takes one weight "
                              f"scale column), got {self.block_n}")
+        if self.wgmma:
+            if not self.tma or self.split_k != 1 or self.prefetch_scales:
+                raise ValueError("ConsumerConfig: wgmma reads its tiles by TMA, unsplit, each block's scales loaded "
+                                 f"with its tiles; expected tma=True, split_k=1, prefetch_scales=False, got tma={self.tma}, "
+                                 f"split_k={self.split_k}, prefetch_scales={self.prefetch_scales}")
+            if self.block_m not in (64, 128) or self.block_n not in (64, 128) or self.num_warps != self.block_m // 16:
+                raise ValueError("ConsumerConfig: wgmma takes block_m 64 or 128 with one warp per 16 rows and block_n "
+                                 f"64 or 128; got block_m={self.block_m}, block_n={self.block_n}, "
+                                 f"num_warps={self.num_warps}")
+            if self.num_stages < 2:
+                raise ValueError(f"ConsumerConfig: wgmma needs num_stages >= 2 TMA buffers, got {self.num_stages}")
 
 
 def _sm_count(device: torch.device) -> int:
@@ -329,7 +346,27 @@ CONSUMER_TUNING = (
     "speed_probe.py --parts smallm; NVIDIA H200; BLOCK_N 16/32/64, K split 4-16, 3-4 stages, pointer and TMA, scales "
     "prefetched; 84 launches, all bit-identical to their split's plain launch): no launch beat the shipped one by more "
     "than the spread of timing it twice (tep8 M=64 best 14.0 us at BLOCK_N 32 split 8 vs 14.4 shipped; tep8 M=256 17.5 "
-    "vs 17.8; dep8 M=64 33.6 vs 33.8; dep8 M=256 55.9 vs 55.7), so the table stays."
+    "vs 17.8; dep8 M=64 33.6 vs 33.8; dep8 M=256 55.9 vs 55.7), so the table stays. "
+    "The Gluon wgmma kernel (ConsumerConfig.wgmma, kernels/fp8_block_bmm_wgmma.py: block k+1's wgmma in flight while "
+    "block k is scaled, which Triton's tl.dot loop cannot express), reports/kernel/speed-probe-wgmma-NVIDIA_H200-"
+    "2026-12-03-s18call9.json and -rep1/-rep2-...-s18call10.json (scripts/speed_probe.py --parts wgmma; NVIDIA H200, "
+    "torch 2.11, triton 3.6; every output bit-identical to the plain pointer launch's), median us of the Triton TMA "
+    "launch the table took before vs WGMMA_CONFIG (BLOCK_M 128, 8 warps, 4 TMA buffers), three runs where measured: "
+    "dep8 M=1024 173.1/171.6/173.5 vs 166.8/166.5/168.1, M=2048 349.7/337.9/358.6 vs 345.9/338.1/333.5, M=4096 730.3 "
+    "vs 709.5, M=8192 1328.5 vs 1324.9, tep8 M=8192 170.8 vs 164.4; slower at dep8 M=1500 (233.5/238.2/241.5 vs "
+    "248.5/245.5/253.8), the one grid it loses on; BLOCK_M 64 (3 or 4 buffers) wins at dep8 M=1024-4096 and tep8 "
+    "but loses at dep8 M=8192 (1392.9, 1407.9). Two accval bench runs with this table "
+    "(reports/bench/NVIDIA_H200-2026-12-03-062754 and -062854, consumer median us): dep8 M=1024 168.3/167.9, 1500 "
+    "254.3/254.9, 2048 336.6/337.7, 4096 668.7/670.9, 8192 1312.2/1331.7, tep8 M=8192 164.3/163.8; the previous "
+    "table's two runs on another lease (-031611, -032116): 173.0/173.5, 243.8/247.3, 349.9/353.8, 685.2/706.3, "
+    "1325.1/1383.0, 170.5/170.4. 3 TMA buffers instead of 4 measured within 1-2% (dep8 M=1500-8192 a little faster, "
+    "M=4096 677.9 vs 709.5; tep8 M=8192 167.2 vs 164.4); the table keeps the launch its two bench runs measured. "
+    "Against torch._scaled_mm the best wgmma launch at each M >= 2048 reaches 0.71-0.83x (WGMMA_CONFIG 0.68-0.82x), "
+    "not 0.9x: what it overlaps is the scaling, which still takes a multiply and an add per element and block "
+    "(accval's kernels round like the torch mirrors: enable_fp_fusion=False). At one to four waves (tep8 M=1024-4096, "
+    "where the table keeps the pointer kernel) BLOCK_M 64 with 4 buffers was faster on the device (35.0-35.3 vs "
+    "42.4-42.5, 42.4-43.3 vs 46.8-47.5, 80.8 vs 90.0) but stays off for the reason TMA does there: each call builds "
+    "and encodes two descriptors on the host."
 )
 
 
@@ -347,17 +384,46 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM. With one to four waves
     the pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors'
     host cost would make an eager call slower than the kernel; where K is split that cost outweighs
-    the few us TMA saves.
+    the few us TMA saves. On an sm90 GPU with Gluon (:func:`_wgmma_ok`) those TMA grids run the Gluon
+    kernel instead from M = :data:`WGMMA_MIN_M` (:data:`WGMMA_CONFIG`, same bits).
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
         check_int(name, value)
-    return _consumer_config(m, n, k, g, _sm_count(device))
+    return _consumer_config(m, n, k, g, _sm_count(device), _wgmma_ok(device))
+
+
+def _wgmma_ok(device: torch.device) -> bool:
+    """Whether the Gluon wgmma kernel runs on ``device``: an sm90 GPU (wgmma is Hopper's) and a Triton
+    with Gluon's Hopper API; never in the interpreter."""
+    return (fp8_block_bmm_wgmma.AVAILABLE and device.type == "cuda" and not _platform.interpreting()
+            and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device()) == (9, 0))
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+#: the Gluon kernel's launch where the table takes TMA loads and M >= :data:`WGMMA_MIN_M` (``CONSUMER_TUNING``)
+WGMMA_CONFIG = ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
+#: the least M the wgmma launch was measured at (its 128-row tiles; below, a large G can fill the SMs
+#: with tiles mostly past M)
+WGMMA_MIN_M = 1024
+
+
+def _triton_for(cfg: ConsumerConfig, tma: bool) -> ConsumerConfig:
+    """``cfg`` as a Triton launch with TMA loads or not: a wgmma launch becomes BLOCK_M 64, 4 warps,
+    3 stages (the table's Triton launch for the grids the dispatch gives the wgmma kernel)."""
+    if cfg.wgmma:
+        return ConsumerConfig(64, cfg.block_n, 4, 3, tma=tma)
+    return dataclasses.replace(cfg, tma=tma)
 
 
 @functools.lru_cache(maxsize=4096)
-def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig:
-    """:func:`consumer_config` for a multiprocessor count, cached (looked up on every call)."""
+def _consumer_config(m: int, n: int, k: int, g: int, sms: int, wgmma: bool = False) -> ConsumerConfig:
+    """:func:`consumer_config` for a multiprocessor count and whether the wgmma kernel runs, cached
+    (looked up on every call)."""
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64
     block_n = 128
     tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
@@ -368,7 +434,9 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int) -> ConsumerConfig
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
         return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=split > 1)
-    return ConsumerConfig(block_m, block_n, 4, 3, tma=tiles >= TMA_MIN_TILES_PER_SM * sms)
+    if tiles >= TMA_MIN_TILES_PER_SM * sms:
+        return WGMMA_CONFIG if wgmma and m >= WGMMA_MIN_M else ConsumerConfig(block_m, block_n, 4, 3, tma=True)
+    return ConsumerConfig(block_m, block_n, 4, 3)
 
 
 def validate_consumer_args(a, a_scale, b, b_scale, out, check_contract: bool) -> tuple[int, int, int, int]:
@@ -441,6 +509,8 @@ class _TritonLaunch:
     partial_numel: int
     sum_grid: tuple[int, int] | None
     sums: host.Launcher | None
+    #: the bmm kernel is the Gluon wgmma kernel (its descriptors are Gluon's)
+    wgmma: bool = False
 
     def ints(self, m, n, k, b, b_scale, out_stride) -> tuple[tuple, tuple]:
         """The integer arguments of the two kernels, in their order (after their pointers)."""
@@ -454,6 +524,8 @@ class _TritonLaunch:
     def descriptors(self, a, b, k: int) -> tuple:
         """The TMA kernel's descriptors over this call's ``a`` (as ``[G*M, K]``) and ``b`` (``[G*N, K]``)."""
         a_rows, b_rows, block_m, block_n = self.tma
+        if self.wgmma:
+            return fp8_block_bmm_wgmma.descriptors(a, b, a_rows, b_rows, k, block_m, block_n)
         return (TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK]),
                 TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK]))
 
@@ -496,6 +568,11 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
                 PREFETCH_SCALES=cfg.prefetch_scales, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                 **_platform.gpu_launch_options())
+    if cfg.wgmma:
+        wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
+                       UNROLL=fp8_block_bmm_wgmma.UNROLL, num_warps=cfg.num_warps, **_platform.gpu_launch_options())
+        bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
+        return _TritonLaunch(1, k_blocks, grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None, True)
     if cfg.tma:
         bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
     else:
@@ -530,15 +607,18 @@ def _cuda_has_tma(index: int) -> bool:
 
 
 def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
-    """``cfg``, or ``cfg`` with pointer loads when it asks for TMA and this call's buffers cannot take it."""
+    """``cfg``, or what runs instead (:func:`_triton_for`): pointer loads when it asks for TMA and this
+    call's buffers cannot take it, the Triton TMA kernel when it asks for wgmma where that cannot run."""
     if cfg.tma and not (_tma_layout_ok(a, b, n) and _tma_aligned(a, b)):
-        return dataclasses.replace(cfg, tma=False)
+        return _triton_for(cfg, False)
+    if cfg.wgmma and not _wgmma_ok(a.device):
+        return _triton_for(cfg, True)
     return cfg
 
 
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
-    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device)), a, b, n)
+    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device), _wgmma_ok(a.device)), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting())
     if m > 0:
         launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
@@ -551,7 +631,7 @@ def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
     return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer",
-        prefetch_scales=cfg.prefetch_scales).items())))
+        prefetch_scales=cfg.prefetch_scales, kernel="gluon-wgmma" if cfg.wgmma else "triton").items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
@@ -572,7 +652,7 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     ``out`` (the split-K partials and any TMA descriptors built here, once, for these buffers), in order; ``launcher(grid, tensors, ints)``
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
-    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device)), a, b, n)
+    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device), _wgmma_ok(a.device)), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
     if m == 0:
         return []
@@ -768,15 +848,15 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
     launch, ints, record, pointer = None, (), None, None
     if backend == "triton":
         mode = _platform.execution_mode(a.device)
-        cfg = _consumer_config(m, n, k, g, _sm_count(a.device))
+        cfg = _consumer_config(m, n, k, g, _sm_count(a.device), _wgmma_ok(a.device))
         if cfg.tma and not _tma_layout_ok(a, b, n):
-            cfg = dataclasses.replace(cfg, tma=False)
+            cfg = _triton_for(cfg, False)
         launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
         # a new out has torch.empty's contiguous strides
         ints = launch.ints(m, n, k, b, b_scale, out.stride() if out is not None else (m * n, n, 1))
         record = _consumer_run(mode, cfg, launch.split)
         if cfg.tma:  # alignment is where the buffers are: the call picks
-            plain = dataclasses.replace(cfg, tma=False)
+            plain = _triton_for(cfg, False)
             pointer = (_triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting()),
                        _consumer_run(mode, plain, launch.split))
     return _ConsumerPlan(backend, g, m, n, k, a.device, not check_contract and a.device.type != "meta", apart,

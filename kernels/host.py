@@ -59,6 +59,12 @@ try:
     from triton.tools.tensor_descriptor import TensorDescriptor as _TensorDescriptor
 except ImportError:  # pragma: no cover - a Triton without host TMA descriptors
     _TensorDescriptor = None
+try:
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as _GluonDescriptor
+except ImportError:  # pragma: no cover - a Triton without Gluon
+    _GluonDescriptor = None
+#: the host TMA descriptor types a launch may take (Triton's and Gluon's, which adds a shared-memory layout)
+_DESCRIPTORS = tuple(c for c in (_TensorDescriptor, _GluonDescriptor) if c is not None)
 
 _functorch_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
 
@@ -181,8 +187,9 @@ def _is_cuda_kernel(compiled) -> bool:
 def _arg_layout(arg) -> object:
     """What Triton specializes a tensor argument on besides its alignment: its dtype; for a TMA
     descriptor also its block shape (and its padding mode)."""
-    if _TensorDescriptor is not None and type(arg) is _TensorDescriptor:
-        return (arg.base.dtype, tuple(arg.block_shape), arg.padding)
+    if type(arg) in _DESCRIPTORS:
+        layout = getattr(arg, "layout", None)  # Gluon's (a dataclass holding lists: keyed by its repr)
+        return (arg.base.dtype, tuple(arg.block_shape), arg.padding, None if layout is None else repr(layout))
     return arg.dtype
 
 
@@ -225,9 +232,9 @@ class Launcher:
             if self.descriptors:
                 if layout is None:
                     layout = (ints, *[_arg_layout(t) for t in tensors])
-                ptrs = [t if type(t) is _TensorDescriptor else t.data_ptr() for t in tensors]
+                ptrs = [t if type(t) in _DESCRIPTORS else t.data_ptr() for t in tensors]
                 key = (device, _knobs.runtime.debug, layout,
-                       *[(p.base.data_ptr() if type(p) is _TensorDescriptor else p) % 16 == 0 for p in ptrs])
+                       *[(p.base.data_ptr() if type(p) in _DESCRIPTORS else p) % 16 == 0 for p in ptrs])
             else:
                 if layout is None:
                     layout = (ints, *[t.dtype for t in tensors])

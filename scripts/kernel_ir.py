@@ -2,10 +2,13 @@
 compiler made of their k loop; with ``--against REV``, whether another revision's kernels compile to
 the same instructions; with ``--producer``, what the producer's straight kernel costs in registers,
 shared memory and layout conversions at each layout and the heads and warps per program the
-Hopper tables give.
+Hopper tables give; with ``--wgmma``, the consumer's Gluon kernel (``kernels/fp8_block_bmm_wgmma.py``,
+sm90) at 1, 2 and 4 blocks per unrolled chunk: its wgmma waits, registers, spills, and what ptxas says
+of its wgmma pipeline (C7512/C7514: "wgmma.mma_async instructions are serialized", and why).
 
     python scripts/kernel_ir.py [--against REV] [--arch 90] [--out DIR]
     python scripts/kernel_ir.py --producer [--arch 90] [--json]
+    python scripts/kernel_ir.py --wgmma [--json]
 
 For each launch variant (pointer or TMA loads, K split or not, scales prefetched or not) it prints:
 the tile copies the pipeliner made asynchronous (``cp.async``: ``async_copy``; TMA: ``tma_copy``), the
@@ -186,6 +189,63 @@ def compile_upstream_style(is_neox: bool, arch: int, num_warps: int = 1):
 PRODUCER_LAUNCHES = ((1, 1), (2, 1), (4, 1), (8, 2))
 
 
+#: (BLOCK_M, warps, TMA buffers, blocks per chunk) of the Gluon kernel compiled by ``--wgmma``
+WGMMA_VARIANTS = ((128, 8, 4, 1), (128, 8, 4, 2), (128, 8, 4, 4), (64, 4, 3, 2))
+
+
+def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int):
+    """The Gluon consumer for sm90 with its constexprs as the dispatch sets them; integer arguments plain
+    ``i32`` (no divisibility specialization)."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    fn = importlib.import_module("kernels.fp8_block_bmm_wgmma").fp8_block_bmm_wgmma_kernel
+    layout = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2))
+    const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll)
+    sig = {}
+    for p in fn.params:
+        if p.name in const:
+            sig[p.name] = "constexpr"
+        elif p.name in ("a_desc", "b_desc"):
+            sig[p.name] = f"tensordesc<fp8e4nv[{block_m if p.name == 'a_desc' else 128}, 128],{layout}>"
+        else:
+            sig[p.name] = {"as_ptr": "*fp32", "bs_ptr": "*fp32", "out_ptr": "*bf16"}.get(p.name, "i32")
+    return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=warps, enable_fp_fusion=False))
+
+
+def ptxas_notes(compiled) -> list[str]:
+    """What Triton's ptxas says of the kernel's PTX for sm90a: registers, and its performance notes."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as d:
+        ptx = Path(d) / "k.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        res = subprocess.run([get_ptxas(90).path, "-arch=sm_90a", "-v", str(ptx), "-o", str(Path(d) / "k.cubin")],
+                             capture_output=True, text=True)
+    return [re.sub(r"\s+", " ", re.split(r"info\s*:\s*", line, maxsplit=1)[-1]).strip() for line in (res.stdout + res.stderr).splitlines()
+            if "Potential Performance Loss" in line or "registers" in line]
+
+
+def wgmma_main(as_json: bool) -> int:
+    rows = {}
+    if not as_json:
+        print(f"triton {triton.__version__}, sm90, consumer Gluon wgmma kernel")
+    for block_m, warps, stages, unroll in WGMMA_VARIANTS:
+        name = f"BLOCK_M {block_m} {warps} warps {stages} buffers {unroll} per chunk"
+        try:
+            compiled = compile_wgmma(block_m, warps, stages, unroll)
+            waits = sorted(set(re.findall(r"wgmma.wait_group.sync.aligned (\d+)", compiled.asm["ptx"])))
+            rows[name] = {"wait_group": waits, **resources(compiled), "ptxas": ptxas_notes(compiled)}
+        except Exception as e:  # noqa: BLE001 - a Triton without Gluon or this backend: a row
+            rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+        if not as_json:
+            print(f"{name}: " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
+    if as_json:
+        print(json.dumps(rows))
+    return 0
+
+
 def producer_main(arch: int, as_json: bool) -> int:
     mod = importlib.import_module("kernels.inv_rope_fp8_quant")
     rows = {}
@@ -220,7 +280,15 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print {variant: facts} as JSON instead of the table")
     ap.add_argument("--producer", action="store_true", help="the producer's straight kernel instead: registers, "
                                                             "spills, shared memory, layout conversions")
+    ap.add_argument("--wgmma", action="store_true", help="the consumer's Gluon wgmma kernel (sm90) instead: its "
+                                                         "waits, registers, spills and ptxas' wgmma notes")
     args = ap.parse_args()
+    if args.wgmma:
+        if args.against or args.out or args.producer or args.arch != 90:
+            print("--wgmma: expected no --against, --out, --producer or --arch (it compiles one kernel for sm90)",
+                  file=sys.stderr)
+            return 2
+        return wgmma_main(args.json)
     if args.producer:
         if args.against or args.out:
             print("--producer: expected neither --against nor --out (they compare and write the consumer's kernels)",

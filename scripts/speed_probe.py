@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -31,6 +31,9 @@ layouts   both RoPE layouts at 1-8 heads per program and 1-2 warps, with the ker
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 fusedsum  the consumer at M <= 256 with its K splits added in its one launch (scripts/fused_split_k.py)
           against the shipped two launches: CUDA-graph median, as called, bits compared
+wgmma     the Gluon wgmma kernel (kernels/fp8_block_bmm_wgmma.py) at BLOCK_M 64/128 and 3/4 TMA buffers
+          against the Triton TMA kernel the table took before it, ``torch._scaled_mm`` blockwise and the
+          shipped dispatch; every output compared bit for bit with the plain pointer launch
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 import kernels  # noqa: E402
 from accval.bench import timing  # noqa: E402
 from accval.bench.rows import UPSTREAM_STYLE_WARPS  # noqa: E402
-from kernels import ConsumerConfig  # noqa: E402
+from kernels import ConsumerConfig, provenance  # noqa: E402
 from kernels.baselines import upstream_style_producer  # noqa: E402
 from kernels.fp8_block_bmm import launch_consumer  # noqa: E402
 from kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer  # noqa: E402
@@ -141,7 +144,7 @@ def prefetch_launches(m: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
 def _time_against_plain(operands, out, c: ConsumerConfig, refs: dict) -> tuple[float, bool]:
     """Median us of launch ``c`` into ``out``, and whether its output is bit for bit that of the pointer
     launch of its split without prefetch (kept in ``refs``, made once per such launch)."""
-    plain = dataclasses.replace(c, tma=False, prefetch_scales=False)
+    plain = dataclasses.replace(c, tma=False, prefetch_scales=False, wgmma=False)
     if plain not in refs:
         refs[plain] = launch_consumer(*operands, torch.empty_like(out), plain)
     us = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
@@ -471,6 +474,33 @@ def fusedsum_part(rows: list) -> None:
                   flush=True)
 
 
+WGMMA_LAUNCHES = [ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True) for bm in (128, 64) for st in (4, 3)]
+
+
+def wgmma_part(ms, rows: list) -> None:
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            operands, n, k, out, base = consumer_setup(shape, m)
+            refs: dict = {}
+            line = []
+            for c in [ConsumerConfig(64, 128, 4, 3, tma=True), *WGMMA_LAUNCHES]:
+                try:
+                    with provenance.capture() as ran:  # what runs (a wgmma launch where it cannot run says so)
+                        launch_consumer(*operands, out, c)
+                except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+                    rows.append({"part": "wgmma", "shape": shape, "M": m, "config": str(c), "error": f"{type(e).__name__}: {e}"[:300]})
+                    continue
+                got = _consumer_trial("wgmma", shape, m, operands, out, c, refs, base, rows, ran=ran[-1].detail("kernel"))
+                if got is not None:
+                    us, same = got
+                    line.append(f"{ran[-1].detail('kernel')} {c.block_m}/{c.num_warps}w/{c.num_stages}s "
+                                f"{us:.1f}us x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}")
+            print(f"wgmma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
+                  f"(x{base['scaled_mm'] / base['shipped']:.2f}) | " + " | ".join(line), flush=True)
+            operands = out = refs = None
+            torch.cuda.empty_cache()
+
+
 def host_part(rows: list) -> None:
     from kernels import host
 
@@ -529,7 +559,7 @@ def main() -> int:
            "smallm": lambda: smallm_part(rows), "division": lambda: division_part(rows), "regs": lambda: regs_part(rows),
            "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
-           "fusedsum": lambda: fusedsum_part(rows)}
+           "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

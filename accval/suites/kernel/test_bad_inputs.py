@@ -213,6 +213,11 @@ def test_raw_consumer_skips_the_contract_check(device):
     (lambda: kernels.ConsumerConfig(64, defer_scale=True, tma=True), ValueError, "defer_scale is a pointer-kernel schedule"),
     (lambda: kernels.ConsumerConfig(64, prefetch_scales=None), TypeError, "prefetch_scales: expected a bool, got NoneType"),
     (lambda: kernels.ConsumerConfig(64, defer_scale=True, prefetch_scales=True), ValueError, "expected prefetch_scales=False"),
+    (lambda: kernels.ConsumerConfig(128, 128, 8, 4, wgmma=1), TypeError, "wgmma: expected a bool, got int"),
+    (lambda: kernels.ConsumerConfig(128, 128, 8, 4, wgmma=True), ValueError, "wgmma reads its tiles by TMA"),
+    (lambda: kernels.ConsumerConfig(128, 128, 8, 4, 2, tma=True, wgmma=True), ValueError, "expected tma=True, split_k=1"),
+    (lambda: kernels.ConsumerConfig(128, 128, 4, 4, tma=True, wgmma=True), ValueError, "one warp per 16 rows"),
+    (lambda: kernels.ConsumerConfig(64, 128, 4, 1, tma=True, wgmma=True), ValueError, "num_stages >= 2"),
     (lambda: LaunchConfig(1, 1, 1, heads_per_program=0), ValueError, r"heads_per_program: expected an int >= 1"),
 ])
 def test_launch_configs_reject_bad_fields(make, error, message):

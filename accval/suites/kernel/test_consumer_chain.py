@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ from kernels.reference import (
 
 from .cases import CHAIN_CPU_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight, tma_m
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
+
+_fb = importlib.import_module("kernels.fp8_block_bmm")  # the module (``kernels.fp8_block_bmm`` is the function)
 
 
 def _skip_unless_runs_here(impl, device):
@@ -279,6 +282,94 @@ def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
         kernels.launch_consumer(*empty, torch.empty(0, m, n, dtype=torch.bfloat16, device=device),
                                 kernels.ConsumerConfig(64, 128, 4, 3, tma=True))
     assert ran[-1].detail("loads") == "pointer", ran[-1]
+
+
+def _skip_unless_wgmma(device):
+    if not _fb._wgmma_ok(device):
+        pytest.skip("the Gluon wgmma kernel runs on an sm90 GPU only (Gluon kernels do not run in Triton's interpreter)")
+
+
+@pytest.fixture
+def wgmma_device(device):
+    """``device`` where the Gluon kernel runs; skips before hypothesis draws anything elsewhere."""
+    _skip_unless_wgmma(device)
+    return device
+
+
+@settings(deadline=None)
+@given(g=st.integers(1, 3), m=st.sampled_from([1, 5, 37, 64, 65, 130, 200]), n=st.sampled_from([128, 256]),
+       k=st.sampled_from([128, 384, 512, 640]), block_m=st.sampled_from([64, 128]), block_n=st.sampled_from([64, 128]),
+       stages=st.sampled_from([2, 3, 4]), seed=st.integers(0, 2**31 - 1))
+@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, seed=0)  # tiles run into the next group; an odd block
+@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, seed=1)  # DeepSeek-V4's K: 64 blocks, rings wrap
+@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, seed=2)  # one block: nothing overlaps
+def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, block_m, block_n, stages, seed):
+    """The Gluon kernel (a block's wgmma in flight while the previous block is scaled, TMA buffers in a
+    ring) computes the Triton kernel's products, scales and sums in its order: the plain pointer
+    launch's bits at every size, block count (odd, even, one) and ring depth, into a strided ``out``
+    too, and the record names it."""
+    device = wgmma_device
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, seed, device)
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
+                                   kernels.ConsumerConfig(64, block_n, 4, 3))
+    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True)
+    out = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device).transpose(0, 1)
+    with provenance.capture() as ran:
+        got = kernels.launch_consumer(a, a_scale, b, b_scale, out, cfg)
+    assert ran[-1].detail("kernel") == "gluon-wgmma" and ran[-1].detail("loads") == "tma", ran[-1]
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{cfg} changed bits at G={g} M={m} N={n} K={k}"
+
+
+def test_consumer_dispatch_takes_wgmma_on_hopper_grids_that_take_tma(device):
+    """On an sm90 GPU the grids the table reads by TMA run the Gluon kernel (``WGMMA_CONFIG``) through
+    the public function, with the pointer launch's bits; smaller grids keep the Triton kernel."""
+    _skip_unless_wgmma(device)
+    g, n, k = 4, 256, 512
+    m = tma_m(device, g, n, k)
+    assert kernels.consumer_config(m, n, k, g, device) == _fb.WGMMA_CONFIG
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 7, device)
+    with provenance.capture() as ran:
+        got = kernels.fp8_block_bmm(a, a_scale, b, b_scale)
+    assert ran[-1].detail("kernel") == "gluon-wgmma", ran[-1]
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty_like(got), kernels.ConsumerConfig(64, 128, 4, 3))
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    small = kernels.consumer_config(m // 4, n, k, g, device)
+    assert not small.wgmma, small
+
+
+def test_consumer_wgmma_launch_where_it_cannot_run_says_so(device):
+    """A wgmma launch where the Gluon kernel cannot run (a CPU, a GPU other than sm90) runs the table's
+    Triton launch (TMA loads where the device has them), and one whose buffers a descriptor cannot cover
+    runs its pointer launch; the record says which, and the bits are the pointer launch's."""
+    g, m, n, k = 2, 37, 256, 384
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 4, device)
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
+                                   kernels.ConsumerConfig(64, 128, 4, 3))
+    shifted = torch.zeros(g * m * k + 1, dtype=torch.uint8, device=device).view(FP8_DTYPE)[1:].view(g, m, k)
+    shifted.copy_(a)
+    aligned = ("gluon-wgmma", "tma") if _fb._wgmma_ok(device) else ("triton", "tma" if _fb._tma_layout_ok(a, b, n) else "pointer")
+    for what, a_in, expect in (("aligned", a, aligned),
+                               ("an activation buffer at an odd address", shifted, ("triton", "pointer"))):
+        with provenance.capture() as ran:
+            got = kernels.launch_consumer(a_in, a_scale, b, b_scale, torch.empty_like(want), _fb.WGMMA_CONFIG)
+        assert (ran[-1].detail("kernel"), ran[-1].detail("loads")) == expect, (what, ran[-1])
+        if expect[0] == "triton":
+            assert ran[-1].detail("block_m") == 64, (what, ran[-1])  # the table's Triton launch, not BLOCK_M 128
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
+
+
+def test_consumer_table_takes_wgmma_exactly_where_it_takes_tma():
+    """The dispatch's rule: where the table reads by TMA (at least ``TMA_MIN_TILES_PER_SM`` tiles per
+    SM) from M = ``WGMMA_MIN_M`` on, a device that runs the Gluon kernel gets ``WGMMA_CONFIG`` (its
+    128-row tiles, measured there); elsewhere nothing changes."""
+    for m in (1, 16, 64, 256, 1000, 1024, 1500, 2048, 8192):
+        for g in (1, 8, 128):
+            plain, fast = _fb._consumer_config(m, 1024, 8192, g, 132, False), _fb._consumer_config(m, 1024, 8192, g, 132, True)
+            want = _fb.WGMMA_CONFIG if plain.tma and m >= _fb.WGMMA_MIN_M else plain
+            assert fast == want, (m, g, plain, fast)
+    assert _fb._consumer_config(16, 1024, 8192, 128, 132, False).tma  # many groups at a small M: TMA, not wgmma
+    assert _fb._consumer_config(8192, 1024, 8192, 8, 132, True).wgmma  # DeepSeek-V4 DEP8 prefill
+    assert not _fb._wgmma_ok(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("m", [3, 64, 1025], ids=lambda m: f"M{m}")
