@@ -110,3 +110,22 @@ def test_sweep_summary_names_the_one_head_baseline_old_and_new():
                 {"op": "producer", "shape": "dep8", "M": 64, "layout": "neox",
                  "config": str(LaunchConfig(1, 1, 1, heads_per_program=2)), "median_us": 10.0}]
         assert sweep.summary({"rows": rows}).endswith("(HB1 w1: 12.0us)"), base
+
+
+def test_consumer_row_names_what_ran():
+    """A consumer row's ``config`` is the call's own provenance record (a launch the table asks for but
+    the call could not run would otherwise be reported as the one that ran)."""
+    import torch
+
+    import kernels
+    from accval.bench.rows import _what_ran
+    from kernels import provenance
+
+    a = torch.zeros(1, 4, 128).to(kernels.FP8_DTYPE)
+    b = torch.zeros(1, 128, 128).to(kernels.FP8_DTYPE)
+    with provenance.capture() as ran:
+        kernels.fp8_block_bmm(a, torch.ones(1, 1, 4), b, torch.ones(1, 1, 1))
+    text = _what_ran(ran)
+    assert text.startswith(f"{ran[-1].impl}: ") and f"kernel={ran[-1].detail('kernel')}" in text, text
+    assert "loads=" in text and "block_m=" in text, text
+    assert _what_ran([]) == "no provenance recorded"
