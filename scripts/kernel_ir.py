@@ -227,20 +227,29 @@ def ptxas_notes(compiled) -> list[str]:
             if "Potential Performance Loss" in line or "registers" in line]
 
 
+def _fact_row(rows: dict, name: str, facts, as_json: bool) -> None:
+    """``rows[name] = facts()``, or the error of a Triton without this backend (a row, not a stop); printed
+    unless ``as_json``."""
+    try:
+        rows[name] = facts()
+    except Exception as e:  # noqa: BLE001 - a Triton without Gluon or this backend: a row
+        rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
+    if not as_json:
+        print(f"{name:14s} " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
+
+
+def _wgmma_facts(compiled) -> dict:
+    waits = sorted(set(re.findall(r"wgmma.wait_group.sync.aligned (\d+)", compiled.asm["ptx"])))
+    return {"wait_group": waits, **resources(compiled), "ptxas": ptxas_notes(compiled)}
+
+
 def wgmma_main(as_json: bool) -> int:
     rows = {}
     if not as_json:
         print(f"triton {triton.__version__}, sm90, consumer Gluon wgmma kernel")
     for block_m, warps, stages, unroll in WGMMA_VARIANTS:
         name = f"BLOCK_M {block_m} {warps} warps {stages} buffers {unroll} per chunk"
-        try:
-            compiled = compile_wgmma(block_m, warps, stages, unroll)
-            waits = sorted(set(re.findall(r"wgmma.wait_group.sync.aligned (\d+)", compiled.asm["ptx"])))
-            rows[name] = {"wait_group": waits, **resources(compiled), "ptxas": ptxas_notes(compiled)}
-        except Exception as e:  # noqa: BLE001 - a Triton without Gluon or this backend: a row
-            rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-        if not as_json:
-            print(f"{name}: " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
+        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll)), as_json)
     if as_json:
         print(json.dumps(rows))
     return 0
@@ -254,19 +263,9 @@ def producer_main(arch: int, as_json: bool) -> int:
     for layout in ("neox", "gptj"):
         for heads, warps in PRODUCER_LAUNCHES:
             name = f"{layout} {heads} head{'s' if heads > 1 else ''} {warps} warp{'s' if warps > 1 else ''}"
-            try:
-                rows[name] = resources(compile_producer(mod, layout == "neox", heads, arch, warps))
-            except Exception as e:  # noqa: BLE001 - a Triton without this backend: a row
-                rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-            if not as_json:
-                print(f"{name:14s} " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
-        name = f"{layout} upstream-style 1 warp"
-        try:
-            rows[name] = resources(compile_upstream_style(layout == "neox", arch))
-        except Exception as e:  # noqa: BLE001 - a Triton without this backend: a row
-            rows[name] = {"error": f"{type(e).__name__}: {str(e)[:200]}"}
-        if not as_json:
-            print(f"{name:14s} " + " ".join(f"{k}={v}" for k, v in rows[name].items()), flush=True)
+            _fact_row(rows, name, lambda: resources(compile_producer(mod, layout == "neox", heads, arch, warps)), as_json)
+        _fact_row(rows, f"{layout} upstream-style 1 warp", lambda: resources(compile_upstream_style(layout == "neox", arch)),
+                  as_json)
     if as_json:
         print(json.dumps(rows))
     return 0
