@@ -390,6 +390,11 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
         check_int(name, value)
+    return _device_config(m, n, k, g, device)
+
+
+def _device_config(m: int, n: int, k: int, g: int, device: torch.device) -> ConsumerConfig:
+    """The table's launch on ``device`` (its SMs, whether the wgmma kernel runs there), sizes unchecked."""
     return _consumer_config(m, n, k, g, _sm_count(device), _wgmma_ok(device))
 
 
@@ -618,7 +623,7 @@ def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
 
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
-    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device), _wgmma_ok(a.device)), a, b, n)
+    cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting())
     if m > 0:
         launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
@@ -652,7 +657,7 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     ``out`` (the split-K partials and any TMA descriptors built here, once, for these buffers), in order; ``launcher(grid, tensors, ints)``
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
-    cfg = _with_loads(config or _consumer_config(m, n, k, g, _sm_count(a.device), _wgmma_ok(a.device)), a, b, n)
+    cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
     launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
     if m == 0:
         return []
@@ -848,7 +853,7 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
     launch, ints, record, pointer = None, (), None, None
     if backend == "triton":
         mode = _platform.execution_mode(a.device)
-        cfg = _consumer_config(m, n, k, g, _sm_count(a.device), _wgmma_ok(a.device))
+        cfg = _device_config(m, n, k, g, a.device)
         if cfg.tma and not _tma_layout_ok(a, b, n):
             cfg = _triton_for(cfg, False)
         launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
