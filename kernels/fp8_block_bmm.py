@@ -363,10 +363,30 @@ CONSUMER_TUNING = (
     "M=4096 677.9 vs 709.5; tep8 M=8192 167.2 vs 164.4); the table keeps the launch its two bench runs measured. "
     "Against torch._scaled_mm the best wgmma launch at each M >= 2048 reaches 0.71-0.83x (WGMMA_CONFIG 0.68-0.82x), "
     "not 0.9x: what it overlaps is the scaling, which still takes a multiply and an add per element and block "
-    "(accval's kernels round like the torch mirrors: enable_fp_fusion=False). At one to four waves (tep8 M=1024-4096, "
-    "where the table keeps the pointer kernel) BLOCK_M 64 with 4 buffers was faster on the device (35.0-35.3 vs "
-    "42.4-42.5, 42.4-43.3 vs 46.8-47.5, 80.8 vs 90.0) but stays off for the reason TMA does there: each call builds "
-    "and encodes two descriptors on the host."
+    "(accval's kernels round like the torch mirrors: enable_fp_fusion=False). The table's wgmma rows (WGMMA_TABLE), reports/kernel/speed-probe-table-NVIDIA_H200-2026-12-03-s19call1.json "
+    "and -s19call2.json (scripts/speed_probe.py --parts table; NVIDIA H200, torch 2.11, triton 3.6; each candidate "
+    "through the public function, the table patched to answer it; every output bit-identical to the plain pointer "
+    "launch's), CUDA-graph median us of the two runs, with the s18 runs above where they measured it: BLOCK_M 64, 4 "
+    "warps, 3 buffers against BLOCK_M 128, 8 warps, 4 buffers (the table's before) at dep8 M=1024 166.8/165.4 "
+    "(160.0/159.4/160.5) vs 169.2/172.7 (166.8/166.5/168.1), M=2048 325.2/330.8 (327.0/324.2/325.9) vs 350.9/342.0 "
+    "(345.9/338.1/333.5), M=4096 653.3/664.5 (689.2) vs 676.6/689.5 (709.5), M=1500 237.6/254.4 (243.2/236.4/247.3) "
+    "vs 247.8/247.6, where the Triton TMA launch measured 239.5/237.0 (233.5/238.2/241.5); at dep8 M=8192 (62 tiles "
+    "per SM) 1307.4/1330.7 (1392.9) vs 1313.4/1300.0 (1324.9): 128-row tiles from 48 tiles per SM. Below 6 tiles "
+    "per SM, where the Triton table keeps pointer loads, BLOCK_M 64 with 4 buffers against the pointer launch: dep8 "
+    "M=256 47.9/47.8 vs 56.7/56.2 (3 buffers 50.9/50.7), tep8 M=1024 35.4/35.1 vs 43.1/42.4 (3 buffers 37.5/37.1), "
+    "M=1500 40.8/40.6 vs 46.1/45.7, M=2048 43.1/42.5 vs 48.0/47.1, M=4096 83.5/82.5 vs 93.4/92.4 (3 buffers "
+    "82.4/81.8); tep8 M=8192 (7.8 tiles per SM) 3 buffers 163.7/169.5, 128-row tiles 166.6/166.0. There the host "
+    "cost of TMA had kept the Gluon kernel off (above); each call now rebases descriptors built once per layout "
+    "(kernels.host.rebased) instead of building two, and the shared-memory layout is built once: on that host "
+    "building both took 11.8 us per call with the layout built per call, 3.7 us with it built once, rebasing them "
+    "1.5 us (a second row, tep8: 11.2 and 2.7 us). Called without a graph, tep8 M=1024, the pointer launch took "
+    "33.1/33.2 us per call and BLOCK_M 64 with 4 buffers 35.6 with descriptors built per call, 28.9 rebased. "
+    "Two accval bench runs with this table (reports/bench/NVIDIA_H200-2026-12-03-081156 and -081423) against one "
+    "with the table before, the same day (-075737), consumer median us: dep8 M=256 47.7/47.6 vs 56.8, 1024 "
+    "161.4/163.8 vs 168.0, 1500 245.6/246.0 vs 253.7, 2048 344.8/333.8 vs 336.7, 4096 676.7/682.8 vs 665.5 (the "
+    "s18 runs 668.7/670.9: within the two launches' spread), 8192 (the same launch) 1331.7/1326.1 vs 1306.9; tep8 "
+    "M=1024 35.0/34.8 vs 42.9, 1500 40.4/40.3 vs 46.2, 2048 42.2/42.1 vs 47.6, 4096 80.0/79.7 vs 89.5, 8192 "
+    "159.8/161.0 vs 163.9."
 )
 
 
@@ -384,8 +404,8 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM. With one to four waves
     the pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors'
     host cost would make an eager call slower than the kernel; where K is split that cost outweighs
-    the few us TMA saves. On an sm90 GPU with Gluon (:func:`_wgmma_ok`) those TMA grids run the Gluon
-    kernel instead from M = :data:`WGMMA_MIN_M` (:data:`WGMMA_CONFIG`, same bits).
+    the few us TMA saves. On an sm90 GPU with Gluon (:func:`_wgmma_ok`) every unsplit grid from M =
+    :data:`WGMMA_MIN_M` runs the Gluon kernel instead (:data:`WGMMA_TABLE`, same bits).
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
@@ -410,11 +430,17 @@ def _cuda_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
-#: the Gluon kernel's launch where the table takes TMA loads and M >= :data:`WGMMA_MIN_M` (``CONSUMER_TUNING``)
-WGMMA_CONFIG = ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
-#: the least M the wgmma launch was measured at (its 128-row tiles; below, a large G can fill the SMs
-#: with tiles mostly past M)
-WGMMA_MIN_M = 1024
+#: the Gluon kernel's launches, by the least tiles per SM of the grid at BLOCK_M 64, BLOCK_N 128
+#: (``CONSUMER_TUNING``): 4 TMA buffers at one to a few waves, 3 beyond, 128-row tiles with 8 warps
+#: on the largest grids
+WGMMA_TABLE = (
+    (48, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)),
+    (TMA_MIN_TILES_PER_SM, ConsumerConfig(64, 128, 4, 3, tma=True, wgmma=True)),
+    (0, ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True)),
+)
+#: the least M the Gluon kernel takes unsplit grids from (the least measured; below it the table's
+#: Triton launches take BLOCK_M 16/32 tiles)
+WGMMA_MIN_M = 256
 
 
 def _triton_for(cfg: ConsumerConfig, tma: bool) -> ConsumerConfig:
@@ -439,8 +465,10 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int, wgmma: bool = Fal
         while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
             split *= 2
         return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=split > 1)
+    if wgmma and m >= WGMMA_MIN_M:  # block_m is 64: the table's tiles
+        return next(cfg for min_tiles, cfg in WGMMA_TABLE if tiles >= min_tiles * sms)
     if tiles >= TMA_MIN_TILES_PER_SM * sms:
-        return WGMMA_CONFIG if wgmma and m >= WGMMA_MIN_M else ConsumerConfig(block_m, block_n, 4, 3, tma=True)
+        return ConsumerConfig(block_m, block_n, 4, 3, tma=True)
     return ConsumerConfig(block_m, block_n, 4, 3)
 
 
@@ -516,6 +544,9 @@ class _TritonLaunch:
     sums: host.Launcher | None
     #: the bmm kernel is the Gluon wgmma kernel (its descriptors are Gluon's)
     wgmma: bool = False
+    #: the TMA descriptors by ``b``'s row stride, built once over the first call's tensors and kept
+    #: without them (``base`` None): each call rebases them (:func:`kernels.host.rebased`)
+    templates: dict = dataclasses.field(default_factory=dict)
 
     def ints(self, m, n, k, b, b_scale, out_stride) -> tuple[tuple, tuple]:
         """The integer arguments of the two kernels, in their order (after their pointers)."""
@@ -527,12 +558,18 @@ class _TritonLaunch:
         return head + part_stride, (m * n, n, part_stride[0], *out_stride)
 
     def descriptors(self, a, b, k: int) -> tuple:
-        """The TMA kernel's descriptors over this call's ``a`` (as ``[G*M, K]``) and ``b`` (``[G*N, K]``)."""
-        a_rows, b_rows, block_m, block_n = self.tma
-        if self.wgmma:
-            return fp8_block_bmm_wgmma.descriptors(a, b, a_rows, b_rows, k, block_m, block_n)
-        return (TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK]),
-                TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK]))
+        """The TMA kernel's descriptors over this call's ``a`` (as ``[G*M, K]``) and ``b`` (``[G*N, K]``),
+        16-byte aligned (:func:`_tma_aligned`): the templates for ``b``'s row stride rebased."""
+        templates = self.templates.get(b.stride(1))
+        if templates is None:
+            a_rows, b_rows, block_m, block_n = self.tma
+            if self.wgmma:
+                built = fp8_block_bmm_wgmma.descriptors(a, b, a_rows, b_rows, k, block_m, block_n)
+            else:
+                built = (TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, QUANT_BLOCK]),
+                         TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, QUANT_BLOCK]))
+            templates = self.templates.setdefault(b.stride(1), tuple(host.rebased(d, None) for d in built))
+        return host.rebased(templates[0], a), host.rebased(templates[1], b)
 
     def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None, reuse_partials=False) -> None:
         """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers).

@@ -24,6 +24,8 @@ kernels do not run in Triton's CPU interpreter, so on a CPU the dispatch never p
 
 from __future__ import annotations
 
+import functools
+
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -51,9 +53,15 @@ UNROLL = 2
 def descriptors(a, b, a_rows: int, b_rows: int, k: int, block_m: int, block_n: int) -> tuple:
     """Gluon TMA descriptors over ``a`` as ``[G*M, K]`` and ``b`` as ``[G*N, K]`` (row stride
     ``b.stride(1)``), 128-byte swizzled tiles of ``[block, 128]`` fp8 codes."""
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
+    layout = _tile_layout()
     return (TensorDescriptor(a, [a_rows, k], [k, 1], [block_m, 128], layout),
             TensorDescriptor(b, [b_rows, k], [b.stride(1), 1], [block_n, 128], layout))
+
+
+@functools.cache
+def _tile_layout():
+    """The shared-memory layout of every tile: built once (a few us of host time per build)."""
+    return gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2)
 
 
 if AVAILABLE:

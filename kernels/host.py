@@ -37,6 +37,7 @@ and Triton's other compile-time knobs (instrumentation), both process settings.
 
 from __future__ import annotations
 
+import copy
 import threading
 from typing import Callable
 
@@ -175,6 +176,22 @@ def _direct_capable(kernel) -> bool:
         return False
     kinds = [p.is_constexpr for p in kernel.params]
     return kinds == sorted(kinds)
+
+
+def rebased(template, base):
+    """TMA descriptor ``template`` (Triton's or Gluon's) over ``base``: same shape, strides, block,
+    padding and layout, without building a new one. Building a descriptor checks its fields again
+    (ranks, power-of-two blocks, 16-byte strides; Gluon's, its layout too): a few us of host time per
+    call, for what a plan checked once. ``base`` must fit the template as the tensor it was built over
+    did, and be 16-byte aligned: the caller checks (``kernels.fp8_block_bmm._tma_aligned``)."""
+    state = getattr(template, "__dict__", None)
+    if state is None:  # a descriptor class with slots
+        desc = copy.copy(template)
+    else:  # copy.copy's result, without its reduce protocol (a third of the time)
+        desc = object.__new__(type(template))
+        desc.__dict__.update(state)
+    object.__setattr__(desc, "base", base)  # a frozen descriptor class too
+    return desc
 
 
 def _is_cuda_kernel(compiled) -> bool:

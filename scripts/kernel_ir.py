@@ -190,7 +190,7 @@ PRODUCER_LAUNCHES = ((1, 1), (2, 1), (4, 1), (8, 2))
 
 
 #: (BLOCK_M, warps, TMA buffers, blocks per chunk) of the Gluon kernel compiled by ``--wgmma``
-WGMMA_VARIANTS = ((128, 8, 4, 1), (128, 8, 4, 2), (128, 8, 4, 4), (64, 4, 3, 2))
+WGMMA_VARIANTS = ((128, 8, 4, 1), (128, 8, 4, 2), (128, 8, 4, 4), (64, 4, 3, 2), (64, 4, 4, 2))
 
 
 def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int):

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -34,6 +34,11 @@ fusedsum  the consumer at M <= 256 with its K splits added in its one launch (sc
 wgmma     the Gluon wgmma kernel (kernels/fp8_block_bmm_wgmma.py) at BLOCK_M 64/128 and 3/4 TMA buffers
           against the Triton TMA kernel the table took before it, ``torch._scaled_mm`` blockwise and the
           shipped dispatch; every output compared bit for bit with the plain pointer launch
+table     candidate rows of the consumer's table (``TABLE_CANDIDATES``: pointer, Triton TMA, wgmma) as the
+          public function runs them: the table patched to answer each, its CUDA-graph median and its
+          time as called (no graph, a new output per call: descriptors built and encoded per call
+          included), next to the shipped table's; bits compared with the plain pointer launch; and the
+          host time of the two TMA descriptors alone, built and as a call gets them (rebased)
 """
 
 from __future__ import annotations
@@ -501,6 +506,59 @@ def wgmma_part(ms, rows: list) -> None:
             torch.cuda.empty_cache()
 
 
+TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3, tma=True),
+                    *[ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True) for bm in (64, 128) for st in (3, 4)]]
+
+
+def table_part(ms, rows: list) -> None:
+    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    wg = importlib.import_module("kernels.fp8_block_bmm_wgmma")
+    real = fbm._device_config
+    try:
+        for shape in ("dep8", "tep8"):
+            for m in ms:
+                operands, n, k, out, base = consumer_setup(shape, m)
+                a, _, b, _ = operands
+                g = a.shape[0]
+                shipped_cfg = real(m, n, k, g, a.device)
+                base["shipped_as_called"] = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), base["shipped"])
+                if m == ms[0]:
+                    wg_launch = fbm._triton_launch(TABLE_CANDIDATES[-1], g, m, n, k, fbm.SCALE_M_ALIGN, False)
+                    for what, make in (("gluon descriptors x2, built", lambda: wg.descriptors(a, b, g * m, g * n, k, 64, 128)),
+                                       ("gluon descriptors x2, as a call gets them", lambda: wg_launch.descriptors(a, b, k))):
+                        us = _per_call_us(make)
+                        rows.append({"part": "table", "shape": shape, "M": m, "what": what, "us_per_call_host": us})
+                        print(f"table {shape} M={m}: {what} {us:.2f} us per call (host)", flush=True)
+                refs: dict = {}
+                line = []
+                for c in TABLE_CANDIDATES:
+                    fbm._device_config = lambda *_, c=c: c
+                    fbm._PLANS.clear()
+                    call = lambda: kernels.fp8_block_bmm(*operands)  # noqa: E731
+                    try:
+                        with provenance.capture() as ran:
+                            call()
+                        got = _consumer_trial("table", shape, m, operands, out, c, refs, base, rows,
+                                              ran=f"{ran[-1].detail('kernel')}/{ran[-1].detail('loads')}")
+                        if got is None:
+                            continue
+                        us, same = got
+                        called = timing.as_called_us(call, us)
+                    finally:
+                        fbm._device_config = real
+                        fbm._PLANS.clear()
+                    rows[-1].update(as_called_us=called, shipped_config=str(shipped_cfg))
+                    line.append(f"{ran[-1].detail('kernel')[:5]}/{ran[-1].detail('loads')[:3]} {c.block_m}/{c.num_warps}w/"
+                                f"{c.num_stages}s {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
+                print(f"table {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} called "
+                      f"{base['shipped_as_called']:.1f} | " + " | ".join(line), flush=True)
+                operands = out = refs = a = b = None
+                torch.cuda.empty_cache()
+    finally:
+        fbm._device_config = real
+        fbm._PLANS.clear()
+
+
 def host_part(rows: list) -> None:
     from kernels import host
 
@@ -559,7 +617,8 @@ def main() -> int:
            "smallm": lambda: smallm_part(rows), "division": lambda: division_part(rows), "regs": lambda: regs_part(rows),
            "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
-           "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows)}
+           "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
+           "table": lambda: table_part(ms(), rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

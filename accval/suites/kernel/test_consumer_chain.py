@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import kernels
 from kernels import provenance
-from kernels.constants import FP8_DTYPE, pad4
+from kernels.constants import FP8_DTYPE, cdiv, pad4
 from kernels.recipes import pack_ue8m0
 from kernels.reference import (
     dequantize_weight,
@@ -321,12 +321,12 @@ def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, b
 
 
 def test_consumer_dispatch_takes_wgmma_on_hopper_grids_that_take_tma(device):
-    """On an sm90 GPU the grids the table reads by TMA run the Gluon kernel (``WGMMA_CONFIG``) through
-    the public function, with the pointer launch's bits; smaller grids keep the Triton kernel."""
+    """On an sm90 GPU the unsplit grids run the Gluon kernel (a launch of ``WGMMA_TABLE``) through the
+    public function, with the pointer launch's bits; split grids keep the Triton kernel."""
     _skip_unless_wgmma(device)
     g, n, k = 4, 256, 512
     m = tma_m(device, g, n, k)
-    assert kernels.consumer_config(m, n, k, g, device) == _fb.WGMMA_CONFIG
+    assert kernels.consumer_config(m, n, k, g, device) in [cfg for _, cfg in _fb.WGMMA_TABLE]
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 7, device)
     with provenance.capture() as ran:
         got = kernels.fp8_block_bmm(a, a_scale, b, b_scale)
@@ -351,24 +351,39 @@ def test_consumer_wgmma_launch_where_it_cannot_run_says_so(device):
     for what, a_in, expect in (("aligned", a, aligned),
                                ("an activation buffer at an odd address", shifted, ("triton", "pointer"))):
         with provenance.capture() as ran:
-            got = kernels.launch_consumer(a_in, a_scale, b, b_scale, torch.empty_like(want), _fb.WGMMA_CONFIG)
+            got = kernels.launch_consumer(a_in, a_scale, b, b_scale, torch.empty_like(want), _WGMMA_128)
         assert (ran[-1].detail("kernel"), ran[-1].detail("loads")) == expect, (what, ran[-1])
         if expect[0] == "triton":
             assert ran[-1].detail("block_m") == 64, (what, ran[-1])  # the table's Triton launch, not BLOCK_M 128
         assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
 
 
-def test_consumer_table_takes_wgmma_exactly_where_it_takes_tma():
-    """The dispatch's rule: where the table reads by TMA (at least ``TMA_MIN_TILES_PER_SM`` tiles per
-    SM) from M = ``WGMMA_MIN_M`` on, a device that runs the Gluon kernel gets ``WGMMA_CONFIG`` (its
-    128-row tiles, measured there); elsewhere nothing changes."""
-    for m in (1, 16, 64, 256, 1000, 1024, 1500, 2048, 8192):
+#: the wgmma launch with 128-row tiles (the table's on the largest grids)
+_WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
+
+
+def test_consumer_table_takes_wgmma_on_every_unsplit_grid_from_its_least_m():
+    """The dispatch's rule: a device that runs the Gluon kernel gets it for every grid the Triton table
+    leaves unsplit from M = ``WGMMA_MIN_M`` on, BLOCK_M 64 with 4 TMA buffers at a few waves and 3 from
+    ``TMA_MIN_TILES_PER_SM`` tiles per SM, 128-row tiles on the largest grids (what an H200 measured at
+    the DeepSeek-V4-Pro shapes, ``CONSUMER_TUNING``); split grids and smaller M keep the Triton launch."""
+    few, many, largest = (kernels.ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True),
+                          kernels.ConsumerConfig(64, 128, 4, 3, tma=True, wgmma=True), _WGMMA_128)
+    dsv4 = {("dep8", 256): few, ("dep8", 1024): many, ("dep8", 1500): many, ("dep8", 4096): many,
+            ("dep8", 8192): largest, ("tep8", 1024): few, ("tep8", 4096): few, ("tep8", 8192): many}
+    for (shape, m), want in dsv4.items():
+        got = _fb._consumer_config(m, 1024, 8192, 8 if shape == "dep8" else 1, 132, True)
+        assert got == want, (shape, m, got)
+    for m in (1, 16, 64, 255, 256, 257, 1000, 1024, 1500, 2048, 4096, 8192):
         for g in (1, 8, 128):
             plain, fast = _fb._consumer_config(m, 1024, 8192, g, 132, False), _fb._consumer_config(m, 1024, 8192, g, 132, True)
-            want = _fb.WGMMA_CONFIG if plain.tma and m >= _fb.WGMMA_MIN_M else plain
-            assert fast == want, (m, g, plain, fast)
-    assert _fb._consumer_config(16, 1024, 8192, 128, 132, False).tma  # many groups at a small M: TMA, not wgmma
-    assert _fb._consumer_config(8192, 1024, 8192, 8, 132, True).wgmma  # DeepSeek-V4 DEP8 prefill
+            if plain.split_k > 1 or m < _fb.WGMMA_MIN_M:
+                assert fast == plain, (m, g, plain, fast)
+            else:
+                assert fast.wgmma and fast.tma and fast.split_k == 1, (m, g, fast)
+                assert (fast.block_m == 128) == (cdiv(m, 64) * 8 * g >= _fb.WGMMA_TABLE[0][0] * 132), (m, g, fast)
+    assert _fb._consumer_config(16, 1024, 8192, 128, 132, True) == _fb._consumer_config(16, 1024, 8192, 128, 132, False)
+    assert _fb._consumer_config(64, 1024, 8192, 1, 132, True).split_k > 1  # TEP8 decode: K split, Triton
     assert not _fb._wgmma_ok(torch.device("cpu"))
 
 

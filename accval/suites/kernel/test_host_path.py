@@ -3,7 +3,11 @@ recorded, and a direct launch never reuses a kernel compiled for another special
 
 from __future__ import annotations
 
+import gc
+import sys
 import types
+import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -356,6 +360,62 @@ def test_consumer_launches_give_the_public_calls_bits(device):
         for launcher, grid, tensors, ints in launches:
             launcher(grid, tensors, ints)
         assert torch.equal(out, kernels.fp8_block_bmm(a, a_scale, b, b_scale)), (g, m)
+
+
+def test_tma_descriptors_are_built_once_per_layout_and_rebased_per_call(device, monkeypatch):
+    """A TMA consumer launch builds its descriptors (whose construction re-checks every field: host time
+    per call) once per layout and ``b`` row stride, then rebases them on each call's tensors: later
+    calls of the layout on other buffers build none and get their own buffers' bits, a weight with
+    padded rows gets descriptors of its own stride, and what is kept holds no call's tensor."""
+    built = []
+
+    def counting(init):
+        def post_init(self):
+            if "kernels" in Path(sys._getframe(2).f_code.co_filename).parts:  # accval's, not the interpreter's copies
+                built.append(self)
+            init(self)
+        return post_init
+
+    for cls in host._DESCRIPTORS:
+        monkeypatch.setattr(cls, "__post_init__", counting(cls.__post_init__))
+    g, n, k = 4, 256, 384
+    m = tma_m(device, g, n, k)
+    x, y = (_consumer_inputs(device, g=g, m=m, n=n, k=k) for _ in range(2))  # one layout, other buffers
+    a, a_scale, b, b_scale = x
+    rows = torch.zeros(g, n, k + 128, dtype=torch.uint8, device=device).view(FP8_DTYPE)[:, :, :k]
+    padded = (a, a_scale, rows.copy_(b), b_scale)  # the weight's rows 128 bytes apart more: another stride
+    kernels.fp8_block_bmm(*x)
+    first = len(built)
+    assert first in (0, 2), built  # two, or none where an earlier call of this layout built them
+    with provenance.capture() as ran:
+        got = [kernels.fp8_block_bmm(*args) for args in (y, x, y)]
+    assert len(built) == first, f"calls of a layout seen before built {len(built) - first} descriptors"
+    assert [r.detail("loads") for r in ran] == ["tma"] * 3, ran
+    got.append(kernels.fp8_block_bmm(*padded))
+    assert len(built) - first in (0, 2) and built[first:] == built[first:first + 2]
+    for args, out in zip((y, x, y, padded), got):
+        want = kernels.launch_consumer(*args, torch.empty_like(out), kernels.ConsumerConfig(64, 128, 4, 3))
+        assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+    built.clear()
+    z = _consumer_inputs(device, g=g, m=m, n=n, k=k)
+    alive = weakref.ref(z[0])
+    kernels.fp8_block_bmm(*z)
+    del z
+    gc.collect()
+    assert alive() is None, "a descriptor kept by the consumer holds a call's activations"
+
+
+def test_rebased_descriptor_keeps_every_field_but_its_base():
+    """``host.rebased`` gives a descriptor of the template's shape, strides, block and padding over the
+    new base, without building one, and leaves the template as it was."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    x, y = torch.zeros(64, 64), torch.zeros(64, 64)
+    template = TensorDescriptor(x, [64, 64], [64, 1], [16, 16])
+    moved = host.rebased(template, y)
+    assert type(moved) is TensorDescriptor and moved.base is y and template.base is x
+    assert (moved.shape, moved.strides, moved.block_shape, moved.padding) == (
+        template.shape, template.strides, template.block_shape, template.padding)
 
 
 def _fresh_partials_result(a, a_scale, b, b_scale):
