@@ -76,7 +76,19 @@ def _unpack_pairs(w, O_DTYPE: tl.constexpr):
 
 
 #: NEOX programs of at most this many rows (tokens x heads) rotate the rope slice in a tile of its own
-ROPE_APART_MAX_ROWS = tl.constexpr(2)
+#: (``ROPE_APART``), in launches of at least :data:`ROPE_APART_MIN_PROGRAMS` programs
+ROPE_APART_MAX_ROWS = 2
+#: Against the rows' tile in one process on an H200 (reports/kernel/speed-probe-neox-rope-apart-NVIDIA_H200-
+#: 2026-12-03-s17call6.json, two timings each, same bits): faster from 4096 programs (dep8 M=64, 2 heads per
+#: program: 10.7/10.9 vs 10.8/11.2 us; dep8 M=256, 16384 programs: 22.9/23.0 vs 24.2/24.3; tep8 M=1024, 8192:
+#: 15.0/14.9 vs 15.8/15.7), even at 1024 (tep8 M=64, 1 head: 6.75/6.82 vs 6.75/6.85), slower at 2048 (tep8
+#: M=256: 8.70/8.77 vs 8.48/8.54): part of one wave, where the slice's own reduction lengthens each program.
+ROPE_APART_MIN_PROGRAMS = 4096
+
+
+def rope_apart(is_neox: bool, rows_per_program: int, programs: int) -> bool:
+    """Whether a NEOX launch rotates the rope slice apart from the row's tile (same bits either way)."""
+    return is_neox and rows_per_program <= ROPE_APART_MAX_ROWS and programs >= ROPE_APART_MIN_PROGRAMS
 
 
 @triton.jit
@@ -87,7 +99,7 @@ def _quant_tokens(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, ROPE_APART: tl.constexpr,
 ):
     """Quantize rows ``(m[r], head[r])`` (two [R] vectors: tokens and heads), [R, D/128, ..] tiles.
 
@@ -113,16 +125,13 @@ def _quant_tokens(
     row_off = m3 * stride_o_m + head[:, None, None] * stride_o_h
     fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
     if IS_NEOX:
-        if m.shape[0] <= ROPE_APART_MAX_ROWS:
+        if ROPE_APART:
             # The rope slice (the last ROPE elements, inside the head's last block) rotated in a tile of its
             # own, [R, ROPE_P2]: the partner, cos and sin loads and the rotation cost each thread ROPE/32
             # elements instead of D/32, and the row's tile takes the slice's amax in (Triton 3.6, sm90: 548
             # -> 427 PTX instructions for one head, 875 -> 749 for two). With more rows the two tiles'
-            # registers add up (96 -> 128 at 4 heads): the rows then rotate in the row's tile. Against the
-            # rows' tile in one process on an H200 (reports/kernel/speed-probe-neox-rope-apart-NVIDIA_H200-
-            # 2026-12-03-s17call6.json, same bits): dep8 M=256 22.9 vs 24.2 us, tep8 M=1024 15.0 vs 15.8,
-            # M=1500 18.7 vs 19.8, dep8 M=64 10.7-10.9 vs 10.9-11.2, tep8 M=64 even (6.8), but tep8 M=256
-            # 8.7 vs 8.5: one partial wave, where the slice's own reduction lengthens a program.
+            # registers add up (96 -> 128 at 4 heads): the rows then rotate in the row's tile. When it is
+            # taken: :func:`rope_apart`.
             ROPE_P2: tl.constexpr = 128 if ROPE > 64 else 64 if ROPE > 32 else 32 if ROPE > 16 else 16
             is_rope = d >= D - ROPE
             x = tl.load(o_ptr + row_off + d, mask=live & ~is_rope, other=0.0).to(tl.float32)
@@ -224,7 +233,8 @@ def _inv_rope_fp8_quant_straight(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, HEADS: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, ROPE_APART: tl.constexpr,
+    HEADS: tl.constexpr,
 ):
     """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop."""
     m = tl.program_id(0).to(INDEX_DTYPE) + tl.zeros([HEADS], dtype=INDEX_DTYPE)
@@ -232,7 +242,7 @@ def _inv_rope_fp8_quant_straight(
     _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
                   stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                   stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, PAIR_WORD)
+                  HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, PAIR_WORD, ROPE_APART)
 
 
 @triton.jit
@@ -242,7 +252,8 @@ def _inv_rope_fp8_quant_loop(
     stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
-    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr,
+    FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, ROPE_APART: tl.constexpr,
+    BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr,
 ):
     """BLOCK_TOKENS_M > 1: program (token block, head) loops over its BTM tokens, SUB at a time.
 
@@ -254,7 +265,7 @@ def _inv_rope_fp8_quant_loop(
         _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1) + tl.zeros([SUB], dtype=tl.int32), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
                       M, rows_end, stride_pos, stride_o_m, stride_o_h, stride_cs_pos, stride_cs_sin, stride_cs_i,
                       stride_fp8_g, stride_fp8_m, stride_scale_g, stride_scale_b,
-                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, PAIR_WORD)
+                      HPG, D, ROPE, IS_NEOX, NBH_P2, IN_DTYPE, INDEX_DTYPE, FP8_MAX, SOFTWARE, PAIR_WORD, ROPE_APART)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -615,7 +626,8 @@ def pair_word_bits(p: ProducerProblem, o: torch.Tensor, fp8: torch.Tensor | None
 
 
 def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
-                    rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None) -> tuple | None:
+                    rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None,
+                    force_rope_apart: bool | None = None) -> tuple | None:
     """``(launcher, grid, tensors, ints)`` of :func:`launch_producer`'s launch, or None when it launches
     nothing (M == 0): ``launcher(grid, tensors, ints)`` launches it (``scripts/host_path.py`` times the pieces)."""
     rows_end = pad4(p.m) if rows_end is None else rows_end
@@ -626,39 +638,52 @@ def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
                          f"{fp8.stride()} and {scale.stride()}")
     if fp8.device != o.device or scale.device != o.device:  # a direct launch passes addresses unchecked
         raise ValueError(f"fp8/scale: expected buffers on o's device {o.device}, got {fp8.device} and {scale.device}")
+    if force_rope_apart is not None:
+        check_bool("force_rope_apart", force_rope_apart)
     launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting(),
-                                  pair_word_bits(p, o, fp8))
+                                  pair_word_bits(p, o, fp8), force_rope_apart)
     return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),
             _runtime_ints(p, rows_end, o, positions, cos_sin_cache, fp8.stride(), scale.stride()))
 
 
 def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale, cfg: LaunchConfig, *,
-                    rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None) -> None:
+                    rows_end: int | None = None, index_dtype=tl.int64, round_dtype=None,
+                    force_rope_apart: bool | None = None) -> None:
     """Launch the producer kernel into caller-provided buffers (strides are taken from them).
 
     ``rows_end`` is the number of scale rows written (default pad4(M): rows M.. get zero scales);
     ``round_dtype`` the dtype roped values are rounded to (default ``o``'s, as the legacy path).
     The public function always uses the defaults; the defect catalog overrides them.
+    ``force_rope_apart`` (NEOX): rotate the rope slice in a tile of its own or not, whatever
+    :func:`rope_apart` says (tests compare both ways' bits).
     """
     launch = producer_launch(p, o, positions, cos_sin_cache, fp8, scale, cfg, rows_end=rows_end,
-                             index_dtype=index_dtype, round_dtype=round_dtype)
+                             index_dtype=index_dtype, round_dtype=round_dtype, force_rope_apart=force_rope_apart)
     if launch is not None:
         launcher, grid, tensors, ints = launch
         launcher(grid, tensors, ints)
 
 
+def _launch_rope_apart(cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool) -> bool:
+    """:func:`rope_apart` of the launch ``cfg`` gives over ``rows`` token rows (pad4(M)) and ``n_heads``."""
+    hb = heads_per_program(cfg, n_heads, rows)
+    per_program = hb if cfg.block_tokens_m == 1 else cfg.tokens_per_iter
+    return rope_apart(is_neox, per_program, cdiv(rows, cfg.block_tokens_m) * (n_heads // hb))
+
+
 @functools.lru_cache(maxsize=4096)
 def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dtype: torch.dtype, index_dtype,
-                 software: bool, pair_bits: int) -> tuple[host.Launcher, tuple[int, int]]:
+                 software: bool, pair_bits: int, force_rope_apart: bool | None = None) -> tuple[host.Launcher, tuple[int, int]]:
     """(launcher, grid) of one launch: everything but the tensors and their strides."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
     hb = heads_per_program(cfg, heads, rows_end)
     grid = (cdiv(rows_end, btm), heads // hb)
+    apart = _launch_rope_apart(cfg, heads, rows_end, p.is_neox) if force_rope_apart is None else force_rope_apart
     meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
                 NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
-                PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits],
+                PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits], ROPE_APART=bool(p.is_neox and apart),
                 num_warps=warps_per_program(cfg, hb), **_platform.gpu_launch_options())
     if btm == 1:
         return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages)), grid
@@ -675,6 +700,8 @@ def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox
                  num_stages=cfg.num_stages)
     if not is_neox:
         facts["gptj_pairs"] = f"{pair_bits}-bit words" if pair_bits else "split in registers"
+    else:
+        facts["neox_rope"] = "apart" if _launch_rope_apart(cfg, n_heads, rows, is_neox) else "in the row's tile"
     return provenance.Run("producer", "triton", mode, tuple(sorted(facts.items())))
 
 

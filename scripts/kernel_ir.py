@@ -133,11 +133,12 @@ PRODUCER_POINTERS = {"o_ptr": "*bf16", "pos_ptr": "*i64", "cs_ptr": "*fp32", "fp
 
 def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int = 1):
     """The straight kernel (one token, ``heads`` heads per program) at the DeepSeek-V4-Pro head (D 512,
-    rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps``."""
+    rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps`` in a launch of
+    many programs (NEOX programs of few rows rotate the rope slice apart: ``rope_apart``)."""
     fn = mod._inv_rope_fp8_quant_straight
     const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
                  INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, PAIR_WORD=None if is_neox else tl.int32,
-                 HEADS=heads)
+                 ROPE_APART=is_neox and heads <= int(getattr(mod, "ROPE_APART_MAX_ROWS", 2)), HEADS=heads)
     sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
     divisible = [i for i, p in enumerate(fn.params) if p.name in PRODUCER_POINTERS or p.name in PRODUCER_DIVISIBLE]
     src = ASTSource(fn, sig, {k: v for k, v in const.items() if k in sig},

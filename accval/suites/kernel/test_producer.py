@@ -156,20 +156,19 @@ def test_producer_is_faithful_to_math(producer, device, case):
                         f"{case} producer={producer.name} recipe={producer.recipe.name}")
 
 
-#: straight-kernel programs of 1, 2 and 4 heads and loop-kernel iterations of 1 and 4 tokens: the NEOX
-#: kernel rotates the rope slice in a tile of its own in programs of at most
-#: ``ROPE_APART_MAX_ROWS`` rows, and inside the row's tile in larger ones
-_NEOX_LAUNCHES = ((1, 1, 1, 1, 1), (1, 1, 1, 1, 2), (1, 1, 1, 1, 4), (8, 1, 1, 1, 1), (8, 1, 1, 4, 1))
+#: straight-kernel programs of 1, 2 and 4 heads and loop-kernel iterations of 1 and 4 tokens, each
+#: rotating the NEOX rope slice in a tile of its own (True) or in the row's (False); the dispatch takes
+#: the first way in programs of at most ``ROPE_APART_MAX_ROWS`` rows in large launches (``rope_apart``)
+_NEOX_LAUNCHES = ((1, 1, 1, 1, 1, False), (1, 1, 1, 1, 1, True), (1, 1, 1, 1, 2, True), (1, 1, 1, 1, 4, False),
+                  (8, 1, 1, 1, 1, True), (8, 1, 1, 4, 1, False))
 
 
 @given(case=producer_cases(max_tokens=40), special=st.sampled_from((None, float("nan"), float("inf"), float("-inf"), 0.0)))
 def test_accval_neox_rope_paths_give_the_same_bits(device, case, special):
-    """accval's NEOX kernel has two ways to rotate the rope slice (``ROPE_APART_MAX_ROWS``): every
-    launch above gives the same codes and scales, compared as raw bits, for every head and rope
-    dimension, with NaN, infinities or zeros placed in the rope slice and in a nope block."""
-    from kernels.inv_rope_fp8_quant import ROPE_APART_MAX_ROWS, LaunchConfig, launch_producer, validate_producer_args
-
-    assert int(ROPE_APART_MAX_ROWS) in (1, 2, 3), "the launches above must cover both ways"
+    """accval's NEOX kernel has two ways to rotate the rope slice (``rope_apart``): every launch above
+    gives the same codes and scales, compared as raw bits, for every head and rope dimension, with NaN,
+    infinities or zeros placed in the rope slice and in a nope block."""
+    from kernels.inv_rope_fp8_quant import LaunchConfig, launch_producer, validate_producer_args
     case = dataclasses.replace(case, is_neox=True, n_groups=2, heads_per_group=2, m=max(1, case.m // 4))
     o, pos, cache = make_inputs(case, device)
     if special is not None:
@@ -178,10 +177,11 @@ def test_accval_neox_rope_paths_give_the_same_bits(device, case, special):
         o[0, 1, 0] = special  # a nope element (of the last block when the head is one block)
     p = validate_producer_args(*case.args(o, pos, cache))
     outs = []
-    for btm, warps, stages, per_iter, heads in _NEOX_LAUNCHES:
+    for btm, warps, stages, per_iter, heads, apart in _NEOX_LAUNCHES:
         fp8 = torch.full(p.fp8_shape(), 1.0, dtype=FP8_DTYPE, device=device)
         scale = torch.full(p.scale_shape(), -1.0, device=device)
-        launch_producer(p, o, pos, cache, fp8, scale, LaunchConfig(btm, warps, stages, per_iter, heads_per_program=heads))
+        launch_producer(p, o, pos, cache, fp8, scale, LaunchConfig(btm, warps, stages, per_iter, heads_per_program=heads),
+                        force_rope_apart=apart)
         outs.append((fp8.view(torch.uint8).cpu(), scale.view(torch.int32).cpu()))
     for launch, (codes, scales) in zip(_NEOX_LAUNCHES[1:], outs[1:]):
         ctx = f"launch {launch} vs {_NEOX_LAUNCHES[0]}; {case} special={special}"

@@ -170,6 +170,31 @@ def test_hopper_dispatch_keeps_enough_programs():
         dataclasses.replace(forced, min_programs=-1)
 
 
+def test_neox_rope_slice_is_rotated_apart_in_large_launches_of_few_rows():
+    """The NEOX kernel rotates the rope slice in a tile of its own in programs of at most
+    ``ROPE_APART_MAX_ROWS`` rows in launches of at least ``ROPE_APART_MIN_PROGRAMS`` programs, in the
+    row's tile otherwise (what an H200 measured: ``rope_apart``), and the record says which; at the
+    DeepSeek-V4-Pro shapes on Hopper: apart at DEP8 M=64 (2 heads per program, 4096 programs) and TEP8
+    M=1024 (8192), in the row's tile at TEP8 M=64 (1 head, 1024 programs) and M=256 (2048) and with 4
+    heads per program (TEP8 M=8192)."""
+    from kernels.inv_rope_fp8_quant import ProducerProblem, _config, _launch_plan, _producer_run
+
+    want = {("dep8", 64): True, ("dep8", 256): True, ("tep8", 64): False, ("tep8", 256): False,
+            ("tep8", 1024): True, ("tep8", 8192): False}
+    for (shape, m), apart in want.items():
+        groups = 8 if shape == "dep8" else 1
+        problem = ProducerProblem(m, groups, 16, 512, 448, 64, True)
+        cfg = _config(m, "sm90", True, None, None, None)
+        launcher, _ = _launch_plan(problem, cfg, pad4(m), torch.bfloat16, tl.int64, False, 0)
+        run = _producer_run("gpu", cfg, groups * 16, pad4(m), True, 0)
+        assert launcher.meta["ROPE_APART"] is apart, (shape, m, launcher.meta)
+        assert run.detail("neox_rope") == ("apart" if apart else "in the row's tile"), (shape, m, run)
+    gptj = ProducerProblem(64, 8, 16, 512, 448, 64, False)
+    assert _launch_plan(gptj, _config(64, "sm90-gptj", True, None, None, None), 64, torch.bfloat16, tl.int64, False,
+                        32)[0].meta["ROPE_APART"] is False
+    assert _producer_run("gpu", _config(64, "sm90-gptj", True, None, None, None), 128, 64, False, 32).detail("neox_rope") is None
+
+
 def test_config_for_reads_the_layouts_own_table(monkeypatch):
     """On an architecture with a GPT-J table, config_for gives GPT-J that table's row and NEOX the
     architecture's (Hopper at M=8192: NEOX 4 heads per program from 8192 programs, GPT-J 8 heads with
