@@ -83,6 +83,9 @@ ROPE_APART_MAX_ROWS = 2
 #: program: 10.7/10.9 vs 10.8/11.2 us; dep8 M=256, 16384 programs: 22.9/23.0 vs 24.2/24.3; tep8 M=1024, 8192:
 #: 15.0/14.9 vs 15.8/15.7), even at 1024 (tep8 M=64, 1 head: 6.75/6.82 vs 6.75/6.85), slower at 2048 (tep8
 #: M=256: 8.70/8.77 vs 8.48/8.54): part of one wave, where the slice's own reduction lengthens each program.
+#: accval bench, tep8 M=256 NEOX against the upstream-style kernel, median us: with this rule 8.2 vs 8.3 and
+#: 8.5 vs 8.5 (reports/bench/NVIDIA_H200-2026-12-03-083706, -083808); apart, the three runs before it the same
+#: day 8.6 vs 8.4, 8.5 vs 8.3, 8.4 vs 8.3 (-075737, -081156, -081423).
 ROPE_APART_MIN_PROGRAMS = 4096
 
 
