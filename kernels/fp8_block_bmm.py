@@ -404,8 +404,9 @@ def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> Con
     (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM. With one to four waves
     the pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors'
     host cost would make an eager call slower than the kernel; where K is split that cost outweighs
-    the few us TMA saves. On an sm90 GPU with Gluon (:func:`_wgmma_ok`) every unsplit grid from M =
-    :data:`WGMMA_MIN_M` runs the Gluon kernel instead (:data:`WGMMA_TABLE`, same bits).
+    the few us TMA saves. On an sm90 GPU with Gluon (:func:`_wgmma_ok`) every grid of at least half as
+    many tiles as SMs runs the Gluon kernel instead from M = :data:`WGMMA_MIN_M` (:data:`WGMMA_TABLE`,
+    same bits); smaller grids keep the Triton kernel, K split or not.
     """
     check_int("m", m, minimum=0)
     for name, value in (("n", n), ("k", k), ("g", g)):
@@ -438,8 +439,8 @@ WGMMA_TABLE = (
     (TMA_MIN_TILES_PER_SM, ConsumerConfig(64, 128, 4, 3, tma=True, wgmma=True)),
     (0, ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True)),
 )
-#: the least M the Gluon kernel takes unsplit grids from (the least measured; below it the table's
-#: Triton launches take BLOCK_M 16/32 tiles)
+#: the least M from which the Gluon kernel takes the grids of at least half as many tiles as SMs (the
+#: least measured; below it the table's Triton launches take BLOCK_M 16/32 tiles)
 WGMMA_MIN_M = 256
 
 
@@ -699,7 +700,7 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     if m == 0:
         return []
     bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
-    if launch.tma is not None:  # descriptors over these buffers (a call builds its own)
+    if launch.tma is not None:  # descriptors over these buffers (a call rebases its own)
         a, b = launch.descriptors(a, b, k)
     if launch.sums is None:
         return [(launch.bmm, launch.grid, (a, a_scale, b, b_scale, out), bmm_ints)]

@@ -89,9 +89,12 @@ ROPE_APART_MAX_ROWS = 2
 ROPE_APART_MIN_PROGRAMS = 4096
 
 
-def rope_apart(is_neox: bool, rows_per_program: int, programs: int) -> bool:
-    """Whether a NEOX launch rotates the rope slice apart from the row's tile (same bits either way)."""
-    return is_neox and rows_per_program <= ROPE_APART_MAX_ROWS and programs >= ROPE_APART_MIN_PROGRAMS
+def rope_apart(is_neox: bool, rows_per_program: int, programs: int | None) -> bool:
+    """Whether a NEOX launch rotates the rope slice apart from the row's tile (same bits either way).
+    ``programs``: the straight kernel's launch size, where the threshold was measured; None for the
+    loop kernel (a program takes its tokens in turn; not measured: apart at few rows, as before)."""
+    return (is_neox and rows_per_program <= ROPE_APART_MAX_ROWS
+            and (programs is None or programs >= ROPE_APART_MIN_PROGRAMS))
 
 
 @triton.jit
@@ -643,6 +646,9 @@ def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
         raise ValueError(f"fp8/scale: expected buffers on o's device {o.device}, got {fp8.device} and {scale.device}")
     if force_rope_apart is not None:
         check_bool("force_rope_apart", force_rope_apart)
+        if force_rope_apart and not p.is_neox:
+            raise ValueError("force_rope_apart: expected None or False for the GPT-J layout (is_neox=False: its "
+                             "pairs are adjacent, no rope slice is rotated apart), got True")
     launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting(),
                                   pair_word_bits(p, o, fp8), force_rope_apart)
     return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),
@@ -669,9 +675,10 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
 
 def _launch_rope_apart(cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool) -> bool:
     """:func:`rope_apart` of the launch ``cfg`` gives over ``rows`` token rows (pad4(M)) and ``n_heads``."""
+    if cfg.block_tokens_m != 1:
+        return rope_apart(is_neox, cfg.tokens_per_iter, None)
     hb = heads_per_program(cfg, n_heads, rows)
-    per_program = hb if cfg.block_tokens_m == 1 else cfg.tokens_per_iter
-    return rope_apart(is_neox, per_program, cdiv(rows, cfg.block_tokens_m) * (n_heads // hb))
+    return rope_apart(is_neox, hb, rows * (n_heads // hb))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -739,7 +746,7 @@ def _build_plan(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m,
     pair_bits = pair_word_bits(p, o)
     cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox, pair_words=bool(pair_bits))
     rows_end = pad4(p.m)
-    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting(), pair_bits)
+    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting(), pair_bits, None)
     k, sm = p.k, pad4(p.m)
     # the strides torch.empty gives the buffers every call (contiguous)
     ints = _runtime_ints(p, rows_end, o, positions, cos_sin_cache, (p.m * k, k), (p.k_blocks * sm, sm))

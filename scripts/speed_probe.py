@@ -34,10 +34,10 @@ fusedsum  the consumer at M <= 256 with its K splits added in its one launch (sc
 wgmma     the Gluon wgmma kernel (kernels/fp8_block_bmm_wgmma.py) at BLOCK_M 64/128 and 3/4 TMA buffers
           against the Triton TMA kernel the table took before it, ``torch._scaled_mm`` blockwise and the
           shipped dispatch; every output compared bit for bit with the plain pointer launch
-table     candidate rows of the consumer's table (``TABLE_CANDIDATES``: pointer, Triton TMA, wgmma) as the
-          public function runs them: the table patched to answer each, its CUDA-graph median and its
-          time as called (no graph, a new output per call: descriptors built and encoded per call
-          included), next to the shipped table's; bits compared with the plain pointer launch; and the
+table     candidate rows of the consumer's table (``TABLE_CANDIDATES``: pointer, Triton TMA, wgmma): each
+          one's CUDA-graph median (``launch_consumer``) and its time as called through the public
+          function with the table patched to answer it (no graph, a new output per call, its
+          descriptors and their encoding per call included), next to the shipped table's; bits compared with the plain pointer launch; and the
           host time of the two TMA descriptors alone, built and as a call gets them (rebased)
 """
 
@@ -524,7 +524,7 @@ def table_part(ms, rows: list) -> None:
                 base["shipped_as_called"] = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), base["shipped"])
                 if m == ms[0]:
                     wg_launch = fbm._triton_launch(TABLE_CANDIDATES[-1], g, m, n, k, fbm.SCALE_M_ALIGN, False)
-                    for what, make in (("gluon descriptors x2, built", lambda: wg.descriptors(a, b, g * m, g * n, k, 64, 128)),
+                    for what, make in (("gluon descriptors x2, built", lambda: wg.descriptors(a, b, *wg_launch.tma[:2], k, *wg_launch.tma[2:])),
                                        ("gluon descriptors x2, as a call gets them", lambda: wg_launch.descriptors(a, b, k))):
                         us = _per_call_us(make)
                         rows.append({"part": "table", "shape": shape, "M": m, "what": what, "us_per_call_host": us})

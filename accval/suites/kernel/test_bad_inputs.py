@@ -234,3 +234,19 @@ def test_launch_consumer_needs_a_config_and_an_out():
         kernels.launch_consumer(a, s, b, bs, torch.empty(1, 4, 128, dtype=torch.bfloat16), (64, 128))
     with pytest.raises(ValueError, match="out: expected"):
         kernels.launch_consumer(a, s, b, bs, None, kernels.ConsumerConfig(64))
+
+
+def test_launch_producer_force_rope_apart_is_checked():
+    """``force_rope_apart`` is a bool, and only NEOX rotates a rope slice apart: True for GPT-J is refused,
+    not ignored."""
+    from kernels.inv_rope_fp8_quant import launch_producer, validate_producer_args
+
+    for is_neox, value, exc, match in ((True, 1, TypeError, "force_rope_apart: expected a bool"),
+                                       (False, True, ValueError, "force_rope_apart: expected None or False for the GPT-J")):
+        case = ProducerCase(m=4, n_groups=1, heads_per_group=1, head_dim=128, rope_dim=64, is_neox=is_neox)
+        o, pos, cache = make_inputs(case, "cpu")
+        p = validate_producer_args(*case.args(o, pos, cache), is_neox=is_neox)
+        fp8 = torch.empty(p.fp8_shape(), dtype=FP8_DTYPE)
+        scale = torch.empty(p.scale_shape())
+        with pytest.raises(exc, match=match):
+            launch_producer(p, o, pos, cache, fp8, scale, LaunchConfig(1, 1, 1), force_rope_apart=value)

@@ -362,11 +362,12 @@ def test_consumer_wgmma_launch_where_it_cannot_run_says_so(device):
 _WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
 
 
-def test_consumer_table_takes_wgmma_on_every_unsplit_grid_from_its_least_m():
-    """The dispatch's rule: a device that runs the Gluon kernel gets it for every grid the Triton table
-    leaves unsplit from M = ``WGMMA_MIN_M`` on, BLOCK_M 64 with 4 TMA buffers at a few waves and 3 from
-    ``TMA_MIN_TILES_PER_SM`` tiles per SM, 128-row tiles on the largest grids (what an H200 measured at
-    the DeepSeek-V4-Pro shapes, ``CONSUMER_TUNING``); split grids and smaller M keep the Triton launch."""
+def test_consumer_table_takes_wgmma_on_grids_of_half_the_sms_from_its_least_m():
+    """The dispatch's rule: a device that runs the Gluon kernel gets it for every grid of at least half
+    as many tiles (BLOCK_M 64, BLOCK_N 128) as SMs from M = ``WGMMA_MIN_M`` on, BLOCK_M 64 with 4 TMA
+    buffers at a few waves and 3 from ``TMA_MIN_TILES_PER_SM`` tiles per SM, 128-row tiles on the
+    largest grids (what an H200 measured at the DeepSeek-V4-Pro shapes, ``CONSUMER_TUNING``); smaller
+    grids (K split, or too short to split) and smaller M keep the Triton launch."""
     few, many, largest = (kernels.ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True),
                           kernels.ConsumerConfig(64, 128, 4, 3, tma=True, wgmma=True), _WGMMA_128)
     dsv4 = {("dep8", 256): few, ("dep8", 1024): many, ("dep8", 1500): many, ("dep8", 4096): many,
@@ -374,14 +375,16 @@ def test_consumer_table_takes_wgmma_on_every_unsplit_grid_from_its_least_m():
     for (shape, m), want in dsv4.items():
         got = _fb._consumer_config(m, 1024, 8192, 8 if shape == "dep8" else 1, 132, True)
         assert got == want, (shape, m, got)
-    for m in (1, 16, 64, 255, 256, 257, 1000, 1024, 1500, 2048, 4096, 8192):
-        for g in (1, 8, 128):
-            plain, fast = _fb._consumer_config(m, 1024, 8192, g, 132, False), _fb._consumer_config(m, 1024, 8192, g, 132, True)
-            if plain.split_k > 1 or m < _fb.WGMMA_MIN_M:
-                assert fast == plain, (m, g, plain, fast)
-            else:
-                assert fast.wgmma and fast.tma and fast.split_k == 1, (m, g, fast)
-                assert (fast.block_m == 128) == (cdiv(m, 64) * 8 * g >= _fb.WGMMA_TABLE[0][0] * 132), (m, g, fast)
+    for n, k in ((1024, 8192), (128, 128), (256, 256)):  # DeepSeek-V4-Pro; one K block (nothing to split)
+        for m in (1, 16, 64, 255, 256, 257, 1000, 1024, 1500, 2048, 4096, 8192):
+            for g in (1, 8, 128):
+                plain, fast = _fb._consumer_config(m, n, k, g, 132, False), _fb._consumer_config(m, n, k, g, 132, True)
+                tiles = cdiv(m, 64) * cdiv(n, 128) * g
+                if m < _fb.WGMMA_MIN_M or tiles < 132 // 2:
+                    assert fast == plain, (m, n, k, g, plain, fast)
+                else:
+                    assert fast.wgmma and fast.tma and fast.split_k == 1, (m, n, k, g, fast)
+                    assert (fast.block_m == 128) == (tiles >= _fb.WGMMA_TABLE[0][0] * 132), (m, n, k, g, fast)
     assert _fb._consumer_config(16, 1024, 8192, 128, 132, True) == _fb._consumer_config(16, 1024, 8192, 128, 132, False)
     assert _fb._consumer_config(64, 1024, 8192, 1, 132, True).split_k > 1  # TEP8 decode: K split, Triton
     assert not _fb._wgmma_ok(torch.device("cpu"))

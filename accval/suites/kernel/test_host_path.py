@@ -20,6 +20,9 @@ from kernels.fp8_block_bmm import consumer_launches
 
 from .cases import ProducerCase, make_inputs, tma_m
 
+#: the folder of accval's kernel files (descriptors built there, not by Triton's interpreter)
+KERNELS_DIR = Path(kernels.__file__).resolve().parent
+
 CASE = ProducerCase(m=5, n_groups=2, heads_per_group=2)
 
 
@@ -371,8 +374,8 @@ def test_tma_descriptors_are_built_once_per_layout_and_rebased_per_call(device, 
 
     def counting(init):
         def post_init(self):
-            if "kernels" in Path(sys._getframe(2).f_code.co_filename).parts:  # accval's, not the interpreter's copies
-                built.append(self)
+            if Path(sys._getframe(2).f_code.co_filename).resolve().parent == KERNELS_DIR:  # not the interpreter's copies
+                built.append(type(self).__name__)  # not the descriptor: it holds its tensor
             init(self)
         return post_init
 
@@ -398,25 +401,31 @@ def test_tma_descriptors_are_built_once_per_layout_and_rebased_per_call(device, 
     for what, out, want in (("x", got_x, want_x), ("y", got_y, want_y), ("x again", again_x, want_x),
                             ("x, padded weight rows", got_padded, want_x)):
         assert torch.equal(out.view(torch.int16), want.view(torch.int16)), what
-    z = _consumer_inputs(device, g=g, m=m, n=n, k=k)
-    alive = weakref.ref(z[0])
+    z = _consumer_inputs(device, g=g, m=m + 64, n=n, k=k)  # a layout of its own: this call builds the templates
+    alive = [weakref.ref(z[0]), weakref.ref(z[2])]
     kernels.fp8_block_bmm(*z)
     del z
     gc.collect()
-    assert alive() is None, "a descriptor kept by the consumer holds a call's activations"
+    assert [ref() is None for ref in alive] == [True, True], "descriptors kept by the consumer hold a call's a or b"
 
 
-def test_rebased_descriptor_keeps_every_field_but_its_base():
-    """``host.rebased`` gives a descriptor of the template's shape, strides, block and padding over the
-    new base, without building one, and leaves the template as it was."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
+def test_rebased_descriptor_keeps_every_field_but_its_base(monkeypatch):
+    """``host.rebased`` gives a descriptor (Triton's, and Gluon's with its shared-memory layout) of the
+    template's fields over the new base, without building one, and leaves the template as it was."""
+    import importlib
 
-    x, y = torch.zeros(64, 64), torch.zeros(64, 64)
-    template = TensorDescriptor(x, [64, 64], [64, 1], [16, 16])
-    moved = host.rebased(template, y)
-    assert type(moved) is TensorDescriptor and moved.base is y and template.base is x
-    assert (moved.shape, moved.strides, moved.block_shape, moved.padding) == (
-        template.shape, template.strides, template.block_shape, template.padding)
+    x, y = torch.zeros(64, 128, dtype=torch.uint8).view(FP8_DTYPE), torch.zeros(64, 128, dtype=torch.uint8).view(FP8_DTYPE)
+    templates = [host._TensorDescriptor(x, [64, 128], [128, 1], [16, 128])]
+    wgmma = importlib.import_module("kernels.fp8_block_bmm_wgmma")
+    if wgmma.AVAILABLE:
+        templates.append(wgmma.descriptors(x, x.view(1, 64, 128), 64, 64, 128, 64, 64)[0])
+    for template in templates:
+        fields = dict(vars(template))
+        built = []
+        monkeypatch.setattr(type(template), "__post_init__", lambda self: built.append(self))
+        moved = host.rebased(template, y)
+        assert type(moved) is type(template) and moved.base is y and built == []
+        assert vars(template) == fields and {**fields, "base": y} == vars(moved), type(template)
 
 
 def _fresh_partials_result(a, a_scale, b, b_scale):

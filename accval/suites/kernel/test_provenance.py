@@ -189,6 +189,10 @@ def test_neox_rope_slice_is_rotated_apart_in_large_launches_of_few_rows():
         run = _producer_run("gpu", cfg, groups * 16, pad4(m), True, 0)
         assert launcher.meta["ROPE_APART"] is apart, (shape, m, launcher.meta)
         assert run.detail("neox_rope") == ("apart" if apart else "in the row's tile"), (shape, m, run)
+    loop = ProducerProblem(1024, 1, 16, 512, 448, 64, True)  # the loop kernel (B200's table): as before the rule
+    for per_iter, apart in ((1, True), (2, True), (4, False)):
+        cfg = _config(1024, "sm100", True, None, per_iter, None)
+        assert _launch_plan(loop, cfg, 1024, torch.bfloat16, tl.int64, False, 0)[0].meta["ROPE_APART"] is apart, cfg
     gptj = ProducerProblem(64, 8, 16, 512, 448, 64, False)
     assert _launch_plan(gptj, _config(64, "sm90-gptj", True, None, None, None), 64, torch.bfloat16, tl.int64, False,
                         32)[0].meta["ROPE_APART"] is False
