@@ -76,7 +76,7 @@ def _unpack_pairs(w, O_DTYPE: tl.constexpr):
 
 
 #: NEOX programs of at most this many rows (tokens x heads) rotate the rope slice in a tile of its own
-#: (``ROPE_APART``), in launches of at least :data:`ROPE_APART_MIN_PROGRAMS` programs
+#: (``ROPE_APART``), in launches of at least :data:`ROPE_APART_MIN_PROGRAMS` programs (:func:`rope_apart`)
 ROPE_APART_MAX_ROWS = 2
 #: Against the rows' tile in one process on an H200 (reports/kernel/speed-probe-neox-rope-apart-NVIDIA_H200-
 #: 2026-12-03-s17call6.json, two timings each, same bits): faster from 4096 programs (dep8 M=64, 2 heads per
@@ -87,14 +87,6 @@ ROPE_APART_MAX_ROWS = 2
 #: 8.5 vs 8.5 (reports/bench/NVIDIA_H200-2026-12-03-083706, -083808); apart, the three runs before it the same
 #: day 8.6 vs 8.4, 8.5 vs 8.3, 8.4 vs 8.3 (-075737, -081156, -081423).
 ROPE_APART_MIN_PROGRAMS = 4096
-
-
-def rope_apart(is_neox: bool, rows_per_program: int, programs: int | None) -> bool:
-    """Whether a NEOX launch rotates the rope slice apart from the row's tile (same bits either way).
-    ``programs``: the straight kernel's launch size, where the threshold was measured; None for the
-    loop kernel (a program takes its tokens in turn; not measured: apart at few rows, as before)."""
-    return (is_neox and rows_per_program <= ROPE_APART_MAX_ROWS
-            and (programs is None or programs >= ROPE_APART_MIN_PROGRAMS))
 
 
 @triton.jit
@@ -673,27 +665,33 @@ def launch_producer(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
         launcher(grid, tensors, ints)
 
 
-def _launch_rope_apart(cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool) -> bool:
-    """:func:`rope_apart` of the launch ``cfg`` gives over ``rows`` token rows (pad4(M)) and ``n_heads``."""
+def rope_apart(cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool) -> bool:
+    """Whether the NEOX launch ``cfg`` gives over ``rows`` token rows (pad4(M)) and ``n_heads`` rotates the
+    rope slice apart from the row's tile (same bits either way): programs of few rows, and for the
+    straight kernel (where the threshold was measured) a launch of enough programs; the loop kernel
+    (a program takes its tokens in turn; not measured) by its rows per iteration alone."""
+    if not is_neox:
+        return False
     if cfg.block_tokens_m != 1:
-        return rope_apart(is_neox, cfg.tokens_per_iter, None)
+        return cfg.tokens_per_iter <= ROPE_APART_MAX_ROWS
     hb = heads_per_program(cfg, n_heads, rows)
-    return rope_apart(is_neox, hb, rows * (n_heads // hb))
+    return hb <= ROPE_APART_MAX_ROWS and rows * (n_heads // hb) >= ROPE_APART_MIN_PROGRAMS
 
 
 @functools.lru_cache(maxsize=4096)
 def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dtype: torch.dtype, index_dtype,
-                 software: bool, pair_bits: int, force_rope_apart: bool | None = None) -> tuple[host.Launcher, tuple[int, int]]:
-    """(launcher, grid) of one launch: everything but the tensors and their strides."""
+                 software: bool, pair_bits: int, force_rope_apart: bool | None) -> tuple[host.Launcher, tuple[int, int]]:
+    """(launcher, grid) of one launch: everything but the tensors and their strides (``force_rope_apart``
+    None: :func:`rope_apart` decides)."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
     hb = heads_per_program(cfg, heads, rows_end)
     grid = (cdiv(rows_end, btm), heads // hb)
-    apart = _launch_rope_apart(cfg, heads, rows_end, p.is_neox) if force_rope_apart is None else force_rope_apart
+    apart = rope_apart(cfg, heads, rows_end, p.is_neox) if force_rope_apart is None else force_rope_apart
     meta = dict(HPG=p.heads_per_group, D=p.head_dim, ROPE=p.rope_dim, IS_NEOX=p.is_neox,
                 NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
-                PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits], ROPE_APART=bool(p.is_neox and apart),
+                PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits], ROPE_APART=apart,
                 num_warps=warps_per_program(cfg, hb), **_platform.gpu_launch_options())
     if btm == 1:
         return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages)), grid
@@ -711,7 +709,7 @@ def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox
     if not is_neox:
         facts["gptj_pairs"] = f"{pair_bits}-bit words" if pair_bits else "split in registers"
     else:
-        facts["neox_rope"] = "apart" if _launch_rope_apart(cfg, n_heads, rows, is_neox) else "in the row's tile"
+        facts["neox_rope"] = "apart" if rope_apart(cfg, n_heads, rows, is_neox) else "in the row's tile"
     return provenance.Run("producer", "triton", mode, tuple(sorted(facts.items())))
 
 

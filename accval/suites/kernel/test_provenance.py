@@ -155,7 +155,7 @@ def test_hopper_dispatch_keeps_enough_programs():
     for groups, m, want in ((1, 2048, (2, 1)), (8, 2048, (8, 2))):
         problem = ProducerProblem(m, groups, 16, 512, 448, 64, False)
         cfg = _config(m, "sm90-gptj", True, None, None, None)
-        launcher, grid = _launch_plan(problem, cfg, m, torch.bfloat16, tl.int64, True, 32)
+        launcher, grid = _launch_plan(problem, cfg, m, torch.bfloat16, tl.int64, True, 32, None)
         run = _producer_run("gpu", cfg, groups * 16, m, False, 32)
         assert (launcher.meta["HEADS"], launcher.meta["num_warps"]) == want, launcher.meta
         assert (run.detail("heads_per_program"), run.detail("num_warps")) == want and grid == (m, groups * 16 // want[0])
@@ -185,17 +185,17 @@ def test_neox_rope_slice_is_rotated_apart_in_large_launches_of_few_rows():
         groups = 8 if shape == "dep8" else 1
         problem = ProducerProblem(m, groups, 16, 512, 448, 64, True)
         cfg = _config(m, "sm90", True, None, None, None)
-        launcher, _ = _launch_plan(problem, cfg, pad4(m), torch.bfloat16, tl.int64, False, 0)
+        launcher, _ = _launch_plan(problem, cfg, pad4(m), torch.bfloat16, tl.int64, False, 0, None)
         run = _producer_run("gpu", cfg, groups * 16, pad4(m), True, 0)
         assert launcher.meta["ROPE_APART"] is apart, (shape, m, launcher.meta)
         assert run.detail("neox_rope") == ("apart" if apart else "in the row's tile"), (shape, m, run)
     loop = ProducerProblem(1024, 1, 16, 512, 448, 64, True)  # the loop kernel (B200's table): as before the rule
     for per_iter, apart in ((1, True), (2, True), (4, False)):
         cfg = _config(1024, "sm100", True, None, per_iter, None)
-        assert _launch_plan(loop, cfg, 1024, torch.bfloat16, tl.int64, False, 0)[0].meta["ROPE_APART"] is apart, cfg
+        assert _launch_plan(loop, cfg, 1024, torch.bfloat16, tl.int64, False, 0, None)[0].meta["ROPE_APART"] is apart, cfg
     gptj = ProducerProblem(64, 8, 16, 512, 448, 64, False)
     assert _launch_plan(gptj, _config(64, "sm90-gptj", True, None, None, None), 64, torch.bfloat16, tl.int64, False,
-                        32)[0].meta["ROPE_APART"] is False
+                        32, None)[0].meta["ROPE_APART"] is False
     assert _producer_run("gpu", _config(64, "sm90-gptj", True, None, None, None), 128, 64, False, 32).detail("neox_rope") is None
 
 
