@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,wave]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -39,6 +39,10 @@ table     candidate rows of the consumer's table (``TABLE_CANDIDATES``: pointer,
           function with the table patched to answer it (no graph, a new output per call, its
           descriptors and their encoding per call included), next to the shipped table's; bits compared with the plain pointer launch; and the
           host time of the two TMA descriptors alone, built and as a call gets them (rebased)
+wave      the producer at M 64-1024 (a launch of a few waves at most): the working tree's and
+          ``--baseline``'s launches, NEOX's rope slice forced apart and not, inexact-division variants
+          (what the exact divisions cost; not bit-exact), the upstream-style kernel at 1/2/4 warps,
+          each timed twice
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ import time
 from pathlib import Path
 
 import torch
+import triton.language as tl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -433,6 +438,76 @@ def layouts_part(rows: list, baseline: Path | None) -> None:
                     cells.append(f"{name[:5]} hb{cfg.heads_per_program}w{cfg.num_warps} {us:.1f}{'' if same else ' DIFFERS'}")
             print(f"layouts {shape} {layout} M={m}: copy {copy:.1f} upstream {up:.1f} | " + " | ".join(cells), flush=True)
 
+#: probe-only kernels, NOT bit-exact: the block scale as ``amax * (1/448)`` and the quotient as Triton's default
+#: (approximate) division, what the upstream-style kernel does; they measure what the exact divisions cost
+_FAST_DIV = ("@triton.jit\ndef _unpack_pairs", """@triton.jit
+def _fast_div(y, s, SOFTWARE: tl.constexpr):
+    return y / s
+
+
+@triton.jit
+def _unpack_pairs""")
+INEXACT_SCALE = [("tl.math.div_rn(amax, FP8_MAX)", "(amax * (1.0 / FP8_MAX))"),
+                 ("tl.math.div_rn(amax_last, FP8_MAX)", "(amax_last * (1.0 / FP8_MAX))")]
+INEXACT_QUOTIENT = [_FAST_DIV] + [(f"div_rn_by({y},", f"_fast_div({y},") for y in ("ya", "yb", "x", "y", "y_even", "y_odd")]
+WAVE_VARIANTS = {"inexact-scale": INEXACT_SCALE, "inexact-quotient": INEXACT_QUOTIENT,
+                 "inexact-both": INEXACT_SCALE + INEXACT_QUOTIENT}
+
+
+def wave_part(rows: list, baseline: Path | None) -> None:
+    """The producer where a launch is at most a few waves (M 64-1024): the shipped launch of the working
+    tree and of ``baseline`` (another version of the kernel file), NEOX with the rope slice forced apart
+    and not, one head with 2 warps at M=64, the ``WAVE_VARIANTS`` (inexact: what the exact divisions
+    cost), the upstream-style kernel at 1/2/4 warps; every timing twice, in two rounds, for the spread.
+    Bit-exact launches are compared with the public function's output."""
+    shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
+    with (loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wave", WAVE_VARIANTS) as inexact,
+          loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wavebase", {"before": []} if baseline else {},
+                          source=baseline.read_text() if baseline else None) as before):
+        for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 1024)):
+            o, pos, cache = args[:3]
+            cfg = config_for(m, o.device, is_neox=is_neox)
+            want = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+            trials = {}  # name -> (module, cfg, launch_producer's keywords, compare bits)
+            for mname, mod in (("tree", shipped), *before.items()):
+                trials[f"{mname}"] = (mod, cfg, {}, True)
+                if is_neox:
+                    for apart in (True, False):
+                        trials[f"{mname} apart={apart}"] = (mod, cfg, {"force_rope_apart": apart}, True)
+            trials["tree int32 index"] = (shipped, cfg, {"index_dtype": tl.int32}, True)
+            if m == 64 and shipped.heads_per_program(cfg, o.shape[1], m) == 1:
+                for w in (2, 4):
+                    trials[f"tree 1h{w}w"] = (shipped, LaunchConfig(1, w, 1, heads_per_program=1), {}, True)
+            for name, mod in inexact.items():
+                trials[name] = (mod, cfg, {}, False)
+            times: dict[str, list[float]] = {name: [] for name in [*trials, "upstream-1w", "upstream-2w", "upstream-4w", "copy"]}
+            same = {}
+            for _ in range(2):
+                for name, (mod, c, kw, compare) in trials.items():
+                    mp = mod.validate_producer_args(*args, is_neox=is_neox)
+                    mcfg = mod.LaunchConfig(**dataclasses.asdict(c))
+                    times[name].append(timing.time_cuda(
+                        lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg, **kw), REPS_MS).median_us)
+                    if compare and name not in same:
+                        fp8.zero_()
+                        scale.zero_()
+                        mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg, **kw)
+                        torch.cuda.synchronize()
+                        same[name] = bool(torch.equal(fp8.view(torch.uint8), want[0].view(torch.uint8))
+                                          and torch.equal(scale, want[1]))
+                for w in (1, 2, 4):
+                    times[f"upstream-{w}w"].append(timing.time_cuda(
+                        lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w), REPS_MS).median_us)
+                times["copy"].append(timing.copy_us(nbytes // 2, REPS_MS).median_us)
+            for name, ts in times.items():
+                rows.append({"part": "wave", "shape": shape, "M": m, "layout": layout, "trial": name, "us": ts,
+                             "config": str(trials[name][1]) if name in trials else None, "bit_same": same.get(name)})
+            print(f"wave {shape} {layout} M={m} ({cfg}):\n  " + "\n  ".join(
+                f"{name:24s} {ts[0]:7.2f} {ts[1]:7.2f}{'' if same.get(name, True) else '  DIFFERS'}"
+                for name, ts in times.items()), flush=True)
+            want = None
+
+
 def _per_call_us(fn, calls=2000) -> float:
     for _ in range(50):
         fn()
@@ -600,7 +675,7 @@ def main() -> int:
     ap.add_argument("--parts", default="prefetch,producer,host", help="comma-separated (default: %(default)s)")
     ap.add_argument("--ms", default="64,256,1024,2048,4096,8192", help="M of the consumer parts (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
-    ap.add_argument("--baseline", type=Path, help="layouts: another version of kernels/inv_rope_fp8_quant.py to time beside")
+    ap.add_argument("--baseline", type=Path, help="layouts, wave: another version of kernels/inv_rope_fp8_quant.py to time beside")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("speed_probe needs a CUDA GPU", file=sys.stderr)
@@ -618,7 +693,8 @@ def main() -> int:
            "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
-           "table": lambda: table_part(ms(), rows)}
+           "table": lambda: table_part(ms(), rows),
+           "wave": lambda: wave_part(rows, args.baseline)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)
