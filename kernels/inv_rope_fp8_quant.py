@@ -87,6 +87,14 @@ ROPE_APART_MAX_ROWS = 2
 #: 8.5 vs 8.5 (reports/bench/NVIDIA_H200-2026-12-03-083706, -083808); apart, the three runs before it the same
 #: day 8.6 vs 8.4, 8.5 vs 8.3, 8.4 vs 8.3 (-075737, -081156, -081423).
 ROPE_APART_MIN_PROGRAMS = 4096
+#: Not taken: the slice as its two halves (two [R, ROPE/2] tiles, no partner load, cos and sin once per
+#: frequency; commit fa092ea), against this kernel in one process (reports/kernel/speed-probe-wave-NVIDIA_H200-
+#: 2026-12-03-s20call2.json, "tree" vs "before", two timings each, same bits): dep8 M=256 23.33/23.36 vs
+#: 23.01/23.01 us, tep8 M=1024 15.10/15.04 vs 15.07/14.85, dep8 M=64 10.69/11.14 vs 10.88/10.94.
+#: The same probe on tep8 M=64 NEOX (1024 one-warp programs, part of one wave), where this kernel is 2-4%
+#: behind the upstream-style one in accval bench: every launch tried took 6.46-6.69 us (apart or not, an int32
+#: index, 1 head with 2 or 4 warps, and variants with the exact divisions replaced by inexact ones) against
+#: 6.27-6.46 for the upstream-style kernel at 1 and 4 warps; timing one launch twice differed by up to 0.16.
 
 
 @triton.jit
@@ -124,44 +132,43 @@ def _quant_tokens(
     fp8_row = fp8_ptr + g3 * stride_fp8_g + m3 * stride_fp8_m + h3 * D
     if IS_NEOX:
         if ROPE_APART:
-            # The rope slice (the last ROPE elements, inside the head's last block) rotated apart from the row's
-            # tile, as its two halves: [R, HALF_P2] tiles of the first elements of the pairs and of the second
-            # (a pair is (i, i + HALF)), so each half is loaded once, with no partner load, and cos and sin once
-            # per frequency. The row's tile takes the slice's amax in. With more rows the tiles' registers add
-            # up (96 -> 128 at 4 heads): the rows then rotate in the row's tile. When it is taken: rope_apart().
-            HALF_P2: tl.constexpr = 64 if HALF > 32 else 32 if HALF > 16 else 16
+            # The rope slice (the last ROPE elements, inside the head's last block) rotated in a tile of its
+            # own, [R, ROPE_P2]: the partner, cos and sin loads and the rotation cost each thread ROPE/32
+            # elements instead of D/32, and the row's tile takes the slice's amax in (Triton 3.6, sm90: 548
+            # -> 427 PTX instructions for one head, 875 -> 749 for two). With more rows the two tiles'
+            # registers add up (96 -> 128 at 4 heads): the rows then rotate in the row's tile. When it is
+            # taken: :func:`rope_apart`.
+            ROPE_P2: tl.constexpr = 128 if ROPE > 64 else 64 if ROPE > 32 else 32 if ROPE > 16 else 16
             is_rope = d >= D - ROPE
             x = tl.load(o_ptr + row_off + d, mask=live & ~is_rope, other=0.0).to(tl.float32)
             m2 = m[:, None]
-            i = tl.arange(0, HALF_P2)[None, :]
-            half_live = (m2 < M) & (i < HALF)
+            rr = tl.arange(0, ROPE_P2)[None, :]
+            rope_live = (m2 < M) & (rr < ROPE)
+            first = rr < HALF
+            partner = tl.where(first, rr + HALF, rr - HALF)
+            freq = tl.where(first, rr, rr - HALF)
             rope_row = o_ptr + m2 * stride_o_m + head[:, None] * stride_o_h + (D - ROPE)
-            xa = tl.load(rope_row + i, mask=half_live, other=0.0).to(tl.float32)
-            xb = tl.load(rope_row + HALF + i, mask=half_live, other=0.0).to(tl.float32)
+            xr = tl.load(rope_row + rr, mask=rope_live, other=0.0).to(tl.float32)
+            xp = tl.load(rope_row + partner, mask=rope_live, other=0.0).to(tl.float32)
             pos = tl.load(pos_ptr + m * stride_pos, mask=m < M, other=0).to(INDEX_DTYPE)[:, None]
-            cs_row = cs_ptr + pos * stride_cs_pos + i * stride_cs_i
-            cos = tl.load(cs_row, mask=half_live, other=1.0)
-            sin = tl.load(cs_row + stride_cs_sin, mask=half_live, other=0.0)
+            cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
+            cos = tl.load(cs_row, mask=rope_live, other=1.0)
+            sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
             # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
-            ya = round_through(xa * cos + xb * sin, IN_DTYPE, SOFTWARE)  # [R, HALF_P2]; padding lanes are 0
-            yb = round_through(xb * cos + xa * -sin, IN_DTYPE, SOFTWARE)
-            amax_rope = _absmax_nan(_nanmax(tl.abs(ya), 1, SOFTWARE), _nanmax(tl.abs(yb), 1, SOFTWARE))  # [R]
+            yr = round_through(xr * cos + xp * tl.where(first, sin, -sin), IN_DTYPE, SOFTWARE)  # [R, ROPE_P2]
+            amax_rope = _nanmax(tl.abs(yr), 1, SOFTWARE)  # [R]; padding lanes are 0
             last = tl.arange(0, NBH_P2)[None, :] == NBH - 1
             # [R, NBH_P2]; NaN when the block holds a NaN (the rope lanes of the row's tile are 0)
             amax_rows = _block_absmax(x, SOFTWARE)
             amax = tl.where(last, _absmax_nan(amax_rows, amax_rope[:, None]), amax_rows)
-            # the last block's scale in the halves' layout: the same amax (adding the other blocks' zeros is
+            # the last block's scale in the slice's layout: the same amax (adding the other blocks' zeros is
             # exact and keeps a NaN), the same division as the row's below
             amax_last = _absmax_nan(tl.sum(tl.where(last, amax_rows, 0.0), axis=1), amax_rope)
             scale_r = tl.math.div_rn(amax_last, FP8_MAX)[:, None]
             # A NaN or zero scale fails "> 0": the block's codes are 0 (the legacy path's torch.where).
-            safe_r = tl.where(scale_r > 0, scale_r, 1.0)
-            q_a = tl.where(scale_r > 0, div_rn_by(ya, safe_r, SOFTWARE), 0.0)
-            q_b = tl.where(scale_r > 0, div_rn_by(yb, safe_r, SOFTWARE), 0.0)
-            rope_fp8 = (fp8_ptr + (head // HPG)[:, None] * stride_fp8_g + m2 * stride_fp8_m + (head % HPG)[:, None] * D
-                        + (D - ROPE))
-            tl.store(rope_fp8 + i, to_fp8_e4m3(q_a, FP8_MAX, SOFTWARE), mask=half_live)
-            tl.store(rope_fp8 + HALF + i, to_fp8_e4m3(q_b, FP8_MAX, SOFTWARE), mask=half_live)
+            q_r = tl.where(scale_r > 0, div_rn_by(yr, tl.where(scale_r > 0, scale_r, 1.0), SOFTWARE), 0.0)
+            rope_fp8 = fp8_ptr + (head // HPG)[:, None] * stride_fp8_g + m2 * stride_fp8_m + (head % HPG)[:, None] * D
+            tl.store(rope_fp8 + (D - ROPE) + rr, to_fp8_e4m3(q_r, FP8_MAX, SOFTWARE), mask=rope_live)
             scale = tl.math.div_rn(amax, FP8_MAX)
             safe = tl.where(scale > 0, scale, 1.0)
             q = tl.where(scale[:, :, None] > 0, div_rn_by(x, safe[:, :, None], SOFTWARE), 0.0)
