@@ -457,8 +457,9 @@ WAVE_VARIANTS = {"inexact-scale": INEXACT_SCALE, "inexact-quotient": INEXACT_QUO
 def wave_part(rows: list, baseline: Path | None) -> None:
     """The producer where a launch is at most a few waves (M 64-1024): the shipped launch of the working
     tree and of ``baseline`` (another version of the kernel file), NEOX with the rope slice forced apart
-    and not, one head with 2 warps at M=64, the ``WAVE_VARIANTS`` (inexact: what the exact divisions
-    cost), the upstream-style kernel at 1/2/4 warps; every timing twice, in two rounds, for the spread.
+    and not, the tree with an int32 index, one head with 2 and 4 warps where M=64 launches one head per
+    program, the ``WAVE_VARIANTS`` (inexact: what the exact divisions cost), the upstream-style kernel at
+    1/2/4 warps; every timing twice, in two rounds, for the spread.
     Bit-exact launches are compared with the public function's output."""
     shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
     with (loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wave", WAVE_VARIANTS) as inexact,
