@@ -449,7 +449,7 @@ def _fast_div(y, s, SOFTWARE: tl.constexpr):
 def _unpack_pairs""")
 INEXACT_SCALE = [("tl.math.div_rn(amax, FP8_MAX)", "(amax * (1.0 / FP8_MAX))"),
                  ("tl.math.div_rn(amax_last, FP8_MAX)", "(amax_last * (1.0 / FP8_MAX))")]
-INEXACT_QUOTIENT = [_FAST_DIV] + [(f"div_rn_by({y},", f"_fast_div({y},") for y in ("ya", "yb", "x", "y", "y_even", "y_odd")]
+INEXACT_QUOTIENT = [_FAST_DIV] + [(f"div_rn_by({y},", f"_fast_div({y},") for y in ("yr", "x", "y", "y_even", "y_odd")]
 WAVE_VARIANTS = {"inexact-scale": INEXACT_SCALE, "inexact-quotient": INEXACT_QUOTIENT,
                  "inexact-both": INEXACT_SCALE + INEXACT_QUOTIENT}
 
