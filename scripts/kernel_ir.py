@@ -136,9 +136,11 @@ def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int =
     rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps`` in a launch of
     many programs (NEOX programs of few rows rotate the rope slice apart: ``rope_apart``)."""
     fn = mod._inv_rope_fp8_quant_straight
+    # the dispatch's rule, asked of a DEP8 launch (128 heads) over 8192 tokens
+    apart = mod.rope_apart(mod.LaunchConfig(1, num_warps, 1, heads_per_program=heads), 128, 8192, is_neox)
     const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
                  INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, PAIR_WORD=None if is_neox else tl.int32,
-                 ROPE_APART=is_neox and heads <= int(getattr(mod, "ROPE_APART_MAX_ROWS", 2)), HEADS=heads)
+                 ROPE_APART=apart, HEADS=heads)
     sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
     divisible = [i for i, p in enumerate(fn.params) if p.name in PRODUCER_POINTERS or p.name in PRODUCER_DIVISIBLE]
     src = ASTSource(fn, sig, {k: v for k, v in const.items() if k in sig},

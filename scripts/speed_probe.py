@@ -288,16 +288,17 @@ def division_part(rows: list) -> None:
             print(f"division {shape} {layout} M={m}: div_rn {old:.1f} div_rn_by {new:.1f} (x{old / new:.3f}) "
                   f"upstream-style {up:.1f} (x{up / new:.2f} over it) bit-same {same}", flush=True)
 
-def _time_producer(mod, cfg: LaunchConfig, args: tuple, is_neox: bool, fp8, scale, want) -> tuple[float, bool]:
+def _time_producer(mod, cfg: LaunchConfig, args: tuple, is_neox: bool, fp8, scale, want, **launch_kw) -> tuple[float, bool]:
     """Median us of ``mod``'s (a variant of the kernel file's) producer launch ``cfg`` on ``args`` into
-    ``fp8``/``scale``, and whether its codes and scales are bit for bit ``want``."""
+    ``fp8``/``scale`` (``launch_kw``: launch_producer's keywords), and whether its codes and scales are
+    bit for bit ``want``."""
     o, pos, cache = args[:3]
     mp = mod.validate_producer_args(*args, is_neox=is_neox)
     mcfg = mod.LaunchConfig(**dataclasses.asdict(cfg))
-    us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg), REPS_MS).median_us
+    us = timing.time_cuda(lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg, **launch_kw), REPS_MS).median_us
     fp8.zero_()
     scale.zero_()
-    mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg)
+    mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg, **launch_kw)
     torch.cuda.synchronize()
     return us, bool(torch.equal(fp8.view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(scale, want[1]))
 
@@ -471,7 +472,7 @@ def wave_part(rows: list, baseline: Path | None) -> None:
             want = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
             trials = {}  # name -> (module, cfg, launch_producer's keywords, compare bits)
             for mname, mod in (("tree", shipped), *before.items()):
-                trials[f"{mname}"] = (mod, cfg, {}, True)
+                trials[mname] = (mod, cfg, {}, True)
                 if is_neox:
                     for apart in (True, False):
                         trials[f"{mname} apart={apart}"] = (mod, cfg, {"force_rope_apart": apart}, True)
@@ -485,17 +486,10 @@ def wave_part(rows: list, baseline: Path | None) -> None:
             same = {}
             for _ in range(2):
                 for name, (mod, c, kw, compare) in trials.items():
-                    mp = mod.validate_producer_args(*args, is_neox=is_neox)
-                    mcfg = mod.LaunchConfig(**dataclasses.asdict(c))
-                    times[name].append(timing.time_cuda(
-                        lambda: mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg, **kw), REPS_MS).median_us)
-                    if compare and name not in same:
-                        fp8.zero_()
-                        scale.zero_()
-                        mod.launch_producer(mp, o, pos, cache, fp8, scale, mcfg, **kw)
-                        torch.cuda.synchronize()
-                        same[name] = bool(torch.equal(fp8.view(torch.uint8), want[0].view(torch.uint8))
-                                          and torch.equal(scale, want[1]))
+                    us, bits = _time_producer(mod, c, args, is_neox, fp8, scale, want, **kw)
+                    times[name].append(us)
+                    if compare:
+                        same[name] = same.get(name, True) and bits
                 for w in (1, 2, 4):
                     times[f"upstream-{w}w"].append(timing.time_cuda(
                         lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w), REPS_MS).median_us)
