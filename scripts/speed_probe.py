@@ -672,6 +672,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     ap.add_argument("--baseline", type=Path, help="layouts, wave: another version of kernels/inv_rope_fp8_quant.py to time beside")
     args = ap.parse_args()
+    if args.baseline is not None and not args.baseline.is_file():
+        print(f"--baseline: expected a version of kernels/inv_rope_fp8_quant.py, got {args.baseline} (no such file)",
+              file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("speed_probe needs a CUDA GPU", file=sys.stderr)
         return 2

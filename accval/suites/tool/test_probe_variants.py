@@ -34,3 +34,10 @@ def test_probe_variant_applies_and_imports(table, name, kernel, subs):
         assert mod is not shipped and mod.__name__ == path.stem, f"{table}[{name!r}] loaded {mod.__name__}"
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_speed_probe_refuses_a_missing_baseline(monkeypatch, capsys, tmp_path):
+    """A ``--baseline`` that is not a file is a usage error (exit 2, saying which), before any GPU work."""
+    monkeypatch.setattr(sys, "argv", ["speed_probe.py", "--parts", "wave", "--baseline", str(tmp_path / "nope.py")])
+    assert speed_probe.main() == 2
+    assert "--baseline: expected a version of kernels/inv_rope_fp8_quant.py" in capsys.readouterr().err
