@@ -83,7 +83,8 @@ def compile_variant(mod, tma: bool, block_n: int, split: int, prefetch: bool, ar
         if name in POINTERS or name == "out_ptr" or name in DIVISIBLE:
             divisible.append(i)
     src = ASTSource(fn, sig, const, attrs={(i,): [["tt.divisibility", 16]] for i in divisible})
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=dict(num_warps=4, num_stages=num_stages))
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options=dict(num_warps=4, num_stages=num_stages, enable_fp_fusion=False))  # as launched
 
 
 def loop_facts(compiled) -> dict:
