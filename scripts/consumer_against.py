@@ -1,0 +1,114 @@
+"""The shipped consumer (the public function, dispatch as it is) at the DeepSeek-V4-Pro shapes, CUDA-graph
+median, next to ``torch._scaled_mm`` blockwise, in one process: with this checkout's kernels or another
+version's (``--kernels-root DIR``, a folder holding a ``kernels`` package). Run it alternately on two
+versions on one card to compare them; ``--compare`` prints the ratios of such runs.
+
+    python scripts/consumer_against.py [--kernels-root DIR] [--label NAME] [--ms 2048,4096] --out FILE.json
+    python scripts/consumer_against.py --compare A.json B.json [A2.json B2.json ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(ms: list[int], reps_ms: int, label: str) -> list[dict]:
+    import torch
+
+    import kernels
+    from accval.bench import timing
+    from kernels import provenance
+
+    rows = []
+    timing.warm_up_clocks()
+    for shape, g in timing.SHAPES.items():
+        for m in ms:
+            a, a_scale, w, ws, n, k = timing.consumer_inputs(m, g)
+            out = torch.empty(g, m, n, device="cuda", dtype=torch.bfloat16)
+            with provenance.capture() as ran:
+                kernels.fp8_block_bmm(a, a_scale, w, ws, out=out)
+            torch.cuda.synchronize()  # the graph timer starts on a side stream
+            for impl, fn in (("accval", lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, out=out)),
+                             ("scaled_mm", lambda: kernels.fp8_block_bmm(a, a_scale, w, ws, backend="torch"))):
+                t = timing.time_cuda(fn, reps_ms)
+                rows.append({"label": label, "shape": shape, "M": m, "impl": impl, "median_us": t.median_us,
+                             "p20_us": t.p20_us, "p80_us": t.p80_us, "how": t.how,
+                             "ran": str(ran[-1]) if impl == "accval" else "torch._scaled_mm"})
+                print(f"{label} {shape} M={m} {impl}: {t.median_us:.1f} us ({rows[-1]['ran']})", flush=True)
+            a = a_scale = w = ws = out = None  # freed before the next M
+            torch.cuda.empty_cache()
+    return rows
+
+
+def compare(files: list[Path]) -> int:
+    """Per (shape, M): each label's accval median over its runs, and its ratio to ``_scaled_mm`` in the
+    same runs; the first label is the one the others are divided by."""
+    runs = [json.loads(f.read_text()) for f in files]
+    labels = list(dict.fromkeys(r["label"] for run in runs for r in run["rows"]))
+    cells: dict = {}
+    for run in runs:
+        for r in run["rows"]:
+            cells.setdefault((r["shape"], r["M"], r["label"], r["impl"]), []).append(r["median_us"])
+    keys = sorted({(s, m) for s, m, _, _ in cells}, key=lambda sm: (sm[0], sm[1]))
+    print("| shape | M | " + " | ".join(f"{lab} us (runs) | {lab} / _scaled_mm" for lab in labels)
+          + " | " + " | ".join(f"{lab} / {labels[0]}" for lab in labels[1:]) + " |")
+    print("|---|---|" + "---|---|" * len(labels) + "---|" * (len(labels) - 1))
+    for shape, m in keys:
+        med = {lab: statistics.median(cells[(shape, m, lab, "accval")]) for lab in labels}
+        ratio = {lab: statistics.median(cells[(shape, m, lab, "scaled_mm")]) / med[lab] for lab in labels}
+        runs_txt = {lab: "/".join(f"{v:.1f}" for v in cells[(shape, m, lab, "accval")]) for lab in labels}
+        print(f"| {shape} | {m} | " + " | ".join(f"{med[lab]:.1f} ({runs_txt[lab]}) | {ratio[lab]:.2f}x" for lab in labels)
+              + " | " + " | ".join(f"{med[lab] / med[labels[0]]:.3f}" for lab in labels[1:]) + " |")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernels-root", type=Path, default=ROOT,
+                    help="a folder holding the kernels package to time (default: this checkout, %(default)s)")
+    ap.add_argument("--label", default=None, help="the rows' label (default: the folder's name)")
+    ap.add_argument("--ms", default="64,256,1024,2048,4096,8192", help="M values (default: %(default)s)")
+    ap.add_argument("--reps-ms", type=int, default=120, help="do_bench time per row, ms (default: %(default)s)")
+    ap.add_argument("--out", type=Path, help="write the rows as JSON here")
+    ap.add_argument("--compare", nargs="+", type=Path, metavar="FILE", help="print the ratios of runs written by --out")
+    args = ap.parse_args(argv)
+    if args.compare:
+        missing = [str(f) for f in args.compare if not f.is_file()]
+        if missing:
+            print(f"--compare: expected files written by --out, got {', '.join(missing)} (no such file)", file=sys.stderr)
+            return 2
+        return compare(args.compare)
+    if not (args.kernels_root / "kernels" / "__init__.py").is_file():
+        print(f"--kernels-root: expected a folder holding kernels/__init__.py, got {args.kernels_root}", file=sys.stderr)
+        return 2
+    try:
+        ms = [int(v) for v in args.ms.split(",")]
+    except ValueError:
+        print(f"--ms: expected comma-separated integers, got {args.ms!r}", file=sys.stderr)
+        return 2
+    sys.path[:0] = [str(args.kernels_root.resolve()), str(ROOT)]
+    import torch
+
+    if not torch.cuda.is_available():
+        print("consumer_against: needs a CUDA GPU", file=sys.stderr)
+        return 2
+    import kernels
+
+    label = args.label or args.kernels_root.resolve().name
+    rows = measure(ms, args.reps_ms, label)
+    facts = {"kernels": str(Path(kernels.__file__).parent), "device": torch.cuda.get_device_name(),
+             "torch": torch.__version__, "triton": __import__("triton").__version__}
+    print(facts)
+    if args.out:
+        args.out.write_text(json.dumps({"facts": facts, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
