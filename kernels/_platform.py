@@ -59,7 +59,8 @@ def gpu_launch_options() -> dict:
     """Extra launch options for compiled kernels.
 
     ``enable_fp_fusion=False`` stops ptxas/LLVM from contracting ``a*b + c*d`` into FMAs, so the
-    kernels round exactly like the torch mirror references (which multiply and add separately).
-    The producer is memory bound; the FMA saving is not measurable there.
+    kernels round exactly like the torch mirror references (which multiply and add separately) and
+    like the interpreter. Where a kernel wants one rounding it says so with an explicit ``tl.fma``
+    (the consumer's scaling), which this leaves alone and the interpreter rounds once as well.
     """
     return {} if interpreting() else {"enable_fp_fusion": False}

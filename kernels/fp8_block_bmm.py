@@ -14,7 +14,8 @@ Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that ca
     computes itself (``M*K`` and ``pad4(M)``), so producer drift corrupts it exactly as it corrupts
     the kernel. Each 128-block dot product is summed exactly (float64: products of two e4m3 values
     need at most 8 significant bits and span < 2**44, so 128 of them fit in 53 bits) and rounded
-    once to fp32, then scaled and accumulated in fp32 in the kernel's order.
+    once to fp32, then scaled into the fp32 accumulator in the kernel's order, one rounding per block
+    as the kernel's fused multiply-add (:func:`fma_fp32`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ BACKENDS = ("triton", "torch", "emulated")
 def _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok):
     """The two scales of k-block ``kb``: ``a``'s per row of the tile and ``b``'s for the tile's columns."""
     return tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0), tl.load(bs_ptr_g + kb)
+
+
+@triton.jit
+def _scale_into(acc, prod, a_s, b_s):
+    """``acc + prod * (a_s * b_s)``: a block's product scaled into the accumulator with one fused
+    multiply-add per element, rounded once (an explicit ``fma``, which ``enable_fp_fusion=False`` leaves
+    alone: every launch rounds alike). ``a_s * b_s`` is one ``[BLOCK_M]`` vector per block."""
+    return tl.fma(prod, (a_s * b_s)[:, None], acc)
 
 
 @triton.jit
@@ -108,9 +117,9 @@ def _fp8_block_bmm_kernel(
     ``[G, K/128, pad4(M)]``: both strides are computed here, not read from the tensors.
 
     Each block's product is scaled by the two scales multiplied first (``a_s * b_s``, one ``[BLOCK_M]``
-    vector per block), so each element takes one multiply-add where ``(dot * a_s) * b_s`` takes two
-    (faster at every launch measured: ``CONSUMER_TUNING``). The emulated consumer rounds in the same
-    order.
+    vector per block), so each element takes one fused multiply-add (:func:`_scale_into`) where
+    ``(dot * a_s) * b_s`` takes two multiplies and an add (``CONSUMER_TUNING``). The emulated consumer
+    rounds in the same order.
 
     ``DEFER_SCALE``: block kb's product is scaled into the accumulator after block kb+1's dot is
     issued, so the tensor cores need not wait for the scaling; the arithmetic and its order are the
@@ -144,19 +153,19 @@ def _fp8_block_bmm_kernel(
             a_s = tl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
             b_s = tl.load(bs_ptr_g + kb)
             cur = tl.dot(a, b)
-            acc += prev * (prev_as * prev_bs)[:, None]
+            acc = _scale_into(acc, prev, prev_as, prev_bs)
             prev = cur
             prev_as = a_s
             prev_bs = b_s
             a_ptrs += 128
             b_ptrs += 128
-        acc += prev * (prev_as * prev_bs)[:, None]
+        acc = _scale_into(acc, prev, prev_as, prev_bs)
     elif not PREFETCH_SCALES:
         for kb in range(kb_lo, kb_hi):
             a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
             b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
             a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok)
-            acc += tl.dot(a, b) * (a_s * b_s)[:, None]
+            acc = _scale_into(acc, tl.dot(a, b), a_s, b_s)
             a_ptrs += 128
             b_ptrs += 128
     else:
@@ -165,7 +174,7 @@ def _fp8_block_bmm_kernel(
             a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
             b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
             a_s1, b_s1 = _block_scales(as_ptrs, bs_ptr_g, tl.minimum(kb + 1, kb_hi - 1), scale_m_stride, m_ok)
-            acc += tl.dot(a, b) * (a_s * b_s)[:, None]
+            acc = _scale_into(acc, tl.dot(a, b), a_s, b_s)
             a_s, b_s = a_s1, b_s1
             a_ptrs += 128
             b_ptrs += 128
@@ -200,14 +209,14 @@ def _fp8_block_bmm_tma_kernel(
             a = a_desc.load([row_a, kb * 128])
             b = b_desc.load([row_b, kb * 128])
             a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb, scale_m_stride, m_ok)
-            acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
+            acc = _scale_into(acc, tl.dot(a, b.T), a_s, b_s)
     else:
         a_s, b_s = _block_scales(as_ptrs, bs_ptr_g, kb_lo, scale_m_stride, m_ok)
         for kb in range(kb_lo, kb_hi):
             a = a_desc.load([row_a, kb * 128])
             b = b_desc.load([row_b, kb * 128])
             a_s1, b_s1 = _block_scales(as_ptrs, bs_ptr_g, tl.minimum(kb + 1, kb_hi - 1), scale_m_stride, m_ok)
-            acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]
+            acc = _scale_into(acc, tl.dot(a, b.T), a_s, b_s)
             a_s, b_s = a_s1, b_s1
     _store_tile(out_ptr, acc, split, g, offs_m, offs_n, m_ok, n_ok, stride_out_s, stride_out_g, stride_out_m,
                 stride_out_n, SPLIT_K, SOFTWARE)
@@ -283,7 +292,7 @@ class ConsumerConfig:
 
 def _sm_count(device: torch.device) -> int:
     """The SMs the split rule aims to fill (132 on an H100 SXM). The interpreter claims 8, so CPU
-    tests of small problems take the BLOCK_N 64 and split-K paths the GPU takes at small M."""
+    tests of small problems take the split-K paths the GPU takes at small M."""
     if device.type != "cuda":
         return 8
     return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
@@ -386,21 +395,51 @@ CONSUMER_TUNING = (
     "161.4/163.8 vs 168.0, 1500 245.6/246.0 vs 253.7, 2048 344.8/333.8 vs 336.7, 4096 676.7/682.8 vs 665.5 (the "
     "s18 runs 668.7/670.9: within the two launches' spread), 8192 (the same launch) 1331.7/1326.1 vs 1306.9; tep8 "
     "M=1024 35.0/34.8 vs 42.9, 1500 40.4/40.3 vs 46.2, 2048 42.2/42.1 vs 47.6, 4096 80.0/79.7 vs 89.5, 8192 "
-    "159.8/161.0 vs 163.9."
+    "159.8/161.0 vs 163.9. "
+    "The scaling as one fused multiply-add (_scale_into; the kernels before rounded the multiply and the add apart), "
+    "scripts/consumer_against.py on the NVIDIA H200 (torch 2.11, triton 3.6), the shipped dispatch as it was (mul-add) "
+    "and with the fma, four processes each, alternating, two calls (reports/kernel/consumer-against-NVIDIA_H200-"
+    "2026-12-03-s21call1/ and -s21call2/, compare.md), CUDA-graph median us of the two runs per call, before vs fma: "
+    "dep8 M=1024 161.6/162.3 vs 158.0/158.3, M=2048 323.0/324.0 vs 310.0/311.6, M=4096 645.2/654.8 vs 629.8/635.4, "
+    "M=8192 1283.6/1292.0 vs 1167.1/1186.3 (0.83x of torch._scaled_mm -> 0.91-0.93x), tep8 M=1024 35.7/35.6 vs "
+    "33.9/34.0, 2048 43.0/43.0 vs 41.5/41.7, 4096 79.9/80.1 vs 78.5/79.2, 8192 158.3/158.0 vs 153.0/154.0; dep8 M=256 "
+    "(Gluon) 47.8/47.7 vs 46.7/46.8. But the small-M split launches of that table (BLOCK_N 64) lost: dep8 M=64 "
+    "33.0/32.9 vs 35.1/35.3, tep8 M=64 15.0/14.8 vs 15.1/15.5, M=256 17.9/17.9 vs 18.4/18.6. speed_probe --parts "
+    "rounding (reports/kernel/speed-probe-rounding-NVIDIA_H200-2026-12-03-s21call2.json; each launch twice, fma and "
+    "mul-add, 18 neighbours of the shipped launch) shows it is BLOCK_N 64's: there the fma is 2-15% slower than the "
+    "mul-add at every split and stage count, while BLOCK_N 32 and 128 launches are even (within 1%, the PTX differs "
+    "only in fma.rn.f32 for mul.rn.f32 + add.rn.f32: scripts/kernel_ir.py --against). The fastest fma launches, "
+    "min of two, us: tep8 M=64 BLOCK_N 32 split 8 14.11 (the shipped mul-add launch, BLOCK_N 64 split 16, 14.37), "
+    "tep8 M=256 BLOCK_N 128 split 8 17.79-17.87 (mul-add shipped 18.02), dep8 M=64 BLOCK_N 128 split 4 35.2 (mul-add "
+    "shipped 33.57; no fma launch tried came closer): about 2 programs per SM of 128-wide tiles, 32-wide where 16 "
+    "splits of those leave SMs idle (SPLIT_PROGRAMS_PER_SM, SPLIT_K_MAX). The earlier 4x oversubscription was "
+    "measured with BLOCK_N 64 (above). Accuracy is not traded: one rounding per block is closer to the exact sum. "
+    "The fma with this rule against the mul-add with the rule before, the same script, a third call "
+    "(reports/kernel/consumer-against-NVIDIA_H200-2026-12-03-s21call3/compare.md), us, before vs after: dep8 M=1 "
+    "29.7 vs 29.6, M=16 31.6 vs 31.6, M=64 34.0 vs 35.7 (the one shape it loses), M=256 47.8 vs 46.8, M=2048 323.3 "
+    "vs 312.0, M=8192 1284.7 vs 1166.0; tep8 M=1 13.9 vs 13.2, M=16 13.7 vs 13.8, M=64 14.6 vs 14.3, M=256 18.3 vs "
+    "18.2, M=4096 79.5 vs 76.2. Two accval bench runs (reports/bench/NVIDIA_H200-2026-12-03-133348, -133452): "
+    "consumer against torch._scaled_mm at M >= 2048 worst 0.80x/0.82x (dep8 M=4096), at M <= 256 1.37x/1.37x "
+    "(tep8 M=64), against 0.78x/0.77x and 1.36x/1.35x in the last two runs before (-120446, -120548)."
 )
 
 
 #: The unsplit grid takes TMA loads from this many tiles per SM on (``CONSUMER_TUNING``).
 TMA_MIN_TILES_PER_SM = 6
+#: A grid of fewer tiles than half the SMs splits K until it has about this many programs per SM, in at
+#: most :data:`SPLIT_K_MAX` splits (``CONSUMER_TUNING``, the fused multiply-add's small-M launches).
+SPLIT_PROGRAMS_PER_SM = 2
+SPLIT_K_MAX = 16
 
 
 def consumer_config(m: int, n: int, k: int, g: int, device: torch.device) -> ConsumerConfig:
     """The Triton consumer's launch for this problem (the measurements: ``CONSUMER_TUNING``).
 
     BLOCK_M 64 (16/32 for tiny M), BLOCK_N 128, 4 warps, 3 stages. When that grid has fewer tiles
-    than half the SMs, BLOCK_N 64 and K split into up to 16 slices so that about 4 programs per SM
-    keep enough loads in flight (the weight read is the whole cost at small M), each block's scales
-    loaded a block ahead (``prefetch_scales``). Tiles are read with TMA descriptors when the
+    than half the SMs, K is split into up to :data:`SPLIT_K_MAX` slices so that about
+    :data:`SPLIT_PROGRAMS_PER_SM` programs per SM keep enough loads in flight (the weight read is the
+    whole cost at small M), with BLOCK_N 32 where even the most slices of 128-wide tiles would leave
+    SMs idle, each block's scales loaded a block ahead (``prefetch_scales``). Tiles are read with TMA descriptors when the
     (unsplit) grid has at least :data:`TMA_MIN_TILES_PER_SM` tiles per SM. With one to four waves
     the pointer loads stay: TMA with prefetch was faster on the device there, but its descriptors'
     host cost would make an eager call slower than the kernel; where K is split that cost outweighs
@@ -460,10 +499,12 @@ def _consumer_config(m: int, n: int, k: int, g: int, sms: int, wgmma: bool = Fal
     block_n = 128
     tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
     if tiles < sms // 2:
-        block_n = 64
-        tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
+        max_split = min(k // QUANT_BLOCK, SPLIT_K_MAX)
+        if tiles * max_split < sms:  # even split as far as it goes, 128-wide tiles leave SMs idle
+            block_n = 32
+            tiles = cdiv(m, block_m) * cdiv(n, block_n) * g
         split = 1
-        while tiles * split * 2 <= 4 * sms and split * 2 <= min(k // QUANT_BLOCK, 16):
+        while tiles * split * 2 <= SPLIT_PROGRAMS_PER_SM * sms and split * 2 <= max_split:
             split *= 2
         return ConsumerConfig(block_m, block_n, 4, 3, split, prefetch_scales=split > 1)
     if wgmma and m >= WGMMA_MIN_M:  # block_m is 64: the table's tiles
@@ -816,6 +857,25 @@ class _WeightValues:
 _weight_values = _WeightValues()
 
 
+def fma_fp32(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``x * y + z`` of fp32 tensors (broadcast) rounded once to fp32, as an fma rounds.
+
+    The product is exact in float64 (two 24-bit significands); the sum is rounded to odd there (its
+    rounding error, from Knuth's TwoSum, moves an even result one ulp toward the exact sum), and a
+    round-to-odd result with at least two more bits than fp32 rounds to the same fp32 as the exact sum.
+    Plain float64 rounding would not: ``1 + 2**-23`` plus ``2**-24 - 2**-60`` lands on an fp32 tie and
+    goes up. Non-finite sums are left as float64 gives them.
+    """
+    p = x.double() * y.double()
+    c = z.double()
+    t = p + c
+    back = t - p
+    err = (p - (t - back)) + (c - back)
+    odd_fix = (err != 0) & ((t.view(torch.int64) & 1) == 0) & torch.isfinite(t)
+    toward = torch.where(err > 0, torch.inf, -torch.inf).to(t.dtype)
+    return torch.where(odd_fix, torch.nextafter(t, toward), t).float()
+
+
 def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN):
     kb = k // QUANT_BLOCK
     sm = cdiv(m, scale_m_align) * scale_m_align
@@ -829,7 +889,7 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
     for i in range(kb):
         blk = slice(i * QUANT_BLOCK, (i + 1) * QUANT_BLOCK)
         dot = torch.bmm(a64[:, :, blk], b64[:, :, blk].transpose(1, 2)).float()
-        acc += dot * (s_raw[:, i, :, None] * b_s[:, None, :, i])
+        acc = fma_fp32(dot, s_raw[:, i, :, None] * b_s[:, None, :, i], acc)
     out.copy_(acc.to(torch.bfloat16))
     provenance.record("consumer", "emulated", f"torch-{a.device.type}")
 

@@ -3,8 +3,8 @@ multiply block kb+1 while block kb's product is scaled into the accumulator.
 
 Same programs and the same arithmetic in the same order as :func:`kernels.fp8_block_bmm._fp8_block_bmm_tma_kernel`
 (bit-identical output): each 128-block's product starts from nothing (the wgmma's ``use_acc=False``, as
-Triton's ``tl.dot``), is scaled by ``a_s * b_s`` and added to an fp32 accumulator, block after block,
-multiply and add rounded separately (launched with ``enable_fp_fusion=False`` like every accval kernel).
+Triton's ``tl.dot``), is scaled by ``a_s * b_s`` into an fp32 accumulator, block after block, with one
+explicit fused multiply-add per element (``kernels.fp8_block_bmm._scale_into``'s arithmetic).
 
 Why Gluon: Triton 3.6 issues a block's wgmma and waits for it (``wait_group 0``) before scaling it, so
 the tensor cores idle while each block is scaled; what that costs against ``torch._scaled_mm`` is in
@@ -99,14 +99,14 @@ if AVAILABLE:
                 # issues the load; the compiler's barrier after this wait (Triton's shared-memory
                 # barrier analysis) keeps it behind both warpgroups' reads of that buffer
                 _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
-                acc += prev * (prev_as * prev_bs)[:, None]  # noqa: F821
+                acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)  # noqa: F821
                 done = prev
             prev = cur
             prev_as = a_s
             prev_bs = b_s
         prev = warpgroup_mma_wait(num_outstanding=0, deps=[prev])
         _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
-        acc += prev * (prev_as * prev_bs)[:, None]
+        acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)
         return acc
 
     @gluon.jit

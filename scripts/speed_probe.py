@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,wave]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,wave,rounding]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -43,6 +43,9 @@ wave      the producer at M 64-1024 (a launch of a few waves at most): the worki
           ``--baseline``'s launches, NEOX's rope slice forced apart and not, inexact-division variants
           (what the exact divisions cost; not bit-exact), the upstream-style kernel at 1/2/4 warps,
           each timed twice
+rounding  the Triton consumer's small-M launches (the shipped one and neighbours: BLOCK_N, K split,
+          stages) with the fused multiply-add and with the scaling rounded twice
+          (``MUL_ADD_VARIANTS``), each timed twice; bits compared with the tree's launch
 """
 
 from __future__ import annotations
@@ -207,7 +210,7 @@ def prefetch_part(ms, rows: list) -> None:
 #: what the TMA kernel would do without the per-block scaling (wrong outputs: a ceiling, not a candidate)
 CEILING_VARIANTS = {
     "shipped": [],
-    "no-scale, dot accumulates in place": [("acc += tl.dot(a, b.T) * (a_s * b_s)[:, None]", "acc = tl.dot(a, b.T, acc)")],
+    "no-scale, dot accumulates in place": [("acc = _scale_into(acc, tl.dot(a, b.T), a_s, b_s)", "acc = tl.dot(a, b.T, acc)")],
 }
 CEILING_LAUNCHES = [ConsumerConfig(64, 128, 4, 3, tma=True), ConsumerConfig(64, 128, 4, 4, tma=True),
                     ConsumerConfig(128, 128, 8, 3, tma=True), ConsumerConfig(128, 128, 8, 4, tma=True)]
@@ -351,6 +354,60 @@ def ceiling_part(rows: list) -> None:
                 print(f"ceiling {shape} M={m}: scaled_mm {ref:.1f} | " + " | ".join(cells), flush=True)
                 a = a_scale = w = ws = out = want = None
                 torch.cuda.empty_cache()
+
+#: the Triton consumer's scaling rounded twice (a multiply, then an add), as before the fused multiply-add
+MUL_ADD_VARIANTS = {"mul-add": [("return tl.fma(prod, (a_s * b_s)[:, None], acc)", "return acc + prod * (a_s * b_s)[:, None]")]}
+
+
+def rounding_launches(m: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
+    """The shipped small-M launch and its neighbours: BLOCK_N 32/64/128, K split 4/8/16, 3/4 stages,
+    scales prefetched (pointer loads, as the table's split launches)."""
+    out = [shipped]
+    for bn in (32, 64, 128):
+        for sk in (4, 8, 16):
+            for st in (3, 4):
+                c = ConsumerConfig(shipped.block_m, bn, 4, st, sk, prefetch_scales=True)
+                if c not in out:
+                    out.append(c)
+    return out
+
+
+def rounding_part(rows: list) -> None:
+    """The Triton consumer's small-M launches with the fused multiply-add (the tree) and with the
+    scaling rounded twice, each timed twice; bits compared with the tree's launch (the mul-add ones
+    are expected to differ: that shows which ran)."""
+    with loaded_variants("fp8_block_bmm.py", "fp8_block_bmm", "rd", MUL_ADD_VARIANTS) as mods:
+        variants = {"fma": importlib.import_module("kernels.fp8_block_bmm"), **mods}
+        for shape in ("dep8", "tep8"):
+            for m in (64, 256):
+                (a, a_scale, w, ws), n, k, out, base = consumer_setup(shape, m)
+                shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
+                cells = []
+                for c in rounding_launches(m, shipped):
+                    want = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), c)
+                    for name, mod in variants.items():
+                        mcfg = mod.ConsumerConfig(**dataclasses.asdict(c))
+                        try:
+                            us = [timing.time_cuda(lambda: mod.launch_consumer(a, a_scale, w, ws, out, mcfg), REPS_MS).median_us
+                                  for _ in range(2)]
+                        except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
+                            rows.append({"part": "rounding", "shape": shape, "M": m, "variant": name, "config": str(c),
+                                         "error": f"{type(e).__name__}: {e}"[:300]})
+                            continue
+                        out.fill_(float("nan"))
+                        mod.launch_consumer(a, a_scale, w, ws, out, mcfg)
+                        torch.cuda.synchronize()
+                        same = bool(torch.equal(out.view(torch.int16), want.view(torch.int16)))
+                        rows.append({"part": "rounding", "shape": shape, "M": m, "variant": name, "config": str(c),
+                                     "is_shipped": c == shipped, "us": us, "bit_same_as_fma": same, **base})
+                        cells.append((min(us), f"{name} {c.block_n}/{c.num_stages}s/k{c.split_k}{'/pf' if c.prefetch_scales else ''}"
+                                      f"{'*' if c == shipped else ''} {us[0]:.1f}/{us[1]:.1f}{'' if same else ' (bits differ)'}"))
+                best = " | ".join(cell for _, cell in sorted(cells)[:8])
+                print(f"rounding {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | fastest: {best}",
+                      flush=True)
+                a = a_scale = w = ws = out = want = None
+                torch.cuda.empty_cache()
+
 
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
@@ -693,7 +750,7 @@ def main() -> int:
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
            "table": lambda: table_part(ms(), rows),
-           "wave": lambda: wave_part(rows, args.baseline)}
+           "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

@@ -251,6 +251,69 @@ def test_consumer_tma_loads_match_pointer_loads(device, g, m, n, k, block_m, blo
     assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{fast} changed bits at G={g} M={m} N={n} K={k}"
 
 
+#: the unsplit launches of the consumer's kernels (a K split adds per-split sums: another grouping)
+ONE_ROUNDING_LAUNCHES = [
+    kernels.ConsumerConfig(64, 128, 4, 3), kernels.ConsumerConfig(16, 128, 4, 3, prefetch_scales=True),
+    kernels.ConsumerConfig(32, 128, 4, 3, defer_scale=True), kernels.ConsumerConfig(64, 128, 4, 3, tma=True),
+    kernels.ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True), kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True),
+    "emulated",
+]
+
+
+@pytest.mark.parametrize("launch", ONE_ROUNDING_LAUNCHES, ids=str)
+def test_consumer_scales_each_block_in_with_one_rounding(device, launch):
+    """Each block's product is scaled into the accumulator with one rounding (a fused multiply-add), in
+    every kernel and in the emulated consumer, so every launch rounds alike. Row r: block 0 puts -1 in
+    the accumulator; block 1's product is q * fl32(1/q) (a_scale 1/q, dot q, exact), whose sum with -1
+    is a few low bits of q * fl32(1/q): exact with one rounding, 0 or an fp32 ulp with two."""
+    if launch != "emulated" and launch.wgmma:
+        _skip_unless_wgmma(device)
+    qs = torch.tensor([3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 6.0])
+    m, n, k = len(qs), 128, 256
+    recip = (1.0 / qs.double()).float()
+    exact = qs.double() * recip.double() - 1.0  # a few bits near 2**-25: an fp32 exactly
+    rounded_twice = (qs * recip) - 1.0
+    assert (exact != rounded_twice.double()).all(), "a row whose two roundings agree would not tell them apart"
+    a = torch.zeros(1, m, k)
+    a[0, :, 0] = -1.0
+    a[0, :, 128] = qs
+    a_scale = torch.zeros(1, 2, pad4(m))
+    a_scale[0, 0, :m] = 1.0
+    a_scale[0, 1, :m] = recip
+    b = torch.zeros(1, n, k)
+    b[0, :, 0] = 1.0
+    b[0, :, 128] = 1.0
+    args = [t.to(device) for t in (a.to(FP8_DTYPE), a_scale, b.to(FP8_DTYPE), torch.ones(1, 1, 2))]
+    out = torch.full((1, m, n), float("nan"), dtype=torch.bfloat16, device=device)
+    if launch == "emulated":
+        got = kernels.fp8_block_bmm(*args, out=out, backend="emulated")
+    else:
+        got = kernels.launch_consumer(*args, out, launch)
+    want = exact.float().to(torch.bfloat16)[None, :, None].expand(1, m, n)
+    assert torch.equal(got.cpu().view(torch.int16), want.view(torch.int16)), \
+        f"{launch}: rows {got[0, :, 0].tolist()}, one rounding gives {want[0, :, 0].tolist()}"
+
+
+def test_fma_fp32_rounds_once():
+    """The emulated consumer's fma against a real one (the interpreter's C fma) on random operands and on
+    sums that plain float64 rounding puts on an fp32 tie."""
+    interp = pytest.importorskip("triton._C.libtriton").interpreter
+    if not hasattr(interp, "fma_fp32"):
+        pytest.skip("this Triton's interpreter has no C fma to compare with")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200_000, generator=gen) * torch.exp2(torch.randint(-30, 30, (200_000,), generator=gen).float())
+    y = torch.randn(200_000, generator=gen)
+    z = -(x * y) * (1 + torch.randn(200_000, generator=gen) * 2.0**-20)  # near cancellations
+    tie = [(1.0 + 2.0**-23, 2.0**-24 - 2.0**-60)]  # z, x*y: 1 + 2**-23 + 2**-24 - 2**-60 rounds down, not to even
+    x = torch.cat([x, torch.tensor([2.0**-24 * (1 + 2.0**-18)])])
+    y = torch.cat([y, torch.tensor([1 - 2.0**-18])])
+    z = torch.cat([z, torch.tensor([tie[0][0]])])
+    want = torch.from_numpy(interp.fma_fp32(x.numpy(), y.numpy(), z.numpy()))
+    got = _fb.fma_fp32(x, y, z)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32)), f"{int((got != want).sum())} of {len(x)} differ"
+    assert got[-1].item() == 1.0 + 2.0**-23 and (x[-1:].double() * y[-1:].double() + z[-1:].double()).float().item() != got[-1].item()
+
+
 def test_consumer_takes_pointer_loads_where_tma_cannot_read(device):
     """A call whose dispatch asks for TMA but whose buffers a descriptor cannot cover (a weight whose
     group stride is not N rows or whose rows are one broadcast row; an activation buffer not 16-byte
@@ -388,6 +451,35 @@ def test_consumer_table_takes_wgmma_on_grids_of_half_the_sms_from_its_least_m():
     assert _fb._consumer_config(16, 1024, 8192, 128, 132, True) == _fb._consumer_config(16, 1024, 8192, 128, 132, False)
     assert _fb._consumer_config(64, 1024, 8192, 1, 132, True).split_k > 1  # TEP8 decode: K split, Triton
     assert not _fb._wgmma_ok(torch.device("cpu"))
+
+
+def test_consumer_table_splits_small_grids_into_about_two_programs_per_sm():
+    """Grids of fewer tiles than half the SMs split K (at most ``SPLIT_K_MAX`` slices, a power of two) into
+    about ``SPLIT_PROGRAMS_PER_SM`` programs per SM of 128-wide tiles, 32-wide where even the most
+    slices of 128-wide tiles leave SMs idle (never 64: with the fused multiply-add those launches were
+    the slow ones, ``CONSUMER_TUNING``); what an H200 measured fastest at the DeepSeek-V4-Pro shapes."""
+    split = lambda bm, bn, sk: kernels.ConsumerConfig(bm, bn, 4, 3, sk, prefetch_scales=True)  # noqa: E731
+    dsv4 = {("tep8", 64): split(64, 32, 8), ("tep8", 256): split(64, 128, 8), ("dep8", 64): split(64, 128, 4),
+            ("tep8", 1): split(16, 32, 8), ("dep8", 1): split(16, 128, 4)}
+    for (shape, m), want in dsv4.items():
+        got = _fb._consumer_config(m, 1024, 8192, 8 if shape == "dep8" else 1, 132, True)
+        assert got == want, (shape, m, got)
+    for sms in (8, 78, 132):
+        for n, k in ((1024, 8192), (128, 128), (256, 512)):
+            for m in (1, 16, 33, 64, 200):
+                for g in (1, 2, 8):
+                    got = _fb._consumer_config(m, n, k, g, sms, True)
+                    tiles = cdiv(m, got.block_m) * cdiv(n, 128) * g
+                    if tiles >= sms // 2:
+                        assert got.split_k == 1 and got.block_n == 128, (sms, m, n, k, g, got)
+                        continue
+                    most = min(k // 128, _fb.SPLIT_K_MAX)
+                    assert got.block_n == (32 if tiles * most < sms else 128), (sms, m, n, k, g, got)
+                    programs = cdiv(m, got.block_m) * cdiv(n, got.block_n) * g * got.split_k
+                    assert got.split_k & (got.split_k - 1) == 0 and got.split_k <= most, (sms, m, n, k, g, got)
+                    assert programs <= _fb.SPLIT_PROGRAMS_PER_SM * sms or got.split_k == 1, (sms, m, n, k, g, got)
+                    assert got.split_k == most or 2 * programs > _fb.SPLIT_PROGRAMS_PER_SM * sms, (sms, m, n, k, g, got)
+                    assert got.prefetch_scales == (got.split_k > 1), got
 
 
 @pytest.mark.parametrize("m", [3, 64, 1025], ids=lambda m: f"M{m}")

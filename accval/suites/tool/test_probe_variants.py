@@ -23,7 +23,9 @@ PRODUCER_TABLES = {"PRODUCER_VARIANTS": speed_probe.PRODUCER_VARIANTS, "LAYOUT_V
                    "regs": {f"maxnreg {cap}": speed_probe.reg_cap_subs(cap) for cap in speed_probe.REG_CAPS if cap}}
 CASES = [(table, name, "inv_rope_fp8_quant", subs) for table, variants in PRODUCER_TABLES.items()
          for name, subs in variants.items()]
-CASES += [("CEILING_VARIANTS", name, "fp8_block_bmm", subs) for name, subs in speed_probe.CEILING_VARIANTS.items()]
+CASES += [(table, name, "fp8_block_bmm", subs) for table, variants in (("CEILING_VARIANTS", speed_probe.CEILING_VARIANTS),
+                                                                       ("MUL_ADD_VARIANTS", speed_probe.MUL_ADD_VARIANTS))
+          for name, subs in variants.items()]
 
 
 @pytest.mark.parametrize("table,name,kernel,subs", CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
