@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,wave,rounding]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,wave,rounding,splitfma,m64]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -46,6 +46,11 @@ wave      the producer at M 64-1024 (a launch of a few waves at most): the worki
 rounding  the Triton consumer's small-M launches (the shipped one and neighbours: BLOCK_N, K split,
           stages) with the fused multiply-add and with the scaling rounded twice
           (``MUL_ADD_VARIANTS``), each timed twice; bits compared with the tree's launch
+splitfma  the tree's split launches at M 1-256 where the table splits K (BLOCK_N 32/128, split 2-16,
+          3/4 stages, pointer and TMA), each timed twice; the fastest three and the shipped one also
+          as called through the public function (descriptors rebased per call included)
+m64       the producer at tep8 NEOX M=64 (where it trails the upstream-style kernel) with ``M64_VARIANTS``
+          (the absmax by tl.max and a NaN flag; the rotation not rounded; the row unmasked), three rounds
 """
 
 from __future__ import annotations
@@ -409,6 +414,64 @@ def rounding_part(rows: list) -> None:
                 torch.cuda.empty_cache()
 
 
+def split_launches(m: int, k: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
+    """The shipped split launch and the tree's others at its BLOCK_M: BLOCK_N 32/128, K split 2-16,
+    3/4 stages, pointer and TMA loads, scales prefetched."""
+    out = [shipped]
+    for bn in (32, 128):
+        for sk in (2, 4, 8, 16):
+            for st in (3, 4):
+                for tma in (False, True):
+                    c = ConsumerConfig(shipped.block_m, bn, 4, st, sk, tma=tma, prefetch_scales=True)
+                    if sk <= k // 128 and c not in out:
+                        out.append(c)
+    return out
+
+
+def splitfma_part(rows: list) -> None:
+    """The tree's (fused multiply-add) split launches at M 1-256 where the table splits K: each timed
+    twice under a CUDA graph, bits compared with the pointer launch of its split; the three fastest and
+    the shipped one also as called through the public function with the table patched to answer them
+    (TMA descriptors rebased per call included)."""
+    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    real = fbm._device_config
+    try:
+        for shape in ("dep8", "tep8"):
+            for m in (1, 16, 64, 256):
+                operands, n, k, out, base = consumer_setup(shape, m)
+                shipped = real(m, n, k, timing.SHAPES[shape], operands[0].device)
+                if shipped.split_k == 1:
+                    print(f"splitfma {shape} M={m}: the table does not split K here ({shipped})", flush=True)
+                    continue
+                refs, timed = {}, []
+                for c in split_launches(m, k, shipped):
+                    trial = _consumer_trial("splitfma", shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
+                    if trial is None:
+                        continue
+                    again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
+                    rows[-1]["us_again"] = again
+                    timed.append((min(trial[0], again), c, trial[1]))
+                timed.sort(key=lambda t: t[0])
+                cells = []
+                for us, c, same in timed[:3] + [t for t in timed[3:] if t[1] == shipped]:
+                    fbm._device_config = lambda *_, c=c: c
+                    fbm._PLANS.clear()
+                    called = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), us)
+                    fbm._device_config = real
+                    fbm._PLANS.clear()
+                    rows.append({"part": "splitfma-called", "shape": shape, "M": m, "config": str(c), "us": us,
+                                 "as_called_us": called, "is_shipped": c == shipped})
+                    cells.append(f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}"
+                                 f"{'*' if c == shipped else ''} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
+                print(f"splitfma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
+                      + " | ".join(cells), flush=True)
+                operands = out = refs = None
+                torch.cuda.empty_cache()
+    finally:
+        fbm._device_config = real
+        fbm._PLANS.clear()
+
+
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
     "shipped": [],
@@ -510,6 +573,50 @@ INEXACT_SCALE = [("tl.math.div_rn(amax, FP8_MAX)", "(amax * (1.0 / FP8_MAX))"),
 INEXACT_QUOTIENT = [_FAST_DIV] + [(f"div_rn_by({y},", f"_fast_div({y},") for y in ("yr", "x", "y", "y_even", "y_odd")]
 WAVE_VARIANTS = {"inexact-scale": INEXACT_SCALE, "inexact-quotient": INEXACT_QUOTIENT,
                  "inexact-both": INEXACT_SCALE + INEXACT_QUOTIENT}
+
+
+#: the one shape where the producer trails the upstream-style kernel (tep8 NEOX M=64: 1024 one-warp programs,
+#: part of one wave), edited where the two kernels still differ; "flag-max" keeps the bits
+M64_VARIANTS = {
+    # the block absmax by tl.max and a NaN flag (the interpreter's path) instead of a NaN-propagating max tree
+    "flag-max": [("    if SOFTWARE:\n        amax = tl.max(a, axis=AXIS)", "    if True:\n        amax = tl.max(a, axis=AXIS)")],
+    # the rotated slice not rounded to the input dtype (the upstream-style kernel does not round it)
+    "no-round": [("y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)", "y = tl.where(is_rope, rot, x)")],
+    # the row loaded without its row mask (safe here only: M = 64 launches no padding rows)
+    "unmasked-row": [("x = tl.load(o_ptr + row_off + d, mask=live, other=0.0).to(tl.float32)\n            pos = tl.load(",
+                      "x = tl.load(o_ptr + row_off + d).to(tl.float32)\n            pos = tl.load(")],
+}
+M64_VARIANTS["all-three"] = [sub for subs in M64_VARIANTS.values() for sub in subs]
+
+
+def m64_part(rows: list) -> None:
+    """tep8 NEOX M=64: the tree's launch, ``M64_VARIANTS`` and the upstream-style kernel at 1 and 4 warps,
+    in three rounds; bits compared with the public function's (only "flag-max" should keep them)."""
+    shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
+    with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "m64", M64_VARIANTS) as mods:
+        for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64,)):
+            if shape != "tep8" or layout != "neox":
+                continue
+            o = args[0]
+            cfg = config_for(m, o.device, is_neox=is_neox)
+            want = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
+            trials = {"tree": shipped, **mods}
+            times: dict[str, list[float]] = {name: [] for name in [*trials, "upstream-1w", "upstream-4w"]}
+            same = {}
+            for _ in range(3):
+                for name, mod in trials.items():
+                    us, bits = _time_producer(mod, cfg, args, is_neox, fp8, scale, want)
+                    times[name].append(us)
+                    same[name] = same.get(name, True) and bits
+                for w in (1, 4):
+                    times[f"upstream-{w}w"].append(timing.time_cuda(
+                        lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w), REPS_MS).median_us)
+            for name, ts in times.items():
+                rows.append({"part": "m64", "shape": shape, "M": m, "layout": layout, "trial": name, "us": ts,
+                             "config": str(cfg), "bit_same": same.get(name)})
+            print(f"m64 {shape} {layout} M={m} ({cfg}):\n  " + "\n  ".join(
+                f"{name:14s} " + " ".join(f"{t:6.2f}" for t in ts) + ("" if same.get(name, True) else "  bits differ")
+                for name, ts in times.items()), flush=True)
 
 
 def wave_part(rows: list, baseline: Path | None) -> None:
@@ -750,7 +857,8 @@ def main() -> int:
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
            "table": lambda: table_part(ms(), rows),
-           "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows)}
+           "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
+           "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

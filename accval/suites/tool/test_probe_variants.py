@@ -20,6 +20,7 @@ from scripts.kernel_variants import load_variant  # noqa: E402
 
 PRODUCER_TABLES = {"PRODUCER_VARIANTS": speed_probe.PRODUCER_VARIANTS, "LAYOUT_VARIANTS": speed_probe.LAYOUT_VARIANTS,
                    "EXACT_DIV": {"exact-div": speed_probe.EXACT_DIV}, "WAVE_VARIANTS": speed_probe.WAVE_VARIANTS,
+                   "M64_VARIANTS": speed_probe.M64_VARIANTS,
                    "regs": {f"maxnreg {cap}": speed_probe.reg_cap_subs(cap) for cap in speed_probe.REG_CAPS if cap}}
 CASES = [(table, name, "inv_rope_fp8_quant", subs) for table, variants in PRODUCER_TABLES.items()
          for name, subs in variants.items()]
