@@ -72,6 +72,24 @@ def test_host_path_target_names_the_bare_launch_of_its_worst_shape():
     assert _target(_result(rows), "producer host path")["reference"] == ""
 
 
+def test_upstream_style_target_names_both_spreads_at_its_worst_shape():
+    """Next to the producer's worst ratio to the upstream-style kernel the report gives both rows' p20-p80,
+    and whether they overlap: a ratio below 1 inside the timings' own spread is told from one outside it.
+    The target is judged on the medians all the same."""
+    rows = [_row("accval", "tep8", 64, 7.0), _row(targets.UPSTREAM_STYLE, "tep8", 64, 6.8),
+            _row("accval", "dep8", 2048, 110.0), _row(targets.UPSTREAM_STYLE, "dep8", 2048, 130.0)]
+    rows[0].update(p20_us=6.8, p80_us=7.3)
+    rows[1].update(p20_us=6.6, p80_us=7.0)
+    t = _target(_result(rows), "producer speed-up over the upstream-style kernel")
+    assert (t["measured"], t["where"], t["met"]) == ("0.97x", "tep8 neox M=64", False)
+    assert t["reference"] == "p20-p80 us: accval 6.8-7.3, upstream-style 6.6-7.0 (overlapping)"
+    rows[0].update(p20_us=7.05, p80_us=7.3)
+    assert _target(_result(rows), "producer speed-up")["reference"].endswith("upstream-style 6.6-7.0 (not overlapping)")
+    for r in rows:
+        del r["p20_us"]
+    assert _target(_result(rows), "producer speed-up")["reference"] == ""
+
+
 def test_small_m_consumer_target_names_what_a_copy_of_its_bytes_takes():
     """Next to the consumer's worst case against 2x torch._scaled_mm at small M the report says what a
     plain copy of the consumer's bytes took there and what time the target asks for: the bandwidth
