@@ -15,7 +15,7 @@ Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that ca
     the kernel. Each 128-block dot product is summed exactly (float64: products of two e4m3 values
     need at most 8 significant bits and span < 2**44, so 128 of them fit in 53 bits) and rounded
     once to fp32, then scaled into the fp32 accumulator in the kernel's order, one rounding per block
-    as the kernel's fused multiply-add (:func:`fma_fp32`).
+    as the kernel's fused multiply-add (:func:`kernels.fp8_rounding.fma_fp32`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from . import _platform, fp8_block_bmm_wgmma, host, provenance
+from .fp8_rounding import fma_fp32
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -406,14 +407,20 @@ CONSUMER_TUNING = (
     "(Gluon) 47.8/47.7 vs 46.7/46.8. But the small-M split launches of that table (BLOCK_N 64) lost: dep8 M=64 "
     "33.0/32.9 vs 35.1/35.3, tep8 M=64 15.0/14.8 vs 15.1/15.5, M=256 17.9/17.9 vs 18.4/18.6. speed_probe --parts "
     "rounding (reports/kernel/speed-probe-rounding-NVIDIA_H200-2026-12-03-s21call2.json; each launch twice, fma and "
-    "mul-add, 18 neighbours of the shipped launch) shows it is BLOCK_N 64's: there the fma is 2-15% slower than the "
-    "mul-add at every split and stage count, while BLOCK_N 32 and 128 launches are even (within 1%, the PTX differs "
-    "only in fma.rn.f32 for mul.rn.f32 + add.rn.f32: scripts/kernel_ir.py --against). The fastest fma launches, "
+    "mul-add, 18 neighbours of the shipped launch; fma time / mul-add time, over the three shapes): BLOCK_N 64 lost "
+    "most (split 4 1.06-1.16, split 8 1.03-1.09, split 16 1.00-1.04), BLOCK_N 128 less (split 4 1.03-1.06, 8 "
+    "1.01-1.03, 16 0.99-1.05), BLOCK_N 32 nothing (0.98-1.01); the PTX differs "
+    "only in fma.rn.f32 for mul.rn.f32 + add.rn.f32 (scripts/kernel_ir.py --against). The fastest fma launches, "
     "min of two, us: tep8 M=64 BLOCK_N 32 split 8 14.11 (the shipped mul-add launch, BLOCK_N 64 split 16, 14.37), "
     "tep8 M=256 BLOCK_N 128 split 8 17.79-17.87 (mul-add shipped 18.02), dep8 M=64 BLOCK_N 128 split 4 35.2 (mul-add "
     "shipped 33.57; no fma launch tried came closer): about 2 programs per SM of 128-wide tiles, 32-wide where 16 "
     "splits of those leave SMs idle (SPLIT_PROGRAMS_PER_SM, SPLIT_K_MAX). The earlier 4x oversubscription was "
     "measured with BLOCK_N 64 (above). Accuracy is not traded: one rounding per block is closer to the exact sum. "
+    "speed_probe --parts splitfma (reports/kernel/speed-probe-splitfma-NVIDIA_H200-2026-12-03-s21call4.json; the fma "
+    "split launches at M 1-256, BLOCK_N 32/128, split 2-16, 3/4 stages, pointer and TMA, twice each): TMA is faster "
+    "under a graph (dep8 M=64 34.1 vs 35.1 us, tep8 M=256 17.0 vs 18.2) but 51.9 and 78.6 us as called through the "
+    "public function against 36.1 and 52.7 (Triton's descriptors on the host), so split grids keep pointer loads; "
+    "elsewhere the table's launch was within 0.3 us of the fastest. "
     "The fma with this rule against the mul-add with the rule before, the same script, a third call "
     "(reports/kernel/consumer-against-NVIDIA_H200-2026-12-03-s21call3/compare.md), us, before vs after: dep8 M=1 "
     "29.7 vs 29.6, M=16 31.6 vs 31.6, M=64 34.0 vs 35.7 (the one shape it loses), M=256 47.8 vs 46.8, M=2048 323.3 "
@@ -855,25 +862,6 @@ class _WeightValues:
 
 
 _weight_values = _WeightValues()
-
-
-def fma_fp32(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``x * y + z`` of fp32 tensors (broadcast) rounded once to fp32, as an fma rounds.
-
-    The product is exact in float64 (two 24-bit significands); the sum is rounded to odd there (its
-    rounding error, from Knuth's TwoSum, moves an even result one ulp toward the exact sum), and a
-    round-to-odd result with at least two more bits than fp32 rounds to the same fp32 as the exact sum.
-    Plain float64 rounding would not: ``1 + 2**-23`` plus ``2**-24 - 2**-60`` lands on an fp32 tie and
-    goes up. Non-finite sums are left as float64 gives them.
-    """
-    p = x.double() * y.double()
-    c = z.double()
-    t = p + c
-    back = t - p
-    err = (p - (t - back)) + (c - back)
-    odd_fix = (err != 0) & ((t.view(torch.int64) & 1) == 0) & torch.isfinite(t)
-    toward = torch.where(err > 0, torch.inf, -torch.inf).to(t.dtype)
-    return torch.where(odd_fix, torch.nextafter(t, toward), t).float()
 
 
 def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN):

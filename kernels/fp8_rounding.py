@@ -19,10 +19,15 @@ A round-up into the next binade carries into the exponent by construction.
 
 :func:`div_rn_by` divides a tile by per-block scales with the bits of ``tl.math.div_rn`` but one
 division per block instead of one per element (Markstein's correction; see its docstring).
+
+:func:`fma_fp32` is the one rounding of an fp32 fused multiply-add on torch tensors: the emulated
+consumer's scaling, and the interpreter's ``tl.fma`` where Triton's own rounds twice
+(:mod:`kernels.interpreter_casts`).
 """
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -161,3 +166,22 @@ def round_through(x, DTYPE: tl.constexpr, SOFTWARE: tl.constexpr):
 def to_bf16(x, SOFTWARE: tl.constexpr):
     """fp32 -> bf16 cast with round-to-nearest-even on every backend."""
     return round_through(x, tl.bfloat16, SOFTWARE).to(tl.bfloat16)
+
+
+def fma_fp32(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``x * y + z`` of fp32 tensors (broadcast) rounded once to fp32, as an fma rounds.
+
+    The product is exact in float64 (two 24-bit significands); the sum is rounded to odd there (its
+    rounding error, from Knuth's TwoSum, moves an even result one ulp toward the exact sum), and a
+    round-to-odd result with at least two more bits than fp32 rounds to the same fp32 as the exact sum.
+    Plain float64 rounding would not: ``1 + 2**-23`` plus ``2**-24 - 2**-60`` lands on an fp32 tie and
+    goes up. Non-finite sums are left as float64 gives them.
+    """
+    p = x.double() * y.double()
+    c = z.double()
+    t = p + c
+    back = t - p
+    err = (p - (t - back)) + (c - back)
+    odd_fix = (err != 0) & ((t.view(torch.int64) & 1) == 0) & torch.isfinite(t)
+    toward = torch.where(err > 0, torch.inf, -torch.inf).to(t.dtype)
+    return torch.where(odd_fix, torch.nextafter(t, toward), t).float()

@@ -46,6 +46,11 @@ random values at five scales), every fp16 and bf16 bit pattern -> e4m3 / e5m2, e
 code -> fp32 / fp16 / bf16 and every bf16 pattern -> fp32: all gave exactly the codes this module
 gives, NaNs included.
 
+``tl.fma`` on fp32: the GPU's ``fma.rn.f32`` rounds once. Triton 3.9's interpreter does too (its C
+``fma_fp32``); older ones multiply and add in numpy, rounding twice. Where the interpreter has no
+``fma_fp32``, :func:`install` also replaces ``InterpreterBuilder.create_fma`` for fp32 operands with
+:func:`kernels.fp8_rounding.fma_fp32` (one rounding); other dtypes keep Triton's.
+
 Containment: the wrapper touches only the conversions above; the other float8 formats, RTZ into
 float8 and anything else still go to Triton's routine. :func:`install` checks the interpreter's
 layout first (:func:`_check_layout`) and raises :class:`InterpreterLayoutError` naming what is
@@ -61,6 +66,7 @@ import numpy as np
 import torch
 
 from .constants import FP8_E4M3_MAX
+from .fp8_rounding import fma_fp32
 
 #: Where the replaced routine lives, and its parameters (checked before patching).
 TARGET_MODULE = "triton.runtime.interpreter"
@@ -276,6 +282,33 @@ PATCHED_CONVERSIONS = (
 )
 
 
+def _native_fma(interpreter) -> bool:
+    """Whether this interpreter's ``tl.fma`` rounds fp32 once by itself (Triton's C ``fma_fp32``)."""
+    return hasattr(getattr(interpreter, "_interpreter", None), "fma_fp32")
+
+
+def _make_fma(original):
+    def create_fma(self, x, y, z):
+        if np.asarray(z.data).dtype != np.float32:
+            return original(self, x, y, z)
+        xs, ys, zs = (torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+                      for a in np.broadcast_arrays(x.data, y.data, z.data))
+        return type(z)(fma_fp32(xs, ys, zs).numpy(), z.dtype.scalar)
+
+    setattr(create_fma, _MARK, original)
+    create_fma.__doc__ = "tl.fma on fp32 rounded once (kernels.fp8_rounding.fma_fp32), else Triton's create_fma."
+    return create_fma
+
+
+def _install_fma(interpreter) -> None:
+    """Where the interpreter's fp32 ``tl.fma`` rounds twice, make it round once (idempotent)."""
+    builder = interpreter.InterpreterBuilder
+    current = getattr(builder, "create_fma", None)
+    if current is None or hasattr(current, _MARK) or _native_fma(interpreter):
+        return
+    builder.create_fma = _make_fma(current)
+
+
 def installed() -> bool:
     """True when this process' interpreter converts through the GPU-exact wrapper."""
     import sys
@@ -288,6 +321,7 @@ def install() -> None:
     """Replace the interpreter's float8/bf16 conversions (idempotent); raise on an unknown layout."""
     interpreter = _interpreter()
     _check_layout(interpreter)
+    _install_fma(interpreter)
     current = getattr(interpreter, TARGET_NAME)
     if hasattr(current, _MARK):
         return
@@ -300,6 +334,9 @@ def uninstall() -> None:
     current = getattr(interpreter, TARGET_NAME, None)
     if hasattr(current, _MARK):
         setattr(interpreter, TARGET_NAME, getattr(current, _MARK))
+    fma = getattr(interpreter.InterpreterBuilder, "create_fma", None)
+    if hasattr(fma, _MARK):
+        interpreter.InterpreterBuilder.create_fma = getattr(fma, _MARK)
 
 
 def status() -> dict:
@@ -310,6 +347,10 @@ def status() -> dict:
         "triton": _triton_version(),
         "target": f"{TARGET_MODULE}.{TARGET_NAME}",
         "conversions": PATCHED_CONVERSIONS if active else (),
+        "fp32 fma": ("Triton's (one rounding)" if _native_fma(_interpreter()) else
+                     "kernels.fp8_rounding.fma_fp32 (one rounding)"
+                     if hasattr(getattr(_interpreter().InterpreterBuilder, "create_fma", None), _MARK) else
+                     "Triton's (two roundings)"),
     }
 
 

@@ -56,15 +56,20 @@ def compare(files: list[Path]) -> int:
         for r in run["rows"]:
             cells.setdefault((r["shape"], r["M"], r["label"], r["impl"]), []).append(r["median_us"])
     keys = sorted({(s, m) for s, m, _, _ in cells}, key=lambda sm: (sm[0], sm[1]))
-    print("| shape | M | " + " | ".join(f"{lab} us (runs) | {lab} / _scaled_mm" for lab in labels)
-          + " | " + " | ".join(f"{lab} / {labels[0]}" for lab in labels[1:]) + " |")
+    head = [f"{lab} us (runs) | {lab} / _scaled_mm" for lab in labels] + [f"{lab} / {labels[0]}" for lab in labels[1:]]
+    print("| shape | M | " + " | ".join(head) + " |")
     print("|---|---|" + "---|---|" * len(labels) + "---|" * (len(labels) - 1))
     for shape, m in keys:
-        med = {lab: statistics.median(cells[(shape, m, lab, "accval")]) for lab in labels}
-        ratio = {lab: statistics.median(cells[(shape, m, lab, "scaled_mm")]) / med[lab] for lab in labels}
-        runs_txt = {lab: "/".join(f"{v:.1f}" for v in cells[(shape, m, lab, "accval")]) for lab in labels}
-        print(f"| {shape} | {m} | " + " | ".join(f"{med[lab]:.1f} ({runs_txt[lab]}) | {ratio[lab]:.2f}x" for lab in labels)
-              + " | " + " | ".join(f"{med[lab] / med[labels[0]]:.3f}" for lab in labels[1:]) + " |")
+        ours = {lab: cells.get((shape, m, lab, "accval"), []) for lab in labels}
+        med = {lab: statistics.median(v) if v else None for lab, v in ours.items()}
+        cols = []
+        for lab in labels:
+            theirs = cells.get((shape, m, lab, "scaled_mm"))
+            cols.append("-" if med[lab] is None else f"{med[lab]:.1f} ({'/'.join(f'{v:.1f}' for v in ours[lab])})")
+            cols.append("-" if med[lab] is None or not theirs else f"{statistics.median(theirs) / med[lab]:.2f}x")
+        base = med[labels[0]]
+        cols += ["-" if med[lab] is None or base is None else f"{med[lab] / base:.3f}" for lab in labels[1:]]
+        print(f"| {shape} | {m} | " + " | ".join(cols) + " |")
     return 0
 
 
@@ -92,7 +97,11 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"--ms: expected comma-separated integers, got {args.ms!r}", file=sys.stderr)
         return 2
-    sys.path[:0] = [str(args.kernels_root.resolve()), str(ROOT)]
+    # accval from this checkout, the kernels package from --kernels-root (which may be a whole other checkout)
+    sys.path.insert(0, str(ROOT))
+    import accval  # noqa: F401 - bound to this checkout before the other root goes first on the path
+
+    sys.path.insert(0, str(args.kernels_root.resolve()))
     import torch
 
     if not torch.cuda.is_available():

@@ -25,11 +25,11 @@ from accval.bench import timing  # noqa: E402
 from kernels.reference import dequantize_weight  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
-SCALED = "acc += tl.dot(a, b) * (a_s * b_s)[:, None]"
+SCALED = "acc = _scale_into(acc, tl.dot(a, b), a_s, b_s)"
 
 #: name -> (what it changes, [(old, new), ...])
 VARIANTS = {
-    "shipped": ("nothing: acc += dot * (a_s * b_s), the two scales multiplied first (one multiply-add per element)", []),
+    "shipped": ("nothing: acc = fma(dot, a_s * b_s, acc), the two scales multiplied first (one fused multiply-add per element)", []),
     "two-scales": ("the other order: acc += (dot * a_s) * b_s (two multiplies per element; other rounding)",
                    [(SCALED, "acc += tl.dot(a, b) * a_s[:, None] * b_s")]),
     "no-scale": ("no scaling at all: acc += dot (wrong output; what the scaling costs)", [(SCALED, "acc += tl.dot(a, b)")]),

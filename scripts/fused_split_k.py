@@ -31,6 +31,7 @@ from kernels.fp8_block_bmm import (
     ConsumerConfig,
     _block_scales,
     _consumer_config,
+    _scale_into,
     _sm_count,
     _tile,
     validate_consumer_args,
@@ -58,7 +59,7 @@ def _fused_split_kernel(
         a = tl.load(a_ptrs, mask=m_ok[:, None], other=0.0)
         b = tl.load(b_ptrs, mask=n_ok[None, :], other=0.0)
         a_s1, b_s1 = _block_scales(as_ptrs, bs_ptr_g, tl.minimum(kb + 1, kb_hi - 1), scale_m_stride, m_ok)
-        acc += tl.dot(a, b) * (a_s * b_s)[:, None]
+        acc = _scale_into(acc, tl.dot(a, b), a_s, b_s)
         a_s, b_s = a_s1, b_s1
         a_ptrs += 128
         b_ptrs += 128

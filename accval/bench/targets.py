@@ -74,8 +74,8 @@ def evaluate(result: dict) -> list[dict]:
         ours, theirs = find_row(rows, "producer", "accval", sh, m, lay), find_row(rows, "producer", UPSTREAM_STYLE, sh, m, lay)
         if ours is not None and theirs is not None and "p20_us" in ours and "p20_us" in theirs:
             overlap = ours["p20_us"] <= theirs["p80_us"] and theirs["p20_us"] <= ours["p80_us"]
-            spreads[where(sh, m, lay)] = (f"p20-p80 us: accval {ours['p20_us']:.1f}-{ours['p80_us']:.1f}, upstream-style "
-                                          f"{theirs['p20_us']:.1f}-{theirs['p80_us']:.1f} ({'' if overlap else 'not '}overlapping)")
+            spreads[where(sh, m, lay)] = (f"p20-p80 us: accval {ours['p20_us']:.2f}-{ours['p80_us']:.2f}, upstream-style "
+                                          f"{theirs['p20_us']:.2f}-{theirs['p80_us']:.2f} ({'' if overlap else 'not '}overlapping)")
     add("producer speed-up over the upstream-style kernel, every M, both layouts", (">=", 1.0),
         [(ratio(median_us(rows, "producer", UPSTREAM_STYLE, sh, m, lay), median_us(rows, "producer", "accval", sh, m, lay)),
           where(sh, m, lay)) for sh, m, lay in prod], "{:.2f}x", spreads)

@@ -6,6 +6,9 @@ in fp32 first. These tests run the kernel helpers themselves and compare with to
 
 from __future__ import annotations
 
+import importlib
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from kernels import _platform, fp8_rounding
 from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX
-from kernels.fp8_rounding import div_rn_by, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
+from kernels.fp8_rounding import div_rn_by, fma_fp32, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 
 from .checks import assert_exact, assert_fp8_equal
 
@@ -213,11 +216,67 @@ def test_div_rn_by_an_infinite_scale_gives_y_over_inf(device):
 
 
 def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """fp32 fma, emulated: the product of two fp32 numbers is exact in x87 extended precision; the sum is
-    rounded there (64 bits) and then to fp32. That equals one rounding unless the 64-bit sum lands on
-    an fp32 tie it was not on: never for the residual (an exact cancellation), possible in principle
-    for the correction (the GPU test runs the real fma)."""
-    return (a.astype(np.longdouble) * b.astype(np.longdouble) + c.astype(np.longdouble)).astype(np.float32)
+    """fp32 fma on numpy arrays, one rounding (:func:`kernels.fp8_rounding.fma_fp32`, tested below)."""
+    a, b, c = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in np.broadcast_arrays(a, b, c))
+    return fma_fp32(a, b, c).numpy()
+
+
+def _round_to_fp32(q: Fraction) -> float:
+    """The exact rational ``q`` rounded once to fp32 (nearest, ties to even; subnormals; overflow to inf)."""
+    if q == 0:
+        return 0.0
+    sign, a = (-1.0 if q < 0 else 1.0), abs(q)
+    e = a.numerator.bit_length() - a.denominator.bit_length()  # 2**e <= a < 2**(e + 2)
+    if a < Fraction(2) ** e:
+        e -= 1
+    if a >= Fraction(2) ** (e + 1):
+        e += 1
+    ulp = Fraction(2) ** (max(e, -126) - 23)
+    n, rest = divmod(a, ulp)
+    n += 1 if rest > ulp / 2 or (rest == ulp / 2 and n % 2) else 0
+    value = n * ulp
+    return sign * (float("inf") if value >= Fraction(2) ** 128 else float(value))
+
+
+def _fma_cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Operands whose fma plain float64 rounding gets wrong (sums on an fp32 tie after a float64
+    rounding), near-cancellations, subnormal results, results past the fp32 range, and random ones."""
+    gen = torch.Generator().manual_seed(0)
+    n = 3000
+    x = torch.randn(n, generator=gen) * torch.exp2(torch.randint(-40, 40, (n,), generator=gen).float())
+    y = torch.randn(n, generator=gen)
+    z = torch.randn(n, generator=gen) * torch.exp2(torch.randint(-40, 40, (n,), generator=gen).float())
+    z[: n // 3] = -(x[: n // 3] * y[: n // 3]) * (1 + torch.randn(n // 3, generator=gen) * 2.0**-20)  # cancellations
+    ties_x = [2.0**-24 * (1 + 2.0**-18), 2.0**-23 * (1 + 2.0**-20), -(2.0**-24) * (1 + 2.0**-17)]
+    ties_y = [1 - 2.0**-18, 1 - 2.0**-20, 1 - 2.0**-17]
+    # an odd z plus a product just below its half ulp (1 + 2**-23 + 2**-24 - 2**-60 and the like): float64 rounds
+    # the sum onto the fp32 tie, which then goes to the even neighbour, away from the exact sum's
+    ties_z = [1.0 + 2.0**-23, 2.0 + 2.0**-22, -(1.0 + 2.0**-23)]
+    edge_x = [2.0**-75, 3.0 * 2.0**-80, 2.0**64, -(2.0**100), 1.5, 0.0]
+    edge_y = [2.0**-75, 2.0**-70, 2.0**64, 2.0**40, 2.0**-149, -1.0]
+    edge_z = [2.0**-149, -(2.0**-148), 3.0e38, -1.0, 0.0, 0.0]  # subnormal sums, overflow, -0 + +0
+    x = torch.cat([x, torch.tensor(ties_x + edge_x)])
+    y = torch.cat([y, torch.tensor(ties_y + edge_y)])
+    z = torch.cat([z, torch.tensor(ties_z + edge_z)])
+    return x, y, z
+
+
+def test_fma_fp32_rounds_once():
+    """The emulated fma equals the exact product-plus-sum rounded once (by rational arithmetic), where
+    rounding the float64 sum to fp32 differs from it too, on every kind of operand, and with Triton's
+    C fma where the interpreter has one."""
+    x, y, z = _fma_cases()
+    got = fma_fp32(x, y, z)
+    want = torch.tensor([_round_to_fp32(Fraction(a) * Fraction(b) + Fraction(c))
+                         for a, b, c in zip(x.tolist(), y.tolist(), z.tolist())], dtype=torch.float32)
+    same = (got.view(torch.int32) == want.view(torch.int32)) | ((got == 0) & (want == 0))
+    assert same.all(), f"{int((~same).sum())} of {len(x)} differ, first at {int((~same).nonzero()[0])}"
+    twice = (x.double() * y.double() + z.double()).float()
+    assert (twice != want)[3000:3003].all(), "the tie cases must be ones plain float64 rounding gets wrong"
+    interp = getattr(importlib.import_module("triton._C.libtriton"), "interpreter", None)
+    if hasattr(interp, "fma_fp32"):
+        native = torch.from_numpy(interp.fma_fp32(x.numpy(), y.numpy(), z.numpy()))
+        assert torch.equal(got.view(torch.int32), native.view(torch.int32))
 
 
 def _markstein(y: np.ndarray, s: np.ndarray) -> np.ndarray:

@@ -318,6 +318,7 @@ def test_installed_with_kernels_and_reported():
     assert s["installed"] and s["triton"] == triton.__version__, s
     assert s["target"] == "triton.runtime.interpreter._convert_float", s
     assert any(c.startswith("fp32/fp16/bf16->fp8e4nv rtne") for c in s["conversions"]), s
+    assert s["fp32 fma"].endswith("(one rounding)"), s
 
 
 def test_install_is_idempotent():
@@ -355,3 +356,51 @@ def test_unknown_layout_is_refused(monkeypatch, breakage):
     with pytest.raises(interpreter_casts.InterpreterLayoutError) as err:
         interpreter_casts.install()
     assert expected in str(err.value) and triton.__version__ in str(err.value), (breakage, str(err.value))
+
+
+@triton.jit
+def _foreign_fma(x_ptr, y_ptr, z_ptr, out_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, tl.fma(tl.load(x_ptr + offs), tl.load(y_ptr + offs), tl.load(z_ptr + offs)))
+
+
+#: x, y, z whose fp32 fma rounds once to z's neighbour nearer the exact sum, where rounding the product
+#: first (or the float64 sum) lands on the tie and goes the other way; and the one-rounding results
+FMA_TIES = ([2.0**-24 * (1 + 2.0**-18), 2.0**-23 * (1 + 2.0**-20), 3.0, 2.0**-24 * (1 + 2.0**-18)],
+            [1 - 2.0**-18, 1 - 2.0**-20, 0.3333333432674408, 1 - 2.0**-18],
+            [1.0 + 2.0**-23, 2.0 + 2.0**-22, -1.0, -(1.0 + 2.0**-23)],
+            [1.0 + 2.0**-23, 2.0 + 2.0**-22, 2.0**-25, -(1.0 + 2.0**-23)])
+
+
+def test_foreign_fma_rounds_fp32_once(device):
+    """``tl.fma`` in a foreign kernel rounds fp32 once, as ``fma.rn.f32`` on the GPU: Triton 3.9's
+    interpreter by itself, older ones through the patch."""
+    x, y, z, want = (torch.tensor(v, dtype=torch.float32) for v in FMA_TIES)
+    assert ((x.double() * y.double()).float() + z != want).any(), "the cases must tell one rounding from two"
+    out = torch.empty(4, device=device)
+    _foreign_fma[(1,)](x.to(device), y.to(device), z.to(device), out, BLOCK=4)
+    assert torch.equal(out.cpu().view(torch.int32), want.view(torch.int32)), (out.tolist(), want.tolist())
+
+
+def test_fma_patch_rounds_once_where_triton_rounds_twice():
+    """The replacement of an interpreter's two-rounding ``create_fma`` (what Triton before its C fma did:
+    numpy multiply, then add) rounds fp32 once and leaves other dtypes to it."""
+
+    class Handle:
+        def __init__(self, data, dtype):
+            self.data, self.dtype = np.asarray(data), dtype
+
+    class Dtype:
+        scalar = "fp32"
+
+    def two_roundings(self, x, y, z):
+        return Handle(x.data * y.data + z.data, z.dtype.scalar)
+
+    patched = interpreter_casts._make_fma(two_roundings)
+    x, y, z, want = (np.array(v, dtype=np.float32) for v in FMA_TIES)
+    got = patched(None, Handle(x, Dtype), Handle(y, Dtype), Handle(z, Dtype))
+    assert np.array_equal(got.data.view(np.int32), want.view(np.int32)), got.data
+    assert not np.array_equal(two_roundings(None, Handle(x, Dtype), Handle(y, Dtype), Handle(z, Dtype)).data, want)
+    halves = [Handle(v.astype(np.float16), Dtype) for v in (x, y, z)]
+    assert patched(None, *halves).data.dtype == np.float16  # not fp32: Triton's own
+    assert getattr(patched, "__accval_interpreter_casts_original__") is two_roundings

@@ -82,9 +82,9 @@ def test_upstream_style_target_names_both_spreads_at_its_worst_shape():
     rows[1].update(p20_us=6.6, p80_us=7.0)
     t = _target(_result(rows), "producer speed-up over the upstream-style kernel")
     assert (t["measured"], t["where"], t["met"]) == ("0.97x", "tep8 neox M=64", False)
-    assert t["reference"] == "p20-p80 us: accval 6.8-7.3, upstream-style 6.6-7.0 (overlapping)"
+    assert t["reference"] == "p20-p80 us: accval 6.80-7.30, upstream-style 6.60-7.00 (overlapping)"
     rows[0].update(p20_us=7.05, p80_us=7.3)
-    assert _target(_result(rows), "producer speed-up")["reference"].endswith("upstream-style 6.6-7.0 (not overlapping)")
+    assert _target(_result(rows), "producer speed-up")["reference"].endswith("accval 7.05-7.30, upstream-style 6.60-7.00 (not overlapping)")
     for r in rows:
         del r["p20_us"]
     assert _target(_result(rows), "producer speed-up")["reference"] == ""

@@ -42,3 +42,15 @@ def test_compare_gives_each_labels_median_and_ratios(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| shape | M | before us (runs) |") and table[0].endswith("after / before |")
     assert table[2] == "| dep8 | 2048 | 102.0 (100.0/104.0) | 0.88x | 82.0 (80.0/84.0) | 1.10x | 0.804 |"
+
+
+def test_compare_marks_what_a_label_did_not_measure(tmp_path, capsys):
+    """Runs of different M: a label's missing cell is '-', not an error; one label has no ratio column."""
+    files = [_run(tmp_path / "a.json", "before", {2048: 100.0, 4096: 200.0}, 90.0), _run(tmp_path / "b.json", "after", {2048: 80.0}, 90.0)]
+    assert consumer_against.main(["--compare", *map(str, files)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[3] == "| dep8 | 4096 | 200.0 (200.0) | 0.45x | - | - | - |"
+    assert consumer_against.main(["--compare", str(files[0])]) == 0
+    one = capsys.readouterr().out.splitlines()
+    assert one[0] == "| shape | M | before us (runs) | before / _scaled_mm |" and one[1] == "|---|---|---|---|"
+    assert one[2] == "| dep8 | 2048 | 100.0 (100.0) | 0.90x |"

@@ -15,7 +15,7 @@ if not (ROOT / "scripts" / "speed_probe.py").exists():
     pytest.skip("scripts/ is in the repository, not in an installed accval", allow_module_level=True)
 sys.path.insert(0, str(ROOT))
 
-from scripts import speed_probe  # noqa: E402
+from scripts import consumer_probe, speed_probe  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
 PRODUCER_TABLES = {"PRODUCER_VARIANTS": speed_probe.PRODUCER_VARIANTS, "LAYOUT_VARIANTS": speed_probe.LAYOUT_VARIANTS,
@@ -25,7 +25,9 @@ PRODUCER_TABLES = {"PRODUCER_VARIANTS": speed_probe.PRODUCER_VARIANTS, "LAYOUT_V
 CASES = [(table, name, "inv_rope_fp8_quant", subs) for table, variants in PRODUCER_TABLES.items()
          for name, subs in variants.items()]
 CASES += [(table, name, "fp8_block_bmm", subs) for table, variants in (("CEILING_VARIANTS", speed_probe.CEILING_VARIANTS),
-                                                                       ("MUL_ADD_VARIANTS", speed_probe.MUL_ADD_VARIANTS))
+                                                                       ("MUL_ADD_VARIANTS", speed_probe.MUL_ADD_VARIANTS),
+                                                                       ("consumer_probe.VARIANTS",
+                                                                        {k: v[1] for k, v in consumer_probe.VARIANTS.items()}))
           for name, subs in variants.items()]
 
 
