@@ -300,6 +300,15 @@ def _make_fma(original):
     return create_fma
 
 
+def _fma_status(interpreter) -> str:
+    """Whose fp32 ``tl.fma`` this interpreter runs, and how it rounds."""
+    if _native_fma(interpreter):
+        return "Triton's (one rounding)"
+    if hasattr(getattr(interpreter.InterpreterBuilder, "create_fma", None), _MARK):
+        return "kernels.fp8_rounding.fma_fp32 (one rounding)"
+    return "Triton's (two roundings)"
+
+
 def _install_fma(interpreter) -> None:
     """Where the interpreter's fp32 ``tl.fma`` rounds twice, make it round once (idempotent)."""
     builder = interpreter.InterpreterBuilder
@@ -347,10 +356,7 @@ def status() -> dict:
         "triton": _triton_version(),
         "target": f"{TARGET_MODULE}.{TARGET_NAME}",
         "conversions": PATCHED_CONVERSIONS if active else (),
-        "fp32 fma": ("Triton's (one rounding)" if _native_fma(_interpreter()) else
-                     "kernels.fp8_rounding.fma_fp32 (one rounding)"
-                     if hasattr(getattr(_interpreter().InterpreterBuilder, "create_fma", None), _MARK) else
-                     "Triton's (two roundings)"),
+        "fp32 fma": _fma_status(_interpreter()),
     }
 
 

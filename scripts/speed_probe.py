@@ -56,6 +56,7 @@ m64       the producer at tep8 NEOX M=64 (where it trails the upstream-style ker
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import dataclasses
 import importlib
@@ -389,12 +390,14 @@ def rounding_part(rows: list) -> None:
                 shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], a.device)
                 cells = []
                 for c in rounding_launches(m, shipped):
+                    want = None
                     for name, mod in variants.items():
                         if c.wgmma and name != "fma":
                             continue  # the Gluon kernel is not in the edited file: it would run the fma as "mul-add"
                         mcfg = mod.ConsumerConfig(**dataclasses.asdict(c))
                         try:
-                            want = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), c)
+                            if want is None:
+                                want = launch_consumer(a, a_scale, w, ws, torch.empty_like(out), c)
                             us = [timing.time_cuda(lambda: mod.launch_consumer(a, a_scale, w, ws, out, mcfg), REPS_MS).median_us
                                   for _ in range(2)]
                         except Exception as e:  # noqa: BLE001 - a launch that cannot compile is a row, not a stop
@@ -416,6 +419,21 @@ def rounding_part(rows: list) -> None:
                 torch.cuda.empty_cache()
 
 
+@contextlib.contextmanager
+def table_says(c: ConsumerConfig):
+    """The consumer's dispatch answering ``c`` for every call (its plan cache emptied on the way in and
+    out), so the public function, host path included, runs that launch."""
+    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    real = fbm._device_config
+    fbm._device_config = lambda *_: c
+    fbm._PLANS.clear()
+    try:
+        yield
+    finally:
+        fbm._device_config = real
+        fbm._PLANS.clear()
+
+
 def split_launches(m: int, k: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
     """The shipped split launch and the tree's others at its BLOCK_M: BLOCK_N 32/128, K split 2-16,
     3/4 stages, pointer and TMA loads, scales prefetched."""
@@ -435,43 +453,34 @@ def splitfma_part(rows: list) -> None:
     twice under a CUDA graph, bits compared with the pointer launch of its split; the three fastest and
     the shipped one also as called through the public function with the table patched to answer them
     (TMA descriptors rebased per call included)."""
-    fbm = importlib.import_module("kernels.fp8_block_bmm")
-    real = fbm._device_config
-    try:
-        for shape in ("dep8", "tep8"):
-            for m in (1, 16, 64, 256):
-                operands, n, k, out, base = consumer_setup(shape, m)
-                shipped = real(m, n, k, timing.SHAPES[shape], operands[0].device)
-                if shipped.split_k == 1:
-                    print(f"splitfma {shape} M={m}: the table does not split K here ({shipped})", flush=True)
+    for shape in ("dep8", "tep8"):
+        for m in (1, 16, 64, 256):
+            operands, n, k, out, base = consumer_setup(shape, m)
+            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
+            if shipped.split_k == 1:
+                print(f"splitfma {shape} M={m}: the table does not split K here ({shipped})", flush=True)
+                continue
+            refs, timed = {}, []
+            for c in split_launches(m, k, shipped):
+                trial = _consumer_trial("splitfma", shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
+                if trial is None:
                     continue
-                refs, timed = {}, []
-                for c in split_launches(m, k, shipped):
-                    trial = _consumer_trial("splitfma", shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
-                    if trial is None:
-                        continue
-                    again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
-                    rows[-1]["us_again"] = again
-                    timed.append((min(trial[0], again), c, trial[1]))
-                timed.sort(key=lambda t: t[0])
-                cells = []
-                for us, c, same in timed[:3] + [t for t in timed[3:] if t[1] == shipped]:
-                    fbm._device_config = lambda *_, c=c: c
-                    fbm._PLANS.clear()
+                again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
+                rows[-1]["us_again"] = again
+                timed.append((min(trial[0], again), c, trial[1]))
+            timed.sort(key=lambda t: t[0])
+            cells = []
+            for us, c, same in timed[:3] + [t for t in timed[3:] if t[1] == shipped]:
+                with table_says(c):
                     called = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), us)
-                    fbm._device_config = real
-                    fbm._PLANS.clear()
-                    rows.append({"part": "splitfma-called", "shape": shape, "M": m, "config": str(c), "us": us,
-                                 "as_called_us": called, "is_shipped": c == shipped})
-                    cells.append(f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}"
-                                 f"{'*' if c == shipped else ''} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
-                print(f"splitfma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
-                      + " | ".join(cells), flush=True)
-                operands = out = refs = None
-                torch.cuda.empty_cache()
-    finally:
-        fbm._device_config = real
-        fbm._PLANS.clear()
+                rows.append({"part": "splitfma-called", "shape": shape, "M": m, "config": str(c), "us": us,
+                             "as_called_us": called, "is_shipped": c == shipped})
+                cells.append(f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}"
+                             f"{'*' if c == shipped else ''} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
+            print(f"splitfma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
+                  + " | ".join(cells), flush=True)
+            operands = out = refs = None
+            torch.cuda.empty_cache()
 
 
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
@@ -577,6 +586,30 @@ WAVE_VARIANTS = {"inexact-scale": INEXACT_SCALE, "inexact-quotient": INEXACT_QUO
                  "inexact-both": INEXACT_SCALE + INEXACT_QUOTIENT}
 
 
+def _producer_rounds(trials: dict, args: tuple, is_neox: bool, fp8, scale, want, rounds: int,
+                     upstream_warps: tuple, copy_bytes: int | None = None) -> tuple[dict, dict]:
+    """Every trial (name -> (module, launch, launch_producer's keywords, compare bits)), then the
+    upstream-style kernel at each of ``upstream_warps`` and (``copy_bytes``) a copy of that many bytes,
+    timed once per round, the rounds one after another for the spread: ``({name: [us per round]},
+    {name: bits equal to want in every round})`` for the trials that compare."""
+    times: dict[str, list[float]] = {name: [] for name in [*trials, *(f"upstream-{w}w" for w in upstream_warps)]}
+    if copy_bytes is not None:
+        times["copy"] = []
+    same: dict[str, bool] = {}
+    for _ in range(rounds):
+        for name, (mod, c, kw, compare) in trials.items():
+            us, bits = _time_producer(mod, c, args, is_neox, fp8, scale, want, **kw)
+            times[name].append(us)
+            if compare:
+                same[name] = same.get(name, True) and bits
+        for w in upstream_warps:
+            times[f"upstream-{w}w"].append(timing.time_cuda(
+                lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w), REPS_MS).median_us)
+        if copy_bytes is not None:
+            times["copy"].append(timing.copy_us(copy_bytes, REPS_MS).median_us)
+    return times, same
+
+
 #: the one shape where the producer trails the upstream-style kernel (tep8 NEOX M=64: 1024 one-warp programs,
 #: part of one wave), edited where the two kernels still differ; "flag-max" keeps the bits
 M64_VARIANTS = {
@@ -602,17 +635,8 @@ def m64_part(rows: list) -> None:
             o = args[0]
             cfg = config_for(m, o.device, is_neox=is_neox)
             want = kernels.inv_rope_fp8_quant(*args, is_neox=is_neox)
-            trials = {"tree": shipped, **mods}
-            times: dict[str, list[float]] = {name: [] for name in [*trials, "upstream-1w", "upstream-4w"]}
-            same = {}
-            for _ in range(3):
-                for name, mod in trials.items():
-                    us, bits = _time_producer(mod, cfg, args, is_neox, fp8, scale, want)
-                    times[name].append(us)
-                    same[name] = same.get(name, True) and bits
-                for w in (1, 4):
-                    times[f"upstream-{w}w"].append(timing.time_cuda(
-                        lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w), REPS_MS).median_us)
+            trials = {name: (mod, cfg, {}, True) for name, mod in {"tree": shipped, **mods}.items()}
+            times, same = _producer_rounds(trials, args, is_neox, fp8, scale, want, rounds=3, upstream_warps=(1, 4))
             for name, ts in times.items():
                 rows.append({"part": "m64", "shape": shape, "M": m, "layout": layout, "trial": name, "us": ts,
                              "config": str(cfg), "bit_same": same.get(name)})
@@ -648,18 +672,8 @@ def wave_part(rows: list, baseline: Path | None) -> None:
                     trials[f"tree 1h{w}w"] = (shipped, LaunchConfig(1, w, 1, heads_per_program=1), {}, True)
             for name, mod in inexact.items():
                 trials[name] = (mod, cfg, {}, False)
-            times: dict[str, list[float]] = {name: [] for name in [*trials, "upstream-1w", "upstream-2w", "upstream-4w", "copy"]}
-            same = {}
-            for _ in range(2):
-                for name, (mod, c, kw, compare) in trials.items():
-                    us, bits = _time_producer(mod, c, args, is_neox, fp8, scale, want, **kw)
-                    times[name].append(us)
-                    if compare:
-                        same[name] = same.get(name, True) and bits
-                for w in (1, 2, 4):
-                    times[f"upstream-{w}w"].append(timing.time_cuda(
-                        lambda: upstream_style_producer(*args, is_neox, fp8, scale, num_warps=w), REPS_MS).median_us)
-                times["copy"].append(timing.copy_us(nbytes // 2, REPS_MS).median_us)
+            times, same = _producer_rounds(trials, args, is_neox, fp8, scale, want, rounds=2, upstream_warps=(1, 2, 4),
+                                           copy_bytes=nbytes // 2)
             for name, ts in times.items():
                 rows.append({"part": "wave", "shape": shape, "M": m, "layout": layout, "trial": name, "us": ts,
                              "config": str(trials[name][1]) if name in trials else None, "bit_same": same.get(name)})
@@ -749,50 +763,40 @@ TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3,
 def table_part(ms, rows: list) -> None:
     fbm = importlib.import_module("kernels.fp8_block_bmm")
     wg = importlib.import_module("kernels.fp8_block_bmm_wgmma")
-    real = fbm._device_config
-    try:
-        for shape in ("dep8", "tep8"):
-            for m in ms:
-                operands, n, k, out, base = consumer_setup(shape, m)
-                a, _, b, _ = operands
-                g = a.shape[0]
-                shipped_cfg = real(m, n, k, g, a.device)
-                base["shipped_as_called"] = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), base["shipped"])
-                if m == ms[0]:
-                    wg_launch = fbm._triton_launch(TABLE_CANDIDATES[-1], g, m, n, k, fbm.SCALE_M_ALIGN, False)
-                    for what, make in (("gluon descriptors x2, built", lambda: wg.descriptors(a, b, *wg_launch.tma[:2], k, *wg_launch.tma[2:])),
-                                       ("gluon descriptors x2, as a call gets them", lambda: wg_launch.descriptors(a, b, k))):
-                        us = _per_call_us(make)
-                        rows.append({"part": "table", "shape": shape, "M": m, "what": what, "us_per_call_host": us})
-                        print(f"table {shape} M={m}: {what} {us:.2f} us per call (host)", flush=True)
-                refs: dict = {}
-                line = []
-                for c in TABLE_CANDIDATES:
-                    fbm._device_config = lambda *_, c=c: c
-                    fbm._PLANS.clear()
-                    call = lambda: kernels.fp8_block_bmm(*operands)  # noqa: E731
-                    try:
-                        with provenance.capture() as ran:
-                            call()
-                        got = _consumer_trial("table", shape, m, operands, out, c, refs, base, rows,
-                                              ran=f"{ran[-1].detail('kernel')}/{ran[-1].detail('loads')}")
-                        if got is None:
-                            continue
-                        us, same = got
-                        called = timing.as_called_us(call, us)
-                    finally:
-                        fbm._device_config = real
-                        fbm._PLANS.clear()
-                    rows[-1].update(as_called_us=called, shipped_config=str(shipped_cfg))
-                    line.append(f"{ran[-1].detail('kernel')[:5]}/{ran[-1].detail('loads')[:3]} {c.block_m}/{c.num_warps}w/"
-                                f"{c.num_stages}s {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
-                print(f"table {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} called "
-                      f"{base['shipped_as_called']:.1f} | " + " | ".join(line), flush=True)
-                operands = out = refs = a = b = None
-                torch.cuda.empty_cache()
-    finally:
-        fbm._device_config = real
-        fbm._PLANS.clear()
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            operands, n, k, out, base = consumer_setup(shape, m)
+            a, _, b, _ = operands
+            g = a.shape[0]
+            shipped_cfg = kernels.consumer_config(m, n, k, g, a.device)
+            base["shipped_as_called"] = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), base["shipped"])
+            if m == ms[0]:
+                wg_launch = fbm._triton_launch(TABLE_CANDIDATES[-1], g, m, n, k, fbm.SCALE_M_ALIGN, False)
+                for what, make in (("gluon descriptors x2, built", lambda: wg.descriptors(a, b, *wg_launch.tma[:2], k, *wg_launch.tma[2:])),
+                                   ("gluon descriptors x2, as a call gets them", lambda: wg_launch.descriptors(a, b, k))):
+                    us = _per_call_us(make)
+                    rows.append({"part": "table", "shape": shape, "M": m, "what": what, "us_per_call_host": us})
+                    print(f"table {shape} M={m}: {what} {us:.2f} us per call (host)", flush=True)
+            refs: dict = {}
+            line = []
+            for c in TABLE_CANDIDATES:
+                call = lambda: kernels.fp8_block_bmm(*operands)  # noqa: E731
+                with table_says(c):
+                    with provenance.capture() as ran:
+                        call()
+                    got = _consumer_trial("table", shape, m, operands, out, c, refs, base, rows,
+                                          ran=f"{ran[-1].detail('kernel')}/{ran[-1].detail('loads')}")
+                    if got is None:
+                        continue
+                    us, same = got
+                    called = timing.as_called_us(call, us)
+                rows[-1].update(as_called_us=called, shipped_config=str(shipped_cfg))
+                line.append(f"{ran[-1].detail('kernel')[:5]}/{ran[-1].detail('loads')[:3]} {c.block_m}/{c.num_warps}w/"
+                            f"{c.num_stages}s {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
+            print(f"table {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} called "
+                  f"{base['shipped_as_called']:.1f} | " + " | ".join(line), flush=True)
+            operands = out = refs = a = b = None
+            torch.cuda.empty_cache()
 
 
 def host_part(rows: list) -> None:

@@ -12,6 +12,7 @@ import torch
 from hypothesis import strategies as st
 
 from accval.testing import max_m
+from kernels.constants import FP8_DTYPE, pad4
 
 #: The original pull request's sizes, and the awkward ones around every dispatch threshold.
 ORIGINAL_PR_SIZES = (3, 64, 257, 512, 1024, 2048, 8192)
@@ -265,3 +266,24 @@ def long_context_cases(draw) -> LongContextCase:
         positions_stride=draw(st.sampled_from((1, 1, 2, 3))), near_end=draw(st.booleans()),
         block_tokens_m=draw(st.sampled_from((None, 1, 4, 16))), seed=draw(st.integers(0, 2**31 - 1)),
     )
+
+
+def one_rounding_operands(qs: torch.Tensor, k: int = 256, n: int = 128, device="cpu") -> tuple[tuple, torch.Tensor]:
+    """Consumer operands (one group, row r per ``qs[r]``, ``k`` >= 256) whose sum rounds differently once
+    and twice: block 0 puts -1 in the accumulator; block 1's product is q * fl32(1/q) (a_scale 1/q, dot
+    q, exact), whose sum with -1 is a few low bits of q * fl32(1/q): exact with one rounding (a fused
+    multiply-add), 0 or an fp32 ulp with a multiply and then an add. The other blocks hold zeros.
+    Returns ``((a, a_scale, b, b_scale), exact)``: ``exact`` the one-rounding result per row, fp32
+    (exactly: a few bits near 2**-25)."""
+    m = len(qs)
+    recip = (1.0 / qs.double()).float()
+    a = torch.zeros(1, m, k)
+    a[0, :, 0] = -1.0
+    a[0, :, 128] = qs
+    a_scale = torch.zeros(1, k // 128, pad4(m))
+    a_scale[0, :, :m] = 1.0
+    a_scale[0, 1, :m] = recip
+    b = torch.zeros(1, n, k)
+    b[0, :, 0] = b[0, :, 128] = 1.0
+    args = tuple(t.to(device) for t in (a.to(FP8_DTYPE), a_scale, b.to(FP8_DTYPE), torch.ones(1, n // 128, k // 128)))
+    return args, (qs.double() * recip.double() - 1.0).float()

@@ -22,7 +22,17 @@ from kernels.reference import (
     inverse_rope_math_ref,
 )
 
-from .cases import CHAIN_CPU_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases, random_weight, tma_m
+from .cases import (
+    CHAIN_CPU_SIZES,
+    ProducerCase,
+    explicit_sizes,
+    fit,
+    make_inputs,
+    one_rounding_operands,
+    producer_cases,
+    random_weight,
+    tma_m,
+)
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
 
 _fb = importlib.import_module("kernels.fp8_block_bmm")  # the module (``kernels.fp8_block_bmm`` is the function)
@@ -263,33 +273,21 @@ ONE_ROUNDING_LAUNCHES = [
 @pytest.mark.parametrize("launch", ONE_ROUNDING_LAUNCHES, ids=str)
 def test_consumer_scales_each_block_in_with_one_rounding(device, launch):
     """Each block's product is scaled into the accumulator with one rounding (a fused multiply-add), in
-    every kernel and in the emulated consumer, so every launch rounds alike. Row r: block 0 puts -1 in
-    the accumulator; block 1's product is q * fl32(1/q) (a_scale 1/q, dot q, exact), whose sum with -1
-    is a few low bits of q * fl32(1/q): exact with one rounding, 0 or an fp32 ulp with two."""
+    every kernel and in the emulated consumer, so every launch rounds alike (the operands:
+    ``cases.one_rounding_operands``: exact with one rounding, 0 or an fp32 ulp with two)."""
     if launch != "emulated" and launch.wgmma:
         _skip_unless_wgmma(device)
     qs = torch.tensor([3.0, 5.0, 7.0, 9.0, 11.0, 13.0, 15.0, 6.0])
-    m, n, k = len(qs), 128, 256
-    recip = (1.0 / qs.double()).float()
-    exact = qs.double() * recip.double() - 1.0  # a few bits near 2**-25: an fp32 exactly
-    rounded_twice = (qs * recip) - 1.0
-    assert (exact != rounded_twice.double()).all(), "a row whose two roundings agree would not tell them apart"
-    a = torch.zeros(1, m, k)
-    a[0, :, 0] = -1.0
-    a[0, :, 128] = qs
-    a_scale = torch.zeros(1, 2, pad4(m))
-    a_scale[0, 0, :m] = 1.0
-    a_scale[0, 1, :m] = recip
-    b = torch.zeros(1, n, k)
-    b[0, :, 0] = 1.0
-    b[0, :, 128] = 1.0
-    args = [t.to(device) for t in (a.to(FP8_DTYPE), a_scale, b.to(FP8_DTYPE), torch.ones(1, 1, 2))]
+    m, n = len(qs), 128
+    args, exact = one_rounding_operands(qs, k=256, n=n, device=device)
+    rounded_twice = (qs * (1.0 / qs.double()).float()) - 1.0
+    assert (exact != rounded_twice).all(), "a row whose two roundings agree would not tell them apart"
     out = torch.full((1, m, n), float("nan"), dtype=torch.bfloat16, device=device)
     if launch == "emulated":
         got = kernels.fp8_block_bmm(*args, out=out, backend="emulated")
     else:
         got = kernels.launch_consumer(*args, out, launch)
-    want = exact.float().to(torch.bfloat16)[None, :, None].expand(1, m, n)
+    want = exact.to(torch.bfloat16)[None, :, None].expand(1, m, n)
     assert torch.equal(got.cpu().view(torch.int16), want.view(torch.int16)), \
         f"{launch}: rows {got[0, :, 0].tolist()}, one rounding gives {want[0, :, 0].tolist()}"
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import kernels
+from accval.suites.kernel.cases import one_rounding_operands
 from kernels.fp8_block_bmm import ConsumerConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,18 +44,10 @@ def test_fused_splits_scale_each_block_in_with_one_rounding():
     kernel suite's one-rounding test): the fused launch gives the shipped split launch's bits, so it
     scales with the shipped fused multiply-add, not a multiply and an add."""
     qs = torch.tensor([3.0, 5.0, 7.0, 9.0, 11.0])
-    m, n, k = len(qs), 128, 512
-    recip = (1.0 / qs.double()).float()
-    a = torch.zeros(1, m, k)
-    a[0, :, 0], a[0, :, 128] = -1.0, qs
-    a_scale = torch.ones(1, k // 128, kernels.pad4(m))
-    a_scale[0, 1, :m] = recip
-    b = torch.zeros(1, n, k)
-    b[0, :, 0] = b[0, :, 128] = 1.0
-    args = (a.to(kernels.FP8_DTYPE), a_scale, b.to(kernels.FP8_DTYPE), torch.ones(1, 1, k // 128))
+    m, n = len(qs), 128
+    args, exact = one_rounding_operands(qs, k=512, n=n)
     cfg = ConsumerConfig(16, 64, 4, 2, 2, prefetch_scales=True)
     want = kernels.launch_consumer(*args, torch.empty(1, m, n, dtype=torch.bfloat16), cfg)
-    exact = (qs.double() * recip.double() - 1.0).float().to(torch.bfloat16)
-    assert torch.equal(want[0, :, 0].view(torch.int16), exact.view(torch.int16)), "the shipped split launch rounds twice"
+    assert torch.equal(want[0, :, 0].view(torch.int16), exact.to(torch.bfloat16).view(torch.int16)), "the shipped split launch rounds twice"
     got = fused_split_bmm(*args, cfg)
     assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{got[0, :, 0].tolist()} vs {want[0, :, 0].tolist()}"
