@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .validation import check_same_device, check_tensor
+
 
 @triton.jit
 def _round_to_grid(x, MANT: tl.constexpr, EMIN: tl.constexpr):
@@ -176,7 +178,18 @@ def fma_fp32(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     round-to-odd result with at least two more bits than fp32 rounds to the same fp32 as the exact sum.
     Plain float64 rounding would not: ``1 + 2**-23`` plus ``2**-24 - 2**-60`` lands on an fp32 tie and
     goes up. Non-finite sums are left as float64 gives them.
+
+    Raises TypeError for anything but fp32 tensors, ValueError for tensors on different devices or of
+    shapes that do not broadcast.
     """
+    for name, t in (("x", x), ("y", y), ("z", z)):
+        check_tensor(name, t, dtypes=(torch.float32,))
+    check_same_device(x=x, y=y, z=z)
+    try:
+        torch.broadcast_shapes(x.shape, y.shape, z.shape)
+    except RuntimeError:
+        raise ValueError(f"fma_fp32: expected shapes that broadcast, got {tuple(x.shape)}, {tuple(y.shape)}, "
+                         f"{tuple(z.shape)}") from None
     p = x.double() * y.double()
     c = z.double()
     t = p + c

@@ -330,3 +330,15 @@ def test_folding_the_divisor_makes_every_scale_exact():
     wrong = visible & (q.view(np.int32) != exact.view(np.int32))
     assert not wrong.any(), f"{wrong.sum()} quotients differ, e.g. y={y[wrong][0]!r} s={s[wrong][0]!r}"
     assert not (np.signbit(q) != np.signbit(exact)).any(), "a quotient changed its sign"
+
+
+@pytest.mark.parametrize("bad,error,says", [
+    ((torch.ones(2, dtype=torch.float64), torch.ones(2), torch.ones(2)), TypeError, "x: expected dtype in ['torch.float32']"),
+    ((torch.ones(2), [1.0, 2.0], torch.ones(2)), TypeError, "y: expected a torch.Tensor, got list"),
+    ((torch.ones(2), torch.ones(3), torch.ones(2)), ValueError, "fma_fp32: expected shapes that broadcast, got (2,), (3,), (2,)"),
+    ((torch.ones(2), torch.ones(2), torch.ones(2, device="meta")), ValueError, "expected all tensors on one device"),
+], ids=["float64", "list", "shapes", "devices"])
+def test_fma_fp32_refuses_bad_input(bad, error, says):
+    with pytest.raises(error) as err:
+        fma_fp32(*bad)
+    assert says in str(err.value), str(err.value)
