@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,wave,rounding,splitfma,m64]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,deep,wave,rounding,splitfma,m64]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -49,6 +49,10 @@ rounding  the Triton consumer's small-M launches (the shipped one and neighbours
 splitfma  the tree's split launches at M 1-256 where the table splits K (BLOCK_N 32/128, split 2-16,
           3/4 stages, pointer and TMA), each timed twice; the fastest three and the shipped one also
           as called through the public function (descriptors rebased per call included)
+unroll    the Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL_LAUNCHES``), each timed twice; bits
+          compared with the plain pointer launch
+deep      the small-M split launches with 3-8 stages (``deep_launches``), each timed twice, bits compared;
+          and the shipped split launch's two kernels timed alone
 m64       the producer at tep8 NEOX M=64 (where it trails the upstream-style kernel) with ``M64_VARIANTS``
           (the absmax by tl.max and a NaN flag; the rotation not rounded; the row unmasked), three rounds
 """
@@ -483,6 +487,56 @@ def splitfma_part(rows: list) -> None:
             torch.cuda.empty_cache()
 
 
+def deep_launches(shipped: ConsumerConfig, k: int) -> list[ConsumerConfig]:
+    """The shipped split launch at 3-8 stages (8: every block of a split of 8 loaded before its first dot),
+    pointer and TMA loads, and 128- and 32-wide neighbours at split 8 and 16 with 6 and 8 stages."""
+    out = [dataclasses.replace(shipped, num_stages=st, tma=tma) for st in (3, 4, 5, 6, 8) for tma in (False, True)]
+    for bn in (32, 128):
+        for sk in (8, 16):
+            for st in (6, 8):
+                c = ConsumerConfig(shipped.block_m, bn, 4, st, sk, prefetch_scales=True)
+                if sk <= k // 128 and c not in out:
+                    out.append(c)
+    return out
+
+
+def deep_part(rows: list) -> None:
+    """The small-M split launches with deeper pipelines (``deep_launches``), each timed twice, bits compared
+    with the pointer launch of its split; and the shipped launch's two kernels timed alone (the split
+    products, then their sum), launched bare under a CUDA graph."""
+    from kernels.fp8_block_bmm import consumer_launches
+    from kernels.host import bare_launch
+
+    for shape in ("dep8", "tep8"):
+        for m in (1, 64, 256):
+            operands, n, k, out, base = consumer_setup(shape, m)
+            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
+            if shipped.split_k == 1:
+                print(f"deep {shape} M={m}: the table does not split K here ({shipped})", flush=True)
+                continue
+            launches = consumer_launches(*operands, out)
+            torch.cuda.synchronize()
+            pieces = {"products": [launches[0]], "sum": launches[1:], "both": launches}
+            split_us = {what: timing.time_cuda(bare_launch(ls), REPS_MS).median_us for what, ls in pieces.items()}
+            rows.append({"part": "deep-pieces", "shape": shape, "M": m, "config": str(shipped), **split_us, **base})
+            refs, timed = {}, []
+            for c in deep_launches(shipped, k):
+                trial = _consumer_trial("deep", shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
+                if trial is None:
+                    continue
+                again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
+                rows[-1]["us_again"] = again
+                timed.append((min(trial[0], again), c, trial[1]))
+            timed.sort(key=lambda t: t[0])
+            cells = [f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}{'*' if c == shipped else ''} "
+                     f"{us:.1f}{'' if same else ' BITS DIFFER'}" for us, c, same in timed[:5] + [t for t in timed[5:] if t[1] == shipped]]
+            print(f"deep {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} (products "
+                  f"{split_us['products']:.1f} + sum {split_us['sum']:.1f}, bare {split_us['both']:.1f}) | " + " | ".join(cells),
+                  flush=True)
+            operands = out = refs = launches = None
+            torch.cuda.empty_cache()
+
+
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
     "shipped": [],
@@ -756,6 +810,42 @@ def wgmma_part(ms, rows: list) -> None:
             torch.cuda.empty_cache()
 
 
+#: (BLOCK_M, warps, TMA buffers) x blocks per unrolled chunk of the Gluon kernel timed by ``--parts unroll``
+UNROLL_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True), u) for bm in (64, 128) for st in (3, 4)
+                   for u in (1, 2)]
+
+
+def unroll_part(ms, rows: list) -> None:
+    """The Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL``: 1 issues a block's wgmma and waits
+    for it, about 150 registers instead of 225, so more programs fit on an SM), both BLOCK_M and 3/4 buffers,
+    each twice; bits compared with the plain pointer launch."""
+    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    wg = importlib.import_module("kernels.fp8_block_bmm_wgmma")
+    shipped_unroll = wg.UNROLL
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            operands, n, k, out, base = consumer_setup(shape, m)
+            refs: dict = {}
+            line = []
+            for rep in range(2):
+                for c, unroll in UNROLL_LAUNCHES:
+                    wg.UNROLL = unroll
+                    fbm._triton_launch.cache_clear()
+                    try:
+                        got = _consumer_trial("unroll", shape, m, operands, out, c, refs, base, rows, unroll=unroll, rep=rep)
+                    finally:
+                        wg.UNROLL = shipped_unroll
+                        fbm._triton_launch.cache_clear()
+                    if got is not None:
+                        us, same = got
+                        line.append(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll} {us:.1f}"
+                                    f" x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}")
+            print(f"unroll {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
+                  f"(x{base['scaled_mm'] / base['shipped']:.2f}) | " + " | ".join(line), flush=True)
+            operands = out = refs = None
+            torch.cuda.empty_cache()
+
+
 TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3, tma=True),
                     *[ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True) for bm in (64, 128) for st in (3, 4)]]
 
@@ -862,7 +952,8 @@ def main() -> int:
            "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
-           "table": lambda: table_part(ms(), rows),
+           "table": lambda: table_part(ms(), rows), "unroll": lambda: unroll_part(ms(), rows),
+           "deep": lambda: deep_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}
     unknown = set(parts) - set(run)
