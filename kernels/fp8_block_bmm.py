@@ -427,7 +427,22 @@ CONSUMER_TUNING = (
     "vs 312.0, M=8192 1284.7 vs 1166.0; tep8 M=1 13.9 vs 13.2, M=16 13.7 vs 13.8, M=64 14.6 vs 14.3, M=256 18.3 vs "
     "18.2, M=4096 79.5 vs 76.2. Two accval bench runs (reports/bench/NVIDIA_H200-2026-12-03-133348, -133452): "
     "consumer against torch._scaled_mm at M >= 2048 worst 0.80x/0.82x (dep8 M=4096), at M <= 256 1.37x/1.37x "
-    "(tep8 M=64), against 0.78x/0.77x and 1.36x/1.35x in the last two runs before (-120446, -120548)."
+    "(tep8 M=64), against 0.78x/0.77x and 1.36x/1.35x in the last two runs before (-120446, -120548). "
+    "With the fma, 128-row wgmma tiles from 6 tiles per SM (WGMMA_TABLE; the 64-row launch with 3 buffers is gone): "
+    "speed_probe --parts table,unroll (reports/kernel/speed-probe-unroll-table-NVIDIA_H200-2026-12-03-s22call1.json; "
+    "NVIDIA H200, torch 2.11, triton 3.6; one process, three timings of each launch, bits compared): BLOCK_M 128, 8 "
+    "warps, 4 buffers against BLOCK_M 64, 4 warps, 3 buffers at dep8 M=1024 151.8/155.4/154.3 vs 159.0/159.0/159.1 "
+    "us, M=2048 324.0/307.4/307.7 vs 320.0/317.3/317.2, M=4096 636.4/592.7/618.6 vs 644.2/639.2/646.5, tep8 M=8192 "
+    "156.4/150.7/152.1 vs 161.7/154.3/154.6 (7.8 tiles per SM); at 3.9 tiles per SM (tep8 M=4096) it loses to 64-row "
+    "tiles with 4 buffers (79.5/78.8/78.9 vs 78.3/76.7/77.0); 1 block per unrolled chunk lost 10-40% at every launch. "
+    "scripts/consumer_against.py, the shipped dispatch before and after, alternating, two processes each "
+    "(reports/kernel/consumer-against-NVIDIA_H200-2026-12-03-s22call3/compare.md), us: dep8 M=1024 158.8 vs 151.8, "
+    "M=1500 235.2 vs 227.8, M=2048 315.8 vs 300.4, M=4096 638.9 vs 601.8 (0.84x -> 0.90x of torch._scaled_mm), tep8 "
+    "M=8192 155.9 vs 151.0; the launches both versions share measured within 4% of each other (dep8 M=8192 1185.3 vs "
+    "1235.6: the spread of two processes), tep8 M=1024-4096 within 2%. A Gluon kernel that scales each chunk's last "
+    "product under the next chunk's first wgmma (reports/kernel/consumer-against-NVIDIA_H200-2026-12-03-s22call2-carry/, "
+    "carry.diff) kept the bits but was 0-4% slower: carrying the product through the loop took 252 registers instead "
+    "of 225 and 373 more PTX instructions."
 )
 
 
@@ -478,11 +493,10 @@ def _cuda_capability(index: int) -> tuple[int, int]:
 
 
 #: the Gluon kernel's launches, by the least tiles per SM of the grid at BLOCK_M 64, BLOCK_N 128
-#: (``CONSUMER_TUNING``): 4 TMA buffers at one to a few waves, 3 beyond, 128-row tiles with 8 warps
-#: on the largest grids
+#: (``CONSUMER_TUNING``): 64-row tiles with 4 TMA buffers at one to a few waves, 128-row tiles with 8
+#: warps and 4 buffers from :data:`TMA_MIN_TILES_PER_SM` tiles per SM
 WGMMA_TABLE = (
-    (48, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)),
-    (TMA_MIN_TILES_PER_SM, ConsumerConfig(64, 128, 4, 3, tma=True, wgmma=True)),
+    (TMA_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)),
     (0, ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True)),
 )
 #: the least M from which the Gluon kernel takes the grids of at least half as many tiles as SMs (the

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,deep,wave,rounding,splitfma,m64]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,deep,sums,wave,rounding,splitfma,m64]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -53,6 +53,8 @@ unroll    the Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL_LAUNCH
           compared with the plain pointer launch
 deep      the small-M split launches with 3-8 stages (``deep_launches``), each timed twice, bits compared;
           and the shipped split launch's two kernels timed alone
+sums      the small-M split launches with the split-K sum over ``SUM_BLOCKS`` elements per program, each
+          timed twice, bits compared
 m64       the producer at tep8 NEOX M=64 (where it trails the upstream-style kernel) with ``M64_VARIANTS``
           (the absmax by tl.max and a NaN flag; the rotation not rounded; the row unmasked), three rounds
 """
@@ -537,6 +539,49 @@ def deep_part(rows: list) -> None:
             torch.cuda.empty_cache()
 
 
+#: elements per program of the split-K sum timed by ``--parts sums`` (the tree's: ``SUM_BLOCK``)
+SUM_BLOCKS = (128, 256, 512, 1024, 2048)
+
+
+def sums_part(rows: list) -> None:
+    """The shipped split launches at M 1/64/256 with the split-K sum's programs over ``SUM_BLOCKS`` elements
+    (the sum's bits do not depend on it: each element adds its splits in split order), each timed twice
+    in alternating rounds; bits compared with the tree's launch."""
+    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    shipped_block = fbm.SUM_BLOCK
+    for shape in ("dep8", "tep8"):
+        for m in (1, 64, 256):
+            operands, n, k, out, base = consumer_setup(shape, m)
+            cfg = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
+            if cfg.split_k == 1:
+                print(f"sums {shape} M={m}: the table does not split K here ({cfg})", flush=True)
+                continue
+            want = launch_consumer(*operands, torch.empty_like(out), cfg)
+            times: dict = {b: [] for b in SUM_BLOCKS}
+            same = {}
+            for _ in range(2):
+                for block in SUM_BLOCKS:
+                    fbm.SUM_BLOCK = block
+                    fbm._triton_launch.cache_clear()
+                    try:
+                        times[block].append(timing.time_cuda(lambda: launch_consumer(*operands, out, cfg), REPS_MS).median_us)
+                        out.fill_(float("nan"))
+                        launch_consumer(*operands, out, cfg)
+                        torch.cuda.synchronize()
+                        same[block] = bool(torch.equal(out.view(torch.int16), want.view(torch.int16)))
+                    finally:
+                        fbm.SUM_BLOCK = shipped_block
+                        fbm._triton_launch.cache_clear()
+            for block, ts in times.items():
+                rows.append({"part": "sums", "shape": shape, "M": m, "config": str(cfg), "sum_block": block, "us": ts,
+                             "bit_same": same[block], **base})
+            print(f"sums {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
+                  + " | ".join(f"{b}{'*' if b == shipped_block else ''} {'/'.join(f'{t:.1f}' for t in ts)}"
+                               f"{'' if same[b] else ' BITS DIFFER'}" for b, ts in times.items()), flush=True)
+            operands = out = want = None
+            torch.cuda.empty_cache()
+
+
 #: name -> substitutions in kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
     "shipped": [],
@@ -953,7 +998,7 @@ def main() -> int:
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
            "table": lambda: table_part(ms(), rows), "unroll": lambda: unroll_part(ms(), rows),
-           "deep": lambda: deep_part(rows),
+           "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}
     unknown = set(parts) - set(run)
