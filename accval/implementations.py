@@ -47,9 +47,9 @@ from typing import Callable
 
 import torch
 
-import kernels
-from kernels.constants import FP8_DTYPE, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, pad4
-from kernels.recipes import RECIPE_NAMES, Recipe, get_recipe
+import accval.kernels as kernels
+from accval.kernels.constants import FP8_DTYPE, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, pad4
+from accval.kernels.recipes import RECIPE_NAMES, Recipe, get_recipe
 
 from .registry import Registry
 
@@ -343,7 +343,7 @@ def reference_consumer(a, a_scale, b, b_scale, out=None):
 
     Like engines' consumers it takes the scale buffer as the contract lays it out: ``[G, K/128,
     pad4(M)]`` fp32 or ``[G, ceil(K/512), pad4(M)]`` int32, contiguous; anything else is a ValueError."""
-    from kernels.validation import check_tensor
+    from accval.kernels.validation import check_tensor
 
     check_tensor("a", a, dtypes=(FP8_DTYPE,), ndim=3)
     check_tensor("a_scale", a_scale, dtypes=(torch.float32, torch.int32), ndim=3)

@@ -13,13 +13,13 @@ import dataclasses
 import torch
 import triton.language as tl
 
-import kernels
-from kernels import _platform, provenance
-from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, pad4
-from kernels.fp8_block_bmm import _run_torch, _run_triton, validate_consumer_args
-from kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
-from kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
-from kernels.reference import fp8_block_bmm_math_ref
+import accval.kernels as kernels
+from accval.kernels import _platform, provenance
+from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, pad4
+from accval.kernels.fp8_block_bmm import _run_torch, _run_triton, validate_consumer_args
+from accval.kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
+from accval.kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
+from accval.kernels.reference import fp8_block_bmm_math_ref
 
 #: The recipes whose scales accval's consumers read (fp32 values); see accval.implementations.
 FP32_SCALE_RECIPES = tuple(r for r in RECIPE_NAMES if not get_recipe(r).packed)
@@ -317,7 +317,7 @@ def torch_rope_layout(o, positions, cos_sin_cache, n_groups, heads_per_group, no
 @_torch_variant("no-input-rounding", "torch-reference")
 def torch_no_input_rounding(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                             quant_group_size=128, is_neox=True, *, block_tokens_m=None):
-    from kernels.reference import inverse_rope_, quantize_1x128_permute102
+    from accval.kernels.reference import inverse_rope_, quantize_1x128_permute102
 
     validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
                            is_neox)
@@ -329,7 +329,7 @@ def torch_no_input_rounding(o, positions, cos_sin_cache, n_groups, heads_per_gro
 
 @_torch_variant("consumer-scale-stride-m", "emulated")
 def torch_consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
-    from kernels.fp8_block_bmm import _run_emulated
+    from accval.kernels.fp8_block_bmm import _run_emulated
 
     out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, False)
     _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
@@ -338,7 +338,7 @@ def torch_consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
 
 @_torch_variant("silent-fallback", "torch")
 def torch_silent_fallback(a, a_scale, b, b_scale, out=None):
-    from kernels.fp8_block_bmm import _run_emulated
+    from accval.kernels.fp8_block_bmm import _run_emulated
 
     out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, False)
     try:

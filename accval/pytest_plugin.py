@@ -57,7 +57,7 @@ def pytest_report_header(config):
         if torch.cuda.is_available():
             dev = torch.cuda.get_device_name()
         else:
-            from kernels import interpreter_casts
+            from accval.kernels import interpreter_casts
 
             dev = f"cpu (Triton interpreter; {interpreter_casts.describe()})"
         return [f"accval: producer={impls['producer'].name} ({impls['producer'].describe()}) "

@@ -1,6 +1,7 @@
 """The shipped consumer (the public function, dispatch as it is) at the DeepSeek-V4-Pro shapes, CUDA-graph
 median, next to ``torch._scaled_mm`` blockwise, in one process: with this checkout's kernels or another
-version's (``--kernels-root DIR``, a folder holding a ``kernels`` package). Run it alternately on two
+version's (``--kernels-root DIR``, another checkout: its ``accval/kernels``, or ``kernels`` from before the
+package moved). Run it alternately on two
 versions on one card to compare them; ``--compare`` prints the ratios of such runs.
 
     python scripts/consumer_against.py [--kernels-root DIR] [--label NAME] [--ms 2048,4096] --out FILE.json
@@ -10,6 +11,7 @@ versions on one card to compare them; ``--compare`` prints the ratios of such ru
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -21,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(ms: list[int], reps_ms: int, label: str) -> list[dict]:
     import torch
 
-    import kernels
+    import accval.kernels as kernels
     from accval.bench import timing
-    from kernels import provenance
+    from accval.kernels import provenance
 
     rows = []
     timing.warm_up_clocks()
@@ -73,6 +75,33 @@ def compare(files: list[Path]) -> int:
     return 0
 
 
+def _kernels_package(root: Path) -> Path | None:
+    """The kernels package folder of the checkout at ``root``: ``accval/kernels``, or ``kernels`` in a checkout
+    from before the package moved under ``accval``; None if it holds neither."""
+    for package in (root / "accval" / "kernels", root / "kernels"):
+        if (package / "__init__.py").is_file():
+            return package
+    return None
+
+
+def _load_as_accval_kernels(package: Path):
+    """Import the package folder ``package`` as ``accval.kernels`` (its modules import each other relatively),
+    before anything imports this checkout's: the timing code then runs that version's kernels."""
+    import accval
+
+    if package.resolve() == (ROOT / "accval" / "kernels").resolve():
+        import accval.kernels as kernels
+
+        return kernels
+    spec = importlib.util.spec_from_file_location("accval.kernels", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    kernels = importlib.util.module_from_spec(spec)
+    sys.modules["accval.kernels"] = kernels
+    spec.loader.exec_module(kernels)
+    accval.kernels = kernels
+    return kernels
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels-root", type=Path, default=ROOT,
@@ -89,25 +118,24 @@ def main(argv=None) -> int:
             print(f"--compare: expected files written by --out, got {', '.join(missing)} (no such file)", file=sys.stderr)
             return 2
         return compare(args.compare)
-    if not (args.kernels_root / "kernels" / "__init__.py").is_file():
-        print(f"--kernels-root: expected a folder holding kernels/__init__.py, got {args.kernels_root}", file=sys.stderr)
+    package = _kernels_package(args.kernels_root)
+    if package is None:
+        print(f"--kernels-root: expected a checkout holding accval/kernels/__init__.py (kernels/__init__.py before the "
+              f"package moved), got {args.kernels_root}", file=sys.stderr)
         return 2
     try:
         ms = [int(v) for v in args.ms.split(",")]
     except ValueError:
         print(f"--ms: expected comma-separated integers, got {args.ms!r}", file=sys.stderr)
         return 2
-    # accval from this checkout, the kernels package from --kernels-root (which may be a whole other checkout)
+    # accval from this checkout, its kernels package from --kernels-root (which may be a whole other checkout)
     sys.path.insert(0, str(ROOT))
-    import accval  # noqa: F401 - bound to this checkout before the other root goes first on the path
-
-    sys.path.insert(0, str(args.kernels_root.resolve()))
     import torch
 
     if not torch.cuda.is_available():
         print("consumer_against: needs a CUDA GPU", file=sys.stderr)
         return 2
-    import kernels
+    kernels = _load_as_accval_kernels(package)
 
     label = args.label or args.kernels_root.resolve().name
     rows = measure(ms, args.reps_ms, label)

@@ -1,6 +1,6 @@
 """What the consumer's per-block scaling costs at large M (a diagnosis on a GPU, not a kernel accval ships).
 
-Builds variants of ``kernels/fp8_block_bmm.py`` by text substitution (each loaded as its own module,
+Builds variants of ``accval/kernels/fp8_block_bmm.py`` by text substitution (each loaded as its own module,
 its torch ops renamed), times each at several launches at the DeepSeek-V4-Pro shapes next to
 ``torch._scaled_mm`` blockwise and bf16 ``torch.bmm``, and prints one table. A variant that drops
 work the contract needs is wrong by design: it only shows what that work costs.
@@ -20,9 +20,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import kernels  # noqa: E402
+import accval.kernels as kernels  # noqa: E402
 from accval.bench import timing  # noqa: E402
-from kernels.reference import dequantize_weight  # noqa: E402
+from accval.kernels.reference import dequantize_weight  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
 SCALED = "acc = _scale_into(acc, tl.dot(a, b), a_s, b_s)"

@@ -24,9 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import _platform
-from kernels.constants import QUANT_BLOCK, cdiv
-from kernels.fp8_block_bmm import (
+from accval.kernels import _platform
+from accval.kernels.constants import QUANT_BLOCK, cdiv
+from accval.kernels.fp8_block_bmm import (
     SCALE_M_ALIGN,
     ConsumerConfig,
     _block_scales,
@@ -36,7 +36,7 @@ from kernels.fp8_block_bmm import (
     _tile,
     validate_consumer_args,
 )
-from kernels.fp8_rounding import to_bf16
+from accval.kernels.fp8_rounding import to_bf16
 
 
 @triton.jit

@@ -45,14 +45,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import kernels  # noqa: E402  (sets TRITON_INTERPRET on a machine without a GPU, before triton loads)
+import accval.kernels as kernels  # noqa: E402  (sets TRITON_INTERPRET on a machine without a GPU, before triton loads)
 from accval.bench.rows import UPSTREAM_STYLE_WARPS  # noqa: E402
 from accval.bench.timing import DSV4_PRO, SHAPES  # noqa: E402
-from kernels import provenance  # noqa: E402
-from kernels.baselines import upstream_style_producer  # noqa: E402
-from kernels.fp8_block_bmm import consumer_launches  # noqa: E402
-from kernels.host import bare_launch  # noqa: E402
-from kernels.inv_rope_fp8_quant import config_for, producer_launch, validate_producer_args  # noqa: E402
+from accval.kernels import provenance  # noqa: E402
+from accval.kernels.baselines import upstream_style_producer  # noqa: E402
+from accval.kernels.fp8_block_bmm import consumer_launches  # noqa: E402
+from accval.kernels.host import bare_launch  # noqa: E402
+from accval.kernels.inv_rope_fp8_quant import config_for, producer_launch, validate_producer_args  # noqa: E402
 
 #: the issue's target: accval "as called" minus kernel time at this M, at most this many us
 TARGET_M, TARGET_US = 64, 15.0
@@ -265,7 +265,7 @@ def _stand_in_for_triton() -> None:
         return jitted
 
     driver.set_active(Driver())
-    producer_mod, consumer_mod = sys.modules["kernels.inv_rope_fp8_quant"], sys.modules["kernels.fp8_block_bmm"]
+    producer_mod, consumer_mod = sys.modules["accval.kernels.inv_rope_fp8_quant"], sys.modules["accval.kernels.fp8_block_bmm"]
     for mod, names in ((producer_mod, ("_inv_rope_fp8_quant_straight", "_inv_rope_fp8_quant_loop")),
                        (consumer_mod, ("_fp8_block_bmm_kernel", "_sum_splits_kernel"))):
         for name in names:
@@ -289,16 +289,16 @@ def _cpu_us(fn, number: int = 300, repeat: int = 15) -> float:
 def host_breakdown(ms=(TARGET_M,)) -> list[tuple[str, str, int, str, float]]:
     """Each piece of a call at DeepSeek-V4-Pro sizes. On a CPU Triton's driver is stood in for and
     launches are no-ops; on a CUDA GPU everything is real (kernels launch, the caching allocator serves)."""
-    from kernels.validation import check_positions_in_range
+    from accval.kernels.validation import check_positions_in_range
 
     positions_check = check_positions_in_range  # the real one, before the stand-in replaces it
     cuda = torch.cuda.is_available()
     if not cuda:
         _stand_in_for_triton()
-    from kernels import host
-    from kernels.fp8_block_bmm import _PARTIALS, validate_consumer_args
-    from kernels.fp8_block_bmm import _plan as consumer_plan
-    from kernels.inv_rope_fp8_quant import _plan as producer_plan
+    from accval.kernels import host
+    from accval.kernels.fp8_block_bmm import _PARTIALS, validate_consumer_args
+    from accval.kernels.fp8_block_bmm import _plan as consumer_plan
+    from accval.kernels.inv_rope_fp8_quant import _plan as producer_plan
     device = torch.device("cuda" if cuda else "cpu")
     allocator = "CUDA caching allocator" if cuda else "CPU allocator"
     rows = []

@@ -2,7 +2,7 @@
 compiler made of their k loop; with ``--against REV``, whether another revision's kernels compile to
 the same instructions; with ``--producer``, what the producer's straight kernel costs in registers,
 shared memory and layout conversions at each layout and the heads and warps per program the
-Hopper tables give; with ``--wgmma``, the consumer's Gluon kernel (``kernels/fp8_block_bmm_wgmma.py``,
+Hopper tables give; with ``--wgmma``, the consumer's Gluon kernel (``accval/kernels/fp8_block_bmm_wgmma.py``,
 sm90) at 1, 2 and 4 blocks per unrolled chunk: its wgmma waits, registers, spills, and what ptxas says
 of its wgmma pipeline (C7512/C7514: "wgmma.mma_async instructions are serialized", and why).
 
@@ -15,7 +15,7 @@ the tile copies the pipeliner made asynchronous (``cp.async``: ``async_copy``; T
 plain loads left inside the k loop and how many of them the same iteration uses (each a round trip
 the loop waits for; a prefetched load is used by the next iteration), the ``pendings`` of the
 dot's wait (0: every dot finishes before the next is issued) and the shared memory. ``--against``
-compiles REV's ``kernels/fp8_block_bmm.py`` (with today's helper modules) the same way and compares each
+compiles REV's ``accval/kernels/fp8_block_bmm.py`` (with today's helper modules) the same way and compares each
 variant's PTX with register numbers and debug labels taken out: "same" means the same instructions in
 some order, so it cannot show a reordering. The integer arguments are specialized as at the
 DeepSeek-V4 shapes (multiples of 16), not on every value a real launch sees (a stride of 1).
@@ -119,7 +119,7 @@ def instructions(ptx: str) -> Counter:
 
 
 def load_revision(rev: str):
-    text = subprocess.run(["git", "show", f"{rev}:kernels/fp8_block_bmm.py"], cwd=ROOT, check=True,
+    text = subprocess.run(["git", "show", f"{rev}:accval/kernels/fp8_block_bmm.py"], cwd=ROOT, check=True,
                           capture_output=True, text=True).stdout
     return load_variant("fp8_block_bmm.py", "fp8_block_bmm", "ir_" + re.sub(r"\W", "_", rev), [], source=text)
 
@@ -180,7 +180,7 @@ def ptx_instructions(compiled) -> int:
 
 def compile_upstream_style(is_neox: bool, arch: int, num_warps: int = 1):
     """``kernels.baselines``' upstream-style kernel (one program per token and head) at the same head."""
-    from kernels.baselines import _upstream_style_kernel as fn
+    from accval.kernels.baselines import _upstream_style_kernel as fn
 
     const = dict(HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, FP8_MAX=448.0, AMAX_FLOOR=1e-10)
     sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
@@ -203,7 +203,7 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int):
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    fn = importlib.import_module("kernels.fp8_block_bmm_wgmma").fp8_block_bmm_wgmma_kernel
+    fn = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma").fp8_block_bmm_wgmma_kernel
     layout = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2))
     const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll)
     sig = {}
@@ -260,7 +260,7 @@ def wgmma_main(as_json: bool) -> int:
 
 
 def producer_main(arch: int, as_json: bool) -> int:
-    mod = importlib.import_module("kernels.inv_rope_fp8_quant")
+    mod = importlib.import_module("accval.kernels.inv_rope_fp8_quant")
     rows = {}
     if not as_json:
         print(f"triton {triton.__version__}, sm{arch}, producer straight kernel, DeepSeek-V4-Pro head")
@@ -298,12 +298,12 @@ def main() -> int:
                   file=sys.stderr)
             return 2
         return producer_main(args.arch, args.json)
-    current = importlib.import_module("kernels.fp8_block_bmm")  # the package's fp8_block_bmm is the function
+    current = importlib.import_module("accval.kernels.fp8_block_bmm")  # the package's fp8_block_bmm is the function
 
     try:
         other = load_revision(args.against) if args.against else None
     except (subprocess.CalledProcessError, ImportError, SyntaxError, RuntimeError) as e:
-        print(f"--against {args.against}: expected a revision whose kernels/fp8_block_bmm.py imports here, got "
+        print(f"--against {args.against}: expected a revision whose accval/kernels/fp8_block_bmm.py imports here, got "
               f"{type(e).__name__}: {getattr(e, 'stderr', None) or e}", file=sys.stderr)
         return 2
     try:

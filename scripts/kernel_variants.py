@@ -15,16 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_variant(kernel_file: str, op_prefix: str, name: str, subs: list[tuple[str, str]], source: str | None = None):
-    """``kernels/<kernel_file>`` (or ``source``, another version of that file's text) with ``subs``
+    """``accval/kernels/<kernel_file>`` (or ``source``, another version of that file's text) with ``subs``
     applied and its ops ``"accval::<op_prefix>..."`` renamed to ``"accval_probe_<name>::..."``:
     ``(module, path)``; the caller unlinks ``path``. Raises RuntimeError when a substitution no
     longer matches the kernel source."""
-    text = (ROOT / "kernels" / kernel_file).read_text() if source is None else source
+    text = (ROOT / "accval" / "kernels" / kernel_file).read_text() if source is None else source
     for old, new in subs:
         if old not in text:
-            raise RuntimeError(f"variant {name}: {old!r} is not in kernels/{kernel_file} any more")
+            raise RuntimeError(f"variant {name}: {old!r} is not in accval/kernels/{kernel_file} any more")
         text = text.replace(old, new)
-    text = text.replace("from . import", "from kernels import").replace("from .", "from kernels.")
+    text = text.replace("from . import", "from accval.kernels import").replace("from .", "from accval.kernels.")
     tag = name.replace("-", "_")
     text = text.replace(f'"accval::{op_prefix}', f'"accval_probe_{tag}::{op_prefix}')
     path = ROOT / "scripts" / f"_probe_{Path(kernel_file).stem}_{tag}.py"

@@ -4,7 +4,7 @@ kernel timed alternately twice (CUDA-graph medians), and whether the two revisio
 are the same bits. Written for the rope slice rotated apart in programs of <= 2 rows
 (``ROPE_APART_MAX_ROWS``), against the revision before it.
 
-    git show REV:kernels/inv_rope_fp8_quant.py > /tmp/old.py    # on a machine with the repository
+    git show REV:accval/kernels/inv_rope_fp8_quant.py > /tmp/old.py    # on a machine with the repository
     python scripts/neox_rope_apart_probe.py --old /tmp/old.py --out probe.json
 """
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from accval.bench.timing import DSV4_PRO, SHAPES, environment, producer_inputs, time_cuda  # noqa: E402
-from kernels.baselines import upstream_style_producer  # noqa: E402
+from accval.kernels.baselines import upstream_style_producer  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
 MS = (64, 256, 1024, 1500, 2048, 8192)
@@ -62,7 +62,7 @@ def measure(old, new, reps_ms: int = 100) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old", type=Path, required=True, help="another revision's kernels/inv_rope_fp8_quant.py")
+    ap.add_argument("--old", type=Path, required=True, help="another revision's accval/kernels/inv_rope_fp8_quant.py")
     ap.add_argument("--out", type=Path, help="also write the rows and the environment as JSON")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -71,7 +71,7 @@ def main() -> int:
     old, path = load_variant("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "rope_apart_old", [],
                              source=args.old.read_text())
     try:
-        rows = measure(old, importlib.import_module("kernels.inv_rope_fp8_quant"))
+        rows = measure(old, importlib.import_module("accval.kernels.inv_rope_fp8_quant"))
     finally:
         path.unlink(missing_ok=True)
     if args.out:

@@ -5,8 +5,8 @@ One call does everything a tuning round needs (the device is lent by the minute)
      both layouts (DSv4-Pro shapes, awkward M, forced token blocks), blocks holding NaN/+Inf/-Inf,
      positions read through a stride; and the upstream-style baseline's distance from it;
   2. times (CUDA-graph medians) per shape, layout and M: another version of the producer
-     (``--before FILE``: a ``kernels/inv_rope_fp8_quant.py``, e.g. from
-     ``git show REV:kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
+     (``--before FILE``: a ``accval/kernels/inv_rope_fp8_quant.py``, e.g. from
+     ``git show REV:accval/kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
      candidate launches, the upstream-style kernel (``kernels.baselines``) at 1/2/4/8 warps, and a
      device copy of the same bytes;
   3. the host path at M=64: each step of a call timed on its own (host clock, no sync) and the
@@ -30,13 +30,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import kernels  # noqa: E402
+import accval.kernels as kernels  # noqa: E402
 from accval.bench import timing  # noqa: E402
-from kernels import provenance  # noqa: E402
-from kernels.baselines import upstream_style_producer  # noqa: E402
-from kernels.fp8_block_bmm import validate_consumer_args  # noqa: E402
-from kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer, validate_producer_args  # noqa: E402
-from kernels.reference import inv_rope_fp8_quant_ref  # noqa: E402
+from accval.kernels import provenance  # noqa: E402
+from accval.kernels.baselines import upstream_style_producer  # noqa: E402
+from accval.kernels.fp8_block_bmm import validate_consumer_args  # noqa: E402
+from accval.kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer, validate_producer_args  # noqa: E402
+from accval.kernels.reference import inv_rope_fp8_quant_ref  # noqa: E402
 from scripts.kernel_variants import load_variant  # noqa: E402
 
 MS = (64, 256, 1024, 1500, 2048, 4096, 8192)
@@ -195,7 +195,7 @@ def host_path(before) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", type=Path, help="an earlier kernels/inv_rope_fp8_quant.py to time side by side")
+    ap.add_argument("--before", type=Path, help="an earlier accval/kernels/inv_rope_fp8_quant.py to time side by side")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--skip-timings", action="store_true")
     ap.add_argument("--check-only", action="store_true", help="only the bit-exactness checks")

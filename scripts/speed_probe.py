@@ -31,7 +31,7 @@ layouts   both RoPE layouts at 1-8 heads per program and 1-2 warps, with the ker
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 fusedsum  the consumer at M <= 256 with its K splits added in its one launch (scripts/fused_split_k.py)
           against the shipped two launches: CUDA-graph median, as called, bits compared
-wgmma     the Gluon wgmma kernel (kernels/fp8_block_bmm_wgmma.py) at BLOCK_M 64/128 and 3/4 TMA buffers
+wgmma     the Gluon wgmma kernel (accval/kernels/fp8_block_bmm_wgmma.py) at BLOCK_M 64/128 and 3/4 TMA buffers
           against the Triton TMA kernel the table took before it, ``torch._scaled_mm`` blockwise and the
           shipped dispatch; every output compared bit for bit with the plain pointer launch
 table     candidate rows of the consumer's table (``TABLE_CANDIDATES``: pointer, Triton TMA, wgmma): each
@@ -79,13 +79,13 @@ import triton.language as tl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import kernels  # noqa: E402
+import accval.kernels as kernels  # noqa: E402
 from accval.bench import timing  # noqa: E402
 from accval.bench.rows import UPSTREAM_STYLE_WARPS  # noqa: E402
-from kernels import ConsumerConfig, provenance  # noqa: E402
-from kernels.baselines import upstream_style_producer  # noqa: E402
-from kernels.fp8_block_bmm import launch_consumer  # noqa: E402
-from kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer  # noqa: E402
+from accval.kernels import ConsumerConfig, provenance  # noqa: E402
+from accval.kernels.baselines import upstream_style_producer  # noqa: E402
+from accval.kernels.fp8_block_bmm import launch_consumer  # noqa: E402
+from accval.kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer  # noqa: E402
 from scripts.kernel_variants import loaded_variants  # noqa: E402
 
 REPS_MS = 60
@@ -330,7 +330,7 @@ def reg_cap_subs(cap: int) -> list[tuple[str, str]]:
 
 
 def regs_part(rows: list) -> None:
-    shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
+    shipped = importlib.import_module("accval.kernels.inv_rope_fp8_quant")
     with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "reg", {cap: reg_cap_subs(cap) for cap in REG_CAPS if cap is not None}) as mods:
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((1024, 2048, 8192)):
             copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
@@ -389,7 +389,7 @@ def rounding_part(rows: list) -> None:
     scaling rounded twice, each timed twice; bits compared with the tree's launch (the mul-add ones
     are expected to differ: that shows which ran)."""
     with loaded_variants("fp8_block_bmm.py", "fp8_block_bmm", "rd", MUL_ADD_VARIANTS) as mods:
-        variants = {"fma": importlib.import_module("kernels.fp8_block_bmm"), **mods}
+        variants = {"fma": importlib.import_module("accval.kernels.fp8_block_bmm"), **mods}
         for shape in ("dep8", "tep8"):
             for m in (64, 256):
                 (a, a_scale, w, ws), n, k, out, base = consumer_setup(shape, m)
@@ -429,7 +429,7 @@ def rounding_part(rows: list) -> None:
 def table_says(c: ConsumerConfig):
     """The consumer's dispatch answering ``c`` for every call (its plan cache emptied on the way in and
     out), so the public function, host path included, runs that launch."""
-    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
     real = fbm._device_config
     fbm._device_config = lambda *_: c
     fbm._PLANS.clear()
@@ -506,8 +506,8 @@ def deep_part(rows: list) -> None:
     """The small-M split launches with deeper pipelines (``deep_launches``), each timed twice, bits compared
     with the pointer launch of its split; and the shipped launch's two kernels timed alone (the split
     products, then their sum), launched bare under a CUDA graph."""
-    from kernels.fp8_block_bmm import consumer_launches
-    from kernels.host import bare_launch
+    from accval.kernels.fp8_block_bmm import consumer_launches
+    from accval.kernels.host import bare_launch
 
     for shape in ("dep8", "tep8"):
         for m in (1, 64, 256):
@@ -547,7 +547,7 @@ def sums_part(rows: list) -> None:
     """The shipped split launches at M 1/64/256 with the split-K sum's programs over ``SUM_BLOCKS`` elements
     (the sum's bits do not depend on it: each element adds its splits in split order), each timed twice
     in alternating rounds; bits compared with the tree's launch."""
-    fbm = importlib.import_module("kernels.fp8_block_bmm")
+    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
     shipped_block = fbm.SUM_BLOCK
     for shape in ("dep8", "tep8"):
         for m in (1, 64, 256):
@@ -582,7 +582,7 @@ def sums_part(rows: list) -> None:
             torch.cuda.empty_cache()
 
 
-#: name -> substitutions in kernels/inv_rope_fp8_quant.py
+#: name -> substitutions in accval/kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
     "shipped": [],
     "evict-first": [("tl.load(o_ptr + row_off + d, mask=live, other=0.0)",
@@ -726,7 +726,7 @@ M64_VARIANTS["all-three"] = [sub for subs in M64_VARIANTS.values() for sub in su
 def m64_part(rows: list) -> None:
     """tep8 NEOX M=64: the tree's launch, ``M64_VARIANTS`` and the upstream-style kernel at 1 and 4 warps,
     in three rounds; bits compared with the public function's (only "flag-max" should keep them)."""
-    shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
+    shipped = importlib.import_module("accval.kernels.inv_rope_fp8_quant")
     with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "m64", M64_VARIANTS) as mods:
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64,)):
             if shape != "tep8" or layout != "neox":
@@ -751,7 +751,7 @@ def wave_part(rows: list, baseline: Path | None) -> None:
     program, the ``WAVE_VARIANTS`` (inexact: what the exact divisions cost), the upstream-style kernel at
     1/2/4 warps; every timing twice, in two rounds, for the spread.
     Bit-exact launches are compared with the public function's output."""
-    shipped = importlib.import_module("kernels.inv_rope_fp8_quant")
+    shipped = importlib.import_module("accval.kernels.inv_rope_fp8_quant")
     with (loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wave", WAVE_VARIANTS) as inexact,
           loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wavebase", {"before": []} if baseline else {},
                           source=baseline.read_text() if baseline else None) as before):
@@ -864,8 +864,8 @@ def unroll_part(ms, rows: list) -> None:
     """The Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL``: 1 issues a block's wgmma and waits
     for it, about 150 registers instead of 225, so more programs fit on an SM), both BLOCK_M and 3/4 buffers,
     each twice; bits compared with the plain pointer launch."""
-    fbm = importlib.import_module("kernels.fp8_block_bmm")
-    wg = importlib.import_module("kernels.fp8_block_bmm_wgmma")
+    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
+    wg = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma")
     shipped_unroll = wg.UNROLL
     for shape in ("dep8", "tep8"):
         for m in ms:
@@ -896,8 +896,8 @@ TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3,
 
 
 def table_part(ms, rows: list) -> None:
-    fbm = importlib.import_module("kernels.fp8_block_bmm")
-    wg = importlib.import_module("kernels.fp8_block_bmm_wgmma")
+    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
+    wg = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma")
     for shape in ("dep8", "tep8"):
         for m in ms:
             operands, n, k, out, base = consumer_setup(shape, m)
@@ -935,7 +935,7 @@ def table_part(ms, rows: list) -> None:
 
 
 def host_part(rows: list) -> None:
-    from kernels import host
+    from accval.kernels import host
 
     for shape in ("dep8", "tep8"):
         g = timing.SHAPES[shape]
@@ -975,10 +975,10 @@ def main() -> int:
     ap.add_argument("--parts", default="prefetch,producer,host", help="comma-separated (default: %(default)s)")
     ap.add_argument("--ms", default="64,256,1024,2048,4096,8192", help="M of the consumer parts (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
-    ap.add_argument("--baseline", type=Path, help="layouts, wave: another version of kernels/inv_rope_fp8_quant.py to time beside")
+    ap.add_argument("--baseline", type=Path, help="layouts, wave: another version of accval/kernels/inv_rope_fp8_quant.py to time beside")
     args = ap.parse_args()
     if args.baseline is not None and not args.baseline.is_file():
-        print(f"--baseline: expected a version of kernels/inv_rope_fp8_quant.py, got {args.baseline} (no such file)",
+        print(f"--baseline: expected a version of accval/kernels/inv_rope_fp8_quant.py, got {args.baseline} (no such file)",
               file=sys.stderr)
         return 2
     if not torch.cuda.is_available():

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-import kernels
-from kernels import provenance
-from kernels.baselines import upstream_style_producer
-from kernels.fp8_block_bmm import consumer_launches
-from kernels.host import bare_launch
-from kernels.inv_rope_fp8_quant import config_for, launch_producer, launched_config, producer_launch
-from kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
+import accval.kernels as kernels
+from accval.kernels import provenance
+from accval.kernels.baselines import upstream_style_producer
+from accval.kernels.fp8_block_bmm import consumer_launches
+from accval.kernels.host import bare_launch
+from accval.kernels.inv_rope_fp8_quant import config_for, launch_producer, launched_config, producer_launch
+from accval.kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
 
 from .render import write
 from .targets import CONSUMER_SMALL_M, COPY_SAME_BYTES, UPSTREAM_STYLE

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from kernels.inv_rope_fp8_quant import LaunchConfig, launch_producer
+from accval.kernels.inv_rope_fp8_quant import LaunchConfig, launch_producer
 
 from .timing import (
     LAYOUTS,
@@ -31,7 +31,7 @@ SWEEP_REPS_MS = 100
 
 
 def consumer_sweep_configs(m: int) -> list:
-    from kernels import ConsumerConfig
+    from accval.kernels import ConsumerConfig
 
     if m <= 256:
         bm = 64 if m <= 64 else 128
@@ -46,7 +46,7 @@ def run(ms=(64, 256, 1024, 2048, 8192), shapes=("dep8", "tep8"), ops=("producer"
         out_dir: Path | None = None, layouts=("neox", "gptj")) -> dict:
     """Time every candidate launch configuration at the DeepSeek-V4-Pro shapes; with ``out_dir``,
     write ``sweep-<device>-<date>-<time>.json`` there."""
-    from kernels.fp8_block_bmm import launch_consumer
+    from accval.kernels.fp8_block_bmm import launch_consumer
 
     swept = ("producer", "consumer")
     if not ops or set(ops) - set(swept):

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-import kernels
-from kernels.inv_rope_fp8_quant import validate_producer_args
+import accval.kernels as kernels
+from accval.kernels.inv_rope_fp8_quant import validate_producer_args
 
 DSV4_PRO = dict(heads_per_group=16, head_dim=512, rope_dim=64, o_lora_rank=1024)
 SHAPES = {"dep8": 8, "tep8": 1}  # n_groups per rank

@@ -14,8 +14,8 @@ import collections
 import dataclasses
 from collections.abc import Callable
 
-import kernels
-from kernels.validation import contract_problems
+import accval.kernels as kernels
+from accval.kernels.validation import contract_problems
 
 PATHS = ("native", "bf16-fallback", "fp8-chain")
 _CONSUMER_IMPL = {"triton": "triton", "torch": "torch", "emulated": "emulated"}

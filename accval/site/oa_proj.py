@@ -25,9 +25,9 @@ import types
 
 import torch
 
-import kernels
-from kernels import provenance
-from kernels.reference import dequantize_weight
+import accval.kernels as kernels
+from accval.kernels import provenance
+from accval.kernels.reference import dequantize_weight
 
 from . import exchange, fp32, sharding
 from .arms import Arm, SiteStats, fp8_chain

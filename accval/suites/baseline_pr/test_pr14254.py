@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.reference import dequantize_activations, inv_rope_fp8_quant_ref
+from accval.kernels.reference import dequantize_activations, inv_rope_fp8_quant_ref
 
 from ..kernel.cases import ProducerCase, make_inputs
 

@@ -11,8 +11,8 @@ import dataclasses
 import torch
 from hypothesis import strategies as st
 
+from accval.kernels.constants import FP8_DTYPE, pad4
 from accval.testing import max_m
-from kernels.constants import FP8_DTYPE, pad4
 
 #: The original pull request's sizes, and the awkward ones around every dispatch threshold.
 ORIGINAL_PR_SIZES = (3, 64, 257, 512, 1024, 2048, 8192)
@@ -134,7 +134,7 @@ def producer_cases(draw, *, max_tokens: int | None = None) -> ProducerCase:
 def tma_m(device, g: int = 4, n: int = 256, k: int = 128) -> int:
     """The least M (from 256, doubling) whose consumer grid the dispatch reads with TMA on ``device``
     (the rule counts tiles per SM, so it depends on the device)."""
-    import kernels
+    import accval.kernels as kernels
 
     m = 256
     while not kernels.consumer_config(m, n, k, g, torch.device(device)).tma and m < 1 << 16:

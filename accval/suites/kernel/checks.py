@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.constants import FP8_DTYPE, pad4
+from accval.kernels.constants import FP8_DTYPE, pad4
 
 #: bf16 keeps 8 significant bits (7 stored): rounding to nearest moves a value by at most half a
 #: spacing, 2**(e-8) <= 2**-8 of its magnitude.
@@ -83,7 +83,7 @@ def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, 
     """The producer's buffer contract, exactly (``docs/contract.md``): ``fp8 [G, M, K]`` with strides
     ``(M*K, K, 1)``; scales contiguous ``[G, K/128, pad4(M)]`` fp32 (``[G, ceil(K/512), pad4(M)]`` int32
     for ``ue8m0-packed``)."""
-    from kernels.recipes import get_recipe
+    from accval.kernels.recipes import get_recipe
 
     r = get_recipe(recipe)
     problems = []
@@ -149,7 +149,7 @@ def scale_window(amax: torch.Tensor, recipe) -> tuple[torch.Tensor, torch.Tensor
     """The scales a producer of ``recipe`` may choose for a block whose mirror absmax is ``amax``:
     the recipe's rule applied at ``amax * (1 -+ AMAX_REL_TOL)`` (its rule is monotone), widened by
     one fp32 ulp each side for a reciprocal or division rounded the other way."""
-    from kernels.recipes import block_scales
+    from accval.kernels.recipes import block_scales
 
     a = amax.float()
     lo = block_scales(a * (1 - AMAX_REL_TOL), recipe)

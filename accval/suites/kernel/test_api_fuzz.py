@@ -25,9 +25,9 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels.constants import FP8_DTYPE, QUANT_BLOCK, WEIGHT_BLOCK, pad4
-from kernels.reference import (
+import accval.kernels as kernels
+from accval.kernels.constants import FP8_DTYPE, QUANT_BLOCK, WEIGHT_BLOCK, pad4
+from accval.kernels.reference import (
     block_scale,
     dequantize_weight,
     fp8_block_bmm_abs_ref,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels.constants import FP8_DTYPE, pad4
-from kernels.inv_rope_fp8_quant import LaunchConfig
+import accval.kernels as kernels
+from accval.kernels.constants import FP8_DTYPE, pad4
+from accval.kernels.inv_rope_fp8_quant import LaunchConfig
 
 from .cases import ProducerCase, make_inputs
 
@@ -239,7 +239,7 @@ def test_launch_consumer_needs_a_config_and_an_out():
 def test_launch_producer_force_rope_apart_is_checked():
     """``force_rope_apart`` is a bool, and only NEOX rotates a rope slice apart: True for GPT-J is refused,
     not ignored."""
-    from kernels.inv_rope_fp8_quant import launch_producer, validate_producer_args
+    from accval.kernels.inv_rope_fp8_quant import launch_producer, validate_producer_args
 
     for is_neox, value, exc, match in ((True, 1, TypeError, "force_rope_apart: expected a bool"),
                                        (False, True, ValueError, "force_rope_apart: expected None or False for the GPT-J")):

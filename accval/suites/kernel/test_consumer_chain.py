@@ -10,11 +10,11 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels import provenance
-from kernels.constants import FP8_DTYPE, cdiv, pad4
-from kernels.recipes import pack_ue8m0
-from kernels.reference import (
+import accval.kernels as kernels
+from accval.kernels import provenance
+from accval.kernels.constants import FP8_DTYPE, cdiv, pad4
+from accval.kernels.recipes import pack_ue8m0
+from accval.kernels.reference import (
     dequantize_weight,
     fp8_block_bmm_abs_ref,
     fp8_block_bmm_math_ref,
@@ -35,7 +35,7 @@ from .cases import (
 )
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
 
-_fb = importlib.import_module("kernels.fp8_block_bmm")  # the module (``kernels.fp8_block_bmm`` is the function)
+_fb = importlib.import_module("accval.kernels.fp8_block_bmm")  # the module (``kernels.fp8_block_bmm`` is the function)
 
 
 def _skip_unless_runs_here(impl, device):

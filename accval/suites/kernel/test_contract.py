@@ -8,8 +8,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from kernels.constants import FP8_DTYPE, pad4
-from kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
+from accval.kernels.constants import FP8_DTYPE, pad4
+from accval.kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
 
 from .cases import BLOCK_SIZES, ProducerCase, fit, make_inputs, producer_cases
 from .checks import check_layout

@@ -1,6 +1,6 @@
 """Exact FP8 / bf16 / fp16 rounding inside kernels, on the GPU and in the CPU interpreter.
 
-Triton's interpreter rounds fp32 -> float8 wrongly (31.015 -> 16.0); kernels/fp8_rounding.py rounds
+Triton's interpreter rounds fp32 -> float8 wrongly (31.015 -> 16.0); accval/kernels/fp8_rounding.py rounds
 in fp32 first. These tests run the kernel helpers themselves and compare with torch's casts.
 """
 
@@ -17,9 +17,9 @@ import triton.language as tl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels import _platform, fp8_rounding
-from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX
-from kernels.fp8_rounding import div_rn_by, fma_fp32, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
+from accval.kernels import _platform, fp8_rounding
+from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX
+from accval.kernels.fp8_rounding import div_rn_by, fma_fp32, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 
 from .checks import assert_exact, assert_fp8_equal
 

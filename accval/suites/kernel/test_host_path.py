@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import kernels
-from kernels import host, provenance
-from kernels.constants import FP8_DTYPE, pad4
-from kernels.fp8_block_bmm import consumer_launches
+import accval.kernels as kernels
+from accval.kernels import host, provenance
+from accval.kernels.constants import FP8_DTYPE, pad4
+from accval.kernels.fp8_block_bmm import consumer_launches
 
 from .cases import ProducerCase, make_inputs, tma_m
 
@@ -84,7 +84,7 @@ def test_cached_o_a_proj_layout_is_checked_once_and_still_refuses(device, monkey
     """Both arms of o_a_proj check a layout (the producer's arguments and the weight) once; a call of
     another layout is checked in full and refused as before, and on a CPU the positions' values are
     checked on every call."""
-    from kernels import o_a_proj
+    from accval.kernels import o_a_proj
 
     o, pos, cache = make_inputs(CASE, device)
     k = CASE.heads_per_group * CASE.head_dim
@@ -416,7 +416,7 @@ def test_rebased_descriptor_keeps_every_field_but_its_base(monkeypatch):
 
     x, y = torch.zeros(64, 128, dtype=torch.uint8).view(FP8_DTYPE), torch.zeros(64, 128, dtype=torch.uint8).view(FP8_DTYPE)
     templates = [host._TensorDescriptor(x, [64, 128], [128, 1], [16, 128])]
-    wgmma = importlib.import_module("kernels.fp8_block_bmm_wgmma")
+    wgmma = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma")
     if wgmma.AVAILABLE:
         templates.append(wgmma.descriptors(x, x.view(1, 64, 128), 64, 64, 128, 64, 64)[0])
     for template in templates:
@@ -442,7 +442,7 @@ def test_split_k_partials_are_reused_per_stream_and_thread(device):
     every result has the bits of a launch with freshly allocated partials."""
     import threading
 
-    from kernels.fp8_block_bmm import _PARTIALS
+    from accval.kernels.fp8_block_bmm import _PARTIALS
 
     big = _consumer_inputs(device, g=2, m=40, n=128, k=512)
     small = _consumer_inputs(device, g=1, m=8, n=128, k=512)
@@ -475,7 +475,7 @@ def test_the_custom_op_allocates_its_own_partials(device):
     """Only the public function's eager calls reuse the partials buffer: the custom op (what torch.compile,
     dispatch modes and opcheck run) allocates per call, since under torch.compile's CUDA graphs its
     warm-up allocations come from the graph's private pool, which a kept buffer must not hold."""
-    from kernels.fp8_block_bmm import _PARTIALS
+    from accval.kernels.fp8_block_bmm import _PARTIALS
 
     inputs = _consumer_inputs(device, g=2, m=40, n=128, k=512)
     _PARTIALS.clear()
@@ -495,7 +495,7 @@ def test_graph_capture_takes_fresh_partials():
     """While a stream is captured, a split-K call's partials are a fresh allocation (the graph's own
     memory), never the eager buffer of the capture stream: a replay on another stream would race with
     eager calls on that one. The replay gives the eager call's bits."""
-    from kernels.fp8_block_bmm import _PARTIALS
+    from accval.kernels.fp8_block_bmm import _PARTIALS
 
     inputs = _consumer_inputs("cuda", g=2, m=40, n=128, k=512)
     eager = kernels.fp8_block_bmm(*inputs)

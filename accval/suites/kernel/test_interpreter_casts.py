@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import _platform, interpreter_casts
+from accval.kernels import _platform, interpreter_casts
 
 #: Values one program converts (the interpreter handles a block as one numpy array).
 BLOCK = 65536

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.reference import inv_rope_fp8_quant_ref
+from accval.kernels.reference import inv_rope_fp8_quant_ref
 
 from .cases import ProducerCase, make_inputs
 from .checks import assert_exact, assert_fp8_equal

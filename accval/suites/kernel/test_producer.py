@@ -14,9 +14,9 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK
-from kernels.recipes import UE8M0_PER_WORD, scale_values, unpack_ue8m0
-from kernels.reference import dequantize_activations, inv_rope_fp8_quant_ref, inverse_rope_, inverse_rope_math_ref
+from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK
+from accval.kernels.recipes import UE8M0_PER_WORD, scale_values, unpack_ue8m0
+from accval.kernels.reference import dequantize_activations, inv_rope_fp8_quant_ref, inverse_rope_, inverse_rope_math_ref
 
 from .cases import BLOCK_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases
 from .checks import (
@@ -168,7 +168,7 @@ def test_accval_neox_rope_paths_give_the_same_bits(device, case, special):
     """accval's NEOX kernel has two ways to rotate the rope slice (``rope_apart``): every launch above
     gives the same codes and scales, compared as raw bits, for every head and rope dimension, with NaN,
     infinities or zeros placed in the rope slice and in a nope block."""
-    from kernels.inv_rope_fp8_quant import LaunchConfig, launch_producer, validate_producer_args
+    from accval.kernels.inv_rope_fp8_quant import LaunchConfig, launch_producer, validate_producer_args
     case = dataclasses.replace(case, is_neox=True, n_groups=2, heads_per_group=2, m=max(1, case.m // 4))
     o, pos, cache = make_inputs(case, device)
     if special is not None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 import triton.language as tl
 
-import kernels
-from kernels import provenance
-from kernels.constants import FP8_DTYPE, pad4
+import accval.kernels as kernels
+from accval.kernels import provenance
+from accval.kernels.constants import FP8_DTYPE, pad4
 
 from .cases import ProducerCase, make_inputs
 
@@ -80,11 +80,11 @@ def test_gptj_reads_pairs_as_words_where_rows_start_on_a_pair(device, dtype):
     word type its record names, and both give the mirror's codes and scales."""
     import importlib
 
-    from kernels.reference import inv_rope_fp8_quant_ref
+    from accval.kernels.reference import inv_rope_fp8_quant_ref
 
     from .checks import assert_exact, assert_fp8_equal
 
-    producer = importlib.import_module("kernels.inv_rope_fp8_quant")  # the package's name is the function
+    producer = importlib.import_module("accval.kernels.inv_rope_fp8_quant")  # the package's name is the function
     case = ProducerCase(m=6, n_groups=2, heads_per_group=2, head_dim=256, rope_dim=64, is_neox=False, dtype=dtype)
     o, pos, cache = make_inputs(case, device)
     o = o.contiguous()
@@ -109,8 +109,8 @@ def test_gptj_reads_pairs_as_words_where_rows_start_on_a_pair(device, dtype):
 def test_gptj_pairs_need_an_aligned_output_too(device):
     """A launch into caller buffers (the defect catalog's) reads pairs as words only where the fp8 buffer's
     rows start on a pair as well; a buffer whose last dim is not contiguous is refused, naming it."""
-    from kernels.constants import FP8_DTYPE as F8
-    from kernels.inv_rope_fp8_quant import config_for, producer_launch, validate_producer_args
+    from accval.kernels.constants import FP8_DTYPE as F8
+    from accval.kernels.inv_rope_fp8_quant import config_for, producer_launch, validate_producer_args
 
     case = ProducerCase(m=5, n_groups=2, heads_per_group=1, is_neox=False)
     o, pos, cache = make_inputs(case, device)
@@ -137,7 +137,7 @@ def test_hopper_dispatch_keeps_enough_programs():
     GPT-J takes 8 heads with 2 warps from M=1024 where 8192 programs remain, from M=2048 where 16384
     do, and a program given fewer heads keeps one warp per 4 (TEP8 M=1024 and 2048: 2 heads, one warp;
     kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is taken as it is."""
-    from kernels.inv_rope_fp8_quant import _config, heads_per_program, warps_per_program
+    from accval.kernels.inv_rope_fp8_quant import _config, heads_per_program, warps_per_program
 
     def launch(arch, heads, m):
         cfg = _config(m, arch, True, None, None, None)
@@ -151,7 +151,7 @@ def test_hopper_dispatch_keeps_enough_programs():
     assert [launch("sm90-gptj", h, m) for h, m in cases] == [(1, 1), (2, 1), (2, 1), (2, 1), (8, 2), (2, 1), (4, 1),
                                                               (8, 2), (8, 2), (1, 1)]
     # what launches is what the record says: the program's heads and warps
-    from kernels.inv_rope_fp8_quant import ProducerProblem, _launch_plan, _producer_run
+    from accval.kernels.inv_rope_fp8_quant import ProducerProblem, _launch_plan, _producer_run
     for groups, m, want in ((1, 2048, (2, 1)), (8, 2048, (8, 2))):
         problem = ProducerProblem(m, groups, 16, 512, 448, 64, False)
         cfg = _config(m, "sm90-gptj", True, None, None, None)
@@ -159,7 +159,7 @@ def test_hopper_dispatch_keeps_enough_programs():
         run = _producer_run("gpu", cfg, groups * 16, m, False, 32)
         assert (launcher.meta["HEADS"], launcher.meta["num_warps"]) == want, launcher.meta
         assert (run.detail("heads_per_program"), run.detail("num_warps")) == want and grid == (m, groups * 16 // want[0])
-    from kernels.inv_rope_fp8_quant import launched_config
+    from accval.kernels.inv_rope_fp8_quant import launched_config
     assert launched_config(_config(2048, "sm90-gptj", True, None, None, None), 16, 2048).endswith(
         "launched 2 heads, 1 warps per program")
     forced = _config(64, "sm90", True, None, None, 2)
@@ -177,7 +177,7 @@ def test_neox_rope_slice_is_rotated_apart_in_large_launches_of_few_rows():
     DeepSeek-V4-Pro shapes on Hopper: apart at DEP8 M=64 (2 heads per program, 4096 programs) and TEP8
     M=1024 (8192), in the row's tile at TEP8 M=64 (1 head, 1024 programs) and M=256 (2048) and with 4
     heads per program (TEP8 M=8192)."""
-    from kernels.inv_rope_fp8_quant import ProducerProblem, _config, _launch_plan, _producer_run
+    from accval.kernels.inv_rope_fp8_quant import ProducerProblem, _config, _launch_plan, _producer_run
 
     want = {("dep8", 64): True, ("dep8", 256): True, ("tep8", 64): False, ("tep8", 256): False,
             ("tep8", 1024): True, ("tep8", 8192): False}
@@ -205,7 +205,7 @@ def test_config_for_reads_the_layouts_own_table(monkeypatch):
     2 warps from 16384); a forced straight kernel keeps the row for its M."""
     import importlib
 
-    producer = importlib.import_module("kernels.inv_rope_fp8_quant")  # the package's name is the function
+    producer = importlib.import_module("accval.kernels.inv_rope_fp8_quant")  # the package's name is the function
     monkeypatch.setattr(producer, "_arch_key", lambda device: "sm90")
     cpu = torch.device("cpu")
     assert producer.config_for(8192, cpu, is_neox=True).heads_per_program == 4

@@ -12,9 +12,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-import kernels
-from kernels.constants import FP8_DTYPE, pad4
-from kernels.reference import fp8_block_bmm_abs_ref
+import accval.kernels as kernels
+from accval.kernels.constants import FP8_DTYPE, pad4
+from accval.kernels.reference import fp8_block_bmm_abs_ref
 
 from .cases import ProducerCase, make_inputs, producer_cases, random_weight
 from .checks import BF16_HALF_ULP, FP32_ACC_TOL, assert_within_bound
@@ -99,7 +99,7 @@ def test_unknown_chain_backend_is_a_value_error():
 def test_emulated_consumer_reads_every_fp8_code_as_torch_does():
     """The emulated consumer's table lookup gives torch's own float64 value of all 256 codes (NaNs at
     0x7f and 0xff included), in any shape and for strided views."""
-    from kernels.fp8_block_bmm import _fp8_to_double
+    from accval.kernels.fp8_block_bmm import _fp8_to_double
 
     codes = torch.arange(256, dtype=torch.uint8).view(FP8_DTYPE)
     got, want = _fp8_to_double(codes), codes.double()
@@ -115,7 +115,7 @@ def test_emulated_consumer_keeps_weight_values_only_while_the_weight_is_unchange
     are converted afresh, so a cached value never stands for other codes."""
     import gc
 
-    from kernels.fp8_block_bmm import _WeightValues
+    from accval.kernels.fp8_block_bmm import _WeightValues
 
     values = _WeightValues()
     w = torch.randn(2, 128, 256).to(FP8_DTYPE)

@@ -120,7 +120,7 @@ def test_sweep_summary_names_the_one_head_baseline_old_and_new():
     """``accval bench --sweep``'s summary puts the one-head, one-warp producer launch beside the best
     three, whether the row names it as LaunchConfig does now or as it did before min_programs."""
     from accval.bench import sweep
-    from kernels.inv_rope_fp8_quant import LaunchConfig
+    from accval.kernels.inv_rope_fp8_quant import LaunchConfig
 
     old = "LaunchConfig(block_tokens_m=1, num_warps=1, num_stages=1, tokens_per_iter=1, heads_per_program=1)"
     for base in (str(LaunchConfig(1, 1, 1)), old):
@@ -135,9 +135,9 @@ def test_consumer_row_names_what_ran():
     the call could not run would otherwise be reported as the one that ran)."""
     import torch
 
-    import kernels
+    import accval.kernels as kernels
     from accval.bench.rows import _what_ran
-    from kernels import provenance
+    from accval.kernels import provenance
 
     a = torch.zeros(1, 4, 128).to(kernels.FP8_DTYPE)
     b = torch.zeros(1, 128, 128).to(kernels.FP8_DTYPE)

@@ -18,7 +18,7 @@ from scripts import consumer_against  # noqa: E402
 
 
 @pytest.mark.parametrize("argv,says", [
-    (["--kernels-root", "/nonexistent"], "--kernels-root: expected a folder holding kernels/__init__.py"),
+    (["--kernels-root", "/nonexistent"], "--kernels-root: expected a checkout holding accval/kernels/__init__.py"),
     (["--ms", "64,x"], "--ms: expected comma-separated integers, got '64,x'"),
     (["--compare", "/nonexistent.json"], "--compare: expected files written by --out"),
 ])

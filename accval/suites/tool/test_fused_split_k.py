@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
+import accval.kernels as kernels
+from accval.kernels.fp8_block_bmm import ConsumerConfig
 from accval.suites.kernel.cases import one_rounding_operands
-from kernels.fp8_block_bmm import ConsumerConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 if not (ROOT / "scripts" / "fused_split_k.py").exists():

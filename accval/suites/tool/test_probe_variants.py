@@ -35,7 +35,7 @@ CASES += [(table, name, "fp8_block_bmm", subs) for table, variants in (("CEILING
 def test_probe_variant_applies_and_imports(table, name, kernel, subs):
     mod, path = load_variant(f"{kernel}.py", kernel, f"t{abs(hash((table, name))) % 10**8}", subs)
     try:
-        shipped = importlib.import_module(f"kernels.{kernel}")
+        shipped = importlib.import_module(f"accval.kernels.{kernel}")
         assert mod is not shipped and mod.__name__ == path.stem, f"{table}[{name!r}] loaded {mod.__name__}"
     finally:
         path.unlink(missing_ok=True)
@@ -45,4 +45,4 @@ def test_speed_probe_refuses_a_missing_baseline(monkeypatch, capsys, tmp_path):
     """A ``--baseline`` that is not a file is a usage error (exit 2, saying which), before any GPU work."""
     monkeypatch.setattr(sys, "argv", ["speed_probe.py", "--parts", "wave", "--baseline", str(tmp_path / "nope.py")])
     assert speed_probe.main() == 2
-    assert "--baseline: expected a version of kernels/inv_rope_fp8_quant.py" in capsys.readouterr().err
+    assert "--baseline: expected a version of accval/kernels/inv_rope_fp8_quant.py" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def test_bench_sweep_takes_only_the_swept_ops(capsys):
 def test_consumer_config_rejects_bad_sizes():
     import torch
 
-    import kernels
+    import accval.kernels as kernels
 
     with pytest.raises(ValueError, match="m: expected an int >= 0"):
         kernels.consumer_config(-1, 1024, 8192, 8, torch.device("cpu"))

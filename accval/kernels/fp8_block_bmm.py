@@ -357,7 +357,7 @@ CONSUMER_TUNING = (
     "prefetched; 84 launches, all bit-identical to their split's plain launch): no launch beat the shipped one by more "
     "than the spread of timing it twice (tep8 M=64 best 14.0 us at BLOCK_N 32 split 8 vs 14.4 shipped; tep8 M=256 17.5 "
     "vs 17.8; dep8 M=64 33.6 vs 33.8; dep8 M=256 55.9 vs 55.7), so the table stays. "
-    "The Gluon wgmma kernel (ConsumerConfig.wgmma, kernels/fp8_block_bmm_wgmma.py: block k+1's wgmma in flight while "
+    "The Gluon wgmma kernel (ConsumerConfig.wgmma, accval/kernels/fp8_block_bmm_wgmma.py: block k+1's wgmma in flight while "
     "block k is scaled, which Triton's tl.dot loop cannot express), reports/kernel/speed-probe-wgmma-NVIDIA_H200-"
     "2026-12-03-s18call9.json and -rep1/-rep2-...-s18call10.json (scripts/speed_probe.py --parts wgmma; NVIDIA H200, "
     "torch 2.11, triton 3.6; every output bit-identical to the plain pointer launch's), median us of the Triton TMA "

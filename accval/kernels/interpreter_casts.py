@@ -142,7 +142,7 @@ def _check_layout(interpreter) -> None:
     if problems:
         raise InterpreterLayoutError(
             f"cannot make Triton {_triton_version()}'s interpreter cast like the GPU: " + "; ".join(problems)
-            + ". Its float8/bf16 conversions would differ from the GPU's; update kernels/interpreter_casts.py "
+            + ". Its float8/bf16 conversions would differ from the GPU's; update accval/kernels/interpreter_casts.py "
             "for this Triton version")
 
 
@@ -305,7 +305,7 @@ def _fma_status(interpreter) -> str:
     if _native_fma(interpreter):
         return "Triton's (one rounding)"
     if hasattr(getattr(interpreter.InterpreterBuilder, "create_fma", None), _MARK):
-        return "kernels.fp8_rounding.fma_fp32 (one rounding)"
+        return "accval.kernels.fp8_rounding.fma_fp32 (one rounding)"
     return "Triton's (two roundings)"
 
 
