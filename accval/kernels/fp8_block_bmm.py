@@ -442,7 +442,11 @@ CONSUMER_TUNING = (
     "1235.6: the spread of two processes), tep8 M=1024-4096 within 2%. A Gluon kernel that scales each chunk's last "
     "product under the next chunk's first wgmma (reports/kernel/consumer-against-NVIDIA_H200-2026-12-03-s22call2-carry/, "
     "carry.diff) kept the bits but was 0-4% slower: carrying the product through the loop took 252 registers instead "
-    "of 225 and 373 more PTX instructions."
+    "of 225 and 373 more PTX instructions. Two accval bench runs with this table (reports/bench/NVIDIA_H200-2026-12-03-"
+    "162941 and -163043) against the last with the table before (-133452), consumer median us: dep8 M=1024 151.8/152.0 "
+    "vs 158.2, 1500 229.7/228.3 vs 234.2, 2048 303.7/308.2 vs 319.4, 4096 607.6/605.4 vs 644.6, tep8 M=8192 "
+    "149.7/150.7 vs 153.5; against torch._scaled_mm at M >= 2048 the worst is now tep8 M=4096 (0.80x/0.81x, a launch "
+    "this table does not change)."
 )
 
 
