@@ -1,0 +1,49 @@
+"""accval's checkout and install add one top-level import name, ``accval``: a top-level package of the
+checkout (on the path whenever pytest or a script runs from it) that another installed distribution also
+provides shadows that distribution. transformers 5.25 requires Hugging Face's hub package, whose import
+name is ``kernels``, and imports it while loading ``DeepseekV4ForCausalLM``; accval's kernels were a
+top-level ``kernels`` package then, and every fresh install failed there."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _top_level_packages(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file())
+
+
+def _clashes(root: Path) -> dict[str, list[str]]:
+    """Top-level packages of the checkout at ``root`` that installed distributions other than accval provide."""
+    owners = importlib.metadata.packages_distributions()
+    found = {name: sorted(set(owners.get(name, [])) - {"accval"}) for name in _top_level_packages(root)}
+    return {name: dists for name, dists in found.items() if dists}
+
+
+def test_the_checkout_has_no_top_level_package_another_distribution_provides():
+    assert _clashes(ROOT) == {}, "these top-level packages shadow installed distributions of the same import name"
+
+
+def test_the_install_adds_only_accval():
+    provided = sorted(name for name, dists in importlib.metadata.packages_distributions().items() if "accval" in dists)
+    if not provided:
+        pytest.skip("accval is not installed here (run from a checkout on the path)")
+    assert provided == ["accval"], provided
+
+
+def test_a_kernels_package_of_its_own_would_be_caught(tmp_path):
+    """The check sees the clash that broke installs, where Hugging Face's ``kernels`` is installed (transformers
+    from 5.25 on requires it)."""
+    if "kernels" not in importlib.metadata.packages_distributions():
+        pytest.skip("no installed distribution provides a top-level 'kernels' here (transformers < 5.25)")
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "__init__.py").write_text("")
+    assert "kernels" in _clashes(tmp_path)
+    spec = importlib.util.find_spec("kernels")
+    assert spec is not None and Path(spec.origin).resolve().parent.parent != ROOT, spec  # not the checkout's own
