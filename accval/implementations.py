@@ -10,11 +10,11 @@ The contract (``docs/contract.md``) a plugged implementation must meet:
 quant_group_size, is_neox[, block_tokens_m=None]) -> (fp8, scale)``, positional in that order;
 ``o [M, G*hpg, D]`` bf16, ``positions [M]`` int, ``cos_sin_cache`` fp32 ``[max_pos, rope_dim]``.
 It returns ``fp8 [G, M, hpg*D]`` float8_e4m3fn contiguous and the scales ``[G, hpg*D/128, pad4(M)]``
-contiguous with zero rows past M, in its recipe's storage (:mod:`kernels.recipes`).
+contiguous with zero rows past M, in its recipe's storage (:mod:`accval.kernels.recipes`).
 ``block_tokens_m`` is optional; when accepted, the suite forces every block size through it.
 
 **Consumer** ``fn(a, a_scale, b, b_scale) -> out [G, M, N]`` bf16 (an ``out=`` keyword is used when
-accepted), ``a_scale`` in the producer's layout, ``b``/``b_scale`` from ``kernels.quantize_weight_fp8``.
+accepted), ``a_scale`` in the producer's layout, ``b``/``b_scale`` from ``accval.kernels.quantize_weight_fp8``.
 
 Attributes on ``fn`` that declare what it is (all optional):
   * ``accval_recipe``: the quantization recipe (``"fp32-div"`` default, ``"fp32-rcp"``, ``"ue8m0"``,
@@ -29,7 +29,7 @@ Attributes on ``fn`` that declare what it is (all optional):
     ``[M, G, K]`` view and the scales as an ``[M, G, K/128]`` view over storage that must still be
     the contract's physical layout, which is what a consumer reads).
   * ``accval_amax_floor``: the producer's amax floor when it differs from its recipe's default.
-  * ``accval_expected_impl``: the ``kernels.provenance`` impl name a call must record (proves no
+  * ``accval_expected_impl``: the ``accval.kernels.provenance`` impl name a call must record (proves no
     silent fallback); the built-ins set it.
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
     other, it must raise RuntimeError, not fall back.
@@ -280,7 +280,7 @@ FP32_SCALE_RECIPES = tuple(r for r in RECIPE_NAMES if not get_recipe(r).packed)
 
 def accval_producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                     quant_group_size=128, is_neox=True, *, block_tokens_m=None):
-    """accval's fused Triton producer (``kernels.inv_rope_fp8_quant``)."""
+    """accval's fused Triton producer (``accval.kernels.inv_rope_fp8_quant``)."""
     return kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                       quant_group_size, is_neox, block_tokens_m=block_tokens_m)
 
@@ -292,7 +292,7 @@ accval_producer.accval_recipe = "fp32-div"
 
 
 def reference_producer_for(recipe: str) -> Callable:
-    """The mirror reference of ``recipe`` (``kernels.inv_rope_fp8_quant_ref``) as a producer."""
+    """The mirror reference of ``recipe`` (``accval.kernels.inv_rope_fp8_quant_ref``) as a producer."""
     r = get_recipe(recipe)
 
     def reference_producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,

@@ -9,7 +9,7 @@ counts buffer and the extra arguments it adds. Its k loop repeats the shipped ke
 line for line (kept apart so the shipped kernel stays untouched).
 
 Each program computes its split's fp32 partial as the shipped pointer kernel does with its scales
-prefetched (``kernels.fp8_block_bmm._fp8_block_bmm_kernel``, ``PREFETCH_SCALES``), stores it into the
+prefetched (``accval.kernels.fp8_block_bmm._fp8_block_bmm_kernel``, ``PREFETCH_SCALES``), stores it into the
 partials ``[split, G, M, N]`` and counts its tile's arrivals with an atomic (acquire-release at GPU
 scope, with a barrier of the program's threads on each side). The program that arrives last adds
 every split's partial in split order, exactly as ``_sum_splits_kernel`` does, stores bf16 and sets the
@@ -94,7 +94,7 @@ def _counts(device: torch.device, n: int) -> torch.Tensor:
 
 
 def fused_split_bmm(a, a_scale, b, b_scale, config: ConsumerConfig | None = None) -> torch.Tensor:
-    """``kernels.fp8_block_bmm(a, a_scale, b, b_scale)`` with its K splits added in the same launch
+    """``accval.kernels.fp8_block_bmm(a, a_scale, b, b_scale)`` with its K splits added in the same launch
     (``config``: the shipped dispatch's by default; its tile, warps, stages and split are taken, its
     loads are pointer loads with the scales prefetched). Validates like the shipped consumer."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, None, True)

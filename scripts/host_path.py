@@ -1,7 +1,7 @@
 """What a call of accval's producer and consumer costs on the host, beyond its kernels (issue 21).
 
-On a CUDA GPU (under 2 minutes on an H200), for the producer (``kernels.inv_rope_fp8_quant``, NEOX) and
-the consumer (``kernels.fp8_block_bmm``) at the DeepSeek-V4-Pro shapes (DEP8: 8 groups per rank, TEP8:
+On a CUDA GPU (under 2 minutes on an H200), for the producer (``accval.kernels.inv_rope_fp8_quant``, NEOX) and
+the consumer (``accval.kernels.fp8_block_bmm``) at the DeepSeek-V4-Pro shapes (DEP8: 8 groups per rank, TEP8:
 1; 16 heads of 512 per group, rope 64, o_lora_rank 1024) and M in 1, 64, 256, one row per way of
 calling the op:
 
@@ -12,7 +12,7 @@ calling the op:
   bare launch     each of its compiled kernels called with pre-built arguments (``compiled[grid](*args)``)
   bare + outputs  the same, after allocating the tensors the public call returns (``torch.empty``):
                   the floor of any Python function that launches these kernels and returns new tensors
-  upstream-style  the producer as the field ships it (``kernels.baselines``), as a caller calls it
+  upstream-style  the producer as the field ships it (``accval.kernels.baselines``), as a caller calls it
 
 and four columns, us:
 
@@ -22,7 +22,7 @@ and four columns, us:
   host            per call to issue N calls without synchronizing: the caller's thread
   over            as called - kernel (the target: <= 15 us for accval at M = 64)
   direct          (accval) whether its later launches called the compiled kernels directly
-                  (``kernels.host.Launcher``) rather than through ``kernel[grid]``
+                  (``accval.kernels.host.Launcher``) rather than through ``kernel[grid]``
 
     python scripts/host_path.py [--ms 1,64,256] [--calls 100] [--rounds 5] [--out FILE.json]
     python scripts/host_path.py --dry-run         # any machine: tiny sizes through the same code

@@ -179,7 +179,7 @@ def ptx_instructions(compiled) -> int:
 
 
 def compile_upstream_style(is_neox: bool, arch: int, num_warps: int = 1):
-    """``kernels.baselines``' upstream-style kernel (one program per token and head) at the same head."""
+    """``accval.kernels.baselines``' upstream-style kernel (one program per token and head) at the same head."""
     from accval.kernels.baselines import _upstream_style_kernel as fn
 
     const = dict(HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, FP8_MAX=448.0, AMAX_FLOOR=1e-10)

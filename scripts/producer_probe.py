@@ -7,7 +7,7 @@ One call does everything a tuning round needs (the device is lent by the minute)
   2. times (CUDA-graph medians) per shape, layout and M: another version of the producer
      (``--before FILE``: a ``accval/kernels/inv_rope_fp8_quant.py``, e.g. from
      ``git show REV:accval/kernels/inv_rope_fp8_quant.py``) at its dispatch, the shipped kernel at
-     candidate launches, the upstream-style kernel (``kernels.baselines``) at 1/2/4/8 warps, and a
+     candidate launches, the upstream-style kernel (``accval.kernels.baselines``) at 1/2/4/8 warps, and a
      device copy of the same bytes;
   3. the host path at M=64: each step of a call timed on its own (host clock, no sync) and the
      public functions "as called" (back to back, no graph) against their kernels

@@ -34,7 +34,7 @@ from .timing import (
     warm_up_clocks,
 )
 
-#: The upstream-style producer's warps (``kernels.baselines``): the fastest of 1, 2, 4 and 8 at every M
+#: The upstream-style producer's warps (``accval.kernels.baselines``): the fastest of 1, 2, 4 and 8 at every M
 #: and both shapes and layouts on an H200 (scripts/producer_probe.py;
 #: reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json), so the baseline is its best self.
 UPSTREAM_STYLE_WARPS = 1
@@ -62,7 +62,7 @@ class Row:
     #: median us per call of the function as a caller calls it (no graph, host path included)
     as_called_us: float | None = None
     #: accval rows: the same, for its kernels launched bare into buffers made beforehand (compiled
-    #: kernels, arguments bound: ``kernels.host.bare_launch``), what launching alone costs on this host
+    #: kernels, arguments bound: ``accval.kernels.host.bare_launch``), what launching alone costs on this host
     bare_as_called_us: float | None = None
     #: the same after allocating the tensors the public call returns: the floor of any Python function
     #: that launches these kernels and returns new tensors

@@ -9,7 +9,7 @@ COPY_SAME_BYTES = "copy-same-bytes"
 #: The consumer's small-M target (2x ``torch._scaled_mm``) covers M up to this; the consumer gets a
 #: same-bytes copy row there, where reading the weights is most of its time.
 CONSUMER_SMALL_M = 256
-#: The upstream-style producer's row (``kernels.baselines``).
+#: The upstream-style producer's row (``accval.kernels.baselines``).
 UPSTREAM_STYLE = "upstream-style"
 
 #: The host-path target: at this M, "as called" minus the CUDA-graph kernel time at most this many us.

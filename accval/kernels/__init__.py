@@ -2,7 +2,7 @@
 
 Importing this package on a machine without a GPU sets ``TRITON_INTERPRET=1`` (before Triton is
 imported) so every kernel runs in Triton's CPU interpreter, with exact FP8 rounding
-(:mod:`kernels.fp8_rounding`).
+(:mod:`accval.kernels.fp8_rounding`).
 """
 
 from . import (

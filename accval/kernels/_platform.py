@@ -2,9 +2,9 @@
 
 Importing :mod:`kernels` on a machine without a GPU sets ``TRITON_INTERPRET=1`` *before* Triton is
 imported, so the same kernels run under the interpreter (CI has no GPU). The interpreter's own
-fp32 -> float8/bf16 casts round wrongly; :mod:`kernels.interpreter_casts` replaces them for the whole
+fp32 -> float8/bf16 casts round wrongly; :mod:`accval.kernels.interpreter_casts` replaces them for the whole
 process when interpreting (so foreign kernels get the GPU's bits too), and accval's kernels also
-receive ``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves (:mod:`kernels.fp8_rounding`).
+receive ``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves (:mod:`accval.kernels.fp8_rounding`).
 """
 
 from __future__ import annotations

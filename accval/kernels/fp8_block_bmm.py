@@ -3,11 +3,11 @@
 ``a [G, M, K]`` e4m3fn with 1x128 scales in the producer's layout ``a_scale [G, K/128, pad4(M)]``;
 ``b [G, N, K]`` e4m3fn with 128x128 scales ``b_scale [G, N/128, K/128]``; result bf16 ``[G, M, N]``.
 
-Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that cannot run raises:
+Backends (``backend=``), each recorded in :mod:`accval.kernels.provenance`; one that cannot run raises:
   * ``"triton"``: one grouped Triton kernel for all groups. Like production consumers, it reads
     ``a_scale`` with the m-stride ``pad4(M)`` it computes itself and ignores the tensor's strides.
     On an sm90 GPU its large grids run the same arithmetic as a Gluon kernel
-    (:mod:`kernels.fp8_block_bmm_wgmma`: explicit asynchronous wgmma), same bits.
+    (:mod:`accval.kernels.fp8_block_bmm_wgmma`: explicit asynchronous wgmma), same bits.
   * ``"torch"``: ``torch._scaled_mm`` blockwise (1x128 x 128x128), one call per group; CUDA only.
   * ``"emulated"``: the Triton kernel's arithmetic in torch, on any device (the FP8 chain of the A/B
     on a CPU). Like the kernel it reads ``a`` and ``a_scale`` from their storage with the strides it
@@ -15,7 +15,7 @@ Backends (``backend=``), each recorded in :mod:`kernels.provenance`; one that ca
     the kernel. Each 128-block dot product is summed exactly (float64: products of two e4m3 values
     need at most 8 significant bits and span < 2**44, so 128 of them fit in 53 bits) and rounded
     once to fp32, then scaled into the fp32 accumulator in the kernel's order, one rounding per block
-    as the kernel's fused multiply-add (:func:`kernels.fp8_rounding.fma_fp32`).
+    as the kernel's fused multiply-add (:func:`accval.kernels.fp8_rounding.fma_fp32`).
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ class ConsumerConfig:
     tma: bool = False
     #: load block k+1's scales before block k's dot (same arithmetic, same bits)
     prefetch_scales: bool = False
-    #: the Gluon kernel (:mod:`kernels.fp8_block_bmm_wgmma`; sm90 only, TMA loads, ``num_stages`` TMA
+    #: the Gluon kernel (:mod:`accval.kernels.fp8_block_bmm_wgmma`; sm90 only, TMA loads, ``num_stages`` TMA
     #: buffers): block k+1's wgmma runs while block k is scaled (same arithmetic, same bits). Where it
     #: cannot run, the call runs the Triton launch of :func:`_triton_for`, and says so
     wgmma: bool = False
@@ -612,7 +612,7 @@ class _TritonLaunch:
     #: the bmm kernel is the Gluon wgmma kernel (its descriptors are Gluon's)
     wgmma: bool = False
     #: the TMA descriptors by ``b``'s row stride, built once over the first call's tensors and kept
-    #: without them (``base`` None): each call rebases them (:func:`kernels.host.rebased`)
+    #: without them (``base`` None): each call rebases them (:func:`accval.kernels.host.rebased`)
     templates: dict = dataclasses.field(default_factory=dict)
 
     def ints(self, m, n, k, b, b_scale, out_stride) -> tuple[tuple, tuple]:
@@ -639,7 +639,7 @@ class _TritonLaunch:
         return host.rebased(templates[0], a), host.rebased(templates[1], b)
 
     def __call__(self, a, a_scale, b, b_scale, out, ints, layout=None, reuse_partials=False) -> None:
-        """Launch; ``layout`` as :class:`kernels.host.Launcher` takes it (a plan, for both launchers).
+        """Launch; ``layout`` as :class:`accval.kernels.host.Launcher` takes it (a plan, for both launchers).
         ``reuse_partials``: split-K partials from :data:`_PARTIALS` (an eager call's) rather than a new
         allocation."""
         bmm_ints, sum_ints = ints
@@ -903,7 +903,7 @@ def _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M
 @dataclasses.dataclass(frozen=True, eq=False, slots=True)
 class _ConsumerPlan:
     """A call whose layout passed :func:`validate_consumer_args`, and what its backend needs but the tensors;
-    calling it allocates ``out`` when None, runs the backend and records it (``kernels.host``)."""
+    calling it allocates ``out`` when None, runs the backend and records it (``accval.kernels.host``)."""
 
     backend: str
     g: int

@@ -1,14 +1,14 @@
 """The consumer as a Gluon kernel for Hopper (sm90): explicit asynchronous wgmma, so the tensor cores
 multiply block kb+1 while block kb's product is scaled into the accumulator.
 
-Same programs and the same arithmetic in the same order as :func:`kernels.fp8_block_bmm._fp8_block_bmm_tma_kernel`
+Same programs and the same arithmetic in the same order as :func:`accval.kernels.fp8_block_bmm._fp8_block_bmm_tma_kernel`
 (bit-identical output): each 128-block's product starts from nothing (the wgmma's ``use_acc=False``, as
 Triton's ``tl.dot``), is scaled by ``a_s * b_s`` into an fp32 accumulator, block after block, with one
-explicit fused multiply-add per element (``kernels.fp8_block_bmm._scale_into``'s arithmetic).
+explicit fused multiply-add per element (``accval.kernels.fp8_block_bmm._scale_into``'s arithmetic).
 
 Why Gluon: Triton 3.6 issues a block's wgmma and waits for it (``wait_group 0``) before scaling it, so
 the tensor cores idle while each block is scaled; what that costs against ``torch._scaled_mm`` is in
-``kernels.fp8_block_bmm.CONSUMER_TUNING``. Here K is walked in chunks of :data:`UNROLL` blocks written
+``accval.kernels.fp8_block_bmm.CONSUMER_TUNING``. Here K is walked in chunks of :data:`UNROLL` blocks written
 out in full: each block's wgmma is issued, then the wait leaves it in flight (``num_outstanding=1``)
 while the previous block is scaled. A chunk ends with nothing in flight, so no product in flight is
 carried around the loop (the loop's register copies would read it before it retired, and ptxas then
@@ -16,7 +16,7 @@ serializes the wgmmas); 4 blocks per chunk run out of registers (spills, ptxas' 
 ``scripts/kernel_ir.py --wgmma`` shows. Tiles come by TMA into a ring of ``STAGES`` buffers, each with
 an mbarrier; a block's buffer is refilled once its wgmma has retired.
 
-What it gives on an H200 is in ``kernels.fp8_block_bmm.CONSUMER_TUNING``.
+What it gives on an H200 is in ``accval.kernels.fp8_block_bmm.CONSUMER_TUNING``.
 
 Only Triton builds with Gluon's Hopper API import this; :data:`AVAILABLE` says whether it did. Gluon
 kernels do not run in Triton's CPU interpreter, so on a CPU the dispatch never picks this kernel.
@@ -43,7 +43,7 @@ try:
 except (ImportError, AttributeError):  # pragma: no cover - a Triton without Gluon's Hopper API (as used here)
     gluon = None
 
-#: Gluon's Hopper API imported (a GPU with sm90 is also needed: ``kernels.fp8_block_bmm``)
+#: Gluon's Hopper API imported (a GPU with sm90 is also needed: ``accval.kernels.fp8_block_bmm``)
 AVAILABLE = gluon is not None
 
 #: blocks per unrolled chunk (see the module docstring for why not more)

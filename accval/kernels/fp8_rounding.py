@@ -22,7 +22,7 @@ division per block instead of one per element (Markstein's correction; see its d
 
 :func:`fma_fp32` is the one rounding of an fp32 fused multiply-add on torch tensors: the emulated
 consumer's scaling, and the interpreter's ``tl.fma`` where Triton's own rounds twice
-(:mod:`kernels.interpreter_casts`).
+(:mod:`accval.kernels.interpreter_casts`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The host path every public kernel function shares: when to skip the custom op, the per-layout plan
 cache, and launching a Triton kernel with less host work than ``kernel[grid](...)``.
 
-A call of :func:`kernels.inv_rope_fp8_quant` or :func:`kernels.fp8_block_bmm` on plain tensors looks
+A call of :func:`accval.kernels.inv_rope_fp8_quant` or :func:`accval.kernels.fp8_block_bmm` on plain tensors looks
 its *plan* up in a :class:`PlanCache`: the validated layout and everything its launch needs but the
 tensors themselves. The key holds everything the layout checks read (every tensor's type, shape,
 strides, dtype and device, every other argument with its type) and no data, so a plan stands for a
@@ -183,7 +183,7 @@ def rebased(template, base):
     padding and layout, without building a new one. Building a descriptor checks its fields again
     (ranks, power-of-two blocks, 16-byte strides; Gluon's, its layout too): a few us of host time per
     call, for what a plan checked once. ``base`` must fit the template as the tensor it was built over
-    did, and be 16-byte aligned: the caller checks (``kernels.fp8_block_bmm._tma_aligned``)."""
+    did, and be 16-byte aligned: the caller checks (``accval.kernels.fp8_block_bmm._tma_aligned``)."""
     state = getattr(template, "__dict__", None)
     if state is None:  # a descriptor class with slots
         desc = copy.copy(template)

@@ -31,7 +31,7 @@ Why: the interpreter's own routine (Triton 3.9) does not carry a rounding increm
 exponent and rounds ties up (in e4m3: 31.015 -> 16.0 instead of 32.0; the tie 136.0 -> 144.0
 instead of 128.0; 1e6 -> NaN instead of 448), truncates fp32 -> bf16 instead of rounding
 (1.005859375 -> 1.0 instead of 1.0078125), turns NaNs with only low payload bits into infinities,
-decodes the e4m3 NaN as 480 and e5m2 subnormals wrongly. :mod:`kernels.fp8_rounding` protects
+decodes the e4m3 NaN as 480 and e5m2 subnormals wrongly. :mod:`accval.kernels.fp8_rounding` protects
 accval's own kernels; this module protects *any* Triton kernel run under the interpreter in this
 process, e.g. a foreign producer plugged into the suite.
 
@@ -49,7 +49,7 @@ gives, NaNs included.
 ``tl.fma`` on fp32: the GPU's ``fma.rn.f32`` rounds once. Triton 3.9's interpreter does too (its C
 ``fma_fp32``); older ones multiply and add in numpy, rounding twice. Where the interpreter has no
 ``fma_fp32``, :func:`install` also replaces ``InterpreterBuilder.create_fma`` for fp32 operands with
-:func:`kernels.fp8_rounding.fma_fp32` (one rounding); other dtypes keep Triton's.
+:func:`accval.kernels.fp8_rounding.fma_fp32` (one rounding); other dtypes keep Triton's.
 
 Containment: the wrapper touches only the conversions above; the other float8 formats, RTZ into
 float8 and anything else still go to Triton's routine. :func:`install` checks the interpreter's

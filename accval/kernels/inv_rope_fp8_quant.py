@@ -542,7 +542,7 @@ def validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_grou
     """Check every argument of the producer; raise ValueError/TypeError saying what was expected.
 
     Everything but the positions' values is layout (types, shapes, strides, dtypes, devices, flags):
-    the public function checks it once per layout and keeps the result (``kernels.host``).
+    the public function checks it once per layout and keeps the result (``accval.kernels.host``).
     Positions outside ``[0, max_pos)`` make the kernel read outside the cos/sin cache (a crash, or
     garbage). They are data, read on every call where they are checked: on the CPU always (cheap,
     and the interpreter would fault), on CUDA only with ``check_positions=True``, because reading
@@ -724,7 +724,7 @@ def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox
 @dataclasses.dataclass(frozen=True, eq=False, slots=True)
 class _ProducerPlan:
     """A call whose layout passed :func:`validate_producer_args`, and everything its launch needs but the
-    tensors; calling it allocates, launches and records (``kernels.host`` on what a plan stands for)."""
+    tensors; calling it allocates, launches and records (``accval.kernels.host`` on what a plan stands for)."""
 
     device: torch.device
     fp8_shape: tuple[int, int, int]
@@ -844,7 +844,7 @@ def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, n
             only; on CUDA it costs a host sync per call and is refused under CUDA graph capture).
 
     Returns ``fp8 [G, M, K]`` e4m3fn and ``scale [G, K/128, pad4(M)]`` fp32, as the module docstring
-    states. ``kernels.provenance`` records which kernel and block size ran.
+    states. ``accval.kernels.provenance`` records which kernel and block size ran.
     """
     if host.eager_call():  # first: under torch.compile the plan cache is not traced
         plan = _plan(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,

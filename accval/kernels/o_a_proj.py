@@ -107,7 +107,7 @@ def o_a_proj_bf16_fallback(o, positions, cos_sin_cache, w_fp8, w_scale, n_groups
     return out
 
 
-#: chain backend -> (producer, consumer backend of :func:`kernels.fp8_block_bmm`)
+#: chain backend -> (producer, consumer backend of :func:`accval.kernels.fp8_block_bmm`)
 CHAIN_BACKENDS = {
     "triton": (inv_rope_fp8_quant, "triton"),
     "triton+scaled_mm": (inv_rope_fp8_quant, "torch"),

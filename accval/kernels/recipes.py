@@ -27,7 +27,7 @@ is 0. Packed bytes past the last k-block and padding rows are zero. Weight scale
 blocks for every recipe.
 
 :func:`block_scales` is the one definition of ``S`` used by the mirror references
-(:mod:`kernels.reference`), the suite's tolerances and the catalog's recipe mutants.
+(:mod:`accval.kernels.reference`), the suite's tolerances and the catalog's recipe mutants.
 """
 
 from __future__ import annotations

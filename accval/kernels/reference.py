@@ -55,7 +55,7 @@ def block_scale(amax: torch.Tensor) -> torch.Tensor:
 def quantize_1x128_permute102(x: torch.Tensor, recipe="fp32-div") -> tuple[torch.Tensor, torch.Tensor]:
     """``x [M, G, K]`` -> ``fp8 [G, M, K]``, scales ``[G, K/128, pad4(M)]`` (zero padding rows).
 
-    The scales follow ``recipe`` (:mod:`kernels.recipes`): fp32 for the ``fp32-*`` and ``ue8m0``
+    The scales follow ``recipe`` (:mod:`accval.kernels.recipes`): fp32 for the ``fp32-*`` and ``ue8m0``
     recipes, int32 words of packed exponents ``[G, ceil(K/512), pad4(M)]`` for ``ue8m0-packed``.
     Codes are ``RNE(clamp(x / scale, -448, 448))`` with an IEEE division, 0 where the scale is 0.
     """
@@ -75,9 +75,9 @@ def quantize_1x128_permute102(x: torch.Tensor, recipe="fp32-div") -> tuple[torch
 def inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                            quant_group_size=QUANT_BLOCK, is_neox=True, *, block_tokens_m=None, check_positions=None,
                            recipe="fp32-div"):
-    """Mirror reference of :func:`kernels.inv_rope_fp8_quant`: the legacy two-step path in torch.
+    """Mirror reference of :func:`accval.kernels.inv_rope_fp8_quant`: the legacy two-step path in torch.
 
-    ``recipe`` picks the scale rule and storage (:mod:`kernels.recipes`); the default, ``fp32-div``,
+    ``recipe`` picks the scale rule and storage (:mod:`accval.kernels.recipes`); the default, ``fp32-div``,
     is the legacy path itself and what accval's kernel computes bit for bit. ``block_tokens_m`` is
     validated and ignored (the reference has no token blocks).
     """

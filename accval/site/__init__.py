@@ -2,7 +2,7 @@
 DeepSeek-V4 attention layer's output path, under emulated DEP or TEP sharding.
 
 * :mod:`accval.site.arms`: :class:`Arm` (what computes the site), :data:`PATHS`, :class:`SiteStats`
-  (what ran there), arm B's call of :func:`kernels.o_a_proj_fp8_chain`;
+  (what ran there), arm B's call of :func:`accval.kernels.o_a_proj_fp8_chain`;
 * :mod:`accval.site.sharding`: :data:`MODES` and the rules mapping batch rows, groups and heads to ranks;
 * :mod:`accval.site.exchange`: what real TEP ranks exchange (their partial sums);
 * :mod:`accval.site.fp32`: the CPU fp32-matmul mode (:data:`MATMUL`);

@@ -1,10 +1,10 @@
 """The A/B's arms: what computes the ``o_a_proj`` site, and what ran there.
 
-* ``bf16-fallback`` (arm A): :func:`kernels.o_a_proj_bf16_fallback`, inverse RoPE in bf16 and a bf16 bmm
+* ``bf16-fallback`` (arm A): :func:`accval.kernels.o_a_proj_bf16_fallback`, inverse RoPE in bf16 and a bf16 bmm
   against the dequantized FP8 weight;
-* ``fp8-chain`` (arm B): :func:`kernels.o_a_proj_fp8_chain` (:func:`fp8_chain`), the producer, a
+* ``fp8-chain`` (arm B): :func:`accval.kernels.o_a_proj_fp8_chain` (:func:`fp8_chain`), the producer, a
   contract check of its buffers, then the consumer run as engines run it, on a chain backend of
-  :data:`kernels.CHAIN_BACKENDS`, optionally with plugged implementations or a catalog mutant;
+  :data:`accval.kernels.CHAIN_BACKENDS`, optionally with plugged implementations or a catalog mutant;
 * ``native``: the model's own code path, for the test that proves the site's replacement faithful.
 """
 
@@ -22,7 +22,7 @@ _CONSUMER_IMPL = {"triton": "triton", "torch": "torch", "emulated": "emulated"}
 
 
 class UnknownBackend(ValueError):
-    """An ``fp8-chain`` arm named a backend outside :data:`kernels.CHAIN_BACKENDS` (``.choices``, ``.got``),
+    """An ``fp8-chain`` arm named a backend outside :data:`accval.kernels.CHAIN_BACKENDS` (``.choices``, ``.got``),
     so a command line can say which option to fix."""
 
     def __init__(self, arm: str, got):
@@ -136,11 +136,11 @@ class SiteStats:
 
 
 def fp8_chain(arm: Arm, stats: Callable[[], SiteStats]):
-    """Arm B: :func:`kernels.o_a_proj_fp8_chain` (the function the kernel suite tests) with the arm's
+    """Arm B: :func:`accval.kernels.o_a_proj_fp8_chain` (the function the kernel suite tests) with the arm's
     backend, plugged implementations or catalog mutant, run as engines run it (the consumer trusts
     the producer's layout), counting contract violations between the two in ``stats()`` (the stats of
     the arm now running). ``(fn, expected)``: the site's per-call function and the implementation each
-    op must report (:mod:`kernels.provenance`)."""
+    op must report (:mod:`accval.kernels.provenance`)."""
     from accval import mutants
 
     produce, consumer_backend = kernels.CHAIN_BACKENDS[arm.backend]

@@ -2,10 +2,10 @@
 
 ``test_every_call_is_answered_or_refused``: for any arguments (dtypes, ranks, shapes, strides
 including stride 0 and overlapping views, cpu/meta/mixed devices, size 0, NaN and +-Inf values,
-wrong Python types), a call of ``kernels.inv_rope_fp8_quant`` (and its raw op),
-``kernels.inv_rope_fp8_quant_ref``, ``kernels.fp8_block_bmm`` (every backend that runs on the
-device), ``kernels.o_a_proj_fp8_chain``, ``kernels.o_a_proj_bf16_fallback`` or
-``kernels.quantize_weight_fp8`` either raises ValueError/TypeError whose message says what was
+wrong Python types), a call of ``accval.kernels.inv_rope_fp8_quant`` (and its raw op),
+``accval.kernels.inv_rope_fp8_quant_ref``, ``accval.kernels.fp8_block_bmm`` (every backend that runs on the
+device), ``accval.kernels.o_a_proj_fp8_chain``, ``accval.kernels.o_a_proj_bf16_fallback`` or
+``accval.kernels.quantize_weight_fp8`` either raises ValueError/TypeError whose message says what was
 expected and what came, or returns what the reference returns: bit for bit for the producers (FP8
 codes through uint8 views, NaN included), within the documented bound for the consumers.
 

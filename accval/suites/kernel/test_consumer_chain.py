@@ -35,7 +35,7 @@ from .cases import (
 )
 from .checks import BF16_HALF_ULP, CHAIN_RMS_TOL, FP8_HALF_ULP, FP32_ACC_TOL, assert_within_bound, quant_error_bound, scale_window
 
-_fb = importlib.import_module("accval.kernels.fp8_block_bmm")  # the module (``kernels.fp8_block_bmm`` is the function)
+_fb = importlib.import_module("accval.kernels.fp8_block_bmm")  # the module (``accval.kernels.fp8_block_bmm`` is the function)
 
 
 def _skip_unless_runs_here(impl, device):

@@ -216,7 +216,7 @@ def test_div_rn_by_an_infinite_scale_gives_y_over_inf(device):
 
 
 def _fma32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """fp32 fma on numpy arrays, one rounding (:func:`kernels.fp8_rounding.fma_fp32`, tested below)."""
+    """fp32 fma on numpy arrays, one rounding (:func:`accval.kernels.fp8_rounding.fma_fp32`, tested below)."""
     a, b, c = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in np.broadcast_arrays(a, b, c))
     return fma_fp32(a, b, c).numpy()
 

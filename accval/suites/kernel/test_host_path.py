@@ -1,4 +1,4 @@
-"""accval's host path (``kernels.host``): a cached plan never lets a bad call through, every call is
+"""accval's host path (``accval.kernels.host``): a cached plan never lets a bad call through, every call is
 recorded, and a direct launch never reuses a kernel compiled for another specialization."""
 
 from __future__ import annotations

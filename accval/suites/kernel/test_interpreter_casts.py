@@ -2,13 +2,13 @@
 
 The kernels below are written as anyone else's would be (plain ``x.to(tl.float8e4nv)``, no accval
 helper). On a CPU they run in Triton's interpreter, whose own conversions are wrong;
-:mod:`kernels.interpreter_casts` (installed by importing :mod:`kernels`) must make them give exactly
+:mod:`accval.kernels.interpreter_casts` (installed by importing :mod:`kernels`) must make them give exactly
 the codes an sm90 GPU gives. On a GPU the same tests check the hardware against the same rules.
 
 The expected codes come from references written here from the formats' definitions (decoded code
 tables searched for the nearest value, ties to the even code), not from the patch's own arithmetic.
 The GPU rules they encode (saturation of finite values and infinities, NaN codes, float8e5 -> bf16's
-treatment of exponent 31) were read on an H200; see :mod:`kernels.interpreter_casts`.
+treatment of exponent 31) were read on an H200; see :mod:`accval.kernels.interpreter_casts`.
 
 Each test is one kernel launch over all its values (at most a few hundred thousand).
 """
