@@ -454,39 +454,53 @@ def split_launches(m: int, k: int, shipped: ConsumerConfig) -> list[ConsumerConf
     return out
 
 
+def _split_cases(part: str, ms):
+    """``(shape, m, operands, k, out, base, shipped)`` of each DeepSeek-V4-Pro shape and M in ``ms`` where the
+    table splits K (``consumer_setup``'s inputs and baselines; the others are printed as skipped)."""
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            operands, n, k, out, base = consumer_setup(shape, m)
+            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
+            if shipped.split_k == 1:
+                print(f"{part} {shape} M={m}: the table does not split K here ({shipped})", flush=True)
+                continue
+            yield shape, m, operands, k, out, base, shipped
+
+
+def _timed_twice(part: str, shape: str, m: int, operands, out, base: dict, rows: list, shipped: ConsumerConfig,
+                 launches) -> list[tuple[float, ConsumerConfig, bool]]:
+    """Each launch of ``launches`` timed twice (``_consumer_trial``, then again), fastest first:
+    ``(min us, launch, bits same)``."""
+    refs, timed = {}, []
+    for c in launches:
+        trial = _consumer_trial(part, shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
+        if trial is None:
+            continue
+        again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
+        rows[-1]["us_again"] = again
+        timed.append((min(trial[0], again), c, trial[1]))
+    return sorted(timed, key=lambda t: t[0])
+
+
 def splitfma_part(rows: list) -> None:
     """The tree's (fused multiply-add) split launches at M 1-256 where the table splits K: each timed
     twice under a CUDA graph, bits compared with the pointer launch of its split; the three fastest and
     the shipped one also as called through the public function with the table patched to answer them
     (TMA descriptors rebased per call included)."""
-    for shape in ("dep8", "tep8"):
-        for m in (1, 16, 64, 256):
-            operands, n, k, out, base = consumer_setup(shape, m)
-            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
-            if shipped.split_k == 1:
-                print(f"splitfma {shape} M={m}: the table does not split K here ({shipped})", flush=True)
-                continue
-            refs, timed = {}, []
-            for c in split_launches(m, k, shipped):
-                trial = _consumer_trial("splitfma", shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
-                if trial is None:
-                    continue
-                again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
-                rows[-1]["us_again"] = again
-                timed.append((min(trial[0], again), c, trial[1]))
-            timed.sort(key=lambda t: t[0])
-            cells = []
-            for us, c, same in timed[:3] + [t for t in timed[3:] if t[1] == shipped]:
-                with table_says(c):
-                    called = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), us)
-                rows.append({"part": "splitfma-called", "shape": shape, "M": m, "config": str(c), "us": us,
-                             "as_called_us": called, "is_shipped": c == shipped})
-                cells.append(f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}"
-                             f"{'*' if c == shipped else ''} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
-            print(f"splitfma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
-                  + " | ".join(cells), flush=True)
-            operands = out = refs = None
-            torch.cuda.empty_cache()
+    for shape, m, operands, k, out, base, shipped in _split_cases("splitfma", (1, 16, 64, 256)):
+        timed = _timed_twice("splitfma", shape, m, operands, out, base, rows, shipped, split_launches(m, k, shipped))
+        cells = []
+        for us, c, same in timed[:3] + [t for t in timed[3:] if t[1] == shipped]:
+            with table_says(c):
+                called = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), us)
+            rows.append({"part": "splitfma-called", "shape": shape, "M": m, "config": str(c), "us": us,
+                         "as_called_us": called, "is_shipped": c == shipped})
+            cells.append(f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}"
+                         f"{'*' if c == shipped else ''} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
+        print(f"splitfma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
+              + " | ".join(cells), flush=True)
+        operands = out = None
+        torch.cuda.empty_cache()
 
 
 def deep_launches(shipped: ConsumerConfig, k: int) -> list[ConsumerConfig]:
@@ -509,34 +523,20 @@ def deep_part(rows: list) -> None:
     from accval.kernels.fp8_block_bmm import consumer_launches
     from accval.kernels.host import bare_launch
 
-    for shape in ("dep8", "tep8"):
-        for m in (1, 64, 256):
-            operands, n, k, out, base = consumer_setup(shape, m)
-            shipped = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
-            if shipped.split_k == 1:
-                print(f"deep {shape} M={m}: the table does not split K here ({shipped})", flush=True)
-                continue
-            launches = consumer_launches(*operands, out)
-            torch.cuda.synchronize()
-            pieces = {"products": [launches[0]], "sum": launches[1:], "both": launches}
-            split_us = {what: timing.time_cuda(bare_launch(ls), REPS_MS).median_us for what, ls in pieces.items()}
-            rows.append({"part": "deep-pieces", "shape": shape, "M": m, "config": str(shipped), **split_us, **base})
-            refs, timed = {}, []
-            for c in deep_launches(shipped, k):
-                trial = _consumer_trial("deep", shape, m, operands, out, c, refs, base, rows, is_shipped=c == shipped)
-                if trial is None:
-                    continue
-                again = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
-                rows[-1]["us_again"] = again
-                timed.append((min(trial[0], again), c, trial[1]))
-            timed.sort(key=lambda t: t[0])
-            cells = [f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}{'*' if c == shipped else ''} "
-                     f"{us:.1f}{'' if same else ' BITS DIFFER'}" for us, c, same in timed[:5] + [t for t in timed[5:] if t[1] == shipped]]
-            print(f"deep {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} (products "
-                  f"{split_us['products']:.1f} + sum {split_us['sum']:.1f}, bare {split_us['both']:.1f}) | " + " | ".join(cells),
-                  flush=True)
-            operands = out = refs = launches = None
-            torch.cuda.empty_cache()
+    for shape, m, operands, k, out, base, shipped in _split_cases("deep", (1, 64, 256)):
+        launches = consumer_launches(*operands, out)
+        torch.cuda.synchronize()
+        pieces = {"products": [launches[0]], "sum": launches[1:], "both": launches}
+        split_us = {what: timing.time_cuda(bare_launch(ls), REPS_MS).median_us for what, ls in pieces.items()}
+        rows.append({"part": "deep-pieces", "shape": shape, "M": m, "config": str(shipped), **split_us, **base})
+        timed = _timed_twice("deep", shape, m, operands, out, base, rows, shipped, deep_launches(shipped, k))
+        cells = [f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}{'*' if c == shipped else ''} "
+                 f"{us:.1f}{'' if same else ' BITS DIFFER'}" for us, c, same in timed[:5] + [t for t in timed[5:] if t[1] == shipped]]
+        print(f"deep {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} (products "
+              f"{split_us['products']:.1f} + sum {split_us['sum']:.1f}, bare {split_us['both']:.1f}) | " + " | ".join(cells),
+              flush=True)
+        operands = out = launches = None
+        torch.cuda.empty_cache()
 
 
 #: elements per program of the split-K sum timed by ``--parts sums`` (the tree's: ``SUM_BLOCK``)
@@ -549,37 +549,31 @@ def sums_part(rows: list) -> None:
     in alternating rounds; bits compared with the tree's launch."""
     fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
     shipped_block = fbm.SUM_BLOCK
-    for shape in ("dep8", "tep8"):
-        for m in (1, 64, 256):
-            operands, n, k, out, base = consumer_setup(shape, m)
-            cfg = kernels.consumer_config(m, n, k, timing.SHAPES[shape], operands[0].device)
-            if cfg.split_k == 1:
-                print(f"sums {shape} M={m}: the table does not split K here ({cfg})", flush=True)
-                continue
-            want = launch_consumer(*operands, torch.empty_like(out), cfg)
-            times: dict = {b: [] for b in SUM_BLOCKS}
-            same = {}
-            for _ in range(2):
-                for block in SUM_BLOCKS:
-                    fbm.SUM_BLOCK = block
+    for shape, m, operands, k, out, base, cfg in _split_cases("sums", (1, 64, 256)):
+        want = launch_consumer(*operands, torch.empty_like(out), cfg)
+        times: dict = {b: [] for b in SUM_BLOCKS}
+        same = {}
+        for _ in range(2):
+            for block in SUM_BLOCKS:
+                fbm.SUM_BLOCK = block
+                fbm._triton_launch.cache_clear()
+                try:
+                    times[block].append(timing.time_cuda(lambda: launch_consumer(*operands, out, cfg), REPS_MS).median_us)
+                    out.fill_(float("nan"))
+                    launch_consumer(*operands, out, cfg)
+                    torch.cuda.synchronize()
+                    same[block] = bool(torch.equal(out.view(torch.int16), want.view(torch.int16)))
+                finally:
+                    fbm.SUM_BLOCK = shipped_block
                     fbm._triton_launch.cache_clear()
-                    try:
-                        times[block].append(timing.time_cuda(lambda: launch_consumer(*operands, out, cfg), REPS_MS).median_us)
-                        out.fill_(float("nan"))
-                        launch_consumer(*operands, out, cfg)
-                        torch.cuda.synchronize()
-                        same[block] = bool(torch.equal(out.view(torch.int16), want.view(torch.int16)))
-                    finally:
-                        fbm.SUM_BLOCK = shipped_block
-                        fbm._triton_launch.cache_clear()
-            for block, ts in times.items():
-                rows.append({"part": "sums", "shape": shape, "M": m, "config": str(cfg), "sum_block": block, "us": ts,
-                             "bit_same": same[block], **base})
-            print(f"sums {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
-                  + " | ".join(f"{b}{'*' if b == shipped_block else ''} {'/'.join(f'{t:.1f}' for t in ts)}"
-                               f"{'' if same[b] else ' BITS DIFFER'}" for b, ts in times.items()), flush=True)
-            operands = out = want = None
-            torch.cuda.empty_cache()
+        for block, ts in times.items():
+            rows.append({"part": "sums", "shape": shape, "M": m, "config": str(cfg), "sum_block": block, "us": ts,
+                         "bit_same": same[block], **base})
+        print(f"sums {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
+              + " | ".join(f"{b}{'*' if b == shipped_block else ''} {'/'.join(f'{t:.1f}' for t in ts)}"
+                           f"{'' if same[b] else ' BITS DIFFER'}" for b, ts in times.items()), flush=True)
+        operands = out = want = None
+        torch.cuda.empty_cache()
 
 
 #: name -> substitutions in accval/kernels/inv_rope_fp8_quant.py
@@ -828,6 +822,16 @@ def fusedsum_part(rows: list) -> None:
                   flush=True)
 
 
+def _against_scaled_mm(label: str, us: float, same: bool, base: dict) -> str:
+    """One launch's cell of a consumer part's line: its us, its speed-up over ``torch._scaled_mm``, and whether its bits differ."""
+    return f"{label} {us:.1f}us x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}"
+
+
+def _print_consumer_line(part: str, shape: str, m: int, base: dict, cells: list[str]) -> None:
+    print(f"{part} {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
+          f"(x{base['scaled_mm'] / base['shipped']:.2f}) | " + " | ".join(cells), flush=True)
+
+
 WGMMA_LAUNCHES = [ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True) for bm in (128, 64) for st in (4, 3)]
 
 
@@ -846,11 +850,9 @@ def wgmma_part(ms, rows: list) -> None:
                     continue
                 got = _consumer_trial("wgmma", shape, m, operands, out, c, refs, base, rows, ran=ran[-1].detail("kernel"))
                 if got is not None:
-                    us, same = got
-                    line.append(f"{ran[-1].detail('kernel')} {c.block_m}/{c.num_warps}w/{c.num_stages}s "
-                                f"{us:.1f}us x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}")
-            print(f"wgmma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
-                  f"(x{base['scaled_mm'] / base['shipped']:.2f}) | " + " | ".join(line), flush=True)
+                    line.append(_against_scaled_mm(f"{ran[-1].detail('kernel')} {c.block_m}/{c.num_warps}w/{c.num_stages}s",
+                                                   *got, base))
+            _print_consumer_line("wgmma", shape, m, base, line)
             operands = out = refs = None
             torch.cuda.empty_cache()
 
@@ -882,11 +884,8 @@ def unroll_part(ms, rows: list) -> None:
                         wg.UNROLL = shipped_unroll
                         fbm._triton_launch.cache_clear()
                     if got is not None:
-                        us, same = got
-                        line.append(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll} {us:.1f}"
-                                    f" x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}")
-            print(f"unroll {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} "
-                  f"(x{base['scaled_mm'] / base['shipped']:.2f}) | " + " | ".join(line), flush=True)
+                        line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll}", *got, base))
+            _print_consumer_line("unroll", shape, m, base, line)
             operands = out = refs = None
             torch.cuda.empty_cache()
 
