@@ -426,6 +426,22 @@ def rounding_part(rows: list) -> None:
 
 
 @contextlib.contextmanager
+def launch_constant(module: str, name: str, value):
+    """``accval.kernels.<module>.<name>`` set to ``value`` while the consumer's launches are built (its launch
+    cache emptied on the way in and out), so every launch inside the ``with`` block is built with it."""
+    mod = importlib.import_module(f"accval.kernels.{module}")
+    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
+    shipped = getattr(mod, name)
+    setattr(mod, name, value)
+    fbm._triton_launch.cache_clear()
+    try:
+        yield
+    finally:
+        setattr(mod, name, shipped)
+        fbm._triton_launch.cache_clear()
+
+
+@contextlib.contextmanager
 def table_says(c: ConsumerConfig):
     """The consumer's dispatch answering ``c`` for every call (its plan cache emptied on the way in and
     out), so the public function, host path included, runs that launch."""
@@ -482,6 +498,11 @@ def _timed_twice(part: str, shape: str, m: int, operands, out, base: dict, rows:
     return sorted(timed, key=lambda t: t[0])
 
 
+def _split_label(c: ConsumerConfig, shipped: ConsumerConfig) -> str:
+    """A split launch in a line: loads, BLOCK_N, stages, splits; ``*`` marks the shipped one."""
+    return f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}{'*' if c == shipped else ''}"
+
+
 def splitfma_part(rows: list) -> None:
     """The tree's (fused multiply-add) split launches at M 1-256 where the table splits K: each timed
     twice under a CUDA graph, bits compared with the pointer launch of its split; the three fastest and
@@ -495,8 +516,7 @@ def splitfma_part(rows: list) -> None:
                 called = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), us)
             rows.append({"part": "splitfma-called", "shape": shape, "M": m, "config": str(c), "us": us,
                          "as_called_us": called, "is_shipped": c == shipped})
-            cells.append(f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}"
-                         f"{'*' if c == shipped else ''} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
+            cells.append(f"{_split_label(c, shipped)} {us:.1f} called {called:.1f}{'' if same else ' BITS DIFFER'}")
         print(f"splitfma {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} | "
               + " | ".join(cells), flush=True)
         operands = out = None
@@ -530,8 +550,8 @@ def deep_part(rows: list) -> None:
         split_us = {what: timing.time_cuda(bare_launch(ls), REPS_MS).median_us for what, ls in pieces.items()}
         rows.append({"part": "deep-pieces", "shape": shape, "M": m, "config": str(shipped), **split_us, **base})
         timed = _timed_twice("deep", shape, m, operands, out, base, rows, shipped, deep_launches(shipped, k))
-        cells = [f"{'tma' if c.tma else 'ptr'} {c.block_n}/{c.num_stages}s/k{c.split_k}{'*' if c == shipped else ''} "
-                 f"{us:.1f}{'' if same else ' BITS DIFFER'}" for us, c, same in timed[:5] + [t for t in timed[5:] if t[1] == shipped]]
+        cells = [f"{_split_label(c, shipped)} {us:.1f}{'' if same else ' BITS DIFFER'}"
+                 for us, c, same in timed[:5] + [t for t in timed[5:] if t[1] == shipped]]
         print(f"deep {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} (products "
               f"{split_us['products']:.1f} + sum {split_us['sum']:.1f}, bare {split_us['both']:.1f}) | " + " | ".join(cells),
               flush=True)
@@ -547,25 +567,19 @@ def sums_part(rows: list) -> None:
     """The shipped split launches at M 1/64/256 with the split-K sum's programs over ``SUM_BLOCKS`` elements
     (the sum's bits do not depend on it: each element adds its splits in split order), each timed twice
     in alternating rounds; bits compared with the tree's launch."""
-    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
-    shipped_block = fbm.SUM_BLOCK
+    shipped_block = importlib.import_module("accval.kernels.fp8_block_bmm").SUM_BLOCK
     for shape, m, operands, k, out, base, cfg in _split_cases("sums", (1, 64, 256)):
         want = launch_consumer(*operands, torch.empty_like(out), cfg)
         times: dict = {b: [] for b in SUM_BLOCKS}
         same = {}
         for _ in range(2):
             for block in SUM_BLOCKS:
-                fbm.SUM_BLOCK = block
-                fbm._triton_launch.cache_clear()
-                try:
+                with launch_constant("fp8_block_bmm", "SUM_BLOCK", block):
                     times[block].append(timing.time_cuda(lambda: launch_consumer(*operands, out, cfg), REPS_MS).median_us)
                     out.fill_(float("nan"))
                     launch_consumer(*operands, out, cfg)
                     torch.cuda.synchronize()
                     same[block] = bool(torch.equal(out.view(torch.int16), want.view(torch.int16)))
-                finally:
-                    fbm.SUM_BLOCK = shipped_block
-                    fbm._triton_launch.cache_clear()
         for block, ts in times.items():
             rows.append({"part": "sums", "shape": shape, "M": m, "config": str(cfg), "sum_block": block, "us": ts,
                          "bit_same": same[block], **base})
@@ -866,9 +880,6 @@ def unroll_part(ms, rows: list) -> None:
     """The Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL``: 1 issues a block's wgmma and waits
     for it, about 150 registers instead of 225, so more programs fit on an SM), both BLOCK_M and 3/4 buffers,
     each twice; bits compared with the plain pointer launch."""
-    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
-    wg = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma")
-    shipped_unroll = wg.UNROLL
     for shape in ("dep8", "tep8"):
         for m in ms:
             operands, n, k, out, base = consumer_setup(shape, m)
@@ -876,13 +887,8 @@ def unroll_part(ms, rows: list) -> None:
             line = []
             for rep in range(2):
                 for c, unroll in UNROLL_LAUNCHES:
-                    wg.UNROLL = unroll
-                    fbm._triton_launch.cache_clear()
-                    try:
+                    with launch_constant("fp8_block_bmm_wgmma", "UNROLL", unroll):
                         got = _consumer_trial("unroll", shape, m, operands, out, c, refs, base, rows, unroll=unroll, rep=rep)
-                    finally:
-                        wg.UNROLL = shipped_unroll
-                        fbm._triton_launch.cache_clear()
                     if got is not None:
                         line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll}", *got, base))
             _print_consumer_line("unroll", shape, m, base, line)
