@@ -3,8 +3,10 @@ compiler made of their k loop; with ``--against REV``, whether another revision'
 the same instructions; with ``--producer``, what the producer's straight kernel costs in registers,
 shared memory and layout conversions at each layout and the heads and warps per program the
 Hopper tables give; with ``--wgmma``, the consumer's Gluon kernel (``accval/kernels/fp8_block_bmm_wgmma.py``,
-sm90) at 1, 2 and 4 blocks per unrolled chunk: its wgmma waits, registers, spills, and what ptxas says
-of its wgmma pipeline (C7512/C7514: "wgmma.mma_async instructions are serialized", and why).
+sm90) as the table launches it, without deferring each chunk's last product, without pinning the scaling
+between waits, and at 2 and 1 blocks per chunk: its wgmma waits, the multiply-adds between two waits,
+registers, spills, and what ptxas says of its wgmma pipeline (C7512/C7514: "wgmma.mma_async instructions
+are serialized", and why; C7517: a wait it injected).
 
     python scripts/kernel_ir.py [--against REV] [--arch 90] [--out DIR]
     python scripts/kernel_ir.py --producer [--arch 90] [--json]
@@ -193,11 +195,14 @@ def compile_upstream_style(is_neox: bool, arch: int, num_warps: int = 1):
 PRODUCER_LAUNCHES = ((1, 1), (2, 1), (4, 1), (8, 2))
 
 
-#: (BLOCK_M, warps, TMA buffers, blocks per chunk) of the Gluon kernel compiled by ``--wgmma``
-WGMMA_VARIANTS = ((128, 8, 4, 1), (128, 8, 4, 2), (128, 8, 4, 4), (64, 4, 3, 2), (64, 4, 4, 2))
+#: (BLOCK_M, warps, TMA buffers, blocks per chunk, scaling pinned between waits, each chunk's last product
+#: deferred to the next chunk) of the Gluon kernel compiled by ``--wgmma``: the table's two launches, the
+#: same not deferred, not pinned either, and at 2 and 1 blocks per chunk
+WGMMA_VARIANTS = ((128, 8, 4, 4, True, True), (64, 4, 4, 4, True, True), (128, 8, 4, 4, True, False),
+                  (128, 8, 4, 4, False, False), (128, 8, 4, 2, False, False), (128, 8, 4, 1, True, False))
 
 
-def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int):
+def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool = True, defer: bool = True):
     """The Gluon consumer for sm90 with its constexprs as the dispatch sets them; integer arguments plain
     ``i32`` (no divisibility specialization)."""
     from triton.experimental.gluon import language as gl
@@ -205,7 +210,8 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int):
 
     fn = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma").fp8_block_bmm_wgmma_kernel
     layout = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2))
-    const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll)
+    const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll, PIN_FMA=pin,
+                 DEFER_LAST=defer)
     sig = {}
     for p in fn.params:
         if p.name in const:
@@ -243,17 +249,23 @@ def _fact_row(rows: dict, name: str, facts, as_json: bool) -> None:
 
 
 def _wgmma_facts(compiled) -> dict:
-    waits = sorted(set(re.findall(r"wgmma.wait_group.sync.aligned (\d+)", compiled.asm["ptx"])))
-    return {"wait_group": waits, **resources(compiled), "ptxas": ptxas_notes(compiled)}
+    ptx = compiled.asm["ptx"]
+    waits = sorted(set(re.findall(r"wgmma.wait_group.sync.aligned (\d+)", ptx)))
+    # the multiply-adds between two consecutive wgmma waits, most of any such stretch: one block's
+    # scaling (BLOCK_M x 128 / threads) when each is pinned between waits, a whole chunk's when sunk
+    stretches = [len(re.findall(r"\bfma\.rn\.f32\b", part)) for part in re.split(r"wgmma\.wait_group", ptx)[1:]]
+    return {"wait_group": waits, "max_fma_between_waits": max(stretches, default=0), **resources(compiled),
+            "ptxas": ptxas_notes(compiled)}
 
 
 def wgmma_main(as_json: bool) -> int:
     rows = {}
     if not as_json:
         print(f"triton {triton.__version__}, sm90, consumer Gluon wgmma kernel")
-    for block_m, warps, stages, unroll in WGMMA_VARIANTS:
-        name = f"BLOCK_M {block_m} {warps} warps {stages} buffers {unroll} per chunk"
-        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll)), as_json)
+    for block_m, warps, stages, unroll, pin, defer in WGMMA_VARIANTS:
+        name = (f"BLOCK_M {block_m} {warps} warps {stages} buffers {unroll} per chunk" + ("" if pin else " not pinned")
+                + ("" if defer or not pin else " not deferred"))
+        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll, pin, defer)), as_json)
     if as_json:
         print(json.dumps(rows))
     return 0

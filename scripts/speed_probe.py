@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,deep,sums,wave,rounding,splitfma,m64]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,deep,sums,wave,rounding,splitfma,m64]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -51,6 +51,11 @@ splitfma  the tree's split launches at M 1-256 where the table splits K (BLOCK_N
           as called through the public function (descriptors rebased per call included)
 unroll    the Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL_LAUNCHES``), each timed twice; bits
           compared with the plain pointer launch
+pin       the Gluon kernel's schedules (``PIN_LAUNCHES``): scaling pinned between two wgmma waits or not
+          (``PIN_FMA``), 2-16 blocks per chunk, each chunk's last product deferred to the next chunk or not
+          (``DEFER_LAST``), each timed twice; bits compared with the plain pointer launch
+chunks    the Gluon kernel at 3-6 TMA buffers and 3-6 blocks per chunk (``CHUNK_LAUNCHES``), each timed
+          twice; bits compared with the plain pointer launch
 deep      the small-M split launches with 3-8 stages (``deep_launches``), each timed twice, bits compared;
           and the shipped split launch's two kernels timed alone
 sums      the small-M split launches with the split-K sum over ``SUM_BLOCKS`` elements per program, each
@@ -896,6 +901,72 @@ def unroll_part(ms, rows: list) -> None:
             torch.cuda.empty_cache()
 
 
+#: (BLOCK_M, warps, 4 TMA buffers) x the Gluon kernel's schedule (``accval.kernels.fp8_block_bmm_wgmma``'s
+#: UNROLL, PIN_FMA, DEFER_LAST) timed by ``--parts pin``: the kernel before the scaling was pinned (2 blocks
+#: per chunk), pinned at 2-16 blocks per chunk, and each chunk's last product deferred to the next chunk
+PIN_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, 4, tma=True, wgmma=True), dict(UNROLL=u, PIN_FMA=pin, DEFER_LAST=defer))
+                for bm in (64, 128)
+                for u, pin, defer in ((2, False, False), (2, True, False), (4, True, False), (8, True, False),
+                                      (16, True, False), (2, True, True), (4, True, True), (8, True, True))]
+
+
+def _schedule_label(constants: dict) -> str:
+    return (f"u{constants['UNROLL']}" + (" pin" if constants["PIN_FMA"] else "")
+            + (" defer" if constants["DEFER_LAST"] else ""))
+
+
+def pin_part(ms, rows: list) -> None:
+    """The Gluon kernel's schedules (``PIN_LAUNCHES``): each block's scaling pinned between two wgmma waits
+    or not (``PIN_FMA``: the accumulator passed through the next wait, so the compiler cannot sink the
+    multiply-adds to the chunk's end), 2-16 blocks per chunk, each chunk's last product scaled in under the
+    next chunk's first wgmma or not (``DEFER_LAST``), each twice in alternating rounds; bits compared with
+    the plain pointer launch."""
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            operands, n, k, out, base = consumer_setup(shape, m)
+            refs: dict = {}
+            line = []
+            for rep in range(2):
+                for c, constants in PIN_LAUNCHES:
+                    with contextlib.ExitStack() as stack:
+                        for name, value in constants.items():
+                            stack.enter_context(launch_constant("fp8_block_bmm_wgmma", name, value))
+                        got = _consumer_trial("pin", shape, m, operands, out, c, refs, base, rows, rep=rep,
+                                              **{name.lower(): value for name, value in constants.items()})
+                    if got is not None:
+                        line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w {_schedule_label(constants)}", *got, base))
+            _print_consumer_line("pin", shape, m, base, line)
+            operands = out = refs = None
+            torch.cuda.empty_cache()
+
+
+#: the Gluon kernel's launches timed by ``--parts chunks``: (BLOCK_M, warps, TMA buffers) x blocks per chunk
+CHUNK_LAUNCHES = [(ConsumerConfig(128, 128, 8, st, tma=True, wgmma=True), u) for st, u in ((3, 4), (4, 4), (5, 4), (6, 4),
+                                                                                        (4, 3), (4, 6))]
+CHUNK_LAUNCHES += [(ConsumerConfig(64, 128, 4, st, tma=True, wgmma=True), u) for st, u in ((3, 4), (4, 4), (4, 3))]
+
+
+def chunks_part(ms, rows: list) -> None:
+    """The Gluon kernel (scaling pinned between waits) at 3-6 TMA buffers and 3-6 blocks per chunk
+    (``CHUNK_LAUNCHES``), against the shipped dispatch, each twice in alternating rounds; bits compared
+    with the plain pointer launch."""
+    for shape in ("dep8", "tep8"):
+        for m in ms:
+            operands, n, k, out, base = consumer_setup(shape, m)
+            refs: dict = {}
+            line = []
+            for rep in range(2):
+                for c, unroll in CHUNK_LAUNCHES:
+                    with launch_constant("fp8_block_bmm_wgmma", "UNROLL", unroll):
+                        got = _consumer_trial("chunks", shape, m, operands, out, c, refs, base, rows, unroll=unroll,
+                                              rep=rep)
+                    if got is not None:
+                        line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll}", *got, base))
+            _print_consumer_line("chunks", shape, m, base, line)
+            operands = out = refs = None
+            torch.cuda.empty_cache()
+
+
 TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3, tma=True),
                     *[ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True) for bm in (64, 128) for st in (3, 4)]]
 
@@ -1003,6 +1074,7 @@ def main() -> int:
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
            "table": lambda: table_part(ms(), rows), "unroll": lambda: unroll_part(ms(), rows),
+           "pin": lambda: pin_part(ms(), rows), "chunks": lambda: chunks_part(ms(), rows),
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}

@@ -446,7 +446,29 @@ CONSUMER_TUNING = (
     "162941 and -163043) against the last with the table before (-133452), consumer median us: dep8 M=1024 151.8/152.0 "
     "vs 158.2, 1500 229.7/228.3 vs 234.2, 2048 303.7/308.2 vs 319.4, 4096 607.6/605.4 vs 644.6, tep8 M=8192 "
     "149.7/150.7 vs 153.5; against torch._scaled_mm at M >= 2048 the worst is now tep8 M=4096 (0.80x/0.81x, a launch "
-    "this table does not change)."
+    "this table does not change). "
+    "Then the Gluon kernel's scaling pinned between its waits (fp8_block_bmm_wgmma.PIN_FMA: before, the compiler sank "
+    "a chunk's multiply-adds past its last wait, so none overlapped a wgmma; scripts/kernel_ir.py --wgmma shows it) "
+    "and 4 blocks per chunk: speed_probe --parts pin (reports/kernel/speed-probe-pin-NVIDIA_H200-2026-12-03-s23call1"
+    ".json; NVIDIA H200, torch 2.11, triton 3.6; two timings each, every output bit-identical to the pointer launch), "
+    "128/8w/4 buffers, 2 blocks not pinned vs 4 pinned, us: dep8 M=2048 314.5/309.5 vs 291.0/267.2, M=4096 "
+    "619.6/635.8 vs 586.7/571.0, M=8192 1234.7/1232.1 vs 1152.0/1163.8, tep8 M=4096 78.9/78.9 vs 71.5/71.5, M=8192 "
+    "152.8/153.8 vs 141.7/144.1; 8 and 16 pinned blocks per chunk were slower than 4 (tep8 M=4096 77.3/77.6 and "
+    "75.7/76.0). speed_probe --parts chunks (-s23call2.json): 4 buffers beat 3, 5 and 6, and 4 blocks per chunk beat "
+    "3 and 6 (tep8 M=4096 128-row: 70.8/70.7 us, 3 buffers 79.4/79.4, 6 buffers 75.9/75.8, 3 blocks 81.8/81.9, 6 "
+    "blocks 77.1/76.6). Then each chunk's last product deferred to the next chunk (DEFER_LAST), speed_probe --parts "
+    "pin (-s23call3.json, same card, all outputs bit-identical), 4 pinned blocks not deferred vs deferred, us: tep8 "
+    "M=2048 39.1/39.2 vs 37.5/37.4, M=4096 71.0/70.8 vs 68.5/68.7, M=8192 135.8/139.9 vs 136.9/136.9, dep8 M=1024 "
+    "146.8/144.6 vs 143.5/143.1, M=2048 283.4/290.0 vs 292.9/294.2 (the one shape it loses), M=4096 569.1/572.3 vs "
+    "575.6/574.9, M=8192 1141.4/1145.2 vs 1135.1/1150.4. The same run sets WGMMA_128_MIN_TILES_PER_SM: at 1.94 "
+    "tiles per SM 128-row tiles win (tep8 M=2048 37.5/37.4 vs 38.4/38.9; dep8 M=256 44.5/44.6 vs 45.4/45.7), at 1.45 "
+    "64-row tiles (tep8 M=1500 35.9/35.8 vs 36.6/36.4). And the split-K sum over 256 elements per program instead "
+    "of 1024 (SUM_BLOCK): speed_probe --parts sums (reports/kernel/speed-probe-sums-NVIDIA_H200-2026-12-03-s23call1"
+    ".json, two timings each, same bits): tep8 M=1 12.0/12.0 vs 13.3/13.4 us, M=64 13.2/12.8 vs 14.2/14.3, M=256 "
+    "17.2/17.2 vs 17.9/18.2, dep8 M=64 35.1/35.1 vs 35.0/35.3 (128 elements: 36.2/36.2). Two accval bench runs with "
+    "all of it (reports/bench/NVIDIA_H200-2026-12-03-180233, -180333): consumer against torch._scaled_mm at M >= 2048 "
+    "worst 0.91x (dep8 M=4096) / 0.93x (tep8 M=2048), at M <= 256 1.53x/1.51x (tep8 M=64); pinned without the "
+    "deferral and with 128-row tiles from 3 tiles per SM (-175146, -175245) 0.89x/0.89x (tep8 M=2048, 64-row tiles)."
 )
 
 
@@ -496,11 +518,14 @@ def _cuda_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
+#: the Gluon kernel takes 128-row tiles from this many tiles per SM of the grid at BLOCK_M 64, BLOCK_N 128
+#: (``CONSUMER_TUNING``: 64-row tiles won at 1.45, 128-row tiles at 1.94)
+WGMMA_128_MIN_TILES_PER_SM = 1.75
 #: the Gluon kernel's launches, by the least tiles per SM of the grid at BLOCK_M 64, BLOCK_N 128
-#: (``CONSUMER_TUNING``): 64-row tiles with 4 TMA buffers at one to a few waves, 128-row tiles with 8
-#: warps and 4 buffers from :data:`TMA_MIN_TILES_PER_SM` tiles per SM
+#: (``CONSUMER_TUNING``): 64-row tiles with 4 TMA buffers up to one wave of 128-row tiles, 128-row tiles with 8
+#: warps and 4 buffers from :data:`WGMMA_128_MIN_TILES_PER_SM` tiles per SM
 WGMMA_TABLE = (
-    (TMA_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)),
+    (WGMMA_128_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)),
     (0, ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True)),
 )
 #: the least M from which the Gluon kernel takes the grids of at least half as many tiles as SMs (the
@@ -662,8 +687,8 @@ class _TritonLaunch:
 #: the call there could be handed to the graph's other tensors.
 _PARTIALS = host.Workspaces()
 
-#: elements per program of the split-K sum
-SUM_BLOCK = 1024
+#: elements per program of the split-K sum (``CONSUMER_TUNING``)
+SUM_BLOCK = 256
 
 
 @functools.lru_cache(maxsize=4096)
@@ -679,7 +704,8 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
                 **_platform.gpu_launch_options())
     if cfg.wgmma:
         wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
-                       UNROLL=fp8_block_bmm_wgmma.UNROLL, num_warps=cfg.num_warps, **_platform.gpu_launch_options())
+                       UNROLL=fp8_block_bmm_wgmma.UNROLL, PIN_FMA=fp8_block_bmm_wgmma.PIN_FMA,
+                       DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, num_warps=cfg.num_warps, **_platform.gpu_launch_options())
         bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
         return _TritonLaunch(1, k_blocks, grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None, True)
     if cfg.tma:

@@ -10,11 +10,17 @@ Why Gluon: Triton 3.6 issues a block's wgmma and waits for it (``wait_group 0``)
 the tensor cores idle while each block is scaled; what that costs against ``torch._scaled_mm`` is in
 ``accval.kernels.fp8_block_bmm.CONSUMER_TUNING``. Here K is walked in chunks of :data:`UNROLL` blocks written
 out in full: each block's wgmma is issued, then the wait leaves it in flight (``num_outstanding=1``)
-while the previous block is scaled. A chunk ends with nothing in flight, so no product in flight is
-carried around the loop (the loop's register copies would read it before it retired, and ptxas then
-serializes the wgmmas); 4 blocks per chunk run out of registers (spills, ptxas' C7512 note), as
-``scripts/kernel_ir.py --wgmma`` shows. Tiles come by TMA into a ring of ``STAGES`` buffers, each with
-an mbarrier; a block's buffer is refilled once its wgmma has retired.
+while the previous block is scaled. The accumulator goes through each wait (:data:`PIN_FMA`): without
+that, nothing ties a block's multiply-adds to a place between two waits, and the compiler sinks them all
+to the chunk's end, after its last wait, where every product of the chunk is live at once (no overlap,
+and from 3 blocks per chunk more registers than an SM thread has: spills, or ptxas' C7512 note that it
+serializes the wgmmas). A chunk ends with nothing in flight, so no product in flight is carried around
+the loop (the loop's register copies would read it before it retired, and ptxas then serializes the
+wgmmas). Each chunk's last product is scaled in under the next chunk's first wgmma instead
+(:data:`DEFER_LAST`, :func:`_chunk_deferred`): it crosses the loop retired, so the tensor cores idle at a
+chunk's end only while the next wgmma is issued. ``scripts/kernel_ir.py --wgmma`` shows the waits, the multiply-adds between them, registers
+and spills. Tiles come by TMA into a ring of ``STAGES`` buffers, each with an mbarrier; a block's buffer
+is refilled once its wgmma has retired.
 
 What it gives on an H200 is in ``accval.kernels.fp8_block_bmm.CONSUMER_TUNING``.
 
@@ -46,8 +52,15 @@ except (ImportError, AttributeError):  # pragma: no cover - a Triton without Glu
 #: Gluon's Hopper API imported (a GPU with sm90 is also needed: ``accval.kernels.fp8_block_bmm``)
 AVAILABLE = gluon is not None
 
-#: blocks per unrolled chunk (see the module docstring for why not more)
-UNROLL = 2
+#: blocks per unrolled chunk: 4 was the fastest of 2-16 with the scaling pinned (``CONSUMER_TUNING``); an
+#: even count keeps the two products' registers in step around the loop (no copies)
+UNROLL = 4
+#: each block's scaling pinned between two wgmma waits (the accumulator passed through the next wait);
+#: False only to measure the kernel without it (``scripts/speed_probe.py --parts pin``): same bits
+PIN_FMA = True
+#: each chunk's last product scaled in under the next chunk's first wgmma (:func:`_chunk_deferred`); False
+#: only to measure the kernel without it (``scripts/speed_probe.py --parts pin``): same bits
+DEFER_LAST = True
 
 
 def descriptors(a, b, a_rows: int, b_rows: int, k: int, block_m: int, block_n: int) -> tuple:
@@ -77,10 +90,12 @@ if AVAILABLE:
 
     @gluon.jit
     def _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare, kb0,
-               k_blocks, row_a, row_b, BLOCKS: gl.constexpr, STAGES: gl.constexpr):
+               k_blocks, row_a, row_b, BLOCKS: gl.constexpr, STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
         """Blocks ``kb0 .. kb0+BLOCKS-1`` into ``acc``: each block's product is issued, the previous one
         (retired by the wait that leaves one in flight) is scaled in and its buffer refilled; the
-        chunk ends with every product retired. ``spare``: registers a product may be written over."""
+        chunk ends with every product retired. ``spare``: registers a product may be written over.
+        ``PIN_FMA``: ``acc`` goes through each wait, so the previous block's multiply-adds run before
+        the next wait, while the block issued last is in flight."""
         # registers a product may be written over: ``spare``, then from the third step of a chunk on the
         # product scaled in two steps before (with 2 blocks per chunk both products take ``spare``)
         done = spare
@@ -94,7 +109,10 @@ if AVAILABLE:
                                 is_async=True)
             if u > 0:
                 # prev, prev_as, prev_bs: the previous step's (u >= 1)
-                prev, cur = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur])  # noqa: F821
+                if PIN_FMA:
+                    prev, cur, acc = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur, acc])  # noqa: F821
+                else:
+                    prev, cur = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur])  # noqa: F821
                 # block kb-1 retired: its buffer is refilled. With 8 warps (two warpgroups) one thread
                 # issues the load; the compiler's barrier after this wait (Triton's shared-memory
                 # barrier analysis) keeps it behind both warpgroups' reads of that buffer
@@ -104,10 +122,48 @@ if AVAILABLE:
             prev = cur
             prev_as = a_s
             prev_bs = b_s
-        prev = warpgroup_mma_wait(num_outstanding=0, deps=[prev])
+        if PIN_FMA:
+            prev, acc = warpgroup_mma_wait(num_outstanding=0, deps=[prev, acc])
+        else:
+            prev = warpgroup_mma_wait(num_outstanding=0, deps=[prev])
         _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
         acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)
         return acc
+
+    @gluon.jit
+    def _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, last,
+                        last_s, spare, kb0, k_blocks, row_a, row_b, BLOCKS: gl.constexpr, STAGES: gl.constexpr):
+        """:func:`_chunk` (pinned) with the previous chunk's last product scaled in under this chunk's first
+        wgmma: ``last`` (retired, with its ``[BLOCK_M]`` scales ``last_s``) goes in after block ``kb0`` is
+        issued, and this chunk's last product is returned retired but not scaled in, with its scales and
+        the registers the next chunk's first product may be written over:
+        ``(acc, last, last_s, spare)``. The values carried around the loop are all retired."""
+        done = spare
+        for u in gl.static_range(BLOCKS):
+            kb = kb0 + u
+            st = kb % STAGES
+            a_s = gl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
+            b_s = gl.load(bs_ptr_g + kb)
+            mbarrier.wait(ready.index(st), (kb // STAGES) & 1)
+            cur = warpgroup_mma(a_smem.index(st), b_smem.index(st).permute((1, 0)), done, use_acc=False,
+                                is_async=True)
+            if u == 0:
+                # retires nothing (the previous chunk ended with none in flight), but tells ptxas that
+                # ``last`` is no wgmma's in-flight output: without it, it waits for this block's wgmma here
+                cur, last, acc = warpgroup_mma_wait(num_outstanding=1, deps=[cur, last, acc])
+                acc = gl.fma(last, last_s[:, None], acc)
+                done = last
+            else:
+                prev, cur, acc = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur, acc])  # noqa: F821
+                _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
+                acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)  # noqa: F821
+                done = prev
+            prev = cur
+            prev_as = a_s
+            prev_bs = b_s
+        prev, acc = warpgroup_mma_wait(num_outstanding=0, deps=[prev, acc])
+        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
+        return acc, prev, prev_as * prev_bs, done
 
     @gluon.jit
     def fp8_block_bmm_wgmma_kernel(
@@ -115,7 +171,7 @@ if AVAILABLE:
         stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
         stride_out_s, stride_out_g, stride_out_m, stride_out_n,
         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
-        UNROLL: gl.constexpr,
+        UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr,
     ):
         """Program (n tile, m tile, group), as the Triton TMA kernel's unsplit grid; the integer arguments
         are that kernel's (``k_blocks_per_split``, ``stride_b_*`` and ``stride_out_s`` unused: no split,
@@ -146,12 +202,23 @@ if AVAILABLE:
         bs_ptr_g = bs_ptr + g64 * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
         spare = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma)
         acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma)
-        for c in range(0, k_blocks // UNROLL):
-            acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
-                         c * UNROLL, k_blocks, row_a, row_b, UNROLL, STAGES)
+        if DEFER_LAST:
+            last = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma)  # scaled by 0 into +0: acc stays +0
+            last_s = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, mma))
+            for c in range(0, k_blocks // UNROLL):
+                acc, last, last_s, spare = _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g,
+                                                           m_ok, scale_m_stride, acc, last, last_s, spare, c * UNROLL,
+                                                           k_blocks, row_a, row_b, UNROLL, STAGES)
+            acc = gl.fma(last, last_s[:, None], acc)
+        else:
+            for c in range(0, k_blocks // UNROLL):
+                acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
+                             c * UNROLL, k_blocks, row_a, row_b, UNROLL, STAGES, PIN_FMA)
+        # the blocks past the last whole chunk, one at a time (none at K = 8192); a deferred chunk's product
+        # is in by now, so nothing is carried here
         for kb in range(k_blocks // UNROLL * UNROLL, k_blocks):
             acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
-                         kb, k_blocks, row_a, row_b, 1, STAGES)
+                         kb, k_blocks, row_a, row_b, 1, STAGES, PIN_FMA)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(ready.index(i))
 

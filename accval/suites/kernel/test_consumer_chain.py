@@ -399,19 +399,19 @@ def test_consumer_wgmma_launch_where_it_cannot_run_says_so(device):
         assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
 
 
-#: the wgmma launch with 128-row tiles (the table's from TMA_MIN_TILES_PER_SM tiles per SM)
+#: the wgmma launch with 128-row tiles (the table's from WGMMA_128_MIN_TILES_PER_SM tiles per SM)
 _WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
 
 
 def test_consumer_table_takes_wgmma_on_grids_of_half_the_sms_from_its_least_m():
     """The dispatch's rule: a device that runs the Gluon kernel gets it for every grid of at least half
     as many tiles (BLOCK_M 64, BLOCK_N 128) as SMs from M = ``WGMMA_MIN_M`` on, BLOCK_M 64 with 4 TMA
-    buffers at a few waves and 128-row tiles with 8 warps from ``TMA_MIN_TILES_PER_SM`` tiles per SM
+    buffers below one wave of 128-row tiles and 128-row tiles with 8 warps from ``WGMMA_128_MIN_TILES_PER_SM`` tiles per SM
     (what an H200 measured at the DeepSeek-V4-Pro shapes, ``CONSUMER_TUNING``); smaller grids (K split,
     or too short to split) and smaller M keep the Triton launch."""
     few, many = kernels.ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True), _WGMMA_128
-    dsv4 = {("dep8", 256): few, ("dep8", 1024): many, ("dep8", 1500): many, ("dep8", 4096): many,
-            ("dep8", 8192): many, ("tep8", 1024): few, ("tep8", 4096): few, ("tep8", 8192): many}
+    dsv4 = {("dep8", 256): many, ("dep8", 1024): many, ("dep8", 1500): many, ("dep8", 4096): many,
+            ("dep8", 8192): many, ("tep8", 1024): few, ("tep8", 1500): few, ("tep8", 2048): many, ("tep8", 4096): many, ("tep8", 8192): many}
     for (shape, m), want in dsv4.items():
         got = _fb._consumer_config(m, 1024, 8192, 8 if shape == "dep8" else 1, 132, True)
         assert got == want, (shape, m, got)

@@ -70,23 +70,30 @@ def test_producer_resources_are_reported_for_every_launch():
             assert None not in regs and regs == sorted(regs) and regs[0] > 0, (lay, regs)
 
 
-def test_wgmma_kernel_keeps_one_product_in_flight_without_serializing():
-    """``kernel_ir.py --wgmma`` (its own process): the Gluon consumer as the dispatch launches it (2 blocks
-    per unrolled chunk) waits with one wgmma still in flight, in registers without spills, and ptxas
-    keeps its wgmmas asynchronous; 4 blocks per chunk do not fit the registers (spills or ptxas' note
-    that it serializes the wgmmas: what the module says of it, and proof the check sees such notes);
-    1 block per chunk waits for each product."""
+def test_wgmma_kernel_scales_each_block_under_the_next_wgmma_without_serializing():
+    """``kernel_ir.py --wgmma`` (its own process): the Gluon consumer as the dispatch launches it (4 blocks
+    per unrolled chunk, each block's scaling pinned between waits, each chunk's last product scaled in
+    under the next chunk's first wgmma) waits with one wgmma still in flight, has one block's
+    multiply-adds (64 per thread) between two waits, in registers without spills, and ptxas has nothing
+    to say but its register count: no wgmma serialized (C7512/C7514), no wait injected (C7517: what it
+    does when it cannot tell that the deferred product retired). Not pinned, the compiler sinks a chunk's
+    multiply-adds past its last wait (all 4 blocks' at once) and runs out of registers (spills, or ptxas'
+    note that it serializes the wgmmas: what the module says of it, and proof the check sees such
+    notes); 1 block per chunk waits for each product."""
     run = subprocess.run([sys.executable, str(SCRIPT), "--wgmma", "--json"], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(run.stdout.strip().splitlines()[-1])
     if all("error" in r for r in rows.values()):
         pytest.skip(f"this Triton cannot compile Gluon for sm90 here: {next(iter(rows.values()))['error']}")
-    for name in ("BLOCK_M 128 8 warps 4 buffers 2 per chunk", "BLOCK_M 64 4 warps 4 buffers 2 per chunk",
-                 "BLOCK_M 64 4 warps 3 buffers 2 per chunk"):  # the launches of the table (WGMMA_TABLE), and 3 buffers
+    for name in ("BLOCK_M 128 8 warps 4 buffers 4 per chunk", "BLOCK_M 64 4 warps 4 buffers 4 per chunk",  # WGMMA_TABLE
+                 "BLOCK_M 128 8 warps 4 buffers 4 per chunk not deferred"):
         row = rows[name]
         assert "error" not in row, (name, row)
         assert "1" in row["wait_group"] and row["spill_stack_bytes"] == 0, (name, row)
-        assert not any("Potential Performance Loss" in note for note in row["ptxas"]), (name, row)
-    four = rows["BLOCK_M 128 8 warps 4 buffers 4 per chunk"]
-    assert four["spill_stack_bytes"] > 0 or any("Potential Performance Loss" in note for note in four["ptxas"]), four
-    assert rows["BLOCK_M 128 8 warps 4 buffers 1 per chunk"]["wait_group"] == ["0"]
+        assert row["max_fma_between_waits"] == 64, (name, row)
+        assert row["ptxas"] and all(note.startswith("Used ") for note in row["ptxas"]), (name, row)
+    sunk = rows["BLOCK_M 128 8 warps 4 buffers 4 per chunk not pinned"]
+    assert sunk["max_fma_between_waits"] == 4 * 64, sunk
+    assert sunk["spill_stack_bytes"] > 0 or any("Potential Performance Loss" in note for note in sunk["ptxas"]), sunk
+    assert rows["BLOCK_M 128 8 warps 4 buffers 2 per chunk not pinned"]["max_fma_between_waits"] == 2 * 64
+    assert rows["BLOCK_M 128 8 warps 4 buffers 1 per chunk not deferred"]["wait_group"] == ["0"]
