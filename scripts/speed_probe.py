@@ -49,8 +49,8 @@ rounding  the Triton consumer's small-M launches (the shipped one and neighbours
 splitfma  the tree's split launches at M 1-256 where the table splits K (BLOCK_N 32/128, split 2-16,
           3/4 stages, pointer and TMA), each timed twice; the fastest three and the shipped one also
           as called through the public function (descriptors rebased per call included)
-unroll    the Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL_LAUNCHES``), each timed twice; bits
-          compared with the plain pointer launch
+unroll    the Gluon kernel as it was before its scaling was pinned, at 1 and 2 blocks per unrolled chunk
+          (``UNROLL_LAUNCHES``), each timed twice; bits compared with the plain pointer launch
 pin       the Gluon kernel's schedules (``PIN_LAUNCHES``): scaling pinned between two wgmma waits or not
           (``PIN_FMA``), 2-16 blocks per chunk, each chunk's last product deferred to the next chunk or not
           (``DEFER_LAST``), each timed twice; bits compared with the plain pointer launch
@@ -876,29 +876,39 @@ def wgmma_part(ms, rows: list) -> None:
             torch.cuda.empty_cache()
 
 
-#: (BLOCK_M, warps, TMA buffers) x blocks per unrolled chunk of the Gluon kernel timed by ``--parts unroll``
-UNROLL_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True), u) for bm in (64, 128) for st in (3, 4)
-                   for u in (1, 2)]
+#: (BLOCK_M, warps, TMA buffers) x blocks per unrolled chunk of the Gluon kernel timed by ``--parts unroll``, as
+#: it was before its scaling was pinned between waits (PIN_FMA and DEFER_LAST off)
+UNROLL_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True),
+                    dict(UNROLL=u, PIN_FMA=False, DEFER_LAST=False)) for bm in (64, 128) for st in (3, 4) for u in (1, 2)]
 
 
-def unroll_part(ms, rows: list) -> None:
-    """The Gluon kernel at 1 and 2 blocks per unrolled chunk (``UNROLL``: 1 issues a block's wgmma and waits
-    for it, about 150 registers instead of 225, so more programs fit on an SM), both BLOCK_M and 3/4 buffers,
-    each twice; bits compared with the plain pointer launch."""
+def _schedule_part(part: str, ms, rows: list, launches) -> None:
+    """Each ``(config, constants)`` of ``launches``: the Gluon kernel's launch with
+    ``accval.kernels.fp8_block_bmm_wgmma``'s constants set so (:func:`launch_constant`), at the DeepSeek-V4-Pro
+    shapes and ``ms``, each twice in alternating rounds; bits compared with the plain pointer launch."""
     for shape in ("dep8", "tep8"):
         for m in ms:
             operands, n, k, out, base = consumer_setup(shape, m)
             refs: dict = {}
             line = []
             for rep in range(2):
-                for c, unroll in UNROLL_LAUNCHES:
-                    with launch_constant("fp8_block_bmm_wgmma", "UNROLL", unroll):
-                        got = _consumer_trial("unroll", shape, m, operands, out, c, refs, base, rows, unroll=unroll, rep=rep)
+                for c, constants in launches:
+                    with contextlib.ExitStack() as stack:
+                        for name, value in constants.items():
+                            stack.enter_context(launch_constant("fp8_block_bmm_wgmma", name, value))
+                        got = _consumer_trial(part, shape, m, operands, out, c, refs, base, rows, rep=rep,
+                                              **{name.lower(): value for name, value in constants.items()})
                     if got is not None:
-                        line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll}", *got, base))
-            _print_consumer_line("unroll", shape, m, base, line)
+                        label = f"{c.block_m}/{c.num_warps}w/{c.num_stages}s {_schedule_label(constants)}"
+                        line.append(_against_scaled_mm(label, *got, base))
+            _print_consumer_line(part, shape, m, base, line)
             operands = out = refs = None
             torch.cuda.empty_cache()
+
+
+def _schedule_label(constants: dict) -> str:
+    return (f"u{constants['UNROLL']}" + (" pin" if constants.get("PIN_FMA") else "")
+            + (" defer" if constants.get("DEFER_LAST") else ""))
 
 
 #: (BLOCK_M, warps, 4 TMA buffers) x the Gluon kernel's schedule (``accval.kernels.fp8_block_bmm_wgmma``'s
@@ -910,61 +920,11 @@ PIN_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, 4, tma=True, wgmma=True), dic
                                       (16, True, False), (2, True, True), (4, True, True), (8, True, True))]
 
 
-def _schedule_label(constants: dict) -> str:
-    return (f"u{constants['UNROLL']}" + (" pin" if constants["PIN_FMA"] else "")
-            + (" defer" if constants["DEFER_LAST"] else ""))
-
-
-def pin_part(ms, rows: list) -> None:
-    """The Gluon kernel's schedules (``PIN_LAUNCHES``): each block's scaling pinned between two wgmma waits
-    or not (``PIN_FMA``: the accumulator passed through the next wait, so the compiler cannot sink the
-    multiply-adds to the chunk's end), 2-16 blocks per chunk, each chunk's last product scaled in under the
-    next chunk's first wgmma or not (``DEFER_LAST``), each twice in alternating rounds; bits compared with
-    the plain pointer launch."""
-    for shape in ("dep8", "tep8"):
-        for m in ms:
-            operands, n, k, out, base = consumer_setup(shape, m)
-            refs: dict = {}
-            line = []
-            for rep in range(2):
-                for c, constants in PIN_LAUNCHES:
-                    with contextlib.ExitStack() as stack:
-                        for name, value in constants.items():
-                            stack.enter_context(launch_constant("fp8_block_bmm_wgmma", name, value))
-                        got = _consumer_trial("pin", shape, m, operands, out, c, refs, base, rows, rep=rep,
-                                              **{name.lower(): value for name, value in constants.items()})
-                    if got is not None:
-                        line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w {_schedule_label(constants)}", *got, base))
-            _print_consumer_line("pin", shape, m, base, line)
-            operands = out = refs = None
-            torch.cuda.empty_cache()
-
-
-#: the Gluon kernel's launches timed by ``--parts chunks``: (BLOCK_M, warps, TMA buffers) x blocks per chunk
-CHUNK_LAUNCHES = [(ConsumerConfig(128, 128, 8, st, tma=True, wgmma=True), u) for st, u in ((3, 4), (4, 4), (5, 4), (6, 4),
-                                                                                        (4, 3), (4, 6))]
-CHUNK_LAUNCHES += [(ConsumerConfig(64, 128, 4, st, tma=True, wgmma=True), u) for st, u in ((3, 4), (4, 4), (4, 3))]
-
-
-def chunks_part(ms, rows: list) -> None:
-    """The Gluon kernel (scaling pinned between waits) at 3-6 TMA buffers and 3-6 blocks per chunk
-    (``CHUNK_LAUNCHES``), against the shipped dispatch, each twice in alternating rounds; bits compared
-    with the plain pointer launch."""
-    for shape in ("dep8", "tep8"):
-        for m in ms:
-            operands, n, k, out, base = consumer_setup(shape, m)
-            refs: dict = {}
-            line = []
-            for rep in range(2):
-                for c, unroll in CHUNK_LAUNCHES:
-                    with launch_constant("fp8_block_bmm_wgmma", "UNROLL", unroll):
-                        got = _consumer_trial("chunks", shape, m, operands, out, c, refs, base, rows, unroll=unroll,
-                                              rep=rep)
-                    if got is not None:
-                        line.append(_against_scaled_mm(f"{c.block_m}/{c.num_warps}w/{c.num_stages}s u{unroll}", *got, base))
-            _print_consumer_line("chunks", shape, m, base, line)
-            operands = out = refs = None
-            torch.cuda.empty_cache()
+#: the Gluon kernel's launches timed by ``--parts chunks`` (its shipped schedule): (BLOCK_M, warps, TMA buffers) x
+#: blocks per chunk
+CHUNK_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True), dict(UNROLL=u))
+                  for bm, st, u in ((128, 3, 4), (128, 4, 4), (128, 5, 4), (128, 6, 4), (128, 4, 3), (128, 4, 6),
+                                    (64, 3, 4), (64, 4, 4), (64, 4, 3))]
 
 
 TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3, tma=True),
@@ -1073,8 +1033,9 @@ def main() -> int:
            "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
-           "table": lambda: table_part(ms(), rows), "unroll": lambda: unroll_part(ms(), rows),
-           "pin": lambda: pin_part(ms(), rows), "chunks": lambda: chunks_part(ms(), rows),
+           "table": lambda: table_part(ms(), rows), "unroll": lambda: _schedule_part("unroll", ms(), rows, UNROLL_LAUNCHES),
+           "pin": lambda: _schedule_part("pin", ms(), rows, PIN_LAUNCHES),
+           "chunks": lambda: _schedule_part("chunks", ms(), rows, CHUNK_LAUNCHES),
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}

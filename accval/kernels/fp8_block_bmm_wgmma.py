@@ -89,6 +89,34 @@ if AVAILABLE:
         _tma_load(b_desc, [row_b, j * 128], ready.index(s), b_smem.index(s), pred=ok)
 
     @gluon.jit
+    def _issue_block(a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, kb, done, STAGES: gl.constexpr):
+        """Block ``kb``'s two scales loaded, and its wgmma issued once its buffer is full, into the registers of
+        ``done`` (``use_acc=False``: the product starts from nothing); returns ``(product, a_s, b_s)``."""
+        st = kb % STAGES
+        a_s = gl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
+        b_s = gl.load(bs_ptr_g + kb)
+        mbarrier.wait(ready.index(st), (kb // STAGES) & 1)
+        cur = warpgroup_mma(a_smem.index(st), b_smem.index(st).permute((1, 0)), done, use_acc=False, is_async=True)
+        return cur, a_s, b_s
+
+    @gluon.jit
+    def _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc, prev_s, kb, k_blocks, row_a, row_b,
+                           STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
+        """With block ``kb``'s wgmma (``cur``) just issued: wait until it is the only one in flight, so block
+        ``kb-1``'s product ``prev`` has retired, refill that block's buffer and scale ``prev`` (its
+        ``[BLOCK_M]`` scales ``prev_s``) into ``acc``; returns ``(prev, cur, acc)``. ``PIN_FMA``: ``acc``
+        goes through the wait, so the multiply-adds of the block before (already in ``acc``) stay ahead of it."""
+        if PIN_FMA:
+            prev, cur, acc = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur, acc])
+        else:
+            prev, cur = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur])
+        # With 8 warps (two warpgroups) one thread issues the refill; the compiler's barrier after this wait
+        # (Triton's shared-memory barrier analysis) keeps it behind both warpgroups' reads of that buffer
+        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
+        acc = gl.fma(prev, prev_s[:, None], acc)
+        return prev, cur, acc
+
+    @gluon.jit
     def _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare, kb0,
                k_blocks, row_a, row_b, BLOCKS: gl.constexpr, STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
         """Blocks ``kb0 .. kb0+BLOCKS-1`` into ``acc``: each block's product is issued, the previous one
@@ -101,23 +129,13 @@ if AVAILABLE:
         done = spare
         for u in gl.static_range(BLOCKS):
             kb = kb0 + u
-            st = kb % STAGES
-            a_s = gl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
-            b_s = gl.load(bs_ptr_g + kb)
-            mbarrier.wait(ready.index(st), (kb // STAGES) & 1)
-            cur = warpgroup_mma(a_smem.index(st), b_smem.index(st).permute((1, 0)), done, use_acc=False,
-                                is_async=True)
+            cur, a_s, b_s = _issue_block(a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, kb, done,
+                                         STAGES)
             if u > 0:
                 # prev, prev_as, prev_bs: the previous step's (u >= 1)
-                if PIN_FMA:
-                    prev, cur, acc = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur, acc])  # noqa: F821
-                else:
-                    prev, cur = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur])  # noqa: F821
-                # block kb-1 retired: its buffer is refilled. With 8 warps (two warpgroups) one thread
-                # issues the load; the compiler's barrier after this wait (Triton's shared-memory
-                # barrier analysis) keeps it behind both warpgroups' reads of that buffer
-                _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
-                acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)  # noqa: F821
+                prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc,  # noqa: F821
+                                                    prev_as * prev_bs, kb, k_blocks, row_a, row_b, STAGES,  # noqa: F821
+                                                    PIN_FMA)
                 done = prev
             prev = cur
             prev_as = a_s
@@ -141,12 +159,8 @@ if AVAILABLE:
         done = spare
         for u in gl.static_range(BLOCKS):
             kb = kb0 + u
-            st = kb % STAGES
-            a_s = gl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
-            b_s = gl.load(bs_ptr_g + kb)
-            mbarrier.wait(ready.index(st), (kb // STAGES) & 1)
-            cur = warpgroup_mma(a_smem.index(st), b_smem.index(st).permute((1, 0)), done, use_acc=False,
-                                is_async=True)
+            cur, a_s, b_s = _issue_block(a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, kb, done,
+                                         STAGES)
             if u == 0:
                 # retires nothing (the previous chunk ended with none in flight), but tells ptxas that
                 # ``last`` is no wgmma's in-flight output: without it, it waits for this block's wgmma here
@@ -154,9 +168,9 @@ if AVAILABLE:
                 acc = gl.fma(last, last_s[:, None], acc)
                 done = last
             else:
-                prev, cur, acc = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur, acc])  # noqa: F821
-                _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
-                acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)  # noqa: F821
+                prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc,  # noqa: F821
+                                                    prev_as * prev_bs, kb, k_blocks, row_a, row_b, STAGES,  # noqa: F821
+                                                    True)
                 done = prev
             prev = cur
             prev_as = a_s
