@@ -196,13 +196,16 @@ PRODUCER_LAUNCHES = ((1, 1), (2, 1), (4, 1), (8, 2))
 
 
 #: (BLOCK_M, warps, TMA buffers, blocks per chunk, scaling pinned between waits, each chunk's last product
-#: deferred to the next chunk) of the Gluon kernel compiled by ``--wgmma``: the table's two launches, the
-#: same not deferred, not pinned either, and at 2 and 1 blocks per chunk
-WGMMA_VARIANTS = ((128, 8, 4, 4, True, True), (64, 4, 4, 4, True, True), (128, 8, 4, 4, True, False),
-                  (128, 8, 4, 4, False, False), (128, 8, 4, 2, False, False), (128, 8, 4, 1, True, False))
+#: deferred to the next chunk, persistent) of the Gluon kernel compiled by ``--wgmma``: the table's two
+#: launches, the same persistent, not deferred, not pinned either, and at 2 and 1 blocks per chunk
+WGMMA_VARIANTS = ((128, 8, 4, 4, True, True, False), (64, 4, 4, 4, True, True, False), (128, 8, 4, 4, True, True, True),
+                  (64, 4, 4, 4, True, True, True), (128, 8, 4, 4, True, False, False),
+                  (128, 8, 4, 4, False, False, False), (128, 8, 4, 2, False, False, False),
+                  (128, 8, 4, 1, True, False, False))
 
 
-def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool = True, defer: bool = True):
+def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool = True, defer: bool = True,
+                  persistent: bool = False):
     """The Gluon consumer for sm90 with its constexprs as the dispatch sets them; integer arguments plain
     ``i32`` (no divisibility specialization)."""
     from triton.experimental.gluon import language as gl
@@ -211,7 +214,7 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool 
     fn = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma").fp8_block_bmm_wgmma_kernel
     layout = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2))
     const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll, PIN_FMA=pin,
-                 DEFER_LAST=defer)
+                 DEFER_LAST=defer, PERSISTENT=persistent)
     sig = {}
     for p in fn.params:
         if p.name in const:
@@ -262,10 +265,11 @@ def wgmma_main(as_json: bool) -> int:
     rows = {}
     if not as_json:
         print(f"triton {triton.__version__}, sm90, consumer Gluon wgmma kernel")
-    for block_m, warps, stages, unroll, pin, defer in WGMMA_VARIANTS:
+    for block_m, warps, stages, unroll, pin, defer, persistent in WGMMA_VARIANTS:
         name = (f"BLOCK_M {block_m} {warps} warps {stages} buffers {unroll} per chunk" + ("" if pin else " not pinned")
-                + ("" if defer or not pin else " not deferred"))
-        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll, pin, defer)), as_json)
+                + ("" if defer or not pin else " not deferred") + (" persistent" if persistent else ""))
+        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll, pin, defer, persistent)),
+                  as_json)
     if as_json:
         print(json.dumps(rows))
     return 0

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,deep,sums,wave,rounding,splitfma,m64]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,deep,sums,wave,rounding,splitfma,m64]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -56,6 +56,8 @@ pin       the Gluon kernel's schedules (``PIN_LAUNCHES``): scaling pinned betwee
           (``DEFER_LAST``), each timed twice; bits compared with the plain pointer launch
 chunks    the Gluon kernel at 3-6 TMA buffers and 3-6 blocks per chunk (``CHUNK_LAUNCHES``), each timed
           twice; bits compared with the plain pointer launch
+persistent the Gluon kernel's table launches with one program per tile and persistent (1 or 2 programs per
+          SM, ``PERSISTENT_LAUNCHES``), each timed twice; bits compared with the plain pointer launch
 deep      the small-M split launches with 3-8 stages (``deep_launches``), each timed twice, bits compared;
           and the shipped split launch's two kernels timed alone
 sums      the small-M split launches with the split-K sum over ``SUM_BLOCKS`` elements per program, each
@@ -174,7 +176,7 @@ def prefetch_launches(m: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
 def _time_against_plain(operands, out, c: ConsumerConfig, refs: dict) -> tuple[float, bool]:
     """Median us of launch ``c`` into ``out``, and whether its output is bit for bit that of the pointer
     launch of its split without prefetch (kept in ``refs``, made once per such launch)."""
-    plain = dataclasses.replace(c, tma=False, prefetch_scales=False, wgmma=False)
+    plain = dataclasses.replace(c, tma=False, prefetch_scales=False, wgmma=False, persistent=0)
     if plain not in refs:
         refs[plain] = launch_consumer(*operands, torch.empty_like(out), plain)
     us = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
@@ -899,7 +901,8 @@ def _schedule_part(part: str, ms, rows: list, launches) -> None:
                         got = _consumer_trial(part, shape, m, operands, out, c, refs, base, rows, rep=rep,
                                               **{name.lower(): value for name, value in constants.items()})
                     if got is not None:
-                        label = f"{c.block_m}/{c.num_warps}w/{c.num_stages}s {_schedule_label(constants)}"
+                        label = (f"{c.block_m}/{c.num_warps}w/{c.num_stages}s {_schedule_label(constants)}"
+                                 + (f" persistent {c.persistent}/SM" if c.persistent else ""))
                         line.append(_against_scaled_mm(label, *got, base))
             _print_consumer_line(part, shape, m, base, line)
             operands = out = refs = None
@@ -907,6 +910,8 @@ def _schedule_part(part: str, ms, rows: list, launches) -> None:
 
 
 def _schedule_label(constants: dict) -> str:
+    if not constants:
+        return "shipped schedule"
     return (f"u{constants['UNROLL']}" + (" pin" if constants.get("PIN_FMA") else "")
             + (" defer" if constants.get("DEFER_LAST") else ""))
 
@@ -927,6 +932,12 @@ CHUNK_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True), 
                                     (64, 3, 4), (64, 4, 4), (64, 4, 3))]
 
 
+#: the Gluon kernel's table launches, one program per tile and persistent (``ConsumerConfig.persistent``: 1 or 2
+#: programs per SM, each taking every P-th tile with its TMA buffers running on), timed by ``--parts persistent``
+PERSISTENT_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, 4, tma=True, wgmma=True, persistent=p), {})
+                       for bm, ps in ((128, (0, 1)), (64, (0, 1, 2))) for p in ps]
+
+
 TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3, tma=True),
                     *[ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True) for bm in (64, 128) for st in (3, 4)]]
 
@@ -942,7 +953,7 @@ def table_part(ms, rows: list) -> None:
             shipped_cfg = kernels.consumer_config(m, n, k, g, a.device)
             base["shipped_as_called"] = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), base["shipped"])
             if m == ms[0]:
-                wg_launch = fbm._triton_launch(TABLE_CANDIDATES[-1], g, m, n, k, fbm.SCALE_M_ALIGN, False)
+                wg_launch = fbm._triton_launch(TABLE_CANDIDATES[-1], g, m, n, k, fbm.SCALE_M_ALIGN, False, fbm._sm_count(a.device))
                 for what, make in (("gluon descriptors x2, built", lambda: wg.descriptors(a, b, *wg_launch.tma[:2], k, *wg_launch.tma[2:])),
                                    ("gluon descriptors x2, as a call gets them", lambda: wg_launch.descriptors(a, b, k))):
                     us = _per_call_us(make)
@@ -1036,6 +1047,7 @@ def main() -> int:
            "table": lambda: table_part(ms(), rows), "unroll": lambda: _schedule_part("unroll", ms(), rows, UNROLL_LAUNCHES),
            "pin": lambda: _schedule_part("pin", ms(), rows, PIN_LAUNCHES),
            "chunks": lambda: _schedule_part("chunks", ms(), rows, CHUNK_LAUNCHES),
+           "persistent": lambda: _schedule_part("persistent", ms(), rows, PERSISTENT_LAUNCHES),
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}

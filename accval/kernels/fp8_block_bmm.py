@@ -261,10 +261,18 @@ class ConsumerConfig:
     #: buffers): block k+1's wgmma runs while block k is scaled (same arithmetic, same bits). Where it
     #: cannot run, the call runs the Triton launch of :func:`_triton_for`, and says so
     wgmma: bool = False
+    #: the Gluon kernel's programs per SM of a persistent grid (each program takes every P-th tile, the next
+    #: tile's first blocks loading while a tile is stored; same bits); 0: one program per tile. Slower on an
+    #: H200 at every shape measured, so the table never takes it (``CONSUMER_TUNING``)
+    persistent: int = 0
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
             check_int(f"ConsumerConfig.{name}", getattr(self, name))
+        check_int("ConsumerConfig.persistent", self.persistent, minimum=0)
+        if self.persistent and not self.wgmma:
+            raise ValueError(f"ConsumerConfig: a persistent grid is the Gluon kernel's; expected wgmma=True with "
+                             f"persistent={self.persistent}")
         for name in ("defer_scale", "tma", "prefetch_scales", "wgmma"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ConsumerConfig.{name}: expected a bool, got {type(getattr(self, name)).__name__}")
@@ -468,7 +476,21 @@ CONSUMER_TUNING = (
     "17.2/17.2 vs 17.9/18.2, dep8 M=64 35.1/35.1 vs 35.0/35.3 (128 elements: 36.2/36.2). Two accval bench runs with "
     "all of it (reports/bench/NVIDIA_H200-2026-12-03-180233, -180333): consumer against torch._scaled_mm at M >= 2048 "
     "worst 0.91x (dep8 M=4096) / 0.93x (tep8 M=2048), at M <= 256 1.53x/1.51x (tep8 M=64); pinned without the "
-    "deferral and with 128-row tiles from 3 tiles per SM (-175146, -175245) 0.89x/0.89x (tep8 M=2048, 64-row tiles)."
+    "deferral and with 128-row tiles from 3 tiles per SM (-175146, -175245) 0.89x/0.89x (tep8 M=2048, 64-row tiles). "
+    "Persistent grids (ConsumerConfig.persistent: P programs per SM, each taking every P-th tile, the next tile's "
+    "first blocks loading while a tile is stored) lose at every shape, so the table never takes them: speed_probe "
+    "--parts persistent (reports/kernel/speed-probe-persistent-NVIDIA_H200-2026-12-03-s24call2.json; NVIDIA H200, "
+    "torch 2.11, triton 3.6; two timings each, every output bit-identical to the pointer launch), one program per "
+    "tile vs persistent, us: 128-row tiles, 1 per SM: dep8 M=2048 279.1/276.8 vs 308.1/296.0, M=4096 569.1/559.8 vs "
+    "620.5/628.1, M=8192 1168.6/1164.2 vs 1222.5/1160.3, tep8 M=4096 68.9/68.8 vs 73.1/73.2, M=8192 137.2/135.9 vs "
+    "144.1/142.8; 64-row tiles, 2 per SM (1 per SM leaves half the SM's room unused): tep8 M=1024 31.0/31.0 vs "
+    "34.1/34.1, dep8 M=4096 663.6/646.8 vs 679.3/678.4. The persistent kernel takes 255 registers and spills about "
+    "100 bytes outside its k loop (scripts/kernel_ir.py --wgmma); not persistent it compiles as before (236 "
+    "registers) and times the same (consumer_against, reports/kernel/consumer-against-NVIDIA_H200-2026-12-03-s24call2"
+    "/compare.md: 0.980-1.012 of the kernel before it). A first version that ran every grid as a loop over tiles and "
+    "put block kb into buffer (its place in the program's stream of blocks) % STAGES, known only at run time, was "
+    "1.09-1.16x slower at every shape (-s24call1-runtime-buffers/): with a chunk of as many blocks as buffers, each "
+    "block's buffer must be known when the kernel is compiled."
 )
 
 
@@ -692,8 +714,10 @@ SUM_BLOCK = 256
 
 
 @functools.lru_cache(maxsize=4096)
-def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_align: int, software: bool) -> _TritonLaunch:
-    """The launches of one problem (built once): K split into whole 128-blocks, no split empty."""
+def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_align: int, software: bool,
+                   sms: int) -> _TritonLaunch:
+    """The launches of one problem on a device of ``sms`` SMs (built once): K split into whole 128-blocks, no
+    split empty; the Gluon kernel's grid one program per tile, or ``cfg.persistent`` per SM."""
     k_blocks = k // QUANT_BLOCK
     split = min(cfg.split_k, k_blocks)
     per_split = cdiv(k_blocks, split)
@@ -705,9 +729,12 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     if cfg.wgmma:
         wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
                        UNROLL=fp8_block_bmm_wgmma.UNROLL, PIN_FMA=fp8_block_bmm_wgmma.PIN_FMA,
-                       DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, num_warps=cfg.num_warps, **_platform.gpu_launch_options())
+                       DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, PERSISTENT=cfg.persistent > 0, num_warps=cfg.num_warps,
+                       **_platform.gpu_launch_options())
         bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
-        return _TritonLaunch(1, k_blocks, grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None, True)
+        wg_grid = (min(grid[0] * grid[1] * grid[2], cfg.persistent * sms),) if cfg.persistent else grid
+        return _TritonLaunch(1, k_blocks, wg_grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None,
+                             True)
     if cfg.tma:
         bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
     else:
@@ -754,7 +781,7 @@ def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
     cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
-    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting())
+    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting(), _sm_count(a.device))
     if m > 0:
         launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
     provenance.emit(_consumer_run(mode, cfg, launch.split))
@@ -766,7 +793,8 @@ def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
     return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer",
-        prefetch_scales=cfg.prefetch_scales, kernel="gluon-wgmma" if cfg.wgmma else "triton").items())))
+        prefetch_scales=cfg.prefetch_scales, kernel="gluon-wgmma" if cfg.wgmma else "triton",
+        persistent=cfg.persistent).items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
@@ -788,7 +816,7 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
     cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
-    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
+    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), _sm_count(a.device))
     if m == 0:
         return []
     bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
@@ -986,13 +1014,14 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
         cfg = _device_config(m, n, k, g, a.device)
         if cfg.tma and not _tma_layout_ok(a, b, n):
             cfg = _triton_for(cfg, False)
-        launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting())
+        sms = _sm_count(a.device)
+        launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms)
         # a new out has torch.empty's contiguous strides
         ints = launch.ints(m, n, k, b, b_scale, out.stride() if out is not None else (m * n, n, 1))
         record = _consumer_run(mode, cfg, launch.split)
         if cfg.tma:  # alignment is where the buffers are: the call picks
             plain = _triton_for(cfg, False)
-            pointer = (_triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting()),
+            pointer = (_triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms),
                        _consumer_run(mode, plain, launch.split))
     return _ConsumerPlan(backend, g, m, n, k, a.device, not check_contract and a.device.type != "meta", apart,
                          launch, ints, record, pointer)

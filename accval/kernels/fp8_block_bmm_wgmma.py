@@ -20,7 +20,9 @@ wgmmas). Each chunk's last product is scaled in under the next chunk's first wgm
 (:data:`DEFER_LAST`, :func:`_chunk_deferred`): it crosses the loop retired, so the tensor cores idle at a
 chunk's end only while the next wgmma is issued. ``scripts/kernel_ir.py --wgmma`` shows the waits, the multiply-adds between them, registers
 and spills. Tiles come by TMA into a ring of ``STAGES`` buffers, each with an mbarrier; a block's buffer
-is refilled once its wgmma has retired.
+is refilled once its wgmma has retired. A persistent launch (``PERSISTENT``) loops each program over
+its tiles, the next tile's first blocks loading while a tile is stored; the table does not take it
+(slower on an H200, ``CONSUMER_TUNING``).
 
 What it gives on an H200 is in ``accval.kernels.fp8_block_bmm.CONSUMER_TUNING``.
 
@@ -80,10 +82,24 @@ def _tile_layout():
 if AVAILABLE:
 
     @gluon.jit
-    def _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, row_a, row_b, STAGES: gl.constexpr):
-        """Start the TMA loads of k-block ``j`` (none past the last block) into buffer ``j % STAGES``."""
+    def _tile_rows(t, n_tiles, m_tiles, M, N, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+        """Tile ``t`` of the grid's order (n tile fastest, then m tile, then group): ``(pid_n, pid_m, g)`` and its
+        first rows in ``a`` seen as ``[G*M, K]`` and in ``b`` seen as ``[G*N, K]``."""
+        pid_n = t % n_tiles
+        tm = t // n_tiles
+        pid_m = tm % m_tiles
+        g = tm // m_tiles
+        return pid_n, pid_m, g, g * M + pid_m * BLOCK_M, g * N + pid_n * BLOCK_N
+
+    @gluon.jit
+    def _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, tile, pred, STAGES: gl.constexpr):
+        """Start the TMA loads of k-block ``j`` of the tile whose first rows are ``tile`` (``(row_a, row_b)``)
+        into buffer ``j % STAGES``: none past its last block, none where ``pred`` is false. Every tile starts
+        at buffer 0, so where a chunk has as many blocks as there are buffers, each block's buffer is known
+        when the kernel is compiled."""
+        row_a, row_b = tile
         s = j % STAGES
-        ok = j < k_blocks
+        ok = (j < k_blocks) & pred
         mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes, pred=ok)
         _tma_load(a_desc, [row_a, j * 128], ready.index(s), a_smem.index(s), pred=ok)
         _tma_load(b_desc, [row_b, j * 128], ready.index(s), b_smem.index(s), pred=ok)
@@ -91,7 +107,8 @@ if AVAILABLE:
     @gluon.jit
     def _issue_block(a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, kb, done, STAGES: gl.constexpr):
         """Block ``kb``'s two scales loaded, and its wgmma issued once its buffer is full, into the registers of
-        ``done`` (``use_acc=False``: the product starts from nothing); returns ``(product, a_s, b_s)``."""
+        ``done`` (``use_acc=False``: the product starts from nothing); returns ``(product, a_s, b_s)``. Each
+        buffer's barrier starts a tile at an even phase (:func:`_even_phases`)."""
         st = kb % STAGES
         a_s = gl.load(as_ptrs + kb * scale_m_stride, mask=m_ok, other=0.0)
         b_s = gl.load(bs_ptr_g + kb)
@@ -100,7 +117,7 @@ if AVAILABLE:
         return cur, a_s, b_s
 
     @gluon.jit
-    def _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc, prev_s, kb, k_blocks, row_a, row_b,
+    def _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc, prev_s, kb, k_blocks, tile,
                            STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
         """With block ``kb``'s wgmma (``cur``) just issued: wait until it is the only one in flight, so block
         ``kb-1``'s product ``prev`` has retired, refill that block's buffer and scale ``prev`` (its
@@ -112,13 +129,13 @@ if AVAILABLE:
             prev, cur = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur])
         # With 8 warps (two warpgroups) one thread issues the refill; the compiler's barrier after this wait
         # (Triton's shared-memory barrier analysis) keeps it behind both warpgroups' reads of that buffer
-        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
+        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, tile, True, STAGES)
         acc = gl.fma(prev, prev_s[:, None], acc)
         return prev, cur, acc
 
     @gluon.jit
     def _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare, kb0,
-               k_blocks, row_a, row_b, BLOCKS: gl.constexpr, STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
+               k_blocks, tile, BLOCKS: gl.constexpr, STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
         """Blocks ``kb0 .. kb0+BLOCKS-1`` into ``acc``: each block's product is issued, the previous one
         (retired by the wait that leaves one in flight) is scaled in and its buffer refilled; the
         chunk ends with every product retired. ``spare``: registers a product may be written over.
@@ -134,7 +151,7 @@ if AVAILABLE:
             if u > 0:
                 # prev, prev_as, prev_bs: the previous step's (u >= 1)
                 prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc,  # noqa: F821
-                                                    prev_as * prev_bs, kb, k_blocks, row_a, row_b, STAGES,  # noqa: F821
+                                                    prev_as * prev_bs, kb, k_blocks, tile, STAGES,  # noqa: F821
                                                     PIN_FMA)
                 done = prev
             prev = cur
@@ -144,13 +161,13 @@ if AVAILABLE:
             prev, acc = warpgroup_mma_wait(num_outstanding=0, deps=[prev, acc])
         else:
             prev = warpgroup_mma_wait(num_outstanding=0, deps=[prev])
-        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
+        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, tile, True, STAGES)
         acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)
         return acc
 
     @gluon.jit
     def _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, last,
-                        last_s, spare, kb0, k_blocks, row_a, row_b, BLOCKS: gl.constexpr, STAGES: gl.constexpr):
+                        last_s, spare, kb0, k_blocks, tile, BLOCKS: gl.constexpr, STAGES: gl.constexpr):
         """:func:`_chunk` (pinned) with the previous chunk's last product scaled in under this chunk's first
         wgmma: ``last`` (retired, with its ``[BLOCK_M]`` scales ``last_s``) goes in after block ``kb0`` is
         issued, and this chunk's last product is returned retired but not scaled in, with its scales and
@@ -169,45 +186,38 @@ if AVAILABLE:
                 done = last
             else:
                 prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc,  # noqa: F821
-                                                    prev_as * prev_bs, kb, k_blocks, row_a, row_b, STAGES,  # noqa: F821
+                                                    prev_as * prev_bs, kb, k_blocks, tile, STAGES,  # noqa: F821
                                                     True)
                 done = prev
             prev = cur
             prev_as = a_s
             prev_bs = b_s
         prev, acc = warpgroup_mma_wait(num_outstanding=0, deps=[prev, acc])
-        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, row_a, row_b, STAGES)
+        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, tile, True, STAGES)
         return acc, prev, prev_as * prev_bs, done
 
     @gluon.jit
-    def fp8_block_bmm_wgmma_kernel(
-        a_desc, as_ptr, b_desc, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
-        stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
-        stride_out_s, stride_out_g, stride_out_m, stride_out_n,
-        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
-        UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr,
-    ):
-        """Program (n tile, m tile, group), as the Triton TMA kernel's unsplit grid; the integer arguments
-        are that kernel's (``k_blocks_per_split``, ``stride_b_*`` and ``stride_out_s`` unused: no split,
-        and the descriptors hold ``b``'s strides). A tile of ``a`` past the group's last row reads the
-        next group's rows or zeros; those rows' scales load as 0 and their outputs are not stored."""
-        pid_n = gl.program_id(0)
-        pid_m = gl.program_id(1)
-        g = gl.program_id(2)
-        k_blocks = K // 128
-        row_a = g * M + pid_m * BLOCK_M
-        row_b = g * N + pid_n * BLOCK_N
+    def _even_phases(ready, k_blocks, STAGES: gl.constexpr):
+        """With a tile's loads all waited for: one arrival at each buffer's barrier that took an odd number of
+        them (``k_blocks // STAGES`` each, one more for the first ``k_blocks % STAGES``), completing a phase
+        no one waits for, so every barrier starts the next tile at an even phase, as :func:`_issue_block`
+        expects (none at K = 8192: 16 loads per buffer)."""
+        for st in gl.static_range(STAGES):
+            loads = k_blocks // STAGES + (st < k_blocks % STAGES).to(gl.int32)
+            mbarrier.arrive(ready.index(st), pred=(loads % 2) == 1)
+
+    @gluon.jit
+    def _one_tile(a_desc, b_desc, a_smem, b_smem, ready, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m, g,
+                  tile, sched, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
+                  UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr):
+        """Tile ``(pid_n, pid_m, g)`` (first rows ``tile``), its first blocks already loading, into ``out``.
+        ``PERSISTENT``: ``sched`` is ``(t, programs, tiles, n_tiles, m_tiles)``, this tile's place in the grid's
+        order and what finds the program's next tile; once this tile's products have all retired, the next
+        tile's first blocks start loading, and load while this tile is stored. Its place and the next
+        tile's are worked out from ``sched`` after the k loop, not held through it (registers)."""
         mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[gl.num_warps(), 1],
                                                       instr_shape=[16, BLOCK_N, 32])
-        a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, 128], a_desc.layout)
-        b_smem = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BLOCK_N, 128], b_desc.layout)
-        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(STAGES):
-            mbarrier.init(ready.index(i), count=1)
-        fence_async_shared()
-        for j in gl.static_range(STAGES):
-            _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, row_a, row_b, STAGES)
-
         scale_m_stride = (M + SCALE_M_ALIGN - 1) // SCALE_M_ALIGN * SCALE_M_ALIGN
         offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma))
         m_ok = offs_m < M
@@ -222,19 +232,26 @@ if AVAILABLE:
             for c in range(0, k_blocks // UNROLL):
                 acc, last, last_s, spare = _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g,
                                                            m_ok, scale_m_stride, acc, last, last_s, spare, c * UNROLL,
-                                                           k_blocks, row_a, row_b, UNROLL, STAGES)
+                                                           k_blocks, tile, UNROLL, STAGES)
             acc = gl.fma(last, last_s[:, None], acc)
         else:
             for c in range(0, k_blocks // UNROLL):
                 acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
-                             c * UNROLL, k_blocks, row_a, row_b, UNROLL, STAGES, PIN_FMA)
+                             c * UNROLL, k_blocks, tile, UNROLL, STAGES, PIN_FMA)
         # the blocks past the last whole chunk, one at a time (none at K = 8192); a deferred chunk's product
         # is in by now, so nothing is carried here
         for kb in range(k_blocks // UNROLL * UNROLL, k_blocks):
             acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
-                         kb, k_blocks, row_a, row_b, 1, STAGES, PIN_FMA)
-        for i in gl.static_range(STAGES):
-            mbarrier.invalidate(ready.index(i))
+                         kb, k_blocks, tile, 1, STAGES, PIN_FMA)
+        if PERSISTENT:  # every product has retired, so every buffer is free
+            t, n_prog, tiles, n_tiles, m_tiles = sched
+            _even_phases(ready, k_blocks, STAGES)
+            _, _, _, next_a, next_b = _tile_rows(t + n_prog, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
+            for j in gl.static_range(STAGES):
+                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (next_a, next_b), t + n_prog < tiles,
+                            STAGES)
+            pid_n, pid_m, g, _, _ = _tile_rows(t, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
+            g64 = g.to(gl.int64)
 
         # stored through a row-major layout: 16-byte stores along n
         out_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [gl.num_warps(), 1], [1, 0])
@@ -243,3 +260,55 @@ if AVAILABLE:
         on = pid_n * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, out_layout))
         ptrs = out_ptr + g64 * stride_out_g + om.to(gl.int64)[:, None] * stride_out_m + on[None, :] * stride_out_n
         gl.store(ptrs, res, mask=(om < M)[:, None] & (on < N)[None, :])
+
+    @gluon.jit
+    def fp8_block_bmm_wgmma_kernel(
+        a_desc, as_ptr, b_desc, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
+        stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
+        stride_out_s, stride_out_g, stride_out_m, stride_out_n,
+        BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
+        UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr,
+    ):
+        """Tiles ``[BLOCK_M, BLOCK_N]`` of ``out[g]``: program (n tile, m tile, group), as the Triton TMA kernel's
+        unsplit grid; or, ``PERSISTENT``, program ``p`` of ``P`` takes tiles ``p, p + P, ...`` in that grid's
+        order (n tile fastest, then m tile, then group), its TMA buffers running on from one tile to the next
+        (:func:`_one_tile`). The integer arguments are the Triton TMA kernel's, so one launcher drives both
+        (``k_blocks_per_split``, ``stride_b_*`` and ``stride_out_s`` unused: no split, and the descriptors
+        hold ``b``'s strides); the group count is ``a``'s descriptor's rows over ``M``. A tile of ``a`` past
+        the group's last row reads the next group's rows or zeros; those rows' scales load as 0 and their
+        outputs are not stored."""
+        k_blocks = K // 128
+        a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, 128], a_desc.layout)
+        b_smem = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BLOCK_N, 128], b_desc.layout)
+        ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(STAGES):
+            mbarrier.init(ready.index(i), count=1)
+        fence_async_shared()
+        if PERSISTENT:
+            pid = gl.program_id(0)
+            n_prog = gl.num_programs(0)
+            n_tiles = (N + BLOCK_N - 1) // BLOCK_N
+            m_tiles = (M + BLOCK_M - 1) // BLOCK_M
+            tiles = n_tiles * m_tiles * (a_desc.shape[0] // M)
+            _, _, _, row_a, row_b = _tile_rows(pid, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
+            for j in gl.static_range(STAGES):  # the first tile's first blocks (the grid has no more programs than tiles)
+                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
+            for t in range(pid, tiles, n_prog):
+                pid_n, pid_m, g, row_a, row_b = _tile_rows(t, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
+                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m,
+                          g, (row_a, row_b), (t, n_prog, tiles, n_tiles, m_tiles), stride_bs_g, stride_bs_n,
+                          stride_out_g, stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL,
+                          PIN_FMA, DEFER_LAST, True)
+        else:
+            pid_n = gl.program_id(0)
+            pid_m = gl.program_id(1)
+            g = gl.program_id(2)
+            row_a = g * M + pid_m * BLOCK_M
+            row_b = g * N + pid_n * BLOCK_N
+            for j in gl.static_range(STAGES):
+                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
+            _one_tile(a_desc, b_desc, a_smem, b_smem, ready, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m, g,
+                      (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
+                      BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA, DEFER_LAST, False)
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(ready.index(i))

@@ -340,25 +340,70 @@ def wgmma_device(device):
 @settings(deadline=None)
 @given(g=st.integers(1, 3), m=st.sampled_from([1, 5, 37, 64, 65, 130, 200]), n=st.sampled_from([128, 256]),
        k=st.sampled_from([128, 384, 512, 640]), block_m=st.sampled_from([64, 128]), block_n=st.sampled_from([64, 128]),
-       stages=st.sampled_from([2, 3, 4]), seed=st.integers(0, 2**31 - 1))
-@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, seed=0)  # tiles run into the next group; an odd block
-@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, seed=1)  # DeepSeek-V4's K: 64 blocks, rings wrap
-@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, seed=2)  # one block: nothing overlaps
-def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, block_m, block_n, stages, seed):
+       stages=st.sampled_from([2, 3, 4]), persistent=st.sampled_from([0, 1, 2]), seed=st.integers(0, 2**31 - 1))
+@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, persistent=0, seed=0)  # into the next group; odd block
+@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, persistent=0, seed=1)  # 64 blocks, rings wrap
+@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, persistent=0, seed=2)  # one block: nothing overlaps
+def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, block_m, block_n, stages, persistent,
+                                                     seed):
     """The Gluon kernel (a block's wgmma in flight while the previous block is scaled, TMA buffers in a
     ring) computes the Triton kernel's products, scales and sums in its order: the plain pointer
     launch's bits at every size, block count (odd, even, one) and ring depth, into a strided ``out``
-    too, and the record names it."""
+    too, with a persistent grid too (here of at least one program per tile), and the record names it."""
     device = wgmma_device
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, seed, device)
     want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
                                    kernels.ConsumerConfig(64, block_n, 4, 3))
-    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True)
+    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True, persistent=persistent)
     out = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device).transpose(0, 1)
     with provenance.capture() as ran:
         got = kernels.launch_consumer(a, a_scale, b, b_scale, out, cfg)
     assert ran[-1].detail("kernel") == "gluon-wgmma" and ran[-1].detail("loads") == "tma", ran[-1]
     assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{cfg} changed bits at G={g} M={m} N={n} K={k}"
+
+
+#: (G, M, N, K, BLOCK_M, BLOCK_N, buffers, programs per SM) of persistent Gluon launches whose programs take
+#: several tiles on a GPU of at most 132 SMs: tiles running into the next group, K of 5 blocks (the next tile's
+#: first blocks loaded under this tile's last; an odd block), K of 3 blocks under 4 buffers (each tile starts
+#: its own), DeepSeek-V4's K with 128-row tiles, 2 programs per SM, and 2 buffers
+_PERSISTENT_CASES = [(3, 1000, 512, 640, 64, 64, 4, 1), (3, 1000, 512, 384, 64, 64, 4, 1),
+                     (2, 1500, 1024, 8192, 128, 128, 4, 1), (3, 3001, 512, 640, 64, 128, 3, 2),
+                     (1, 2000, 1024, 1024, 128, 64, 2, 1)]
+
+
+@pytest.mark.parametrize("g, m, n, k, block_m, block_n, stages, persistent", _PERSISTENT_CASES)
+def test_consumer_persistent_wgmma_matches_triton_kernel(device, g, m, n, k, block_m, block_n, stages, persistent):
+    """A persistent Gluon launch (each program takes every P-th tile, its TMA buffers running on from one
+    tile to the next) computes every tile as the one-program-per-tile launch does: the plain pointer
+    launch's bits, where programs take several tiles, and its record says it was persistent."""
+    _skip_unless_wgmma(device)
+    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True, persistent=persistent)
+    tiles = g * cdiv(m, block_m) * cdiv(n, block_n)
+    programs = _fb._triton_launch(cfg, g, m, n, k, _fb.SCALE_M_ALIGN, False, _fb._sm_count(device)).grid[0]
+    assert programs < tiles, (programs, tiles)  # each program takes more than one tile
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, m + k, device)
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
+                                   kernels.ConsumerConfig(64, block_n, 4, 3))
+    out = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device).transpose(0, 1)
+    with provenance.capture() as ran:
+        got = kernels.launch_consumer(a, a_scale, b, b_scale, out, cfg)
+    assert ran[-1].detail("kernel") == "gluon-wgmma" and ran[-1].detail("persistent") == persistent, ran[-1]
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{cfg} changed bits at G={g} M={m} N={n} K={k}"
+
+
+def test_consumer_persistent_grid_has_its_programs_per_sm_at_most_one_per_tile():
+    """The Gluon kernel's grid: one program per tile (n tiles, m tiles, groups), or ``persistent`` programs per
+    SM and never more than tiles; a persistent launch is the Gluon kernel's only, and its programs per SM
+    are counted from 0."""
+    cfg = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
+    for persistent, m, want in ((0, 4096, (8, 32, 8)), (1, 4096, (132,)), (2, 4096, (264,)), (1, 64, (64,)),
+                                (2, 1024, (264,))):
+        launch = _fb._triton_launch(dataclasses.replace(cfg, persistent=persistent), 8, m, 1024, 8192, 4, False, 132)
+        assert launch.grid == want, (persistent, m, launch.grid)
+    with pytest.raises(ValueError, match="persistent grid is the Gluon kernel's"):
+        kernels.ConsumerConfig(64, 128, 4, 3, tma=True, persistent=1)
+    with pytest.raises(ValueError, match="persistent: expected an int >= 0"):
+        kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, persistent=-1)
 
 
 def test_consumer_dispatch_takes_wgmma_on_hopper_grids_that_take_tma(device):
