@@ -43,6 +43,21 @@ def _skip_unless_runs_here(impl, device):
         pytest.skip(f"{impl.name!r} runs on {impl.devices}, not {device.type} (test_provenance checks it raises)")
 
 
+@pytest.fixture
+def consumer_here(consumer, device):
+    """``consumer`` where it runs on ``device``; skipped otherwise, before Hypothesis runs anything (a skip
+    inside an explicit example prints as Hypothesis' "Failing explicit example")."""
+    _skip_unless_runs_here(consumer, device)
+    return consumer
+
+
+@pytest.fixture
+def chain_here(chain_pair, device):
+    """``chain_pair`` (producer, consumer) where its consumer runs on ``device``, as :func:`consumer_here`."""
+    _skip_unless_runs_here(chain_pair[1], device)
+    return chain_pair
+
+
 def check_consumer(consumer, a, a_scale, b, b_scale, ctx):
     out = consumer(a, a_scale, b, b_scale)
     ref = fp8_block_bmm_math_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
@@ -78,11 +93,11 @@ def activation_scales(fmt: str, g: int, k: int, m: int, gen: torch.Generator) ->
 @example(c=dict(g=1, m=5, n=128, k=640, seed=2))  # 5 k-blocks: a packed word holding one block
 @example(c=dict(g=1, m=3, n=256, k=128, seed=3))  # K/128 % 4 != 0 with two weight-block rows: torch._scaled_mm
 @example(c=dict(g=2, m=8, n=256, k=384, seed=4))  # read its 128x128 scales past the end, or refused (H200)
-def test_consumer_matches_math_reference(consumer, device, c, scale_format):
+def test_consumer_matches_math_reference(consumer_here, device, c, scale_format):
     """For any G, M, N, K and each scale storage the consumer reads: |out - ref| <= 2**-8 |ref| (bf16
     output) + 2**-9 (|A| @ |B|) (block accumulation), ref = dequantized float64 bmm. Scale padding
     rows hold garbage: never read."""
-    _skip_unless_runs_here(consumer, device)
+    consumer = consumer_here
     gen = torch.Generator().manual_seed(c["seed"])
     g, m, n, k = c["g"], c["m"], c["n"], c["k"]
     a = (torch.randn(g, m, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
@@ -141,21 +156,19 @@ def check_chain(producer, consumer, case: ProducerCase, device, r: int = 128, re
 @example(case=ProducerCase(m=1500, n_groups=2, heads_per_group=1, seed=1500))  # the DEP8 size, automatic BTM 8
 @example(case=ProducerCase(m=1500, n_groups=2, heads_per_group=1, block_tokens_m=16, seed=15))
 @example(case=ProducerCase(m=7, n_groups=3, heads_per_group=1, seed=7))  # M % 4 != 0 with several groups
-def test_chain_matches_math_reference(chain_pair, device, case, accval_record):
+def test_chain_matches_math_reference(chain_here, device, case, accval_record):
     """Producer output fed to the consumer as engines do (the consumer trusts pad4(M) and M*K
     strides), producer and consumer of one recipe, matches the float64 product of the unquantized
     activations within the recipe's quantization bound, for any M, in particular M not a multiple
     of any BTM."""
-    producer, consumer = chain_pair
-    _skip_unless_runs_here(consumer, device)
+    producer, consumer = chain_here
     check_chain(producer, consumer, case, device, record=accval_record)
 
 
 @pytest.mark.parametrize("m", explicit_sizes(cpu_sizes=CHAIN_CPU_SIZES))
-def test_chain_explicit_sizes(chain_pair, device, m, accval_record):
+def test_chain_explicit_sizes(chain_here, device, m, accval_record):
     """The chain at the pull request's sizes and every awkward size, automatic dispatch."""
-    producer, consumer = chain_pair
-    _skip_unless_runs_here(consumer, device)
+    producer, consumer = chain_here
     check_chain(producer, consumer, ProducerCase(m=m, n_groups=2, heads_per_group=1, is_neox=m % 2 == 1, seed=m), device,
                 record=accval_record)
 

@@ -11,6 +11,7 @@ planted defects meet the suite's own checks in-process.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,36 @@ def test_example_producer_passes_with_no_false_failure(example):
     line = next((ln for ln in out.splitlines() if ln.startswith(f"producer examples.{example}:")), None)
     assert line is not None and ", 0 failed" in line, out[-3000:]
     assert "recipe=" in line and "exact=" in line, line
+
+
+_PLAIN_PRODUCER = """from examples.torch_producer import _producer
+
+
+def quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128, is_neox=True):
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+"""
+
+
+@pytest.mark.parametrize("plugged, tests, reason", [
+    (["--producer", "plain_producer:quant"], ["suites/kernel/test_contract.py::test_fake_matches_real"],
+     "exposes no torch op"),
+    (["--consumer", "torch"], ["suites/kernel/test_consumer_chain.py::test_consumer_matches_math_reference",
+                               "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference"],
+     "runs on ('cuda',), not cpu"),
+], ids=["producer-without-op", "cuda-only-consumer"])
+def test_what_a_declaration_rules_out_skips_saying_why(tmp_path, plugged, tests, reason):
+    """A property a plugged implementation cannot have (a plain function has no op for the fake checks, as
+    most users' first producer; a CUDA-only consumer on a CPU) skips with the reason, and nothing says an
+    example failed (Hypothesis reports a skip inside an explicit example as "Failing explicit example")."""
+    if "torch" in plugged and torch.cuda.is_available():
+        pytest.skip("the torch consumer runs here (a CUDA GPU): nothing to skip")
+    (tmp_path / "plain_producer.py").write_text(_PLAIN_PRODUCER)
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", PYTHONPATH=f"{tmp_path}:{REPO}")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider", "-rs",
+                           *plugged, *tests], cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and re.search(r"^\d+ skipped in ", out, re.M) and reason in out, out[-3000:]
+    assert "Failing explicit example" not in out, out[-3000:]
 
 
 #: the DEP8 size at which the seed's token block (8) pads differently from pad4(M)
