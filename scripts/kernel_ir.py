@@ -196,25 +196,28 @@ PRODUCER_LAUNCHES = ((1, 1), (2, 1), (4, 1), (8, 2))
 
 
 #: (BLOCK_M, warps, TMA buffers, blocks per chunk, scaling pinned between waits, each chunk's last product
-#: deferred to the next chunk, persistent) of the Gluon kernel compiled by ``--wgmma``: the table's two
-#: launches, the same persistent, not deferred, not pinned either, and at 2 and 1 blocks per chunk
-WGMMA_VARIANTS = ((128, 8, 4, 4, True, True, False), (64, 4, 4, 4, True, True, False), (128, 8, 4, 4, True, True, True),
-                  (64, 4, 4, 4, True, True, True), (128, 8, 4, 4, True, False, False),
-                  (128, 8, 4, 4, False, False, False), (128, 8, 4, 2, False, False, False),
-                  (128, 8, 4, 1, True, False, False))
+#: deferred to the next chunk, persistent, loader warp) of the Gluon kernel compiled by ``--wgmma``: the table's
+#: two launches, the same persistent, with a loader warp, not deferred, not pinned either, and at 2 and 1
+#: blocks per chunk
+WGMMA_VARIANTS = ((128, 8, 4, 4, True, True, False, False), (64, 4, 4, 4, True, True, False, False),
+                  (128, 8, 4, 4, True, True, True, False), (64, 4, 4, 4, True, True, True, False),
+                  (128, 8, 4, 4, True, True, False, True), (64, 4, 4, 4, True, True, False, True),
+                  (128, 8, 4, 4, True, False, False, False), (128, 8, 4, 4, False, False, False, False),
+                  (128, 8, 4, 2, False, False, False, False), (128, 8, 4, 1, True, False, False, False))
 
 
 def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool = True, defer: bool = True,
-                  persistent: bool = False):
+                  persistent: bool = False, loader: bool = False):
     """The Gluon consumer for sm90 with its constexprs as the dispatch sets them; integer arguments plain
     ``i32`` (no divisibility specialization)."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    fn = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma").fp8_block_bmm_wgmma_kernel
+    mod = importlib.import_module("accval.kernels.fp8_block_bmm_wgmma")
+    fn = mod.fp8_block_bmm_wgmma_kernel
     layout = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2))
     const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll, PIN_FMA=pin,
-                 DEFER_LAST=defer, PERSISTENT=persistent)
+                 DEFER_LAST=defer, PERSISTENT=persistent, LOADER=loader, LOADER_REGS=mod.LOADER_REGS)
     sig = {}
     for p in fn.params:
         if p.name in const:
@@ -223,8 +226,10 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool 
             sig[p.name] = f"tensordesc<fp8e4nv[{block_m if p.name == 'a_desc' else 128}, 128],{layout}>"
         else:
             sig[p.name] = {"as_ptr": "*fp32", "bs_ptr": "*fp32", "out_ptr": "*bf16"}.get(p.name, "i32")
-    return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=warps, enable_fp_fusion=False))
+    options = dict(num_warps=warps, enable_fp_fusion=False)
+    if loader:
+        options["maxnreg"] = mod.loader_maxnreg(warps, 2 if block_m == 64 else 1)
+    return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options=options)
 
 
 def ptxas_notes(compiled) -> list[str]:
@@ -257,19 +262,45 @@ def _wgmma_facts(compiled) -> dict:
     # the multiply-adds between two consecutive wgmma waits, most of any such stretch: one block's
     # scaling (BLOCK_M x 128 / threads) when each is pinned between waits, a whole chunk's when sunk
     stretches = [len(re.findall(r"\bfma\.rn\.f32\b", part)) for part in re.split(r"wgmma\.wait_group", ptx)[1:]]
+    # a warp-specialized launch's register caps per partition (the launch's own is "registers")
+    maxnreg = sorted({int(n) for n in re.findall(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+)", ptx)})
     return {"wait_group": waits, "max_fma_between_waits": max(stretches, default=0), **resources(compiled),
-            "ptxas": ptxas_notes(compiled)}
+            "setmaxnreg": maxnreg, **k_loop_barriers(compiled), "ptxas": ptxas_notes(compiled)}
+
+
+def k_loop_barriers(compiled) -> dict:
+    """In the SASS (Triton's cuobjdump; nothing without it): the loop with the most wgmma instructions (the
+    k loop), its wgmma count and the thread-block barriers (``BAR.SYNC``) each of its iterations waits at."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True).stdout
+    code = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    loops = []
+    for addr, ins in code:
+        # a loop's back edge is a conditional branch backwards (an unconditional one returns from a
+        # slow path, such as a barrier wait's retry, into the code it left)
+        jump = re.match(r"@!?U?P\d\s+BRA\s+0x([0-9a-f]+)", ins.strip())
+        if jump and int(jump.group(1), 16) < addr:
+            body = [i for a, i in code if int(jump.group(1), 16) <= a <= addr]
+            loops.append((sum("GMMA" in i for i in body), -len(body), sum("BAR.SYNC" in i for i in body)))
+    wgmma, _, bars = max(loops, default=(0, 0, 0))
+    return {"k_loop_wgmma": wgmma, "k_loop_bar_sync": bars}
 
 
 def wgmma_main(as_json: bool) -> int:
     rows = {}
     if not as_json:
         print(f"triton {triton.__version__}, sm90, consumer Gluon wgmma kernel")
-    for block_m, warps, stages, unroll, pin, defer, persistent in WGMMA_VARIANTS:
+    for block_m, warps, stages, unroll, pin, defer, persistent, loader in WGMMA_VARIANTS:
         name = (f"BLOCK_M {block_m} {warps} warps {stages} buffers {unroll} per chunk" + ("" if pin else " not pinned")
-                + ("" if defer or not pin else " not deferred") + (" persistent" if persistent else ""))
-        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll, pin, defer, persistent)),
-                  as_json)
+                + ("" if defer or not pin else " not deferred") + (" persistent" if persistent else "")
+                + (" loader warp" if loader else ""))
+        _fact_row(rows, name, lambda: _wgmma_facts(compile_wgmma(block_m, warps, stages, unroll, pin, defer, persistent,
+                                                                 loader)), as_json)
     if as_json:
         print(json.dumps(rows))
     return 0

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,deep,sums,wave,rounding,splitfma,m64]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -58,6 +58,8 @@ chunks    the Gluon kernel at 3-6 TMA buffers and 3-6 blocks per chunk (``CHUNK_
           twice; bits compared with the plain pointer launch
 persistent the Gluon kernel's table launches with one program per tile and persistent (1 or 2 programs per
           SM, ``PERSISTENT_LAUNCHES``), each timed twice; bits compared with the plain pointer launch
+loader    the Gluon kernel's table launches with its own warps loading and with a loader warp
+          (``LOADER_LAUNCHES``, warp specialization), each timed twice; bits compared with the plain pointer launch
 deep      the small-M split launches with 3-8 stages (``deep_launches``), each timed twice, bits compared;
           and the shipped split launch's two kernels timed alone
 sums      the small-M split launches with the split-K sum over ``SUM_BLOCKS`` elements per program, each
@@ -176,7 +178,7 @@ def prefetch_launches(m: int, shipped: ConsumerConfig) -> list[ConsumerConfig]:
 def _time_against_plain(operands, out, c: ConsumerConfig, refs: dict) -> tuple[float, bool]:
     """Median us of launch ``c`` into ``out``, and whether its output is bit for bit that of the pointer
     launch of its split without prefetch (kept in ``refs``, made once per such launch)."""
-    plain = dataclasses.replace(c, tma=False, prefetch_scales=False, wgmma=False, persistent=0)
+    plain = dataclasses.replace(c, tma=False, prefetch_scales=False, wgmma=False, persistent=0, loader_warp=False)
     if plain not in refs:
         refs[plain] = launch_consumer(*operands, torch.empty_like(out), plain)
     us = timing.time_cuda(lambda: launch_consumer(*operands, out, c), REPS_MS).median_us
@@ -902,7 +904,8 @@ def _schedule_part(part: str, ms, rows: list, launches) -> None:
                                               **{name.lower(): value for name, value in constants.items()})
                     if got is not None:
                         label = (f"{c.block_m}/{c.num_warps}w/{c.num_stages}s {_schedule_label(constants)}"
-                                 + (f" persistent {c.persistent}/SM" if c.persistent else ""))
+                                 + (f" persistent {c.persistent}/SM" if c.persistent else "")
+                                 + (" loader warp" if c.loader_warp else ""))
                         line.append(_against_scaled_mm(label, *got, base))
             _print_consumer_line(part, shape, m, base, line)
             operands = out = refs = None
@@ -936,6 +939,13 @@ CHUNK_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True), 
 #: programs per SM, each taking every P-th tile with its TMA buffers running on), timed by ``--parts persistent``
 PERSISTENT_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, 4, tma=True, wgmma=True, persistent=p), {})
                        for bm, ps in ((128, (0, 1)), (64, (0, 1, 2))) for p in ps]
+
+
+#: the Gluon kernel's table launches with its own warps loading and with a loader warp
+#: (``ConsumerConfig.loader_warp``: warp specialization) at 3-6 TMA buffers, timed by ``--parts loader``
+LOADER_LAUNCHES = [(ConsumerConfig(bm, 128, bm // 16, st, tma=True, wgmma=True, loader_warp=lw), {})
+                   for bm, st, lw in ((128, 4, False), (128, 3, True), (128, 4, True), (128, 5, True), (128, 6, True),
+                                      (64, 4, False), (64, 4, True))]
 
 
 TABLE_CANDIDATES = [ConsumerConfig(64, 128, 4, 3), ConsumerConfig(64, 128, 4, 3, tma=True),
@@ -1048,6 +1058,7 @@ def main() -> int:
            "pin": lambda: _schedule_part("pin", ms(), rows, PIN_LAUNCHES),
            "chunks": lambda: _schedule_part("chunks", ms(), rows, CHUNK_LAUNCHES),
            "persistent": lambda: _schedule_part("persistent", ms(), rows, PERSISTENT_LAUNCHES),
+           "loader": lambda: _schedule_part("loader", ms(), rows, LOADER_LAUNCHES),
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}

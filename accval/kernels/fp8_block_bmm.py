@@ -265,6 +265,9 @@ class ConsumerConfig:
     #: tile's first blocks loading while a tile is stored; same bits); 0: one program per tile. Slower on an
     #: H200 at every shape measured, so the table never takes it (``CONSUMER_TUNING``)
     persistent: int = 0
+    #: the Gluon kernel's TMA loads issued by a warp of their own, the compute warps handing each buffer back
+    #: through an mbarrier once its wgmma has retired (warp specialization; same bits); one program per tile
+    loader_warp: bool = False
 
     def __post_init__(self):
         for name in ("block_m", "block_n", "num_warps", "num_stages", "split_k"):
@@ -273,7 +276,7 @@ class ConsumerConfig:
         if self.persistent and not self.wgmma:
             raise ValueError(f"ConsumerConfig: a persistent grid is the Gluon kernel's; expected wgmma=True with "
                              f"persistent={self.persistent}")
-        for name in ("defer_scale", "tma", "prefetch_scales", "wgmma"):
+        for name in ("defer_scale", "tma", "prefetch_scales", "wgmma", "loader_warp"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"ConsumerConfig.{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if self.tma and self.defer_scale:
@@ -297,6 +300,10 @@ class ConsumerConfig:
                                  f"num_warps={self.num_warps}")
             if self.num_stages < 2:
                 raise ValueError(f"ConsumerConfig: wgmma needs num_stages >= 2 TMA buffers, got {self.num_stages}")
+        if self.loader_warp and (not self.wgmma or self.persistent):
+            raise ValueError("ConsumerConfig: a loader warp is the Gluon kernel's, one program per tile; expected "
+                             f"wgmma=True and persistent=0 with loader_warp=True, got wgmma={self.wgmma}, "
+                             f"persistent={self.persistent}")
 
 
 def _sm_count(device: torch.device) -> int:
@@ -490,7 +497,30 @@ CONSUMER_TUNING = (
     "/compare.md: 0.980-1.012 of the kernel before it). A first version that ran every grid as a loop over tiles and "
     "put block kb into buffer (its place in the program's stream of blocks) % STAGES, known only at run time, was "
     "1.09-1.16x slower at every shape (-s24call1-runtime-buffers/): with a chunk of as many blocks as buffers, each "
-    "block's buffer must be known when the kernel is compiled."
+    "block's buffer must be known when the kernel is compiled. "
+    "A loader warp (ConsumerConfig.loader_warp: warp specialization, the TMA loads issued by one warp of their own "
+    "that waits on an empty barrier per buffer, the compute warps arriving there once a block's wgmma has retired) "
+    "takes the 128-row rows: the shipped 128-row kernel's k loop waits at 16 thread-block barriers (BAR.SYNC) per 4 "
+    "blocks, mostly around the refills' expect and copies; with the loader it waits at 8, with 240 registers for the "
+    "compute warps and 24 for the loader (setmaxnreg), no spills (scripts/kernel_ir.py --wgmma, triton 3.6: "
+    "reports/kernel/kernel-ir-wgmma-NVIDIA_H200-2026-12-03-s25call1.log). speed_probe --parts loader "
+    "(reports/kernel/speed-probe-loader-NVIDIA_H200-2026-12-03-s25call1.json and -loader-stages-...-s25call2.json; "
+    "NVIDIA H200, torch 2.11, triton 3.6; two timings each, every output bit-identical to the pointer launch), "
+    "128-row, 4 buffers, without vs with the loader, us, s25call1 then s25call2: dep8 M=1024 141.0/140.5 vs 134.5/135.6, "
+    "139.0/139.9 vs 134.8/133.0; M=1500 204.8/205.5 vs 195.4/198.6; M=2048 276.2/284.3 vs 264.2/265.0, 286.9/284.6 vs "
+    "252.2/269.3; M=4096 565.0/584.2 vs 523.8/545.0, 573.5/578.4 vs 533.9/546.7; M=8192 1107.1/1142.5 vs "
+    "1039.8/1082.8, 1133.6/1139.7 vs 1043.7/1072.3; tep8 M=2048 37.6/37.7 vs 37.0/37.1; M=4096 69.4/69.5 vs 67.7/67.8; "
+    "M=8192 136.0/138.2 vs 129.3/130.9, 135.9/135.9 vs 127.2/129.6; the one loss: dep8 M=256 (1.94 tiles per SM) "
+    "44.3/44.4 vs 44.8/44.9, 44.1/44.2 vs 44.6/44.5. With the loader 3, 5 and 6 buffers were slower than 4 but at "
+    "dep8 M=256 (5: 43.6/43.7; dep8 M=4096 540.4/541.6 vs 533.9/546.7, M=8192 1070.6/1063.8 vs 1043.7/1072.3, tep8 "
+    "M=8192 131.6/132.9 vs 127.2/129.6; 3: 10-20% slower). The 64-row launch keeps its own loads: with a loader at "
+    "two programs per SM its compute warps get 232 registers and spill 56 bytes, 1-20% slower (tep8 M=1024 "
+    "32.2/32.3 vs 31.4/31.7, dep8 M=4096 741.4/717.5 vs 640.6/660.8). Two accval bench runs with the loader "
+    "(reports/bench/NVIDIA_H200-2026-12-03-222215, -222322) against the two before it (-184523, -184624), consumer "
+    "median us: dep8 M=1024 131.4/132.6 vs 138.7/139.6, 1500 198.2/196.3 vs 205.7/205.7, 2048 264.5/263.3 vs "
+    "285.4/282.5, 4096 537.2/543.7 vs 575.2/576.0, 8192 1081.1/1052.1 vs 1164.2/1171.0; tep8 M=2048 36.4/36.5 vs "
+    "37.1/36.9, 4096 66.4/66.5 vs 68.3/68.4, 8192 128.5/128.4 vs 134.8/136.4; against torch._scaled_mm at dep8 "
+    "0.96-1.02x from M=2048 (was 0.91-0.94x), worst at M >= 2048 0.92x/0.92x (tep8 M=4096 and M=2048)."
 )
 
 
@@ -545,9 +575,9 @@ def _cuda_capability(index: int) -> tuple[int, int]:
 WGMMA_128_MIN_TILES_PER_SM = 1.75
 #: the Gluon kernel's launches, by the least tiles per SM of the grid at BLOCK_M 64, BLOCK_N 128
 #: (``CONSUMER_TUNING``): 64-row tiles with 4 TMA buffers up to one wave of 128-row tiles, 128-row tiles with 8
-#: warps and 4 buffers from :data:`WGMMA_128_MIN_TILES_PER_SM` tiles per SM
+#: warps, 4 buffers and a loader warp from :data:`WGMMA_128_MIN_TILES_PER_SM` tiles per SM
 WGMMA_TABLE = (
-    (WGMMA_128_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)),
+    (WGMMA_128_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=True)),
     (0, ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True)),
 )
 #: the least M from which the Gluon kernel takes the grids of at least half as many tiles as SMs (the
@@ -729,8 +759,11 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     if cfg.wgmma:
         wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
                        UNROLL=fp8_block_bmm_wgmma.UNROLL, PIN_FMA=fp8_block_bmm_wgmma.PIN_FMA,
-                       DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, PERSISTENT=cfg.persistent > 0, num_warps=cfg.num_warps,
+                       DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, PERSISTENT=cfg.persistent > 0, LOADER=cfg.loader_warp,
+                       LOADER_REGS=fp8_block_bmm_wgmma.LOADER_REGS, num_warps=cfg.num_warps,
                        **_platform.gpu_launch_options())
+        if cfg.loader_warp:  # the loader's warpgroup counts at launch: two 64-row programs per SM still fit
+            wg_meta["maxnreg"] = fp8_block_bmm_wgmma.loader_maxnreg(cfg.num_warps, 2 if cfg.block_m == 64 else 1)
         bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
         wg_grid = (min(grid[0] * grid[1] * grid[2], cfg.persistent * sms),) if cfg.persistent else grid
         return _TritonLaunch(1, k_blocks, wg_grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None,
@@ -794,7 +827,7 @@ def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer",
         prefetch_scales=cfg.prefetch_scales, kernel="gluon-wgmma" if cfg.wgmma else "triton",
-        persistent=cfg.persistent).items())))
+        persistent=cfg.persistent, loader_warp=cfg.loader_warp).items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):

@@ -22,7 +22,10 @@ chunk's end only while the next wgmma is issued. ``scripts/kernel_ir.py --wgmma`
 and spills. Tiles come by TMA into a ring of ``STAGES`` buffers, each with an mbarrier; a block's buffer
 is refilled once its wgmma has retired. A persistent launch (``PERSISTENT``) loops each program over
 its tiles, the next tile's first blocks loading while a tile is stored; the table does not take it
-(slower on an H200, ``CONSUMER_TUNING``).
+(slower on an H200, ``CONSUMER_TUNING``). With a loader warp (``LOADER``, what the table's 128-row launch
+takes) the loads come from a warp of their own (:func:`_loader`, ``gl.warp_specialize``): the compute warps
+hand each buffer back through its ``empty`` mbarrier instead of refilling it, so the copies and their
+barriers leave their k loop (half the thread-block barriers per iteration).
 
 What it gives on an H200 is in ``accval.kernels.fp8_block_bmm.CONSUMER_TUNING``.
 
@@ -63,6 +66,17 @@ PIN_FMA = True
 #: each chunk's last product scaled in under the next chunk's first wgmma (:func:`_chunk_deferred`); False
 #: only to measure the kernel without it (``scripts/speed_probe.py --parts pin``): same bits
 DEFER_LAST = True
+
+#: registers a thread of a warp-specialized launch's loader warp keeps (``setmaxnreg``'s least: it holds a few
+#: scalars); the compute warps get the rest of what :func:`loader_maxnreg` gives the launch
+LOADER_REGS = 24
+
+
+def loader_maxnreg(num_warps: int, ctas_per_sm: int = 1) -> int:
+    """The register cap per thread of a warp-specialized launch of ``num_warps`` compute warps, so that
+    ``ctas_per_sm`` programs fit an SM's 64K registers: registers are handed out by warpgroup, so the
+    loader warp takes a warpgroup's (4 warps) at launch; a multiple of 8, at most 255."""
+    return min(65536 // ctas_per_sm // ((num_warps + 4) * 32) // 8 * 8, 255)
 
 
 def descriptors(a, b, a_rows: int, b_rows: int, k: int, block_m: int, block_n: int) -> tuple:
@@ -105,6 +119,26 @@ if AVAILABLE:
         _tma_load(b_desc, [row_b, j * 128], ready.index(s), b_smem.index(s), pred=ok)
 
     @gluon.jit
+    def _refill(a_desc, b_desc, a_smem, b_smem, ready, empty, j, k_blocks, tile, STAGES: gl.constexpr,
+                LOADER: gl.constexpr):
+        """Block ``j - STAGES``'s buffer is free (its wgmma has retired in every warpgroup): load block ``j``
+        into it, or, ``LOADER``, hand it to the loader warp (:func:`_loader`) through its ``empty`` barrier."""
+        if LOADER:
+            mbarrier.arrive(empty.index(j % STAGES), pred=j < k_blocks)
+        else:
+            _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, tile, True, STAGES)
+
+    @gluon.jit
+    def _loader(a_desc, b_desc, a_smem, b_smem, ready, empty, row_a, row_b, k_blocks, STAGES: gl.constexpr):
+        """The loader warp of a warp-specialized launch: every k-block of the tile whose first rows are
+        ``(row_a, row_b)``, each into its buffer once the compute warps have freed it (:func:`_refill`;
+        a fresh barrier passes the wait for the parity before its first phase, so the first ``STAGES``
+        loads start at once)."""
+        for j in range(k_blocks):
+            mbarrier.wait(empty.index(j % STAGES), ((j // STAGES) & 1) ^ 1)
+            _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
+
+    @gluon.jit
     def _issue_block(a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, kb, done, STAGES: gl.constexpr):
         """Block ``kb``'s two scales loaded, and its wgmma issued once its buffer is full, into the registers of
         ``done`` (``use_acc=False``: the product starts from nothing); returns ``(product, a_s, b_s)``. Each
@@ -117,8 +151,8 @@ if AVAILABLE:
         return cur, a_s, b_s
 
     @gluon.jit
-    def _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc, prev_s, kb, k_blocks, tile,
-                           STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
+    def _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, empty, prev, cur, acc, prev_s, kb, k_blocks, tile,
+                           STAGES: gl.constexpr, PIN_FMA: gl.constexpr, LOADER: gl.constexpr):
         """With block ``kb``'s wgmma (``cur``) just issued: wait until it is the only one in flight, so block
         ``kb-1``'s product ``prev`` has retired, refill that block's buffer and scale ``prev`` (its
         ``[BLOCK_M]`` scales ``prev_s``) into ``acc``; returns ``(prev, cur, acc)``. ``PIN_FMA``: ``acc``
@@ -127,15 +161,16 @@ if AVAILABLE:
             prev, cur, acc = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur, acc])
         else:
             prev, cur = warpgroup_mma_wait(num_outstanding=1, deps=[prev, cur])
-        # With 8 warps (two warpgroups) one thread issues the refill; the compiler's barrier after this wait
-        # (Triton's shared-memory barrier analysis) keeps it behind both warpgroups' reads of that buffer
-        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb - 1 + STAGES, k_blocks, tile, True, STAGES)
+        # With 8 warps (two warpgroups) one thread issues the refill (or the arrival that hands the buffer to
+        # the loader); the compiler's barrier after this wait (Triton's shared-memory barrier analysis; the
+        # partition's own with a loader) keeps it behind both warpgroups' reads of that buffer
+        _refill(a_desc, b_desc, a_smem, b_smem, ready, empty, kb - 1 + STAGES, k_blocks, tile, STAGES, LOADER)
         acc = gl.fma(prev, prev_s[:, None], acc)
         return prev, cur, acc
 
     @gluon.jit
-    def _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare, kb0,
-               k_blocks, tile, BLOCKS: gl.constexpr, STAGES: gl.constexpr, PIN_FMA: gl.constexpr):
+    def _chunk(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare, kb0,
+               k_blocks, tile, BLOCKS: gl.constexpr, STAGES: gl.constexpr, PIN_FMA: gl.constexpr, LOADER: gl.constexpr):
         """Blocks ``kb0 .. kb0+BLOCKS-1`` into ``acc``: each block's product is issued, the previous one
         (retired by the wait that leaves one in flight) is scaled in and its buffer refilled; the
         chunk ends with every product retired. ``spare``: registers a product may be written over.
@@ -150,9 +185,9 @@ if AVAILABLE:
                                          STAGES)
             if u > 0:
                 # prev, prev_as, prev_bs: the previous step's (u >= 1)
-                prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc,  # noqa: F821
+                prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, empty, prev, cur, acc,  # noqa: F821
                                                     prev_as * prev_bs, kb, k_blocks, tile, STAGES,  # noqa: F821
-                                                    PIN_FMA)
+                                                    PIN_FMA, LOADER)
                 done = prev
             prev = cur
             prev_as = a_s
@@ -161,13 +196,14 @@ if AVAILABLE:
             prev, acc = warpgroup_mma_wait(num_outstanding=0, deps=[prev, acc])
         else:
             prev = warpgroup_mma_wait(num_outstanding=0, deps=[prev])
-        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, tile, True, STAGES)
+        _refill(a_desc, b_desc, a_smem, b_smem, ready, empty, kb0 + BLOCKS - 1 + STAGES, k_blocks, tile, STAGES, LOADER)
         acc = gl.fma(prev, (prev_as * prev_bs)[:, None], acc)
         return acc
 
     @gluon.jit
-    def _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, last,
-                        last_s, spare, kb0, k_blocks, tile, BLOCKS: gl.constexpr, STAGES: gl.constexpr):
+    def _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, last,
+                        last_s, spare, kb0, k_blocks, tile, BLOCKS: gl.constexpr, STAGES: gl.constexpr,
+                        LOADER: gl.constexpr):
         """:func:`_chunk` (pinned) with the previous chunk's last product scaled in under this chunk's first
         wgmma: ``last`` (retired, with its ``[BLOCK_M]`` scales ``last_s``) goes in after block ``kb0`` is
         issued, and this chunk's last product is returned retired but not scaled in, with its scales and
@@ -185,15 +221,15 @@ if AVAILABLE:
                 acc = gl.fma(last, last_s[:, None], acc)
                 done = last
             else:
-                prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, prev, cur, acc,  # noqa: F821
+                prev, cur, acc = _scale_in_previous(a_desc, b_desc, a_smem, b_smem, ready, empty, prev, cur, acc,  # noqa: F821
                                                     prev_as * prev_bs, kb, k_blocks, tile, STAGES,  # noqa: F821
-                                                    True)
+                                                    True, LOADER)
                 done = prev
             prev = cur
             prev_as = a_s
             prev_bs = b_s
         prev, acc = warpgroup_mma_wait(num_outstanding=0, deps=[prev, acc])
-        _load_block(a_desc, b_desc, a_smem, b_smem, ready, kb0 + BLOCKS - 1 + STAGES, k_blocks, tile, True, STAGES)
+        _refill(a_desc, b_desc, a_smem, b_smem, ready, empty, kb0 + BLOCKS - 1 + STAGES, k_blocks, tile, STAGES, LOADER)
         return acc, prev, prev_as * prev_bs, done
 
     @gluon.jit
@@ -207,10 +243,11 @@ if AVAILABLE:
             mbarrier.arrive(ready.index(st), pred=(loads % 2) == 1)
 
     @gluon.jit
-    def _one_tile(a_desc, b_desc, a_smem, b_smem, ready, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m, g,
-                  tile, sched, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
+    def _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m,
+                  g, tile, sched, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
-                  UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr):
+                  UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr,
+                  LOADER: gl.constexpr):
         """Tile ``(pid_n, pid_m, g)`` (first rows ``tile``), its first blocks already loading, into ``out``.
         ``PERSISTENT``: ``sched`` is ``(t, programs, tiles, n_tiles, m_tiles)``, this tile's place in the grid's
         order and what finds the program's next tile; once this tile's products have all retired, the next
@@ -230,19 +267,19 @@ if AVAILABLE:
             last = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma)  # scaled by 0 into +0: acc stays +0
             last_s = gl.zeros([BLOCK_M], gl.float32, gl.SliceLayout(1, mma))
             for c in range(0, k_blocks // UNROLL):
-                acc, last, last_s, spare = _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g,
-                                                           m_ok, scale_m_stride, acc, last, last_s, spare, c * UNROLL,
-                                                           k_blocks, tile, UNROLL, STAGES)
+                acc, last, last_s, spare = _chunk_deferred(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptrs,
+                                                           bs_ptr_g, m_ok, scale_m_stride, acc, last, last_s, spare,
+                                                           c * UNROLL, k_blocks, tile, UNROLL, STAGES, LOADER)
             acc = gl.fma(last, last_s[:, None], acc)
         else:
             for c in range(0, k_blocks // UNROLL):
-                acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
-                             c * UNROLL, k_blocks, tile, UNROLL, STAGES, PIN_FMA)
+                acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc,
+                             spare, c * UNROLL, k_blocks, tile, UNROLL, STAGES, PIN_FMA, LOADER)
         # the blocks past the last whole chunk, one at a time (none at K = 8192); a deferred chunk's product
         # is in by now, so nothing is carried here
         for kb in range(k_blocks // UNROLL * UNROLL, k_blocks):
-            acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc, spare,
-                         kb, k_blocks, tile, 1, STAGES, PIN_FMA)
+            acc = _chunk(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, acc,
+                         spare, kb, k_blocks, tile, 1, STAGES, PIN_FMA, LOADER)
         if PERSISTENT:  # every product has retired, so every buffer is free
             t, n_prog, tiles, n_tiles, m_tiles = sched
             _even_phases(ready, k_blocks, STAGES)
@@ -268,6 +305,7 @@ if AVAILABLE:
         stride_out_s, stride_out_g, stride_out_m, stride_out_n,
         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
         UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr,
+        LOADER: gl.constexpr, LOADER_REGS: gl.constexpr,
     ):
         """Tiles ``[BLOCK_M, BLOCK_N]`` of ``out[g]``: program (n tile, m tile, group), as the Triton TMA kernel's
         unsplit grid; or, ``PERSISTENT``, program ``p`` of ``P`` takes tiles ``p, p + P, ...`` in that grid's
@@ -276,15 +314,36 @@ if AVAILABLE:
         (``k_blocks_per_split``, ``stride_b_*`` and ``stride_out_s`` unused: no split, and the descriptors
         hold ``b``'s strides); the group count is ``a``'s descriptor's rows over ``M``. A tile of ``a`` past
         the group's last row reads the next group's rows or zeros; those rows' scales load as 0 and their
-        outputs are not stored."""
+        outputs are not stored. ``LOADER`` (one program per tile): the TMA loads come from a warp of their own
+        (:func:`_loader`, ``LOADER_REGS`` registers a thread), each buffer handed back to it through an
+        ``empty`` mbarrier once every warpgroup's wgmma reading it has retired."""
         k_blocks = K // 128
         a_smem = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BLOCK_M, 128], a_desc.layout)
         b_smem = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BLOCK_N, 128], b_desc.layout)
         ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        if LOADER:  # the loader waits on a buffer's barrier before refilling it
+            empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        else:
+            empty = ready  # not read
         for i in gl.static_range(STAGES):
             mbarrier.init(ready.index(i), count=1)
+            if LOADER:
+                mbarrier.init(empty.index(i), count=1)
         fence_async_shared()
-        if PERSISTENT:
+        if LOADER:
+            pid_n = gl.program_id(0)
+            pid_m = gl.program_id(1)
+            g = gl.program_id(2)
+            row_a = g * M + pid_m * BLOCK_M
+            row_b = g * N + pid_n * BLOCK_N
+            gl.warp_specialize([
+                (_one_tile, (a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks,
+                             pid_n, pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g,
+                             stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA,
+                             DEFER_LAST, False, True)),
+                (_loader, (a_desc, b_desc, a_smem, b_smem, ready, empty, row_a, row_b, k_blocks, STAGES)),
+            ], [1], [LOADER_REGS])
+        elif PERSISTENT:
             pid = gl.program_id(0)
             n_prog = gl.num_programs(0)
             n_tiles = (N + BLOCK_N - 1) // BLOCK_N
@@ -295,10 +354,10 @@ if AVAILABLE:
                 _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
             for t in range(pid, tiles, n_prog):
                 pid_n, pid_m, g, row_a, row_b = _tile_rows(t, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
-                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m,
-                          g, (row_a, row_b), (t, n_prog, tiles, n_tiles, m_tiles), stride_bs_g, stride_bs_n,
+                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n,
+                          pid_m, g, (row_a, row_b), (t, n_prog, tiles, n_tiles, m_tiles), stride_bs_g, stride_bs_n,
                           stride_out_g, stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL,
-                          PIN_FMA, DEFER_LAST, True)
+                          PIN_FMA, DEFER_LAST, True, False)
         else:
             pid_n = gl.program_id(0)
             pid_m = gl.program_id(1)
@@ -307,8 +366,10 @@ if AVAILABLE:
             row_b = g * N + pid_n * BLOCK_N
             for j in gl.static_range(STAGES):
                 _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
-            _one_tile(a_desc, b_desc, a_smem, b_smem, ready, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m, g,
-                      (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
-                      BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA, DEFER_LAST, False)
+            _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n,
+                      pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m,
+                      stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA, DEFER_LAST, False, False)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(ready.index(i))
+            if LOADER:
+                mbarrier.invalidate(empty.index(i))

@@ -279,7 +279,7 @@ ONE_ROUNDING_LAUNCHES = [
     kernels.ConsumerConfig(64, 128, 4, 3), kernels.ConsumerConfig(16, 128, 4, 3, prefetch_scales=True),
     kernels.ConsumerConfig(32, 128, 4, 3, defer_scale=True), kernels.ConsumerConfig(64, 128, 4, 3, tma=True),
     kernels.ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True), kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True),
-    "emulated",
+    kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=True), "emulated",
 ]
 
 
@@ -350,28 +350,40 @@ def wgmma_device(device):
     return device
 
 
+#: (programs per SM of a persistent grid, loader warp) of the Gluon launches the wgmma test draws
+_WGMMA_SCHEDULES = [(0, False), (1, False), (2, False), (0, True)]
+
+
 @settings(deadline=None)
 @given(g=st.integers(1, 3), m=st.sampled_from([1, 5, 37, 64, 65, 130, 200]), n=st.sampled_from([128, 256]),
        k=st.sampled_from([128, 384, 512, 640]), block_m=st.sampled_from([64, 128]), block_n=st.sampled_from([64, 128]),
-       stages=st.sampled_from([2, 3, 4]), persistent=st.sampled_from([0, 1, 2]), seed=st.integers(0, 2**31 - 1))
-@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, persistent=0, seed=0)  # into the next group; odd block
-@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, persistent=0, seed=1)  # 64 blocks, rings wrap
-@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, persistent=0, seed=2)  # one block: nothing overlaps
-def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, block_m, block_n, stages, persistent,
+       stages=st.sampled_from([2, 3, 4]), schedule=st.sampled_from(_WGMMA_SCHEDULES), seed=st.integers(0, 2**31 - 1))
+@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, schedule=(0, False), seed=0)  # into the next group; odd block
+@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, schedule=(0, False), seed=1)  # 64 blocks, rings wrap
+@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, schedule=(0, False), seed=2)  # one block: nothing overlaps
+@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, schedule=(0, True), seed=3)  # the same with a loader warp
+@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, schedule=(0, True), seed=4)
+@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, schedule=(0, True), seed=5)
+@example(g=2, m=200, n=256, k=384, block_m=64, block_n=128, stages=4, schedule=(0, True), seed=6)  # fewer blocks than buffers
+def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, block_m, block_n, stages, schedule,
                                                      seed):
     """The Gluon kernel (a block's wgmma in flight while the previous block is scaled, TMA buffers in a
     ring) computes the Triton kernel's products, scales and sums in its order: the plain pointer
     launch's bits at every size, block count (odd, even, one) and ring depth, into a strided ``out``
-    too, with a persistent grid too (here of at least one program per tile), and the record names it."""
+    too, with a persistent grid (here of at least one program per tile) or a loader warp too, and the
+    record names the launch."""
     device = wgmma_device
+    persistent, loader_warp = schedule
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, seed, device)
     want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
                                    kernels.ConsumerConfig(64, block_n, 4, 3))
-    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True, persistent=persistent)
+    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True, persistent=persistent,
+                                 loader_warp=loader_warp)
     out = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device).transpose(0, 1)
     with provenance.capture() as ran:
         got = kernels.launch_consumer(a, a_scale, b, b_scale, out, cfg)
     assert ran[-1].detail("kernel") == "gluon-wgmma" and ran[-1].detail("loads") == "tma", ran[-1]
+    assert ran[-1].detail("persistent") == persistent and ran[-1].detail("loader_warp") == loader_warp, ran[-1]
     assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{cfg} changed bits at G={g} M={m} N={n} K={k}"
 
 
@@ -419,6 +431,26 @@ def test_consumer_persistent_grid_has_its_programs_per_sm_at_most_one_per_tile()
         kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, persistent=-1)
 
 
+def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile():
+    """A loader warp (warp specialization) is a schedule of the Gluon kernel's one-program-per-tile grid:
+    asked of another kernel or with a persistent grid it is refused, naming what was asked; its launch
+    caps registers so the loader's warpgroup fits beside the compute warps (two 64-row programs per SM)."""
+    with pytest.raises(ValueError, match="loader warp is the Gluon kernel's"):
+        kernels.ConsumerConfig(64, 128, 4, 3, tma=True, loader_warp=True)
+    with pytest.raises(ValueError, match="persistent=1"):
+        kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, persistent=1, loader_warp=True)
+    with pytest.raises(TypeError, match="loader_warp: expected a bool"):
+        kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=1)
+    cfg = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=True)
+    launch = _fb._triton_launch(cfg, 8, 4096, 1024, 8192, 4, False, 132)
+    assert launch.grid == (8, 32, 8)
+    if _fb.fp8_block_bmm_wgmma.AVAILABLE:
+        # 12 warps (8 + the loader's warpgroup) x 32 threads x 168 <= 65536; 2 x 8 warps x 32 x 128
+        assert launch.bmm.meta["maxnreg"] == 168 and launch.bmm.meta["LOADER"] is True, launch.bmm.meta
+        small = _fb._triton_launch(dataclasses.replace(cfg, block_m=64, num_warps=4), 8, 4096, 1024, 8192, 4, False, 132)
+        assert small.bmm.meta["maxnreg"] == 128, small.bmm.meta
+
+
 def test_consumer_dispatch_takes_wgmma_on_hopper_grids_that_take_tma(device):
     """On an sm90 GPU the unsplit grids run the Gluon kernel (a launch of ``WGMMA_TABLE``) through the
     public function, with the pointer launch's bits; split grids keep the Triton kernel."""
@@ -457,14 +489,15 @@ def test_consumer_wgmma_launch_where_it_cannot_run_says_so(device):
         assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
 
 
-#: the wgmma launch with 128-row tiles (the table's from WGMMA_128_MIN_TILES_PER_SM tiles per SM)
-_WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)
+#: the wgmma launch with 128-row tiles and a loader warp (the table's from WGMMA_128_MIN_TILES_PER_SM tiles per SM)
+_WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=True)
 
 
 def test_consumer_table_takes_wgmma_on_grids_of_half_the_sms_from_its_least_m():
     """The dispatch's rule: a device that runs the Gluon kernel gets it for every grid of at least half
     as many tiles (BLOCK_M 64, BLOCK_N 128) as SMs from M = ``WGMMA_MIN_M`` on, BLOCK_M 64 with 4 TMA
-    buffers below one wave of 128-row tiles and 128-row tiles with 8 warps from ``WGMMA_128_MIN_TILES_PER_SM`` tiles per SM
+    buffers below one wave of 128-row tiles and 128-row tiles with 8 warps and a loader warp from
+    ``WGMMA_128_MIN_TILES_PER_SM`` tiles per SM
     (what an H200 measured at the DeepSeek-V4-Pro shapes, ``CONSUMER_TUNING``); smaller grids (K split,
     or too short to split) and smaller M keep the Triton launch."""
     few, many = kernels.ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True), _WGMMA_128

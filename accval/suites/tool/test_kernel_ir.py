@@ -95,6 +95,16 @@ def test_wgmma_kernel_scales_each_block_under_the_next_wgmma_without_serializing
     for name in ("BLOCK_M 128 8 warps 4 buffers 4 per chunk persistent", "BLOCK_M 64 4 warps 4 buffers 4 per chunk persistent"):
         row = rows[name]  # compiles, its scaling pinned between waits (it spills about 100 bytes)
         assert "error" not in row and row["max_fma_between_waits"] == 64, (name, row)
+    plain, loader = rows["BLOCK_M 128 8 warps 4 buffers 4 per chunk"], rows["BLOCK_M 128 8 warps 4 buffers 4 per chunk loader warp"]
+    # the table's 128-row launch with a loader warp: the compute warps get 240 registers (setmaxnreg), the loader
+    # 24, no spills, each block pinned between waits; its k loop waits at fewer thread-block barriers (the
+    # loads and their barriers are the loader's)
+    assert "error" not in loader and loader["spill_stack_bytes"] == 0 and loader["max_fma_between_waits"] == 64, loader
+    assert loader["setmaxnreg"] == [24, 240], loader
+    if "k_loop_bar_sync" in loader:
+        assert loader["k_loop_wgmma"] == plain["k_loop_wgmma"] == 16, (plain, loader)
+        assert loader["k_loop_bar_sync"] < plain["k_loop_bar_sync"], (plain, loader)
+    assert "error" not in rows["BLOCK_M 64 4 warps 4 buffers 4 per chunk loader warp"]
     sunk = rows["BLOCK_M 128 8 warps 4 buffers 4 per chunk not pinned"]
     assert sunk["max_fma_between_waits"] == 4 * 64, sunk
     assert sunk["spill_stack_bytes"] > 0 or any("Potential Performance Loss" in note for note in sunk["ptxas"]), sunk
