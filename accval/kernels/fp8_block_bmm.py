@@ -577,7 +577,8 @@ WGMMA_128_MIN_TILES_PER_SM = 1.75
 #: (``CONSUMER_TUNING``): 64-row tiles with 4 TMA buffers up to one wave of 128-row tiles, 128-row tiles with 8
 #: warps, 4 buffers and a loader warp from :data:`WGMMA_128_MIN_TILES_PER_SM` tiles per SM
 WGMMA_TABLE = (
-    (WGMMA_128_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=True)),
+    (WGMMA_128_MIN_TILES_PER_SM, ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True,
+                                                loader_warp=fp8_block_bmm_wgmma.LOADER_AVAILABLE)),
     (0, ConsumerConfig(64, 128, 4, 4, tma=True, wgmma=True)),
 )
 #: the least M from which the Gluon kernel takes the grids of at least half as many tiles as SMs (the
@@ -803,11 +804,15 @@ def _cuda_has_tma(index: int) -> bool:
 
 def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
     """``cfg``, or what runs instead (:func:`_triton_for`): pointer loads when it asks for TMA and this
-    call's buffers cannot take it, the Triton TMA kernel when it asks for wgmma where that cannot run."""
+    call's buffers cannot take it, the Triton TMA kernel when it asks for wgmma where that cannot run, the
+    Gluon kernel loading its own tiles when it asks for a loader warp of a Triton whose Gluon cannot
+    specialize warps that way (:data:`accval.kernels.fp8_block_bmm_wgmma.LOADER_AVAILABLE`)."""
     if cfg.tma and not (_tma_layout_ok(a, b, n) and _tma_aligned(a, b)):
         return _triton_for(cfg, False)
     if cfg.wgmma and not _wgmma_ok(a.device):
         return _triton_for(cfg, True)
+    if cfg.loader_warp and not fp8_block_bmm_wgmma.LOADER_AVAILABLE:
+        return dataclasses.replace(cfg, loader_warp=False)
     return cfg
 
 

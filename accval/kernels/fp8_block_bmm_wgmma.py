@@ -36,6 +36,7 @@ kernels do not run in Triton's CPU interpreter, so on a CPU the dispatch never p
 from __future__ import annotations
 
 import functools
+import inspect
 
 try:
     from triton.experimental import gluon
@@ -56,6 +57,9 @@ except (ImportError, AttributeError):  # pragma: no cover - a Triton without Glu
 
 #: Gluon's Hopper API imported (a GPU with sm90 is also needed: ``accval.kernels.fp8_block_bmm``)
 AVAILABLE = gluon is not None
+#: this Triton's ``gl.warp_specialize`` takes ``[(function, args), ...]`` (Triton 3.6 on; earlier Gluon took
+#: the default partition and the workers apart): a loader warp (``LOADER``) needs it
+LOADER_AVAILABLE = AVAILABLE and "functions_and_args" in inspect.signature(gl.warp_specialize).parameters
 
 #: blocks per unrolled chunk: 4 was the fastest of 2-16 with the scaling pinned (``CONSUMER_TUNING``); an
 #: even count keeps the two products' registers in step around the loop (no copies)

@@ -431,10 +431,12 @@ def test_consumer_persistent_grid_has_its_programs_per_sm_at_most_one_per_tile()
         kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, persistent=-1)
 
 
-def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile():
+def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile(monkeypatch):
     """A loader warp (warp specialization) is a schedule of the Gluon kernel's one-program-per-tile grid:
     asked of another kernel or with a persistent grid it is refused, naming what was asked; its launch
-    caps registers so the loader's warpgroup fits beside the compute warps (two 64-row programs per SM)."""
+    caps registers so the loader's warpgroup fits beside the compute warps (two 64-row programs per SM).
+    Where Triton's Gluon cannot specialize warps so, the Gluon kernel runs loading its own tiles (and
+    the record says so: it is made from the launch that ran)."""
     with pytest.raises(ValueError, match="loader warp is the Gluon kernel's"):
         kernels.ConsumerConfig(64, 128, 4, 3, tma=True, loader_warp=True)
     with pytest.raises(ValueError, match="persistent=1"):
@@ -449,6 +451,12 @@ def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile():
         assert launch.bmm.meta["maxnreg"] == 168 and launch.bmm.meta["LOADER"] is True, launch.bmm.meta
         small = _fb._triton_launch(dataclasses.replace(cfg, block_m=64, num_warps=4), 8, 4096, 1024, 8192, 4, False, 132)
         assert small.bmm.meta["maxnreg"] == 128, small.bmm.meta
+    a, _, b, _ = _consumer_operands(1, 64, 128, 256, 0, torch.device("cpu"))
+    monkeypatch.setattr(_fb, "_wgmma_ok", lambda device: True)  # as on an sm90 GPU
+    if _fb._tma_layout_ok(a, b, 128):
+        assert _fb._with_loads(cfg, a, b, 128) == cfg
+        monkeypatch.setattr(_fb.fp8_block_bmm_wgmma, "LOADER_AVAILABLE", False)
+        assert _fb._with_loads(cfg, a, b, 128) == dataclasses.replace(cfg, loader_warp=False)
 
 
 def test_consumer_dispatch_takes_wgmma_on_hopper_grids_that_take_tma(device):
@@ -490,7 +498,8 @@ def test_consumer_wgmma_launch_where_it_cannot_run_says_so(device):
 
 
 #: the wgmma launch with 128-row tiles and a loader warp (the table's from WGMMA_128_MIN_TILES_PER_SM tiles per SM)
-_WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, loader_warp=True)
+_WGMMA_128 = kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True,
+                                    loader_warp=_fb.fp8_block_bmm_wgmma.LOADER_AVAILABLE)
 
 
 def test_consumer_table_takes_wgmma_on_grids_of_half_the_sms_from_its_least_m():
