@@ -62,6 +62,14 @@ def assert_exact(actual: torch.Tensor, expected: torch.Tensor, what: str, contex
                              f"{actual[idx].item()!r} expected {expected[idx].item()!r}; {context}")
 
 
+def worst_ratio(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) -> float:
+    """The worst ``|actual - ref| / bound`` (inf where ``actual`` is not finite): what a report states of a
+    case, passed or failed."""
+    if not torch.isfinite(actual).all():
+        return float("inf")
+    return float(((actual.double() - ref.double()).abs() / bound.double().clamp_min(1e-30)).max())
+
+
 def assert_within_bound(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor, what: str, context: str) -> float:
     """Every ``|actual - ref| <= bound``; returns the worst ratio err/bound (for reporting)."""
     err = (actual.double() - ref.double()).abs()

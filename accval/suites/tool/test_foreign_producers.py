@@ -1,5 +1,6 @@
 """The kernel suite judges producers it was not designed for: each example producer passes with no
-false failure, and the same producer with a planted defect fails naming the violated property.
+false failure, and the same producer with a planted defect fails naming the violated property (and a
+plugged consumer's chain failures are reported as its own).
 
 The three examples differ in recipe and form: ``torch_producer`` (fp32-div, exact, torch),
 ``rcp_triton_producer`` (fp32-rcp, not exact, a Triton kernel run in the interpreter on a CPU, a
@@ -80,6 +81,24 @@ def test_what_a_declaration_rules_out_skips_saying_why(tmp_path, plugged, tests,
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and re.search(r"^\d+ skipped in ", out, re.M) and reason in out, out[-3000:]
     assert "Failing explicit example" not in out, out[-3000:]
+
+
+def test_a_plugged_consumers_chain_failures_are_its_own():
+    """Plugged alone (accval's producer on the other side), a consumer that reads the scale rows at stride M
+    (the catalog's defect) fails the chain tests, and the run's summary says so on the consumer's line
+    with the chain's worst |err|/bound above 1; accval's producer, not under test, gets no line of failures."""
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider",
+                           "--consumer", "mutant:consumer-scale-stride-m",
+                           "suites/kernel/test_consumer_chain.py::test_chain_explicit_sizes"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:] + proc.stderr[-2000:]
+    line = next((ln for ln in out.splitlines() if ln.startswith("consumer mutant:consumer-scale-stride-m:")), "")
+    failed = re.search(r"; \d+ passed, (\d+) failed", line)
+    worst = re.search(r"chain worst \|err\|/bound \S+ ([0-9.e+]+|inf)", line)
+    assert failed and int(failed.group(1)) > 0 and worst and float(worst.group(1)) > 1, out[-3000:]
+    assert not any(ln.startswith("producer accval:") for ln in out.splitlines()), out[-3000:]
 
 
 #: the DEP8 size at which the seed's token block (8) pads differently from pad4(M)
