@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from accval.implementations import PRODUCERS
+from accval.implementations import CONSUMERS, PRODUCERS
 from accval.suites.kernel import test_contract
 from accval.suites.kernel.cases import ProducerCase
+from accval.suites.kernel.test_consumer_chain import check_chain
 from accval.testing import child_pytest_env, plugin_args
 
 REPO = Path(__file__).resolve().parents[3]
@@ -81,6 +82,36 @@ def test_what_a_declaration_rules_out_skips_saying_why(tmp_path, plugged, tests,
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and re.search(r"^\d+ skipped in ", out, re.M) and reason in out, out[-3000:]
     assert "Failing explicit example" not in out, out[-3000:]
+
+
+#: the consumer's and the chain's core properties
+CONSUMER_CORE = ["suites/kernel/test_consumer_chain.py::test_consumer_matches_math_reference",
+                 "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference",
+                 "suites/kernel/test_consumer_chain.py::test_chain_explicit_sizes",
+                 "suites/kernel/test_provenance.py::test_consumer_records_what_ran_or_raises"]
+
+
+def test_example_consumer_passes_with_no_false_failure():
+    """``examples.torch_consumer`` (dequantize, one fp32 bmm: not accval's summation order) passes the
+    consumer's and the chain's core properties with accval's producer, and its summary line says so."""
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider", "-rs",
+                           "--consumer", "examples.torch_consumer:fp8_block_bmm", *CONSUMER_CORE],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    line = next((ln for ln in out.splitlines() if ln.startswith("consumer examples.torch_consumer:fp8_block_bmm:")), "")
+    assert re.search(r"; [1-9]\d* passed, 0 failed", line) and "chain worst |err|/bound" in line, out[-3000:]
+
+
+def test_example_consumer_reading_scales_at_stride_m_fails_the_chain():
+    """The example consumer with the scale rows read at stride M fails the chain at M = 7 (in-process; the
+    child runs prove the plugin path), and the same case passes with the example itself."""
+    producer = PRODUCERS.get("accval")
+    case = ProducerCase(m=7, n_groups=2, heads_per_group=1, seed=7)
+    with pytest.raises(AssertionError, match="exceeds bound"):
+        check_chain(producer, CONSUMERS.get("examples.torch_consumer:broken_stride"), case, torch.device("cpu"))
+    assert check_chain(producer, CONSUMERS.get("examples.torch_consumer:fp8_block_bmm"), case, torch.device("cpu")) <= 1
 
 
 def test_a_plugged_consumers_chain_failures_are_its_own():
