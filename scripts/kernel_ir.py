@@ -152,19 +152,25 @@ def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int =
                           options=dict(num_warps=num_warps, num_stages=1, enable_fp_fusion=False))
 
 
+def cuobjdump(compiled, flag: str) -> str | None:
+    """``cuobjdump flag`` of the compiled kernel's cubin, with the cuobjdump Triton ships; None without it."""
+    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not tool.exists():
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(compiled.asm["cubin"])
+        f.flush()
+        return subprocess.run([str(tool), flag, f.name], capture_output=True, text=True).stdout
+
+
 def resources(compiled) -> dict:
     """Registers and spill stack per thread of the compiled kernel (``cuobjdump -res-usage`` of its cubin,
     the tool Triton ships; None without it), its shared memory, and the layout conversions in its TTGIR."""
     regs = stack = None
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    if tool.exists():
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-            f.write(compiled.asm["cubin"])
-            f.flush()
-            usage = subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True).stdout
-        found = re.search(r"REG:(\d+) STACK:(\d+)", usage)
-        if found:
-            regs, stack = int(found.group(1)), int(found.group(2))
+    usage = cuobjdump(compiled, "-res-usage")
+    found = usage and re.search(r"REG:(\d+) STACK:(\d+)", usage)
+    if found:
+        regs, stack = int(found.group(1)), int(found.group(2))
     ttgir = compiled.asm["ttgir"]
     return {"registers": regs, "spill_stack_bytes": stack, "shared_bytes": compiled.metadata.shared,
             "layout_conversions": ttgir.count("ttg.convert_layout"), "ptx_instructions": ptx_instructions(compiled)}
@@ -228,7 +234,7 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool 
             sig[p.name] = {"as_ptr": "*fp32", "bs_ptr": "*fp32", "out_ptr": "*bf16"}.get(p.name, "i32")
     options = dict(num_warps=warps, enable_fp_fusion=False)
     if loader:
-        options["maxnreg"] = mod.loader_maxnreg(warps, 2 if block_m == 64 else 1)
+        options["maxnreg"] = mod.loader_maxnreg(block_m, warps)
     return triton.compile(GluonASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32), options=options)
 
 
@@ -271,13 +277,9 @@ def _wgmma_facts(compiled) -> dict:
 def k_loop_barriers(compiled) -> dict:
     """In the SASS (Triton's cuobjdump; nothing without it): the loop with the most wgmma instructions (the
     k loop), its wgmma count and the thread-block barriers (``BAR.SYNC``) each of its iterations waits at."""
-    tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    if not tool.exists():
+    sass = cuobjdump(compiled, "-sass")
+    if sass is None:
         return {}
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(compiled.asm["cubin"])
-        f.flush()
-        sass = subprocess.run([str(tool), "-sass", f.name], capture_output=True, text=True).stdout
     code = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
     loops = []
     for addr, ins in code:

@@ -763,8 +763,8 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
                        DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, PERSISTENT=cfg.persistent > 0, LOADER=cfg.loader_warp,
                        LOADER_REGS=fp8_block_bmm_wgmma.LOADER_REGS, num_warps=cfg.num_warps,
                        **_platform.gpu_launch_options())
-        if cfg.loader_warp:  # the loader's warpgroup counts at launch: two 64-row programs per SM still fit
-            wg_meta["maxnreg"] = fp8_block_bmm_wgmma.loader_maxnreg(cfg.num_warps, 2 if cfg.block_m == 64 else 1)
+        if cfg.loader_warp:  # the loader's warpgroup counts at launch
+            wg_meta["maxnreg"] = fp8_block_bmm_wgmma.loader_maxnreg(cfg.block_m, cfg.num_warps)
         bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
         wg_grid = (min(grid[0] * grid[1] * grid[2], cfg.persistent * sms),) if cfg.persistent else grid
         return _TritonLaunch(1, k_blocks, wg_grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None,

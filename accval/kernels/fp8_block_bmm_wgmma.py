@@ -76,11 +76,13 @@ DEFER_LAST = True
 LOADER_REGS = 24
 
 
-def loader_maxnreg(num_warps: int, ctas_per_sm: int = 1) -> int:
-    """The register cap per thread of a warp-specialized launch of ``num_warps`` compute warps, so that
-    ``ctas_per_sm`` programs fit an SM's 64K registers: registers are handed out by warpgroup, so the
-    loader warp takes a warpgroup's (4 warps) at launch; a multiple of 8, at most 255."""
-    return min(65536 // ctas_per_sm // ((num_warps + 4) * 32) // 8 * 8, 255)
+def loader_maxnreg(block_m: int, num_warps: int) -> int:
+    """The register cap per thread of a warp-specialized launch of ``num_warps`` compute warps, so that its
+    programs fit an SM's 64K registers, two per SM for 64-row tiles (what their shared memory allows), one
+    for 128-row tiles: registers are handed out by warpgroup, so the loader warp takes a warpgroup's (4
+    warps) at launch; a multiple of 8, at most 255."""
+    programs = 2 if block_m == 64 else 1
+    return min(65536 // programs // ((num_warps + 4) * 32) // 8 * 8, 255)
 
 
 def descriptors(a, b, a_rows: int, b_rows: int, k: int, block_m: int, block_n: int) -> tuple:
