@@ -336,20 +336,7 @@ if AVAILABLE:
             if LOADER:
                 mbarrier.init(empty.index(i), count=1)
         fence_async_shared()
-        if LOADER:
-            pid_n = gl.program_id(0)
-            pid_m = gl.program_id(1)
-            g = gl.program_id(2)
-            row_a = g * M + pid_m * BLOCK_M
-            row_b = g * N + pid_n * BLOCK_N
-            gl.warp_specialize([
-                (_one_tile, (a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks,
-                             pid_n, pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g,
-                             stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA,
-                             DEFER_LAST, False, True)),
-                (_loader, (a_desc, b_desc, a_smem, b_smem, ready, empty, row_a, row_b, k_blocks, STAGES)),
-            ], [1], [LOADER_REGS])
-        elif PERSISTENT:
+        if PERSISTENT:
             pid = gl.program_id(0)
             n_prog = gl.num_programs(0)
             n_tiles = (N + BLOCK_N - 1) // BLOCK_N
@@ -370,11 +357,21 @@ if AVAILABLE:
             g = gl.program_id(2)
             row_a = g * M + pid_m * BLOCK_M
             row_b = g * N + pid_n * BLOCK_N
-            for j in gl.static_range(STAGES):
-                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
-            _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n,
-                      pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m,
-                      stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA, DEFER_LAST, False, False)
+            if LOADER:
+                gl.warp_specialize([
+                    (_one_tile, (a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks,
+                                 pid_n, pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g,
+                                 stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA,
+                                 DEFER_LAST, False, True)),
+                    (_loader, (a_desc, b_desc, a_smem, b_smem, ready, empty, row_a, row_b, k_blocks, STAGES)),
+                ], [1], [LOADER_REGS])
+            else:
+                for j in gl.static_range(STAGES):
+                    _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
+                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n,
+                          pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m,
+                          stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA, DEFER_LAST, False,
+                          False)
         for i in gl.static_range(STAGES):
             mbarrier.invalidate(ready.index(i))
             if LOADER:
