@@ -5,7 +5,11 @@ shipped, because it loses. On the H200 (torch 2.11, triton 3.6;
 CUDA-graph median wins only at M=1 (DEP8 29.3 vs 30.1 us, TEP8 11.1 vs 13.2) and loses at M=64 and 256
 (TEP8 M=256: 23.5 vs 18.0, the arrival counting and the last program's serial sum), and called without
 a graph it is slower at every size (DEP8 M=1 41.5 vs 27.4 us): the launch it saves costs less than the
-counts buffer and the extra arguments it adds. Its k loop repeats the shipped kernel's prefetching loop
+counts buffer and the extra arguments it adds. Measured again at the later split launches (BLOCK_N 32,
+K split 8; ``speed-probe-floors-fusedsum-...-2026-12-04-s26call1.json``, ``speed-probe-fusedgrid-...-s26call2
+.json``, same card and versions, same bits): TEP8 M=1 11.7 vs 11.9 us, M=64 14.5 vs 13.2, M=256 30.0 vs 17.3;
+over BLOCK_N 32/64/128, K split 2-8 and 3/4 stages the fastest at M=64 is 13.8 and at M=256 18.7 (the
+shipped two launches 12.9 and 17.2). Its k loop repeats the shipped kernel's prefetching loop
 line for line (kept apart so the shipped kernel stays untouched).
 
 Each program computes its split's fp32 partial as the shipped pointer kernel does with its scales

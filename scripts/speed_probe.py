@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -66,6 +66,11 @@ sums      the small-M split launches with the split-K sum over ``SUM_BLOCKS`` el
           timed twice, bits compared
 m64       the producer at tep8 NEOX M=64 (where it trails the upstream-style kernel) with ``M64_VARIANTS``
           (the absmax by tl.max and a NaN flag; the rotation not rounded; the row unmasked), three rounds
+floors    what bounds the consumer at M <= 256 under the bench's timing: an empty launch, two, one kernel
+          reading the consumer's input bytes once, a copy of them, the split launch's two kernels alone;
+          each timed twice
+fusedgrid the consumer at tep8 M 1/64/256 with its K splits added in its one launch (scripts/fused_split_k.py)
+          at BLOCK_N 32-128, K split 2-8, 3/4 stages, each timed twice, bits compared
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ import time
 from pathlib import Path
 
 import torch
+import triton
 import triton.language as tl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -599,6 +605,85 @@ def sums_part(rows: list) -> None:
         torch.cuda.empty_cache()
 
 
+@triton.jit
+def _empty_kernel(x_ptr):
+    """Does nothing: what any launch costs under the benchmark's timing (``--parts floors``)."""
+    pass
+
+
+@triton.jit
+def _read_once_kernel(x_ptr, out_ptr, per_program, BLOCK: tl.constexpr, STAGES: tl.constexpr):
+    """Reads words ``[pid * per_program, (pid + 1) * per_program)`` of ``x`` once (16-byte loads) and stores
+    their xor, one word per program: what reading a buffer costs with no math and no output."""
+    start = tl.program_id(0).to(tl.int64) * per_program
+    acc = tl.zeros([BLOCK], dtype=tl.int32)
+    for i in tl.range(0, per_program, BLOCK, num_stages=STAGES):
+        acc ^= tl.load(x_ptr + start + i + tl.arange(0, BLOCK))
+    tl.store(out_ptr + tl.program_id(0), tl.xor_sum(acc, 0))
+
+
+#: ``--parts floors``: (programs per SM, words per loop step, pipeline stages, warps) of the read-once kernel
+READ_ONCE_LAUNCHES = [(p, b, st, w) for p in (1, 2, 4, 8) for b, w in ((1024, 4), (4096, 8)) for st in (1, 3)]
+
+
+def _read_once(nbytes: int, sms: int):
+    """The fastest launch of :func:`_read_once_kernel` over a buffer of ``nbytes`` (rounded up to whole loop
+    steps of every program), each launch timed once, the fastest again: ``(us, us again, launch)``."""
+    timed = []
+    for per_sm, block, stages, warps in READ_ONCE_LAUNCHES:
+        programs = per_sm * sms
+        per_program = -(-nbytes // (4 * programs * block)) * block
+        x = torch.empty(programs * per_program, dtype=torch.int32, device="cuda").random_()
+        out = torch.empty(programs, dtype=torch.int32, device="cuda")
+        torch.cuda.synchronize()
+        fn = lambda x=x, out=out, pp=per_program, b=block, st=stages, w=warps, p=programs: (  # noqa: E731
+            _read_once_kernel[(p,)](x, out, pp, BLOCK=b, STAGES=st, num_warps=w))
+        timed.append((timing.time_cuda(fn, REPS_MS).median_us, fn, (per_sm, block, stages, warps)))
+    us, fn, launch = min(timed, key=lambda t: t[0])
+    return us, timing.time_cuda(fn, REPS_MS).median_us, launch
+
+
+def floors_part(rows: list) -> None:
+    """What bounds the consumer at M <= 256 under the benchmark's timing (CUDA graph, L2 flushed before
+    each repetition): an empty launch, two empty launches, one kernel reading the consumer's input bytes
+    once (the fastest of ``READ_ONCE_LAUNCHES``), a copy of the same bytes (the bench's reference row),
+    the shipped split launch's two kernels alone and together, launched bare, each timed twice in
+    alternating rounds; next to the shipped call and ``torch._scaled_mm`` blockwise."""
+    from accval.kernels.fp8_block_bmm import consumer_launches
+    from accval.kernels.host import bare_launch
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    dummy = torch.empty(1, device="cuda")
+    empty = {"empty launch": lambda: _empty_kernel[(1,)](dummy),
+             "two empty launches": lambda: (_empty_kernel[(1,)](dummy), _empty_kernel[(1,)](dummy))}
+    for shape in ("dep8", "tep8"):
+        for m in (1, 64, 256):
+            operands, n, k, out, base = consumer_setup(shape, m)
+            nbytes = timing.tensor_bytes(*operands)  # what the consumer must read
+            launches = consumer_launches(*operands, out)
+            torch.cuda.synchronize()
+            pieces = dict(empty, both=launches) if len(launches) == 1 else dict(
+                empty, products=launches[:1], sum=launches[1:], both=launches)
+            fns = {what: (fn if callable(fn) else bare_launch(fn)) for what, fn in pieces.items()}
+            fns["copy same bytes"] = None
+            times: dict = {what: [] for what in fns}
+            for _ in range(2):
+                for what, fn in fns.items():
+                    t = (timing.copy_us((nbytes + m * n * 2 * timing.SHAPES[shape]) // 2, REPS_MS) if fn is None
+                         else timing.time_cuda(fn, REPS_MS))
+                    times[what].append(t.median_us)
+            read, read_again, launch = _read_once(nbytes, sms)
+            times["read once"] = [read, read_again]
+            rows.append({"part": "floors", "shape": shape, "M": m, "read_bytes": nbytes, "read_once_launch": launch,
+                         "split": len(launches) > 1, **{f"{w} us": ts for w, ts in times.items()}, **base})
+            print(f"floors {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} (2x needs "
+                  f"{base['scaled_mm'] / 2:.1f}) | " + " | ".join(f"{w} {'/'.join(f'{t:.1f}' for t in ts)}"
+                                                              for w, ts in times.items())
+                  + f" | read {nbytes / 2**20:.1f} MiB with {launch}", flush=True)
+            operands = out = launches = fns = None
+            torch.cuda.empty_cache()
+
+
 #: name -> substitutions in accval/kernels/inv_rope_fp8_quant.py
 PRODUCER_VARIANTS = {
     "shipped": [],
@@ -845,6 +930,38 @@ def fusedsum_part(rows: list) -> None:
                   flush=True)
 
 
+def fusedgrid_part(rows: list) -> None:
+    """The consumer at tep8 M 1/64/256 with its K splits added in its one launch (``scripts/fused_split_k.py``)
+    at BLOCK_N 32/64/128, K split 2-8 and 3/4 stages, each timed twice, bits compared with the shipped
+    consumer's output; next to the shipped two launches and ``torch._scaled_mm`` blockwise."""
+    from scripts.fused_split_k import fused_split_bmm
+
+    for m in (1, 64, 256):
+        (a, a_scale, w, ws), n, k, _, base = consumer_setup("tep8", m)
+        shipped = kernels.consumer_config(m, n, k, 1, a.device)
+        want = kernels.fp8_block_bmm(a, a_scale, w, ws)
+        timed = []
+        for bn in (32, 64, 128):
+            for sk in (2, 4, 8):
+                for st in (3, 4):
+                    cfg = ConsumerConfig(shipped.block_m, bn, 4, st, sk, prefetch_scales=True)
+                    got = fused_split_bmm(a, a_scale, w, ws, cfg)
+                    torch.cuda.synchronize()
+                    same = bool(torch.equal(got.view(torch.int16), want.view(torch.int16)))
+                    ts = [timing.time_cuda(lambda c=cfg: fused_split_bmm(a, a_scale, w, ws, c), REPS_MS).median_us
+                          for _ in range(2)]
+                    rows.append({"part": "fusedgrid", "shape": "tep8", "M": m, "config": str(cfg), "us": ts,
+                                 "bit_same": same, "shipped_config": str(shipped), **base})
+                    timed.append((min(ts), ts, cfg, same))
+        timed.sort(key=lambda t: t[0])
+        print(f"fusedgrid tep8 M={m}: scaled_mm {base['scaled_mm']:.1f} (2x needs {base['scaled_mm'] / 2:.1f}) shipped "
+              f"{base['shipped']:.1f} | " + " | ".join(f"{c.block_n}/{c.num_stages}s/k{c.split_k} {'/'.join(f'{t:.1f}' for t in ts)}"
+                                                      f"{'' if same else ' BITS DIFFER'}" for _, ts, c, same in timed[:6]),
+              flush=True)
+        a = a_scale = w = ws = want = None
+        torch.cuda.empty_cache()
+
+
 def _against_scaled_mm(label: str, us: float, same: bool, base: dict) -> str:
     """One launch's cell of a consumer part's line: its us, its speed-up over ``torch._scaled_mm``, and whether its bits differ."""
     return f"{label} {us:.1f}us x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}"
@@ -1061,7 +1178,8 @@ def main() -> int:
            "loader": lambda: _schedule_part("loader", ms(), rows, LOADER_LAUNCHES),
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
-           "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows)}
+           "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows),
+           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)
