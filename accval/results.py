@@ -127,7 +127,8 @@ def bench_section(reports: Path, page: Path) -> list[str]:
                 "| copy ceiling (TB/s) | | " + " | ".join(f"{d['copy_ceiling_tb_per_s']:.2f}" for _, d in cols) + " |"]
         for name in names:
             want = next(m[name]["want"] for m in met if name in m)
-            cells = [f"{m[name]['measured']} ({'yes' if m[name]['met'] else 'no'})" if name in m else "-" for m in met]
+            cells = [f"{m[name]['measured']} ({bench_targets.verdict(m[name]).strip('*')})" if name in m else "-"
+                     for m in met]
             out.append(f"| {_cell(name)} | {_cell(want)} | " + " | ".join(cells) + " |")
     if others:
         out += ["", "Other benchmark files:", ""]

@@ -611,48 +611,15 @@ def _empty_kernel(x_ptr):
     pass
 
 
-@triton.jit
-def _read_once_kernel(x_ptr, out_ptr, per_program, BLOCK: tl.constexpr, STAGES: tl.constexpr):
-    """Reads words ``[pid * per_program, (pid + 1) * per_program)`` of ``x`` once (16-byte loads) and stores
-    their xor, one word per program: what reading a buffer costs with no math and no output."""
-    start = tl.program_id(0).to(tl.int64) * per_program
-    acc = tl.zeros([BLOCK], dtype=tl.int32)
-    for i in tl.range(0, per_program, BLOCK, num_stages=STAGES):
-        acc ^= tl.load(x_ptr + start + i + tl.arange(0, BLOCK))
-    tl.store(out_ptr + tl.program_id(0), tl.xor_sum(acc, 0))
-
-
-#: ``--parts floors``: (programs per SM, words per loop step, pipeline stages, warps) of the read-once kernel
-READ_ONCE_LAUNCHES = [(p, b, st, w) for p in (1, 2, 4, 8) for b, w in ((1024, 4), (4096, 8)) for st in (1, 3)]
-
-
-def _read_once(nbytes: int, sms: int):
-    """The fastest launch of :func:`_read_once_kernel` over a buffer of ``nbytes`` (rounded up to whole loop
-    steps of every program), each launch timed once, the fastest again: ``(us, us again, launch)``."""
-    timed = []
-    for per_sm, block, stages, warps in READ_ONCE_LAUNCHES:
-        programs = per_sm * sms
-        per_program = -(-nbytes // (4 * programs * block)) * block
-        x = torch.empty(programs * per_program, dtype=torch.int32, device="cuda").random_()
-        out = torch.empty(programs, dtype=torch.int32, device="cuda")
-        torch.cuda.synchronize()
-        fn = lambda x=x, out=out, pp=per_program, b=block, st=stages, w=warps, p=programs: (  # noqa: E731
-            _read_once_kernel[(p,)](x, out, pp, BLOCK=b, STAGES=st, num_warps=w))
-        timed.append((timing.time_cuda(fn, REPS_MS).median_us, fn, (per_sm, block, stages, warps)))
-    us, fn, launch = min(timed, key=lambda t: t[0])
-    return us, timing.time_cuda(fn, REPS_MS).median_us, launch
-
-
 def floors_part(rows: list) -> None:
     """What bounds the consumer at M <= 256 under the benchmark's timing (CUDA graph, L2 flushed before
     each repetition): an empty launch, two empty launches, one kernel reading the consumer's input bytes
-    once (the fastest of ``READ_ONCE_LAUNCHES``), a copy of the same bytes (the bench's reference row),
+    once (``timing.read_once_us``), a copy of the same bytes (the bench's reference row),
     the shipped split launch's two kernels alone and together, launched bare, each timed twice in
-    alternating rounds; next to the shipped call and ``torch._scaled_mm`` blockwise."""
+    alternating rounds (the read once: its fastest launch); next to the shipped call and ``torch._scaled_mm`` blockwise."""
     from accval.kernels.fp8_block_bmm import consumer_launches
     from accval.kernels.host import bare_launch
 
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
     dummy = torch.empty(1, device="cuda")
     empty = {"empty launch": lambda: _empty_kernel[(1,)](dummy),
              "two empty launches": lambda: (_empty_kernel[(1,)](dummy), _empty_kernel[(1,)](dummy))}
@@ -672,8 +639,8 @@ def floors_part(rows: list) -> None:
                     t = (timing.copy_us((nbytes + m * n * 2 * timing.SHAPES[shape]) // 2, REPS_MS) if fn is None
                          else timing.time_cuda(fn, REPS_MS))
                     times[what].append(t.median_us)
-            read, read_again, launch = _read_once(nbytes, sms)
-            times["read once"] = [read, read_again]
+            read, launch = timing.read_once_us(nbytes, REPS_MS)
+            times["read once"] = [read.median_us]
             rows.append({"part": "floors", "shape": shape, "M": m, "read_bytes": nbytes, "read_once_launch": launch,
                          "split": len(launches) > 1, **{f"{w} us": ts for w, ts in times.items()}, **base})
             print(f"floors {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} shipped {base['shipped']:.1f} (2x needs "

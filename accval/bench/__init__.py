@@ -11,11 +11,12 @@ Markdown (opening with issue 21's targets, met or not, worst case and where) and
 The modules, read in this order:
 
 - :mod:`.timing`: the timing API (:func:`~.timing.time_cuda`, :func:`~.timing.as_called_us`,
-  :func:`~.timing.copy_us`, the copy ceiling) and the inputs at the DeepSeek-V4-Pro shapes
+  :func:`~.timing.copy_us`, :func:`~.timing.read_once_us`, the copy ceiling) and the inputs at the DeepSeek-V4-Pro shapes
   (:func:`~.timing.producer_inputs`, :func:`~.timing.consumer_inputs`); what scripts build on.
 - :mod:`.rows`: the rows of ``accval bench`` (each op's implementations and baselines) and
   :func:`~.rows.run`, the command.
-- :mod:`.targets`: issue 21's targets over a result (pure: met or not, the worst case and where).
+- :mod:`.targets`: issue 21's targets over a result (pure: met, missed, or missed by less than the
+  spread of timing the same row twice; the worst case and where).
 - :mod:`.render`: the result as Markdown, and the JSON, Markdown and PNG files.
 - :mod:`.sweep`: ``accval bench --sweep``, every candidate launch (the measurements behind the
   dispatch tables in ``kernels``).

@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-from .targets import COPY_SAME_BYTES, evaluate, row_layout, same_size_copy
+from .targets import COPY_SAME_BYTES, READ_ONCE_INPUTS, evaluate, row_layout, same_size_copy, verdict
 
 
 def _ceiling_how(result: dict) -> str:
@@ -28,15 +28,16 @@ def to_markdown(result: dict) -> str:
         lines += ["## Targets (issue 21; worst case over the shapes, layouts and M each covers)", "",
                   "| target | wanted | measured (worst) | worst at | met | same shape, for reference |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {t['target']} | {t['want']} | {t['measured']} | {t['where']} | {'yes' if t['met'] else '**no**'} | "
-                  f"{t['reference'] or '-'} |" for t in met]
+        lines += [f"| {t['target']} | {t['want']} | {t['measured']} | {t['where']} | {verdict(t)} | "
+                  f"{'; '.join(x for x in (t['reference'], t.get('noise', '')) if x) or '-'} |" for t in met]
         lines += ["", "\"Launched bare\": the same kernels called as compiled, arguments and outputs made beforehand "
                   "(no validation, dispatch, allocation or provenance), timed like \"as called\", minus the same "
                   "CUDA-graph time: what launching alone adds on this host. Near zero or below it when the kernels "
                   "outlast the launches (back to back, the launches hide behind them, and inputs stay in L2 where "
                   "the graph timing flushes it). \"Bare after allocating its outputs\": the same launches after "
                   "allocating the tensors the public call returns: the floor of any Python function that launches "
-                  "these kernels and returns new tensors.", ""]
+                  "these kernels and returns new tensors. \"Within noise\": missed only by less than the "
+                  "difference between two timings of one of the two rows compared (each is timed twice).", ""]
     lines += [f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
               f"(sm, mem, max sm, power) {result['clocks']} · host CPU {result.get('host_cpu', 'not recorded')}", "",
               f"Device copy ceiling ({_ceiling_how(result)}, fastest of 1/4/8-byte element copies, same process): "
@@ -45,7 +46,10 @@ def to_markdown(result: dict) -> str:
               "\"as called\": median us per call of the public function (host path included: validation, dispatch, "
               "allocation, provenance) called back to back without a graph. "
               f"`{COPY_SAME_BYTES}` rows (the producer's, and the consumer's at small M): a device copy moving that op's "
-              "bytes, a reference for what the memory gives at that size, not a baseline.", ""]
+              "bytes, a reference for what the memory gives at that size, not a baseline. "
+              f"`{READ_ONCE_INPUTS}` rows (the consumer's at small M): a kernel reading the consumer's input bytes "
+              "once with no math and no output, the fastest of a few launches: what any consumer of that size takes "
+              "at least.", ""]
     copies = same_size_copy(result)
     if copies:
         lines += ["## The producer against a copy of its own size", "",

@@ -17,10 +17,11 @@ from accval.kernels.inv_rope_fp8_quant import config_for, launch_producer, launc
 from accval.kernels.reference import dequantize_weight, inverse_rope_, quantize_1x128_permute102
 
 from .render import write
-from .targets import CONSUMER_SMALL_M, COPY_SAME_BYTES, UPSTREAM_STYLE
+from .targets import CONSUMER_SMALL_M, COPY_SAME_BYTES, READ_ONCE_INPUTS, UPSTREAM_STYLE
 from .timing import (
     DSV4_PRO,
     LAYOUTS,
+    READ_ONCE_LAUNCHES,
     SHAPES,
     as_called_us,
     consumer_inputs,
@@ -29,6 +30,7 @@ from .timing import (
     environment,
     per_s,
     producer_inputs,
+    read_once_us,
     tensor_bytes,
     time_cuda,
     warm_up_clocks,
@@ -67,6 +69,10 @@ class Row:
     #: the same after allocating the tensors the public call returns: the floor of any Python function
     #: that launches these kernels and returns new tensors
     bare_outputs_as_called_us: float | None = None
+    #: rows a target compares (the producer's accval and upstream-style rows): the median of a second
+    #: timing, in a second round after every row of the shape, layout and M was timed once; the two
+    #: timings' difference is what timing the same thing twice gives (``targets.noise``)
+    again_us: float | None = None
 
 
 def _two_step(o, pos, cache, rope, g, is_neox):
@@ -103,6 +109,7 @@ def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False, reps
     # written), timed the same way. What the memory gives at this size, with the launch and tail
     # latency a small kernel pays, which a ceiling measured on large copies does not show.
     timings[COPY_SAME_BYTES] = (*copy_us(nbytes // 2, reps_ms), None)
+    again = {impl: time_cuda(variants[impl][0], reps_ms).median_us for impl in ("accval", UPSTREAM_STYLE)}
     configs = {"accval": launched_config(cfg, g * hpg, m), UPSTREAM_STYLE: f"one program per (token, head), {UPSTREAM_STYLE_WARPS} warps",
                COPY_SAME_BYTES: "fastest of 1/4/8-byte element copies"}
     launch = producer_launch(p, o, pos, cache, fp8, scale, cfg)
@@ -113,7 +120,8 @@ def producer_rows(m, g, ceiling, shape, layout="neox", with_compiled=False, reps
     for impl, (med, p20, p80, how, called) in timings.items():
         tbs = per_s(nbytes, med)
         rows.append(Row("producer", impl, shape, m, g, med, p20, p80, nbytes, 0, tbs, 0.0, 100 * tbs / ceiling, how,
-                        configs.get(impl, ""), layout, called, *((bare, bare_outputs) if impl == "accval" else ())))
+                        configs.get(impl, ""), layout, called, *((bare, bare_outputs) if impl == "accval" else (None, None)),
+                        again_us=again.get(impl)))
     return rows
 
 
@@ -158,6 +166,12 @@ def consumer_rows(m, g, ceiling, shape, reps_ms=None):
         med, p20, p80, how = copy_us(nbytes // 2, reps_ms)
         rows.append(Row("consumer", COPY_SAME_BYTES, shape, m, g, med, p20, p80, nbytes, 0, per_s(nbytes, med), 0.0,
                         100 * per_s(nbytes, med) / ceiling, how, "fastest of 1/4/8-byte element copies"))
+        inputs = tensor_bytes(a, a_scale, w_fp8, w_scale)  # what any consumer must read
+        (med, p20, p80, how), (per_sm, block, stages, warps) = read_once_us(inputs, reps_ms)
+        rows.append(Row("consumer", READ_ONCE_INPUTS, shape, m, g, med, p20, p80, inputs, 0, per_s(inputs, med), 0.0,
+                        100 * per_s(inputs, med) / ceiling, how,
+                        f"fastest of {len(READ_ONCE_LAUNCHES)} launches: {per_sm} programs per SM, {warps} warps, "
+                        f"{block} words per step, {stages} stage(s)"))
     return rows
 
 

@@ -12,6 +12,8 @@ import time
 from typing import NamedTuple
 
 import torch
+import triton
+import triton.language as tl
 
 import accval.kernels as kernels
 from accval.kernels.inv_rope_fp8_quant import validate_producer_args
@@ -124,6 +126,45 @@ def copy_us(nbytes: int, reps_ms: int | None = None) -> Timing:
                for dt in (torch.uint8, torch.float32, torch.int64))
     del src, dst
     return best
+
+
+@triton.jit
+def _read_once_kernel(x_ptr, out_ptr, per_program, BLOCK: tl.constexpr, STAGES: tl.constexpr):
+    """Reads words ``[pid * per_program, (pid + 1) * per_program)`` of ``x`` once (16-byte loads) and stores
+    their xor, one word per program: what reading a buffer costs with no math and no output."""
+    start = tl.program_id(0).to(tl.int64) * per_program
+    acc = tl.zeros([BLOCK], dtype=tl.int32)
+    for i in tl.range(0, per_program, BLOCK, num_stages=STAGES):
+        acc ^= tl.load(x_ptr + start + i + tl.arange(0, BLOCK))
+    tl.store(out_ptr + tl.program_id(0), tl.xor_sum(acc, 0))
+
+
+#: :func:`read_once_us`'s launches: (programs per SM, words per loop step, pipeline stages, warps); the
+#: fastest at every consumer shape of M <= 256 on an H200 came from these
+#: (reports/kernel/speed-probe-floors-fusedsum-NVIDIA_H200-2026-12-04-s26call1.json, 16 launches)
+READ_ONCE_LAUNCHES = tuple((p, b, st, w) for p in (4, 8) for b, w in ((1024, 4), (4096, 8)) for st in (1, 3))
+
+
+def read_once_us(nbytes: int, reps_ms: int | None = None) -> tuple[Timing, tuple]:
+    """A kernel reading ``nbytes`` once (rounded up to whole loop steps of every program) with no math and
+    no output, timed as every row is: the fastest of :data:`READ_ONCE_LAUNCHES`, each timed once, the
+    fastest timed again (that timing is returned, with its launch). What any kernel that must read these
+    bytes from memory takes at least, launch included."""
+    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    timed = []
+    for per_sm, block, stages, warps in READ_ONCE_LAUNCHES:
+        programs = per_sm * sms
+        per_program = -(-nbytes // (4 * programs * block)) * block
+        x = torch.empty(programs * per_program, dtype=torch.int32, device="cuda").random_()
+        out = torch.empty(programs, dtype=torch.int32, device="cuda")
+        torch.cuda.synchronize()  # the graph timer starts on a side stream
+
+        def fn(x=x, out=out, per_program=per_program, block=block, stages=stages, warps=warps, programs=programs):
+            _read_once_kernel[(programs,)](x, out, per_program, BLOCK=block, STAGES=stages, num_warps=warps)
+
+        timed.append((time_cuda(fn, reps_ms).median_us, fn, (per_sm, block, stages, warps)))
+    _, fn, launch = min(timed, key=lambda t: t[0])
+    return time_cuda(fn, reps_ms), launch
 
 
 def copy_bandwidths(reps_ms: int | None = None) -> dict[int, float]:

@@ -90,6 +90,40 @@ def test_upstream_style_target_names_both_spreads_at_its_worst_shape():
     assert _target(_result(rows), "producer speed-up")["reference"] == ""
 
 
+def test_a_comparison_missed_by_less_than_timing_a_row_twice_is_within_noise():
+    """The producer's comparisons (against the upstream-style kernel, GPT-J against NEOX) between rows each
+    timed twice: missed by less than the larger difference between one row's two timings, the target is
+    "within noise", not met and not missed; missed by more anywhere, it is missed. Rows timed once (older
+    reports) are judged on the medians alone."""
+    rows = [_row("accval", "tep8", 64, 7.0), _row(targets.UPSTREAM_STYLE, "tep8", 64, 6.8),
+            _row("accval", "dep8", 64, 10.0), _row(targets.UPSTREAM_STYLE, "dep8", 64, 10.5)]
+    t = _target(_result(rows), "producer speed-up over the upstream-style kernel")
+    assert (t["met"], "within_noise" in t, targets.verdict(t)) == (False, False, "**no**")  # timed once: no rule
+    for r, again in zip(rows, (6.7, 7.0, 10.1, 10.4)):
+        r["again_us"] = again
+    t = _target(_result(rows), "producer speed-up over the upstream-style kernel")
+    assert (t["measured"], t["where"], t["met"], t["within_noise"]) == ("0.97x", "tep8 neox M=64", False, True)
+    assert t["noise"] == "tep8 neox M=64: 0.20 us over, timing a row twice differed by 0.30"
+    md = render.to_markdown(_result(rows))
+    assert "| 0.97x | tep8 neox M=64 | within noise |" in md and "differed by 0.30 |" in md
+    rows[0]["again_us"], rows[1]["again_us"] = 7.1, 6.9  # each row's two timings 0.1 apart: 0.2 over is not noise
+    t = _target(_result(rows), "producer speed-up over the upstream-style kernel")
+    assert (t["within_noise"], targets.verdict(t)) == (False, "**no**")
+    rows[0]["again_us"], rows[1]["again_us"] = 6.7, 7.0  # within noise at tep8 again; dep8 missed by 1.0 us
+    rows[2].update(median_us=11.5, again_us=11.6)
+    t = _target(_result(rows), "producer speed-up over the upstream-style kernel")
+    assert (t["where"], t["within_noise"]) == ("dep8 neox M=64", False)
+    assert t["noise"] == ("dep8 neox M=64: 1.00 us over, timing a row twice differed by 0.10; "
+                          "tep8 neox M=64: 0.20 us over, timing a row twice differed by 0.30")
+    # GPT-J against NEOX: at most 1.03x; 10.5 against 10.0 is 0.2 us over 1.03x, the rows' timings 0.3 apart
+    lay = [_row("accval", "tep8", 64, 10.0), _row("accval", "tep8", 64, 10.5, layout="gptj")]
+    lay[0]["again_us"], lay[1]["again_us"] = 10.3, 10.45
+    t = _target(_result(lay), "producer GPT-J time / NEOX time")
+    assert (t["measured"], t["met"], t["within_noise"]) == ("1.050", False, True)
+    assert t["noise"] == "tep8 M=64: 0.20 us over, timing a row twice differed by 0.30"
+    assert "within noise" in render.to_markdown(_result(lay))
+
+
 def test_small_m_consumer_target_names_what_a_copy_of_its_bytes_takes():
     """Next to the consumer's worst case against 2x torch._scaled_mm at small M the report says what a
     plain copy of the consumer's bytes took there and what time the target asks for: the bandwidth
@@ -104,6 +138,11 @@ def test_small_m_consumer_target_names_what_a_copy_of_its_bytes_takes():
     assert t["reference"] == "a copy of its bytes: 8.3 us; 2x torch._scaled_mm asks for <= 10.1 us"
     assert targets.same_size_copy(_result(rows)) == []
     assert _target(_result(rows[3:]), "consumer vs torch._scaled_mm blockwise, M <= 256")["reference"] == ""
+    # with the kernel that only reads the consumer's input bytes, its time leads (the tighter floor)
+    rows.append(_row(targets.READ_ONCE_INPUTS, "tep8", 64, 9.3, layout="", op="consumer"))
+    assert _target(_result(rows), "consumer vs torch._scaled_mm blockwise, M <= 256")["reference"] == (
+        "reading its input bytes once (no math, no output): 9.3 us; a copy of its bytes: 8.3 us; "
+        "2x torch._scaled_mm asks for <= 10.1 us")
 
 
 def test_rows_without_a_layout_are_neox():
