@@ -46,7 +46,7 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from scripts.kernel_variants import load_variant  # noqa: E402
+from scripts.kernel_variants import load_variant, loaded_variants  # noqa: E402
 
 #: integer arguments that are multiples of 16 at the DeepSeek-V4-Pro shapes (Triton specializes on it)
 DIVISIBLE = {"N", "K", "stride_b_g", "stride_b_n", "stride_bs_g", "stride_bs_n", "stride_out_s", "stride_out_g",
@@ -134,13 +134,14 @@ PRODUCER_DIVISIBLE = {"M", "rows_end", "stride_o_m", "stride_o_h", "stride_cs_po
 PRODUCER_POINTERS = {"o_ptr": "*bf16", "pos_ptr": "*i64", "cs_ptr": "*fp32", "fp8_ptr": "*fp8e4nv", "scale_ptr": "*fp32"}
 
 
-def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int = 1):
+def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int = 1, apart: bool | None = None):
     """The straight kernel (one token, ``heads`` heads per program) at the DeepSeek-V4-Pro head (D 512,
     rope 64, 16 heads per group), bf16 input, as the launcher sets it up for ``num_warps`` in a launch of
-    many programs (NEOX programs of few rows rotate the rope slice apart: ``rope_apart``)."""
+    many programs (NEOX programs of few rows rotate the rope slice apart: ``rope_apart``), or with the
+    rope slice ``apart`` as asked."""
     fn = mod._inv_rope_fp8_quant_straight
-    # the dispatch's rule, asked of a DEP8 launch (128 heads) over 8192 tokens
-    apart = mod.rope_apart(mod.LaunchConfig(1, num_warps, 1, heads_per_program=heads), 128, 8192, is_neox)
+    if apart is None:  # the dispatch's rule, asked of a DEP8 launch (128 heads) over 8192 tokens
+        apart = mod.rope_apart(mod.LaunchConfig(1, num_warps, 1, heads_per_program=heads), 128, 8192, is_neox)
     const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
                  INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, PAIR_WORD=None if is_neox else tl.int32,
                  ROPE_APART=apart, HEADS=heads)
@@ -172,7 +173,9 @@ def resources(compiled) -> dict:
     if found:
         regs, stack = int(found.group(1)), int(found.group(2))
     ttgir = compiled.asm["ttgir"]
+    sass = cuobjdump(compiled, "-sass")
     return {"registers": regs, "spill_stack_bytes": stack, "shared_bytes": compiled.metadata.shared,
+            "sass_instructions": None if sass is None else len(re.findall(r"^\s+/\*[0-9a-f]{4}\*/", sass, re.M)),
             "layout_conversions": ttgir.count("ttg.convert_layout"), "ptx_instructions": ptx_instructions(compiled)}
 
 
@@ -319,6 +322,17 @@ def producer_main(arch: int, as_json: bool) -> int:
             _fact_row(rows, name, lambda: resources(compile_producer(mod, layout == "neox", heads, arch, warps)), as_json)
         _fact_row(rows, f"{layout} upstream-style 1 warp", lambda: resources(compile_upstream_style(layout == "neox", arch)),
                   as_json)
+    # tep8 M=64's NEOX launch (1024 one-warp programs: the rope slice in the row's tile), and the same with what
+    # the upstream-style kernel leaves out (not bit-exact: what each piece of the exact arithmetic costs)
+    _fact_row(rows, "neox 1 head 1 warp, rope in the row's tile", lambda: resources(compile_producer(mod, True, 1, arch, 1, False)),
+              as_json)
+    speed_probe = importlib.import_module("scripts.speed_probe")
+    left_out = {"no rounding": speed_probe.M64_VARIANTS["no-round"], "inexact divisions": speed_probe.WAVE_VARIANTS["inexact-both"]}
+    left_out["neither"] = left_out["no rounding"] + left_out["inexact divisions"]
+    with loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "irp", left_out) as mods:
+        for name, variant in mods.items():
+            _fact_row(rows, f"neox 1 head 1 warp, rope in the row's tile, {name}",
+                      lambda: resources(compile_producer(variant, True, 1, arch, 1, False)), as_json)
     if as_json:
         print(json.dumps(rows))
     return 0

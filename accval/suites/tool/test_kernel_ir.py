@@ -43,7 +43,8 @@ def test_producer_resources_are_reported_for_every_launch():
     """``kernel_ir.py --producer`` (run in its own process): registers, spills, shared memory and layout conversions of the straight
     kernel at both layouts and the heads and warps per program the Hopper tables give: 1, 2, 4 heads with
     1 warp, 8 with 2 (the facts SM90_DISPATCH_MEASUREMENT cites), and the upstream-style kernel's, with
-    each kernel's PTX instruction count. With one warp more heads per program
+    each kernel's PTX instruction count; and tep8 M=64's NEOX launch (the rope slice in the row's tile) with and
+    without the rounding and the exact divisions. With one warp more heads per program
     never take fewer registers, and every launch converts a layout at least once (the block scales,
     reduced across threads, are stored in another layout)."""
     run = subprocess.run([sys.executable, str(SCRIPT), "--producer", "--json"], capture_output=True, text=True, timeout=600)
@@ -54,7 +55,9 @@ def test_producer_resources_are_reported_for_every_launch():
         return f"{lay} {h} head{'s' if h > 1 else ''} {w} warp{'s' if w > 1 else ''}"
 
     ours = [launch_name(lay, h, w) for lay in ("neox", "gptj") for h, w in ((1, 1), (2, 1), (4, 1), (8, 2))]
-    assert sorted(rows) == sorted(ours + [f"{lay} upstream-style 1 warp" for lay in ("neox", "gptj")])
+    tile = "neox 1 head 1 warp, rope in the row's tile"
+    left_out = [f"{tile}, {what}" for what in ("no rounding", "inexact divisions", "neither")]
+    assert sorted(rows) == sorted(ours + [f"{lay} upstream-style 1 warp" for lay in ("neox", "gptj")] + [tile] + left_out)
     assert all(rows[name].get("ptx_instructions", 1) > 0 for name in rows)
     if all("error" in r for r in rows.values()):
         pytest.skip(f"this Triton cannot compile for sm90 here: {next(iter(rows.values()))['error']}")
@@ -68,6 +71,12 @@ def test_producer_resources_are_reported_for_every_launch():
         regs = [rows[launch_name(lay, h, 1)]["registers"] for h in (1, 2, 4)]
         if has_cuobjdump or None not in regs:  # Triton ships cuobjdump: then every count must be read
             assert None not in regs and regs == sorted(regs) and regs[0] > 0, (lay, regs)
+    # what the bit-exact arithmetic costs the tep8 M=64 launch (one program's latency is its time there): each
+    # piece the upstream-style kernel leaves out takes instructions out of the program
+    sass = {name: rows[name]["sass_instructions"] for name in [tile] + left_out}
+    if has_cuobjdump or None not in sass.values():
+        assert None not in sass.values(), sass
+        assert sass[f"{tile}, neither"] < min(sass[f"{tile}, no rounding"], sass[f"{tile}, inexact divisions"]) < sass[tile], sass
 
 
 def test_wgmma_kernel_scales_each_block_under_the_next_wgmma_without_serializing():
