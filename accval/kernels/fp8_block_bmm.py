@@ -520,7 +520,16 @@ CONSUMER_TUNING = (
     "median us: dep8 M=1024 131.4/132.6 vs 138.7/139.6, 1500 198.2/196.3 vs 205.7/205.7, 2048 264.5/263.3 vs "
     "285.4/282.5, 4096 537.2/543.7 vs 575.2/576.0, 8192 1081.1/1052.1 vs 1164.2/1171.0; tep8 M=2048 36.4/36.5 vs "
     "37.1/36.9, 4096 66.4/66.5 vs 68.3/68.4, 8192 128.5/128.4 vs 134.8/136.4; against torch._scaled_mm at dep8 "
-    "0.96-1.02x from M=2048 (was 0.91-0.94x), worst at M >= 2048 0.92x/0.92x (tep8 M=4096 and M=2048)."
+    "0.96-1.02x from M=2048 (was 0.91-0.94x), worst at M >= 2048 0.92x/0.92x (tep8 M=4096 and M=2048). "
+    "What bounds the split launches at M <= 256 under the bench's timing (speed_probe --parts floors, "
+    "reports/kernel/speed-probe-floors-fusedsum-NVIDIA_H200-2026-12-04-s26call1.json; NVIDIA H200, torch 2.11, triton "
+    "3.6; each timed twice), us: an empty launch 4.4-4.6, two empty launches 5.3-5.8; a kernel that only reads the "
+    "consumer's input bytes once, fastest of 16 launches: tep8 M=1 8.2-8.3, M=64 9.3-9.4, M=256 9.4; the split "
+    "products kernel alone: tep8 M=1 10.3-10.4, M=64 10.9-11.1, M=256 14.4-14.5 (with the sum 11.9-12.3, 12.9-13.0, "
+    "17.2-17.3). Against it 2x torch._scaled_mm asks for <= 9.9 us at tep8 M=64 and <= 15.1 at M=256. The splits "
+    "added in the one launch (scripts/fused_split_k.py) at BLOCK_N 32/64/128, K split 2-8, 3/4 stages "
+    "(-fusedgrid-...-s26call2.json): fastest 11.5 at tep8 M=1, 13.8 at M=64, 18.7 at M=256, against the shipped "
+    "11.9, 12.9 and 17.2."
 )
 
 

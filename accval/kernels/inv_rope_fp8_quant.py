@@ -95,6 +95,14 @@ ROPE_APART_MIN_PROGRAMS = 4096
 #: behind the upstream-style one in accval bench: every launch tried took 6.46-6.69 us (apart or not, an int32
 #: index, 1 head with 2 or 4 warps, and variants with the exact divisions replaced by inexact ones) against
 #: 6.27-6.46 for the upstream-style kernel at 1 and 4 warps; timing one launch twice differed by up to 0.16.
+#: accval bench with both rows timed twice (reports/bench/NVIDIA_H200-2026-12-04-025905, -030013) puts the miss
+#: outside that spread: NEOX M=64 0.19-0.29 us behind (dep8 and tep8), the same row timed twice 0.03-0.19 apart.
+#: What Triton 3.6 makes of that launch (scripts/kernel_ir.py --producer, reports/kernel/kernel-ir-producer-
+#: triton3.6-cpu-2026-12-04-s26.log): 640 SASS instructions against the upstream-style kernel's 360; inexact
+#: divisions take 184 of them out, the unrounded rotation 32 (neither is bit-exact). In a launch of one partial
+#: wave one program's latency is the time, and after its loads arrive it runs about 370 instructions to the
+#: upstream-style kernel's 220. A launch of one program per (token, head, 1 or 2 blocks), the rope branch taken
+#: by the last block's program only, was slower at every M (prototype, same bits; tep8 M=64 7.0 us).
 
 
 @triton.jit
