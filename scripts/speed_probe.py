@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid,pdl]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -71,6 +71,8 @@ floors    what bounds the consumer at M <= 256 under the bench's timing: an empt
           each timed twice
 fusedgrid the consumer at tep8 M 1/64/256 with its K splits added in its one launch (scripts/fused_split_k.py)
           at BLOCK_N 32-128, K split 2-8, 3/4 stages, each timed twice, bits compared
+pdl       the split launches at M 1/64/256 with the split-K sum launched as the products kernel's programmatic
+          dependent and without (``SPLIT_PDL``), each timed twice (graph and as called), bits compared
 """
 
 from __future__ import annotations
@@ -929,6 +931,35 @@ def fusedgrid_part(rows: list) -> None:
         torch.cuda.empty_cache()
 
 
+def pdl_part(rows: list) -> None:
+    """The split launches at M 1/64/256 with the split-K sum launched as the products kernel's programmatic
+    dependent (``SPLIT_PDL``) and without, each timed twice in alternating rounds (CUDA graph, and as called),
+    bits compared with the launch without; and what ran (the provenance record says ``pdl_sum``)."""
+    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
+    for shape, m, operands, k, out, base, cfg in _split_cases("pdl", (1, 64, 256)):
+        outs, times, called, ran = {}, {True: [], False: []}, {}, {}
+        for _ in range(2):
+            for pdl in (False, True):
+                with launch_constant("fp8_block_bmm", "SPLIT_PDL", pdl):
+                    fn = lambda: launch_consumer(*operands, out, cfg)  # noqa: E731
+                    times[pdl].append(timing.time_cuda(fn, REPS_MS).median_us)
+                    with provenance.capture() as got:
+                        outs[pdl] = launch_consumer(*operands, torch.empty_like(out), cfg)
+                    ran[pdl] = dict(got[-1].details).get("pdl_sum")
+                    fbm._PLANS.clear()
+                    called[pdl] = timing.as_called_us(lambda: kernels.fp8_block_bmm(*operands), times[pdl][-1])
+        torch.cuda.synchronize()
+        same = bool(torch.equal(outs[True].view(torch.int16), outs[False].view(torch.int16)))
+        rows.append({"part": "pdl", "shape": shape, "M": m, "config": str(cfg), "us_without": times[False],
+                     "us_with": times[True], "as_called_without": called[False], "as_called_with": called[True],
+                     "recorded_pdl_sum": ran, "bit_same": same, **base})
+        print(f"pdl {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} | without {'/'.join(f'{t:.2f}' for t in times[False])} "
+              f"with {'/'.join(f'{t:.2f}' for t in times[True])} | as called {called[False]:.1f} vs {called[True]:.1f} | "
+              f"recorded {ran} | {'same bits' if same else 'BITS DIFFER'}", flush=True)
+        operands = out = outs = None
+        torch.cuda.empty_cache()
+
+
 def _against_scaled_mm(label: str, us: float, same: bool, base: dict) -> str:
     """One launch's cell of a consumer part's line: its us, its speed-up over ``torch._scaled_mm``, and whether its bits differ."""
     return f"{label} {us:.1f}us x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}"
@@ -1146,7 +1177,7 @@ def main() -> int:
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows),
-           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows)}
+           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows), "pdl": lambda: pdl_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

@@ -35,6 +35,10 @@ try:
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - a Triton without host TMA descriptors: pointer loads only
     TensorDescriptor = None
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - a Triton without grid dependency control: no programmatic launch
+    gdc_launch_dependents = gdc_wait = None
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .fp8_rounding import to_bf16
 from .validation import (
@@ -107,7 +111,7 @@ def _fp8_block_bmm_kernel(
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
-    SOFTWARE: tl.constexpr, DEFER_SCALE: tl.constexpr, PREFETCH_SCALES: tl.constexpr,
+    SOFTWARE: tl.constexpr, DEFER_SCALE: tl.constexpr, PREFETCH_SCALES: tl.constexpr, PDL: tl.constexpr,
 ):
     """Program (n tile, m tile, group x k split). K is walked in 128-blocks, each with its own two scales.
 
@@ -131,7 +135,13 @@ def _fp8_block_bmm_kernel(
     with a dot it pipelines only the dot's operands), so without it each block's scaling waits for
     its scales' round trip after the dot. The arithmetic is the same (bit-identical results). Two
     blocks ahead makes Triton 3.6 drop the tile pipelining, so it is one.
+
+    ``PDL`` (K split, launched before :func:`_sum_splits_kernel` with programmatic dependent launch): each
+    program lets the sum's launch begin as it starts; the sum waits for this grid to finish before it reads
+    (``gdc_wait``), so only the gap between the two launches goes.
     """
+    if PDL:
+        gdc_launch_dependents()
     g, split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, m_ok, n_ok, _, _ = _tile(
         M, N, K, k_blocks_per_split, BLOCK_M, BLOCK_N, SPLIT_K, SCALE_M_ALIGN)
     offs_k = tl.arange(0, 128)
@@ -189,7 +199,7 @@ def _fp8_block_bmm_tma_kernel(
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
-    SOFTWARE: tl.constexpr, PREFETCH_SCALES: tl.constexpr,
+    SOFTWARE: tl.constexpr, PREFETCH_SCALES: tl.constexpr, PDL: tl.constexpr,
 ):
     """:func:`_fp8_block_bmm_kernel` with ``a`` and ``b`` tiles read by tensor-memory-accelerator (TMA)
     descriptors: the same programs, the same arithmetic in the same order.
@@ -200,6 +210,8 @@ def _fp8_block_bmm_tma_kernel(
     buffer): those rows' scales load as 0 and their outputs are never stored, and every output row
     depends on its own row of ``a`` only. ``stride_b_*`` are unused (the descriptor holds them).
     """
+    if PDL:
+        gdc_launch_dependents()
     g, split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, m_ok, n_ok, row_a, row_b = _tile(
         M, N, K, k_blocks_per_split, BLOCK_M, BLOCK_N, SPLIT_K, SCALE_M_ALIGN)
     as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
@@ -225,8 +237,12 @@ def _fp8_block_bmm_tma_kernel(
 
 @triton.jit
 def _sum_splits_kernel(part_ptr, out_ptr, MN, N, stride_part_s, stride_out_g, stride_out_m, stride_out_n,
-                       SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, SOFTWARE: tl.constexpr):
-    """``out[g] = bf16(sum over splits, in split order, of part[split, g])`` for one [M*N] slice per group."""
+                       SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, SOFTWARE: tl.constexpr, PDL: tl.constexpr):
+    """``out[g] = bf16(sum over splits, in split order, of part[split, g])`` for one [M*N] slice per group.
+    ``PDL``: launched as the products kernel's programmatic dependent, it waits here until that grid has
+    finished and its partials are visible."""
+    if PDL:
+        gdc_wait()
     g = tl.program_id(1).to(tl.int64)
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < MN
@@ -574,6 +590,19 @@ def _wgmma_ok(device: torch.device) -> bool:
             and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device()) == (9, 0))
 
 
+#: launch the split-K sum as the products kernel's programmatic dependent where :func:`_pdl_ok` allows
+#: (``CONSUMER_TUNING``; ``scripts/speed_probe.py --parts pdl`` times both)
+SPLIT_PDL = True
+
+
+def _pdl_ok(device: torch.device) -> bool:
+    """Whether a split launch's sum runs as the products' programmatic dependent launch (:data:`SPLIT_PDL`): a
+    CUDA GPU of compute capability 9.0 or later (grid dependency control is Hopper's), a Triton with
+    ``gdc_wait``, never in the interpreter."""
+    return (SPLIT_PDL and gdc_wait is not None and device.type == "cuda" and not _platform.interpreting()
+            and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9)
+
+
 @functools.lru_cache(maxsize=None)
 def _cuda_capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
@@ -698,6 +727,8 @@ class _TritonLaunch:
     sums: host.Launcher | None
     #: the bmm kernel is the Gluon wgmma kernel (its descriptors are Gluon's)
     wgmma: bool = False
+    #: the sum is launched as the products' programmatic dependent (``_triton_launch``'s ``pdl``)
+    pdl: bool = False
     #: the TMA descriptors by ``b``'s row stride, built once over the first call's tensors and kept
     #: without them (``base`` None): each call rebases them (:func:`accval.kernels.host.rebased`)
     templates: dict = dataclasses.field(default_factory=dict)
@@ -755,16 +786,18 @@ SUM_BLOCK = 256
 
 @functools.lru_cache(maxsize=4096)
 def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_align: int, software: bool,
-                   sms: int) -> _TritonLaunch:
+                   sms: int, pdl: bool = False) -> _TritonLaunch:
     """The launches of one problem on a device of ``sms`` SMs (built once): K split into whole 128-blocks, no
-    split empty; the Gluon kernel's grid one program per tile, or ``cfg.persistent`` per SM."""
+    split empty; the Gluon kernel's grid one program per tile, or ``cfg.persistent`` per SM. ``pdl``
+    (:func:`_pdl_ok`): with K split, the sum is the products' programmatic dependent launch."""
     k_blocks = k // QUANT_BLOCK
     split = min(cfg.split_k, k_blocks)
     per_split = cdiv(k_blocks, split)
     split = cdiv(k_blocks, per_split)  # no empty split
     grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
+    pdl = pdl and split > 1 and not cfg.wgmma
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
-                PREFETCH_SCALES=cfg.prefetch_scales, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                PREFETCH_SCALES=cfg.prefetch_scales, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
                 **_platform.gpu_launch_options())
     if cfg.wgmma:
         wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
@@ -784,10 +817,11 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
         bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
     if split == 1:
         return _TritonLaunch(split, per_split, grid, bmm, tma, None, 0, None, None)
-    sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software,
+    sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software, PDL=pdl,
+                                                  **({"launch_pdl": True} if pdl else {}),
                                                   **_platform.gpu_launch_options()))
     return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), split * g * m * n, (cdiv(m * n, SUM_BLOCK), g),
-                         sums)
+                         sums, pdl=pdl)
 
 
 def _tma_layout_ok(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:
@@ -828,20 +862,21 @@ def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
     cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
-    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting(), _sm_count(a.device))
+    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting(), _sm_count(a.device), _pdl_ok(a.device))
     if m > 0:
         launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
-    provenance.emit(_consumer_run(mode, cfg, launch.split))
+    provenance.emit(_consumer_run(mode, cfg, launch.split, launch.pdl))
 
 
 @functools.lru_cache(maxsize=1024)
-def _consumer_run(mode: str, cfg: ConsumerConfig, split: int) -> provenance.Run:
-    """The provenance record of one Triton consumer launch (built once per configuration)."""
+def _consumer_run(mode: str, cfg: ConsumerConfig, split: int, pdl: bool = False) -> provenance.Run:
+    """The provenance record of one Triton consumer launch (built once per configuration); ``pdl``: the
+    split-K sum was launched as the products' programmatic dependent."""
     return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer",
         prefetch_scales=cfg.prefetch_scales, kernel="gluon-wgmma" if cfg.wgmma else "triton",
-        persistent=cfg.persistent, loader_warp=cfg.loader_warp).items())))
+        persistent=cfg.persistent, loader_warp=cfg.loader_warp, pdl_sum=pdl).items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
@@ -863,7 +898,7 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
     cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
-    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), _sm_count(a.device))
+    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), _sm_count(a.device), _pdl_ok(a.device))
     if m == 0:
         return []
     bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
@@ -1062,14 +1097,15 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
         if cfg.tma and not _tma_layout_ok(a, b, n):
             cfg = _triton_for(cfg, False)
         sms = _sm_count(a.device)
-        launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms)
+        pdl = _pdl_ok(a.device)
+        launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms, pdl)
         # a new out has torch.empty's contiguous strides
         ints = launch.ints(m, n, k, b, b_scale, out.stride() if out is not None else (m * n, n, 1))
-        record = _consumer_run(mode, cfg, launch.split)
+        record = _consumer_run(mode, cfg, launch.split, launch.pdl)
         if cfg.tma:  # alignment is where the buffers are: the call picks
             plain = _triton_for(cfg, False)
-            pointer = (_triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms),
-                       _consumer_run(mode, plain, launch.split))
+            pointer = _triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms, pdl)
+            pointer = (pointer, _consumer_run(mode, plain, pointer.split, pointer.pdl))
     return _ConsumerPlan(backend, g, m, n, k, a.device, not check_contract and a.device.type != "meta", apart,
                          launch, ints, record, pointer)
 

@@ -452,6 +452,34 @@ def test_consumer_persistent_grid_has_its_programs_per_sm_at_most_one_per_tile()
         kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True, persistent=-1)
 
 
+def test_split_sum_launched_as_the_products_dependent_keeps_every_bit(device, monkeypatch):
+    """Where K is split, on a Hopper GPU the sum is launched as the products kernel's programmatic dependent
+    (the products let it launch as they start, it waits for their grid before reading): the same bits as
+    the two launches in plain stream order, and the record says which ran. A CPU or the interpreter never
+    asks for it; an unsplit or Gluon launch has no second launch to overlap."""
+    cfg = kernels.ConsumerConfig(16, 32, 4, 3, 8, prefetch_scales=True)
+    launch = _fb._triton_launch(cfg, 1, 64, 1024, 8192, 4, False, 132, True)
+    assert launch.pdl and launch.bmm.meta["PDL"] and launch.sums.meta["PDL"] and launch.sums.meta["launch_pdl"]
+    plain = _fb._triton_launch(cfg, 1, 64, 1024, 8192, 4, False, 132)
+    assert not (plain.pdl or plain.bmm.meta["PDL"] or plain.sums.meta["PDL"]) and "launch_pdl" not in plain.sums.meta
+    for other in (dataclasses.replace(cfg, split_k=1, prefetch_scales=False),
+                  kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)):
+        unsplit = _fb._triton_launch(other, 1, 64, 1024, 8192, 4, False, 132, True)
+        assert not unsplit.pdl and unsplit.sums is None, other
+    assert not _fb._pdl_ok(torch.device("cpu"))
+    g, m, n, k = 2, 37, 256, 1024
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 7, device)
+    split = kernels.ConsumerConfig(16, 32, 4, 3, 4, prefetch_scales=True)
+    outs = {}
+    for pdl in (True, False):
+        monkeypatch.setattr(_fb, "SPLIT_PDL", pdl)
+        with provenance.capture() as ran:
+            outs[pdl] = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16,
+                                                                                   device=device), split)
+        assert ran[-1].detail("split_k") == 4 and ran[-1].detail("pdl_sum") == _fb._pdl_ok(device), ran[-1]
+    assert torch.equal(outs[True].view(torch.int16), outs[False].view(torch.int16))
+
+
 def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile(monkeypatch):
     """A loader warp (warp specialization) is a schedule of the Gluon kernel's one-program-per-tile grid:
     asked of another kernel or with a persistent grid it is refused, naming what was asked; its launch
