@@ -545,7 +545,11 @@ CONSUMER_TUNING = (
     "17.2-17.3). Against it 2x torch._scaled_mm asks for <= 9.9 us at tep8 M=64 and <= 15.1 at M=256. The splits "
     "added in the one launch (scripts/fused_split_k.py) at BLOCK_N 32/64/128, K split 2-8, 3/4 stages "
     "(-fusedgrid-...-s26call2.json): fastest 11.5 at tep8 M=1, 13.8 at M=64, 18.7 at M=256, against the shipped "
-    "11.9, 12.9 and 17.2."
+    "11.9, 12.9 and 17.2. The sum launched as the products kernel's programmatic dependent (SPLIT_PDL; speed_probe "
+    "--parts pdl, reports/kernel/speed-probe-pdl-NVIDIA_H200-2026-12-04-s26call6.json, same card and versions, two "
+    "timings each, same bits), without vs with, us: tep8 M=1 11.87/11.87 vs 11.23/11.23, M=64 13.22/13.22 vs "
+    "12.38/12.42, M=256 17.12/17.12 vs 16.80/16.74, dep8 M=1 29.66/29.54 vs 29.09/29.06, M=64 35.04/35.01 vs "
+    "34.66/34.56; the kernel suite on that card with it: 318 passed, 1 skipped (-gpu-suite-...-s26call6.log)."
 )
 
 
