@@ -39,6 +39,7 @@ try:
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 except ImportError:  # pragma: no cover - a Triton without grid dependency control: no programmatic launch
     gdc_launch_dependents = gdc_wait = None
+
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .fp8_rounding import to_bf16
 from .validation import (
@@ -594,6 +595,20 @@ def _wgmma_ok(device: torch.device) -> bool:
             and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device()) == (9, 0))
 
 
+def _launch_pdl_option() -> bool:
+    """Whether this Triton's CUDA launches take ``launch_pdl`` (the option that makes a launch a programmatic
+    dependent); without it the kernels' grid dependency control has nothing to pair with."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:  # pragma: no cover - a Triton without its NVIDIA backend
+        return False
+    return "launch_pdl" in {f.name for f in dataclasses.fields(CUDAOptions)}
+
+
+#: grid dependency control in the kernels and ``launch_pdl`` at launch: what :func:`_pdl_ok` needs of Triton
+PDL_AVAILABLE = gdc_wait is not None and _launch_pdl_option()
+
+
 #: launch the split-K sum as the products kernel's programmatic dependent where :func:`_pdl_ok` allows
 #: (``CONSUMER_TUNING``; ``scripts/speed_probe.py --parts pdl`` times both)
 SPLIT_PDL = True
@@ -601,9 +616,9 @@ SPLIT_PDL = True
 
 def _pdl_ok(device: torch.device) -> bool:
     """Whether a split launch's sum runs as the products' programmatic dependent launch (:data:`SPLIT_PDL`): a
-    CUDA GPU of compute capability 9.0 or later (grid dependency control is Hopper's), a Triton with
-    ``gdc_wait``, never in the interpreter."""
-    return (SPLIT_PDL and gdc_wait is not None and device.type == "cuda" and not _platform.interpreting()
+    CUDA GPU of compute capability 9.0 or later (grid dependency control is Hopper's), a Triton that has it
+    (:data:`PDL_AVAILABLE`), never in the interpreter."""
+    return (SPLIT_PDL and PDL_AVAILABLE and device.type == "cuda" and not _platform.interpreting()
             and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9)
 
 

@@ -455,8 +455,8 @@ def test_consumer_persistent_grid_has_its_programs_per_sm_at_most_one_per_tile()
 def test_split_sum_launched_as_the_products_dependent_keeps_every_bit(device, monkeypatch):
     """Where K is split, on a Hopper GPU the sum is launched as the products kernel's programmatic dependent
     (the products let it launch as they start, it waits for their grid before reading): the same bits as
-    the two launches in plain stream order, and the record says which ran. A CPU or the interpreter never
-    asks for it; an unsplit or Gluon launch has no second launch to overlap."""
+    the two launches in plain stream order, and the record says which ran. A CPU, the interpreter or a
+    Triton without it never asks for it; an unsplit or Gluon launch has no second launch to overlap."""
     cfg = kernels.ConsumerConfig(16, 32, 4, 3, 8, prefetch_scales=True)
     launch = _fb._triton_launch(cfg, 1, 64, 1024, 8192, 4, False, 132, True)
     assert launch.pdl and launch.bmm.meta["PDL"] and launch.sums.meta["PDL"] and launch.sums.meta["launch_pdl"]
@@ -478,6 +478,13 @@ def test_split_sum_launched_as_the_products_dependent_keeps_every_bit(device, mo
                                                                                    device=device), split)
         assert ran[-1].detail("split_k") == 4 and ran[-1].detail("pdl_sum") == _fb._pdl_ok(device), ran[-1]
     assert torch.equal(outs[True].view(torch.int16), outs[False].view(torch.int16))
+    # a Triton without grid dependency control or launch_pdl: the two launches in stream order, recorded so
+    monkeypatch.setattr(_fb, "SPLIT_PDL", True)
+    monkeypatch.setattr(_fb, "PDL_AVAILABLE", False)
+    assert not _fb._pdl_ok(device)
+    with provenance.capture() as ran:
+        kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), split)
+    assert ran[-1].detail("pdl_sum") is False, ran[-1]
 
 
 def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile(monkeypatch):
