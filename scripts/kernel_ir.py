@@ -216,9 +216,9 @@ WGMMA_VARIANTS = ((128, 8, 4, 4, True, True, False, False), (64, 4, 4, 4, True, 
 
 
 def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool = True, defer: bool = True,
-                  persistent: bool = False, loader: bool = False):
+                  persistent: bool = False, loader: bool = False, split_k: int = 1):
     """The Gluon consumer for sm90 with its constexprs as the dispatch sets them; integer arguments plain
-    ``i32`` (no divisibility specialization)."""
+    ``i32`` (no divisibility specialization); ``split_k`` > 1 writes fp32 partials."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -226,7 +226,7 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool 
     fn = mod.fp8_block_bmm_wgmma_kernel
     layout = repr(gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8, rank=2))
     const = dict(BLOCK_M=block_m, BLOCK_N=128, STAGES=stages, SCALE_M_ALIGN=4, UNROLL=unroll, PIN_FMA=pin,
-                 DEFER_LAST=defer, PERSISTENT=persistent, LOADER=loader, LOADER_REGS=mod.LOADER_REGS)
+                 DEFER_LAST=defer, PERSISTENT=persistent, LOADER=loader, LOADER_REGS=mod.LOADER_REGS, SPLIT_K=split_k)
     sig = {}
     for p in fn.params:
         if p.name in const:
@@ -234,7 +234,7 @@ def compile_wgmma(block_m: int, warps: int, stages: int, unroll: int, pin: bool 
         elif p.name in ("a_desc", "b_desc"):
             sig[p.name] = f"tensordesc<fp8e4nv[{block_m if p.name == 'a_desc' else 128}, 128],{layout}>"
         else:
-            sig[p.name] = {"as_ptr": "*fp32", "bs_ptr": "*fp32", "out_ptr": "*bf16"}.get(p.name, "i32")
+            sig[p.name] = {"as_ptr": "*fp32", "bs_ptr": "*fp32", "out_ptr": "*fp32" if split_k > 1 else "*bf16"}.get(p.name, "i32")
     options = dict(num_warps=warps, enable_fp_fusion=False)
     if loader:
         options["maxnreg"] = mod.loader_maxnreg(block_m, warps)

@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid,pdl]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid,pdl,gluonsplit]
         [--baseline FILE] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -73,6 +73,8 @@ fusedgrid the consumer at tep8 M 1/64/256 with its K splits added in its one lau
           at BLOCK_N 32-128, K split 2-8, 3/4 stages, each timed twice, bits compared
 pdl       the split launches at M 1/64/256 with the split-K sum launched as the products kernel's programmatic
           dependent and without (``SPLIT_PDL``), each timed twice (graph and as called), bits compared
+gluonsplit the Gluon kernel with K split (``GLUON_SPLIT_LAUNCHES``) where the table splits K at M 64/256, against
+          the shipped Triton split launch, each timed twice, bits compared with the pointer launch of the same splits
 """
 
 from __future__ import annotations
@@ -960,6 +962,38 @@ def pdl_part(rows: list) -> None:
         torch.cuda.empty_cache()
 
 
+#: ``--parts gluonsplit``: (BLOCK_M, BLOCK_N, TMA buffers, K splits) of the Gluon kernel's split launches
+GLUON_SPLIT_LAUNCHES = [(64, bn, 4, sk) for bn in (64, 128) for sk in (4, 8, 16)] + [(128, 128, 4, 8)]
+
+
+def gluonsplit_part(rows: list) -> None:
+    """The Gluon kernel with K split (``GLUON_SPLIT_LAUNCHES``) where the table splits K, against the shipped
+    Triton split launch: each timed twice in alternating rounds, bits compared with the pointer launch of
+    the same splits."""
+    for shape, m, operands, k, out, base, shipped in _split_cases("gluonsplit", (64, 256)):
+        launches = [shipped] + [ConsumerConfig(bm, bn, bm // 16, st, sk, tma=True, wgmma=True)
+                                for bm, bn, st, sk in GLUON_SPLIT_LAUNCHES if sk <= k // 128]
+        times, same = {c: [] for c in launches}, {}
+        for c in launches:
+            want = launch_consumer(*operands, torch.empty_like(out), ConsumerConfig(64, c.block_n, 4, 3, c.split_k))
+            got = launch_consumer(*operands, torch.empty_like(out), c)
+            torch.cuda.synchronize()
+            same[c] = bool(torch.equal(got.view(torch.int16), want.view(torch.int16)))
+        for _ in range(2):
+            for c in launches:
+                times[c].append(timing.time_cuda(lambda c=c: launch_consumer(*operands, out, c), REPS_MS).median_us)
+        for c in launches:
+            rows.append({"part": "gluonsplit", "shape": shape, "M": m, "config": str(c), "us": times[c],
+                         "bit_same": same[c], "is_shipped": c == shipped, **base})
+        order = sorted(launches, key=lambda c: min(times[c]))
+        print(f"gluonsplit {shape} M={m}: scaled_mm {base['scaled_mm']:.1f} (2x needs {base['scaled_mm'] / 2:.1f}) | "
+              + " | ".join(f"{'gluon' if c.wgmma else 'triton*'} {c.block_m}/{c.block_n}/{c.num_stages}s/k{c.split_k} "
+                           f"{'/'.join(f'{t:.2f}' for t in times[c])}{'' if same[c] else ' BITS DIFFER'}" for c in order),
+              flush=True)
+        operands = out = None
+        torch.cuda.empty_cache()
+
+
 def _against_scaled_mm(label: str, us: float, same: bool, base: dict) -> str:
     """One launch's cell of a consumer part's line: its us, its speed-up over ``torch._scaled_mm``, and whether its bits differ."""
     return f"{label} {us:.1f}us x{base['scaled_mm'] / us:.2f}{'' if same else ' BITS DIFFER'}"
@@ -1177,7 +1211,7 @@ def main() -> int:
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows),
-           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows), "pdl": lambda: pdl_part(rows)}
+           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows), "pdl": lambda: pdl_part(rows), "gluonsplit": lambda: gluonsplit_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

@@ -307,10 +307,14 @@ class ConsumerConfig:
             raise ValueError(f"ConsumerConfig.block_n: expected one of 16, 32, 64, 128 (a tile takes one weight "
                              f"scale column), got {self.block_n}")
         if self.wgmma:
-            if not self.tma or self.split_k != 1 or self.prefetch_scales:
-                raise ValueError("ConsumerConfig: wgmma reads its tiles by TMA, unsplit, each block's scales loaded "
-                                 f"with its tiles; expected tma=True, split_k=1, prefetch_scales=False, got tma={self.tma}, "
-                                 f"split_k={self.split_k}, prefetch_scales={self.prefetch_scales}")
+            if not self.tma or self.prefetch_scales:
+                raise ValueError("ConsumerConfig: wgmma reads its tiles by TMA, each block's scales loaded with its "
+                                 f"tiles; expected tma=True, prefetch_scales=False, got tma={self.tma}, "
+                                 f"prefetch_scales={self.prefetch_scales}")
+            if self.split_k != 1 and (self.persistent or self.loader_warp):
+                raise ValueError("ConsumerConfig: the Gluon kernel splits K over one program per tile, loading its own "
+                                 f"tiles; expected persistent=0 and loader_warp=False with split_k={self.split_k}, got "
+                                 f"persistent={self.persistent}, loader_warp={self.loader_warp}")
             if self.block_m not in (64, 128) or self.block_n not in (64, 128) or self.num_warps != self.block_m // 16:
                 raise ValueError("ConsumerConfig: wgmma takes block_m 64 or 128 with one warp per 16 rows and block_n "
                                  f"64 or 128; got block_m={self.block_m}, block_n={self.block_n}, "
@@ -645,9 +649,10 @@ WGMMA_MIN_M = 256
 
 def _triton_for(cfg: ConsumerConfig, tma: bool) -> ConsumerConfig:
     """``cfg`` as a Triton launch with TMA loads or not: a wgmma launch becomes BLOCK_M 64, 4 warps,
-    3 stages (the table's Triton launch for the grids the dispatch gives the wgmma kernel)."""
+    3 stages (the table's Triton launch for the grids the dispatch gives the wgmma kernel), with its K split
+    (the same splits, so the same bits) and then its scales prefetched."""
     if cfg.wgmma:
-        return ConsumerConfig(64, cfg.block_n, 4, 3, tma=tma)
+        return ConsumerConfig(64, cfg.block_n, 4, 3, cfg.split_k, tma=tma, prefetch_scales=cfg.split_k > 1)
     return dataclasses.replace(cfg, tma=tma)
 
 
@@ -822,15 +827,17 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
         wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
                        UNROLL=fp8_block_bmm_wgmma.UNROLL, PIN_FMA=fp8_block_bmm_wgmma.PIN_FMA,
                        DEFER_LAST=fp8_block_bmm_wgmma.DEFER_LAST, PERSISTENT=cfg.persistent > 0, LOADER=cfg.loader_warp,
-                       LOADER_REGS=fp8_block_bmm_wgmma.LOADER_REGS, num_warps=cfg.num_warps,
+                       LOADER_REGS=fp8_block_bmm_wgmma.LOADER_REGS, SPLIT_K=split, num_warps=cfg.num_warps,
                        **_platform.gpu_launch_options())
         if cfg.loader_warp:  # the loader's warpgroup counts at launch
             wg_meta["maxnreg"] = fp8_block_bmm_wgmma.loader_maxnreg(cfg.block_m, cfg.num_warps)
         bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
         wg_grid = (min(grid[0] * grid[1] * grid[2], cfg.persistent * sms),) if cfg.persistent else grid
-        return _TritonLaunch(1, k_blocks, wg_grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None, None,
-                             True)
-    if cfg.tma:
+        if split == 1:
+            return _TritonLaunch(1, k_blocks, wg_grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None,
+                                 None, True)
+        bmm, tma = bmm, (g * m, g * n, cfg.block_m, cfg.block_n)
+    elif cfg.tma:
         bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
     else:
         bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
@@ -840,7 +847,7 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
                                                   **({"launch_pdl": True} if pdl else {}),
                                                   **_platform.gpu_launch_options()))
     return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), split * g * m * n, (cdiv(m * n, SUM_BLOCK), g),
-                         sums, pdl=pdl)
+                         sums, cfg.wgmma, pdl=pdl)
 
 
 def _tma_layout_ok(a: torch.Tensor, b: torch.Tensor, n: int) -> bool:

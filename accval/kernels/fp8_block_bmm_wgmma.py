@@ -113,16 +113,16 @@ if AVAILABLE:
 
     @gluon.jit
     def _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, tile, pred, STAGES: gl.constexpr):
-        """Start the TMA loads of k-block ``j`` of the tile whose first rows are ``tile`` (``(row_a, row_b)``)
-        into buffer ``j % STAGES``: none past its last block, none where ``pred`` is false. Every tile starts
-        at buffer 0, so where a chunk has as many blocks as there are buffers, each block's buffer is known
-        when the kernel is compiled."""
-        row_a, row_b = tile
+        """Start the TMA loads of k-block ``j`` of the tile ``tile`` (``(row_a, row_b, k0)``: its first rows, and
+        its first k-block, where K is split) into buffer ``j % STAGES``: none past its last block, none where
+        ``pred`` is false. Every tile starts at buffer 0, so where a chunk has as many blocks as there are
+        buffers, each block's buffer is known when the kernel is compiled."""
+        row_a, row_b, k0 = tile
         s = j % STAGES
         ok = (j < k_blocks) & pred
         mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes, pred=ok)
-        _tma_load(a_desc, [row_a, j * 128], ready.index(s), a_smem.index(s), pred=ok)
-        _tma_load(b_desc, [row_b, j * 128], ready.index(s), b_smem.index(s), pred=ok)
+        _tma_load(a_desc, [row_a, (k0 + j) * 128], ready.index(s), a_smem.index(s), pred=ok)
+        _tma_load(b_desc, [row_b, (k0 + j) * 128], ready.index(s), b_smem.index(s), pred=ok)
 
     @gluon.jit
     def _refill(a_desc, b_desc, a_smem, b_smem, ready, empty, j, k_blocks, tile, STAGES: gl.constexpr,
@@ -142,7 +142,7 @@ if AVAILABLE:
         loads start at once)."""
         for j in range(k_blocks):
             mbarrier.wait(empty.index(j % STAGES), ((j // STAGES) & 1) ^ 1)
-            _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
+            _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b, 0), True, STAGES)
 
     @gluon.jit
     def _issue_block(a_smem, b_smem, ready, as_ptrs, bs_ptr_g, m_ok, scale_m_stride, kb, done, STAGES: gl.constexpr):
@@ -249,12 +249,13 @@ if AVAILABLE:
             mbarrier.arrive(ready.index(st), pred=(loads % 2) == 1)
 
     @gluon.jit
-    def _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n, pid_m,
-                  g, tile, sched, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
+    def _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, k_total, pid_n,
+                  pid_m, g, tile, sched, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m, stride_out_n,
                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
                   UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr,
                   LOADER: gl.constexpr):
-        """Tile ``(pid_n, pid_m, g)`` (first rows ``tile``), its first blocks already loading, into ``out``.
+        """Tile ``(pid_n, pid_m, g)`` (``tile``: first rows and first k-block), its first blocks already loading, into
+        ``out``: its ``k_blocks`` blocks of the group's ``k_total`` (fewer where K is split).
         ``PERSISTENT``: ``sched`` is ``(t, programs, tiles, n_tiles, m_tiles)``, this tile's place in the grid's
         order and what finds the program's next tile; once this tile's products have all retired, the next
         tile's first blocks start loading, and load while this tile is stored. Its place and the next
@@ -265,8 +266,9 @@ if AVAILABLE:
         offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, mma))
         m_ok = offs_m < M
         g64 = g.to(gl.int64)
-        as_ptrs = as_ptr + g64 * k_blocks * scale_m_stride + offs_m
-        bs_ptr_g = bs_ptr + g64 * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n
+        _, _, k0 = tile
+        as_ptrs = as_ptr + (g64 * k_total + k0) * scale_m_stride + offs_m
+        bs_ptr_g = bs_ptr + g64 * stride_bs_g + ((pid_n * BLOCK_N) // 128) * stride_bs_n + k0
         spare = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma)
         acc = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, mma)
         if DEFER_LAST:
@@ -291,7 +293,7 @@ if AVAILABLE:
             _even_phases(ready, k_blocks, STAGES)
             _, _, _, next_a, next_b = _tile_rows(t + n_prog, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
             for j in gl.static_range(STAGES):
-                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (next_a, next_b), t + n_prog < tiles,
+                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (next_a, next_b, 0), t + n_prog < tiles,
                             STAGES)
             pid_n, pid_m, g, _, _ = _tile_rows(t, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
             g64 = g.to(gl.int64)
@@ -311,14 +313,17 @@ if AVAILABLE:
         stride_out_s, stride_out_g, stride_out_m, stride_out_n,
         BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, SCALE_M_ALIGN: gl.constexpr,
         UNROLL: gl.constexpr, PIN_FMA: gl.constexpr, DEFER_LAST: gl.constexpr, PERSISTENT: gl.constexpr,
-        LOADER: gl.constexpr, LOADER_REGS: gl.constexpr,
+        LOADER: gl.constexpr, LOADER_REGS: gl.constexpr, SPLIT_K: gl.constexpr,
     ):
         """Tiles ``[BLOCK_M, BLOCK_N]`` of ``out[g]``: program (n tile, m tile, group), as the Triton TMA kernel's
         unsplit grid; or, ``PERSISTENT``, program ``p`` of ``P`` takes tiles ``p, p + P, ...`` in that grid's
         order (n tile fastest, then m tile, then group), its TMA buffers running on from one tile to the next
         (:func:`_one_tile`). The integer arguments are the Triton TMA kernel's, so one launcher drives both
-        (``k_blocks_per_split``, ``stride_b_*`` and ``stride_out_s`` unused: no split, and the descriptors
-        hold ``b``'s strides); the group count is ``a``'s descriptor's rows over ``M``. A tile of ``a`` past
+        (``stride_b_*`` unused: the descriptors hold ``b``'s strides); the group count is ``a``'s descriptor's
+        rows over ``M`` (``SPLIT_K`` 1: ``program_id(2)`` is the group). ``SPLIT_K`` > 1 (one program per tile,
+        no loader warp): program ``(n tile, m tile, group x split)`` takes the split's ``k_blocks_per_split``
+        blocks (fewer in the last) and writes its fp32 partial into ``out[split, g]`` (``stride_out_s``), as the
+        Triton kernel's split grid does, in the same order. A tile of ``a`` past
         the group's last row reads the next group's rows or zeros; those rows' scales load as 0 and their
         outputs are not stored. ``LOADER`` (one program per tile): the TMA loads come from a warp of their own
         (:func:`_loader`, ``LOADER_REGS`` registers a thread), each buffer handed back to it through an
@@ -344,32 +349,42 @@ if AVAILABLE:
             tiles = n_tiles * m_tiles * (a_desc.shape[0] // M)
             _, _, _, row_a, row_b = _tile_rows(pid, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
             for j in gl.static_range(STAGES):  # the first tile's first blocks (the grid has no more programs than tiles)
-                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
+                _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b, 0), True, STAGES)
             for t in range(pid, tiles, n_prog):
                 pid_n, pid_m, g, row_a, row_b = _tile_rows(t, n_tiles, m_tiles, M, N, BLOCK_M, BLOCK_N)
-                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n,
-                          pid_m, g, (row_a, row_b), (t, n_prog, tiles, n_tiles, m_tiles), stride_bs_g, stride_bs_n,
+                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, k_blocks,
+                          pid_n, pid_m, g, (row_a, row_b, 0), (t, n_prog, tiles, n_tiles, m_tiles), stride_bs_g, stride_bs_n,
                           stride_out_g, stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL,
                           PIN_FMA, DEFER_LAST, True, False)
         else:
             pid_n = gl.program_id(0)
             pid_m = gl.program_id(1)
-            g = gl.program_id(2)
+            if SPLIT_K == 1:
+                g = gl.program_id(2)
+                k0 = 0
+                k_here = k_blocks
+                out_here = out_ptr
+            else:  # program (n tile, m tile, group x split): the split's blocks into its fp32 partial
+                g = gl.program_id(2) // SPLIT_K
+                split = gl.program_id(2) % SPLIT_K
+                k0 = split * k_blocks_per_split
+                k_here = gl.minimum(k_blocks_per_split, k_blocks - k0)
+                out_here = out_ptr + split.to(gl.int64) * stride_out_s
             row_a = g * M + pid_m * BLOCK_M
             row_b = g * N + pid_n * BLOCK_N
             if LOADER:
                 gl.warp_specialize([
                     (_one_tile, (a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks,
-                                 pid_n, pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g,
-                                 stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA,
-                                 DEFER_LAST, False, True)),
+                                 k_blocks, pid_n, pid_m, g, (row_a, row_b, 0), None, stride_bs_g, stride_bs_n,
+                                 stride_out_g, stride_out_m, stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN,
+                                 UNROLL, PIN_FMA, DEFER_LAST, False, True)),
                     (_loader, (a_desc, b_desc, a_smem, b_smem, ready, empty, row_a, row_b, k_blocks, STAGES)),
                 ], [1], [LOADER_REGS])
             else:
                 for j in gl.static_range(STAGES):
-                    _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_blocks, (row_a, row_b), True, STAGES)
-                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_ptr, M, N, k_blocks, pid_n,
-                          pid_m, g, (row_a, row_b), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m,
+                    _load_block(a_desc, b_desc, a_smem, b_smem, ready, j, k_here, (row_a, row_b, k0), True, STAGES)
+                _one_tile(a_desc, b_desc, a_smem, b_smem, ready, empty, as_ptr, bs_ptr, out_here, M, N, k_here, k_blocks,
+                          pid_n, pid_m, g, (row_a, row_b, k0), None, stride_bs_g, stride_bs_n, stride_out_g, stride_out_m,
                           stride_out_n, BLOCK_M, BLOCK_N, STAGES, SCALE_M_ALIGN, UNROLL, PIN_FMA, DEFER_LAST, False,
                           False)
         for i in gl.static_range(STAGES):

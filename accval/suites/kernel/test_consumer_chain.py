@@ -371,40 +371,46 @@ def wgmma_device(device):
     return device
 
 
-#: (programs per SM of a persistent grid, loader warp) of the Gluon launches the wgmma test draws
-_WGMMA_SCHEDULES = [(0, False), (1, False), (2, False), (0, True)]
+#: (persistent programs per SM, loader warp, K splits) of the Gluon launches the hypothesis test draws
+_WGMMA_SCHEDULES = [(0, False, 1), (1, False, 1), (2, False, 1), (0, True, 1), (0, False, 3), (0, False, 8)]
 
 
 @settings(deadline=None)
 @given(g=st.integers(1, 3), m=st.sampled_from([1, 5, 37, 64, 65, 130, 200]), n=st.sampled_from([128, 256]),
        k=st.sampled_from([128, 384, 512, 640]), block_m=st.sampled_from([64, 128]), block_n=st.sampled_from([64, 128]),
        stages=st.sampled_from([2, 3, 4]), schedule=st.sampled_from(_WGMMA_SCHEDULES), seed=st.integers(0, 2**31 - 1))
-@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, schedule=(0, False), seed=0)  # into the next group; odd block
-@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, schedule=(0, False), seed=1)  # 64 blocks, rings wrap
-@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, schedule=(0, False), seed=2)  # one block: nothing overlaps
-@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, schedule=(0, True), seed=3)  # the same with a loader warp
-@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, schedule=(0, True), seed=4)
-@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, schedule=(0, True), seed=5)
-@example(g=2, m=200, n=256, k=384, block_m=64, block_n=128, stages=4, schedule=(0, True), seed=6)  # fewer blocks than buffers
+@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, schedule=(0, False, 1), seed=0)  # into the next group; odd block
+@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, schedule=(0, False, 1), seed=1)  # 64 blocks, rings wrap
+@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, schedule=(0, False, 1), seed=2)  # one block: nothing overlaps
+@example(g=3, m=37, n=256, k=640, block_m=128, block_n=128, stages=4, schedule=(0, True, 1), seed=3)  # the same with a loader warp
+@example(g=1, m=130, n=128, k=8192, block_m=128, block_n=128, stages=4, schedule=(0, True, 1), seed=4)
+@example(g=2, m=1, n=128, k=128, block_m=64, block_n=64, stages=2, schedule=(0, True, 1), seed=5)
+@example(g=2, m=200, n=256, k=384, block_m=64, block_n=128, stages=4, schedule=(0, True, 1), seed=6)  # fewer blocks than buffers
+@example(g=2, m=37, n=256, k=640, block_m=64, block_n=128, stages=4, schedule=(0, False, 3), seed=7)  # splits of 2, 2, 1 blocks
+@example(g=1, m=64, n=128, k=8192, block_m=64, block_n=64, stages=4, schedule=(0, False, 8), seed=8)  # 8 blocks a split
+@example(g=3, m=5, n=256, k=1024, block_m=128, block_n=128, stages=2, schedule=(0, False, 8), seed=9)  # 1 block a split
 def test_consumer_wgmma_kernel_matches_triton_kernel(wgmma_device, g, m, n, k, block_m, block_n, stages, schedule,
                                                      seed):
     """The Gluon kernel (a block's wgmma in flight while the previous block is scaled, TMA buffers in a
     ring) computes the Triton kernel's products, scales and sums in its order: the plain pointer
     launch's bits at every size, block count (odd, even, one) and ring depth, into a strided ``out``
     too, with a persistent grid (here of at least one program per tile) or a loader warp too, and the
-    record names the launch."""
+    record names the launch. With K split, each split's blocks into its partial and the partials added in
+    split order: the bits of the pointer launch with the same splits."""
     device = wgmma_device
-    persistent, loader_warp = schedule
+    persistent, loader_warp, split = schedule
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, seed, device)
     want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
-                                   kernels.ConsumerConfig(64, block_n, 4, 3))
-    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, tma=True, wgmma=True, persistent=persistent,
-                                 loader_warp=loader_warp)
+                                   kernels.ConsumerConfig(64, block_n, 4, 3, split))
+    cfg = kernels.ConsumerConfig(block_m, block_n, block_m // 16, stages, split, tma=True, wgmma=True,
+                                 persistent=persistent, loader_warp=loader_warp)
     out = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device).transpose(0, 1)
     with provenance.capture() as ran:
         got = kernels.launch_consumer(a, a_scale, b, b_scale, out, cfg)
     assert ran[-1].detail("kernel") == "gluon-wgmma" and ran[-1].detail("loads") == "tma", ran[-1]
     assert ran[-1].detail("persistent") == persistent and ran[-1].detail("loader_warp") == loader_warp, ran[-1]
+    blocks = k // 128
+    assert ran[-1].detail("split_k") == cdiv(blocks, cdiv(blocks, min(split, blocks))), ran[-1]  # no split empty
     assert torch.equal(got.view(torch.int16), want.view(torch.int16)), f"{cfg} changed bits at G={g} M={m} N={n} K={k}"
 
 
@@ -485,6 +491,31 @@ def test_split_sum_launched_as_the_products_dependent_keeps_every_bit(device, mo
     with provenance.capture() as ran:
         kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), split)
     assert ran[-1].detail("pdl_sum") is False, ran[-1]
+
+
+def test_consumer_wgmma_split_k_is_one_program_per_tile_loading_its_own(device):
+    """The Gluon kernel splits K over its one-program-per-tile grid with its own loads: asked of a persistent
+    grid or with a loader warp it is refused, naming both. Its launch is the split grid (group x split on
+    the last axis) with the split-K sum after it; where it cannot run (a CPU, a GPU other than sm90) the
+    Triton launch with the same splits runs (so the same bits), and the record says so."""
+    for kw in (dict(persistent=1), dict(loader_warp=True)):
+        with pytest.raises(ValueError, match="splits K over one program per tile"):
+            kernels.ConsumerConfig(64, 128, 4, 4, 8, tma=True, wgmma=True, **kw)
+    cfg = kernels.ConsumerConfig(64, 128, 4, 4, 8, tma=True, wgmma=True)
+    launch = _fb._triton_launch(cfg, 1, 256, 1024, 8192, 4, False, 132, True)
+    assert (launch.split, launch.grid, launch.wgmma, launch.pdl) == (8, (8, 4, 8), True, False)
+    assert launch.bmm.meta["SPLIT_K"] == 8 and launch.sums is not None and launch.partial_shape == (8, 1, 256, 1024)
+    assert _fb._triton_for(cfg, True) == kernels.ConsumerConfig(64, 128, 4, 3, 8, tma=True, prefetch_scales=True)
+    g, m, n, k = 2, 37, 256, 640
+    a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 11, device)
+    want = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device),
+                                   kernels.ConsumerConfig(64, 128, 4, 3, 3))
+    with provenance.capture() as ran:
+        got = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty_like(want),
+                                      kernels.ConsumerConfig(64, 128, 4, 4, 3, tma=True, wgmma=True))
+    assert ran[-1].detail("split_k") == 3, ran[-1]
+    assert ran[-1].detail("kernel") == ("gluon-wgmma" if _fb._wgmma_ok(device) else "triton"), ran[-1]
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
 
 
 def test_consumer_loader_warp_is_the_gluon_kernels_with_one_program_per_tile(monkeypatch):
