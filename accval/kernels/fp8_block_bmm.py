@@ -276,7 +276,9 @@ class ConsumerConfig:
     prefetch_scales: bool = False
     #: the Gluon kernel (:mod:`accval.kernels.fp8_block_bmm_wgmma`; sm90 only, TMA loads, ``num_stages`` TMA
     #: buffers): block k+1's wgmma runs while block k is scaled (same arithmetic, same bits). Where it
-    #: cannot run, the call runs the Triton launch of :func:`_triton_for`, and says so
+    #: cannot run, the call runs the Triton launch of :func:`_triton_for`, and says so. With ``split_k`` it
+    #: splits K over one program per tile; slower than the Triton split launches where the table splits, so
+    #: the table never asks for that (``CONSUMER_TUNING``)
     wgmma: bool = False
     #: the Gluon kernel's programs per SM of a persistent grid (each program takes every P-th tile, the next
     #: tile's first blocks loading while a tile is stored; same bits); 0: one program per tile. Slower on an
@@ -554,7 +556,14 @@ CONSUMER_TUNING = (
     "--parts pdl, reports/kernel/speed-probe-pdl-NVIDIA_H200-2026-12-04-s26call6.json, same card and versions, two "
     "timings each, same bits), without vs with, us: tep8 M=1 11.87/11.87 vs 11.23/11.23, M=64 13.22/13.22 vs "
     "12.38/12.42, M=256 17.12/17.12 vs 16.80/16.74, dep8 M=1 29.66/29.54 vs 29.09/29.06, M=64 35.04/35.01 vs "
-    "34.66/34.56; the kernel suite on that card with it: 318 passed, 1 skipped (-gpu-suite-...-s26call6.log)."
+    "34.66/34.56; the kernel suite on that card with it: 318 passed, 1 skipped (-gpu-suite-...-s26call6.log). "
+    "The Gluon kernel with K split (ConsumerConfig(wgmma=True, split_k>1)) loses to the table's Triton split launch "
+    "wherever the table splits, so the table never takes it: speed_probe --parts gluonsplit (reports/kernel/"
+    "speed-probe-gluonsplit-NVIDIA_H200-2026-12-04-s26call8.json, same card and versions, two timings each, every "
+    "output bit-identical to the pointer launch of its splits), fastest Gluon launch vs the shipped one, us: tep8 "
+    "M=64 12.90/13.12 (64x64 tiles, 8 splits) vs 12.00/12.29, M=256 17.25/17.41 (64x64, 4 splits) vs 16.80/16.83, "
+    "dep8 M=64 35.26/35.55 (64x128, 4 splits) vs 34.62/34.88; the kernel suite with it: 320 passed, 1 skipped "
+    "(-gpu-suite-...-s26call8.log)."
 )
 
 
