@@ -99,10 +99,10 @@ ROPE_APART_MIN_PROGRAMS = 4096
 #: outside that spread: NEOX M=64 0.19-0.29 us behind (dep8 and tep8), the same row timed twice 0.03-0.19 apart.
 #: What Triton 3.6 makes of that launch (scripts/kernel_ir.py --producer, reports/kernel/kernel-ir-producer-
 #: triton3.6-cpu-2026-12-04-s26.log): 640 SASS instructions against the upstream-style kernel's 360; inexact
-#: divisions take 184 of them out, the unrounded rotation 32 (neither is bit-exact). In a launch of one partial
-#: wave one program's latency is the time, and after its loads arrive it runs about 370 instructions to the
-#: upstream-style kernel's 220. A launch of one program per (token, head, 1 or 2 blocks), the rope branch taken
-#: by the last block's program only, was slower at every M (prototype, same bits; tep8 M=64 7.0 us).
+#: divisions take 184 of them out (the exact ones' slow paths among them), the unrounded rotation 32 (neither
+#: is bit-exact). In a launch of one partial wave one program's latency is the time. A launch of one program
+#: per (token, head, 1 or 2 blocks), the rope branch taken by the last block's program only, was slower at
+#: every M (reports/kernel/producer-block-split-NVIDIA_H200-2026-12-04-s26call5/; same bits; tep8 M=64 7.0 us).
 
 
 @triton.jit
