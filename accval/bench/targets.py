@@ -51,6 +51,11 @@ def excess_us(ours: dict | None, other: dict | None, factor: float) -> tuple[flo
     return ours["median_us"] - factor * other["median_us"], spread
 
 
+def over_by(pairs: list[tuple[str, dict | None, dict | None]], factor: float) -> dict:
+    """``{where: excess_us(ours, other, factor)}`` over ``(where, ours, other)``, where both were timed twice."""
+    return {where: over for where, ours, other in pairs for over in [excess_us(ours, other, factor)] if over}
+
+
 def noise(missed: list[str], over_us: dict | None) -> dict:
     """A missed target is "within noise" when, wherever it is missed, the rows were timed twice and it is
     over by less than the spread of timing the same row twice (a difference below that spread is not a
@@ -101,9 +106,9 @@ def evaluate(result: dict) -> list[dict]:
     add("producer GPT-J time / NEOX time, every M", ("<=", 1.03),
         [(ratio(median_us(rows, "producer", "accval", sh, m, "gptj"), median_us(rows, "producer", "accval", sh, m, "neox")),
           where(sh, m)) for sh, m, lay in prod if lay == "gptj"], "{:.3f}",
-        over_us={where(sh, m): over for sh, m, lay in prod if lay == "gptj"
-                 for over in [excess_us(find_row(rows, "producer", "accval", sh, m, "gptj"),
-                                        find_row(rows, "producer", "accval", sh, m, "neox"), 1.03)] if over})
+        over_us=over_by([(where(sh, m), find_row(rows, "producer", "accval", sh, m, "gptj"),
+                          find_row(rows, "producer", "accval", sh, m, "neox")) for sh, m, lay in prod if lay == "gptj"],
+                        1.03))
     add("producer % of a same-bytes copy, M >= 2048, both layouts", (">=", 75.0),
         [(None if ours is None else 100 * copy / ours, where(sh, m, lay)) for sh, m, lay in prod if m >= 2048
          for ours, copy in [(median_us(rows, "producer", "accval", sh, m, lay),
@@ -119,9 +124,8 @@ def evaluate(result: dict) -> list[dict]:
     add("producer speed-up over the upstream-style kernel, every M, both layouts", (">=", 1.0),
         [(ratio(median_us(rows, "producer", UPSTREAM_STYLE, sh, m, lay), median_us(rows, "producer", "accval", sh, m, lay)),
           where(sh, m, lay)) for sh, m, lay in prod], "{:.2f}x", spreads,
-        over_us={where(sh, m, lay): over for sh, m, lay in prod
-                 for over in [excess_us(find_row(rows, "producer", "accval", sh, m, lay),
-                                        find_row(rows, "producer", UPSTREAM_STYLE, sh, m, lay), 1.0)] if over})
+        over_us=over_by([(where(sh, m, lay), find_row(rows, "producer", "accval", sh, m, lay),
+                          find_row(rows, "producer", UPSTREAM_STYLE, sh, m, lay)) for sh, m, lay in prod], 1.0))
     for op, impl, sel in (("producer", "accval", prod), ("consumer", "accval-triton", [(sh, m, "") for sh, m in cons])):
         vals, bare = [], {}
         for sh, m, lay in sel:

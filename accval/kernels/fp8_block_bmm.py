@@ -828,6 +828,7 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     per_split = cdiv(k_blocks, split)
     split = cdiv(k_blocks, per_split)  # no empty split
     grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
+    tma_rows = (g * m, g * n, cfg.block_m, cfg.block_n)  # a TMA launch's descriptors: [G*M, K] and [G*N, K]
     pdl = pdl and split > 1 and not cfg.wgmma
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
                 PREFETCH_SCALES=cfg.prefetch_scales, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -842,12 +843,11 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
             wg_meta["maxnreg"] = fp8_block_bmm_wgmma.loader_maxnreg(cfg.block_m, cfg.num_warps)
         bmm = host.Launcher(fp8_block_bmm_wgmma.fp8_block_bmm_wgmma_kernel, wg_meta, descriptors=True)
         wg_grid = (min(grid[0] * grid[1] * grid[2], cfg.persistent * sms),) if cfg.persistent else grid
+        tma = tma_rows
         if split == 1:
-            return _TritonLaunch(1, k_blocks, wg_grid, bmm, (g * m, g * n, cfg.block_m, cfg.block_n), None, 0, None,
-                                 None, True)
-        bmm, tma = bmm, (g * m, g * n, cfg.block_m, cfg.block_n)
+            return _TritonLaunch(1, k_blocks, wg_grid, bmm, tma, None, 0, None, None, True)
     elif cfg.tma:
-        bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), (g * m, g * n, cfg.block_m, cfg.block_n)
+        bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), tma_rows
     else:
         bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
     if split == 1:
@@ -1139,8 +1139,8 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
         record = _consumer_run(mode, cfg, launch.split, launch.pdl)
         if cfg.tma:  # alignment is where the buffers are: the call picks
             plain = _triton_for(cfg, False)
-            pointer = _triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms, pdl)
-            pointer = (pointer, _consumer_run(mode, plain, pointer.split, pointer.pdl))
+            plain_launch = _triton_launch(plain, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms, pdl)
+            pointer = (plain_launch, _consumer_run(mode, plain, plain_launch.split, plain_launch.pdl))
     return _ConsumerPlan(backend, g, m, n, k, a.device, not check_contract and a.device.type != "meta", apart,
                          launch, ints, record, pointer)
 
