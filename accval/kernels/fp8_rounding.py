@@ -89,6 +89,14 @@ def to_fp8_e4m3_pairs(lo, hi, FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr):
     return codes
 
 
+@triton.jit
+def negated(x):
+    """``-x`` with a zero's sign flipped too. Triton 3.6 compiles ``-x`` as ``0 - x``, which gives +0.0
+    for +0.0 (Triton 3.9 emits a true negation); a product with -1 is exact, and the compiler folds it
+    into the instruction that uses it."""
+    return x * -1.0
+
+
 #: the divisors the reciprocal and correction of :func:`div_rn_by` are exact for: normal numbers with
 #: room on both sides (the reciprocal stays normal; the tests find it exact inside, wrong for subnormals)
 RCP_PATH_MIN = tl.constexpr(2.0**-80)

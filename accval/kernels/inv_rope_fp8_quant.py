@@ -26,7 +26,7 @@ import triton.language as tl
 
 from . import _platform, host, provenance
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
-from .fp8_rounding import div_rn_by, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
+from .fp8_rounding import div_rn_by, negated, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 from .validation import check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device, check_tensor
 
 _TL_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
@@ -162,8 +162,9 @@ def _quant_tokens(
             cs_row = cs_ptr + pos * stride_cs_pos + freq * stride_cs_i
             cos = tl.load(cs_row, mask=rope_live, other=1.0)
             sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
-            # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
-            yr = round_through(xr * cos + xp * tl.where(first, sin, -sin), IN_DTYPE, SOFTWARE)  # [R, ROPE_P2]
+            # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin
+            # (negated: a true -sin, whose -0.0 at sin = 0 keeps the sign of x*cos's zero as torch keeps it).
+            yr = round_through(xr * cos + xp * tl.where(first, sin, negated(sin)), IN_DTYPE, SOFTWARE)  # [R, ROPE_P2]
             amax_rope = _nanmax(tl.abs(yr), 1, SOFTWARE)  # [R]; padding lanes are 0
             last = tl.arange(0, NBH_P2)[None, :] == NBH - 1
             # [R, NBH_P2]; NaN when the block holds a NaN (the rope lanes of the row's tile are 0)
@@ -195,7 +196,7 @@ def _quant_tokens(
             cos = tl.load(cs_row, mask=rope_live, other=1.0)
             sin = tl.load(cs_row + stride_cs_sin, mask=rope_live, other=0.0)
             # Inverse rotation = forward rotation with -sin: first of a pair x*cos + x'*sin, second x*cos - x'*sin.
-            rot = x * cos + xp * tl.where(first, sin, -sin)
+            rot = x * cos + xp * tl.where(first, sin, negated(sin))
             y = tl.where(is_rope, round_through(rot, IN_DTYPE, SOFTWARE), x)
             amax = _block_absmax(y, SOFTWARE)  # [R, NBH_P2]; NaN when the block holds a NaN
             scale = tl.math.div_rn(amax, FP8_MAX)
@@ -219,7 +220,7 @@ def _quant_tokens(
         cos = tl.load(cs_row, mask=pair_live, other=1.0)
         sin = tl.load(cs_row + stride_cs_sin, mask=pair_live, other=0.0)
         y_even = tl.where(pair_rope, round_through(x_even * cos + x_odd * sin, IN_DTYPE, SOFTWARE), x_even)
-        y_odd = tl.where(pair_rope, round_through(x_odd * cos + x_even * (-sin), IN_DTYPE, SOFTWARE), x_odd)
+        y_odd = tl.where(pair_rope, round_through(x_odd * cos + x_even * negated(sin), IN_DTYPE, SOFTWARE), x_odd)
         amax = _nanmax(tl.maximum(tl.abs(y_even), tl.abs(y_odd), propagate_nan=tl.PropagateNan.ALL), 2, SOFTWARE)
         scale = tl.math.div_rn(amax, FP8_MAX)
         safe = tl.where(scale > 0, scale, 1.0)[:, :, None]
