@@ -2,7 +2,7 @@
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
     python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid,pdl,gluonsplit]
-        [--baseline FILE] [--out FILE.json]
+        [--baseline FILE [--baseline-rounding FILE]] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
           and without, pointer and TMA loads, next to ``torch._scaled_mm`` blockwise and the shipped
@@ -26,8 +26,9 @@ regs      the producer's straight kernel with its registers capped (Triton's ``m
           programs resident per SM, some values spilled), 2 and 4 heads per program, at large M;
           outputs compared bit for bit with the shipped launch
 layouts   both RoPE layouts at 1-8 heads per program and 1-2 warps, with the kernel file as it is, its
-          ``LAYOUT_VARIANTS`` and (``--baseline FILE``) another version of the file; outputs compared
-          bit for bit with the public function's
+          ``LAYOUT_VARIANTS`` and (``--baseline FILE``) another version of the file (importing
+          ``--baseline-rounding``'s version of fp8_rounding.py when given); outputs compared bit for
+          bit with the public function's
 host      cProfile of the public calls at M = 64 (top functions by own time) and a few pieces timed alone
 fusedsum  the consumer at M <= 256 with its K splits added in its one launch (scripts/fused_split_k.py)
           against the shipped two launches: CUDA-graph median, as called, bits compared
@@ -40,7 +41,7 @@ table     candidate rows of the consumer's table (``TABLE_CANDIDATES``: pointer,
           descriptors and their encoding per call included), next to the shipped table's; bits compared with the plain pointer launch; and the
           host time of the two TMA descriptors alone, built and as a call gets them (rebased)
 wave      the producer at M 64-1024 (a launch of a few waves at most): the working tree's and
-          ``--baseline``'s launches, NEOX's rope slice forced apart and not, inexact-division variants
+          ``--baseline``'s launches (with ``--baseline-rounding`` as for layouts), NEOX's rope slice forced apart and not, inexact-division variants
           (what the exact divisions cost; not bit-exact), the upstream-style kernel at 1/2/4 warps,
           each timed twice
 rounding  the Triton consumer's small-M launches (the shipped one and neighbours: BLOCK_N, K split,
@@ -105,7 +106,7 @@ from accval.kernels import ConsumerConfig, provenance  # noqa: E402
 from accval.kernels.baselines import upstream_style_producer  # noqa: E402
 from accval.kernels.fp8_block_bmm import launch_consumer  # noqa: E402
 from accval.kernels.inv_rope_fp8_quant import LaunchConfig, config_for, launch_producer  # noqa: E402
-from scripts.kernel_variants import loaded_variants  # noqa: E402
+from scripts.kernel_variants import load_variant, loaded_variants  # noqa: E402
 
 REPS_MS = 60
 
@@ -717,13 +718,30 @@ LAYOUT_VARIANTS = {
 LAYOUT_LAUNCHES = [LaunchConfig(1, w, 1, heads_per_program=hb) for hb, w in ((1, 1), (2, 1), (4, 1), (4, 2), (8, 2))]
 
 
-def layouts_part(rows: list, baseline: Path | None) -> None:
+@contextlib.contextmanager
+def baseline_modules(tag: str, baseline: Path | None, rounding: Path | None):
+    """``{"before": module}`` for ``baseline`` (another version of the producer's kernel file; ``{}``
+    without one), importing its division and casts from ``rounding`` (another version of
+    ``accval/kernels/fp8_rounding.py``) when given, else from the working tree's."""
+    if baseline is None:
+        yield {}
+        return
+    with contextlib.ExitStack() as stack:
+        subs = []
+        if rounding is not None:
+            mod, path = load_variant("fp8_rounding.py", "fp8_rounding", f"{tag}rounding", [], source=rounding.read_text())
+            stack.callback(path.unlink, missing_ok=True)
+            subs = [("from .fp8_rounding import", f"from {mod.__name__} import")]
+        yield stack.enter_context(loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", tag, {"before": subs},
+                                                  source=baseline.read_text()))
+
+
+def layouts_part(rows: list, baseline: Path | None, rounding: Path | None = None) -> None:
     """Both RoPE layouts, every launch of ``LAYOUT_LAUNCHES``, with the working tree's kernel file, its
     ``LAYOUT_VARIANTS`` and (``baseline``) another version of the file, next to a same-bytes copy and
     the upstream-style kernel; outputs compared bit for bit with the public function's."""
     with (loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "lv", LAYOUT_VARIANTS) as variants,
-          loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "lvbase", {"baseline": []} if baseline else {},
-                          source=baseline.read_text() if baseline else None) as other):
+          baseline_modules("lvbase", baseline, rounding) as other):
         mods = {**variants, **other}
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 1024, 2048, 8192)):
             copy = timing.copy_us(nbytes // 2, REPS_MS).median_us
@@ -817,7 +835,7 @@ def m64_part(rows: list) -> None:
                 for name, ts in times.items()), flush=True)
 
 
-def wave_part(rows: list, baseline: Path | None) -> None:
+def wave_part(rows: list, baseline: Path | None, rounding: Path | None = None) -> None:
     """The producer where a launch is at most a few waves (M 64-1024): the shipped launch of the working
     tree and of ``baseline`` (another version of the kernel file), NEOX with the rope slice forced apart
     and not, the tree with an int32 index, one head with 2 and 4 warps where M=64 launches one head per
@@ -826,8 +844,7 @@ def wave_part(rows: list, baseline: Path | None) -> None:
     Bit-exact launches are compared with the public function's output."""
     shipped = importlib.import_module("accval.kernels.inv_rope_fp8_quant")
     with (loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wave", WAVE_VARIANTS) as inexact,
-          loaded_variants("inv_rope_fp8_quant.py", "inv_rope_fp8_quant", "wavebase", {"before": []} if baseline else {},
-                          source=baseline.read_text() if baseline else None) as before):
+          baseline_modules("wavebase", baseline, rounding) as before):
         for shape, m, layout, is_neox, args, _, fp8, scale, nbytes in _producer_cases((64, 256, 1024)):
             o, pos, cache = args[:3]
             cfg = config_for(m, o.device, is_neox=is_neox)
@@ -1182,7 +1199,14 @@ def main() -> int:
     ap.add_argument("--ms", default="64,256,1024,2048,4096,8192", help="M of the consumer parts (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="write the rows as JSON here")
     ap.add_argument("--baseline", type=Path, help="layouts, wave: another version of accval/kernels/inv_rope_fp8_quant.py to time beside")
+    ap.add_argument("--baseline-rounding", type=Path,
+                    help="with --baseline: the version of accval/kernels/fp8_rounding.py it imports (default: the working tree's)")
     args = ap.parse_args()
+    for flag, path in (("--baseline-rounding", args.baseline_rounding),):
+        if path is not None and (args.baseline is None or not path.is_file()):
+            print(f"{flag}: expected a version of accval/kernels/fp8_rounding.py and --baseline, got {path}"
+                  f"{'' if path.is_file() else ' (no such file)'}{'' if args.baseline else ' without --baseline'}", file=sys.stderr)
+            return 2
     if args.baseline is not None and not args.baseline.is_file():
         print(f"--baseline: expected a version of accval/kernels/inv_rope_fp8_quant.py, got {args.baseline} (no such file)",
               file=sys.stderr)
@@ -1200,7 +1224,7 @@ def main() -> int:
     # the parts, in the order they run
     run = {"prefetch": lambda: prefetch_part(ms(), rows), "consumer": lambda: consumer_part(ms(), rows),
            "smallm": lambda: smallm_part(rows), "division": lambda: division_part(rows), "regs": lambda: regs_part(rows),
-           "layouts": lambda: layouts_part(rows, args.baseline), "ceiling": lambda: ceiling_part(rows),
+           "layouts": lambda: layouts_part(rows, args.baseline, args.baseline_rounding), "ceiling": lambda: ceiling_part(rows),
            "producer": lambda: producer_part(rows), "host": lambda: host_part(rows),
            "fusedsum": lambda: fusedsum_part(rows), "wgmma": lambda: wgmma_part(ms(), rows),
            "table": lambda: table_part(ms(), rows), "unroll": lambda: _schedule_part("unroll", ms(), rows, UNROLL_LAUNCHES),
@@ -1209,7 +1233,7 @@ def main() -> int:
            "persistent": lambda: _schedule_part("persistent", ms(), rows, PERSISTENT_LAUNCHES),
            "loader": lambda: _schedule_part("loader", ms(), rows, LOADER_LAUNCHES),
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
-           "wave": lambda: wave_part(rows, args.baseline), "rounding": lambda: rounding_part(rows),
+           "wave": lambda: wave_part(rows, args.baseline, args.baseline_rounding), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows),
            "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows), "pdl": lambda: pdl_part(rows), "gluonsplit": lambda: gluonsplit_part(rows)}
     unknown = set(parts) - set(run)

@@ -279,12 +279,18 @@ def test_fma_fp32_rounds_once():
         assert torch.equal(got.view(torch.int32), native.view(torch.int32))
 
 
-def _markstein(y: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """The reciprocal and correction ``div_rn_by`` runs on the GPU, in fp32 with emulated fmas."""
+def _markstein(y: np.ndarray, s: np.ndarray, negated: bool = True) -> np.ndarray:
+    """The reciprocal and correction ``div_rn_by`` runs on the GPU, in fp32 with emulated fmas: the
+    residual negated, ``fma(-fma(q0, s, -y), r, q0)``, against 1 where the reciprocal is 0 (an infinite
+    ``s``). ``negated=False``: the residual the other way round, ``fma(fma(-q0, s, y), r, q0)``."""
+    y, s = np.broadcast_arrays(np.asarray(y, np.float32), np.asarray(s, np.float32))
     with np.errstate(over="ignore", divide="ignore", invalid="ignore", under="ignore"):
         r = (1.0 / s.astype(np.float64)).astype(np.float32)
         q0 = y * r
-        return np.where(q0 == 0, q0, _fma32(_fma32(-q0, s, y), r, q0))
+        s_res = np.where(r == 0, np.float32(1), s)
+        if negated:
+            return _fma32(-_fma32(q0, s_res, -y), r, q0)
+        return _fma32(_fma32(-q0, s_res, y), r, q0)
 
 
 def _emulated_cases(seed: int):
@@ -312,6 +318,24 @@ def test_markstein_correction_is_exact_inside_the_reciprocal_range():
     assert not (inside & (np.signbit(q) != np.signbit(exact))).any(), "a quotient inside the range changed its sign"
     assert ((~inside) & visible & (q.view(np.int32) != exact.view(np.int32))).any(), \
         "outside the range (subnormal scales) the correction should fail somewhere: else the emulation is not the GPU's"
+
+
+@needs_x87
+def test_the_correction_keeps_zeros_signed_and_divides_by_inf():
+    """``div_rn_by``'s arithmetic, emulated: a zero dividend keeps its sign with no select (the residual
+    negated), a dividend whose quotient underflows gives the product's zero, and an infinite divisor gives
+    IEEE's ``y / inf`` (a zero of ``y``'s sign, NaN for an infinite ``y``). The residual the other way
+    round turns ``-0.0 / s`` into ``+0.0``."""
+    y = np.array([0.0, -0.0, 1e-45, -1e-45, 3.0, -3.0, 0.0, -0.0, 2.5, -2.5, np.inf, -np.inf, np.nan], np.float32)
+    s = np.array([1.5, 1.5, 2.0**60, 2.0**60, 0.75, 0.75] + [np.inf] * 7, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        exact = (y.astype(np.float64) / s.astype(np.float64)).astype(np.float32)
+    q = _markstein(y, s)
+    assert np.array_equal(np.isnan(q), np.isnan(exact)), f"NaN where y / s is not, or the reverse: {q} vs {exact}"
+    finite = ~np.isnan(exact)
+    assert np.array_equal(q[finite].view(np.int32), exact[finite].view(np.int32)), f"{q} vs {exact}"
+    other = _markstein(y, s, negated=False)
+    assert other[1] == 0 and not np.signbit(other[1]), "the residual the other way round should lose -0.0's sign"
 
 
 @needs_x87

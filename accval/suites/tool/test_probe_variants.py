@@ -46,3 +46,36 @@ def test_speed_probe_refuses_a_missing_baseline(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["speed_probe.py", "--parts", "wave", "--baseline", str(tmp_path / "nope.py")])
     assert speed_probe.main() == 2
     assert "--baseline: expected a version of accval/kernels/inv_rope_fp8_quant.py" in capsys.readouterr().err
+
+
+def test_speed_probe_refuses_a_rounding_without_its_baseline(monkeypatch, capsys, tmp_path):
+    """``--baseline-rounding`` needs ``--baseline`` and an existing file: a usage error (exit 2) otherwise."""
+    rounding = ROOT / "accval" / "kernels" / "fp8_rounding.py"
+    monkeypatch.setattr(sys, "argv", ["speed_probe.py", "--parts", "wave", "--baseline-rounding", str(rounding)])
+    assert speed_probe.main() == 2
+    assert "without --baseline" in capsys.readouterr().err
+    kernel = ROOT / "accval" / "kernels" / "inv_rope_fp8_quant.py"
+    monkeypatch.setattr(sys, "argv", ["speed_probe.py", "--parts", "wave", "--baseline", str(kernel),
+                                      "--baseline-rounding", str(tmp_path / "nope.py")])
+    assert speed_probe.main() == 2
+    assert "(no such file)" in capsys.readouterr().err
+
+
+def test_a_baseline_imports_its_own_rounding(tmp_path):
+    """The baseline kernel module takes its division and casts from the ``--baseline-rounding`` file, not
+    from the working tree's fp8_rounding.py; without one it takes the tree's; both files are removed."""
+    kernel = ROOT / "accval" / "kernels" / "inv_rope_fp8_quant.py"
+    rounding = tmp_path / "fp8_rounding.py"
+    rounding.write_text((ROOT / "accval" / "kernels" / "fp8_rounding.py").read_text() + "\nMARK = 'the baseline rounding'\n")
+    tree = importlib.import_module("accval.kernels.fp8_rounding")
+    with speed_probe.baseline_modules("tb", kernel, rounding) as mods:
+        before = mods["before"]
+        own = sys.modules[before.div_rn_by.fn.__module__]
+        assert own is not tree and own.MARK == "the baseline rounding"
+        files = sorted((ROOT / "scripts").glob("_probe_*tb*.py"))
+        assert len(files) == 2, files
+    assert not any(f.exists() for f in files)
+    with speed_probe.baseline_modules("tc", kernel, None) as mods:
+        assert sys.modules[mods["before"].div_rn_by.fn.__module__] is tree
+    with speed_probe.baseline_modules("td", None, None) as mods:
+        assert mods == {}
