@@ -98,9 +98,11 @@ ROPE_APART_MIN_PROGRAMS = 4096
 #: accval bench with both rows timed twice (reports/bench/NVIDIA_H200-2026-12-04-025905, -030013) puts the miss
 #: outside that spread: NEOX M=64 0.19-0.29 us behind (dep8 and tep8), the same row timed twice 0.03-0.19 apart.
 #: What Triton 3.6 makes of that launch (scripts/kernel_ir.py --producer, reports/kernel/kernel-ir-producer-
-#: triton3.6-cpu-2026-12-04-s26.log): 640 SASS instructions against the upstream-style kernel's 360; inexact
-#: divisions take 184 of them out (the exact ones' slow paths among them), the unrounded rotation 32 (neither
-#: is bit-exact). In a launch of one partial wave one program's latency is the time. A launch of one program
+#: triton3.6-cpu-2026-12-04-s27.log): 592 SASS instructions against the upstream-style kernel's 360 (640 before
+#: div_rn_by lost its per-element select and the casts their clamp); inexact divisions take 152 of them out (the
+#: exact ones' slow paths among them), the unrounded rotation 40 (neither is bit-exact). With the 592, two accval
+#: bench runs (reports/bench/NVIDIA_H200-2026-12-04-053241, -053349) put tep8 NEOX M=64 0.06-0.16 us behind, the
+#: row timed twice 0.06 apart. In a launch of one partial wave one program's latency is the time. A launch of one program
 #: per (token, head, 1 or 2 blocks), the rope branch taken by the last block's program only, was slower at
 #: every M (reports/kernel/producer-block-split-NVIDIA_H200-2026-12-04-s26call5/; same bits; tep8 M=64 7.0 us).
 
@@ -352,18 +354,12 @@ DISPATCH_TABLES["sm90"] = (
     (1024, LaunchConfig(1, 1, 1, heads_per_program=4, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J on Hopper: from M=1024 8 heads per program with 2 warps; where that would leave fewer programs
-#: than min_programs, fewer heads with 1 warp (TEP8 M=1024 and M=2048: 2 heads, 1 warp); below M=1024,
-#: 2 heads (SM90_DISPATCH_MEASUREMENT)
+#: GPT-J on Hopper, pairs read as words and rows split in registers alike: 2 heads per program with 1 warp
+#: at every M (SM90_DISPATCH_MEASUREMENT)
 DISPATCH_TABLES["sm90-gptj"] = (
-    (2048, LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=16384)),
-    (1024, LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=8192)),
     (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
 )
-#: GPT-J rows not aligned to a pair (split in registers): 2 heads per program (SM90_DISPATCH_MEASUREMENT)
-DISPATCH_TABLES["sm90-gptj-split"] = (
-    (0, LaunchConfig(1, 1, 1, heads_per_program=2, min_programs=2048)),
-)
+DISPATCH_TABLES["sm90-gptj-split"] = DISPATCH_TABLES["sm90-gptj"]
 #: The interpreter follows the B200 table's thresholds so CPU runs exercise both kernels where the
 #: pull request switches, with several heads per straight-kernel program (that path is sm90's).
 DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"][:-1] + ((0, LaunchConfig(1, 1, 1, heads_per_program=4)),)
@@ -424,7 +420,15 @@ SM90_DISPATCH_MEASUREMENT = (
     "22.1, 4 heads 22.3), tep8 M=1024 2 heads, 14.3 (4 heads 15.0). What Triton 3.6 compiles for sm90 "
     "(reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s15.log): with the fold GPT-J takes 128 registers "
     "at 4 heads, 1 warp (120 with the check) and 96 at 8 heads, 2 warps; NEOX 96 at both; every launch has one "
-    "layout conversion (two with the check's reduction)."
+    "layout conversion (two with the check's reduction). Then with three instructions fewer per element (the "
+    "correction's residual negated instead of a select for zero quotients, no clamp before the saturating float8 "
+    "conversion, a true negation folded into the fma instead of 0 - x), reports/kernel/speed-probe-trim-"
+    "NVIDIA_H200-2026-12-04-s27call1.json (scripts/speed_probe.py --parts wave,layouts --baseline c58bb04's kernel "
+    "and fp8_rounding.py; same card and versions; every output bit-identical to the public function's): NEOX's "
+    "rows keep their launches (dep8 M=8192 4 heads 455.9 us against 475.1 before; tep8 M=2048 21.8 against 22.0), "
+    "and GPT-J is now fastest with 2 heads and 1 warp at every M and shape (dep8 M=8192 429.1 us, 8 heads with 2 "
+    "warps 458.6, 4 heads 446.7; dep8 M=2048 113.2 against 116.6; dep8 M=1024 60.1 against 61.2; tep8 M=8192 60.4 "
+    "against 64.3), the row the split rows already took: one table for both."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "

@@ -134,10 +134,10 @@ def test_hopper_dispatch_keeps_enough_programs():
     """Hopper's producer rows take several heads per program only where the launch keeps enough
     programs: at TEP8 M=64 (16 heads, 1024 programs with one head) a program's latency is the time,
     and one head was faster on an H200; NEOX takes 4 heads from M=1024 where 8192 programs remain;
-    GPT-J takes 8 heads with 2 warps from M=1024 where 8192 programs remain, from M=2048 where 16384
-    do, and a program given fewer heads keeps one warp per 4 (TEP8 M=1024 and 2048: 2 heads, one warp;
-    kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A forced count is taken as it is."""
-    from accval.kernels.inv_rope_fp8_quant import _config, heads_per_program, warps_per_program
+    GPT-J 2 heads with one warp at every M (kernels.inv_rope_fp8_quant.SM90_DISPATCH_MEASUREMENT). A
+    program given fewer heads than its row keeps the row's warps per head (8 heads with 2 warps given
+    2 heads: one warp). A forced count is taken as it is."""
+    from accval.kernels.inv_rope_fp8_quant import LaunchConfig, _config, heads_per_program, warps_per_program
 
     def launch(arch, heads, m):
         cfg = _config(m, arch, True, None, None, None)
@@ -148,13 +148,15 @@ def test_hopper_dispatch_keeps_enough_programs():
              (128, 8192), (1, 8192)]
     assert [launch("sm90", h, m) for h, m in cases] == [(1, 1), (2, 1), (2, 1), (2, 1), (4, 1), (4, 1), (4, 1),
                                                          (4, 1), (4, 1), (1, 1)]
-    assert [launch("sm90-gptj", h, m) for h, m in cases] == [(1, 1), (2, 1), (2, 1), (2, 1), (8, 2), (2, 1), (4, 1),
-                                                              (8, 2), (8, 2), (1, 1)]
+    assert [launch("sm90-gptj", h, m) for h, m in cases] == [(1, 1)] + [(2, 1)] * 8 + [(1, 1)]
+    wide = LaunchConfig(1, 2, 1, heads_per_program=8, min_programs=16384)  # a row of 8 heads with 2 warps
+    assert [(hb := heads_per_program(wide, h, m), warps_per_program(wide, hb)) for h, m in cases] == [
+        (1, 1), (1, 1), (1, 1), (1, 1), (8, 2), (2, 1), (4, 1), (8, 2), (8, 2), (1, 1)]
     # what launches is what the record says: the program's heads and warps
     from accval.kernels.inv_rope_fp8_quant import ProducerProblem, _launch_plan, _producer_run
-    for groups, m, want in ((1, 2048, (2, 1)), (8, 2048, (8, 2))):
+    for groups, m, cfg, want in ((1, 2048, _config(2048, "sm90-gptj", True, None, None, None), (2, 1)),
+                                 (8, 2048, wide, (8, 2))):
         problem = ProducerProblem(m, groups, 16, 512, 448, 64, False)
-        cfg = _config(m, "sm90-gptj", True, None, None, None)
         launcher, grid = _launch_plan(problem, cfg, m, torch.bfloat16, tl.int64, True, 32, None)
         run = _producer_run("gpu", cfg, groups * 16, m, False, 32)
         assert (launcher.meta["HEADS"], launcher.meta["num_warps"]) == want, launcher.meta
@@ -164,7 +166,7 @@ def test_hopper_dispatch_keeps_enough_programs():
         "launched 2 heads, 1 warps per program")
     forced = _config(64, "sm90", True, None, None, 2)
     assert heads_per_program(forced, 16, 64) == 2
-    forced = _config(8192, "sm90-gptj", True, None, None, 2)  # the row's 2 warps per 8 heads: one warp
+    forced = _config(8192, "sm90-gptj", True, None, None, 2)
     assert (heads_per_program(forced, 128, 8192), forced.num_warps) == (2, 1)
     with pytest.raises(ValueError, match="min_programs: expected an int >= 0"):
         dataclasses.replace(forced, min_programs=-1)
@@ -201,8 +203,8 @@ def test_neox_rope_slice_is_rotated_apart_in_large_launches_of_few_rows():
 
 def test_config_for_reads_the_layouts_own_table(monkeypatch):
     """On an architecture with a GPT-J table, config_for gives GPT-J that table's row and NEOX the
-    architecture's (Hopper at M=8192: NEOX 4 heads per program from 8192 programs, GPT-J 8 heads with
-    2 warps from 16384); a forced straight kernel keeps the row for its M."""
+    architecture's (Hopper at M=8192: NEOX 4 heads per program from 8192 programs, GPT-J 2 heads from
+    2048); a forced straight kernel keeps the row for its M."""
     import importlib
 
     producer = importlib.import_module("accval.kernels.inv_rope_fp8_quant")  # the package's name is the function
@@ -210,8 +212,8 @@ def test_config_for_reads_the_layouts_own_table(monkeypatch):
     cpu = torch.device("cpu")
     assert producer.config_for(8192, cpu, is_neox=True).heads_per_program == 4
     assert producer.config_for(8192, cpu, is_neox=True).min_programs == 8192
-    assert producer.config_for(8192, cpu, is_neox=False).min_programs == 16384
-    assert producer.config_for(8192, cpu, is_neox=False).heads_per_program == 8
+    assert producer.config_for(8192, cpu, is_neox=False).min_programs == 2048
+    assert producer.config_for(8192, cpu, is_neox=False).heads_per_program == 2
     assert producer.config_for(512, cpu, is_neox=False).heads_per_program == 2
     assert producer.config_for(8192, cpu, is_neox=False, pair_words=False).heads_per_program == 2  # split rows
     assert producer.config_for(64, cpu, 1, is_neox=True).heads_per_program == 2
