@@ -67,7 +67,7 @@ VARIANTS = {
 def compile_variant(mod, tma: bool, block_n: int, split: int, prefetch: bool, arch: int, num_stages: int = 3):
     fn = mod._fp8_block_bmm_tma_kernel if tma else mod._fp8_block_bmm_kernel
     const = dict(BLOCK_M=64, BLOCK_N=block_n, SPLIT_K=split, SCALE_M_ALIGN=4, SOFTWARE=False, DEFER_SCALE=False,
-                 PREFETCH_SCALES=prefetch, PDL=False, WAIT_PRIOR=False, PREFETCH_B=False)  # the kernel alone
+                 PREFETCH_SCALES=prefetch, PDL=False)  # the kernel alone (no dependent launch)
     params = [p.name for p in fn.params]
     const = {k: v for k, v in const.items() if k in params}
     sig, divisible = {}, []
@@ -144,7 +144,7 @@ def compile_producer(mod, is_neox: bool, heads: int, arch: int, num_warps: int =
         apart = mod.rope_apart(mod.LaunchConfig(1, num_warps, 1, heads_per_program=heads), 128, 8192, is_neox)
     const = dict(PRODUCER_ONES, HPG=16, D=512, ROPE=64, IS_NEOX=is_neox, NBH_P2=4, IN_DTYPE=tl.bfloat16,
                  INDEX_DTYPE=tl.int64, FP8_MAX=448.0, SOFTWARE=False, PAIR_WORD=None if is_neox else tl.int32,
-                 ROPE_APART=apart, HEADS=heads, LAUNCH_DEPENDENTS=False)
+                 ROPE_APART=apart, HEADS=heads)
     sig = {p.name: "constexpr" if p.name in const else PRODUCER_POINTERS.get(p.name, "i32") for p in fn.params}
     divisible = [i for i, p in enumerate(fn.params) if p.name in PRODUCER_POINTERS or p.name in PRODUCER_DIVISIBLE]
     src = ASTSource(fn, sig, {k: v for k, v in const.items() if k in sig},

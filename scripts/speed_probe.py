@@ -1,7 +1,7 @@
 """Issue 21 on a GPU, one process: what TMA loads give the consumer, what warps and cache hints give
 the producer, and where the host time of a call goes. Prints tables; ``--out FILE`` writes the rows.
 
-    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid,pdl,gluonsplit,chainpdl]
+    python scripts/speed_probe.py [--parts prefetch,consumer,smallm,ceiling,producer,division,regs,layouts,host,fusedsum,wgmma,table,unroll,pin,chunks,persistent,loader,deep,sums,wave,rounding,splitfma,m64,floors,fusedgrid,pdl,gluonsplit]
         [--baseline FILE [--baseline-rounding FILE]] [--out FILE.json]
 
 prefetch  the consumer's launches with each block's scales loaded a block ahead (``prefetch_scales``)
@@ -76,9 +76,6 @@ pdl       the split launches at M 1/64/256 with the split-K sum launched as the 
           dependent and without (``SPLIT_PDL``), each timed twice (graph and as called), bits compared
 gluonsplit the Gluon kernel with K split (``GLUON_SPLIT_LAUNCHES``) where the table splits K at M 64/256, against
           the shipped Triton split launch, each timed twice, bits compared with the pointer launch of the same splits
-chainpdl  the FP8 chain and the consumer alone at M 1-1024 with the consumer launched as the producer's
-          programmatic dependent or not, its weight slice prefetched to L2 before it waits or not
-          (``CHAIN_PDL_SETTINGS``), each timed twice, bits compared, the records' flags printed
 """
 
 from __future__ import annotations
@@ -982,69 +979,6 @@ def pdl_part(rows: list) -> None:
         torch.cuda.empty_cache()
 
 
-#: ``--parts chainpdl``: (name, PRIOR_PDL and LAUNCH_DEPENDENTS, PRIOR_PREFETCH_B)
-CHAIN_PDL_SETTINGS = (("plain", False, False), ("pdl", True, False), ("pdl+prefetch", True, True))
-
-
-def chainpdl_part(rows: list) -> None:
-    """The FP8 chain (``o_a_proj_fp8_chain``: producer, then consumer) at M 1-1024 on both shapes (NEOX),
-    and the consumer alone, with the consumer launched as the producer's programmatic dependent or not,
-    its slice of ``b`` prefetched to L2 before it waits or not (``CHAIN_PDL_SETTINGS``), each timed twice
-    in alternating rounds (CUDA graph), outputs compared bit for bit with the plain launches'; and what
-    ran (the records' ``launch_dependents``, ``pdl_prior``, ``prefetch_b_l2``)."""
-    prod = importlib.import_module("accval.kernels.inv_rope_fp8_quant")
-    fbm = importlib.import_module("accval.kernels.fp8_block_bmm")
-    hpg, d, rope, r = (timing.DSV4_PRO[k] for k in ("heads_per_group", "head_dim", "rope_dim", "o_lora_rank"))
-
-    @contextlib.contextmanager
-    def setting(pdl: bool, prefetch: bool):
-        saved = (fbm.PRIOR_PDL, fbm.PRIOR_PREFETCH_B, prod.LAUNCH_DEPENDENTS)
-        fbm.PRIOR_PDL, fbm.PRIOR_PREFETCH_B, prod.LAUNCH_DEPENDENTS = pdl, prefetch, pdl
-        fbm._PLANS.clear()
-        prod._PLANS.clear()
-        try:
-            yield
-        finally:
-            fbm.PRIOR_PDL, fbm.PRIOR_PREFETCH_B, prod.LAUNCH_DEPENDENTS = saved
-            fbm._PLANS.clear()
-            prod._PLANS.clear()
-
-    for shape in ("dep8", "tep8"):
-        g = timing.SHAPES[shape]
-        for m in (1, 64, 256, 1024):
-            gen = torch.Generator(device="cuda").manual_seed(m)
-            o = torch.randn(m, g * hpg, d, device="cuda", dtype=torch.bfloat16, generator=gen) * 4
-            pos = torch.randint(0, 8192, (m,), device="cuda", generator=gen)
-            cache = torch.randn(8192, rope, device="cuda", generator=gen)
-            w_fp8, w_scale = kernels.quantize_weight_fp8(torch.randn(g, r, hpg * d, device="cuda", generator=gen) * 0.05)
-            a, a_scale = kernels.inv_rope_fp8_quant(o, pos, cache, g, hpg, d - rope, rope, is_neox=True)
-            torch.cuda.synchronize()
-            chain = lambda: kernels.o_a_proj_fp8_chain(o, pos, cache, w_fp8, w_scale, g, hpg, d - rope, rope, is_neox=True)  # noqa: E731
-            alone = lambda: kernels.fp8_block_bmm(a, a_scale, w_fp8, w_scale)  # noqa: E731
-            times = {(name, what): [] for name, _, _ in CHAIN_PDL_SETTINGS for what in ("chain", "consumer")}
-            outs, ran = {}, {}
-            for _ in range(2):
-                for name, pdl, prefetch in CHAIN_PDL_SETTINGS:
-                    with setting(pdl, prefetch):
-                        times[(name, "chain")].append(timing.time_cuda(chain, REPS_MS).median_us)
-                        times[(name, "consumer")].append(timing.time_cuda(alone, REPS_MS).median_us)
-                        with provenance.capture() as got:
-                            outs[name] = chain()
-                        torch.cuda.synchronize()
-                        recs = {rec.op: rec for rec in got}
-                        ran[name] = {"launch_dependents": recs["producer"].detail("launch_dependents"),
-                                     "pdl_prior": recs["consumer"].detail("pdl_prior"),
-                                     "prefetch_b_l2": recs["consumer"].detail("prefetch_b_l2")}
-            same = {name: bool(torch.equal(outs[name].view(torch.int16), outs["plain"].view(torch.int16))) for name in outs}
-            rows.append({"part": "chainpdl", "shape": shape, "M": m, "times_us": {f"{k[0]} {k[1]}": v for k, v in times.items()},
-                         "ran": ran, "bit_same": same})
-            print(f"chainpdl {shape} M={m}: " + " | ".join(
-                f"{k[1]} {k[0]} {'/'.join(f'{x:.2f}' for x in v)}" for k, v in times.items())
-                  + f" | ran {ran} | {'same bits' if all(same.values()) else 'BITS DIFFER ' + str(same)}", flush=True)
-            o = pos = cache = w_fp8 = w_scale = a = a_scale = outs = None
-            torch.cuda.empty_cache()
-
-
 #: ``--parts gluonsplit``: (BLOCK_M, BLOCK_N, TMA buffers, K splits) of the Gluon kernel's split launches
 GLUON_SPLIT_LAUNCHES = [(64, bn, 4, sk) for bn in (64, 128) for sk in (4, 8, 16)] + [(128, 128, 4, 8)]
 
@@ -1301,8 +1235,7 @@ def main() -> int:
            "deep": lambda: deep_part(rows), "sums": lambda: sums_part(rows),
            "wave": lambda: wave_part(rows, args.baseline, args.baseline_rounding), "rounding": lambda: rounding_part(rows),
            "splitfma": lambda: splitfma_part(rows), "m64": lambda: m64_part(rows),
-           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows), "pdl": lambda: pdl_part(rows), "gluonsplit": lambda: gluonsplit_part(rows),
-           "chainpdl": lambda: chainpdl_part(rows)}
+           "floors": lambda: floors_part(rows), "fusedgrid": lambda: fusedgrid_part(rows), "pdl": lambda: pdl_part(rows), "gluonsplit": lambda: gluonsplit_part(rows)}
     unknown = set(parts) - set(run)
     if unknown:
         print(f"--parts: expected some of {','.join(run)}, got {sorted(unknown)}", file=sys.stderr)

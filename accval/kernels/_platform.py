@@ -9,8 +9,6 @@ receive ``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves (:mod:
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 
 import torch
@@ -66,36 +64,3 @@ def gpu_launch_options() -> dict:
     (the consumer's scaling), which this leaves alone and the interpreter rounds once as well.
     """
     return {} if interpreting() else {"enable_fp_fusion": False}
-
-
-def _launch_pdl_option() -> bool:
-    """Whether this Triton's CUDA launches take ``launch_pdl`` (the option that makes a launch a programmatic
-    dependent); without it the kernels' grid dependency control has nothing to pair with."""
-    try:
-        from triton.backends.nvidia.compiler import CUDAOptions
-    except ImportError:  # pragma: no cover - a Triton without its NVIDIA backend
-        return False
-    return "launch_pdl" in {f.name for f in dataclasses.fields(CUDAOptions)}
-
-
-try:
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:  # pragma: no cover - a Triton without grid dependency control: no programmatic launch
-    gdc_launch_dependents = gdc_wait = None
-
-#: grid dependency control in the kernels (``gdc_launch_dependents``, ``gdc_wait``) and ``launch_pdl`` at
-#: launch: what :func:`pdl_device` needs of Triton
-PDL_AVAILABLE = gdc_wait is not None and _launch_pdl_option()
-
-
-def pdl_device(device: torch.device) -> bool:
-    """Whether kernels launched on ``device`` can be programmatic dependent launches: a CUDA GPU of compute
-    capability 9.0 or later (grid dependency control is Hopper's), a Triton that has it
-    (:data:`PDL_AVAILABLE`), never in the interpreter."""
-    return (PDL_AVAILABLE and device.type == "cuda" and not interpreting()
-            and _capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9)
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
 import weakref
 
 import torch
@@ -30,13 +29,16 @@ import triton
 import triton.language as tl
 
 from . import _platform, fp8_block_bmm_wgmma, host, provenance
-from ._platform import gdc_launch_dependents, gdc_wait
 from .fp8_rounding import fma_fp32
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # pragma: no cover - a Triton without host TMA descriptors: pointer loads only
     TensorDescriptor = None
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:  # pragma: no cover - a Triton without grid dependency control: no programmatic launch
+    gdc_launch_dependents = gdc_wait = None
 
 from .constants import FP8_DTYPE, QUANT_BLOCK, SCALE_M_ALIGN, WEIGHT_BLOCK, cdiv, pad4
 from .fp8_rounding import to_bf16
@@ -105,22 +107,12 @@ def _store_tile(out_ptr, acc, split, g, offs_m, offs_n, m_ok, n_ok, stride_out_s
 
 
 @triton.jit
-def _prefetch_b_l2(b_rows, kb_lo, kb_hi):
-    """Ask L2 for the 128-byte lines ``b_rows + kb * 128``, ``kb`` in ``[kb_lo, kb_hi)`` (one line per row and
-    k-block: the program's slice of ``b``), kept there ahead of other lines (``evict_last``)."""
-    for kb in range(kb_lo, kb_hi):
-        tl.inline_asm_elementwise("prefetch.global.L2::evict_last [$1];\n\tmov.u32 $0, 0;", "=r,l", [b_rows + kb * 128],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-
-
-@triton.jit
 def _fp8_block_bmm_kernel(
     a_ptr, as_ptr, b_ptr, bs_ptr, out_ptr, M, N, K, k_blocks_per_split,
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
     SOFTWARE: tl.constexpr, DEFER_SCALE: tl.constexpr, PREFETCH_SCALES: tl.constexpr, PDL: tl.constexpr,
-    WAIT_PRIOR: tl.constexpr, PREFETCH_B: tl.constexpr,
 ):
     """Program (n tile, m tile, group x k split). K is walked in 128-blocks, each with its own two scales.
 
@@ -148,19 +140,11 @@ def _fp8_block_bmm_kernel(
     ``PDL`` (K split, launched before :func:`_sum_splits_kernel` with programmatic dependent launch): each
     program lets the sum's launch begin as it starts; the sum waits for this grid to finish before it reads
     (``gdc_wait``), so only the gap between the two launches goes.
-
-    ``WAIT_PRIOR`` (launched as the programmatic dependent of the kernel before it, :data:`PRIOR_PDL`): the
-    program waits for that grid to finish before it reads ``a`` and the scales; ``PREFETCH_B`` first asks
-    L2 for its slice of ``b`` (:func:`_prefetch_b_l2`), which nothing before it writes.
     """
     if PDL:
         gdc_launch_dependents()
     g, split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, m_ok, n_ok, _, _ = _tile(
         M, N, K, k_blocks_per_split, BLOCK_M, BLOCK_N, SPLIT_K, SCALE_M_ALIGN)
-    if WAIT_PRIOR:
-        if PREFETCH_B:
-            _prefetch_b_l2(b_ptr + g * stride_b_g + tl.minimum(offs_n, N - 1).to(tl.int64) * stride_b_n, kb_lo, kb_hi)
-        gdc_wait()
     offs_k = tl.arange(0, 128)
     a_ptrs = a_ptr + g * M * K + offs_m.to(tl.int64)[:, None] * K + offs_k[None, :] + kb_lo * 128
     b_ptrs = b_ptr + g * stride_b_g + offs_n.to(tl.int64)[None, :] * stride_b_n + offs_k[:, None] + kb_lo * 128
@@ -216,7 +200,7 @@ def _fp8_block_bmm_tma_kernel(
     stride_b_g, stride_b_n, stride_bs_g, stride_bs_n,
     stride_out_s, stride_out_g, stride_out_m, stride_out_n,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr, SCALE_M_ALIGN: tl.constexpr,
-    SOFTWARE: tl.constexpr, PREFETCH_SCALES: tl.constexpr, PDL: tl.constexpr, WAIT_PRIOR: tl.constexpr,
+    SOFTWARE: tl.constexpr, PREFETCH_SCALES: tl.constexpr, PDL: tl.constexpr,
 ):
     """:func:`_fp8_block_bmm_kernel` with ``a`` and ``b`` tiles read by tensor-memory-accelerator (TMA)
     descriptors: the same programs, the same arithmetic in the same order.
@@ -229,8 +213,6 @@ def _fp8_block_bmm_tma_kernel(
     """
     if PDL:
         gdc_launch_dependents()
-    if WAIT_PRIOR:
-        gdc_wait()
     g, split, k_blocks, kb_lo, kb_hi, scale_m_stride, offs_m, offs_n, m_ok, n_ok, row_a, row_b = _tile(
         M, N, K, k_blocks_per_split, BLOCK_M, BLOCK_N, SPLIT_K, SCALE_M_ALIGN)
     as_ptrs = as_ptr + g * k_blocks * scale_m_stride + offs_m
@@ -626,33 +608,37 @@ def _wgmma_ok(device: torch.device) -> bool:
             and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device()) == (9, 0))
 
 
-#: launch the split-K sum as the products kernel's programmatic dependent where :func:`_pdl_use` allows
+def _launch_pdl_option() -> bool:
+    """Whether this Triton's CUDA launches take ``launch_pdl`` (the option that makes a launch a programmatic
+    dependent); without it the kernels' grid dependency control has nothing to pair with."""
+    try:
+        from triton.backends.nvidia.compiler import CUDAOptions
+    except ImportError:  # pragma: no cover - a Triton without its NVIDIA backend
+        return False
+    return "launch_pdl" in {f.name for f in dataclasses.fields(CUDAOptions)}
+
+
+#: grid dependency control in the kernels and ``launch_pdl`` at launch: what :func:`_pdl_ok` needs of Triton
+PDL_AVAILABLE = gdc_wait is not None and _launch_pdl_option()
+
+
+#: launch the split-K sum as the products kernel's programmatic dependent where :func:`_pdl_ok` allows
 #: (``CONSUMER_TUNING``; ``scripts/speed_probe.py --parts pdl`` times both)
 SPLIT_PDL = True
-#: launch the Triton products kernel as the programmatic dependent of what precedes it on the stream (in
-#: the FP8 chain, the producer, which lets it launch as its programs start): it waits (``gdc_wait``) before
-#: reading anything but ``b`` (``scripts/speed_probe.py --parts chainpdl`` times it)
-PRIOR_PDL = True
-#: with :data:`PRIOR_PDL`, each pointer-kernel program first asks L2 for its slice of ``b`` (the weight,
-#: which nothing before it writes), so the weight streams in while the kernel before it still runs
-PRIOR_PREFETCH_B = True
+#: Not taken: the FP8 chain's consumer as the producer's programmatic dependent (commit 083ee8b: the producer's
+#: programs trigger as they start, the products kernel waits before reading ``a``, optionally prefetching its
+#: slice of ``b`` into L2 first). Same bits, slower everywhere measured on an H200 (reports/kernel/chain-pdl-
+#: NVIDIA_H200-2026-12-04-s27call3/): chain tep8 M=64 13.3 us plain, 16.7 as a dependent, 20.2 with the
+#: prefetch; the prefetch alone took the consumer from 35.3 to 49.4 us at dep8 M=64; and the trigger in every
+#: program took GPT-J's 2-head producer launches from 444.0 to 635.5 us at dep8 M=8192.
 
 
-class PdlUse(typing.NamedTuple):
-    """Which of a Triton consumer's launches are programmatic dependent launches (:func:`_pdl_use`)."""
-    #: a split launch's sum, of the products kernel (:data:`SPLIT_PDL`)
-    sum: bool = False
-    #: the products kernel, of what precedes it on the stream (:data:`PRIOR_PDL`)
-    prior: bool = False
-    #: with ``prior``, the pointer kernel's slice of ``b`` asked of L2 before the wait (:data:`PRIOR_PREFETCH_B`)
-    prefetch_b: bool = False
-
-
-def _pdl_use(device: torch.device) -> PdlUse:
-    """What the module's switches ask, on a ``device`` that can launch programmatic dependents
-    (:func:`accval.kernels._platform.pdl_device`); nothing elsewhere."""
-    ok = _platform.pdl_device(device)
-    return PdlUse(SPLIT_PDL and ok, PRIOR_PDL and ok, PRIOR_PDL and PRIOR_PREFETCH_B and ok)
+def _pdl_ok(device: torch.device) -> bool:
+    """Whether a split launch's sum runs as the products' programmatic dependent launch (:data:`SPLIT_PDL`): a
+    CUDA GPU of compute capability 9.0 or later (grid dependency control is Hopper's), a Triton that has it
+    (:data:`PDL_AVAILABLE`), never in the interpreter."""
+    return (SPLIT_PDL and PDL_AVAILABLE and device.type == "cuda" and not _platform.interpreting()
+            and _cuda_capability(device.index if device.index is not None else torch.cuda.current_device())[0] >= 9)
 
 
 @functools.lru_cache(maxsize=None)
@@ -780,8 +766,8 @@ class _TritonLaunch:
     sums: host.Launcher | None
     #: the bmm kernel is the Gluon wgmma kernel (its descriptors are Gluon's)
     wgmma: bool = False
-    #: which launches are programmatic dependents (``_triton_launch``'s ``pdl``, as far as it applies here)
-    pdl: PdlUse = PdlUse()
+    #: the sum is launched as the products' programmatic dependent (``_triton_launch``'s ``pdl``)
+    pdl: bool = False
     #: the TMA descriptors by ``b``'s row stride, built once over the first call's tensors and kept
     #: without them (``base`` None): each call rebases them (:func:`accval.kernels.host.rebased`)
     templates: dict = dataclasses.field(default_factory=dict)
@@ -839,22 +825,20 @@ SUM_BLOCK = 256
 
 @functools.lru_cache(maxsize=4096)
 def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_align: int, software: bool,
-                   sms: int, pdl: PdlUse = PdlUse()) -> _TritonLaunch:
+                   sms: int, pdl: bool = False) -> _TritonLaunch:
     """The launches of one problem on a device of ``sms`` SMs (built once): K split into whole 128-blocks, no
     split empty; the Gluon kernel's grid one program per tile, or ``cfg.persistent`` per SM. ``pdl``
-    (:func:`_pdl_use`): with K split, the sum is the products' programmatic dependent launch; the Triton
-    products kernel is the programmatic dependent of what precedes it (the Gluon kernel is neither)."""
+    (:func:`_pdl_ok`): with K split, the sum is the products' programmatic dependent launch."""
     k_blocks = k // QUANT_BLOCK
     split = min(cfg.split_k, k_blocks)
     per_split = cdiv(k_blocks, split)
     split = cdiv(k_blocks, per_split)  # no empty split
     grid = (cdiv(n, cfg.block_n), cdiv(m, cfg.block_m), g * split)
     tma_rows = (g * m, g * n, cfg.block_m, cfg.block_n)  # a TMA launch's descriptors: [G*M, K] and [G*N, K]
-    prior = pdl.prior and not cfg.wgmma
-    pdl = PdlUse(pdl.sum and split > 1 and not cfg.wgmma, prior, prior and pdl.prefetch_b and not cfg.tma)
+    pdl = pdl and split > 1 and not cfg.wgmma
     meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, SPLIT_K=split, SCALE_M_ALIGN=scale_m_align, SOFTWARE=software,
-                PREFETCH_SCALES=cfg.prefetch_scales, PDL=pdl.sum, WAIT_PRIOR=prior, num_warps=cfg.num_warps,
-                num_stages=cfg.num_stages, **({"launch_pdl": True} if prior else {}), **_platform.gpu_launch_options())
+                PREFETCH_SCALES=cfg.prefetch_scales, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+                **_platform.gpu_launch_options())
     if cfg.wgmma:
         wg_meta = dict(BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, STAGES=cfg.num_stages, SCALE_M_ALIGN=scale_m_align,
                        UNROLL=fp8_block_bmm_wgmma.UNROLL, PIN_FMA=fp8_block_bmm_wgmma.PIN_FMA,
@@ -871,11 +855,11 @@ def _triton_launch(cfg: ConsumerConfig, g: int, m: int, n: int, k: int, scale_m_
     elif cfg.tma:
         bmm, tma = host.Launcher(_fp8_block_bmm_tma_kernel, meta, descriptors=True), tma_rows
     else:
-        bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale, PREFETCH_B=pdl.prefetch_b)), None
+        bmm, tma = host.Launcher(_fp8_block_bmm_kernel, dict(meta, DEFER_SCALE=cfg.defer_scale)), None
     if split == 1:
-        return _TritonLaunch(split, per_split, grid, bmm, tma, None, 0, None, None, pdl=pdl)
-    sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software, PDL=pdl.sum,
-                                                  **({"launch_pdl": True} if pdl.sum else {}),
+        return _TritonLaunch(split, per_split, grid, bmm, tma, None, 0, None, None)
+    sums = host.Launcher(_sum_splits_kernel, dict(SPLIT_K=split, BLOCK=SUM_BLOCK, SOFTWARE=software, PDL=pdl,
+                                                  **({"launch_pdl": True} if pdl else {}),
                                                   **_platform.gpu_launch_options()))
     return _TritonLaunch(split, per_split, grid, bmm, tma, (split, g, m, n), split * g * m * n, (cdiv(m * n, SUM_BLOCK), g),
                          sums, cfg.wgmma, pdl=pdl)
@@ -919,23 +903,21 @@ def _with_loads(cfg: ConsumerConfig, a, b, n: int) -> ConsumerConfig:
 def _run_triton(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=SCALE_M_ALIGN, config: ConsumerConfig | None = None):
     mode = _platform.execution_mode(a.device)
     cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
-    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting(), _sm_count(a.device), _pdl_use(a.device))
+    launch = _triton_launch(cfg, g, m, n, k, scale_m_align, _platform.interpreting(), _sm_count(a.device), _pdl_ok(a.device))
     if m > 0:
         launch(a, a_scale, b, b_scale, out, launch.ints(m, n, k, b, b_scale, out.stride()))
     provenance.emit(_consumer_run(mode, cfg, launch.split, launch.pdl))
 
 
 @functools.lru_cache(maxsize=1024)
-def _consumer_run(mode: str, cfg: ConsumerConfig, split: int, pdl: PdlUse = PdlUse()) -> provenance.Run:
-    """The provenance record of one Triton consumer launch (built once per configuration); ``pdl``: which
-    launches were programmatic dependents (``pdl_sum``: the split-K sum, of the products; ``pdl_prior``: the
-    products kernel, of what preceded it; ``prefetch_b_l2``: its slice of ``b`` asked of L2 before it waited)."""
+def _consumer_run(mode: str, cfg: ConsumerConfig, split: int, pdl: bool = False) -> provenance.Run:
+    """The provenance record of one Triton consumer launch (built once per configuration); ``pdl``: the
+    split-K sum was launched as the products' programmatic dependent."""
     return provenance.Run("consumer", "triton", mode, tuple(sorted(dict(
         block_m=cfg.block_m, block_n=cfg.block_n, split_k=split, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages, defer_scale=cfg.defer_scale, loads="tma" if cfg.tma else "pointer",
         prefetch_scales=cfg.prefetch_scales, kernel="gluon-wgmma" if cfg.wgmma else "triton",
-        persistent=cfg.persistent, loader_warp=cfg.loader_warp, pdl_sum=pdl.sum, pdl_prior=pdl.prior,
-        prefetch_b_l2=pdl.prefetch_b).items())))
+        persistent=cfg.persistent, loader_warp=cfg.loader_warp, pdl_sum=pdl).items())))
 
 
 def launch_consumer(a, a_scale, b, b_scale, out, config: ConsumerConfig):
@@ -957,7 +939,7 @@ def consumer_launches(a, a_scale, b, b_scale, out, config: ConsumerConfig | None
     launches one (``scripts/host_path.py`` times the pieces). Validates like :func:`launch_consumer`."""
     g, m, n, k = validate_consumer_args(a, a_scale, b, b_scale, out, True)
     cfg = _with_loads(config or _device_config(m, n, k, g, a.device), a, b, n)
-    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), _sm_count(a.device), _pdl_use(a.device))
+    launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), _sm_count(a.device), _pdl_ok(a.device))
     if m == 0:
         return []
     bmm_ints, sum_ints = launch.ints(m, n, k, b, b_scale, out.stride())
@@ -1156,7 +1138,7 @@ def _build_plan(a, a_scale, b, b_scale, out, backend, check_contract, g, m, n, k
         if cfg.tma and not _tma_layout_ok(a, b, n):
             cfg = _triton_for(cfg, False)
         sms = _sm_count(a.device)
-        pdl = _pdl_use(a.device)
+        pdl = _pdl_ok(a.device)
         launch = _triton_launch(cfg, g, m, n, k, SCALE_M_ALIGN, _platform.interpreting(), sms, pdl)
         # a new out has torch.empty's contiguous strides
         ints = launch.ints(m, n, k, b, b_scale, out.stride() if out is not None else (m * n, n, 1))

@@ -25,7 +25,6 @@ import triton
 import triton.language as tl
 
 from . import _platform, host, provenance
-from ._platform import gdc_launch_dependents
 from .constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, cdiv, pad4
 from .fp8_rounding import div_rn_by, negated, round_through, to_fp8_e4m3, to_fp8_e4m3_pairs
 from .validation import check_bool, check_int, check_optional_bool, check_positions_in_range, check_same_device, check_tensor
@@ -252,13 +251,9 @@ def _inv_rope_fp8_quant_straight(
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
     FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, ROPE_APART: tl.constexpr,
-    HEADS: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr,
+    HEADS: tl.constexpr,
 ):
-    """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop. ``LAUNCH_DEPENDENTS``: the
-    kernel after it on the stream, if launched as a programmatic dependent (the consumer), may launch as
-    this program starts; it waits for this grid to finish before it reads what this one writes."""
-    if LAUNCH_DEPENDENTS:
-        gdc_launch_dependents()
+    """BLOCK_TOKENS_M == 1: program (token, HEADS consecutive heads), no loop."""
     m = tl.program_id(0).to(INDEX_DTYPE) + tl.zeros([HEADS], dtype=INDEX_DTYPE)
     head = tl.program_id(1) * HEADS + tl.arange(0, HEADS)
     _quant_tokens(m, head, o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr, M, rows_end, stride_pos,
@@ -275,16 +270,13 @@ def _inv_rope_fp8_quant_loop(
     HPG: tl.constexpr, D: tl.constexpr, ROPE: tl.constexpr, IS_NEOX: tl.constexpr,
     NBH_P2: tl.constexpr, IN_DTYPE: tl.constexpr, INDEX_DTYPE: tl.constexpr,
     FP8_MAX: tl.constexpr, SOFTWARE: tl.constexpr, PAIR_WORD: tl.constexpr, ROPE_APART: tl.constexpr,
-    BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr, LAUNCH_DEPENDENTS: tl.constexpr,
+    BTM: tl.constexpr, SUB: tl.constexpr, STAGES: tl.constexpr,
 ):
     """BLOCK_TOKENS_M > 1: program (token block, head) loops over its BTM tokens, SUB at a time.
 
     The last block can overshoot ``rows_end`` (= pad4(M)) when pad4(M) % BTM != 0; every store is
     masked to ``m < rows_end`` (scales) and ``m < M`` (fp8), so the loop never writes past them.
-    ``LAUNCH_DEPENDENTS`` as in :func:`_inv_rope_fp8_quant_straight`.
     """
-    if LAUNCH_DEPENDENTS:
-        gdc_launch_dependents()
     m0 = tl.program_id(0).to(INDEX_DTYPE) * BTM
     for t in tl.range(0, BTM, SUB, num_stages=STAGES):
         _quant_tokens(m0 + t + tl.arange(0, SUB), tl.program_id(1) + tl.zeros([SUB], dtype=tl.int32), o_ptr, pos_ptr, cs_ptr, fp8_ptr, scale_ptr,
@@ -671,7 +663,7 @@ def producer_launch(p: ProducerProblem, o, positions, cos_sin_cache, fp8, scale,
             raise ValueError("force_rope_apart: expected None or False for the GPT-J layout (is_neox=False: its "
                              "pairs are adjacent, no rope slice is rotated apart), got True")
     launcher, grid = _launch_plan(p, cfg, rows_end, round_dtype or o.dtype, index_dtype, _platform.interpreting(),
-                                  pair_word_bits(p, o, fp8), force_rope_apart, _launch_dependents(o.device))
+                                  pair_word_bits(p, o, fp8), force_rope_apart)
     return (launcher, grid, (o, positions, cos_sin_cache, fp8, scale),
             _runtime_ints(p, rows_end, o, positions, cos_sin_cache, fp8.stride(), scale.stride()))
 
@@ -707,22 +699,11 @@ def rope_apart(cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool) -> boo
     return hb <= ROPE_APART_MAX_ROWS and rows * (n_heads // hb) >= ROPE_APART_MIN_PROGRAMS
 
 
-#: let the kernel after the producer on the stream launch as the producer's programs start, where it is
-#: launched as a programmatic dependent (the consumer: ``fp8_block_bmm.PRIOR_PDL``) and the device allows
-#: (:func:`accval.kernels._platform.pdl_device`); ``scripts/speed_probe.py --parts chainpdl`` times it
-LAUNCH_DEPENDENTS = True
-
-
-def _launch_dependents(device: torch.device) -> bool:
-    return LAUNCH_DEPENDENTS and _platform.pdl_device(device)
-
-
 @functools.lru_cache(maxsize=4096)
 def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dtype: torch.dtype, index_dtype,
-                 software: bool, pair_bits: int, force_rope_apart: bool | None,
-                 launch_dependents: bool = False) -> tuple[host.Launcher, tuple[int, int]]:
+                 software: bool, pair_bits: int, force_rope_apart: bool | None) -> tuple[host.Launcher, tuple[int, int]]:
     """(launcher, grid) of one launch: everything but the tensors and their strides (``force_rope_apart``
-    None: :func:`rope_apart` decides; ``launch_dependents``: :data:`LAUNCH_DEPENDENTS` on this device)."""
+    None: :func:`rope_apart` decides)."""
     btm = cfg.block_tokens_m
     heads = p.n_groups * p.heads_per_group
     hb = heads_per_program(cfg, heads, rows_end)
@@ -732,22 +713,20 @@ def _launch_plan(p: ProducerProblem, cfg: LaunchConfig, rows_end: int, round_dty
                 NBH_P2=triton.next_power_of_2(p.head_dim // QUANT_BLOCK), IN_DTYPE=_TL_DTYPES[round_dtype],
                 INDEX_DTYPE=index_dtype, FP8_MAX=FP8_E4M3_MAX, SOFTWARE=software,
                 PAIR_WORD={0: None, 32: tl.int32, 64: tl.int64}[pair_bits], ROPE_APART=apart,
-                LAUNCH_DEPENDENTS=launch_dependents, num_warps=warps_per_program(cfg, hb), **_platform.gpu_launch_options())
+                num_warps=warps_per_program(cfg, hb), **_platform.gpu_launch_options())
     if btm == 1:
         return host.Launcher(_inv_rope_fp8_quant_straight, dict(meta, HEADS=hb, num_stages=cfg.num_stages)), grid
     return host.Launcher(_inv_rope_fp8_quant_loop, dict(meta, BTM=btm, SUB=cfg.tokens_per_iter, STAGES=cfg.num_stages)), grid
 
 
 @functools.lru_cache(maxsize=1024)
-def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool, pair_bits: int,
-                  launch_dependents: bool = False) -> provenance.Run:
+def _producer_run(mode: str, cfg: LaunchConfig, n_heads: int, rows: int, is_neox: bool, pair_bits: int) -> provenance.Run:
     """The provenance record of one dispatch (built once per configuration; recording it is a count).
-    GPT-J's records say how the rotation pairs were read: as words, or split in registers;
-    ``launch_dependents``: the next kernel could launch as the producer's programs started."""
+    GPT-J's records say how the rotation pairs were read: as words, or split in registers."""
     hb = heads_per_program(cfg, n_heads, rows)
     facts = dict(kernel="straight" if cfg.block_tokens_m == 1 else "loop", block_tokens_m=cfg.block_tokens_m,
                  tokens_per_iter=cfg.tokens_per_iter, heads_per_program=hb, num_warps=warps_per_program(cfg, hb),
-                 num_stages=cfg.num_stages, launch_dependents=launch_dependents)
+                 num_stages=cfg.num_stages)
     if not is_neox:
         facts["gptj_pairs"] = f"{pair_bits}-bit words" if pair_bits else "split in registers"
     else:
@@ -786,14 +765,13 @@ def _build_plan(p: ProducerProblem, o, positions, cos_sin_cache, block_tokens_m,
     pair_bits = pair_word_bits(p, o)
     cfg = config_for(p.m, o.device, block_tokens_m, is_neox=p.is_neox, pair_words=bool(pair_bits))
     rows_end = pad4(p.m)
-    dependents = _launch_dependents(o.device)
-    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting(), pair_bits, None, dependents)
+    launcher, grid = _launch_plan(p, cfg, rows_end, o.dtype, tl.int64, _platform.interpreting(), pair_bits, None)
     k, sm = p.k, pad4(p.m)
     # the strides torch.empty gives the buffers every call (contiguous)
     ints = _runtime_ints(p, rows_end, o, positions, cos_sin_cache, (p.m * k, k), (p.k_blocks * sm, sm))
     return _ProducerPlan(o.device, p.fp8_shape(), p.scale_shape(), bool(check_positions) or o.device.type == "cpu",
                          cos_sin_cache.shape[0], launcher if rows_end else None, grid, ints,
-                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group, rows_end, p.is_neox, pair_bits, dependents))
+                         _producer_run(mode, cfg, p.n_groups * p.heads_per_group, rows_end, p.is_neox, pair_bits))
 
 
 _PLANS = host.PlanCache()

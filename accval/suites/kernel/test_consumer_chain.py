@@ -7,13 +7,12 @@ import importlib
 
 import pytest
 import torch
-import triton.language as tl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import accval.kernels as kernels
 from accval.implementations import CONSUMERS, PRODUCERS
-from accval.kernels import _platform, provenance
+from accval.kernels import provenance
 from accval.kernels.constants import FP8_DTYPE, cdiv, pad4
 from accval.kernels.recipes import pack_ue8m0
 from accval.kernels.reference import (
@@ -465,15 +464,15 @@ def test_split_sum_launched_as_the_products_dependent_keeps_every_bit(device, mo
     the two launches in plain stream order, and the record says which ran. A CPU, the interpreter or a
     Triton without it never asks for it; an unsplit or Gluon launch has no second launch to overlap."""
     cfg = kernels.ConsumerConfig(16, 32, 4, 3, 8, prefetch_scales=True)
-    launch = _fb._triton_launch(cfg, 1, 64, 1024, 8192, 4, False, 132, _fb.PdlUse(sum=True))
-    assert launch.pdl.sum and launch.bmm.meta["PDL"] and launch.sums.meta["PDL"] and launch.sums.meta["launch_pdl"]
+    launch = _fb._triton_launch(cfg, 1, 64, 1024, 8192, 4, False, 132, True)
+    assert launch.pdl and launch.bmm.meta["PDL"] and launch.sums.meta["PDL"] and launch.sums.meta["launch_pdl"]
     plain = _fb._triton_launch(cfg, 1, 64, 1024, 8192, 4, False, 132)
-    assert not (any(plain.pdl) or plain.bmm.meta["PDL"] or plain.sums.meta["PDL"]) and "launch_pdl" not in plain.sums.meta
+    assert not (plain.pdl or plain.bmm.meta["PDL"] or plain.sums.meta["PDL"]) and "launch_pdl" not in plain.sums.meta
     for other in (dataclasses.replace(cfg, split_k=1, prefetch_scales=False),
                   kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True)):
-        unsplit = _fb._triton_launch(other, 1, 64, 1024, 8192, 4, False, 132, _fb.PdlUse(sum=True))
-        assert not unsplit.pdl.sum and unsplit.sums is None, other
-    assert not any(_fb._pdl_use(torch.device("cpu")))
+        unsplit = _fb._triton_launch(other, 1, 64, 1024, 8192, 4, False, 132, True)
+        assert not unsplit.pdl and unsplit.sums is None, other
+    assert not _fb._pdl_ok(torch.device("cpu"))
     g, m, n, k = 2, 37, 256, 1024
     a, a_scale, b, b_scale = _consumer_operands(g, m, n, k, 7, device)
     split = kernels.ConsumerConfig(16, 32, 4, 3, 4, prefetch_scales=True)
@@ -483,68 +482,15 @@ def test_split_sum_launched_as_the_products_dependent_keeps_every_bit(device, mo
         with provenance.capture() as ran:
             outs[pdl] = kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16,
                                                                                    device=device), split)
-        assert ran[-1].detail("split_k") == 4 and ran[-1].detail("pdl_sum") == _fb._pdl_use(device).sum, ran[-1]
+        assert ran[-1].detail("split_k") == 4 and ran[-1].detail("pdl_sum") == _fb._pdl_ok(device), ran[-1]
     assert torch.equal(outs[True].view(torch.int16), outs[False].view(torch.int16))
     # a Triton without grid dependency control or launch_pdl: the two launches in stream order, recorded so
     monkeypatch.setattr(_fb, "SPLIT_PDL", True)
-    monkeypatch.setattr(_platform, "PDL_AVAILABLE", False)
-    assert not any(_fb._pdl_use(device))
+    monkeypatch.setattr(_fb, "PDL_AVAILABLE", False)
+    assert not _fb._pdl_ok(device)
     with provenance.capture() as ran:
         kernels.launch_consumer(a, a_scale, b, b_scale, torch.empty(g, m, n, dtype=torch.bfloat16, device=device), split)
     assert ran[-1].detail("pdl_sum") is False, ran[-1]
-
-
-def test_chain_consumer_launched_as_the_producers_dependent_keeps_every_bit(device, monkeypatch):
-    """On a Hopper GPU the FP8 chain's consumer is the producer's programmatic dependent: the producer's
-    programs let it launch as they start (``LAUNCH_DEPENDENTS``), the Triton products kernel is launched
-    as a dependent and waits for the producer's grid before it reads ``a`` (``PRIOR_PDL``), the pointer
-    kernel first asking L2 for its slice of ``b`` (``PRIOR_PREFETCH_B``; the TMA kernel reads ``b`` by
-    descriptor and only waits; the Gluon kernel is neither). The same bits with any of them off, and
-    the records say which ran. A CPU, the interpreter or a Triton without it never asks for it."""
-    _prod = importlib.import_module("accval.kernels.inv_rope_fp8_quant")  # the package's name is the function
-    use = _fb.PdlUse(prior=True, prefetch_b=True)
-    pointer = _fb._triton_launch(kernels.ConsumerConfig(16, 32, 4, 3, 8, prefetch_scales=True), 1, 64, 1024, 8192, 4,
-                                 False, 132, use)
-    assert pointer.pdl == (False, True, True), pointer.pdl
-    assert pointer.bmm.meta["WAIT_PRIOR"] and pointer.bmm.meta["PREFETCH_B"] and pointer.bmm.meta["launch_pdl"]
-    assert "launch_pdl" not in pointer.sums.meta  # the sum is not a dependent unless asked (PdlUse.sum)
-    tma = _fb._triton_launch(kernels.ConsumerConfig(64, 128, 4, 3, tma=True), 1, 2048, 1024, 8192, 4, False, 132, use)
-    assert tma.pdl == (False, True, False) and tma.bmm.meta["WAIT_PRIOR"] and "PREFETCH_B" not in tma.bmm.meta
-    gluon = _fb._triton_launch(kernels.ConsumerConfig(128, 128, 8, 4, tma=True, wgmma=True), 1, 8192, 1024, 8192, 4,
-                               False, 132, use)
-    assert not any(gluon.pdl) and "launch_pdl" not in gluon.bmm.meta
-    plain = _fb._triton_launch(kernels.ConsumerConfig(16, 32, 4, 3, 8, prefetch_scales=True), 1, 64, 1024, 8192, 4,
-                               False, 132)
-    assert not (plain.bmm.meta["WAIT_PRIOR"] or plain.bmm.meta["PREFETCH_B"]) and "launch_pdl" not in plain.bmm.meta
-    problem = _prod.ProducerProblem(64, 1, 16, 512, 448, 64, True)
-    cfg = _prod._config(64, "sm90", True, None, None, None)
-    for dependents in (True, False):
-        launcher, _ = _prod._launch_plan(problem, cfg, 64, torch.bfloat16, tl.int64, False, 0, None, dependents)
-        assert launcher.meta["LAUNCH_DEPENDENTS"] is dependents
-        assert _prod._producer_run("gpu", cfg, 16, 64, True, 0, dependents).detail("launch_dependents") is dependents
-    assert not _prod._launch_dependents(torch.device("cpu")) and not any(_fb._pdl_use(torch.device("cpu")))
-
-    case = ProducerCase(m=37, n_groups=2, heads_per_group=2, head_dim=512, rope_dim=64, is_neox=False, seed=5)
-    o, pos, cache = make_inputs(case, device)
-    k = case.heads_per_group * case.head_dim
-    w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(case.n_groups, 256, k, case.seed, device))
-    args = (o, pos, cache, w_fp8, w_scale, case.n_groups, case.heads_per_group, case.nope_dim, case.rope_dim, case.is_neox)
-    outs, records = {}, {}
-    for on in (True, False):
-        monkeypatch.setattr(_fb, "PRIOR_PDL", on)
-        monkeypatch.setattr(_prod, "LAUNCH_DEPENDENTS", on)
-        _fb._PLANS.clear()
-        _prod._PLANS.clear()
-        with provenance.capture() as ran:
-            outs[on] = kernels.o_a_proj_fp8_chain(*args)
-        records[on] = {r.op: r for r in ran}
-    assert torch.equal(outs[True].view(torch.int16), outs[False].view(torch.int16)), "a dependent launch changed bits"
-    hopper = _platform.pdl_device(o.device)
-    assert records[True]["producer"].detail("launch_dependents") is hopper, records[True]
-    assert records[True]["consumer"].detail("pdl_prior") is hopper, records[True]
-    assert records[False]["consumer"].detail("pdl_prior") is False and records[False]["producer"].detail("launch_dependents") is False
-    _fb._PLANS.clear()
-    _prod._PLANS.clear()
 
 
 def test_consumer_wgmma_split_k_is_one_program_per_tile_loading_its_own(device):
@@ -556,8 +502,8 @@ def test_consumer_wgmma_split_k_is_one_program_per_tile_loading_its_own(device):
         with pytest.raises(ValueError, match="splits K over one program per tile"):
             kernels.ConsumerConfig(64, 128, 4, 4, 8, tma=True, wgmma=True, **kw)
     cfg = kernels.ConsumerConfig(64, 128, 4, 4, 8, tma=True, wgmma=True)
-    launch = _fb._triton_launch(cfg, 1, 256, 1024, 8192, 4, False, 132, _fb.PdlUse(True, True, True))
-    assert (launch.split, launch.grid, launch.wgmma, any(launch.pdl)) == (8, (8, 4, 8), True, False)
+    launch = _fb._triton_launch(cfg, 1, 256, 1024, 8192, 4, False, 132, True)
+    assert (launch.split, launch.grid, launch.wgmma, launch.pdl) == (8, (8, 4, 8), True, False)
     assert launch.bmm.meta["SPLIT_K"] == 8 and launch.sums is not None and launch.partial_shape == (8, 1, 256, 1024)
     assert _fb._triton_for(cfg, True) == kernels.ConsumerConfig(64, 128, 4, 3, 8, tma=True, prefetch_scales=True)
     g, m, n, k = 2, 37, 256, 640
