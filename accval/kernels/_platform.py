@@ -10,6 +10,7 @@ receive ``SOFTWARE_ROUNDING=interpreting()`` and round in fp32 themselves (:mod:
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -27,10 +28,36 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+#: the oldest Triton whose CPU interpreter runs accval's kernels: 3.6's cannot run a loop whose bounds come
+#: from ``tl.program_id`` (it reads them as 1-element arrays), which the consumer's loop over its split's
+#: k-blocks is, so there every consumer launch failed inside the kernel (55 of the kernel suite's tests on a
+#: CPU); 3.7.1 ran it with 281 passed and 1 failed (a test's own kernel its interpreter failed to rewrite once
+#: under xdist, which passes alone)
+INTERPRETER_MIN_TRITON = (3, 7)
+
+
+class InterpreterVersionError(RuntimeError):
+    """The installed Triton's CPU interpreter is older than :data:`INTERPRETER_MIN_TRITON`."""
+
+
+def check_interpreter_triton(version: str) -> None:
+    """Raise :class:`InterpreterVersionError` unless Triton ``version`` can run accval's kernels on a CPU."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found is None or tuple(int(x) for x in found.groups()) < INTERPRETER_MIN_TRITON:
+        want = ".".join(map(str, INTERPRETER_MIN_TRITON))
+        raise InterpreterVersionError(
+            f"accval's kernels on a CPU run in Triton's interpreter, which needs triton>={want}: Triton {version}'s "
+            f"cannot run a loop whose bounds come from tl.program_id (the consumer's k loop); install a newer one "
+            f"(pip install 'triton>={want}') or run on a GPU")
+
+
 if interpreting():
     # Any kernel run under the interpreter (foreign ones too) converts fp32 -> float8/bf16 with the
-    # GPU's bits; raises on a Triton whose interpreter this cannot patch. Imports triton, after the
-    # environment above is settled.
+    # GPU's bits; raises on a Triton whose interpreter this cannot patch or that cannot run the kernels.
+    # Imports triton, after the environment above is settled.
+    import triton
+
+    check_interpreter_triton(triton.__version__)
     from . import interpreter_casts
 
     interpreter_casts.install()

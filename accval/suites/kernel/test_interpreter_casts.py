@@ -358,6 +358,33 @@ def test_unknown_layout_is_refused(monkeypatch, breakage):
     assert expected in str(err.value) and triton.__version__ in str(err.value), (breakage, str(err.value))
 
 
+@pytest.mark.parametrize("version, runs", [("3.6.0", False), ("3.5.1", False), ("2.3.1", False), ("nightly", False),
+                                           ("3.7.0", True), ("3.7.1", True), ("3.9.0", True), ("3.10.0+git1a2b3c", True)])
+def test_the_interpreter_needs_a_triton_that_runs_the_kernels(version, runs):
+    """Triton 3.6's CPU interpreter cannot run a loop whose bounds come from ``tl.program_id`` (the
+    consumer's k loop), so on a CPU an older Triton is refused with a clear error naming both versions,
+    not left to fail inside every consumer launch."""
+    if runs:
+        _platform.check_interpreter_triton(version)
+        return
+    with pytest.raises(_platform.InterpreterVersionError) as err:
+        _platform.check_interpreter_triton(version)
+    assert version in str(err.value) and "triton>=3.7" in str(err.value), str(err.value)
+
+
+def test_importing_the_kernels_on_an_old_interpreter_says_so():
+    """``import accval.kernels`` under the interpreter with a Triton older than 3.7 raises that error
+    (the installed Triton made to report 3.6.0 in a fresh process)."""
+    import subprocess
+    import sys
+
+    code = ("import triton; triton.__version__ = '3.6.0'\n"
+            "from accval.kernels import _platform\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "TRITON_INTERPRET": "1"})
+    assert run.returncode != 0 and "InterpreterVersionError" in run.stderr and "triton>=3.7" in run.stderr, run.stderr[-800:]
+
+
 @triton.jit
 def _foreign_fma(x_ptr, y_ptr, z_ptr, out_ptr, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
