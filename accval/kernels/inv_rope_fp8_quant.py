@@ -428,7 +428,11 @@ SM90_DISPATCH_MEASUREMENT = (
     "rows keep their launches (dep8 M=8192 4 heads 455.9 us against 475.1 before; tep8 M=2048 21.8 against 22.0), "
     "and GPT-J is now fastest with 2 heads and 1 warp at every M and shape (dep8 M=8192 429.1 us, 8 heads with 2 "
     "warps 458.6, 4 heads 446.7; dep8 M=2048 113.2 against 116.6; dep8 M=1024 60.1 against 61.2; tep8 M=8192 60.4 "
-    "against 64.3), the row the split rows already took: one table for both."
+    "against 64.3), the row the split rows already took: one table for both. Triton 3.6 now gives NEOX's 4-head "
+    "program 118 registers (96 before; kernel-ir-producer-triton3.6-cpu-2026-12-04-s27.log); capped at 104 (99 used, "
+    "no spill) or 96 (8 bytes spilled) it was no faster (reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-04-"
+    "s27call4.json, same card: dep8 M=8192 475.7 and 455.6 us against 456.7 uncapped; tep8 M=8192 67.6 and 64.8 "
+    "against 65.2), and GPT-J's 2 heads capped at 96-112 were 1-7% slower, so still no launch caps them."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
     "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
