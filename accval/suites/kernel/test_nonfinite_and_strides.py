@@ -87,32 +87,6 @@ def test_nonfinite_blocks_match_reference(producer, device, is_neox, value, dtyp
     assert bool(torch.isfinite(ref_scale[1, 0]).all()), "a block without non-finite values keeps a finite scale"
 
 
-@pytest.mark.parametrize("is_neox", LAYOUTS)
-def test_signed_zeros_match_reference(producer, device, is_neox):
-    """Zeros of both signs keep their codes (0x00 and 0x80 told apart): in the rope slice at position 0,
-    where ``sin`` is +0 and the sign of ``x * cos + x' * (-sin)`` for ``x = -0`` turns on ``-sin`` being
-    -0 (Triton 3.6 compiles ``-x`` as ``0 - x``, which is +0), with partners of both signs; and in a
-    nope block. The division's zero quotients keep their signs too (``div_rn_by``)."""
-    case = ProducerCase(m=4, n_groups=1, heads_per_group=2, head_dim=256, rope_dim=64, is_neox=is_neox)
-    _declared(producer, case)
-    if not (producer.exact and producer.recipe.name == "fp32-div"):
-        pytest.skip(f"producer {producer.name!r}: zero signs are asked of exact fp32-div producers; it declares "
-                    f"recipe={producer.recipe.name} exact={producer.exact}")
-    o, pos, cache = make_inputs(case, device)
-    pos.zero_()
-    half = case.rope_dim // 2
-    rope = slice(case.nope_dim, case.head_dim)
-    first = torch.arange(case.nope_dim, case.head_dim, device=device)
-    second = (first - case.nope_dim >= half) if is_neox else ((first - case.nope_dim) % 2 == 1)
-    signs = torch.where(torch.arange(case.rope_dim, device=device) % 4 < 2, 1.0, -1.0).to(o.dtype)
-    o[:, :, rope] = torch.where(second, -0.0, 1.0).to(o.dtype) * signs  # x = -0 beside partners of either sign
-    o[:, 1, rope] = torch.where(second, 0.0, 1.0).to(o.dtype) * signs  # and x = +0 in the other head
-    o[:, :, 5:9] = torch.tensor([0.0, -0.0, 0.0, -0.0], dtype=o.dtype)  # a nope block's zeros
-    ref_fp8, _ = _compare(producer, case, o, pos, cache, "signed zeros at position 0")
-    codes = ref_fp8.view(torch.uint8)
-    assert bool((codes == 0x80).any()) and bool((codes == 0x00).any()), "the case must hold zero codes of both signs"
-
-
 #: strides 2 and 3 with int32 and int64, the two layouts alternating (both read positions the same way)
 _STRIDED = [pytest.param(step, dt, neox, id=f"stride{step}-{str(dt)[6:]}-{'neox' if neox else 'gptj'}")
             for step, dt, neox in ((2, torch.int32, True), (2, torch.int64, False), (3, torch.int32, False),

@@ -156,30 +156,33 @@ def test_producer_is_faithful_to_math(producer, device, case):
                         f"{case} producer={producer.name} recipe={producer.recipe.name}")
 
 
-def test_accval_neox_rope_paths_keep_signed_zeros(device):
-    """Both of accval's NEOX rope paths (the slice rotated in a tile of its own and in the row's) give the
-    reference's codes for zeros of both signs in the rope slice at position 0, where the sign of
-    ``x * cos + x' * (-sin)`` for ``x = -0`` turns on ``-sin`` being -0.0 (``fp8_rounding.negated``;
-    Triton 3.6 compiles ``-sin`` as ``0 - sin``, +0.0)."""
+@pytest.mark.parametrize("is_neox, apart", [(True, True), (True, False), (False, False)],
+                         ids=["neox-apart", "neox-in-row", "gptj"])
+def test_accval_rope_keeps_signed_zeros(device, is_neox, apart):
+    """accval's kernel gives the reference's codes for zeros of both signs in the rope slice at position 0
+    (0x80 and 0x00 told apart), on both NEOX rope paths (the slice rotated in a tile of its own and in the
+    row's) and GPT-J's: there ``sin`` is +0 and the sign of ``x * cos + x' * (-sin)`` for ``x = -0`` turns
+    on ``-sin`` being -0.0 (``fp8_rounding.negated``; Triton 3.6 and 3.7 compile ``-sin`` as ``0 - sin``,
+    +0.0). Asked of accval's own kernel only: a zero's sign changes no value the consumer computes, so
+    the suite does not hold a plugged producer to it."""
     from accval.kernels.inv_rope_fp8_quant import LaunchConfig, launch_producer, validate_producer_args
-    case = ProducerCase(m=3, n_groups=1, heads_per_group=2, head_dim=256, rope_dim=64, is_neox=True)
+    case = ProducerCase(m=3, n_groups=1, heads_per_group=2, head_dim=256, rope_dim=64, is_neox=is_neox)
     o, pos, cache = make_inputs(case, device)
     pos.zero_()
-    half = case.rope_dim // 2
-    signs = torch.where(torch.arange(half, device=device) % 2 == 0, 1.0, -1.0).to(o.dtype)
-    o[:, :, case.nope_dim:case.nope_dim + half] = signs  # partners of both signs
-    o[:, 0, case.nope_dim + half:] = -0.0
-    o[:, 1, case.nope_dim + half:] = 0.0
-    ref_fp8, _ = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=True)
+    d = torch.arange(case.rope_dim, device=device)
+    second = d >= case.rope_dim // 2 if is_neox else d % 2 == 1  # x's whose partner's sin term is negated
+    partners = torch.where((d // (1 if is_neox else 2)) % 2 == 0, 1.0, -1.0)  # partners of both signs
+    for head, zero in ((0, -0.0), (1, 0.0)):
+        o[:, head, case.nope_dim:] = torch.where(second, zero, partners).to(o.dtype)
+    ref_fp8, _ = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=is_neox)
     want = ref_fp8.view(torch.uint8).cpu()
     assert bool((want == 0x80).any()) and bool((want == 0x00).any()), "the case must hold zero codes of both signs"
-    p = validate_producer_args(*case.args(o, pos, cache))
-    for apart in (True, False):
-        fp8 = torch.full(p.fp8_shape(), 1.0, dtype=FP8_DTYPE, device=device)
-        scale = torch.empty(p.scale_shape(), device=device)
-        launch_producer(p, o, pos, cache, fp8, scale, LaunchConfig(1, 1, 1), force_rope_apart=apart)
-        got = fp8.view(torch.uint8).cpu()
-        assert torch.equal(got, want), f"rope apart={apart}: {int((got != want).sum())} codes differ from the reference"
+    p = validate_producer_args(*case.args(o, pos, cache), is_neox=is_neox)
+    fp8 = torch.full(p.fp8_shape(), 1.0, dtype=FP8_DTYPE, device=device)
+    scale = torch.empty(p.scale_shape(), device=device)
+    launch_producer(p, o, pos, cache, fp8, scale, LaunchConfig(1, 1, 1), force_rope_apart=apart)
+    got = fp8.view(torch.uint8).cpu()
+    assert torch.equal(got, want), f"{int((got != want).sum())} codes differ from the reference; is_neox={is_neox} apart={apart}"
 
 
 #: straight-kernel programs of 1, 2 and 4 heads and loop-kernel iterations of 1 and 4 tokens, each
