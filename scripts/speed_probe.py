@@ -1202,11 +1202,12 @@ def main() -> int:
     ap.add_argument("--baseline-rounding", type=Path,
                     help="with --baseline: the version of accval/kernels/fp8_rounding.py it imports (default: the working tree's)")
     args = ap.parse_args()
-    for flag, path in (("--baseline-rounding", args.baseline_rounding),):
-        if path is not None and (args.baseline is None or not path.is_file()):
-            print(f"{flag}: expected a version of accval/kernels/fp8_rounding.py and --baseline, got {path}"
-                  f"{'' if path.is_file() else ' (no such file)'}{'' if args.baseline else ' without --baseline'}", file=sys.stderr)
-            return 2
+    rounding = args.baseline_rounding
+    if rounding is not None and (args.baseline is None or not rounding.is_file()):
+        print(f"--baseline-rounding: expected a version of accval/kernels/fp8_rounding.py and --baseline, got {rounding}"
+              f"{'' if rounding.is_file() else ' (no such file)'}{'' if args.baseline else ' without --baseline'}",
+              file=sys.stderr)
+        return 2
     if args.baseline is not None and not args.baseline.is_file():
         print(f"--baseline: expected a version of accval/kernels/inv_rope_fp8_quant.py, got {args.baseline} (no such file)",
               file=sys.stderr)

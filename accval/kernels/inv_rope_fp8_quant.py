@@ -91,20 +91,18 @@ ROPE_APART_MIN_PROGRAMS = 4096
 #: frequency; commit fa092ea), against this kernel in one process (reports/kernel/speed-probe-wave-NVIDIA_H200-
 #: 2026-12-03-s20call2.json, "tree" vs "before", two timings each, same bits): dep8 M=256 23.33/23.36 vs
 #: 23.01/23.01 us, tep8 M=1024 15.10/15.04 vs 15.07/14.85, dep8 M=64 10.69/11.14 vs 10.88/10.94.
-#: The same probe on tep8 M=64 NEOX (1024 one-warp programs, part of one wave), where this kernel is 2-4%
-#: behind the upstream-style one in accval bench: every launch tried took 6.46-6.69 us (apart or not, an int32
+#: The same probe on tep8 M=64 NEOX (1024 one-warp programs, part of one wave), where this kernel trails
+#: the upstream-style one in accval bench: every launch tried took 6.46-6.69 us (apart or not, an int32
 #: index, 1 head with 2 or 4 warps, and variants with the exact divisions replaced by inexact ones) against
 #: 6.27-6.46 for the upstream-style kernel at 1 and 4 warps; timing one launch twice differed by up to 0.16.
-#: accval bench with both rows timed twice (reports/bench/NVIDIA_H200-2026-12-04-025905, -030013) puts the miss
-#: outside that spread: NEOX M=64 0.19-0.29 us behind (dep8 and tep8), the same row timed twice 0.03-0.19 apart.
-#: What Triton 3.6 makes of that launch (scripts/kernel_ir.py --producer, reports/kernel/kernel-ir-producer-
-#: triton3.6-cpu-2026-12-04-s27.log): 592 SASS instructions against the upstream-style kernel's 360 (640 before
-#: div_rn_by lost its per-element select and the casts their clamp); inexact divisions take 152 of them out (the
-#: exact ones' slow paths among them), the unrounded rotation 40 (neither is bit-exact). With the 592, two accval
-#: bench runs (reports/bench/NVIDIA_H200-2026-12-04-053241, -053349) put tep8 NEOX M=64 0.06-0.16 us behind, the
-#: row timed twice 0.06 apart. In a launch of one partial wave one program's latency is the time. A launch of one program
-#: per (token, head, 1 or 2 blocks), the rope branch taken by the last block's program only, was slower at
-#: every M (reports/kernel/producer-block-split-NVIDIA_H200-2026-12-04-s26call5/; same bits; tep8 M=64 7.0 us).
+#: Two accval bench runs with both rows timed twice (reports/bench/NVIDIA_H200-2026-12-04-053241, -053349) put
+#: tep8 NEOX M=64 0.06-0.16 us behind, the row timed twice 0.06 apart. What Triton 3.6 makes of that launch
+#: (scripts/kernel_ir.py --producer, reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-04-s27.log): 592 SASS
+#: instructions against the upstream-style kernel's 360; inexact divisions take 152 of them out (the exact ones'
+#: slow paths among them), the unrounded rotation 40 (neither is bit-exact). In a launch of one partial wave one
+#: program's latency is the time. A launch of one program per (token, head, 1 or 2 blocks), the rope branch
+#: taken by the last block's program only, was slower at every M (reports/kernel/producer-block-split-
+#: NVIDIA_H200-2026-12-04-s26call5/; same bits; tep8 M=64 7.0 us).
 
 
 @triton.jit
