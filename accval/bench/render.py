@@ -37,7 +37,8 @@ def to_markdown(result: dict) -> str:
                   "the graph timing flushes it). \"Bare after allocating its outputs\": the same launches after "
                   "allocating the tensors the public call returns: the floor of any Python function that launches "
                   "these kernels and returns new tensors. \"Within noise\": missed only by less than the "
-                  "difference between two timings of one of the two rows compared (each is timed twice).", ""]
+                  "difference between two timings of one of the rows it reads (each is timed twice; a host path's "
+                  "\"as called\" too).", ""]
     lines += [f"{result['date']} · torch {result['torch']} · triton {result['triton']} · CUDA {result['cuda']} · clocks "
               f"(sm, mem, max sm, power) {result['clocks']} · host CPU {result.get('host_cpu', 'not recorded')}", "",
               f"Device copy ceiling ({_ceiling_how(result)}, fastest of 1/4/8-byte element copies, same process): "

@@ -78,10 +78,10 @@ def evaluate(result: dict) -> list[dict]:
 
     def add(name, want, values, fmt, reference=None, over_us=None):
         """``reference``: {where: text} said next to the worst case (what bounds it on this card).
-        ``over_us``: {where: (us, spread)} for a target between two rows that were each timed twice: how many
-        us the first row is over what the target allows, and the larger of the two rows' differences between
-        their two timings. The target is "within noise" when it is missed only where that excess is below
-        the spread (:func:`noise`)."""
+        ``over_us``: {where: (us, spread)} for a target whose rows were each timed twice: how many us it is
+        over what the target allows there, and the larger of its rows' differences between their two
+        timings (a comparison's two rows; the host path's one row, "as called"). The target is "within
+        noise" when it is missed only where that excess is below the spread (:func:`noise`)."""
         values = [(v, where) for v, where in values if v is not None]
         if values:
             pick = min if want[0] == ">=" else max
@@ -127,11 +127,14 @@ def evaluate(result: dict) -> list[dict]:
         over_us=over_by([(where(sh, m, lay), find_row(rows, "producer", "accval", sh, m, lay),
                           find_row(rows, "producer", UPSTREAM_STYLE, sh, m, lay)) for sh, m, lay in prod], 1.0))
     for op, impl, sel in (("producer", "accval", prod), ("consumer", "accval-triton", [(sh, m, "") for sh, m in cons])):
-        vals, bare = [], {}
+        vals, bare, twice = [], {}, {}
         for sh, m, lay in sel:
             r = find_row(rows, op, impl, sh, m, lay or None)
             if m == HOST_PATH_M and r is not None and r.get("as_called_us") is not None:
                 vals.append((r["as_called_us"] - r["median_us"], where(sh, m, lay)))
+                if r.get("as_called_again_us") is not None:  # timed twice: its miss can be told from noise
+                    twice[where(sh, m, lay)] = (vals[-1][0] - HOST_PATH_BUDGET_US,
+                                                abs(r["as_called_us"] - r["as_called_again_us"]))
                 said = []
                 if r.get("bare_as_called_us") is not None:
                     said.append(f"same, its kernels launched bare: {r['bare_as_called_us'] - r['median_us']:.1f}")
@@ -140,7 +143,7 @@ def evaluate(result: dict) -> list[dict]:
                 if said:
                     bare[where(sh, m, lay)] = "; ".join(said)
         add(f"{op} host path: as called minus CUDA-graph kernel time, M = {HOST_PATH_M} (us)",
-            ("<=", HOST_PATH_BUDGET_US), vals, "{:.1f}", bare)
+            ("<=", HOST_PATH_BUDGET_US), vals, "{:.1f}", bare, twice)
     floor = {}  # what a copy of the consumer's bytes takes, against what the target asks of the kernel
     for sh, m in cons:
         copy, mm = median_us(rows, "consumer", COPY_SAME_BYTES, sh, m), median_us(rows, "consumer", "torch-scaled-mm", sh, m)

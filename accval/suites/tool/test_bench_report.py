@@ -72,6 +72,25 @@ def test_host_path_target_names_the_bare_launch_of_its_worst_shape():
     assert _target(_result(rows), "producer host path")["reference"] == ""
 
 
+def test_a_host_path_missed_by_less_than_timing_it_twice_is_within_noise():
+    """The host path's "as called" is timed twice (``as_called_again_us``): missed by less than the two
+    timings' difference, the target is within noise; by more, or where it was timed once, it is missed."""
+    rows = [_row("accval", "dep8", 64, 10.0, as_called=20.0), _row("accval", "tep8", 64, 6.0, as_called=38.0)]
+    host = _target(_result(rows), "producer host path")
+    assert (host["measured"], host["where"], targets.verdict(host)) == ("32.0", "tep8 neox M=64", "**no**")
+    rows[1]["as_called_again_us"] = 20.5  # 17.0 us over; the two timings 17.5 apart
+    host = _target(_result(rows), "producer host path")
+    assert (host["met"], targets.verdict(host)) == (False, "within noise")
+    assert host["noise"] == "tep8 neox M=64: 17.00 us over, timing a row twice differed by 17.50"
+    assert "| 32.0 | tep8 neox M=64 | within noise |" in render.to_markdown(_result(rows))
+    rows[1]["as_called_again_us"] = 37.0  # the same miss, timed again: a measured one
+    assert targets.verdict(_target(_result(rows), "producer host path")) == "**no**"
+    rows[0].update(as_called_us=26.0, as_called_again_us=25.0)  # dep8 over by 1.0 with timings 1.0 apart: not below it
+    rows[1].update(as_called_us=20.0, as_called_again_us=20.5)
+    host = _target(_result(rows), "producer host path")
+    assert (host["where"], targets.verdict(host)) == ("dep8 neox M=64", "**no**")
+
+
 def test_upstream_style_target_names_both_spreads_at_its_worst_shape():
     """Next to the producer's worst ratio to the upstream-style kernel the report gives both rows' p20-p80,
     and whether they overlap: a ratio below 1 inside the timings' own spread is told from one outside it.
