@@ -11,10 +11,12 @@ quant_group_size, is_neox[, block_tokens_m=None]) -> (fp8, scale)``, positional 
 ``o [M, G*hpg, D]`` bf16, ``positions [M]`` int, ``cos_sin_cache`` fp32 ``[max_pos, rope_dim]``.
 It returns ``fp8 [G, M, hpg*D]`` float8_e4m3fn contiguous and the scales ``[G, hpg*D/128, pad4(M)]``
 contiguous with zero rows past M, in its recipe's storage (:mod:`accval.kernels.recipes`).
-``block_tokens_m`` is optional; when accepted, the suite forces every block size through it.
+``block_tokens_m`` is optional; when the signature names it, the suite forces every block size through it
+(a bare ``**kwargs`` does not count). The producer is given copies of its inputs (same layout), so writing
+into them fails the layout contract alone.
 
 **Consumer** ``fn(a, a_scale, b, b_scale) -> out [G, M, N]`` bf16 (an ``out=`` keyword is used when
-accepted), ``a_scale`` in the producer's layout, ``b``/``b_scale`` from ``accval.kernels.quantize_weight_fp8``.
+named in its signature), ``a_scale`` in the producer's layout, ``b``/``b_scale`` from ``accval.kernels.quantize_weight_fp8``.
 
 Attributes on ``fn`` that declare what it is (all optional):
   * ``accval_recipe``: the quantization recipe (``"fp32-div"`` default, ``"fp32-rcp"``, ``"ue8m0"``,
@@ -70,11 +72,24 @@ SUITE_ROPE_DIMS = (2, 16, 32, 64, 96, 128)
 
 
 def _accepts(fn: Callable, name: str) -> bool:
+    """Whether ``fn``'s signature names the keyword ``name``. A bare ``**kwargs`` does not count: a wrapper
+    ``def f(*args, **kwargs)`` says nothing of what the function it forwards to takes."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return name in params and params[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def private_copy(t):
+    """A copy of tensor ``t`` with its shape, strides, storage offset and the contents of its storage up to
+    its last element (gaps between rows included), so a kernel sees the same layout, alignment and
+    padding; anything but a plain tensor (a fake tensor, a bad argument) is returned as it is."""
+    if type(t) is not torch.Tensor or t.numel() == 0:
+        return t
+    extent = t.storage_offset() + 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
+    whole = t.as_strided((extent,), (1,), 0).clone()
+    return whole.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
 def _check_bindable(kind: str, name: str, fn: object, n_positional: int) -> None:
@@ -140,8 +155,15 @@ class Producer:
     output: str = "gmk"
 
     def raw(self, o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=True,
-            block_tokens_m=None):
-        """What ``fn`` returns, as it returns it (views included)."""
+            block_tokens_m=None, own_inputs=False):
+        """What ``fn`` returns, as it returns it (views included).
+
+        ``fn`` is given private copies of ``o``, ``positions`` and ``cos_sin_cache`` (:func:`private_copy`:
+        same layout), so a producer that writes into its inputs cannot change what a test's reference
+        then reads: that write fails the one property that looks for it (the layout contract, which
+        passes ``own_inputs=True`` to hand over the caller's tensors), not every property that reads ``o``."""
+        if not own_inputs:
+            o, positions, cos_sin_cache = (private_copy(t) for t in (o, positions, cos_sin_cache))
         kwargs = {"block_tokens_m": block_tokens_m} if (block_tokens_m is not None and self.accepts_block_tokens_m) else {}
         out = self.fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, QUANT_BLOCK, is_neox,
                       **kwargs)
@@ -152,13 +174,13 @@ class Producer:
         return out
 
     def __call__(self, o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=True,
-                 block_tokens_m=None):
+                 block_tokens_m=None, own_inputs=False):
         """The outputs as the contract's physical buffers ``fp8 [G, M, K]``, scales ``[G, *, pad4(M)]``.
 
         An ``mgk-view`` producer's views are mapped back onto their storage; views that are not over
         the contract's physical layout raise :class:`ContractViolation` (the layout property)."""
         fp8, scale = self.raw(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox,
-                              block_tokens_m)
+                              block_tokens_m, own_inputs)
         if self.output == "gmk":
             return fp8, scale
         return physical_buffers(fp8, scale, n_groups, o.shape[0], heads_per_group * o.shape[2], self.recipe)

@@ -232,6 +232,40 @@ def ue8m0_no_requant(o, positions, cos_sin_cache, n_groups, heads_per_group, nop
     return fp8, scale
 
 
+@_mutant("nonfinite-tile-leak", "producer",
+         "a NaN or Inf in one token's input spreads to the scales of every token in its 4-row tile (the tile's "
+         "scale taken as one reduction over its rows whenever a row is not finite)",
+         "flashinfer #3057: NaN in CUDA-graph padding rows corrupted real tokens' scales; invisible unless a test puts "
+         "a non-finite value beside finite tokens, and for any recipe but the legacy one",
+         expected_impl="torch-reference", recipe="ue8m0")
+def nonfinite_tile_leak(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                        quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    fp8, scale = kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                                quant_group_size, is_neox, recipe="ue8m0")
+    m = o.shape[0]
+    g, kb, p = scale.shape
+    held = torch.nn.functional.pad(~torch.isfinite(o).reshape(m, -1).all(dim=1), (0, p - m))
+    tile_held = held.view(p // 4, 4).any(dim=1).repeat_interleave(4)
+    shared = scale.view(g, kb, p // 4, 4).amax(dim=3).repeat_interleave(4, dim=2)
+    scale = torch.where(tile_held, shared, scale)  # the defect: the tile's other rows take its reduction
+    scale[:, :, m:] = 0
+    return fp8, scale
+
+
+@_mutant("writes-input", "producer",
+         "the producer rotates the caller's o in place (the inverse RoPE written back into its input)",
+         "SGLang's two-step path rotates o in place before quantizing; fused into one producer the caller's o comes back "
+         "changed, which corrupts whatever reads it next (a retried step, a second consumer of the attention output)")
+def writes_input(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                 is_neox=True, *, block_tokens_m=None):
+    from accval.kernels.reference import inverse_rope_
+
+    out = kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                     quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    inverse_rope_(o, positions, cos_sin_cache, rope_dim, is_neox)  # the defect
+    return out
+
+
 @_mutant("packed-byte-order", "consumer",
          "a consumer of packed UE8M0 scales reads the four exponent bytes of each int32 word in the wrong order",
          "packing is little-endian by k-block (vLLM / DeepGEMM on SM100); a big-endian unpack swaps k-blocks' scales",
@@ -350,6 +384,17 @@ def torch_silent_fallback(a, a_scale, b, b_scale, out=None):
 
 
 TORCH_CHAIN["ue8m0-no-requant"] = ue8m0_no_requant  # already torch: the same function on every backend
+TORCH_CHAIN["nonfinite-tile-leak"] = nonfinite_tile_leak
+
+
+@_torch_variant("writes-input", "torch-reference")
+def torch_writes_input(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                       is_neox=True, *, block_tokens_m=None):
+    from accval.kernels.reference import inverse_rope_
+
+    out = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    inverse_rope_(o, positions, cos_sin_cache, rope_dim, is_neox)  # the defect
+    return out
 
 
 def for_chain(id: str, backend: str):

@@ -25,7 +25,7 @@ from .testing import NO_SHRINK, child_pytest_env, plugin_args, threads_env
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 #: Files of the kernel suite in the order a mutant run takes them: cheap, decisive checks first.
 KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", "test_consumer_chain.py",
-                "test_producer.py", "test_fp8_rounding.py", "test_gpu_large.py")
+                "test_producer.py", "test_nonfinite_and_strides.py", "test_fp8_rounding.py", "test_gpu_large.py")
 #: The suite's core properties for each role, run before everything else in a mutant run (``-x`` stops
 #: at the first failure); the rest of the suite still runs whenever these pass. A producer meets its
 #: recipe's mirror bit for bit first (exact producers: any rounding change fails on the first example),
@@ -33,7 +33,7 @@ KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", 
 #: what ran, then meets the chain and the consumer properties.
 CORE_FIRST = {
     "producer": ("test_producer_matches_mirror_reference", "test_fake_matches_real", "test_layout_contract",
-                 "test_chain_matches_math_reference"),
+                 "test_chain_matches_math_reference", "test_nonfinite_values_stay_in_their_blocks"),
     "consumer": ("test_consumer_records_what_ran_or_raises", "test_chain_matches_math_reference",
                  "test_consumer_matches_math_reference", "test_fake_matches_real"),
 }

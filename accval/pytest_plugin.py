@@ -232,8 +232,9 @@ def pytest_collection_modifyitems(config, items):
     from .testing import skips_slow_cpu_cases
 
     profile = getattr(config, "_accval_profile", None)
-    slow = pytest.mark.skip(reason=f"large case in the CPU interpreter: skipped under the {profile} profile on a CPU; "
-                                   "the GPU and nightly runs take it (or ACCVAL_HYPOTHESIS_PROFILE=nightly here)")
+    slow = pytest.mark.skip(reason=f"large case, a minute for Triton kernels in the CPU interpreter: skipped under the "
+                                   f"{profile} profile on a CPU; the GPU and nightly runs take it (or "
+                                   "ACCVAL_HYPOTHESIS_PROFILE=nightly here)")
     ci = profile is not None and skips_slow_cpu_cases(profile)
     for item in items:
         if "gpu" in item.keywords:

@@ -31,11 +31,13 @@ def _poisoned(fn):
 @example(case=ProducerCase(m=1500 % 256 + 3, block_tokens_m=16))
 @example(case=ProducerCase(m=5, n_groups=3, block_tokens_m=8))
 @example(case=ProducerCase(m=1500, n_groups=2, seed=1500))  # the DEP8 size: BTM 8 where the seed's table applies
+@example(case=ProducerCase(m=9, head_dim=128, rope_dim=128, is_neox=False))  # a head that is all rope
 def test_layout_contract(producer, device, case, accval_record):
     """For every M: fp8 is [G, M, K] with strides (M*K, K, 1); the scales are [G, K/128, pad4(M)]
     contiguous fp32 ([G, ceil(K/512), pad4(M)] int32 for ue8m0-packed) and their rows M..pad4(M)-1 are
     exactly zero (new memory is NaN-poisoned first); an mgk-view producer's views lie over exactly
-    these buffers; the inputs o, positions and cos_sin_cache are left unchanged."""
+    these buffers; the inputs o, positions and cos_sin_cache are left unchanged (the one property given
+    the caller's own tensors: every other gets copies, so an input written to fails here alone)."""
     accval_record("cover", **check_layout_case(producer, case, device))
 
 
@@ -45,7 +47,7 @@ def check_layout_case(producer, case: ProducerCase, device) -> dict:
     o, pos, cache = make_inputs(case, device)
     before = [t.clone() for t in (o, pos, cache)]
     fp8, scale = _poisoned(lambda: producer(*case.args(o, pos, cache), is_neox=case.is_neox,
-                                            block_tokens_m=case.block_tokens_m))
+                                            block_tokens_m=case.block_tokens_m, own_inputs=True))
     k = case.heads_per_group * case.head_dim
     ctx = f"{case} producer={producer.name} recipe={producer.recipe.name}"
     check_layout(fp8, scale, case.n_groups, case.m, k, ctx, producer.recipe)

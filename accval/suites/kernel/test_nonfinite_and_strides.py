@@ -9,6 +9,9 @@ NaN/Inf semantics (the legacy two-step path's, which the producer keeps):
     interpreter). Kernel and reference run on the same platform, so they agree; only CPU and GPU
     results differ from each other, in that sign bit of those codes.
 A rotation can also make a NaN (``inf * cos - inf * sin``), which then follows the NaN rule.
+Those codes are asked of exact fp32-div producers. Of every producer, whatever its recipe: a NaN or an
+Inf changes no block but its own (a whole NaN token row, as a CUDA graph's padding rows may hold,
+corrupts no real token's scales).
 
 ``positions`` may be any 1-d view: the kernel reads it through its stride (a strided view is what a
 caller gets from ``positions[::2]`` or a column of a ``[M, k]`` tensor).
@@ -66,7 +69,8 @@ def test_nonfinite_blocks_match_reference(producer, device, is_neox, value, dtyp
     _declared(producer, case)
     if not (producer.exact and producer.recipe.name == "fp32-div"):
         pytest.skip(f"producer {producer.name!r}: the legacy path's NaN/Inf codes are asked of exact fp32-div "
-                    f"producers; it declares recipe={producer.recipe.name} exact={producer.exact}")
+                    f"producers; it declares recipe={producer.recipe.name} exact={producer.exact} (that they stay in "
+                    "their blocks is asked of every producer)")
     o, pos, cache = make_inputs(case, device)
     half = case.rope_dim // 2
     partner = half if is_neox else 1
@@ -85,6 +89,48 @@ def test_nonfinite_blocks_match_reference(producer, device, is_neox, value, dtyp
         assert int(codes[0, 0, 3]) in (0x7F, 0xFF), f"Inf element: expected a NaN code, got {int(codes[0, 0, 3]):#x}"
         assert bool(((codes[0, 0, :128] & 0x7F) == 0).sum() == 127), "Inf block: finite elements must quantize to +-0"
     assert bool(torch.isfinite(ref_scale[1, 0]).all()), "a block without non-finite values keeps a finite scale"
+
+
+@pytest.mark.parametrize("value, dtype", _VALUES)
+@pytest.mark.parametrize("is_neox", LAYOUTS)
+def test_nonfinite_values_stay_in_their_blocks(producer, device, is_neox, value, dtype):
+    """Any producer, any recipe: NaN or Inf in some blocks (a nope element, a rope element, a rope pair,
+    two blocks of a head, and a whole token row, what a CUDA graph's padding rows may hold) leaves
+    every other block's codes and scale as the same producer gives them with those values finite. What
+    the blocks holding them get is the recipe's affair (the legacy path's codes, for exact fp32-div
+    producers, in the test above)."""
+    case = ProducerCase(m=6, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64, is_neox=is_neox, dtype=dtype)
+    _declared(producer, case)
+    o, pos, cache = make_inputs(case, device)
+    partner = case.rope_dim // 2 if is_neox else 1
+    places = [(0, 0, 3), (1, 1, 200), (2, 0, 192), (2, 0, 192 + partner), (4, 0, 10), (4, 1, 140)]
+    bad = o.clone()
+    for t, h, d in places:
+        bad[t, h, d] = value
+    bad[5] = value
+    fp8, scale = (x.cpu() for x in producer(*case.args(bad, pos, cache), is_neox=is_neox))
+    ref_fp8, ref_scale = (x.cpu() for x in producer(*case.args(o, pos, cache), is_neox=is_neox))
+    # the blocks holding a non-finite value (heads_per_group=1: group = head; a rope pair shares its block)
+    blocks = case.head_dim // 128
+    held = torch.zeros(case.n_groups, case.m, blocks, dtype=torch.bool)
+    for t, h, d in places:
+        held[h, t, d // 128] = True
+    held[:, 5] = True
+    ctx = f"value={value} {case} producer={producer.name} recipe={producer.recipe.name}"
+    codes_kept = ~held.repeat_interleave(128, dim=2)
+    differ = (fp8.view(torch.uint8) != ref_fp8.view(torch.uint8)) & codes_kept
+    assert not differ.any(), (f"{int(differ.sum())} codes of blocks without a non-finite value changed, first at "
+                              f"[g, m, k] = {differ.nonzero()[0].tolist()}; {ctx}")
+    per_word = 4 if producer.recipe.packed else 1  # ue8m0-packed: one int32 word holds 4 blocks' exponents
+    words = -(-blocks // per_word)
+    word_held = torch.zeros(case.n_groups, words, scale.shape[2], dtype=torch.bool)
+    for kb in range(blocks):
+        word_held[:, kb // per_word, : case.m] |= held[:, :, kb]
+    bits, ref_bits = (x.view(torch.int32) for x in (scale, ref_scale))
+    differ = (bits != ref_bits) & ~word_held
+    assert not differ.any(), (f"{int(differ.sum())} scales of blocks without a non-finite value changed, first at "
+                              f"[g, kb, m] = {differ.nonzero()[0].tolist()}: {scale[tuple(differ.nonzero()[0])]} "
+                              f"against {ref_scale[tuple(differ.nonzero()[0])]}; {ctx}")
 
 
 #: strides 2 and 3 with int32 and int64, the two layouts alternating (both read positions the same way)

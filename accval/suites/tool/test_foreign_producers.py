@@ -153,3 +153,63 @@ def test_stale_fake_fails_fake_vs_real(example):
         test_contract._fake_vs_real(producer, M1500, torch.device("cpu"))
     good = PRODUCERS.get(f"examples.{example}:inv_rope_fp8_quant")
     test_contract._fake_vs_real(good, M1500, torch.device("cpu"))  # the control: the real fake agrees
+
+
+def test_a_producer_writing_its_input_fails_the_layout_contract_alone():
+    """A producer that rotates the caller's ``o`` in place (SGLang's two-step path; the catalog's
+    ``writes-input``) fails the layout contract, which hands it the caller's tensors; every other
+    property gives it copies, so its numbers are still judged against the inputs as they were made."""
+    from accval.kernels.reference import inv_rope_fp8_quant_ref
+    from accval.suites.kernel.cases import make_inputs
+
+    producer = PRODUCERS.get("mutant:writes-input")
+    case = ProducerCase(m=5, n_groups=2, heads_per_group=1, head_dim=128, rope_dim=64, token_pad=8)
+    with pytest.raises(AssertionError, match="wrote into its input o"):
+        test_contract.check_layout_case(producer, case, torch.device("cpu"))
+    o, pos, cache = make_inputs(case, torch.device("cpu"))
+    before = o.clone()
+    for _ in range(2):  # a second call sees the same o: the first wrote into a copy
+        fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox)
+        ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=case.is_neox)
+        assert torch.equal(fp8.view(torch.uint8), ref_fp8.view(torch.uint8)) and torch.equal(scale, ref_scale)
+    assert torch.equal(o, before)
+
+
+def test_private_copy_keeps_layout_and_padding_and_passes_other_arguments_through():
+    from accval.implementations import private_copy
+
+    storage = torch.arange(5 * 40, dtype=torch.float32).view(5, 40)
+    o = storage[:, 1:33].view(5, 4, 8)  # rows 40 apart, storage offset 1
+    c = private_copy(o)
+    assert (c.shape, c.stride(), c.storage_offset()) == (o.shape, o.stride(), o.storage_offset())
+    assert torch.equal(c, o) and c.untyped_storage().data_ptr() != o.untyped_storage().data_ptr()
+    gaps = c.as_strided((c.storage_offset() + 4 * 40 + 32,), (1,), 0)
+    assert torch.equal(gaps, storage.flatten()[: gaps.numel()]), "the bytes between the rows are copied too"
+    column = torch.arange(30).view(10, 3)[:, 2]
+    assert private_copy(column).stride() == (3,) and torch.equal(private_copy(column), column)
+    for other in (None, 3, [1, 2], torch.empty(0, 4)):
+        assert private_copy(other) is other
+
+
+def test_a_kwargs_wrapper_is_not_given_block_tokens_m():
+    """Only a producer whose signature names ``block_tokens_m`` gets it: ``def f(*args, **kwargs)`` forwarding
+    to a function without it would otherwise fail every forced token block with a TypeError."""
+    from accval.implementations import _wrap_producer
+    from accval.kernels.reference import inv_rope_fp8_quant_ref
+    from accval.suites.kernel.cases import make_inputs
+
+    def quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox):
+        return inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                      quant_group_size, is_neox)
+
+    def wrapper(*args, **kwargs):
+        return quant(*args, **kwargs)
+
+    def named(*args, block_tokens_m=None):
+        return quant(*args)
+
+    assert not _wrap_producer("wrapper", wrapper).accepts_block_tokens_m
+    assert _wrap_producer("named", named).accepts_block_tokens_m
+    case = ProducerCase(m=3, n_groups=1, heads_per_group=1, head_dim=128, rope_dim=64)
+    o, pos, cache = make_inputs(case, torch.device("cpu"))
+    _wrap_producer("wrapper", wrapper)(*case.args(o, pos, cache), is_neox=True, block_tokens_m=8)
