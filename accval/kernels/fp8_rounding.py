@@ -134,7 +134,7 @@ def div_rn_by(y, s, SOFTWARE: tl.constexpr):
     subnormal, which happens only for quotients below 2**-86. This per-block select replaced a check of
     the whole tile (a reduction and a branch to per-element ``div_rn``); on an H200 both cost about the
     same against the reciprocal with neither (a median 1.6-1.7% of the producer's time;
-    ``SM90_DISPATCH_MEASUREMENT``), and the kernel no longer carries a second division path.
+    docs/tuning.md, "Exact division"), and the kernel no longer carries a second division path.
     The residual is taken negated, ``e' = fma(q0, s, -y)`` and ``q = fma(-e', r, q0)``: the same
     bits wherever ``q0`` is not zero (round to nearest is symmetric), and a zero ``q0`` comes out as it
     went in, its sign included (``-0.0 + -0.0`` is ``-0.0``; the other order gives ``+0.0``), with no
@@ -142,7 +142,7 @@ def div_rn_by(y, s, SOFTWARE: tl.constexpr):
     select per block, so that ``y / inf`` is a zero of ``y``'s sign and no ``inf * 0`` appears. With
     the clamp :func:`to_fp8_e4m3` no longer takes, the producer's launches took a median 3.3% less time
     on an H200 (from 3.5% more to 14.8% less over 100 shape, M, layout and launch cells;
-    ``SM90_DISPATCH_MEASUREMENT``). The interpreter (``SOFTWARE``) always divides: Triton 3.6's
+    docs/tuning.md, "The trimmed residual"). The interpreter (``SOFTWARE``) always divides: Triton 3.6's
     interpreter rounds an fma twice.
     """
     if SOFTWARE:

@@ -78,31 +78,12 @@ def _unpack_pairs(w, O_DTYPE: tl.constexpr):
 #: NEOX programs of at most this many rows (tokens x heads) rotate the rope slice in a tile of its own
 #: (``ROPE_APART``), in launches of at least :data:`ROPE_APART_MIN_PROGRAMS` programs (:func:`rope_apart`)
 ROPE_APART_MAX_ROWS = 2
-#: Against the rows' tile in one process on an H200 (reports/kernel/speed-probe-neox-rope-apart-NVIDIA_H200-
-#: 2026-12-03-s17call6.json, two timings each, same bits): faster from 4096 programs (dep8 M=64, 2 heads per
-#: program: 10.7/10.9 vs 10.8/11.2 us; dep8 M=256, 16384 programs: 22.9/23.0 vs 24.2/24.3; tep8 M=1024, 8192:
-#: 15.0/14.9 vs 15.8/15.7), even at 1024 (tep8 M=64, 1 head: 6.75/6.82 vs 6.75/6.85), slower at 2048 (tep8
-#: M=256: 8.70/8.77 vs 8.48/8.54): part of one wave, where the slice's own reduction lengthens each program.
-#: accval bench, tep8 M=256 NEOX against the upstream-style kernel, median us: with this rule 8.2 vs 8.3 and
-#: 8.5 vs 8.5 (reports/bench/NVIDIA_H200-2026-12-03-083706, -083808); apart, the three runs before it the same
-#: day 8.6 vs 8.4, 8.5 vs 8.3, 8.4 vs 8.3 (-075737, -081156, -081423).
+#: Against the rows' tile, faster from 4096 programs (dep8 M=256: 22.9/23.0 vs 24.2/24.3 us), slower at 2048
+#: (tep8 M=256: 8.70/8.77 vs 8.48/8.54): reports/kernel/speed-probe-neox-rope-apart-NVIDIA_H200-2026-12-03-s17call6.json
+#: (docs/tuning.md, "NEOX: the rope slice rotated apart").
 ROPE_APART_MIN_PROGRAMS = 4096
-#: Not taken: the slice as its two halves (two [R, ROPE/2] tiles, no partner load, cos and sin once per
-#: frequency; commit fa092ea), against this kernel in one process (reports/kernel/speed-probe-wave-NVIDIA_H200-
-#: 2026-12-03-s20call2.json, "tree" vs "before", two timings each, same bits): dep8 M=256 23.33/23.36 vs
-#: 23.01/23.01 us, tep8 M=1024 15.10/15.04 vs 15.07/14.85, dep8 M=64 10.69/11.14 vs 10.88/10.94.
-#: The same probe on tep8 M=64 NEOX (1024 one-warp programs, part of one wave), where this kernel trails
-#: the upstream-style one in accval bench: every launch tried took 6.46-6.69 us (apart or not, an int32
-#: index, 1 head with 2 or 4 warps, and variants with the exact divisions replaced by inexact ones) against
-#: 6.27-6.46 for the upstream-style kernel at 1 and 4 warps; timing one launch twice differed by up to 0.16.
-#: Two accval bench runs with both rows timed twice (reports/bench/NVIDIA_H200-2026-12-04-053241, -053349) put
-#: tep8 NEOX M=64 0.06-0.16 us behind, the row timed twice 0.06 apart. What Triton 3.6 makes of that launch
-#: (scripts/kernel_ir.py --producer, reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-04-s27.log): 592 SASS
-#: instructions against the upstream-style kernel's 360; inexact divisions take 152 of them out (the exact ones'
-#: slow paths among them), the unrounded rotation 40 (neither is bit-exact). In a launch of one partial wave one
-#: program's latency is the time. A launch of one program per (token, head, 1 or 2 blocks), the rope branch
-#: taken by the last block's program only, was slower at every M (reports/kernel/producer-block-split-
-#: NVIDIA_H200-2026-12-04-s26call5/; same bits; tep8 M=64 7.0 us).
+#: Tried and not taken (the slice as two halves, one program per block, variants at tep8 M=64 where the
+#: upstream-style kernel stays 1-3% ahead): docs/tuning.md, "Measured and not shipped".
 
 
 @triton.jit
@@ -362,98 +343,23 @@ DISPATCH_TABLES["sm90-gptj-split"] = DISPATCH_TABLES["sm90-gptj"]
 #: pull request switches, with several heads per straight-kernel program (that path is sm90's).
 DISPATCH_TABLES["interpreter"] = DISPATCH_TABLES["sm100"][:-1] + ((0, LaunchConfig(1, 1, 1, heads_per_program=4)),)
 SM90_DISPATCH_MEASUREMENT = (
-    "reports/bench/NVIDIA_H100_80GB_HBM3-2026-11-25-run1.json (H100 80GB HBM3, torch 2.11, triton 3.6, DSv4-Pro "
-    "DEP8 G=8 hpg=16 D=512): one token per program (BTM=1) beats the B200 table at every M, median us: M=1024 96 "
-    "vs 134, M=8192 725 vs 976. Then reports/bench/sweep-NVIDIA_H200-2026-11-28.json (NVIDIA H200, same versions; "
-    "19 launches x dep8/tep8 x 7 M): each row is the launch with the least worst-case slowdown against the "
-    "fastest launch over both shapes at its M: M >= 2048 4 heads per program, 1 warp (<= 5.3% off the best; dep8 "
-    "M=8192 555 vs 715 us with 1 head); 256 <= M < 2048 2 heads (<= 5%); M < 256 1 head (<= 4%; at M=64 the best "
-    "of all 19 is 11.5 us DEP8, 7.1 us TEP8). Re-measured with both RoPE layouts in "
-    "reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (scripts/producer_probe.py; NVIDIA H200, "
-    "torch 2.11, triton 3.6; 11 straight-kernel launches x dep8/tep8 x 7 M): NEOX, 2 heads per program with 1 "
-    "warp is within 1.8% of the fastest launch at every M >= 256 on both shapes (dep8 M=8192 539 us, 4 heads 544; "
-    "tep8 M=8192 74.8 us, 4 heads 77.4), so one row covers M >= 256; below 256 1 head, 1 warp is within 2.5%. "
-    "GPT-J used the same table then: its kernel reads the same bytes with fewer loads (see "
-    "PRODUCER_LAYOUT_MEASUREMENT). With the division by the block scales taken as one reciprocal per block and a "
-    "Markstein correction (fp8_rounding.div_rn_by), "
-    "reports/kernel/speed-probe-division-NVIDIA_H200-2026-12-02-s13call2.json (scripts/speed_probe.py --parts "
-    "division; NVIDIA H200, torch 2.11, triton 3.6): 1.1-8.9% faster than a div_rn per element at every shape, "
-    "layout and M of 64-8192 (dep8 M=8192 NEOX 513.2 vs 550.0 us, tep8 M=8192 69.5 vs 74.6), codes and scales "
-    "bit-identical on randn inputs and on inputs spanning the bf16 range. Then "
-    "reports/kernel/speed-probe-producer-NVIDIA_H200-2026-12-02-s13call3.json (same card; 9 straight-kernel "
-    "launches at M=64 and 256): 2 heads per program, 1 warp, is the fastest launch wherever it keeps 2048 "
-    "programs or more (dep8 M=64 NEOX 10.5 vs 11.2 us with 1 head, M=256 22.4 vs 26.7; tep8 M=256 8.5 vs 8.8), "
-    "but at tep8 M=64 (1024 programs with 1 head: part of one wave, timed by one program's latency) 1 head is "
-    "faster (6.5 vs 6.7 us): one row, 2 heads per program while at least 2048 programs remain (min_programs). "
-    "Then reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-02-s13call6.json (scripts/speed_probe.py --parts "
-    "regs; same card; 2 and 4 heads per program, registers capped at 64/72/80 or not, M 1024-8192, every output "
-    "bit-identical): NEOX with 4 heads per program takes 9-12% less time than with 2 where the launch has 16384 "
-    "programs or more (dep8 M=8192 439.7 vs 501.9 us, 88% of a same-bytes copy; dep8 M=1024 63.6 vs 69.7; tep8 "
-    "M=8192 63.7 vs 69.8); at 8192 programs (tep8 M=2048) 23.4 vs 23.1, within the spread of timing one launch "
-    "twice; at 4096 (tep8 M=1024) slower, 15.7 vs 14.9: a row from M=1024 with min_programs 8192 (tep8 M=2048 "
-    "takes 4 heads on that tie). GPT-J with 4 heads is 30-40% slower than with 2 (dep8 M=8192 666.6 vs 486.7), so "
-    "GPT-J has its own table, 2 heads per program. What Triton 3.6 compiles for sm90 (scripts/kernel_ir.py "
-    "--producer, one warp): NEOX 62/68/96 registers at 1/2/4 heads, 2 layout conversions, 0/0/64 bytes of shared "
-    "memory; GPT-J 44/64/128 registers, 5/3/3 conversions, 0/1024/2048 bytes: from 2 heads GPT-J exchanges values "
-    "through shared memory, and at 4 heads it has 16 one-warp programs per SM to NEOX's 21. Capping registers "
-    "(maxnreg 64-80) gained at most 1% (2 heads, 64: dep8 M=8192 NEOX 498.9 vs 501.9) and cost 4 heads 20-125%, "
-    "so no launch caps them. Then GPT-J's pairs read as words (PRODUCER_LAYOUT_MEASUREMENT), "
-    "reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json (scripts/speed_probe.py --parts "
-    "layouts; same card; 5 straight-kernel launches x both layouts x dep8/tep8 x 5 M, every output bit-identical "
-    "to the kernel before): GPT-J is now fastest with 4 heads per program where the launch keeps 16384 programs "
-    "or more (dep8 M=8192 448.8 vs 481.8 us with 2; dep8 M=1024 62.7 vs 64.4; tep8 M=8192 64.4 vs 65.0), and "
-    "with 2 at 8192 programs (tep8 M=2048 21.8 vs 22.6) and 4096 (tep8 M=1024 14.2 vs 15.6): its own table "
-    "is NEOX's with a row from M=2048 that asks 16384 programs of 4 heads (one threshold cannot give tep8 M=1024 "
-    "2 heads at 8192 programs and tep8 M=2048 2 heads at 16384). NEOX's launches timed the same as before the change (dep8 "
-    "M=8192 4 heads 440.6 vs 445.4). GPT-J rows not aligned to a pair, split in registers (the probe's 'split' "
-    "variant), are fastest with 2 heads (dep8 M=8192 608.4 vs 625.9 with 4; tep8 M=8192 80.3 vs 85.4): their "
-    "own table, sm90-gptj-split. Then with div_rn_by folding each divisor into its exact range instead of "
-    "checking the tile, reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s15call3.json (same probe and "
-    "card; the check it replaced, against the reciprocal with neither, in ...-s15call1.json): both cost a median "
-    "1.6-1.7% of a launch's time, but GPT-J's launches moved: 4 heads with 1 warp went from 448.4 to 467.8 us at "
-    "dep8 M=8192 while 8 heads with 2 warps went from 454.5 to 443.8 (tep8 M=8192 62.4 against 66.6; dep8 M=2048 "
-    "114.8 against 117.9; dep8 M=1024 60.4 against 63.0); NEOX's 4 heads, 1 warp took 450.0 (442.7 before; "
-    "within 1.7%). So GPT-J takes 8 heads with 2 warps from M=1024, and a program given fewer heads (to keep "
-    "the programs min_programs asks) keeps 1 warp per 4 heads: tep8 M=2048 2 heads, 1 warp, 21.4 us (8 heads "
-    "22.1, 4 heads 22.3), tep8 M=1024 2 heads, 14.3 (4 heads 15.0). What Triton 3.6 compiles for sm90 "
-    "(reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s15.log): with the fold GPT-J takes 128 registers "
-    "at 4 heads, 1 warp (120 with the check) and 96 at 8 heads, 2 warps; NEOX 96 at both; every launch has one "
-    "layout conversion (two with the check's reduction). Then with three instructions fewer per element (the "
-    "correction's residual negated instead of a select for zero quotients, no clamp before the saturating float8 "
-    "conversion, a true negation folded into the fma instead of 0 - x), reports/kernel/speed-probe-trim-"
-    "NVIDIA_H200-2026-12-04-s27call1.json (scripts/speed_probe.py --parts wave,layouts --baseline c58bb04's kernel "
-    "and fp8_rounding.py; same card and versions; every output bit-identical to the public function's): NEOX's "
-    "rows keep their launches (dep8 M=8192 4 heads 455.9 us against 475.1 before; tep8 M=2048 21.8 against 22.0), "
-    "and GPT-J is now fastest with 2 heads and 1 warp at every M and shape (dep8 M=8192 429.1 us, 8 heads with 2 "
-    "warps 458.6, 4 heads 446.7; dep8 M=2048 113.2 against 116.6; dep8 M=1024 60.1 against 61.2; tep8 M=8192 60.4 "
-    "against 64.3), the row the split rows already took: one table for both. Triton 3.6 now gives NEOX's 4-head "
-    "program 118 registers (96 before; kernel-ir-producer-triton3.6-cpu-2026-12-04-s27.log); capped at 104 (99 used, "
-    "no spill) or 96 (8 bytes spilled) it was no faster (reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-04-"
-    "s27call4.json, same card: dep8 M=8192 475.7 and 455.6 us against 456.7 uncapped; tep8 M=8192 67.6 and 64.8 "
-    "against 65.2), and GPT-J's 2 heads capped at 96-112 were 1-7% slower, so still no launch caps them."
+    "docs/tuning.md, \"Producer\" (NVIDIA H200, torch 2.11, triton 3.6; every launch compared gave the same bits). "
+    "NEOX: 4 heads per program from 16384 programs (dep8 M=8192 439.7 vs 501.9 us with 2; reports/kernel/"
+    "speed-probe-regs-NVIDIA_H200-2026-12-02-s13call6.json), 2 heads from 2048 and 1 below (dep8 M=64 10.5 vs 11.2 "
+    "us with 1 head; tep8 M=64, 1024 programs: 6.5 vs 6.7 with 2; reports/kernel/speed-probe-producer-NVIDIA_H200-"
+    "2026-12-02-s13call3.json), rows kept after the trimmed quantization (dep8 M=8192 455.9 us; reports/kernel/"
+    "speed-probe-trim-NVIDIA_H200-2026-12-04-s27call1.json). GPT-J: 2 heads, 1 warp at every M (same report: dep8 "
+    "M=8192 429.1 us, 446.7 with 4 heads, 458.6 with 8 heads and 2 warps). One token per program: on an H100, M=8192 "
+    "725 vs 976 us for the B200 table (reports/bench/NVIDIA_H100_80GB_HBM3-2026-11-25-run1.json). No launch caps "
+    "registers (reports/kernel/speed-probe-regs-NVIDIA_H200-2026-12-04-s27call4.json)."
 )
 PRODUCER_LAYOUT_MEASUREMENT = (
-    "GPT-J against NEOX, reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json (NVIDIA H200): with the partner "
-    "loaded at r ^ 1 and cos/sin at r // 2 (scalar loads: the compiler cannot prove them contiguous) GPT-J took "
-    "1192 us at dep8 M=8192 against 539 for NEOX. Splitting the loaded row into even/odd pairs in registers: 580 us "
-    "(best launch), still 7% over NEOX, because the 16-byte fp8 store made the row load take 16 elements per thread "
-    "while the per-pair cos/sin loads take 4, so the halves were exchanged between threads (4 layout conversions, "
-    "shared memory; Triton's TTGIR for sm90). Storing the codes in 8-byte runs then left one conversion "
-    "(reports/bench/NVIDIA_H200-2026-12-02-run2.json, GPT-J/NEOX 0.97-1.016 over both shapes and 7 M), but cost "
-    "GPT-J 128 registers and 2048 bytes of shared memory at 4 heads per program, where 4 heads made NEOX 12% "
-    "faster and GPT-J 30% slower (506.2 us with 2 heads, 669.2 with 4, dep8 M=8192). What ships instead: each "
-    "pair is read as one word (32 bits for 16-bit inputs, 64 for fp32) and its halves taken apart with shifts, so "
-    "GPT-J stays in one [.., 64] layout from load to store; the 8-byte-run store is gone (scripts/kernel_ir.py "
-    "--producer under Triton 3.6, reports/kernel/kernel-ir-producer-triton3.6-cpu-2026-12-02-s14.log: 2 "
-    "conversions, 64 bytes of shared memory, 120 registers at 4 heads to NEOX's 96; half NEOX's vector loads in "
-    "its PTX). reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json (scripts/speed_probe.py "
-    "--parts layouts; NVIDIA H200, torch 2.11, triton 3.6), dep8 M=8192: GPT-J 448.8 us with 4 heads (481.8 with "
-    "2), NEOX 440.6; the register split without the 8-byte runs, which rows not aligned to a pair still take: "
-    "608.4 with 2 heads, 20% over the runs' 506.2; outputs bit-identical throughout. The pairs' codes are packed by "
-    "to_fp8_e4m3_pairs (one cvt per pair): packing two casts' bytes with shifts was compiled wrong by Triton 3.6 "
-    "for sm90 (every other word's low code read 0 on the H200). Keeping the rope slice apart as a second small "
-    "tile instead was slower for both layouts (reports/kernel/speed-probe-layouts-rope-slice-NVIDIA_H200-"
-    "2026-12-02-s14call1.json: NEOX dep8 M=8192 480.8 us with 4 heads against 448.8 for the kernel before it)."
+    "docs/tuning.md, \"GPT-J: pairs read as words\" (NVIDIA H200, torch 2.11, triton 3.6; same bits): each GPT-J pair "
+    "read as one word and split with shifts keeps one layout from load to store: dep8 M=8192 GPT-J 448.8 us, NEOX "
+    "440.6, rows split in registers 608.4 (reports/kernel/speed-probe-layouts-NVIDIA_H200-2026-12-02-s14call6.json); "
+    "the partner loaded at r ^ 1 took 1192 (reports/bench/producer-probe-NVIDIA_H200-2026-12-02-call1.json). The "
+    "pairs' codes are packed by to_fp8_e4m3_pairs: packing two casts' bytes with shifts was compiled wrong by "
+    "Triton 3.6 for sm90 (every other word's low code read 0 on the H200)."
 )
 
 
