@@ -12,8 +12,8 @@ quant_group_size, is_neox[, block_tokens_m=None]) -> (fp8, scale)``, positional 
 It returns ``fp8 [G, M, hpg*D]`` float8_e4m3fn contiguous and the scales ``[G, hpg*D/128, pad4(M)]``
 contiguous with zero rows past M, in its recipe's storage (:mod:`accval.kernels.recipes`).
 ``block_tokens_m`` is optional; when the signature names it, the suite forces every block size through it
-(a bare ``**kwargs`` does not count). The producer is given copies of its inputs (same layout), so writing
-into them fails the layout contract alone.
+(a bare ``**kwargs`` does not count). The kernel suite gives the producer copies of its inputs (same
+layout), so writing into them fails the layout contract alone.
 
 **Consumer** ``fn(a, a_scale, b, b_scale) -> out [G, M, N]`` bf16 (an ``out=`` keyword is used when
 named in its signature), ``a_scale`` in the producer's layout, ``b``/``b_scale`` from ``accval.kernels.quantize_weight_fp8``.
@@ -153,16 +153,22 @@ class Producer:
     head_dims: tuple[int, ...] = SUITE_HEAD_DIMS
     rope_dims: tuple[int, ...] = SUITE_ROPE_DIMS
     output: str = "gmk"
+    #: give ``fn`` copies of its inputs (the kernel suite's producer; the A/B hands it the model's own tensors)
+    copies_inputs: bool = False
+
+    def under_test(self) -> "Producer":
+        """This producer as the kernel suite calls it: ``fn`` gets private copies of ``o``, ``positions`` and
+        ``cos_sin_cache`` (:func:`private_copy`: same layout), so a producer that writes into its inputs
+        cannot change what a test's reference then reads. That write fails the one property that looks for
+        it (the layout contract, which passes ``own_inputs=True`` to hand over the caller's tensors), not
+        every property that reads ``o``."""
+        return dataclasses.replace(self, copies_inputs=True)
 
     def raw(self, o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox=True,
             block_tokens_m=None, own_inputs=False):
-        """What ``fn`` returns, as it returns it (views included).
-
-        ``fn`` is given private copies of ``o``, ``positions`` and ``cos_sin_cache`` (:func:`private_copy`:
-        same layout), so a producer that writes into its inputs cannot change what a test's reference
-        then reads: that write fails the one property that looks for it (the layout contract, which
-        passes ``own_inputs=True`` to hand over the caller's tensors), not every property that reads ``o``."""
-        if not own_inputs:
+        """What ``fn`` returns, as it returns it (views included); ``fn`` gets copies of the inputs when
+        :attr:`copies_inputs` and not ``own_inputs`` (:meth:`under_test`)."""
+        if self.copies_inputs and not own_inputs:
             o, positions, cos_sin_cache = (private_copy(t) for t in (o, positions, cos_sin_cache))
         kwargs = {"block_tokens_m": block_tokens_m} if (block_tokens_m is not None and self.accepts_block_tokens_m) else {}
         out = self.fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, QUANT_BLOCK, is_neox,

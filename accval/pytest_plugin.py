@@ -43,7 +43,8 @@ def pytest_configure(config):
     #: the roles the run names an implementation for (none: accval's own kernels under test)
     config._accval_named = tuple(role for role, name in named.items() if name)
     try:
-        config._accval_impls = {"producer": PRODUCERS.get(names["producer"]), "consumer": CONSUMERS.get(names["consumer"])}
+        config._accval_impls = {"producer": PRODUCERS.get(names["producer"]).under_test(),
+                                "consumer": CONSUMERS.get(names["consumer"])}
     except (PluginError, KeyError, ValueError) as e:
         raise pytest.UsageError(f"accval: {e}") from None
     config._accval_profile = profile

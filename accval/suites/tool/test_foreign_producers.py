@@ -162,7 +162,8 @@ def test_a_producer_writing_its_input_fails_the_layout_contract_alone():
     from accval.kernels.reference import inv_rope_fp8_quant_ref
     from accval.suites.kernel.cases import make_inputs
 
-    producer = PRODUCERS.get("mutant:writes-input")
+    as_plugged = PRODUCERS.get("mutant:writes-input")
+    producer = as_plugged.under_test()
     case = ProducerCase(m=5, n_groups=2, heads_per_group=1, head_dim=128, rope_dim=64, token_pad=8)
     with pytest.raises(AssertionError, match="wrote into its input o"):
         test_contract.check_layout_case(producer, case, torch.device("cpu"))
@@ -173,6 +174,8 @@ def test_a_producer_writing_its_input_fails_the_layout_contract_alone():
         ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=case.is_neox)
         assert torch.equal(fp8.view(torch.uint8), ref_fp8.view(torch.uint8)) and torch.equal(scale, ref_scale)
     assert torch.equal(o, before)
+    as_plugged(*case.args(o, pos, cache), is_neox=case.is_neox)  # the A/B hands it the model's own o, as engines do
+    assert not torch.equal(o, before)
 
 
 def test_private_copy_keeps_layout_and_padding_and_passes_other_arguments_through():
