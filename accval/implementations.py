@@ -35,8 +35,9 @@ Attributes on ``fn`` that declare what it is (all optional):
     silent fallback); the built-ins set it.
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
     other, it must raise RuntimeError, not fall back.
-  * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; it
-    is called with as many of the contract's arguments as its own schema has.
+  * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; a
+    producer's is called with as many of the contract's arguments as its own schema has, a consumer's
+    with ``(a, a_scale, b, b_scale)`` (any other argument must have a default) returning the output.
 Cases outside a declaration are skipped with the reason, and the run ends with one summary line
 per implementation (``accval.pytest_plugin``).
 """

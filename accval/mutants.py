@@ -218,6 +218,27 @@ def consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
     return out
 
 
+def _out_as_if_contiguous(res: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The defect of ``consumer-out-strides``: ``res`` written into ``out``'s storage at the addresses a
+    contiguous ``[G, M, N]`` tensor would have, whatever ``out``'s strides."""
+    if out is None:
+        return res
+    g, m, n = out.shape
+    out.as_strided((g, m, n), (m * n, n, 1), out.storage_offset()).copy_(res)
+    return out
+
+
+@_mutant("consumer-out-strides", "consumer",
+         "the consumer writes out= at the addresses of a contiguous [G, M, N] tensor, ignoring the view's strides",
+         "the model passes o_lora.transpose(0, 1) of an [M, G, N] buffer: wrong only with several groups (DEP8; TEP8's "
+         "one group makes that view contiguous) and invisible to tests that never pass out=")
+def consumer_out_strides(a, a_scale, b, b_scale, out=None):
+    res, _, _, _, _ = _consumer_out(a, a_scale, b, b_scale, None, True)
+    g, m, n, k = a.shape[0], a.shape[1], b.shape[1], a.shape[2]
+    _run_triton(a, a_scale, b, b_scale, res, g, m, n, k)
+    return _out_as_if_contiguous(res, out)
+
+
 @_mutant("ue8m0-no-requant", "producer",
          "UE8M0 scales: the fp32 scale amax/448 is rounded up to a power of two after the payload was quantized "
          "with the fp32 scale, so codes and scale disagree by up to 2x",
@@ -368,6 +389,15 @@ def torch_consumer_scale_stride_m(a, a_scale, b, b_scale, out=None):
     out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, False)
     _run_emulated(a, a_scale, b, b_scale, out, g, m, n, k, scale_m_align=1)
     return out
+
+
+@_torch_variant("consumer-out-strides", "emulated")
+def torch_consumer_out_strides(a, a_scale, b, b_scale, out=None):
+    from accval.kernels.fp8_block_bmm import _run_emulated
+
+    res, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, None, False)
+    _run_emulated(a, a_scale, b, b_scale, res, g, m, n, k)
+    return _out_as_if_contiguous(res, out)
 
 
 @_torch_variant("silent-fallback", "torch")

@@ -973,12 +973,12 @@ def _consumer_impl(a, a_scale, b, b_scale, out, backend, check_contract):
 
 @torch.library.custom_op("accval::fp8_block_bmm", mutates_args=())
 def fp8_block_bmm_op(a: torch.Tensor, a_scale: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor,
-                     backend: str, check_contract: bool) -> torch.Tensor:
+                     backend: str = "triton", check_contract: bool = True) -> torch.Tensor:
     return _consumer_impl(a, a_scale, b, b_scale, None, backend, check_contract)
 
 
 @fp8_block_bmm_op.register_fake
-def _(a, a_scale, b, b_scale, backend, check_contract):
+def _(a, a_scale, b, b_scale, backend="triton", check_contract=True):
     return a.new_empty((a.shape[0], a.shape[1], b.shape[1]), dtype=torch.bfloat16)
 
 

@@ -67,7 +67,9 @@ class Arm:
         recipe = prod.recipe.name if prod is not None else "fp32-div"
         if cons is not None and not cons.reads(recipe):
             raise ValueError(f"--consumer {cons.name} reads {', '.join(cons.recipes)} scales; the producer "
-                             f"({prod.name if prod else 'accval'}) writes {recipe}")
+                             f"({prod.name if prod else 'accval'}) writes {recipe}"
+                             + ("" if prod else f"; add --producer reference:{cons.recipes[0]} (the mirror reference "
+                                                "writes every recipe)"))
         if prod is not None and cons is None and prod.recipe.packed:
             raise ValueError(f"--producer {prod.name} writes {recipe} scales, which accval's consumers do not read; "
                              f"add --consumer reference (the math reference reads every recipe)")

@@ -147,7 +147,8 @@ def test_bad_arms_and_modes_are_value_errors(loaded):
         Arm("A", "bf16-fallback", producer="reference")
     with pytest.raises(ValueError, match="unknown producer 'nope'"):
         Arm("B", "fp8-chain", "torch", producer="nope").implementations()
-    with pytest.raises(ValueError, match="reads ue8m0-packed scales; the producer \\(accval\\) writes fp32-div"):
+    with pytest.raises(ValueError, match="reads ue8m0-packed scales; the producer \\(accval\\) writes fp32-div; add --producer "
+                       "reference:ue8m0-packed"):
         Arm("B", "fp8-chain", "torch", consumer="mutant:packed-byte-order").implementations()
     with pytest.raises(ValueError, match="add --consumer reference"):
         Arm("B", "fp8-chain", "torch", producer="reference:ue8m0-packed").implementations()

@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from hypothesis import strategies as st
 
-from accval.kernels.constants import FP8_DTYPE, pad4
+from accval.kernels.constants import FP8_DTYPE, cdiv, pad4
 from accval.testing import max_m
 
 #: The original pull request's sizes, and the awkward ones around every dispatch threshold.
@@ -143,8 +143,12 @@ def tma_m(device, g: int = 4, n: int = 256, k: int = 128) -> int:
 
 
 def random_weight(n_groups: int, n: int, k: int, seed: int, device) -> torch.Tensor:
+    """Random ``[G, N, K]`` weights whose 128x128 blocks differ in magnitude by up to 2**6, as a trained
+    layer's blocks do: a consumer that reads one block's scale for another misses by far."""
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(n_groups, n, k, generator=gen) * 0.05).to(device)
+    w = torch.randn(n_groups, n, k, generator=gen) * 0.05
+    mag = torch.exp2(torch.randint(-3, 4, (n_groups, cdiv(n, 128), cdiv(k, 128)), generator=gen).float())
+    return (w * mag.repeat_interleave(128, 1)[:, :n].repeat_interleave(128, 2)[:, :, :k]).to(device)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -117,6 +117,71 @@ def test_consumer_matches_math_reference(consumer_here, device, c, scale_format)
     check_consumer(consumer, a, a_scale.to(device), b, b_scale, f"{c} consumer={consumer.name} scales={scale_format}")
 
 
+def _consumer_inputs(g, m, n, k, scale_format, seed, device):
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.randn(g, m, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
+    a_scale = activation_scales(scale_format, g, k, m, gen).to(device)
+    b = (torch.randn(g, n, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
+    b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.01).to(device)
+    return a, a_scale, b, b_scale
+
+
+@pytest.mark.parametrize("layout", ["transposed", "row-gaps"])
+def test_consumer_writes_any_strided_out(consumer_here, device, scale_format, layout):
+    """``out`` may be any strided ``[G, M, N]`` bf16 view (the contract): the transposed view of an
+    ``[M, G, N]`` buffer (how the model writes o_lora under DEP8, several groups) or rows with gaps
+    between them. Every element of the view gets the right value (within the consumer's bound) and
+    nothing outside it is written (the buffer is NaN-filled first)."""
+    consumer = consumer_here
+    g, m, n, k = 3, 37, 256, 384
+    a, a_scale, b, b_scale = _consumer_inputs(g, m, n, k, scale_format, 11, device)
+    if layout == "transposed":
+        buf = torch.full((m, g, n), float("nan"), dtype=torch.bfloat16, device=device)
+        out = buf.transpose(0, 1)
+    else:
+        buf = torch.full((g, m, n + 64), float("nan"), dtype=torch.bfloat16, device=device)
+        out = buf[:, :, :n]
+    ctx = f"out = {layout} view, strides {out.stride()}; consumer={consumer.name} scales={scale_format}"
+    consumer(a, a_scale, b, b_scale, out=out)
+    ref = fp8_block_bmm_math_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
+    bound = BF16_HALF_ULP * ref.abs() + FP32_ACC_TOL * fp8_block_bmm_abs_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
+    assert_within_bound(out.cpu(), ref, bound, "what the consumer wrote into out vs float64 math reference", ctx)
+    if layout == "row-gaps":
+        assert buf[:, :, n:].isnan().all(), f"the consumer wrote into the gaps between out's rows; {ctx}"
+
+
+def _op_returns_a_tensor(op) -> bool:
+    returns = getattr(op, "default", op)._schema.returns
+    return len(returns) == 1 and str(returns[0].type) == "Tensor"
+
+
+def test_consumer_op_fake_matches_real_and_opcheck(consumer_here, device, scale_format):
+    """Where a consumer exposes its torch op (``accval_op``), called with the contract's four arguments: the
+    fake's shape, strides and dtype equal the real output's (what torch.compile and graph capture
+    allocate), at M not a multiple of 4 and several groups, and ``torch.library.opcheck`` passes (fake
+    tensor, autograd registration, AOT dispatch; its schema check cannot run on float8 inputs)."""
+    consumer = consumer_here
+    if consumer.op is None:
+        pytest.skip(f"consumer {consumer.name!r} exposes no torch op (accval_op); fake checks need one")
+    schema = getattr(consumer.op, "default", consumer.op)._schema
+    required = [arg.name for arg in schema.arguments if not arg.has_default_value()]
+    if len(required) > 4 or not _op_returns_a_tensor(consumer.op):
+        pytest.skip(f"consumer {consumer.name!r}: its op {schema.name} is not fn(a, a_scale, b, b_scale) -> Tensor "
+                    f"(it takes {required}); fake checks call it with the contract's arguments")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for g, m, n, k in ((2, 37, 256, 384), (1, 3, 128, 640)):
+        args = _consumer_inputs(g, m, n, k, scale_format, m, device)
+        real = consumer.op(*args)
+        with FakeTensorMode() as mode:
+            fake = consumer.op(*(mode.from_tensor(t) for t in args))
+        assert (tuple(fake.shape), fake.stride(), fake.dtype) == (tuple(real.shape), real.stride(), real.dtype), (
+            f"fake != real: fake gives {tuple(fake.shape)} strides {fake.stride()} {fake.dtype}, real gives "
+            f"{tuple(real.shape)} {real.stride()} {real.dtype}; g={g} m={m} n={n} k={k} consumer={consumer.name}")
+        torch.library.opcheck(consumer.op, args,
+                              test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
 def chain_oracle(o, pos, cache, case: ProducerCase, w_fp8, w_scale, recipe, exact: bool):
     """The float64 product of the *unquantized* inverse-RoPE'd activations with the dequantized weight,
     and the most a correct producer -> consumer chain of ``recipe`` may differ from it.
@@ -144,8 +209,11 @@ def chain_oracle(o, pos, cache, case: ProducerCase, w_fp8, w_scale, recipe, exac
     return ref, quant + acc + BF16_HALF_ULP * (ref.abs() + quant + acc) + 1e-30
 
 
-def check_chain(producer, consumer, case: ProducerCase, device, r: int = 128, record=None):
+def check_chain(producer, consumer, case: ProducerCase, device, r: int | None = None, record=None):
+    """The chain on ``case`` against :func:`chain_oracle`; ``r`` output features (default 128 or, for odd
+    seeds, 256: two rows of weight blocks, so a consumer reading weight scales transposed shows)."""
     case = fit(producer, case)
+    r = r or 128 * (1 + case.seed % 2)
     o, pos, cache = make_inputs(case, device)
     k = case.heads_per_group * case.head_dim
     w_fp8, w_scale = kernels.quantize_weight_fp8(random_weight(case.n_groups, r, k, case.seed, device))
