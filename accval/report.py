@@ -120,6 +120,15 @@ def _matmul(settings: dict) -> str:
     return f"attention {settings.get('attention', 'model')}"
 
 
+def _resumed(rep: dict) -> str:
+    """What an elapsed time leaves out: the questions an earlier, interrupted invocation finished."""
+    done = {n: a.get("resumed_samples") for n, a in rep["arms"].items() if a.get("resumed_samples")}
+    if not done:
+        return ""
+    return (" (this invocation; resumed a run whose earlier invocations had finished "
+            + ", ".join(f"{c} questions of arm {n}" for n, c in done.items()) + ")")
+
+
 def to_markdown(rep: dict) -> str:
     t, m, v = rep["task"], rep["mode"], rep["verdict"]
     lines = [
@@ -132,7 +141,7 @@ def to_markdown(rep: dict) -> str:
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",
         "- versions: " + ", ".join(f"{k} {v_}" for k, v_ in rep["versions"].items()),
-        f"- elapsed: {rep['elapsed_s']} s",
+        f"- elapsed: {rep['elapsed_s']} s{_resumed(rep)}",
         "",
         "| arm | implementation that ran | strict-match | flexible-extract |",
         "|---|---|---|---|",

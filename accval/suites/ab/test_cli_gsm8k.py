@@ -52,6 +52,7 @@ def test_clean_ab_exits_0_with_a_complete_report(clean_run, capsys):
 def test_resume_reuses_every_sample_and_an_existing_run_needs_resume(clean_run, capsys):
     _, out, tmp = clean_run
     before = json.loads((out / "report.json").read_text())
+    assert "earlier invocations" not in (out / "report.md").read_text()
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "dep8", *TINY]) == 2
     assert "pass --resume" in capsys.readouterr().err
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "dep8", "--resume", *TINY]) == 0
@@ -59,6 +60,7 @@ def test_resume_reuses_every_sample_and_an_existing_run_needs_resume(clean_run, 
     assert after["arms"]["A"]["resumed_samples"] == after["arms"]["B"]["resumed_samples"] == 2
     assert after["paired"] == before["paired"] and after["agreement"] == before["agreement"]
     assert after["device"]["sessions"] == [after["device"]["name"]] * 2  # both invocations recorded
+    assert "earlier invocations had finished 2 questions of arm A, 2 questions of arm B" in (out / "report.md").read_text()
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "tep8", "--resume", *TINY]) == 2
     assert "settings differ" in capsys.readouterr().err
 
