@@ -31,13 +31,16 @@ Attributes on ``fn`` that declare what it is (all optional):
     ``[M, G, K]`` view and the scales as an ``[M, G, K/128]`` view over storage that must still be
     the contract's physical layout, which is what a consumer reads).
   * ``accval_amax_floor``: the producer's amax floor when it differs from its recipe's default.
+  * ``accval_positions``: ``"any"`` (default: any 1-d view, read through its stride) or ``"contiguous"``
+    (the kernel reads ``positions`` as if dense; it is then handed ``positions.contiguous()``, by the
+    suite and the A/B alike, and the strided-positions properties skip, saying so).
   * ``accval_expected_impl``: the ``accval.kernels.provenance`` impl name a call must record (proves no
     silent fallback); the built-ins set it.
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
     other, it must raise RuntimeError, not fall back.
   * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; a
-    producer's is called with as many of the contract's arguments as its own schema has, a consumer's
-    with ``(a, a_scale, b, b_scale)`` (any other argument must have a default) returning the output.
+    producer's op is checked with the arguments the producer passes to it (any schema), a consumer's is
+    called with ``(a, a_scale, b, b_scale)`` (any other argument must have a default) returning the output.
 Cases outside a declaration are skipped with the reason, and the run ends with one summary line
 per implementation (``accval.pytest_plugin``).
 """
@@ -67,6 +70,8 @@ class ContractViolation(AssertionError):
 
 LAYOUTS = ("neox", "gptj")
 OUTPUTS = ("gmk", "mgk-view")
+#: how a producer reads ``positions`` (``accval_positions``)
+POSITIONS = ("any", "contiguous")
 #: What the suite draws when a producer declares nothing (head dims are the producer's own rule).
 SUITE_HEAD_DIMS = SUPPORTED_HEAD_DIMS
 SUITE_ROPE_DIMS = (2, 16, 32, 64, 96, 128)
@@ -154,6 +159,8 @@ class Producer:
     head_dims: tuple[int, ...] = SUITE_HEAD_DIMS
     rope_dims: tuple[int, ...] = SUITE_ROPE_DIMS
     output: str = "gmk"
+    #: "any": ``fn`` reads positions through their stride; "contiguous": it is handed dense positions
+    positions: str = "any"
     #: give ``fn`` copies of its inputs (the kernel suite's producer; the A/B hands it the model's own tensors)
     copies_inputs: bool = False
 
@@ -171,6 +178,8 @@ class Producer:
         :attr:`copies_inputs` and not ``own_inputs`` (:meth:`under_test`)."""
         if self.copies_inputs and not own_inputs:
             o, positions, cos_sin_cache = (private_copy(t) for t in (o, positions, cos_sin_cache))
+        if self.positions == "contiguous":
+            positions = positions.contiguous()
         kwargs = {"block_tokens_m": block_tokens_m} if (block_tokens_m is not None and self.accepts_block_tokens_m) else {}
         out = self.fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, QUANT_BLOCK, is_neox,
                       **kwargs)
@@ -207,7 +216,8 @@ class Producer:
         floor = "" if self.recipe.eps == get_recipe(self.recipe.name).eps else f" amax_floor={self.recipe.eps:g}"
         return (f"recipe={self.recipe.name}{floor} exact={'yes' if self.exact else 'no'} "
                 f"layouts={_all_or(self.rope_layouts, LAYOUTS)} head_dims={_all_or(self.head_dims, SUITE_HEAD_DIMS)} "
-                f"rope_dims={_all_or(self.rope_dims, SUITE_ROPE_DIMS)} output={self.output}")
+                f"rope_dims={_all_or(self.rope_dims, SUITE_ROPE_DIMS)} output={self.output}"
+                + ("" if self.positions == "any" else f" positions={self.positions}"))
 
 
 def physical_buffers(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, recipe: Recipe):
@@ -288,6 +298,7 @@ def _wrap_producer(name: str, fn: object) -> Producer:
         head_dims=_declared("producer", name, fn, "accval_head_dims", SUITE_HEAD_DIMS, SUITE_HEAD_DIMS, tuple),
         rope_dims=_declared("producer", name, fn, "accval_rope_dims", SUITE_ROPE_DIMS, SUITE_ROPE_DIMS, tuple),
         output=_declared("producer", name, fn, "accval_output", "gmk", OUTPUTS),
+        positions=_declared("producer", name, fn, "accval_positions", "any", POSITIONS),
     )
 
 

@@ -106,7 +106,7 @@ class _Summary:
         self.outcomes = {role: collections.Counter() for role in _ROLE_FIXTURES}
         self.skips = {role: collections.Counter() for role in _ROLE_FIXTURES}
         self.cover = collections.defaultdict(set)
-        self.mirror = {"codes": [0, 0], "scales": [0, 0]}
+        self.mirror = {"codes": [0, 0], "scales": [0, 0], "scales_neither": [0, 0]}
         self.chain: dict[str, float] = {}
 
     def add(self, report):
@@ -132,8 +132,8 @@ class _Summary:
                 for field in ("layout", "head_dim", "rope_dim"):
                     self.cover[field].add(data[field])
             elif data["kind"] == "mirror":
-                for field in ("codes", "scales"):
-                    diff, total = data[field]
+                for field in ("codes", "scales", "scales_neither"):
+                    diff, total = data.get(field, (-1, 0))
                     if diff >= 0:
                         self.mirror[field][0] += diff
                         self.mirror[field][1] += total
@@ -158,6 +158,10 @@ class _Summary:
                 if ct:
                     line += (f"; vs the {impl.recipe.name} mirror: {cd} of {ct} codes ({100 * cd / ct:.3f}%), {sd} of {st} "
                              f"scales ({100 * sd / max(st, 1):.3f}%) differ")
+                    nd, nt = self.mirror["scales_neither"]
+                    if nt:  # a producer not claiming the mirror's bits: how many scales only the bf16 rounding explains
+                        line += (f" ({nd} ({100 * nd / nt:.3f}%) also differ from the recipe's scales of the fp32 "
+                                 "rotation, not rounded to the input dtype)")
             chain = {p: w for p, w in self.chain.items() if p.split("->")[role == "consumer"] == impl.name}
             if chain:
                 line += "; chain worst |err|/bound " + ", ".join(f"{p} {w:.3g}" for p, w in sorted(chain.items()))

@@ -163,3 +163,27 @@ def scale_window(amax: torch.Tensor, recipe) -> tuple[torch.Tensor, torch.Tensor
     lo = block_scales(a * (1 - AMAX_REL_TOL), recipe)
     hi = block_scales(a * (1 + AMAX_REL_TOL), recipe)
     return torch.nextafter(lo, torch.zeros_like(lo)), torch.nextafter(hi, torch.full_like(hi, float("inf")))
+
+
+def op_calls(op, fn) -> tuple[object, list]:
+    """``fn()``'s result and the calls it made of the torch op ``op`` (an ``OpOverloadPacket`` or
+    ``OpOverload``), each as ``(overload, args, kwargs)``, in order; calls made inside another op's
+    kernel are not seen. What an implementation passes to its own op is what ``opcheck`` should be given:
+    an engine's op need not take the contract's arguments (vLLM's producer op takes its launch's
+    arguments, precomputed by the Python function around it)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    overload = op if isinstance(op, torch._ops.OpOverload) else None
+    name = op._schema.name if overload is not None else op._qualified_op_name
+    calls = []
+
+    class _Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is overload or (overload is None and func._schema.name == name):
+                calls.append((func, args, kwargs))
+            return func(*args, **kwargs)
+
+    with _Recorder():
+        result = fn()
+    return result, calls

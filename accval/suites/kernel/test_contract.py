@@ -12,7 +12,7 @@ from accval.kernels.constants import FP8_DTYPE, pad4
 from accval.kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
 
 from .cases import BLOCK_SIZES, ProducerCase, fit, make_inputs, producer_cases
-from .checks import check_layout
+from .checks import check_layout, op_calls
 
 
 def _poisoned(fn):
@@ -93,14 +93,14 @@ def producer_op(producer):
     return producer
 
 
-def _fake_vs_real(producer, case, device):
+def _fake_vs_real(producer, case, device, note=""):
     o, pos, cache = make_inputs(case, device)
     fp8, scale = producer.raw(*case.args(o, pos, cache), is_neox=case.is_neox, block_tokens_m=case.block_tokens_m)
     with FakeTensorMode() as mode:
         fo, fpos, fcache = (mode.from_tensor(t) for t in (o, pos, cache))
         ffp8, fscale = producer.raw(*case.args(fo, fpos, fcache), is_neox=case.is_neox,
                                     block_tokens_m=case.block_tokens_m)
-    ctx = f"{case} producer={producer.name}"
+    ctx = f"{case} producer={producer.name}{note}"
     for name, real, fake in (("fp8", fp8, ffp8), ("scale", scale, fscale)):
         assert (tuple(fake.shape), fake.stride(), fake.dtype) == (tuple(real.shape), real.stride(), real.dtype), (
             f"fake != real: {name}: fake gives shape {tuple(fake.shape)} strides {fake.stride()} {fake.dtype}, real gives "
@@ -118,10 +118,13 @@ def test_fake_matches_real(producer_op, device, m, btm):
     """At every dispatch branch the fake (meta) implementation's shapes, strides and dtypes equal the
     real outputs' (what torch.compile and graph capture allocate)."""
     producer = producer_op
+    note = ""
     if btm is not None and not producer.accepts_block_tokens_m:
-        btm = None  # the producer's own dispatch: M still walks every branch it has
+        # the producer's own dispatch: M still walks every branch it has
+        note = f" (the example's btm={btm} not forced: the producer takes no block_tokens_m)"
+        btm = None
     case = fit(producer, ProducerCase(m=m, n_groups=2, heads_per_group=1, block_tokens_m=btm, seed=m))
-    _fake_vs_real(producer, case, device)
+    _fake_vs_real(producer, case, device, note)
 
 
 #: (1025, 0): the dispatch's loop-kernel branch, ~45 s in the CPU interpreter; its fake-vs-real is
@@ -129,28 +132,19 @@ def test_fake_matches_real(producer_op, device, m, btm):
 @pytest.mark.parametrize("m,btm", [(3, 0), (7, 1), pytest.param(1025, 0, marks=pytest.mark.slow_cpu), (19, 8), (67, 32)],
                          ids=lambda v: str(v))
 def test_producer_opcheck(producer, device, m, btm):
-    """torch.library.opcheck (schema, fake tensor, autograd registration, AOT dispatch) on the op,
-    called with as many of the contract's arguments as its own schema has (a 9-argument op takes no
-    block_tokens_m)."""
+    """torch.library.opcheck (schema, fake tensor, autograd registration, AOT dispatch) on the op, called
+    with the arguments the producer itself passes to it (an engine's op need not take the contract's);
+    cases that force a token block run only where the producer takes ``block_tokens_m``."""
     if producer.op is None:
         pytest.skip(f"producer {producer.name!r} exposes no torch op (accval_op)")
+    if btm and not producer.accepts_block_tokens_m:
+        pytest.skip(f"producer {producer.name!r} takes no block_tokens_m; the case forcing BTM={btm} is covered "
+                    "by the others")
     case = fit(producer, ProducerCase(m=m, n_groups=2, heads_per_group=1, seed=m))
     o, pos, cache = make_inputs(case, device)
-    args = op_arguments(producer.op, (*case.args(o, pos, cache), 128, case.is_neox, btm))
-    if args is None:
-        pytest.skip(f"producer {producer.name!r}: its op takes no block_tokens_m; the case forcing BTM={btm} is covered "
-                    "by the others")
-    torch.library.opcheck(producer.op, args)
-
-
-def op_arguments(op, contract_args: tuple):
-    """The contract's arguments cut to the op's own arity: ``(o, positions, cos_sin_cache, n_groups,
-    heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox, block_tokens_m)``; None when the
-    op takes fewer than 10 and the case needs a forced block_tokens_m."""
-    overload = getattr(op, "default", op)
-    n = len(overload._schema.arguments)
-    if n >= len(contract_args):
-        return contract_args
-    if contract_args[-1]:
-        return None
-    return contract_args[:n]
+    _, calls = op_calls(producer.op, lambda: producer.raw(*case.args(o, pos, cache), is_neox=case.is_neox,
+                                                          block_tokens_m=btm or None))
+    assert calls, (f"producer {producer.name!r} declares accval_op {producer.op} but did not call it; declare the "
+                   f"op it calls (or none); {case}")
+    op, args, kwargs = calls[0]
+    torch.library.opcheck(op, args, kwargs)

@@ -24,7 +24,7 @@ import torch
 
 from accval.kernels.reference import inv_rope_fp8_quant_ref
 
-from .cases import ProducerCase, make_inputs
+from .cases import ProducerCase, fit, make_inputs
 from .checks import assert_exact, assert_fp8_equal
 
 LAYOUTS = [pytest.param(True, id="neox"), pytest.param(False, id="gptj")]
@@ -34,6 +34,34 @@ def _declared(producer, case):
     reason = producer.uncovered(head_dim=case.head_dim, rope_dim=case.rope_dim, is_neox=case.is_neox)
     if reason:
         pytest.skip(reason)
+
+
+def _fitted(producer, case: ProducerCase) -> ProducerCase:
+    """``case`` with a head and rope dim the producer declares (:func:`fit`), so a producer of one head
+    size meets these properties too; a layout the producer lacks skips, saying so."""
+    moved = fit(producer, case)
+    if moved.is_neox != case.is_neox:
+        _declared(producer, case)
+    return moved
+
+
+def _strided_positions_read(producer):
+    """Skip where the producer declares dense positions (``accval_positions = "contiguous"``)."""
+    if producer.positions == "contiguous":
+        pytest.skip(f"producer {producer.name!r} declares accval_positions='contiguous': it is handed dense positions "
+                    "(the A/B too), so a strided view is not its to read")
+
+
+def _nonfinite_places(case: ProducerCase) -> dict[str, list[tuple[int, int, int]]]:
+    """Where the non-finite tests put their values, ``(token, head, d)``, for the case's head and rope
+    dims: a nope element (token 0, block 0), a rope element, a rope element and its rotation partner, an
+    element near the row's end and its partner (given the opposite value), two blocks of one token."""
+    d, rope = case.head_dim, case.rope_dim
+    r0, partner = d - rope, (rope // 2 if case.is_neox else 1)
+    end = d - 1 if case.is_neox else d - 2  # NEOX: a second-half element (partner before it); GPT-J: a pair's first
+    return {"nope": [(0, 0, 3)], "rope": [(1, 1, r0 + rope // 4)], "pair": [(2, 0, r0), (2, 0, r0 + partner)],
+            "opposite": [(3, 1, end), (3, 1, end - partner if case.is_neox else end + 1)],
+            "two blocks": [(4, 0, 10), (4, 0, 140 if d > 140 else d - 3)]}
 
 
 def _compare(producer, case, o, pos, cache, what):
@@ -49,6 +77,9 @@ def _compare(producer, case, o, pos, cache, what):
         ref_fp8, ref_scale = producer(*case.args(o, pos.contiguous().long(), cache), is_neox=case.is_neox)
         against = "the same producer on dense int64 positions"
     ctx = f"{what}; {case} producer={producer.name}"
+    if not pos.is_contiguous():
+        ctx += ("; a kernel that reads positions as if contiguous (at positions_ptr + token, ignoring the stride) "
+                "fails here: pass it the stride, or declare accval_positions = 'contiguous' (docs/contract.md)")
     assert_fp8_equal(fp8.cpu(), ref_fp8.cpu(), f"fp8 codes vs {against}", ctx)
     assert_exact(scale.cpu(), ref_scale.cpu(), f"scales (NaN equals NaN) vs {against}", ctx)
     return ref_fp8.cpu(), ref_scale.cpu()
@@ -65,20 +96,17 @@ _VALUES = [pytest.param(float(v), torch.bfloat16, id=f"{v}-bf16") for v in ("nan
 def test_nonfinite_blocks_match_reference(producer, device, is_neox, value, dtype):
     """NaN, +Inf and -Inf in a nope block, in the rope slice (one element, a pair, an element with
     its opposite), next to finite blocks: codes and scales as the legacy path gives them."""
-    case = ProducerCase(m=6, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64, is_neox=is_neox, dtype=dtype)
-    _declared(producer, case)
+    case = _fitted(producer, ProducerCase(m=6, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64,
+                                          is_neox=is_neox, dtype=dtype))
     if not (producer.exact and producer.recipe.name == "fp32-div"):
         pytest.skip(f"producer {producer.name!r}: the legacy path's NaN/Inf codes are asked of exact fp32-div "
                     f"producers; it declares recipe={producer.recipe.name} exact={producer.exact} (that they stay in "
                     "their blocks is asked of every producer)")
     o, pos, cache = make_inputs(case, device)
-    half = case.rope_dim // 2
-    partner = half if is_neox else 1
-    o[0, 0, 3] = value  # a nope-only block
-    o[1, 1, 200] = value  # the rope slice, one element
-    o[2, 0, 192], o[2, 0, 192 + partner] = value, value  # an element and its rotation partner
-    o[3, 1, 250], o[3, 1, 250 - partner if is_neox else 251] = value, -value  # with its opposite
-    o[4, 0, 10], o[4, 0, 140] = value, -value  # two blocks of one head
+    places = _nonfinite_places(case)
+    for kind, signs in (("nope", (1,)), ("rope", (1,)), ("pair", (1, 1)), ("opposite", (1, -1)), ("two blocks", (1, -1))):
+        for (t, h, d), sign in zip(places[kind], signs):
+            o[t, h, d] = sign * value
     ref_fp8, ref_scale = _compare(producer, case, o, pos, cache, f"value={value}")
     # the semantics in the docstring, checked on the reference itself (the kernel equals it above)
     codes = ref_fp8.view(torch.uint8)
@@ -88,7 +116,8 @@ def test_nonfinite_blocks_match_reference(producer, device, is_neox, value, dtyp
         assert ref_scale[0, 0, 0].isinf(), f"Inf block: expected an infinite scale, got {ref_scale[0, 0, 0]}"
         assert int(codes[0, 0, 3]) in (0x7F, 0xFF), f"Inf element: expected a NaN code, got {int(codes[0, 0, 3]):#x}"
         assert bool(((codes[0, 0, :128] & 0x7F) == 0).sum() == 127), "Inf block: finite elements must quantize to +-0"
-    assert bool(torch.isfinite(ref_scale[1, 0]).all()), "a block without non-finite values keeps a finite scale"
+    clean = ref_scale[1, 0, [0, 2, 4]]  # head 1's first block in tokens that hold no non-finite value in head 1
+    assert bool(torch.isfinite(clean).all()), f"blocks without non-finite values keep finite scales, got {clean}"
 
 
 @pytest.mark.parametrize("value, dtype", _VALUES)
@@ -99,11 +128,11 @@ def test_nonfinite_values_stay_in_their_blocks(producer, device, is_neox, value,
     every other block's codes and scale as the same producer gives them with those values finite. What
     the blocks holding them get is the recipe's affair (the legacy path's codes, for exact fp32-div
     producers, in the test above)."""
-    case = ProducerCase(m=6, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64, is_neox=is_neox, dtype=dtype)
-    _declared(producer, case)
+    case = _fitted(producer, ProducerCase(m=6, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64,
+                                          is_neox=is_neox, dtype=dtype))
     o, pos, cache = make_inputs(case, device)
-    partner = case.rope_dim // 2 if is_neox else 1
-    places = [(0, 0, 3), (1, 1, 200), (2, 0, 192), (2, 0, 192 + partner), (4, 0, 10), (4, 1, 140)]
+    where = _nonfinite_places(case)
+    places = where["nope"] + where["rope"] + where["pair"] + [where["two blocks"][0], (4, 1, where["two blocks"][1][2])]
     bad = o.clone()
     for t, h, d in places:
         bad[t, h, d] = value
@@ -144,7 +173,9 @@ def test_strided_positions_match_reference(producer, device, is_neox, step, posi
     """A positions view with stride 2 or 3: the skipped elements hold other valid positions (a kernel
     that ignores the stride rotates by them) and, in a second call, values far outside the cache (a
     kernel that ignores the stride reads out of bounds)."""
-    case = ProducerCase(m=7, n_groups=2, heads_per_group=1, is_neox=is_neox, positions_dtype=positions_dtype)
+    _strided_positions_read(producer)
+    case = _fitted(producer, ProducerCase(m=7, n_groups=2, heads_per_group=1, is_neox=is_neox,
+                                          positions_dtype=positions_dtype))
     o, pos, cache = make_inputs(case, device)
     wide = torch.randint(0, cache.shape[0], (case.m * step,), generator=torch.Generator().manual_seed(step))
     wide = wide.to(positions_dtype).to(device)
@@ -159,7 +190,8 @@ def test_strided_positions_match_reference(producer, device, is_neox, step, posi
 @pytest.mark.parametrize("is_neox", LAYOUTS)
 def test_positions_column_of_a_matrix(producer, device, is_neox):
     """``positions`` as a column of an ``[M, 3]`` tensor (stride 3, storage offset 1)."""
-    case = ProducerCase(m=9, n_groups=1, heads_per_group=2, head_dim=128, rope_dim=32, is_neox=is_neox)
+    _strided_positions_read(producer)
+    case = _fitted(producer, ProducerCase(m=9, n_groups=1, heads_per_group=2, head_dim=128, rope_dim=32, is_neox=is_neox))
     o, pos, cache = make_inputs(case, device)
     table = torch.zeros((case.m, 3), dtype=pos.dtype, device=device)
     table[:, 1] = pos
