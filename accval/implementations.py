@@ -39,8 +39,8 @@ Attributes on ``fn`` that declare what it is (all optional):
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
     other, it must raise RuntimeError, not fall back.
   * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; a
-    producer's op is checked with the arguments the producer passes to it (any schema), a consumer's is
-    called with ``(a, a_scale, b, b_scale)`` (any other argument must have a default) returning the output.
+    producer's op is checked with the arguments the producer passes to it (any schema); a consumer's op of
+    the shape ``op(a, a_scale, b, b_scale) -> Tensor`` with those four, any other with what the consumer passes it.
 Cases outside a declaration are skipped with the reason, and the run ends with one summary line
 per implementation (``accval.pytest_plugin``).
 """

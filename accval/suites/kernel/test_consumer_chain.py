@@ -40,6 +40,7 @@ from .checks import (
     FP8_HALF_ULP,
     FP32_ACC_TOL,
     assert_within_bound,
+    op_calls,
     quant_error_bound,
     scale_window,
     worst_ratio,
@@ -156,29 +157,38 @@ def _op_returns_a_tensor(op) -> bool:
 
 
 def test_consumer_op_fake_matches_real_and_opcheck(consumer_here, device, scale_format):
-    """Where a consumer exposes its torch op (``accval_op``), called with the contract's four arguments: the
-    fake's shape, strides and dtype equal the real output's (what torch.compile and graph capture
-    allocate), at M not a multiple of 4 and several groups, and ``torch.library.opcheck`` passes (fake
-    tensor, autograd registration, AOT dispatch; its schema check cannot run on float8 inputs)."""
+    """Where a consumer exposes its torch op (``accval_op``): the fake's shapes, strides and dtypes equal the
+    real outputs' (what torch.compile and graph capture allocate), at M not a multiple of 4 and several
+    groups, and ``torch.library.opcheck`` passes (fake tensor, autograd registration, AOT dispatch; its
+    schema check cannot run on float8 inputs). An op of the contract's shape, ``fn(a, a_scale, b, b_scale)
+    -> Tensor``, is called with the contract's four arguments; any other with the arguments the consumer
+    itself passes to it (an engine's op takes its own)."""
     consumer = consumer_here
     if consumer.op is None:
         pytest.skip(f"consumer {consumer.name!r} exposes no torch op (accval_op); fake checks need one")
     schema = getattr(consumer.op, "default", consumer.op)._schema
     required = [arg.name for arg in schema.arguments if not arg.has_default_value()]
-    if len(required) > 4 or not _op_returns_a_tensor(consumer.op):
-        pytest.skip(f"consumer {consumer.name!r}: its op {schema.name} is not fn(a, a_scale, b, b_scale) -> Tensor "
-                    f"(it takes {required}); fake checks call it with the contract's arguments")
+    contract_shaped = len(required) <= 4 and _op_returns_a_tensor(consumer.op)
     from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._pytree import tree_leaves, tree_map
 
     for g, m, n, k in ((2, 37, 256, 384), (1, 3, 128, 640)):
         args = _consumer_inputs(g, m, n, k, scale_format, m, device)
-        real = consumer.op(*args)
+        ctx = f"g={g} m={m} n={n} k={k} consumer={consumer.name}"
+        if contract_shaped:
+            op, op_args, op_kwargs = consumer.op, args, {}
+        else:
+            _, calls = op_calls(consumer.op, lambda: consumer(*args))
+            assert calls, (f"consumer {consumer.name!r} declares accval_op {schema.name} but did not call it; declare "
+                           f"the op it calls (or none); {ctx}")
+            op, op_args, op_kwargs = calls[0]
+        real = tree_leaves(op(*op_args, **op_kwargs))
         with FakeTensorMode() as mode:
-            fake = consumer.op(*(mode.from_tensor(t) for t in args))
-        assert (tuple(fake.shape), fake.stride(), fake.dtype) == (tuple(real.shape), real.stride(), real.dtype), (
-            f"fake != real: fake gives {tuple(fake.shape)} strides {fake.stride()} {fake.dtype}, real gives "
-            f"{tuple(real.shape)} {real.stride()} {real.dtype}; g={g} m={m} n={n} k={k} consumer={consumer.name}")
-        torch.library.opcheck(consumer.op, args,
+            faked = tree_map(lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t, (op_args, op_kwargs))
+            fake = tree_leaves(op(*faked[0], **faked[1]))
+        meta = lambda ts: [(tuple(t.shape), t.stride(), t.dtype) for t in ts if isinstance(t, torch.Tensor)]  # noqa: E731
+        assert meta(fake) == meta(real), f"fake != real: fake gives {meta(fake)}, real gives {meta(real)}; {ctx}"
+        torch.library.opcheck(op, op_args, op_kwargs,
                               test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 

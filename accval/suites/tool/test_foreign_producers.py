@@ -349,3 +349,53 @@ def test_a_producer_of_one_head_size_meets_the_nonfinite_and_positions_propertie
         strides.test_strided_positions_match_reference(producer, cpu, False, 3, torch.int32)
     except pytest.skip.Exception as e:
         pytest.fail(f"skipped instead of moved to the declared head size: {e}")
+
+
+@torch.library.custom_op("accval_tests::own_arguments_bmm", mutates_args=())
+def _own_arguments_bmm(b: torch.Tensor, b_scale: torch.Tensor, a: torch.Tensor, a_scale: torch.Tensor,
+                       scale_rows: int) -> torch.Tensor:
+    from accval.implementations import reference_consumer
+
+    assert scale_rows == a_scale.shape[-1]
+    return reference_consumer(a, a_scale, b, b_scale)
+
+
+@_own_arguments_bmm.register_fake
+def _(b, b_scale, a, a_scale, scale_rows):
+    return a.new_empty((a.shape[0], a.shape[1], b.shape[1]), dtype=torch.bfloat16)
+
+
+@torch.library.custom_op("accval_tests::own_arguments_bmm_padded_fake", mutates_args=())
+def _own_arguments_bmm_padded_fake(b: torch.Tensor, b_scale: torch.Tensor, a: torch.Tensor, a_scale: torch.Tensor,
+                                   scale_rows: int) -> torch.Tensor:
+    return _own_arguments_bmm(b, b_scale, a, a_scale, scale_rows)
+
+
+@_own_arguments_bmm_padded_fake.register_fake
+def _(b, b_scale, a, a_scale, scale_rows):
+    return a.new_empty((a.shape[0], scale_rows, b.shape[1]), dtype=torch.bfloat16)  # rows padded to 4: wrong
+
+
+def test_a_consumer_op_with_its_own_arguments_is_checked_with_what_the_consumer_passes():
+    """A consumer whose op takes its own arguments (here the weight first and the scale rows, as engine GEMM ops
+    do) has its fake and opcheck run on the arguments it passes (it was skipped), and a fake that pads the rows
+    fails."""
+    from accval.implementations import _wrap_consumer
+    from accval.suites.kernel import test_consumer_chain
+
+    def own(a, a_scale, b, b_scale):
+        return torch.ops.accval_tests.own_arguments_bmm(b, b_scale, a, a_scale, a_scale.shape[-1])
+
+    def padded_fake(a, a_scale, b, b_scale):
+        return torch.ops.accval_tests.own_arguments_bmm_padded_fake(b, b_scale, a, a_scale, a_scale.shape[-1])
+
+    own.accval_op = torch.ops.accval_tests.own_arguments_bmm
+    padded_fake.accval_op = torch.ops.accval_tests.own_arguments_bmm_padded_fake
+    cpu = torch.device("cpu")
+    try:
+        test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("own", own), cpu, "fp32")
+    except pytest.skip.Exception as e:
+        pytest.fail(f"skipped instead of checked with the consumer's own arguments: {e}")
+    with pytest.raises(AssertionError, match="fake != real"):
+        test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("padded", padded_fake), cpu,
+                                                                           "fp32")
