@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from accval.bench import render, targets
 
+from . import needs_interpreter
+
 
 def _row(impl, shape, m, us, nbytes=12_500_000, layout="neox", as_called=None, op="producer", bare=None):
     return {"op": op, "impl": impl, "shape": shape, "M": m, "G": 8, "median_us": us, "p20_us": us, "p80_us": us,
@@ -188,6 +190,7 @@ def test_sweep_summary_names_the_one_head_baseline_old_and_new():
         assert sweep.summary({"rows": rows}).endswith("(HB1 w1: 12.0us)"), base
 
 
+@needs_interpreter
 def test_consumer_row_names_what_ran():
     """A consumer row's ``config`` is the call's own provenance record (a launch the table asks for but
     the call could not run would otherwise be reported as the one that ran)."""

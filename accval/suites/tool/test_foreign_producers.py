@@ -26,6 +26,8 @@ from accval.suites.kernel.cases import ProducerCase
 from accval.suites.kernel.test_consumer_chain import check_chain
 from accval.testing import child_pytest_env, plugin_args
 
+from . import needs_interpreter
+
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = ("torch_producer", "rcp_triton_producer", "ue8m0_gptj_producer")
 CORE = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference",
@@ -107,6 +109,7 @@ def test_example_consumer_passes_with_no_false_failure():
     assert re.search(r"; [1-9]\d* passed, 0 failed", line) and "chain worst |err|/bound" in line, out[-3000:]
 
 
+@needs_interpreter
 def test_example_consumer_reading_scales_at_stride_m_fails_the_chain():
     """The example consumer with the scale rows read at stride M fails the chain at M = 7 (in-process; the
     child runs prove the plugin path), and the same case passes with the example itself."""
@@ -139,6 +142,7 @@ def test_a_plugged_consumers_chain_failures_are_its_own():
 M1500 = ProducerCase(m=1500, n_groups=2, heads_per_group=1, is_neox=False, seed=1500)
 
 
+@needs_interpreter
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_scale_padded_to_block_tokens_fails_the_layout_contract(example):
     """Scales padded to max(BTM, 4) rows (the pull request's defect, visible at M=1500) fail the suite's
@@ -148,6 +152,7 @@ def test_scale_padded_to_block_tokens_fails_the_layout_contract(example):
         test_contract.check_layout_case(producer, M1500, torch.device("cpu"))
 
 
+@needs_interpreter
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_stale_fake_fails_fake_vs_real(example):
     """A fake that pads scales to max(BTM, 4) while the real op pads to 4 fails fake-vs-real at M=1500."""
@@ -158,6 +163,7 @@ def test_stale_fake_fails_fake_vs_real(example):
     test_contract._fake_vs_real(good, M1500, torch.device("cpu"))  # the control: the real fake agrees
 
 
+@needs_interpreter
 def test_a_producer_writing_its_input_fails_the_layout_contract_alone():
     """A producer that rotates the caller's ``o`` in place (SGLang's two-step path; the catalog's
     ``writes-input``) fails the layout contract, which hands it the caller's tensors; every other

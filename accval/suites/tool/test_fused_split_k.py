@@ -21,6 +21,10 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.fused_split_k import _COUNTS, fused_split_bmm  # noqa: E402
 
+from . import needs_interpreter  # noqa: E402
+
+pytestmark = needs_interpreter
+
 
 @pytest.mark.parametrize("g,m,split", [(2, 5, 4), (1, 9, 3), (3, 1, 2)])
 def test_fused_splits_give_the_two_launch_bits(g, m, split):
