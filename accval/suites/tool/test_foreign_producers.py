@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from accval.implementations import CONSUMERS, PRODUCERS
+from accval.implementations import CONSUMERS, PRODUCERS, reference_producer_for
 from accval.suites.kernel import test_contract
 from accval.suites.kernel.cases import ProducerCase
 from accval.suites.kernel.test_consumer_chain import check_chain
@@ -254,14 +254,16 @@ def _own_arguments_quant(o, positions, cos_sin_cache, n_groups, heads_per_group,
                              o.shape[2] // quant_group_size, 0.0, not is_neox, -(-o.shape[0] // 4) * 4)
 
 
+_own_arguments_quant.accval_op = torch.ops.accval_tests.own_arguments_quant
+_own_arguments_quant.accval_exact = True
+
+
 def test_an_op_with_its_own_arguments_is_opchecked_with_what_the_producer_passes():
     """opcheck is given the arguments the producer passes to its op, whatever the op's schema (calling it with
     the contract's arguments was a false failure for vLLM's producer op); declaring an op the producer never
     calls fails, naming the op."""
     from accval.implementations import _wrap_producer
 
-    _own_arguments_quant.accval_op = torch.ops.accval_tests.own_arguments_quant
-    _own_arguments_quant.accval_exact = True
     producer = _wrap_producer("own_arguments", _own_arguments_quant).under_test()
     for m, btm in ((3, 0), (7, 1)):  # btm=1 forces a block: the producer takes none, so that case skips
         if btm:
@@ -271,27 +273,32 @@ def test_an_op_with_its_own_arguments_is_opchecked_with_what_the_producer_passes
             test_contract.test_producer_opcheck(producer, torch.device("cpu"), m, btm)
 
     def never_calls_it(*args, **kwargs):
-        return _PRODUCER_REF(*args, **kwargs)
+        return _REFERENCE(*args, **kwargs)
 
     never_calls_it.accval_op = torch.ops.accval_tests.own_arguments_quant
     with pytest.raises(AssertionError, match="declares accval_op .* but did not call it"):
         test_contract.test_producer_opcheck(_wrap_producer("never", never_calls_it).under_test(), torch.device("cpu"), 3, 0)
 
 
-def _PRODUCER_REF(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
-                  is_neox=True):
-    from accval.kernels.reference import inv_rope_fp8_quant_ref
-
-    return inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                                  quant_group_size, is_neox)
+#: the legacy two-step path as a producer (what the planted producers below wrap)
+_REFERENCE = reference_producer_for("fp32-div")
 
 
 def _dense_positions_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                            quant_group_size=128, is_neox=True):
     """Reads positions as a kernel indexing ``positions_ptr + token`` does: densely from the view's start."""
     dense = torch.as_strided(positions, (positions.shape[0],), (1,))
-    return _PRODUCER_REF(o, dense, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
-                         is_neox)
+    return _REFERENCE(o, dense, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                      is_neox)
+
+
+def _dense_positions_declared(*args, **kwargs):
+    """The same kernel, declaring that it reads positions as dense."""
+    return _dense_positions_quant(*args, **kwargs)
+
+
+_dense_positions_quant.accval_exact = _dense_positions_declared.accval_exact = True
+_dense_positions_declared.accval_positions = "contiguous"
 
 
 def test_a_kernel_reading_positions_as_dense_fails_saying_so_unless_it_declares_it():
@@ -304,7 +311,6 @@ def test_a_kernel_reading_positions_as_dense_fails_saying_so_unless_it_declares_
     from accval.suites.kernel import test_nonfinite_and_strides as strides
     from accval.suites.kernel.cases import make_inputs
 
-    _dense_positions_quant.accval_exact = True
     cpu = torch.device("cpu")
     undeclared = _wrap_producer("dense_positions", _dense_positions_quant).under_test()
     with pytest.raises(AssertionError, match="reads positions as if contiguous"):
@@ -312,11 +318,7 @@ def test_a_kernel_reading_positions_as_dense_fails_saying_so_unless_it_declares_
     with pytest.raises(AssertionError, match="reads positions as if contiguous"):
         strides.test_positions_column_of_a_matrix(undeclared, cpu, False)
 
-    _dense_positions_quant.accval_positions = "contiguous"
-    try:
-        declared = _wrap_producer("dense_positions", _dense_positions_quant)
-    finally:
-        del _dense_positions_quant.accval_positions
+    declared = _wrap_producer("dense_positions", _dense_positions_declared)
     assert "positions=contiguous" in declared.describe()
     with pytest.raises(pytest.skip.Exception, match="accval_positions='contiguous'"):
         strides.test_strided_positions_match_reference(declared.under_test(), cpu, True, 2, torch.int64)
@@ -326,12 +328,13 @@ def test_a_kernel_reading_positions_as_dense_fails_saying_so_unless_it_declares_
     fp8, scale = declared(*case.args(o, column, cache), is_neox=True)  # as the A/B calls it
     ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=True)
     assert torch.equal(fp8.view(torch.uint8), ref_fp8.view(torch.uint8)) and torch.equal(scale, ref_scale)
+
+    def misdeclared(*args, **kwargs):
+        return _dense_positions_quant(*args, **kwargs)
+
+    misdeclared.accval_positions = "dense"
     with pytest.raises(ValueError, match="accval_positions expected one of"):
-        _dense_positions_quant.accval_positions = "dense"
-        try:
-            _wrap_producer("dense_positions", _dense_positions_quant)
-        finally:
-            del _dense_positions_quant.accval_positions
+        _wrap_producer("misdeclared", misdeclared)
 
 
 def test_a_producer_of_one_head_size_meets_the_nonfinite_and_positions_properties():
@@ -341,7 +344,7 @@ def test_a_producer_of_one_head_size_meets_the_nonfinite_and_positions_propertie
     from accval.suites.kernel import test_nonfinite_and_strides as strides
 
     def head_512(*args, **kwargs):
-        return _PRODUCER_REF(*args, **kwargs)
+        return _REFERENCE(*args, **kwargs)
 
     head_512.accval_exact = True
     head_512.accval_head_dims = (512,)
