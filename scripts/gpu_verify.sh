@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU that checks everything a kernel or validation change needs, in parallel where
 # the GPU allows: accval's kernel suite (+ the int32-index mutant), the suite against each example
-# producer (examples/*_producer.py), and a sentinel A/B with a plugged producer (carried wheels in .whl).
+# producer (accval/examples/*_producer.py), and a sentinel A/B with a plugged producer (carried wheels in .whl).
 # Usage: scripts/gpu_verify.sh [AB_LIMIT]    (logs and the A/B report under $OUT or ./gpu-out)
 set -uo pipefail
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -14,9 +14,9 @@ suite() {  # name, pytest args...
   echo "suite $name: exit $? $(tail -1 "$OUT/suite-$name.log")"
 }
 suite accval &
-suite torch_producer --producer examples.torch_producer:inv_rope_fp8_quant &
-suite rcp_triton_producer --producer examples.rcp_triton_producer:inv_rope_fp8_quant &
-suite ue8m0_gptj_producer --producer examples.ue8m0_gptj_producer:inv_rope_fp8_quant &
+suite torch_producer --producer accval.examples.torch_producer:inv_rope_fp8_quant &
+suite rcp_triton_producer --producer accval.examples.rcp_triton_producer:inv_rope_fp8_quant &
+suite ue8m0_gptj_producer --producer accval.examples.ue8m0_gptj_producer:inv_rope_fp8_quant &
 wait
 # alone: beside the suites' large cases an out-of-memory failure would also exit 1 and read as a kill
 python3 -m pytest -p accval.pytest_plugin suites/kernel/test_gpu_large.py -q -x --producer mutant:int32-index \
@@ -27,7 +27,7 @@ if [ "$ab_limit" != 0 ]; then
   export PYTHONPATH=/tmp/site:$PYTHONPATH HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 HF_HOME=/tmp/hf
   run="$OUT/h200-sentinel-dep8-ue8m0-gptj-producer-limit$ab_limit"
   time python3 -m accval.cli gsm8k --ab --mode dep8 --model sentinel --limit "$ab_limit" --batch-size 64 --quiet \
-    --producer examples.ue8m0_gptj_producer:inv_rope_fp8_quant --out "$run" > "$OUT/ab.log" 2>&1
+    --producer accval.examples.ue8m0_gptj_producer:inv_rope_fp8_quant --out "$run" > "$OUT/ab.log" 2>&1
   echo "A/B exit $?"; tail -22 "$OUT/ab.log"
   (cd "$OUT" && tar czf ab-report.tgz "$(basename "$run")" && rm -rf "$run")
 fi

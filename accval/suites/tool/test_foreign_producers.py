@@ -41,7 +41,7 @@ CORE = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference"
 def _pytest(producer: str, *tests: str) -> subprocess.CompletedProcess:
     env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
     return subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider", "-rs", "--producer",
-                           f"examples.{producer}", *tests], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+                           f"accval.examples.{producer}", *tests], cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -51,7 +51,7 @@ def test_example_producer_passes_with_no_false_failure(example):
     proc = _pytest(f"{example}:inv_rope_fp8_quant", *CORE)
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
-    line = next((ln for ln in out.splitlines() if ln.startswith(f"producer examples.{example}:")), None)
+    line = next((ln for ln in out.splitlines() if ln.startswith(f"producer accval.examples.{example}:")), None)
     assert line is not None and ", 0 failed" in line, out[-3000:]
     assert "recipe=" in line and "exact=" in line, line
     # a producer not claiming the mirror's bits is told how many of its scales differ for more than the mirror's
@@ -59,7 +59,7 @@ def test_example_producer_passes_with_no_false_failure(example):
     assert ("not rounded to the input dtype" in line) == ("exact=no" in line), line
 
 
-_PLAIN_PRODUCER = """from examples.torch_producer import _producer
+_PLAIN_PRODUCER = """from accval.examples.torch_producer import _producer
 
 
 def quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128, is_neox=True):
@@ -97,15 +97,15 @@ CONSUMER_CORE = ["suites/kernel/test_consumer_chain.py::test_consumer_matches_ma
 
 
 def test_example_consumer_passes_with_no_false_failure():
-    """``examples.torch_consumer`` (dequantize, one fp32 bmm: not accval's summation order) passes the
+    """``accval.examples.torch_consumer`` (dequantize, one fp32 bmm: not accval's summation order) passes the
     consumer's and the chain's core properties with accval's producer, and its summary line says so."""
     env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider", "-rs",
-                           "--consumer", "examples.torch_consumer:fp8_block_bmm", *CONSUMER_CORE],
+                           "--consumer", "accval.examples.torch_consumer:fp8_block_bmm", *CONSUMER_CORE],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
-    line = next((ln for ln in out.splitlines() if ln.startswith("consumer examples.torch_consumer:fp8_block_bmm:")), "")
+    line = next((ln for ln in out.splitlines() if ln.startswith("consumer accval.examples.torch_consumer:fp8_block_bmm:")), "")
     assert re.search(r"; [1-9]\d* passed, 0 failed", line) and "chain worst |err|/bound" in line, out[-3000:]
 
 
@@ -116,8 +116,8 @@ def test_example_consumer_reading_scales_at_stride_m_fails_the_chain():
     producer = PRODUCERS.get("accval")
     case = ProducerCase(m=7, n_groups=2, heads_per_group=1, seed=7)
     with pytest.raises(AssertionError, match="exceeds bound"):
-        check_chain(producer, CONSUMERS.get("examples.torch_consumer:broken_stride"), case, torch.device("cpu"))
-    assert check_chain(producer, CONSUMERS.get("examples.torch_consumer:fp8_block_bmm"), case, torch.device("cpu")) <= 1
+        check_chain(producer, CONSUMERS.get("accval.examples.torch_consumer:broken_stride"), case, torch.device("cpu"))
+    assert check_chain(producer, CONSUMERS.get("accval.examples.torch_consumer:fp8_block_bmm"), case, torch.device("cpu")) <= 1
 
 
 def test_a_plugged_consumers_chain_failures_are_its_own():
@@ -147,7 +147,7 @@ M1500 = ProducerCase(m=1500, n_groups=2, heads_per_group=1, is_neox=False, seed=
 def test_scale_padded_to_block_tokens_fails_the_layout_contract(example):
     """Scales padded to max(BTM, 4) rows (the pull request's defect, visible at M=1500) fail the suite's
     layout property (its check, called here in-process: the child runs above prove the plugin path)."""
-    producer = PRODUCERS.get(f"examples.{example}:broken_pad")
+    producer = PRODUCERS.get(f"accval.examples.{example}:broken_pad")
     with pytest.raises(AssertionError, match="layout contract violated.*1504"):
         test_contract.check_layout_case(producer, M1500, torch.device("cpu"))
 
@@ -156,10 +156,10 @@ def test_scale_padded_to_block_tokens_fails_the_layout_contract(example):
 @pytest.mark.parametrize("example", EXAMPLES)
 def test_stale_fake_fails_fake_vs_real(example):
     """A fake that pads scales to max(BTM, 4) while the real op pads to 4 fails fake-vs-real at M=1500."""
-    producer = PRODUCERS.get(f"examples.{example}:broken_fake")
+    producer = PRODUCERS.get(f"accval.examples.{example}:broken_fake")
     with pytest.raises(AssertionError, match="fake != real: scale"):
         test_contract._fake_vs_real(producer, M1500, torch.device("cpu"))
-    good = PRODUCERS.get(f"examples.{example}:inv_rope_fp8_quant")
+    good = PRODUCERS.get(f"accval.examples.{example}:inv_rope_fp8_quant")
     test_contract._fake_vs_real(good, M1500, torch.device("cpu"))  # the control: the real fake agrees
 
 

@@ -2,7 +2,8 @@
 checkout (on the path whenever pytest or a script runs from it) that another installed distribution also
 provides shadows that distribution. transformers 5.25 requires Hugging Face's hub package, whose import
 name is ``kernels``, and imports it while loading ``DeepseekV4ForCausalLM``; accval's kernels were a
-top-level ``kernels`` package then, and every fresh install failed there."""
+top-level ``kernels`` package then, and every fresh install failed there. Its examples were a top-level
+``examples`` package, which e3nn also installs (found on a GPU box that has it)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def _clashes(root: Path) -> dict[str, list[str]]:
 
 def test_the_checkout_has_no_top_level_package_another_distribution_provides():
     assert _clashes(ROOT) == {}, "these top-level packages shadow installed distributions of the same import name"
+
+
+def test_the_checkout_adds_only_accval_and_the_suites_path():
+    """Whatever is installed here: a generic top-level name (``kernels``, ``examples``) is one some distribution
+    provides somewhere. ``suites`` is the link the README's ``pytest suites`` runs through."""
+    assert _top_level_packages(ROOT) == ["accval", "suites"]
 
 
 def test_the_install_adds_only_accval():

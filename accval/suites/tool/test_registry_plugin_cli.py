@@ -28,16 +28,16 @@ def test_registry_duplicate_and_unknown_names():
 
 
 def test_registry_lazy_module_attr_and_bad_specs():
-    assert PRODUCERS.get("examples.torch_producer:inv_rope_fp8_quant").name == "examples.torch_producer:inv_rope_fp8_quant"
+    assert PRODUCERS.get("accval.examples.torch_producer:inv_rope_fp8_quant").name == "accval.examples.torch_producer:inv_rope_fp8_quant"
     with pytest.raises(ValueError, match="cannot import module"):
         PRODUCERS.get("no_such_module_xyz:f")
     with pytest.raises(ValueError, match="has no attribute"):
-        PRODUCERS.get("examples.torch_producer:nope")
+        PRODUCERS.get("accval.examples.torch_producer:nope")
 
 
 def test_plugged_implementation_with_wrong_signature_is_refused():
     with pytest.raises(PluginError, match="cannot be called with the contract's 9 positional arguments"):
-        PRODUCERS.get("examples.torch_producer:wrong_signature")
+        PRODUCERS.get("accval.examples.torch_producer:wrong_signature")
 
 
 def test_every_mutant_is_registered_under_its_role():
@@ -46,7 +46,7 @@ def test_every_mutant_is_registered_under_its_role():
 
 
 def test_env_variable_selects_the_implementation_and_bad_plugin_is_a_usage_error():
-    env = child_pytest_env(ACCVAL_PRODUCER="examples.torch_producer:wrong_signature")
+    env = child_pytest_env(ACCVAL_PRODUCER="accval.examples.torch_producer:wrong_signature")
     proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "suites/kernel/test_provenance.py"], cwd=REPO,
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error exit code, before any test

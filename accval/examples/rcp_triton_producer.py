@@ -9,7 +9,7 @@ write the zero padding rows of the scale buffer. Head dims must be powers of two
 ``tl.arange`` over the head), so it declares 128, 256 and 512. Its op takes the contract's nine
 arguments (no ``block_tokens_m``).
 
-``pytest suites/kernel --producer examples.rcp_triton_producer:inv_rope_fp8_quant``. Planted
+``pytest suites/kernel --producer accval.examples.rcp_triton_producer:inv_rope_fp8_quant``. Planted
 defects: ``broken_pad`` (scale buffer padded to ``max(BTM, 4)`` rows) and ``broken_fake`` (its fake
 allocates those rows; the real op pads to 4).
 """

@@ -1,13 +1,13 @@
 """A producer written independently of accval's kernels, to show how to plug your own implementation.
 
-``pytest suites/kernel --producer examples.torch_producer:inv_rope_fp8_quant`` runs accval's whole
+``pytest suites/kernel --producer accval.examples.torch_producer:inv_rope_fp8_quant`` runs accval's whole
 property suite against it. Internally it differs from accval's (one group at a time, quantization by
 ``unflatten`` and an explicit scale buffer), but it computes the legacy path's numbers: inverse RoPE
 rounded to the input dtype, then 1x128 FP8 blocks with ``scale = absmax / 448``, so it declares the
 ``fp32-div`` recipe and bit-exactness. It is a torch custom op with a fake, so the suite's fake and
 opcheck properties run on it too.
 
-Planted defects the suite must fail (``examples/_planted.py``): ``broken_pad`` pads the scale buffer
+Planted defects the suite must fail (``accval/examples/_planted.py``): ``broken_pad`` pads the scale buffer
 to ``max(BTM, 4)`` rows; ``broken_fake``'s fake allocates those rows while the real op pads to 4.
 """
 

@@ -1,6 +1,6 @@
 """A consumer written independently of accval's kernels, to show how to plug your own FP8 block-scaled bmm.
 
-``pytest suites/kernel --consumer examples.torch_consumer:fp8_block_bmm`` runs the suite's consumer and
+``pytest suites/kernel --consumer accval.examples.torch_consumer:fp8_block_bmm`` runs the suite's consumer and
 chain properties against it. It dequantizes both operands (each 1x128 activation block by its scale,
 each 128x128 weight block by its scale) and multiplies them in one fp32 ``torch.bmm``: another
 summation order than accval's kernels (which add one block's product at a time), so it is judged

@@ -8,7 +8,7 @@ it to the graded bounds. It hands back ``fp8`` as an ``[M, G, K]`` view of a ``[
 the scales as an ``[M, G, K/128]`` view of a ``[G, K/128, pad4(M)]`` buffer (``accval_output =
 "mgk-view"``): the storage is the contract's, which is what a consumer reads.
 
-``pytest suites/kernel --producer examples.ue8m0_gptj_producer:inv_rope_fp8_quant``. Planted defects:
+``pytest suites/kernel --producer accval.examples.ue8m0_gptj_producer:inv_rope_fp8_quant``. Planted defects:
 ``broken_pad`` (scale storage padded to ``max(BTM, 4)`` rows) and ``broken_fake`` (its fake allocates
 those rows; the real op pads to 4).
 """
