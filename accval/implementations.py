@@ -37,7 +37,7 @@ Attributes on ``fn`` that declare what it is (all optional):
   * ``accval_expected_impl``: the ``accval.kernels.provenance`` impl name a call must record (proves no
     silent fallback); the built-ins set it.
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
-    other, it must raise RuntimeError, not fall back.
+    other, it must raise (RuntimeError, ValueError or TypeError), not fall back.
   * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; a
     producer's op is checked with the arguments the producer passes to it (any schema); a consumer's op of
     the shape ``op(a, a_scale, b, b_scale) -> Tensor`` with those four, any other with what the consumer passes it.

@@ -1,4 +1,5 @@
-"""GPU-only cases: DeepSeek-V4-Pro DEP8 shape at M = 65536 (64-bit indexing), the torch consumer."""
+"""GPU-only cases at the DeepSeek-V4-Pro DEP8 shape: the producer at M = 65536 (64-bit indexing), and the chain
+through the consumer under test and the bundled ones (K = 8192, o_lora_rank 1024)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_dsv4_shape_large_m_matches_reference(producer, m):
     """Past 2**31 elements the producer still equals the reference (int32 offsets would overflow)."""
     if not producer.exact or "gptj" not in producer.rope_layouts:
         pytest.skip(f"producer {producer.name!r}: this bit-for-bit check needs an exact GPT-J producer "
-                    "(test_dsv4_chain_both_consumers covers the rest at M=2048)")
+                    "(test_dsv4_chain_every_consumer covers the rest at M=2048)")
     case = ProducerCase(m=m, is_neox=False, seed=m, **DSV4_PRO_DEP8)
     o, pos, cache = make_inputs(case, "cuda")
     fp8, scale = producer(*case.args(o, pos, cache), is_neox=False)
@@ -37,12 +38,19 @@ def test_dsv4_shape_large_m_matches_reference(producer, m):
 
 
 @pytest.mark.parametrize("m", [1, 7, 1500, 2048], ids=lambda m: f"M{m}")
-def test_dsv4_chain_both_consumers(producer, m):
-    """At the DSv4-Pro DEP8 shape (o_lora_rank 1024) both consumer backends meet the math reference."""
-    from accval.implementations import CONSUMERS
+def test_dsv4_chain_every_consumer(producer, consumer, m, accval_record):
+    """At the DSv4-Pro DEP8 shape (K = 8192, o_lora_rank 1024) the consumer under test meets the math reference
+    after the producer under test (paired as :func:`accval.implementations.chain_pairs` pairs them when it does
+    not read that producer's recipe), and so do accval's other bundled consumers that read it."""
+    from accval.implementations import CONSUMERS, chain_pairs
 
-    case = ProducerCase(m=m, seed=m, **DSV4_PRO_DEP8)
+    pairs = chain_pairs(producer, consumer)
     for name in ("accval", "torch", "reference"):
-        consumer = CONSUMERS.get(name)
-        if consumer.reads(producer.recipe):
-            check_chain(producer, consumer, case, torch.device("cuda"), r=1024)
+        bundled = CONSUMERS.get(name)
+        if name != consumer.name and bundled.reads(producer.recipe):
+            pairs.append((producer, bundled))
+    case = ProducerCase(m=m, seed=m, **DSV4_PRO_DEP8)
+    for p, c in pairs:
+        if "cuda" not in c.devices:
+            pytest.fail(f"consumer {c.name!r} runs on {c.devices}: this is a GPU-only test")
+        check_chain(p, c, case, torch.device("cuda"), r=1024, record=accval_record)

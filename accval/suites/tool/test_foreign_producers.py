@@ -408,3 +408,25 @@ def test_a_consumer_op_with_its_own_arguments_is_checked_with_what_the_consumer_
     with pytest.raises(AssertionError, match="fake != real"):
         test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("padded", padded_fake), cpu,
                                                                            "fp32")
+
+
+def test_a_gpu_only_consumer_raising_on_cpu_tensors_is_not_a_fallback():
+    """A consumer declared for CUDA alone, called on CPU tensors, raises what its kernel raises there: a Triton
+    launch raises ValueError ("Pointer argument (at 0) cannot be accessed from Triton (cpu tensor?)"), a custom op
+    without a CPU kernel NotImplementedError. Either is an error, not a fallback, and passes; returning a result
+    fails."""
+    from accval.implementations import _wrap_consumer, reference_consumer
+    from accval.suites.kernel import test_provenance
+
+    def triton_launch(a, a_scale, b, b_scale):
+        raise ValueError("Pointer argument (at 0) cannot be accessed from Triton (cpu tensor?)")
+
+    def falls_back(a, a_scale, b, b_scale):
+        return reference_consumer(a, a_scale, b, b_scale)
+
+    for fn in (triton_launch, falls_back):
+        fn.accval_devices = ("cuda",)
+    cpu = torch.device("cpu")
+    test_provenance.test_consumer_records_what_ran_or_raises(_wrap_consumer("triton_launch", triton_launch), cpu)
+    with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
+        test_provenance.test_consumer_records_what_ran_or_raises(_wrap_consumer("falls_back", falls_back), cpu)
