@@ -165,10 +165,9 @@ class _Summary:
             chain = {p: w for p, w in self.chain.items() if p.split("->")[role == "consumer"] == impl.name}
             if chain:
                 line += "; chain worst |err|/bound " + ", ".join(f"{p} {w:.3g}" for p, w in sorted(chain.items()))
-            if self.skips[role]:
-                reasons = self.skips[role].most_common(4)
-                line += "; skipped: " + "; ".join(f"{n}x {r if len(r) <= 110 else r[:107] + '...'}" for r, n in reasons)
             out.append(line)
+            # every reason in full, most frequent first, under the line (-rs lists them per test location)
+            out += [f"  skipped {n}x: {reason}" for reason, n in self.skips[role].most_common()]
         return out
 
 

@@ -107,3 +107,23 @@ def test_mutant_run_loads_the_plugin_when_pytest_does_not(monkeypatch):
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     outcome = mutation.run_suite("accval", "silent-fallback", gpu=False)
     assert outcome.ran and outcome.killed, outcome
+
+
+def test_summary_lists_every_skip_reason_in_full_under_its_implementations_line():
+    """The run's summary: one line per implementation (what tools grep), then every skip reason with its count,
+    most frequent first, none cut short (it listed four, cut at 110 characters)."""
+    import types
+
+    from accval.pytest_plugin import _Summary
+
+    long_reason = "large case, a minute for Triton kernels in the CPU interpreter: " + "x" * 120
+    reasons = [long_reason] * 3 + [f"reason {i}" for i in range(5)]
+    summary = _Summary()
+    for i, reason in enumerate(reasons):
+        summary.add(types.SimpleNamespace(when="call", outcome="skipped", longrepr=("f.py", i, f"Skipped: {reason}"),
+                                          user_properties=[("accval_roles", ("producer",))]))
+    summary.add(types.SimpleNamespace(when="call", outcome="passed", longrepr=None,
+                                      user_properties=[("accval_roles", ("producer",))]))
+    lines = summary.lines({"producer": PRODUCERS.get("accval"), "consumer": CONSUMERS.get("accval")})
+    assert lines[0].startswith("producer accval: ") and "1 passed, 0 failed, 8 skipped" in lines[0], lines
+    assert lines[1:] == [f"  skipped 3x: {long_reason}", *(f"  skipped 1x: reason {i}" for i in range(5))], lines
