@@ -90,16 +90,32 @@ def fit(producer, case: ProducerCase) -> ProducerCase:
     return dataclasses.replace(case, head_dim=head_dim, rope_dim=rope_dim, is_neox=is_neox)
 
 
+#: Elements of ``o`` past which a CUDA case's ``o`` is drawn on the GPU, a chunk of tokens at a time, into storage of
+#: its own dtype (the DSv4-Pro M = 65536 cases hold 2**32: drawn on the CPU they took two fp32 copies, 34 GB).
+DEVICE_DRAWN_ELEMENTS = 2**28
+
+
 def make_inputs(case: ProducerCase, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random ``o`` (possibly strided), positions and a real cos/sin cache for ``case``."""
     gen = torch.Generator().manual_seed(case.seed)
-    base = torch.randn(case.m, case.heads, case.head_dim + case.head_pad, generator=gen) * case.magnitude
+    device = torch.device(device)
+    row = case.heads * (case.head_dim + case.head_pad)
+    if device.type == "cuda" and case.m * row > DEVICE_DRAWN_ELEMENTS:
+        storage = torch.zeros(case.m, row + case.token_pad, dtype=case.dtype, device=device)
+        dev_gen = torch.Generator(device).manual_seed(case.seed)
+        chunk = max(1, DEVICE_DRAWN_ELEMENTS // 4 // row)
+        for t in range(0, case.m, chunk):
+            rows = min(chunk, case.m - t)
+            base = torch.randn(rows, case.heads, case.head_dim + case.head_pad, generator=dev_gen, device=device)
+            storage[t:t + rows, :row] = (base * case.magnitude).reshape(rows, -1)
+    else:
+        base = torch.randn(case.m, case.heads, case.head_dim + case.head_pad, generator=gen) * case.magnitude
+        storage = torch.zeros(case.m, row + case.token_pad)
+        storage[:, :row] = base.reshape(case.m, -1)
+        storage = storage.to(case.dtype).to(device)
+    o = storage.as_strided((case.m, case.heads, case.head_dim), (storage.stride(0), case.head_dim + case.head_pad, 1))
     if case.zero_blocks and case.m:
-        base[::3, ::2, :128] = 0.0  # some all-zero quant blocks: scale 0, codes 0
-    storage = torch.zeros(case.m, case.heads * (case.head_dim + case.head_pad) + case.token_pad)
-    storage[:, : case.heads * (case.head_dim + case.head_pad)] = base.reshape(case.m, -1)
-    o = storage.to(case.dtype).to(device)
-    o = o.as_strided((case.m, case.heads, case.head_dim), (o.stride(0), case.head_dim + case.head_pad, 1))
+        o[::3, ::2, :128] = 0.0  # some all-zero quant blocks: scale 0, codes 0
     positions, cache = positions_and_cache(case, gen, device)
     return o, positions, cache
 

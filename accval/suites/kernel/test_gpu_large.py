@@ -3,26 +3,70 @@ through the consumer under test and the bundled ones (K = 8192, o_lora_rank 1024
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from accval.kernels.reference import inv_rope_fp8_quant_ref
 
-from .cases import ProducerCase, make_inputs
+from .cases import ProducerCase, fit, make_inputs
 from .checks import assert_exact, assert_fp8_equal
 from .test_consumer_chain import check_chain
+from .test_producer import judge_against_mirror
 
 pytestmark = pytest.mark.gpu
 
 DSV4_PRO_DEP8 = dict(n_groups=8, heads_per_group=16, head_dim=512, rope_dim=64)
 
 
+def token_windows(m: int, k: int, heads: int, head_dim: int, width: int = 64) -> list[tuple[int, int]]:
+    """Windows of ``width`` tokens (a multiple of 4: no padding rows inside) where 32-bit offsets would first go
+    wrong: the first tokens, those around the 2**31st element of ``o [m, heads, head_dim]`` and of one group's
+    ``[m, k]`` output slab, and the last tokens."""
+    if width % 4 or not 0 < width <= m:
+        raise ValueError(f"expected a window width that is a multiple of 4 in (0, m={m}], got {width}")
+    starts = {0, m - width}
+    for row_elems in (heads * head_dim, k):
+        boundary = 2**31 // row_elems  # the first token whose offset needs more than 31 bits
+        if boundary < m:
+            starts.add(min(max(0, boundary - width // 2), m - width))
+    return [(a, a + width) for a in sorted(starts)]
+
+
+def check_token_windows(producer, case: ProducerCase, device, record=None) -> list[tuple[int, int]]:
+    """The producer on all of ``case``, then each of :func:`token_windows`' tokens judged against the mirror as a
+    case of its own (bit for bit for an exact producer, the graded bounds for the others), in every group."""
+    case = fit(producer, case)
+    o, pos, cache = make_inputs(case, device)
+    fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox)
+    k = case.heads_per_group * case.head_dim
+    windows = token_windows(case.m, k, case.heads, case.head_dim)
+    for lo, hi in windows:
+        window = dataclasses.replace(case, m=hi - lo)
+        judge_against_mirror(producer, window, o[lo:hi], pos[lo:hi], cache, fp8[:, lo:hi], scale[:, :, lo:hi], record,
+                             where=f"tokens {lo}..{hi - 1} of a call at M={case.m}, judged as ")
+    return windows
+
+
+@pytest.mark.parametrize("m", [32768 + 3, 65536], ids=lambda m: f"M{m}")
+def test_dsv4_shape_large_m_token_windows(producer, m, accval_record):
+    """Past 2**31 elements (32-bit offsets overflow there: vLLM #53390) every producer still meets its recipe's
+    mirror, in the token windows where an overflow would show first (its input's boundary, one output group's,
+    the last tokens), every group included (at M = 65536 groups 4-7 start past 2**31 elements of the output)."""
+    case = ProducerCase(m=m, is_neox=False, seed=m, **DSV4_PRO_DEP8)
+    if producer.uncovered(head_dim=case.head_dim, rope_dim=case.rope_dim, is_neox=False) and \
+            producer.uncovered(head_dim=case.head_dim, rope_dim=case.rope_dim, is_neox=True):
+        pytest.skip(f"producer {producer.name!r} declares no layout at the DSv4-Pro head (512, rope 64)")
+    check_token_windows(producer, case, torch.device("cuda"), record=accval_record)
+
+
 @pytest.mark.parametrize("m", [32768 + 3, 65536], ids=lambda m: f"M{m}")
 def test_dsv4_shape_large_m_matches_reference(producer, m):
-    """Past 2**31 elements the producer still equals the reference (int32 offsets would overflow)."""
+    """An exact producer past 2**31 elements equals the reference in every token of every group."""
     if not producer.exact or "gptj" not in producer.rope_layouts:
-        pytest.skip(f"producer {producer.name!r}: this bit-for-bit check needs an exact GPT-J producer "
-                    "(test_dsv4_chain_every_consumer covers the rest at M=2048)")
+        pytest.skip(f"producer {producer.name!r}: this bit-for-bit check of every token needs an exact GPT-J producer "
+                    "(test_dsv4_shape_large_m_token_windows judges every producer where an overflow would show)")
     case = ProducerCase(m=m, is_neox=False, seed=m, **DSV4_PRO_DEP8)
     o, pos, cache = make_inputs(case, "cuda")
     fp8, scale = producer(*case.args(o, pos, cache), is_neox=False)

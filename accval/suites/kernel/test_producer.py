@@ -38,17 +38,23 @@ def mirror_rotated(o, pos, cache, case: ProducerCase) -> torch.Tensor:
 
 
 def check_against_mirror(producer, case: ProducerCase, device, record=None) -> None:
-    """Exact producers: codes and scales (padding included) equal the mirror's. Others: every scale in
-    the recipe's window around the block's absmax (of the mirror's rotated values, or of the exact
-    ones), every code within FP8_CODE_TOL_ULPS of the mirror's quantization at the producer's own
-    scale (of the rotated value rounded to the input dtype, or not), NaN where the mirror has NaN."""
+    """The producer on ``case`` (moved inside its declaration), judged by :func:`judge_against_mirror`."""
     case = fit(producer, case)
     o, pos, cache = make_inputs(case, device)
     fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox, block_tokens_m=case.block_tokens_m)
+    judge_against_mirror(producer, case, o, pos, cache, fp8, scale, record)
+
+
+def judge_against_mirror(producer, case: ProducerCase, o, pos, cache, fp8, scale, record=None, where: str = "") -> None:
+    """``fp8, scale``, the producer's output for ``o, pos, cache`` as ``case`` describes them. Exact producers:
+    codes and scales (padding included) equal the mirror's. Others: every scale in the recipe's window around
+    the block's absmax (of the mirror's rotated values, or of the exact ones), every code within
+    FP8_CODE_TOL_ULPS of the mirror's quantization at the producer's own scale (of the rotated value rounded
+    to the input dtype, or not), NaN where the mirror has NaN. ``where`` says which part of a larger call this is."""
     recipe = producer.recipe
     ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=case.is_neox, recipe=recipe)
     fp8, scale, ref_fp8, ref_scale = fp8.cpu(), scale.cpu(), ref_fp8.cpu(), ref_scale.cpu()
-    ctx = f"{case} producer={producer.name} recipe={recipe.name}"
+    ctx = f"{where}{case} producer={producer.name} recipe={recipe.name}"
     if (tuple(scale.shape), scale.dtype) != (tuple(ref_scale.shape), ref_scale.dtype):
         raise AssertionError(f"scales: got {tuple(scale.shape)} {scale.dtype}, the {recipe.name} contract is "
                              f"{tuple(ref_scale.shape)} {ref_scale.dtype}; {ctx}")

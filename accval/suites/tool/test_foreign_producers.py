@@ -430,3 +430,35 @@ def test_a_gpu_only_consumer_raising_on_cpu_tensors_is_not_a_fallback():
     test_provenance.test_consumer_records_what_ran_or_raises(_wrap_consumer("triton_launch", triton_launch), cpu)
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
         test_provenance.test_consumer_records_what_ran_or_raises(_wrap_consumer("falls_back", falls_back), cpu)
+
+
+def _rcp_reference(*args, **kwargs):
+    """TensorRT-LLM's recipe as the mirror computes it, declared not exact: held to the graded bounds."""
+    return reference_producer_for("fp32-rcp")(*args, **kwargs)
+
+
+def _last_tokens_lost(*args, **kwargs):
+    """What a 32-bit offset past 2**31 elements does to the last tokens: their codes land elsewhere (here: none
+    written) in one group."""
+    fp8, scale = _rcp_reference(*args, **kwargs)
+    fp8[1, -3:] = 0
+    return fp8, scale
+
+
+_rcp_reference.accval_recipe = _last_tokens_lost.accval_recipe = "fp32-rcp"
+
+
+def test_large_m_token_windows_judge_a_producer_that_is_not_exact():
+    """The DSv4-Pro M = 65536 check judged exact GPT-J producers only (every engine's producer skipped it): its
+    token windows judge any producer, by the graded bounds when it is not exact, and a producer losing its last
+    tokens in one group fails there."""
+    from accval.implementations import _wrap_producer
+    from accval.suites.kernel.test_gpu_large import check_token_windows
+
+    cpu = torch.device("cpu")
+    case = ProducerCase(m=70, n_groups=2, heads_per_group=1, head_dim=256, rope_dim=64, is_neox=False, seed=3)
+    good = _wrap_producer("rcp_reference", _rcp_reference)
+    assert not good.exact
+    assert check_token_windows(good, case, cpu) == [(0, 64), (6, 70)]
+    with pytest.raises(AssertionError, match="fp8 codes.*tokens 6..69 of a call at M=70"):
+        check_token_windows(_wrap_producer("last_tokens_lost", _last_tokens_lost), case, cpu)
