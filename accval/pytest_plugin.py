@@ -220,11 +220,11 @@ def pytest_collection_modifyitems(config, items):
         pair = getattr(getattr(item, "callspec", None), "params", {}).get("chain_pair")
         if pair is not None and impls is not None:  # a chain test counts for the side of the pair under test
             roles = [role for role, impl in zip(("producer", "consumer"), pair) if impl is impls[role]]
-            named = getattr(config, "_accval_named", ())
-            if len(named) == 1 and named[0] in roles:
-                # one side plugged, accval's own on the other: the chain judges the plugged side (accval's
-                # side meets its own properties in the same run), so its failures are not counted to accval
-                roles = list(named)
+        named = getattr(config, "_accval_named", ())
+        if len(named) == 1 and named[0] in roles:
+            # one side plugged, accval's own on the other: a test of both (the chain) judges the plugged side
+            # (accval's side meets its own properties in the same run), so its failures are not counted to accval
+            roles = list(named)
         item.user_properties.append(("accval_roles", roles))
     first = [name for name in os.environ.get(TESTS_FIRST, "").split(",") if name]
     if first:

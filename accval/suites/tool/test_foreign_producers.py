@@ -138,6 +138,20 @@ def test_a_plugged_consumers_chain_failures_are_its_own():
     assert not any(ln.startswith("producer accval:") for ln in out.splitlines()), out[-3000:]
 
 
+def test_a_test_of_both_sides_counts_for_the_plugged_one_alone():
+    """A test taking the producer and the consumer fixtures (the chain at the DSv4-Pro shape) counts, with one side
+    plugged, for that side alone, as the chain_pair tests do (counted for accval's consumer too, a plugged
+    producer's defect would read as failures of accval's consumer)."""
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider",
+                           "--producer", "reference:ue8m0", "suites/kernel/test_gpu_large.py::test_dsv4_chain_every_consumer",
+                           "-k", "M1]"], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
+    assert any(ln.startswith("producer reference:ue8m0: ") for ln in out.splitlines()), out[-3000:]
+    assert not any(ln.startswith("consumer accval:") for ln in out.splitlines()), out[-3000:]
+
+
 #: the DEP8 size at which the seed's token block (8) pads differently from pad4(M)
 M1500 = ProducerCase(m=1500, n_groups=2, heads_per_group=1, is_neox=False, seed=1500)
 
