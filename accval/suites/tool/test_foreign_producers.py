@@ -446,9 +446,12 @@ def test_a_gpu_only_consumer_raising_on_cpu_tensors_is_not_a_fallback():
         test_provenance.test_consumer_records_what_ran_or_raises(_wrap_consumer("falls_back", falls_back), cpu)
 
 
+_RCP_REFERENCE = reference_producer_for("fp32-rcp")
+
+
 def _rcp_reference(*args, **kwargs):
     """TensorRT-LLM's recipe as the mirror computes it, declared not exact: held to the graded bounds."""
-    return reference_producer_for("fp32-rcp")(*args, **kwargs)
+    return _RCP_REFERENCE(*args, **kwargs)
 
 
 def _last_tokens_lost(*args, **kwargs):
