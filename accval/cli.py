@@ -1,8 +1,8 @@
 """The ``accval`` command: a thin layer over library functions.
 
 Exit codes: 0 ok, 1 regression found (a mutant survived, an A/B verdict of regression), 2 usage or
-environment error, 130 stopped by Ctrl-C (an A/B saves what finished and prints the command that
-resumes it). Errors print one line; ``--debug`` shows the traceback.
+environment error, 130 stopped by Ctrl-C and 143 by SIGTERM (:mod:`accval.stop`: an A/B saves what
+finished and prints the command that resumes it). Errors print one line; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 BENCH_SHAPES = ("dep8", "tep8")
 BENCH_OPS = ("producer", "consumer", "chain")
 BENCH_LAYOUTS = ("neox", "gptj")
@@ -95,13 +95,19 @@ def _subset(allowed: tuple[str, ...]):
 
 
 def _cmd_mutants(args) -> int:
-    from . import mutation
+    from . import mutation, runs
 
+    if args.resume and not args.json:
+        raise UsageError("mutants: --resume needs --json FILE, the report of the run to continue")
+    json_path = Path(args.json) if args.json else runs.new_path("mutants", ".json")
+    md = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
+    args.saved_to = json_path  # for the resume hint on an interrupt
+    previous = mutation.load(json_path) if args.resume else None
     report = mutation.run(only=args.only or None, suites=("accval",) if args.no_baseline else ("accval", "baseline-pr"),
-                          progress=not args.quiet, jobs=args.jobs)
-    md = Path(args.markdown) if args.markdown else (Path(args.json).with_suffix(".md") if args.json else None)
-    mutation.write(report, Path(args.json) if args.json else None, md)
+                          progress=not args.quiet, jobs=args.jobs, previous=previous,
+                          save=lambda r: mutation.write(r, json_path, md))
     print(mutation.to_markdown(report))
+    print(f"report: {json_path}", file=sys.stderr)
     return 0 if mutation.all_killed(report) else 1
 
 
@@ -129,12 +135,12 @@ def _ranks_arg(text: str):
         raise argparse.ArgumentTypeError(f"expected auto or a number of processes, got {text!r}") from None
 
 
-def resume_command(argv: list[str], out: Path) -> str:
-    """The command line that continues the run of ``argv`` in ``out``: the same options, with
-    ``--out`` and ``--resume``."""
+def resume_command(argv: list[str], out: Path, flag: str = "--out") -> str:
+    """The command line that continues the run of ``argv`` saved in ``out``: the same options, with
+    ``flag`` (``--out``, or ``--json`` for ``accval mutants``) and ``--resume``."""
     cmd = ["accval", *argv]
-    if not any(a == "--out" or a.startswith("--out=") for a in argv):
-        cmd += ["--out", str(out)]
+    if not any(a == flag or a.startswith(f"{flag}=") for a in argv):
+        cmd += [flag, str(out)]
     if "--resume" not in argv:
         cmd.append("--resume")
     return shlex.join(cmd)
@@ -236,19 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Accuracy validation for FP8 kernel chains (DeepSeek-V4 o_a_proj): mutation testing of "
                             "the kernel suite, kernel benchmarks, and a paired gsm8k A/B of the bf16 fallback "
                             "against the FP8 chain.\n\nexit codes: 0 ok, 1 regression found, 2 usage or environment "
-                            "error, 130 stopped by Ctrl-C")
+                            "error, 130 stopped by Ctrl-C, 143 by SIGTERM")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     m = _sub(sub, "mutants", "run the kernel suite against every catalog mutant",
              "Run the kernel suite once per catalog mutant (a deliberately broken kernel) and report which ones it "
              "kills. Exit 1 if any mutant survives.",
              ["accval mutants --jobs 2 --json reports/mutants.json", "accval mutants --only scale-pad-btm --no-baseline"])
-    m.add_argument("--json", help="write the report as JSON here (Markdown beside it)")
+    m.add_argument("--json", help="write the report as JSON here (Markdown beside it), saved as each mutant finishes "
+                                  "(default: runs/mutants/<timestamp>.json under the current directory, or under "
+                                  "$ACCVAL_RUNS_DIR)")
     m.add_argument("--markdown", help="write the Markdown table here")
     m.add_argument("--only", nargs="+", metavar="ID", help="only these mutants (default: all)")
     m.add_argument("--jobs", type=_positive_int, default=1, help="mutant runs side by side (each is its own pytest process)")
     m.add_argument("--no-baseline", action="store_true", help="skip the pull request's baseline test")
     m.add_argument("--quiet", action="store_true", help="no progress bar")
+    m.add_argument("--resume", action="store_true", help="continue the run saved in --json: keep its finished mutants, "
+                                                         "run the rest (needs --json)")
     m.set_defaults(fn=_cmd_mutants)
     b = _sub(sub, "bench", "time the kernels and their baselines on the GPU",
              "Time the FP8 producer, consumer and chain against their baselines at DeepSeek-V4 shapes (a CUDA GPU "
@@ -274,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = _sub(sub, "gsm8k", "gsm8k 5-shot A/B: bf16 fallback (A) against the FP8 chain (B)",
              "Run both arms on the same gsm8k questions (5-shot, greedy) and compare them with paired statistics "
              "and teacher-forced agreement. --ab is required (it is the only mode). Each run writes a run directory "
-             "as it goes; Ctrl-C saves what finished and prints the command that resumes it.\n\n"
-             "exit codes: 0 no regression, 1 regression, 2 usage or environment error, 130 stopped by Ctrl-C",
+             "as it goes; Ctrl-C (or SIGTERM) saves what finished and prints the command that resumes it.\n\n"
+             "exit codes: 0 no regression, 1 regression, 2 usage or environment error, 130 stopped by Ctrl-C, 143 by SIGTERM",
              ["accval gsm8k --ab --limit 64", "accval gsm8k --ab --mode tep8 --inject scale-pad-btm --limit 32",
               "accval gsm8k --ab --out reports/gsm8k/mine --resume"])
     g.add_argument("--ab", action="store_true", help="required: run both arms on the same questions and compare them")
@@ -361,20 +371,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _interrupted(argv: list[str], args) -> int:
-    """Ctrl-C: say what is saved and the command that continues (gsm8k), exit 130, no traceback."""
+    """Ctrl-C or SIGTERM: say what is saved and the command that continues (gsm8k), exit 128 + the
+    signal, no traceback."""
+    from . import stop
+
+    saved_to = getattr(args, "saved_to", None)
+    if saved_to is not None:  # accval mutants
+        from . import mutation
+
+        try:
+            done = f"{len(mutation.load(saved_to)['mutants'])} finished mutant(s) are saved in {saved_to}"
+        except (ValueError, KeyError, TypeError):
+            done = f"no mutant had finished ({saved_to} not written)"
+        print(f"accval: interrupted ({stop.signal_name()}); {done}. Resume with:\n"
+              f"  {resume_command(argv, saved_to, '--json')}", file=sys.stderr)
+        return stop.exit_code()
     out = getattr(args, "run_dir", None)
     if out is None:
-        print("accval: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"accval: interrupted ({stop.signal_name()})", file=sys.stderr)
+        return stop.exit_code()
     from .gsm8k import ab
 
     try:
         saved = ab.saved_questions(out)
     except (OSError, ValueError) as e:
         saved = f"? ({e})"
-    print(f"accval: interrupted; {saved} finished questions are saved in {out}. Resume with:\n"
+    print(f"accval: interrupted ({stop.signal_name()}); {saved} finished questions are saved in {out}. Resume with:\n"
           f"  {resume_command(argv, out)}", file=sys.stderr)
-    return EXIT_INTERRUPTED
+    return stop.exit_code()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,8 +408,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return EXIT_USAGE if e.code else EXIT_OK
+    from . import stop
+
     try:
-        return args.fn(args)
+        with stop.signals_interrupt():
+            return args.fn(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -4,6 +4,10 @@ baseline test beside it, and report which defects each kills.
 A mutant is *killed* when the suite run against it has a failing test; the first failing test and
 the seconds until the run stopped are recorded. GPU-only mutants are reported as not run on a
 machine without a GPU, never as killed.
+
+The report is saved each time a mutant's last suite run ends (``"complete": false`` until every one
+has), so an interrupted or failed run loses no finished mutant: ``accval mutants --resume`` keeps them
+and runs the rest. A run that stops early ends its pytest processes with it.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 from .mutants import CATALOG
@@ -61,7 +67,46 @@ def _first_failure(junit: Path) -> str | None:
     return None
 
 
-def run_suite(suite: str, mutant_id: str, gpu: bool, jobs: int = 1) -> Outcome:
+class Children:
+    """The pytest processes of a mutant run. :meth:`end_all` ends them when the run stops early, so
+    none outlives it, and refuses to start more."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen] = set()
+        self._ended = False
+
+    def run(self, cmd: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+        """Run ``cmd`` to its end: its exit status, stdout and stderr."""
+        with self._lock:
+            if self._ended:
+                raise RuntimeError("the mutant run is stopping; no new suite run starts")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            self._procs.add(proc)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        return proc.returncode, stdout, stderr
+
+    def end_all(self, grace_s: float = 10.0) -> None:
+        """SIGTERM to every running child, SIGKILL to any still running ``grace_s`` later."""
+        with self._lock:
+            self._ended = True
+            procs = list(self._procs)
+        for proc in procs:
+            proc.terminate()
+        deadline = time.monotonic() + grace_s
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_suite(suite: str, mutant_id: str, gpu: bool, jobs: int = 1, children: Children | None = None) -> Outcome:
     m = CATALOG[mutant_id]
     if m.gpu_only and not gpu:
         return Outcome(mutant_id, suite, False, False, None, 0.0, "needs a CUDA GPU; not run on this machine")
@@ -76,51 +121,102 @@ def run_suite(suite: str, mutant_id: str, gpu: bool, jobs: int = 1) -> Outcome:
         cmd = [sys.executable, "-m", "pytest", *plugin_args(env), *files, "-x", "-q", "-p", "no:cacheprovider",
                f"--junitxml={junit}", f"--{m.role}", f"mutant:{m.id}"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        returncode, stdout, stderr = (children or Children()).run(cmd, env)
         seconds = time.perf_counter() - t0
         first = _first_failure(junit)
-    if proc.returncode == 1:
+    if returncode == 1:
         return Outcome(mutant_id, suite, True, True, first, round(seconds, 1))
-    if proc.returncode == 0:
+    if returncode == 0:
         return Outcome(mutant_id, suite, True, False, None, round(seconds, 1))
-    tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-    raise RuntimeError(f"pytest could not run the {suite} suite against mutant {mutant_id} (exit {proc.returncode}): {tail[0]}")
+    tail = (stdout + stderr).strip().splitlines()[-1:] or ["no output"]
+    raise RuntimeError(f"pytest could not run the {suite} suite against mutant {mutant_id} (exit {returncode}): {tail[0]}")
 
 
-def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progress=True, jobs: int = 1) -> dict:
+def _entry(mid: str, ours: Outcome, base: Outcome | None) -> dict:
+    entry = {"id": mid, "role": CATALOG[mid].role, "defect": CATALOG[mid].defect, "seen": CATALOG[mid].seen,
+             "ran": ours.ran, "killed": ours.killed, "killed_by": ours.killed_by, "seconds": ours.seconds,
+             "note": ours.note}
+    if base is not None:
+        entry["baseline_pr"] = {"ran": base.ran, "killed": base.killed, "killed_by": base.killed_by, "seconds": base.seconds}
+    return entry
+
+
+def check_resumable(previous: dict, header: dict, suites) -> None:
+    """``previous`` (a saved report) was made the way this run would make it, so its finished mutants
+    stand for this run's: same device, torch, Hypothesis profile and suites; else a ValueError naming
+    the difference."""
+    if not isinstance(previous, dict) or previous.get("schema") != 1 or not isinstance(previous.get("mutants"), list):
+        raise ValueError("--resume: expected a report written by accval mutants (schema 1 with a mutants list), "
+                         f"got {type(previous).__name__} with keys {sorted(previous) if isinstance(previous, dict) else '-'}")
+    for key in ("device", "torch", "hypothesis_profile"):
+        if previous.get(key) != header[key]:
+            raise ValueError(f"--resume: the saved report's {key} is {previous.get(key)!r}, this run's is "
+                             f"{header[key]!r}; start a new report (another --json) instead")
+    with_baseline = "baseline-pr" in suites
+    for m in previous["mutants"]:
+        if ("baseline_pr" in m) != with_baseline:
+            raise ValueError(f"--resume: the saved report {'has' if 'baseline_pr' in m else 'lacks'} the pull "
+                             f"request's baseline column, this run {'runs' if with_baseline else 'skips'} it; "
+                             "resume with the same --no-baseline choice")
+
+
+def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progress=True, jobs: int = 1,
+        save: Callable[[dict], None] | None = None, previous: dict | None = None) -> dict:
+    """The report of the suites against the mutants ``only`` (default: the catalog). ``save(report)``
+    gets the report so far each time a mutant's last suite run ends (``"complete": false`` until
+    the last). ``previous``: a saved report (:func:`check_resumable`) whose finished mutants are kept
+    as they are (listed under ``"resumed"``) and not run again."""
     import torch
 
     ids = only or list(CATALOG)
     unknown = [i for i in ids if i not in CATALOG]
     if unknown:
         raise KeyError(f"unknown mutant(s) {unknown}; the catalog has: {', '.join(CATALOG)}")
-    gpu = torch.cuda.is_available()
-    outcomes: list[Outcome] = []
-    from rich.progress import track
-
     if jobs < 1:
         raise ValueError(f"jobs: expected >= 1, got {jobs}")
-    work = [(i, s) for i in ids for s in suites]
-    # each (mutant, suite) is its own pytest process, so they can run side by side on spare cores
-    from concurrent.futures import ThreadPoolExecutor
+    gpu = torch.cuda.is_available()
+    header = {"schema": 1, "device": torch.cuda.get_device_name() if gpu else "cpu (Triton interpreter)",
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "hypothesis_profile": os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci")}
+    entries: dict[str, dict] = {}
+    if previous is not None:
+        check_resumable(previous, header, suites)
+        entries = {m["id"]: m for m in previous["mutants"] if m["id"] in ids}
+    resumed = list(entries)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_suite, suite, mid, gpu, jobs) for mid, suite in work]
-        for fut in (track(futures, description="mutants") if progress else futures):
-            outcomes.append(fut.result())
-    mutants = []
-    for mid in ids:
-        ours = next(o for o in outcomes if o.id == mid and o.suite == "accval")
-        base = next((o for o in outcomes if o.id == mid and o.suite == "baseline-pr"), None)
-        entry = {"id": mid, "role": CATALOG[mid].role, "defect": CATALOG[mid].defect, "seen": CATALOG[mid].seen,
-                 "ran": ours.ran, "killed": ours.killed, "killed_by": ours.killed_by, "seconds": ours.seconds,
-                 "note": ours.note}
-        if base is not None:
-            entry["baseline_pr"] = {"ran": base.ran, "killed": base.killed, "killed_by": base.killed_by, "seconds": base.seconds}
-        mutants.append(entry)
-    device = torch.cuda.get_device_name() if gpu else "cpu (Triton interpreter)"
-    return {"schema": 1, "device": device, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "hypothesis_profile": os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci"), "mutants": mutants}
+    def report(complete: bool) -> dict:
+        return {**header, "complete": complete, "resumed": resumed,
+                "mutants": [entries[i] for i in ids if i in entries]}
+
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from rich.progress import track
+
+    work = [(mid, s) for mid in ids if mid not in entries for s in suites]
+    outcomes: dict[tuple[str, str], Outcome] = {}
+    children = Children()
+    # each (mutant, suite) is its own pytest process, so they can run side by side on spare cores
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(run_suite, suite, mid, gpu, jobs, children) for mid, suite in work]
+        finished = as_completed(futures)
+        for fut in (track(finished, total=len(futures), description="mutants") if progress else finished):
+            o = fut.result()
+            outcomes[o.id, o.suite] = o
+            if all((o.id, s) in outcomes for s in suites):
+                entries[o.id] = _entry(o.id, outcomes[o.id, "accval"], outcomes.get((o.id, "baseline-pr")))
+                if save is not None:
+                    save(report(complete=False))
+    except BaseException:  # an interrupt, or a suite run that could not run: no child outlives the run
+        pool.shutdown(wait=False, cancel_futures=True)
+        children.end_all()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    final = report(complete=True)
+    if save is not None:
+        save(final)
+    return final
 
 
 def all_killed(report: dict) -> bool:
@@ -130,8 +226,13 @@ def all_killed(report: dict) -> bool:
 
 def to_markdown(report: dict) -> str:
     lines = [f"# accval mutants — {report['device']}", "",
-             f"{report['date']} · torch {report['torch']} · Hypothesis profile `{report['hypothesis_profile']}`", "",
-             "| mutant | accval suite | first failing test | s | PR 14254's test |", "|---|---|---|---|---|"]
+             f"{report['date']} · torch {report['torch']} · Hypothesis profile `{report['hypothesis_profile']}`", ""]
+    if not report.get("complete", True):
+        lines += [f"**Incomplete:** the run stopped after {len(report['mutants'])} mutant(s); `accval mutants --resume` "
+                  "with the same options runs the rest.", ""]
+    if report.get("resumed"):
+        lines += [f"Finished before the run was resumed: {', '.join(f'`{i}`' for i in report['resumed'])}.", ""]
+    lines += ["| mutant | accval suite | first failing test | s | PR 14254's test |", "|---|---|---|---|---|"]
     for m in report["mutants"]:
         ours = "not run (needs GPU)" if not m["ran"] else ("**killed**" if m["killed"] else "SURVIVED")
         b = m.get("baseline_pr")
@@ -141,10 +242,26 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a stop mid-write leaves the previous version)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write(report: dict, json_path: Path | None, md_path: Path | None) -> None:
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=1))
+        _write_text(json_path, json.dumps(report, indent=1))
     if md_path:
-        md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(to_markdown(report))
+        _write_text(md_path, to_markdown(report))
+
+
+def load(json_path: Path) -> dict:
+    """A saved report, for ``--resume``; a ValueError naming the file when it is missing or not JSON."""
+    try:
+        return json.loads(Path(json_path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--resume: no report at {json_path} to resume (the --json of the run to continue)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--resume: {json_path} is not a readable report: {e}") from None

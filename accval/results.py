@@ -151,7 +151,10 @@ def mutants_section(reports: Path, page: Path) -> list[str]:
         if "mutants" not in data:
             raise ValueError(f"{path}: expected an accval mutants JSON (a 'mutants' list), got keys {sorted(data)}")
         out += ["", f"### {_link(path, page, path.name)}: {data['device']}, {data['date']}, Hypothesis profile "
-                    f"`{data.get('hypothesis_profile', '-')}`", "",
+                    f"`{data.get('hypothesis_profile', '-')}`", ""]
+        if not data.get("complete", True):
+            out += [f"Incomplete: the run stopped after {len(data['mutants'])} mutant(s).", ""]
+        out += [
                 "| mutant | role | accval suite | first failing test | s | the pull request's test |", "|---|---|---|---|---|---|"]
         for m in data["mutants"]:
             ours = "not run" if not m["ran"] else "killed" if m["killed"] else "**survived**"

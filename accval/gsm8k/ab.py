@@ -36,13 +36,12 @@ from pathlib import Path
 
 import torch
 
-from accval import stats
+from accval import runs, stats, stop
 from accval.model import builtin
 from accval.site import MATMUL, MODES, Arm, SiteStats
 from accval.site.arms import UnknownBackend
 
 from . import ranks as ranks_mod
-from . import stop
 from . import task as task_mod
 
 SCHEMA = "accval.gsm8k.ab/1"
@@ -278,13 +277,9 @@ class RunDir:
 
 #: Where runs go without --out: ``runs/gsm8k/`` under the current directory (git-ignored in accval's
 #: clone), or ``$ACCVAL_RUNS_DIR/gsm8k``. Committed reports are copied to reports/ by hand.
-RUNS_DIR_ENV = "ACCVAL_RUNS_DIR"
-
-
 def default_out(mode: str) -> Path:
     """A new run directory: ``<runs dir>/gsm8k/<timestamp>-<mode>``."""
-    stamp = _dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
-    return Path(os.environ.get(RUNS_DIR_ENV) or "runs") / "gsm8k" / f"{stamp}-{mode}"
+    return runs.new_path("gsm8k", f"-{mode}")
 
 
 def arms_for(settings: Settings) -> dict[str, Arm]:
@@ -576,7 +571,7 @@ def _evaluate(setup: Setup, progress: bool) -> Evaluated:
     loaded = builtin.load(settings.model, settings.seed, settings.device)
     engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
     arms = arms_for(settings)
-    with stop.on_ctrl_c() if group is None else contextlib.nullcontext():
+    with stop.at_batch_boundary() if group is None else contextlib.nullcontext():
         results, docs, resumed, site, agreement = _evaluate_arms(engine, arms, settings, setup.task_cfg,
                                                                  setup.run_dir, progress)
     _check_same_questions(docs)

@@ -13,10 +13,9 @@ from pathlib import Path
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from accval import stats
+from accval import stats, stop
 from accval.site import Arm, SiteStats, sharding
 
-from . import stop
 from .engine import Engine
 
 

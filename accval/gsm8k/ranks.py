@@ -26,7 +26,7 @@ import traceback
 import torch
 import torch.distributed as dist
 
-from . import stop
+from accval import stop
 
 LOGICAL_RANKS = 8
 TIMEOUT = datetime.timedelta(minutes=30)
@@ -145,8 +145,8 @@ def spawn(world: int, fn, *args) -> None:
     """Run ``fn(*args)`` in ``world`` fresh processes forming one group. A rank that fails or dies makes
     this raise a one-line RuntimeError naming it (the others are stopped; the failing rank's traceback
     goes to a file the message names). The processes die with this one (:func:`die_with_parent`).
-    Ctrl-C here asks them to stop at the next batch boundary (SIGUSR1, :mod:`accval.gsm8k.stop`) and
-    then raises :class:`stop.Interrupted`; a second Ctrl-C ends them at once (SIGTERM)."""
+    Ctrl-C or SIGTERM here asks them to stop at the next batch boundary (SIGUSR1, :mod:`accval.stop`)
+    and then raises :class:`stop.Interrupted`; a second one ends them at once (SIGKILL)."""
     import torch.multiprocessing as mp
 
     check_world(world)
@@ -156,36 +156,33 @@ def spawn(world: int, fn, *args) -> None:
                                join=False, start_method="spawn")
     asked = []
 
-    def on_sigint(signum, frame):
+    def on_stop_signal(signum, frame):
         asked.append(signum)
         if len(asked) == 1:
+            stop.request(signum)
             print(stop.HINT, file=sys.stderr, flush=True)
         for p in procs.processes:
             if p.is_alive():
-                os.kill(p.pid, signal.SIGUSR1 if len(asked) == 1 else signal.SIGTERM)
+                os.kill(p.pid, signal.SIGUSR1 if len(asked) == 1 else signal.SIGKILL)
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
-    try:
-        while not procs.join():
-            pass
-    except mp.ProcessExitedException as e:
-        if asked:
-            raise stop.Interrupted(f"stopped on request (rank {e.error_index} ended by signal)") from None
-        raise RuntimeError(f"rank {e.error_index} of {world} died (exit code {e.exit_code}); the other ranks were "
-                           "stopped. Finished samples are in the run directory: --resume continues the run") from None
-    except mp.ProcessRaisedException as e:
-        if asked:  # a rank still starting up when Ctrl-C reached it (before it could ignore SIGINT)
-            raise stop.Interrupted(f"stopped on request (rank {e.error_index} stopped while starting)") from None
-        first = None
-        while not errors.empty():
-            index, tb = errors.get()
-            first = first or (index, tb)
-        index, tb = first if first else (e.error_index, str(e))
-        last = tb.strip().splitlines()[-1]
-        raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {_traceback_file(index, tb)})") from None
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGINT, old)
+    with stop.handling(on_stop_signal):
+        try:
+            while not procs.join():
+                pass
+        except mp.ProcessExitedException as e:
+            if asked:
+                raise stop.Interrupted(f"stopped on request (rank {e.error_index} ended by signal)") from None
+            raise RuntimeError(f"rank {e.error_index} of {world} died (exit code {e.exit_code}); the other ranks were "
+                               "stopped. Finished samples are in the run directory: --resume continues the run") from None
+        except mp.ProcessRaisedException as e:
+            if asked:  # a rank still starting up when the signal reached it (before its handlers)
+                raise stop.Interrupted(f"stopped on request (rank {e.error_index} stopped while starting)") from None
+            first = None
+            while not errors.empty():
+                index, tb = errors.get()
+                first = first or (index, tb)
+            index, tb = first if first else (e.error_index, str(e))
+            last = tb.strip().splitlines()[-1]
+            raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {_traceback_file(index, tb)})") from None
     if asked:
         raise stop.Interrupted("stopped on request")

@@ -200,7 +200,7 @@ def test_rank_processes_die_with_their_parent(tmp_path):
 def wait_for_stop(ready_dir: str) -> None:
     """A rank's work in :func:`test_ctrl_c_reaches_the_rank_processes_as_a_stop_request`: say it runs,
     then wait for a stop request (the paired pass checks the same flag at each batch boundary)."""
-    from accval.gsm8k import stop
+    from accval import stop
 
     Path(ready_dir, f"rank{os.environ['RANK']}").write_text(str(os.getpid()))
     deadline = time.time() + 120
@@ -213,28 +213,36 @@ def wait_for_stop(ready_dir: str) -> None:
 
 SPAWN_AND_REPORT = """
 import sys
-from accval.gsm8k import ranks, stop
+from accval import stop
+from accval.gsm8k import ranks
 from accval.suites.ab.test_run_store import wait_for_stop
-try:
-    ranks.spawn(2, wait_for_stop, sys.argv[1])
-except stop.Interrupted:
-    print("interrupted")
-    sys.exit(130)
+with stop.signals_interrupt():
+    try:
+        ranks.spawn(2, wait_for_stop, sys.argv[1])
+    except stop.Interrupted:
+        print("interrupted")
+        sys.exit(stop.exit_code())
 """
 
 
 @pytest.mark.slow_cpu  # two rank processes import torch: ~25 s on a loaded 2-core CPU
-def test_ctrl_c_reaches_the_rank_processes_as_a_stop_request(tmp_path):
-    """Ctrl-C at the parent (the ranks ignore SIGINT): every rank gets a stop request, finishes its
-    work and exits cleanly; the parent then raises :class:`stop.Interrupted` (the CLI's exit 130)."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigterm-to-the-group"])
+def test_ctrl_c_reaches_the_rank_processes_as_a_stop_request(tmp_path, how):
+    """Ctrl-C or SIGTERM at the parent (the ranks ignore SIGINT), or SIGTERM to every process as a
+    scheduler sends it: every rank gets a stop request, finishes its work and exits cleanly; the
+    parent then raises :class:`stop.Interrupted` (the CLI's exit 130, or 143 for SIGTERM)."""
     parent = subprocess.Popen([sys.executable, "-c", SPAWN_AND_REPORT, str(tmp_path)], env=_env(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not all((tmp_path / f"rank{r}").exists() for r in (0, 1)) and time.time() < deadline and parent.poll() is None:
         time.sleep(0.1)
-    parent.send_signal(signal.SIGINT)
+    if how == "sigterm-to-the-group":
+        os.killpg(parent.pid, signal.SIGTERM)
+    else:
+        parent.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
     stdout, err = parent.communicate(timeout=120)
-    assert parent.returncode == 130 and stdout.strip() == "interrupted", (parent.returncode, stdout, err[-2000:])
+    code = 130 if how == "ctrl-c" else 143
+    assert parent.returncode == code and stdout.strip() == "interrupted", (parent.returncode, stdout, err[-2000:])
     assert (tmp_path / "stopped0").exists() and (tmp_path / "stopped1").exists(), sorted(tmp_path.iterdir())
     assert "Traceback" not in err and "stopping after the batch in flight" in err, err[-2000:]
 

@@ -69,14 +69,11 @@ def test_mutant_children_get_their_share(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     seen = {}
 
-    class Done:
-        returncode, stdout, stderr = 1, "", ""
-
-    def fake_run(cmd, env, **kw):
+    def fake_run(self, cmd, env):
         seen["env"] = env
-        return Done()
+        return 1, "", ""
 
-    monkeypatch.setattr(mutation.subprocess, "run", fake_run)
+    monkeypatch.setattr(mutation.Children, "run", fake_run)
     monkeypatch.setattr(mutation, "_first_failure", lambda junit: "t")
     out = mutation.run_suite("accval", "silent-fallback", gpu=False, jobs=2)
     assert out.killed and seen["env"]["OMP_NUM_THREADS"] == "2"

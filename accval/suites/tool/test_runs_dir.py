@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from accval import runs
 from accval.gsm8k import ab
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_default_run_directory(monkeypatch, tmp_path):
-    monkeypatch.delenv(ab.RUNS_DIR_ENV, raising=False)
+    monkeypatch.delenv(runs.RUNS_DIR_ENV, raising=False)
     out = ab.default_out("dep8")
     assert out.parts[:2] == ("runs", "gsm8k") and out.name.endswith("-dep8"), out
-    monkeypatch.setenv(ab.RUNS_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path))
     assert ab.default_out("tep8").parent == tmp_path / "gsm8k"
 
 

@@ -1,0 +1,113 @@
+"""Stopping on request (Ctrl-C or SIGTERM) without losing finished work, and without leaving work behind.
+
+Every ``accval`` command runs under :func:`signals_interrupt`: SIGINT and SIGTERM both raise
+KeyboardInterrupt, and the CLI exits ``128 + signal`` (130 for Ctrl-C, 143 for SIGTERM, the shell's
+convention) after saying what is saved. Schedulers (Slurm, Kubernetes, CI runners cancelling a job)
+stop a job with SIGTERM, so it must be as orderly as a Ctrl-C.
+
+An A/B stops at a batch boundary (:func:`at_batch_boundary`): the first signal asks the run to stop
+there; the batch in flight finishes, its generations, agreement rows and site counts are saved
+(:class:`accval.gsm8k.lm.CommitLog`), and the run raises :class:`Interrupted`. A second signal stops at
+once; the batch in flight is then redone by ``--resume``. Real ranks: the processes ignore SIGINT (the
+terminal sends it to them all), take SIGTERM (a scheduler sends it to them all) as a stop request, and
+take their parent's request as SIGUSR1 (:func:`accval.gsm8k.ranks.spawn`); rank 0's view decides for
+all, so every process leaves at the same batch boundary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_requested = threading.Event()
+_first_signal: list[int] = []
+
+HINT = ("accval: stopping after the batch in flight (its finished questions are saved); Ctrl-C (or SIGTERM) "
+        "again to stop now (that batch is then redone by --resume)")
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run stopped on request after saving every finished batch."""
+
+
+def _record(signum: int) -> None:
+    if not _first_signal:
+        _first_signal.append(signum)
+
+
+def request(signum: int = signal.SIGINT) -> None:
+    _record(signum)
+    _requested.set()
+
+
+def requested() -> bool:
+    return _requested.is_set()
+
+
+def reset() -> None:
+    _requested.clear()
+    _first_signal.clear()
+
+
+def signal_name() -> str:
+    """The signal that asked first ("SIGINT" when none did: a KeyboardInterrupt raised otherwise)."""
+    return signal.Signals(_first_signal[0] if _first_signal else signal.SIGINT).name
+
+
+def exit_code() -> int:
+    """The exit status of a stopped command: 128 + the signal that asked first (130 when none did)."""
+    return 128 + (_first_signal[0] if _first_signal else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def handling(handler):
+    """``handler`` for SIGINT and SIGTERM while inside (nothing outside the main thread, where signals
+    cannot be caught)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _raise(signum, frame):
+    _record(signum)
+    raise KeyboardInterrupt
+
+
+def signals_interrupt():
+    """While inside: SIGINT and SIGTERM raise KeyboardInterrupt, the first one recorded for
+    :func:`exit_code`."""
+    reset()
+    return handling(_raise)
+
+
+def _at_boundary(signum, frame):
+    if _requested.is_set():
+        _raise(signum, frame)
+    request(signum)
+    print(HINT, file=sys.stderr, flush=True)
+
+
+def at_batch_boundary():
+    """While inside: the first SIGINT or SIGTERM requests a stop at the next batch boundary, the second
+    raises KeyboardInterrupt."""
+    reset()
+    return handling(_at_boundary)
+
+
+def rank_handlers() -> None:
+    """In a spawned rank process: Ctrl-C at the terminal reaches the whole process group and the parent
+    decides (it forwards a stop request as SIGUSR1); SIGTERM, as a scheduler sends to every process,
+    is a stop request too. The parent ends a rank at once with SIGKILL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: request(signum))
+    signal.signal(signal.SIGUSR1, lambda signum, frame: request(signum))
