@@ -188,7 +188,9 @@ class Progress:
         self.questions, self.arms, self.show, self.clock = questions, arms, show and questions > 0, clock
         if scaled_over:
             desc += f" [rank 0's rows, scaled to {scaled_over} processes]"
-        self.bar = tqdm(total=questions * arms, desc=desc, unit="answer", disable=not self.show)
+        # smoothing=0: the time left from the average pace since the start. The default moving average
+        # follows the arm of the moment, and arms differ in pace (a plugged Triton kernel on a CPU: 100x)
+        self.bar = tqdm(total=questions * arms, desc=desc, unit="answer", disable=not self.show, smoothing=0)
         self.t0 = clock()
         self.eta_said = False
         self._base = self._rows = self._mine = self._mine_done = 0
