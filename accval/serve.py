@@ -14,14 +14,20 @@ Robust against its clients (see :class:`Limits`):
 - the body's size is checked from ``Content-Length`` before a byte of it is read: over the cap is 413,
   no ``Content-Length`` (or a chunked body) 411, an invalid one 400; at most ``Limits.max_connections``
   connections are open at once (503 beyond), so memory stays bounded;
+- the model serves a request only while its client waits: a client that closes its connection before
+  its answer (or half-closes it) is gone, and its generation is skipped or stopped at the next token,
+  so abandoned requests never hold the model from the clients still waiting;
 - every malformed request gets a 4xx and every failure a 5xx, always as OpenAI's JSON error
   ``{"error": {"message", "type", "param", "code"}}``: a body that is not a JSON object, nesting too
   deep to parse, a field of the wrong type or out of its range, a field this server does not
   implement (sampling, logprobs, streaming...: refused, never silently ignored), a prompt whose
-  tokens plus ``max_tokens`` exceed the model's context.
+  tokens plus ``max_tokens`` exceed the model's context, a method a route does not take (405), an
+  HTTP version other than 1.x (400).
 
-Bounded: it stops after ``max_requests`` completions or ``idle_timeout`` seconds without a connection
-(and on SIGINT/SIGTERM), so a test or a CI job can never leave it behind.
+Bounded: it stops after ``max_requests`` completions or ``idle_timeout`` seconds without a connection,
+so a test or a CI job can never leave it behind. SIGINT or SIGTERM stops it in order: requests still
+arriving get 503, a generation in flight stops at its next token and its client gets 503, the
+threads are joined, exit 0; a second signal ends the process at once.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
+import os
+import select
 import socket
 import sys
 import threading
@@ -37,7 +44,9 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from accval import stop
 from accval.site import Arm
 
 HOST = "127.0.0.1"
@@ -67,9 +76,9 @@ class Limits:
 class RequestError(Exception):
     """A request this server refuses: HTTP ``status`` and OpenAI's error fields."""
 
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, allow: str | None = None):
         super().__init__(message)
-        self.status, self.message, self.param = status, message, param
+        self.status, self.message, self.param, self.allow = status, message, param, allow
 
 
 def error_body(status: int, message: str, param: str | None = None) -> dict:
@@ -162,7 +171,8 @@ def parse_completion(body: dict, limits: Limits) -> Completion:
     if model is not None and not isinstance(model, str):
         raise RequestError(400, f"model: expected a string, got {_json_type(model)}", "model")
     prompts = _prompts(body.get("prompt"), limits)
-    max_tokens = body.get("max_tokens", 256)
+    max_tokens = body.get("max_tokens")
+    max_tokens = 256 if max_tokens is None else max_tokens  # absent or null: the default, as for every field
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 1 <= max_tokens <= limits.max_tokens:
         raise RequestError(400, f"max_tokens: expected an integer in [1, {limits.max_tokens}], got "
                                 f"{_json_type(max_tokens)} {_show(max_tokens)}", "max_tokens")
@@ -238,6 +248,20 @@ def _stop(stop, limits: Limits) -> list[str]:
 
 # ---- HTTP ----------------------------------------------------------------------------------------------
 
+#: path -> the methods it takes
+ROUTES = {"/health": ("GET", "HEAD"), "/v1/models": ("GET", "HEAD"), "/v1/completions": ("POST",)}
+
+
+def client_gone(conn: socket.socket) -> bool:
+    """Whether the client of ``conn`` has closed its side (an end of stream waits to be read) or the
+    connection is broken; never blocks."""
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):  # reset, or already closed
+        return True
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ArmServer
     protocol_version = "HTTP/1.0"  # one request per connection: the read deadline covers all of it
@@ -254,63 +278,95 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code, message=None, explain=None):
         """Every error the HTTP layer finds (bad request line, header too long, unsupported method...) as
-        OpenAI's JSON error, not Python's HTML page."""
+        OpenAI's JSON error, not Python's HTML page; a client's error is a 4xx."""
         self.close_connection = True
+        allow = None
+        if code == HTTPStatus.NOT_IMPLEMENTED:  # a method no route takes
+            code, allow = 405, ", ".join(sorted({m for ms in ROUTES.values() for m in ms}))
+            message = f"method {self.command!r} not allowed: use GET /health, GET /v1/models or POST /v1/completions"
+        elif code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:
+            code, message = 400, f"{message or 'HTTP version not supported'}: expected HTTP/1.0 or HTTP/1.1"
         if self.server.claim(self.connection):
-            self._send(code, error_body(code, message or HTTPStatus(code).phrase))
+            self._send(code, error_body(code, message or HTTPStatus(code).phrase), allow=allow)
             self._linger()  # the rest of the request may still be unread
 
-    def _send(self, code: int, body: dict) -> None:
+    def _send(self, code: int, body: dict, allow: str | None = None) -> None:
         data = json.dumps(body).encode()
         try:
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", allow)
             self.send_header("Connection", "close")
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
             self.wfile.flush()
         except OSError:  # the client went away or stopped reading: nothing left to tell it
             self.close_connection = True
 
+    def _route(self) -> str:
+        """The request's route (its path without the query, one trailing slash allowed), or a
+        :class:`RequestError` 404 (no such route) or 405 (the route does not take this method)."""
+        path = urlsplit(self.path).path
+        path = path.rstrip("/") if path != "/" else path
+        methods = ROUTES.get(path)
+        if methods is None:
+            raise RequestError(404, f"no route {self.command} {self.path}; use GET /health, GET /v1/models or "
+                                    "POST /v1/completions")
+        if self.command not in methods:
+            raise RequestError(405, f"{path} takes {' or '.join(methods)}, not {self.command}", allow=", ".join(methods))
+        return path
+
     def _fail(self, e: RequestError) -> None:
         if self.server.claim(self.connection):
-            self._send(e.status, error_body(e.status, e.message, e.param))
+            self._send(e.status, error_body(e.status, e.message, e.param), allow=e.allow)
 
     def do_GET(self):
         if not self.server.claim(self.connection):
             return
         try:
-            self._get()
+            path = self._route()
+            if path == "/health":
+                self._send(200, {"status": "ok", **self.server.described})
+            else:
+                self._send(200, {"object": "list", "data": [{"id": self.server.model_id, "object": "model"}]})
+        except RequestError as e:
+            self._fail(e)
         except Exception as e:  # noqa: BLE001  (never a dropped connection: the client hears what went wrong)
             self._send(500, error_body(500, f"internal error: {type(e).__name__}: {e}"))
 
-    def _get(self):
-        if self.path == "/health":
-            self._send(200, {"status": "ok", **self.server.described})
-        elif self.path == "/v1/models":
-            self._send(200, {"object": "list", "data": [{"id": self.server.model_id, "object": "model"}]})
-        else:
-            self._send(404, error_body(404, f"no route GET {self.path}; use /health, /v1/models or POST /v1/completions"))
+    do_HEAD = do_GET  # the same status and headers, no body (:meth:`_send`)
 
     def do_POST(self):
         self._body_unread = True
         try:
-            if self.path.rstrip("/") != "/v1/completions":
-                raise RequestError(404, f"no route POST {self.path}; use /v1/completions")
+            self._route()
             raw = self._read_body()
             if not self.server.claim(self.connection):
                 return  # the read deadline passed: the client has had its 408
             with self.server.parse_slots:
                 request = parse_completion(parse_body(raw), self.server.limits)
             del raw
-            self._send(200, self.server.complete(request))
+            answer = self.server.complete(request, gone=lambda: client_gone(self.connection))
+            if answer is not None:  # None: the client left; nobody to answer
+                self._send(200, answer)
         except RequestError as e:
             self._fail(e)
             if self._body_unread:
                 self._linger()
         except Exception as e:  # noqa: BLE001  (never a dropped connection: the client hears what went wrong)
             self._fail(RequestError(500, f"internal error: {type(e).__name__}: {e}"))
+
+    def _refuse_method(self):
+        try:
+            self._route()
+        except RequestError as e:
+            self._fail(e)
+            self._linger()
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
 
     def _read_body(self) -> bytes:
         """The body, after checking its declared size against the cap (no byte is read before)."""
@@ -379,6 +435,7 @@ class ArmServer(ThreadingHTTPServer):
         self.completions = 0
         self.timed_out = 0  # connections dropped by the read deadline
         self.refused = 0  # connections refused at max_connections
+        self.abandoned = 0  # requests whose client left before its answer (skipped or stopped)
         self.stopping = False
         self.model_lock = threading.Lock()
         self.parse_slots = threading.BoundedSemaphore(self.limits.parse_slots)
@@ -449,12 +506,20 @@ class ArmServer(ThreadingHTTPServer):
         return {"arm": self.arm.name, "implementation": self.arm.describe(), "model": self.model_id, "mode": self.mode,
                 "site": stats.to_json() if stats else None, "completions": self.completions}
 
-    def complete(self, request: Completion) -> dict:
-        """Run ``request`` on the model (one request at a time) and return the OpenAI response body."""
+    def complete(self, request: Completion, gone=lambda: False) -> dict | None:
+        """Run ``request`` on the model (one request at a time) and return the OpenAI response body, or
+        None when its client is gone (``gone()``, polled at every token) before its answer."""
+        from accval.gsm8k.engine import Cancelled
+
         engine, positions = self.engine, self.engine.max_positions
         with self.model_lock:
+            if self.stopping:
+                raise RequestError(503, "server is stopping")
             if self.max_requests is not None and self.completions >= self.max_requests:
                 raise RequestError(503, f"server is stopping: it has served --max-requests {self.max_requests}")
+            if gone():
+                self.abandoned += 1
+                return None
             for i, p in enumerate(request.prompts):
                 n = len(engine.encode(p))
                 if n < 1:
@@ -464,9 +529,15 @@ class ArmServer(ThreadingHTTPServer):
                                             f"{n + request.max_tokens} exceeds the model's context of {positions} "
                                             "positions", "prompt" if n >= positions else "max_tokens")
             try:
-                texts = [engine.generate(self.arm, [p], request.stop, request.max_tokens)[0] for p in request.prompts]
+                done = [engine.complete(self.arm, p, request.stop, request.max_tokens,
+                                        should_stop=lambda: self.stopping or gone()) for p in request.prompts]
                 self.completions += 1
                 number = self.completions
+            except Cancelled:
+                if self.stopping:
+                    raise RequestError(503, "server is stopping: the generation was cut short") from None
+                self.abandoned += 1
+                return None
             except ValueError as e:  # the engine's own input checks
                 raise RequestError(400, f"prompt: {e}", "prompt") from e
             except Exception as e:  # the client gets a 500 naming it; the server keeps serving
@@ -476,7 +547,10 @@ class ArmServer(ThreadingHTTPServer):
         return {
             "id": f"cmpl-accval-{number}", "object": "text_completion", "created": int(time.time()),
             "model": self.model_id, "system_fingerprint": self.arm.describe(),
-            "choices": [{"index": i, "text": t, "finish_reason": "stop", "logprobs": None} for i, t in enumerate(texts)],
+            "choices": [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+                        for i, (text, reason, _, _) in enumerate(done)],
+            "usage": {"prompt_tokens": sum(d[2] for d in done), "completion_tokens": sum(d[3] for d in done),
+                      "total_tokens": sum(d[2] + d[3] for d in done)},
         }
 
     # -- the loop
@@ -495,13 +569,20 @@ class ArmServer(ThreadingHTTPServer):
                     idle = not self._conns and time.monotonic() - self._last_activity > self.idle_timeout
                 if idle:
                     break
+            if self.stopping:  # asked to stop: requests still arriving hear so now, not at their deadline
+                with self._conns_lock:
+                    reading = [c for c, d in self._conns.items() if d is not None]
+                    for c in reading:
+                        del self._conns[c]
+                for c in reading:
+                    _answer_and_close(c, 503, "server is stopping", shutdown_only=True)
             deadline = time.monotonic() + self.limits.read_timeout  # let the last responses go out
             while self._conns and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
-            self.stopping = True
+            self.stopping = True  # a generation still running stops at its next token
             reaper.join(timeout=1.0)
-            self.server_close()
+            self.server_close()  # joins the connections' threads: none is left inside the model
 
 
 def _answer_and_close(conn: socket.socket, status: int, message: str, shutdown_only: bool = False) -> None:
@@ -544,19 +625,29 @@ def serve(settings, arm_name: str, port: int, max_requests: int | None = None, i
           ready_file: str | None = None, limits: Limits | None = None) -> int:
     """Serve arm ``"a"`` or ``"b"`` of ``settings`` (an :class:`accval.gsm8k.ab.Settings`) until bounded out."""
     server = make_server(settings, arm_name, port, max_requests, idle_timeout, limits)
+    asked = []
 
-    def _stop(*_):
-        raise KeyboardInterrupt  # leaves handle_request at once, whatever it is waiting on
+    def _stop(signum, frame):
+        asked.append(signum)
+        if len(asked) > 1:  # the second signal: at once (a thread may be inside the model; no unwinding)
+            print("accval serve: stopped at once", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        server.stop()
 
-    signal.signal(signal.SIGTERM, _stop)
     url = f"http://{HOST}:{server.server_address[1]}"
-    print(f"accval serve: arm {server.arm.name} ({server.arm.describe()}, {server.mode}) at {url}/v1/completions",
-          flush=True)
-    if ready_file:
-        Path(ready_file).write_text(url)
     try:
-        server.run()
-    except KeyboardInterrupt:
-        pass  # run() has closed the socket on its way out
-    print(f"accval serve: stopped after {server.completions} completions", flush=True)
+        if ready_file:
+            try:
+                Path(ready_file).write_text(url)
+            except OSError as e:
+                raise OSError(f"--ready-file {ready_file}: cannot write it: {e.strerror or e}") from None
+        print(f"accval serve: arm {server.arm.name} ({server.arm.describe()}, {server.mode}) at {url}/v1/completions",
+              flush=True)
+        with stop.handling(_stop):
+            server.run()
+    except BaseException:
+        server.server_close()
+        raise
+    print(f"accval serve: stopped after {server.completions} completions ({server.abandoned} requests abandoned by "
+          "their clients)", flush=True)
     return 0

@@ -21,6 +21,24 @@ def cut_at_stops(text: str, until: list[str]) -> str:
     return text[:cut]
 
 
+class Cancelled(Exception):
+    """A generation stopped because its ``should_stop()`` said so (its client gone, its server stopping)."""
+
+
+def _cancel_criterion(should_stop: Callable[[], bool]):
+    """``model.generate``'s stopping criteria: one that raises :class:`Cancelled` when ``should_stop()``
+    is true (polled once per decoding step)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Cancel(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            if should_stop():
+                raise Cancelled("generation cancelled")
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Cancel()])
+
+
 class FinishedRows:
     """A ``model.generate`` streamer that calls ``on_done()`` once per batch row as the row's answer
     ends: when the row is first padded (generate pads a row from the step after it stops) or, for the
@@ -82,13 +100,29 @@ class Engine:
         texts = [cut_at_stops(t, until) for t in self.tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)]
         return texts if continuations is None else (texts, forced)
 
+    def complete(self, arm: Arm, context: str, until: list[str], max_gen_toks: int,
+                 should_stop: Callable[[], bool] | None = None) -> tuple[str, str, int, int]:
+        """One greedy completion as a completions server returns it: ``(text, finish_reason, prompt_tokens,
+        completion_tokens)``, the text as :meth:`generate` gives it, ``finish_reason`` ``"stop"`` (the end
+        of text or a stop string) or ``"length"`` (``max_gen_toks`` reached). ``should_stop()`` is polled
+        before the prefill and at every decoding step; when true, :class:`Cancelled` is raised."""
+        out, width, _ = self.generate_tokens(arm, [context], until, max_gen_toks, should_stop=should_stop)
+        new = out[0, width:].tolist()
+        eos, pad = self.tok.eos_token_id, self.tok.pad_token_id
+        end = next((i for i, t in enumerate(new) if t in (eos, pad)), None)
+        n = len(new) if end is None else end + (new[end] == eos)
+        raw = self.tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)[0]
+        text = cut_at_stops(raw, until)
+        return text, "stop" if end is not None or text != raw else "length", width, n
+
     @torch.no_grad()
     def generate_tokens(self, arm: Arm, contexts: list[str], until: list[str], max_gen_toks: int,
                         pad_to: int | None = None, row_ranks: list[int] | None = None,
-                        continuations: list[str] | None = None, on_row_done: Callable[[], None] | None = None):
+                        continuations: list[str] | None = None, on_row_done: Callable[[], None] | None = None,
+                        should_stop: Callable[[], bool] | None = None):
         """:meth:`generate` before decoding: ``(ids, width, forced)``, ``ids [B, width + new]`` the
         left-padded contexts and the new tokens (pad after a row's end), ``forced`` the teacher-forced
-        logits (None without ``continuations``)."""
+        logits (None without ``continuations``). ``should_stop``: as in :meth:`complete`."""
         if not contexts or not all(isinstance(c, str) for c in contexts):
             raise ValueError(f"contexts: expected a non-empty list of strings, got {contexts!r:.80}")
         if max_gen_toks < 1:
@@ -113,6 +147,8 @@ class Engine:
         caches, forced = [], []
         try:
             for b, e in enumerate(enc):
+                if should_stop is not None and should_stop():
+                    raise Cancelled("generation cancelled before its prefill")
                 self.site.set_row_ranks([ranks[b]])
                 cache = self._new_cache()
                 if len(e) > 1:
@@ -141,7 +177,8 @@ class Engine:
                 max_new_tokens=max_gen_toks, do_sample=False, temperature=None, top_p=None, top_k=None,
                 stop_strings=[s for s in until if s] or None, tokenizer=self.tok, pad_token_id=pad,
                 eos_token_id=self.tok.eos_token_id,
-                streamer=None if on_row_done is None else FinishedRows(len(enc), pad, on_row_done))
+                streamer=None if on_row_done is None else FinishedRows(len(enc), pad, on_row_done),
+                stopping_criteria=None if should_stop is None else _cancel_criterion(should_stop))
         finally:
             self.site.track_padding(None)
             self.site.set_row_ranks(None)

@@ -166,7 +166,14 @@ MALFORMED = [  # (id, raw request, expected status, a phrase the error message m
     ("content-length-40-digits", post(b"", headers={"Content-Length": "9" * 40}), 413, "exceeds this server's cap"),
     ("post-unknown-path", post(b"{}", path="/v1/chat/completions"), 404, "no route POST"),
     ("get-unknown-path", get("/nope"), 404, "no route GET"),
-    ("method-put", b"PUT /v1/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 501, "Unsupported method"),
+    ("method-put", b"PUT /v1/completions HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405, "/v1/completions takes POST, not PUT"),
+    ("method-delete-health", b"DELETE /health HTTP/1.1\r\n\r\n", 405, "/health takes GET or HEAD, not DELETE"),
+    ("method-options", b"OPTIONS /v1/completions HTTP/1.1\r\n\r\n", 405, "takes POST, not OPTIONS"),
+    ("method-unknown", b"BREW /health HTTP/1.1\r\n\r\n", 405, "method 'BREW' not allowed"),
+    ("method-lowercase", b"get /health HTTP/1.1\r\n\r\n", 405, "method 'get' not allowed"),
+    ("get-completions", get("/v1/completions"), 405, "/v1/completions takes POST, not GET"),
+    ("post-health", post(b"{}", path="/health"), 405, "/health takes GET or HEAD, not POST"),
+    ("http-2-request-line", b"GET /health HTTP/2.0\r\n\r\n", 400, "expected HTTP/1.0 or HTTP/1.1"),
     ("request-line-garbage", b"HELLO\r\n\r\n", 400, "Bad request"),
     ("request-line-70kb", get("/" + "a" * 70_000), 414, "Too Long"),
     ("header-line-70kb", b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "Line too long"),
@@ -226,7 +233,7 @@ def test_a_failure_inside_generation_is_a_500_and_the_server_keeps_serving(serve
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure inside the model")
 
-    monkeypatch.setattr(server.engine, "generate", broken)
+    monkeypatch.setattr(server.engine, "complete", broken)
     check_json_error(*exchange(_port(server), completion()), 500, "RuntimeError: simulated failure", "broken model")
     monkeypatch.undo()
     status, _, body = exchange(_port(server), completion())
