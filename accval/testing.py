@@ -130,3 +130,19 @@ def threads_env(processes: int) -> dict[str, str]:
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"OMP_NUM_THREADS": str(max(1, cores // processes))}
+
+
+def skip_unless_the_engine_runs() -> None:
+    """At the top of a test module that generates with the A/B engine: skip the module, saying why,
+    where it cannot run (transformers without DeepSeek-V4, or older than the engine needs)."""
+    import pytest
+
+    pytest.importorskip("transformers.models.deepseek_v4")
+    import transformers
+
+    from accval.gsm8k.engine import check_transformers
+
+    try:
+        check_transformers(transformers.__version__)
+    except RuntimeError as e:
+        pytest.skip(str(e), allow_module_level=True)

@@ -10,6 +10,23 @@ import torch
 from accval.model.builtin import LoadedModel
 from accval.site import Arm, OAProjSite, sharding
 
+#: the oldest transformers whose DeepSeek-V4 ``generate`` takes ``cache=`` (pyproject.toml pins the same)
+MIN_TRANSFORMERS = "5.24"
+
+
+def check_transformers(version: str) -> None:
+    """A RuntimeError naming both versions when ``version`` is older than :data:`MIN_TRANSFORMERS`
+    (5.17 fails deep inside ``generate``: "model_kwargs are not used by the model: ['cache']")."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        old = Version(version) < Version(MIN_TRANSFORMERS)
+    except InvalidVersion:
+        old = True
+    if old:
+        raise RuntimeError(f"the engine needs transformers>={MIN_TRANSFORMERS} (DeepSeek-V4 generation with a "
+                           f"prebuilt cache), this environment has {version}: pip install 'transformers>={MIN_TRANSFORMERS}'")
+
 
 def cut_at_stops(text: str, until: list[str]) -> str:
     """The text before the first stop string (lm-eval leaves this to the model)."""
@@ -65,6 +82,9 @@ class FinishedRows:
 
 class Engine:
     def __init__(self, loaded: LoadedModel, mode: str, device: str | torch.device, group=None, matmul: str = "model"):
+        import transformers
+
+        check_transformers(transformers.__version__)
         self.loaded = loaded
         self.model = loaded.model
         self.tok = loaded.tokenizer

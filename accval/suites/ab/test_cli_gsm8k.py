@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from accval.testing import skip_unless_the_engine_runs
+
 pytest.importorskip("lm_eval")
-pytest.importorskip("transformers.models.deepseek_v4")
+skip_unless_the_engine_runs()
 
 from accval.cli import main  # noqa: E402
 

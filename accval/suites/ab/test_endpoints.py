@@ -10,9 +10,11 @@ import urllib.request
 
 import pytest
 
+from accval.testing import skip_unless_the_engine_runs
+
 pytest.importorskip("lm_eval")
 pytest.importorskip("tenacity")
-pytest.importorskip("transformers.models.deepseek_v4")
+skip_unless_the_engine_runs()
 
 from accval.cli import main  # noqa: E402
 

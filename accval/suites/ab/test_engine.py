@@ -15,7 +15,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("transformers.models.deepseek_v4")
+from accval.testing import skip_unless_the_engine_runs
+
+skip_unless_the_engine_runs()
 
 from accval.gsm8k.engine import Engine  # noqa: E402
 from accval.model import builtin  # noqa: E402
@@ -90,7 +92,14 @@ def test_teacher_forced_logits_are_one_forwards_logits(engine, contexts):
         want = _plain_logits(engine, B, enc + cenc, b % 8)[len(enc) - 1: len(enc) - 1 + len(cenc)]
         assert forced[b].shape == want.shape == (len(cenc), engine.model.config.vocab_size)
         torch.testing.assert_close(forced[b], want, atol=TIE, rtol=0.02)
-        assert (forced[b].argmax(-1) == want.argmax(-1)).float().mean() >= 0.95
+        # the argmax must agree wherever the plain forward's choice is clear; a random-weight model's
+        # logits nearly tie at many positions, and summation order picks among ties (torch 2.11's CPU
+        # kernels agreed at under 95% of all positions)
+        top2 = want.topk(2, dim=-1).values
+        clear = top2[:, 0] - top2[:, 1] > 2 * TIE
+        agree = forced[b].argmax(-1) == want.argmax(-1)
+        assert int(clear.sum()) >= 3, f"row {b}: only {int(clear.sum())} positions with a clear choice to compare"
+        assert agree[clear].all(), f"row {b}: the argmax differs at a clear choice, positions {(~agree & clear).nonzero()}"
 
 
 def test_each_row_is_prefilled_alone_on_its_rank_and_decode_counts_real_tokens(engine, contexts):
@@ -121,3 +130,4 @@ def test_bad_generation_arguments_are_value_errors(engine, contexts):
         engine.generate(A, contexts, [], 2, row_ranks=[0])
     with pytest.raises(ValueError, match="max_gen_toks"):
         engine.generate(A, contexts, [], 0)
+

@@ -8,8 +8,10 @@ import re
 import pytest
 import torch
 
+from accval.testing import skip_unless_the_engine_runs
+
 pytest.importorskip("lm_eval")
-pytest.importorskip("transformers.models.deepseek_v4")
+skip_unless_the_engine_runs()
 
 from accval.gsm8k.engine import FinishedRows  # noqa: E402
 from accval.gsm8k.lm import Progress  # noqa: E402

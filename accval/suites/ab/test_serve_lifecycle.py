@@ -20,12 +20,14 @@ import time
 
 import pytest
 
-pytest.importorskip("transformers.models.deepseek_v4")
+from accval.testing import skip_unless_the_engine_runs
 
-from accval import serve
-from accval.cli import main
+skip_unless_the_engine_runs()
 
-from .test_serve_robust import CLIENT_TIMEOUT, HOST, LIMITS, _port, completion, exchange, get, server  # noqa: F401
+from accval import serve  # noqa: E402
+from accval.cli import main  # noqa: E402
+
+from .test_serve_robust import CLIENT_TIMEOUT, HOST, LIMITS, _port, completion, exchange, get, server  # noqa: E402, F401
 
 
 def _answer(port: int, **fields) -> dict:

@@ -54,3 +54,30 @@ def test_a_kernels_package_of_its_own_would_be_caught(tmp_path):
     assert "kernels" in _clashes(tmp_path)
     spec = importlib.util.find_spec("kernels")
     assert spec is not None and Path(spec.origin).resolve().parent.parent != ROOT, spec  # not the checkout's own
+
+
+@pytest.mark.parametrize("version, runs", [("5.17.0", False), ("5.23.9", False), ("4.57.1", False), ("main", False),
+                                           ("5.24.0", True), ("5.25.0", True), ("5.26.0.dev0", True), ("6.0.0", True)])
+def test_an_older_transformers_is_refused_naming_both_versions(version, runs):
+    """On the lent GPU box (transformers 5.17) every generation failed inside ``generate`` with
+    "model_kwargs are not used by the model: ['cache']"; the engine now says what it needs."""
+    from accval.gsm8k.engine import MIN_TRANSFORMERS, check_transformers
+
+    if runs:
+        check_transformers(version)
+        return
+    with pytest.raises(RuntimeError, match=rf"transformers>={MIN_TRANSFORMERS} .* has {version}"):
+        check_transformers(version)
+
+
+def test_the_pinned_transformers_is_the_one_the_engine_checks():
+    from importlib.metadata import PackageNotFoundError, requires
+
+    from accval.gsm8k.engine import MIN_TRANSFORMERS
+
+    try:
+        deps = requires("accval") or []
+    except PackageNotFoundError:
+        pytest.skip("accval is used from a checkout, not installed: no package metadata to read its pins from")
+    pins = [d.replace(" ", "") for d in deps if d.startswith("transformers")]
+    assert pins == [f"transformers>={MIN_TRANSFORMERS}"], pins
