@@ -120,7 +120,8 @@ def bench_section(reports: Path, page: Path) -> list[str]:
         names = list(dict.fromkeys(name for m in met for name in m))
         out += ["", f"### {card}", "",
                 "| target | wanted | " + " | ".join(_link(p, page, p.stem.replace(card.replace(" ", "_") + "-", ""))
-                                              for p, _ in cols) + " |",
+                                              + (" (incomplete)" if d.get("complete") is False else "")
+                                              for p, d in cols) + " |",
                 "|---|---|" + "---|" * len(cols),
                 "| date, torch / triton | | " + " | ".join(f"{d['date']}, {d['torch']} / {d.get('triton', '-')}"
                                                          for _, d in cols) + " |",

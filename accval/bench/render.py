@@ -23,6 +23,8 @@ def _fmt_us(v) -> str:
 def to_markdown(result: dict) -> str:
     rows = result["rows"]
     lines = [f"# accval bench: {result['device']}", ""]
+    if result.get("complete") is False:
+        lines += [f"**Incomplete:** the run stopped after {len(rows)} rows; the targets below cover only those.", ""]
     met = evaluate(result)
     if met:
         lines += ["## Targets (issue 21; worst case over the shapes, layouts and M each covers)", "",

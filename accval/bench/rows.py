@@ -4,6 +4,7 @@ timed with :mod:`accval.bench.timing`, and :func:`run`, the command."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import torch
@@ -231,18 +232,32 @@ def run(ops=("producer", "consumer", "chain"), ms=(64, 256, 1024, 1500, 2048, 40
     rows: list[Row] = []
     work = [(op, shape, m, layout) for op in ops for shape in shapes for m in ms
             for layout in (layouts if op != "consumer" else (None,))]
-    if progress:
-        from rich.progress import track
 
-        work = track(work, description="bench")
-    for op, shape, m, layout in work:
-        extra = {"with_compiled": with_compiled} if op == "producer" else {}
-        extra["reps_ms"] = reps_ms
-        rows += builders[op](m, SHAPES[shape], ceiling, shape, *((layout,) if layout else ()), **extra)
-        torch.cuda.empty_cache()
-    result = {"schema": 1, **env, "reps_ms": reps_ms, "copy_ceiling_tb_per_s": ceiling,
-              "copy_tb_per_s_by_mib": {str(k): v for k, v in by_size.items()}, "provenance": {f"{k[0]}:{k[1]}": v for k, v in provenance.COUNTS.items()},
-              "rows": [dataclasses.asdict(r) for r in rows]}
+    def result_of(complete: bool) -> dict:
+        return {"schema": 1, **env, "complete": complete, "reps_ms": reps_ms, "copy_ceiling_tb_per_s": ceiling,
+                "copy_tb_per_s_by_mib": {str(k): v for k, v in by_size.items()},
+                "provenance": {f"{k[0]}:{k[1]}": v for k, v in provenance.COUNTS.items()},
+                "rows": [dataclasses.asdict(r) for r in rows]}
+
+    done, total = 0, len(work)
+    try:
+        if progress:
+            from rich.progress import track
+
+            work = track(work, description="bench")
+        for op, shape, m, layout in work:
+            extra = {"with_compiled": with_compiled} if op == "producer" else {}
+            extra["reps_ms"] = reps_ms
+            rows += builders[op](m, SHAPES[shape], ceiling, shape, *((layout,) if layout else ()), **extra)
+            torch.cuda.empty_cache()
+            done += 1
+    except BaseException:  # an interrupt or a failure: the rows measured are kept, marked incomplete
+        if out_dir is not None and rows:
+            path = write(result_of(complete=False), Path(out_dir))
+            print(f"accval bench: stopped after {done} of {total} (op, shape, M, layout) groups; the {len(rows)} "
+                  f"rows measured are saved in {path} (marked incomplete)", file=sys.stderr, flush=True)
+        raise
+    result = result_of(complete=True)
     if out_dir is not None:
         write(result, Path(out_dir))
     return result

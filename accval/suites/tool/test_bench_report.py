@@ -208,3 +208,38 @@ def test_consumer_row_names_what_ran():
     assert text.startswith(f"{ran[-1].impl}: ") and f"kernel={ran[-1].detail('kernel')}" in text, text
     assert "loads=" in text and "block_m=" in text, text
     assert _what_ran([]) == "no provenance recorded"
+
+
+def test_a_bench_stopped_part_way_keeps_the_rows_it_measured(tmp_path, monkeypatch, capsys):
+    """SIGTERM or a failure in the third of four row groups: the two groups measured are written, marked
+    incomplete in the JSON and the Markdown, and the stop still propagates."""
+    import json
+
+    import pytest
+
+    from accval.bench import rows
+
+    calls = []
+
+    def fake_producer_rows(m, g, ceiling, shape, layout="neox", **kwargs):
+        calls.append(m)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return [rows.Row("producer", "accval", shape, m, g, 10.0, 9.0, 11.0, 1000, 0, 0.1, 0.0, 4.0, layout=layout)]
+
+    monkeypatch.setattr(rows.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(rows.torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(rows, "warm_up_clocks", lambda: None)
+    monkeypatch.setattr(rows, "environment", lambda: {"device": "test card", "date": "2026-12-04", "torch": "t",
+                                                      "triton": "t", "cuda": "c", "clocks": "c"})
+    monkeypatch.setattr(rows, "copy_bandwidths", lambda reps_ms: {64: 2.5})
+    monkeypatch.setattr(rows, "producer_rows", fake_producer_rows)
+    with pytest.raises(KeyboardInterrupt):
+        rows.run(ops=("producer",), ms=(64, 256, 1024, 2048), shapes=("dep8",), layouts=("neox",), out_dir=tmp_path,
+                 progress=False)
+    (saved,) = tmp_path.glob("*.json")
+    data = json.loads(saved.read_text())
+    assert data["complete"] is False and [r["M"] for r in data["rows"]] == [64, 256], data["rows"]
+    assert "**Incomplete:** the run stopped after 2 rows" in saved.with_suffix(".md").read_text()
+    assert f"stopped after 2 of 4 (op, shape, M, layout) groups; the 2 rows measured are saved in {saved}" in \
+        capsys.readouterr().err
