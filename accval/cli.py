@@ -363,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
              "Write the results page (every committed A/B, benchmark and defect-catalog run as tables) from "
              "reports/. Exit 0: written (or, with --check, up to date); 1: --check found it out of date.",
              ["accval results", "accval results --check"])
-    s.add_argument("--reports", default="reports", help="the reports directory (default: reports)")
-    s.add_argument("--out", default="docs/results.md", help="the page to write (default: docs/results.md)")
+    s.add_argument("--reports", default="reports", help="the reports directory")
+    s.add_argument("--out", default="docs/results.md", help="the page to write")
     s.add_argument("--check", action="store_true", help="write nothing; exit 1 when --out differs from what it would be")
     s.set_defaults(fn=_cmd_results)
     return p

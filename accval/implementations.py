@@ -26,6 +26,8 @@ Attributes on ``fn`` that declare what it is (all optional):
     one FP8 ULP of the mirror's quantization at its own scale, every scale within the recipe's
     tolerance, the dequantized values within one ULP of the exact inverse RoPE).
   * ``accval_rope_layouts``: subset of ``("neox", "gptj")`` (default both).
+  * ``accval_dtypes``: the dtypes of ``o`` it takes, a subset of ``("bfloat16", "float16", "float32")``
+    (names or torch dtypes; default all three). The model's ``o`` is bf16.
   * ``accval_head_dims``, ``accval_rope_dims``: tuples (default: everything the suite draws).
   * ``accval_output``: ``"gmk"`` (the contract's buffers, default) or ``"mgk-view"`` (``fp8`` as an
     ``[M, G, K]`` view and the scales as an ``[M, G, K/128]`` view over storage that must still be
@@ -34,13 +36,17 @@ Attributes on ``fn`` that declare what it is (all optional):
   * ``accval_positions``: ``"any"`` (default: any 1-d view, read through its stride) or ``"contiguous"``
     (the kernel reads ``positions`` as if dense; it is then handed ``positions.contiguous()``, by the
     suite and the A/B alike, and the strided-positions properties skip, saying so).
-  * ``accval_expected_impl``: the ``accval.kernels.provenance`` impl name a call must record (proves no
-    silent fallback); the built-ins set it.
+  * ``accval_expected_impl``: the impl name each call must record with
+    ``accval.kernels.provenance.record("producer" or "consumer", impl, detail)`` (proves no silent
+    fallback); the built-ins set it. Without it the suite records ``plugged <name>`` for each call itself.
   * ``accval_devices``: device types it can run on (default ``("cpu", "cuda")``); asked for any
-    other, it must raise (RuntimeError, ValueError or TypeError), not fall back.
+    other, it must raise (RuntimeError, ValueError or TypeError), not fall back. The kernel suite runs
+    its properties on the device it has (a CUDA GPU, else the CPU) and skips them where the
+    implementation does not declare that device; one property checks it raises there.
   * ``accval_op``: the torch custom op behind it, for ``torch.library.opcheck`` and fake checks; a
     producer's op is checked with the arguments the producer passes to it (any schema); a consumer's op of
     the shape ``op(a, a_scale, b, b_scale) -> Tensor`` with those four, any other with what the consumer passes it.
+Any other ``accval_*`` attribute is refused (a misspelt declaration would otherwise be ignored).
 Cases outside a declaration are skipped with the reason, and the run ends with one summary line
 per implementation (``accval.pytest_plugin``).
 """
@@ -70,6 +76,13 @@ class ContractViolation(AssertionError):
 
 LAYOUTS = ("neox", "gptj")
 OUTPUTS = ("gmk", "mgk-view")
+#: the dtypes of ``o`` a producer may declare (``accval_dtypes``)
+DTYPES = ("bfloat16", "float16", "float32")
+#: the declarations each role reads; any other ``accval_*`` attribute is a PluginError
+PRODUCER_ATTRS = ("accval_recipe", "accval_exact", "accval_rope_layouts", "accval_dtypes", "accval_head_dims",
+                  "accval_rope_dims", "accval_output", "accval_amax_floor", "accval_positions", "accval_expected_impl",
+                  "accval_devices", "accval_op")
+CONSUMER_ATTRS = ("accval_recipe", "accval_expected_impl", "accval_devices", "accval_op")
 #: how a producer reads ``positions`` (``accval_positions``)
 POSITIONS = ("any", "contiguous")
 #: What the suite draws when a producer declares nothing (head dims are the producer's own rule).
@@ -110,7 +123,7 @@ def _check_bindable(kind: str, name: str, fn: object, n_positional: int) -> None
     except TypeError as e:
         raise PluginError(
             f"{kind} {name!r} cannot be called with the contract's {n_positional} positional arguments "
-            f"(signature {sig}): {e}. See accval.implementations for the contract."
+            f"(signature {sig}): {e}. The contract: docs/contract.md (and accval.implementations)."
         ) from None
 
 
@@ -141,6 +154,63 @@ def _declared(kind: str, name: str, fn: object, attr: str, default, allowed=None
     return value
 
 
+def _check_attrs(kind: str, name: str, fn: object, known: tuple[str, ...]) -> None:
+    """Refuse an ``accval_*`` attribute this role does not read: a misspelt declaration (``accval_rope_layout``)
+    would otherwise be ignored and the kernel met cases it never claimed."""
+    unknown = sorted(a for a in dir(fn) if a.startswith("accval_") and a not in known)
+    if unknown:
+        raise PluginError(f"{kind} {name!r}: unknown declaration(s) {unknown}; a {kind} declares {list(known)} "
+                          "(docs/contract.md)")
+
+
+def _dtype_names(kind: str, name: str, fn: object) -> tuple[str, ...]:
+    value = getattr(fn, "accval_dtypes", DTYPES)
+    items = (value,) if isinstance(value, (str, torch.dtype)) else value
+    try:
+        names = tuple(str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v for v in items)
+    except TypeError:
+        names = None
+    if not names or any(n not in DTYPES for n in names):
+        raise PluginError(f"{kind} {name!r}: accval_dtypes expected a non-empty tuple of {list(DTYPES)} (or the torch "
+                          f"dtypes), got {value!r}")
+    return names
+
+
+def _devices(kind: str, name: str, fn: object) -> tuple[str, ...]:
+    value = getattr(fn, "accval_devices", ("cpu", "cuda"))
+    items = (value,) if isinstance(value, str) else value
+    try:
+        devices = tuple(items)
+        ok = bool(devices) and all(isinstance(d, str) and torch.device(d).type == d for d in devices)
+    except (TypeError, RuntimeError):
+        ok = False
+    if not ok:
+        raise PluginError(f"{kind} {name!r}: accval_devices expected a non-empty tuple of device types such as "
+                          f"('cpu', 'cuda'), got {value!r}")
+    return devices
+
+
+def _expected_impl(kind: str, name: str, fn: object) -> str | None:
+    value = getattr(fn, "accval_expected_impl", None)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise PluginError(f"{kind} {name!r}: accval_expected_impl expected the impl name its calls record "
+                          f"(a non-empty str), got {value!r}")
+    return value
+
+
+def _op(kind: str, name: str, fn: object):
+    """``accval_op``: a torch custom op (what ``torch.library.opcheck`` takes), or None."""
+    value = getattr(fn, "accval_op", None)
+    if value is None:
+        return None
+    from torch._library.custom_ops import CustomOpDef
+
+    if not isinstance(value, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, CustomOpDef)):
+        raise PluginError(f"{kind} {name!r}: accval_op expected a torch custom op (torch.ops.<ns>.<name>, or what "
+                          f"torch.library.custom_op returns), got {type(value).__name__} {value!r:.60}")
+    return value
+
+
 def _all_or(values: tuple, everything: tuple) -> str:
     return "all" if set(everything) <= set(values) else ",".join(str(v) for v in values)
 
@@ -156,6 +226,7 @@ class Producer:
     recipe: Recipe = dataclasses.field(default_factory=lambda: get_recipe("fp32-div"))
     exact: bool = False
     rope_layouts: tuple[str, ...] = LAYOUTS
+    dtypes: tuple[str, ...] = DTYPES
     head_dims: tuple[int, ...] = SUITE_HEAD_DIMS
     rope_dims: tuple[int, ...] = SUITE_ROPE_DIMS
     output: str = "gmk"
@@ -201,11 +272,13 @@ class Producer:
             return fp8, scale
         return physical_buffers(fp8, scale, n_groups, o.shape[0], heads_per_group * o.shape[2], self.recipe)
 
-    def uncovered(self, *, head_dim: int, rope_dim: int, is_neox: bool) -> str | None:
+    def uncovered(self, *, head_dim: int, rope_dim: int, is_neox: bool, dtype: torch.dtype | None = None) -> str | None:
         """Why a case is outside this producer's declaration, or None when it is inside."""
         layout = "neox" if is_neox else "gptj"
         if layout not in self.rope_layouts:
             return f"producer {self.name!r} declares accval_rope_layouts={self.rope_layouts}, not {layout}"
+        if dtype is not None and str(dtype).removeprefix("torch.") not in self.dtypes:
+            return f"producer {self.name!r} declares accval_dtypes={self.dtypes}, not {dtype}"
         if head_dim not in self.head_dims:
             return f"producer {self.name!r} declares accval_head_dims={self.head_dims}, not {head_dim}"
         if rope_dim not in self.rope_dims:
@@ -215,7 +288,8 @@ class Producer:
     def describe(self) -> str:
         floor = "" if self.recipe.eps == get_recipe(self.recipe.name).eps else f" amax_floor={self.recipe.eps:g}"
         return (f"recipe={self.recipe.name}{floor} exact={'yes' if self.exact else 'no'} "
-                f"layouts={_all_or(self.rope_layouts, LAYOUTS)} head_dims={_all_or(self.head_dims, SUITE_HEAD_DIMS)} "
+                f"layouts={_all_or(self.rope_layouts, LAYOUTS)} dtypes={_all_or(self.dtypes, DTYPES)} "
+                f"head_dims={_all_or(self.head_dims, SUITE_HEAD_DIMS)} "
                 f"rope_dims={_all_or(self.rope_dims, SUITE_ROPE_DIMS)} output={self.output}"
                 + ("" if self.positions == "any" else f" positions={self.positions}"))
 
@@ -281,20 +355,22 @@ class Consumer:
         return tuple(dict.fromkeys("ue8m0-packed" if get_recipe(r).packed else "fp32" for r in self.recipes))
 
     def describe(self) -> str:
-        return f"recipes={','.join(self.recipes)}"
+        return f"recipes={','.join(self.recipes)}" + ("" if self.devices == ("cpu", "cuda") else f" devices={','.join(self.devices)}")
 
 
 def _wrap_producer(name: str, fn: object) -> Producer:
     _check_bindable("producer", name, fn, 9)
+    _check_attrs("producer", name, fn, PRODUCER_ATTRS)
     recipe = get_recipe(_declared("producer", name, fn, "accval_recipe", "fp32-div", RECIPE_NAMES))
     floor = getattr(fn, "accval_amax_floor", None)
     if floor is not None:
         recipe = recipe.with_eps(_declared("producer", name, fn, "accval_amax_floor", None, typ=float))
     return Producer(
-        name, fn, getattr(fn, "accval_expected_impl", None), tuple(getattr(fn, "accval_devices", ("cpu", "cuda"))),
-        _accepts(fn, "block_tokens_m"), getattr(fn, "accval_op", None), recipe=recipe,
+        name, fn, _expected_impl("producer", name, fn), _devices("producer", name, fn),
+        _accepts(fn, "block_tokens_m"), _op("producer", name, fn), recipe=recipe,
         exact=_declared("producer", name, fn, "accval_exact", False, typ=bool),
         rope_layouts=_declared("producer", name, fn, "accval_rope_layouts", LAYOUTS, LAYOUTS, tuple),
+        dtypes=_dtype_names("producer", name, fn),
         head_dims=_declared("producer", name, fn, "accval_head_dims", SUITE_HEAD_DIMS, SUITE_HEAD_DIMS, tuple),
         rope_dims=_declared("producer", name, fn, "accval_rope_dims", SUITE_ROPE_DIMS, SUITE_ROPE_DIMS, tuple),
         output=_declared("producer", name, fn, "accval_output", "gmk", OUTPUTS),
@@ -304,8 +380,9 @@ def _wrap_producer(name: str, fn: object) -> Producer:
 
 def _wrap_consumer(name: str, fn: object) -> Consumer:
     _check_bindable("consumer", name, fn, 4)
-    return Consumer(name, fn, getattr(fn, "accval_expected_impl", None), tuple(getattr(fn, "accval_devices", ("cpu", "cuda"))),
-                    _accepts(fn, "out"), getattr(fn, "accval_op", None),
+    _check_attrs("consumer", name, fn, CONSUMER_ATTRS)
+    return Consumer(name, fn, _expected_impl("consumer", name, fn), _devices("consumer", name, fn),
+                    _accepts(fn, "out"), _op("consumer", name, fn),
                     recipes=_declared("consumer", name, fn, "accval_recipe", "fp32-div", RECIPE_NAMES, tuple))
 
 

@@ -27,6 +27,8 @@ def pytest_configure(config):
     from .testing import register_profiles
 
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped on CPU machines, with the reason)")
+    config.addinivalue_line("markers", "any_device: runs the producer under test on a device it may not declare "
+                            "(the check that it raises there)")
     config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the "
                             "cpu, ci and smoke profiles, run everywhere else")
     profile = register_profiles()
@@ -191,6 +193,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def producer(request):
     """The producer under test (an :class:`accval.implementations.Producer`)."""
     return request.config._accval_impls["producer"]
+
+
+@pytest.fixture(autouse=True)
+def _producer_runs_here(request):
+    """A test of the producer under test skips, saying so, where the suite's device is not one the producer
+    declares (``accval_devices``), before Hypothesis draws anything; the test marked ``any_device`` checks
+    that it raises there instead of falling back."""
+    if "producer" not in request.fixturenames or request.node.get_closest_marker("any_device"):
+        return
+    producer, device = request.getfixturevalue("producer"), request.getfixturevalue("device")
+    if device.type not in producer.devices:
+        pytest.skip(f"{producer.name!r} runs on {producer.devices}, not {device.type} (test_provenance checks it raises)")
 
 
 @pytest.fixture(scope="session")

@@ -76,18 +76,20 @@ MAX_POS = 4096
 
 
 def fit(producer, case: ProducerCase) -> ProducerCase:
-    """``case`` moved inside ``producer``'s declaration (layouts, head dims, rope dims): a field the
+    """``case`` moved inside ``producer``'s declaration (layouts, dtypes, head dims, rope dims): a field the
     producer does not declare is replaced by a declared value picked by the case's seed, so every
     drawn M, shape and stride still runs. Cases the suite cannot move (a test about one layout) skip
     through :meth:`accval.implementations.Producer.uncovered` instead."""
-    if producer.uncovered(head_dim=case.head_dim, rope_dim=case.rope_dim, is_neox=case.is_neox) is None:
+    if producer.uncovered(head_dim=case.head_dim, rope_dim=case.rope_dim, is_neox=case.is_neox, dtype=case.dtype) is None:
         return case
     pick = lambda options: options[case.seed % len(options)]  # noqa: E731
     head_dim = case.head_dim if case.head_dim in producer.head_dims else pick(sorted(producer.head_dims))
     rope_dim = case.rope_dim if case.rope_dim in producer.rope_dims else pick(sorted(producer.rope_dims))
     layout = "neox" if case.is_neox else "gptj"
     is_neox = case.is_neox if layout in producer.rope_layouts else producer.rope_layouts[0] == "neox"
-    return dataclasses.replace(case, head_dim=head_dim, rope_dim=rope_dim, is_neox=is_neox)
+    name = str(case.dtype).removeprefix("torch.")
+    dtype = case.dtype if name in producer.dtypes else getattr(torch, pick(producer.dtypes))
+    return dataclasses.replace(case, head_dim=head_dim, rope_dim=rope_dim, is_neox=is_neox, dtype=dtype)
 
 
 #: Elements of ``o`` past which a CUDA case's ``o`` is drawn on the GPU, a chunk of tokens at a time, into storage of

@@ -64,8 +64,9 @@ def consumer_here(consumer, device):
 
 @pytest.fixture
 def chain_here(chain_pair, device):
-    """``chain_pair`` (producer, consumer) where its consumer runs on ``device``, as :func:`consumer_here`."""
-    _skip_unless_runs_here(chain_pair[1], device)
+    """``chain_pair`` (producer, consumer) where both run on ``device``, as :func:`consumer_here`."""
+    for impl in chain_pair:
+        _skip_unless_runs_here(impl, device)
     return chain_pair
 
 

@@ -23,12 +23,21 @@ def _consumer_inputs(device, g=2, m=9, n=128, k=256):
     return a, a_scale, b, torch.full((g, n // 128, k // 128), 0.25, device=device)
 
 
-def test_producer_records_what_ran(producer, device):
-    """The producer under test records exactly the implementation it claims (accval_expected_impl)."""
-    if producer.expected_impl is None:
-        pytest.skip(f"producer {producer.name!r} declares no accval_expected_impl")
+@pytest.mark.any_device
+def test_producer_records_what_ran_or_raises(producer, device):
+    """Where the producer under test runs, it records exactly the implementation it claims
+    (accval_expected_impl); on a device it does not declare (accval_devices), calling it raises instead
+    of falling back, as :func:`test_consumer_records_what_ran_or_raises` asks of a consumer."""
     case = ProducerCase(m=9)
     o, pos, cache = make_inputs(case, device)
+    if device.type not in producer.devices:
+        with provenance.capture() as ran:
+            with pytest.raises((RuntimeError, ValueError, TypeError)):
+                producer.raw(*case.args(o, pos, cache))
+        assert not [r for r in ran if r.op == "producer"], f"{producer.name!r} ran {ran} instead of raising"
+        return
+    if producer.expected_impl is None:
+        pytest.skip(f"producer {producer.name!r} declares no accval_expected_impl")
     with provenance.capture() as ran:
         producer(*case.args(o, pos, cache))
     impls = {r.impl for r in ran if r.op == "producer"}

@@ -35,7 +35,7 @@ CORE = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference"
         "suites/kernel/test_contract.py::test_layout_contract",
         "suites/kernel/test_contract.py::test_producer_opcheck",
         "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference",
-        "suites/kernel/test_provenance.py::test_producer_records_what_ran"]
+        "suites/kernel/test_provenance.py::test_producer_records_what_ran_or_raises"]
 
 
 def _pytest(producer: str, *tests: str) -> subprocess.CompletedProcess:
@@ -479,3 +479,121 @@ def test_large_m_token_windows_judge_a_producer_that_is_not_exact():
     assert check_token_windows(good, case, cpu) == [(0, 64), (6, 70)]
     with pytest.raises(AssertionError, match="fp8 codes.*tokens 6..69 of a call at M=70"):
         check_token_windows(_wrap_producer("last_tokens_lost", _last_tokens_lost), case, cpu)
+
+
+_NARROW_PRODUCERS = """import torch
+
+from accval.examples.torch_producer import _producer
+
+
+def bf16_only(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True):
+    if o.dtype != torch.bfloat16:
+        raise NotImplementedError(f"this kernel takes bf16 o, got {o.dtype}")
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+def declared_bf16_only(*args, **kwargs):
+    return bf16_only(*args, **kwargs)
+
+
+declared_bf16_only.accval_dtypes = (torch.bfloat16,)
+
+
+def cuda_only(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True):
+    if o.device.type != "cuda":
+        raise RuntimeError(f"this kernel runs on CUDA, got {o.device}")
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+cuda_only.accval_devices = "cuda"
+
+
+def cuda_only_falling_back(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size=128, is_neox=True):
+    return _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+
+
+cuda_only_falling_back.accval_devices = ("cuda",)
+"""
+
+_NARROW_TESTS = ["suites/kernel/test_producer.py::test_producer_matches_mirror_reference",
+                 "suites/kernel/test_contract.py::test_layout_contract",
+                 "suites/kernel/test_consumer_chain.py::test_chain_matches_math_reference",
+                 "suites/kernel/test_provenance.py::test_producer_records_what_ran_or_raises"]
+
+
+def _narrow(tmp_path, name: str) -> tuple[int, str]:
+    (tmp_path / "narrow_producers.py").write_text(_NARROW_PRODUCERS)
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1",
+                           PYTHONPATH=f"{tmp_path}:{REPO}")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider", "-rs",
+                           "--producer", f"narrow_producers:{name}", *_NARROW_TESTS], cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_a_bf16_only_producer_declares_its_dtype_and_meets_no_false_failure(tmp_path):
+    """Most engine kernels take bf16 ``o`` only. Undeclared, the suite's fp16 and fp32 cases make it fail;
+    with ``accval_dtypes = (torch.bfloat16,)`` the same cases run in bf16 and it passes."""
+    rc, out = _narrow(tmp_path, "bf16_only")
+    assert rc == 1 and "this kernel takes bf16 o, got torch.float" in out, out[-3000:]
+    rc, out = _narrow(tmp_path, "declared_bf16_only")
+    line = next((ln for ln in out.splitlines() if ln.startswith("producer narrow_producers:declared_bf16_only:")), "")
+    assert rc == 0 and "dtypes=bfloat16" in line and ", 0 failed" in line, out[-3000:]
+
+
+@needs_interpreter
+@pytest.mark.parametrize("name, passes", [("cuda_only", True), ("cuda_only_falling_back", False)])
+def test_a_cuda_only_producer_skips_on_a_cpu_and_must_raise_there(tmp_path, name, passes):
+    """``accval_devices = "cuda"`` on a CPU: the properties skip, saying why, and the one that checks the
+    declaration passes when the producer raises on CPU tensors and fails when it runs anyway (a fallback)."""
+    rc, out = _narrow(tmp_path, name)
+    assert "runs on ('cuda',), not cpu (test_provenance checks it raises)" in out, out[-3000:]
+    if passes:
+        assert rc == 0 and re.search(r"^1 passed, \d+ skipped in ", out, re.M), out[-3000:]
+    else:
+        assert rc == 1 and "test_producer_records_what_ran_or_raises" in out and "DID NOT RAISE" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("attrs, needle", [
+    ({"accval_rope_layout": ("gptj",)}, "unknown declaration(s) ['accval_rope_layout']"),
+    ({"accval_devices": "cdua"}, "accval_devices expected a non-empty tuple of device types"),
+    ({"accval_devices": ()}, "accval_devices expected a non-empty tuple of device types"),
+    ({"accval_dtypes": "bf16"}, "accval_dtypes expected a non-empty tuple of ['bfloat16', 'float16', 'float32']"),
+    ({"accval_expected_impl": 3}, "accval_expected_impl expected the impl name its calls record"),
+    ({"accval_op": "not an op"}, "accval_op expected a torch custom op"),
+    ({"accval_op": print}, "accval_op expected a torch custom op"),
+], ids=["misspelt", "devices-typo", "devices-empty", "dtype-alias", "impl-not-str", "op-str", "op-function"])
+def test_a_nonsense_declaration_is_refused_before_any_test_runs(attrs, needle):
+    from accval.implementations import PluginError, _wrap_producer
+
+    def quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True):
+        raise AssertionError("never called")
+
+    for k, v in attrs.items():
+        setattr(quant, k, v)
+    with pytest.raises(PluginError) as err:
+        _wrap_producer("quant", quant)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_declarations_accept_a_single_name_and_torch_dtypes():
+    from accval.implementations import _wrap_consumer, _wrap_producer
+
+    def quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True):
+        raise AssertionError("never called")
+
+    quant.accval_devices, quant.accval_dtypes, quant.accval_op = "cuda", (torch.bfloat16, "float16"), torch.ops.aten.add
+    p = _wrap_producer("quant", quant)
+    assert (p.devices, p.dtypes, p.op) == (("cuda",), ("bfloat16", "float16"), torch.ops.aten.add)
+
+    def bmm(a, a_scale, b, b_scale):
+        raise AssertionError("never called")
+
+    bmm.accval_exact = True  # a producer's declaration on a consumer is a mistake too
+    with pytest.raises(ValueError, match=r"unknown declaration\(s\) \['accval_exact'\]"):
+        _wrap_consumer("bmm", bmm)
