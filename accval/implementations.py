@@ -268,9 +268,13 @@ class Producer:
         the contract's physical layout raise :class:`ContractViolation` (the layout property)."""
         fp8, scale = self.raw(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, is_neox,
                               block_tokens_m, own_inputs)
+        m, k = o.shape[0], heads_per_group * o.shape[2]
         if self.output == "gmk":
+            problems = output_problems(fp8, scale, n_groups, m, k, self.recipe)
+            if problems:  # every property would otherwise fail on it in its own words, or crash comparing it
+                raise ContractViolation(f"layout contract violated: producer {self.name!r} outputs: " + "; ".join(problems))
             return fp8, scale
-        return physical_buffers(fp8, scale, n_groups, o.shape[0], heads_per_group * o.shape[2], self.recipe)
+        return physical_buffers(fp8, scale, n_groups, m, k, self.recipe)
 
     def uncovered(self, *, head_dim: int, rope_dim: int, is_neox: bool, dtype: torch.dtype | None = None) -> str | None:
         """Why a case is outside this producer's declaration, or None when it is inside."""
@@ -292,6 +296,23 @@ class Producer:
                 f"head_dims={_all_or(self.head_dims, SUITE_HEAD_DIMS)} "
                 f"rope_dims={_all_or(self.rope_dims, SUITE_ROPE_DIMS)} output={self.output}"
                 + ("" if self.positions == "any" else f" positions={self.positions}"))
+
+
+def output_problems(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, recipe: "str | Recipe") -> list[str]:
+    """What is wrong with the dtypes and shapes of a producer's ``[G, M, K]`` codes and ``[G, *, pad4(M)]``
+    scales (``docs/contract.md``); the layout contract adds their strides."""
+    r = get_recipe(recipe)
+    problems = []
+    if fp8.dtype != FP8_DTYPE:
+        problems.append(f"fp8 dtype {fp8.dtype} != float8_e4m3fn")
+    if tuple(fp8.shape) != (n_groups, m, k):
+        problems.append(f"fp8 shape {tuple(fp8.shape)} != {(n_groups, m, k)}")
+    if scale.dtype != r.scale_dtype:
+        problems.append(f"scale dtype {scale.dtype} != {r.scale_dtype} (recipe {r.name})")
+    want = r.scale_shape(n_groups, k, pad4(m))
+    if tuple(scale.shape) != want:
+        problems.append(f"scale shape {tuple(scale.shape)} != {want} ([G, {'ceil(K/512)' if r.packed else 'K/128'}, pad4(M)])")
+    return problems
 
 
 def physical_buffers(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, recipe: Recipe):

@@ -99,6 +99,15 @@ def accval_record(request):
 _ROLE_FIXTURES = {"producer": ("producer", "chain_pair"), "consumer": ("consumer", "chain_pair")}
 
 
+def _failure_line(report) -> str:
+    """``test name: the first line of its error`` (the assertion or exception message; at most 240 characters)."""
+    name = report.nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
+    message = getattr(getattr(report.longrepr, "reprcrash", None), "message", None) or str(report.longrepr)
+    first = next((ln.strip() for ln in message.splitlines() if ln.strip()), "no message")
+    first = first if len(first) <= 240 else first[:237] + "..."
+    return f"{name}{' (setup/teardown)' if report.when != 'call' else ''}: {first}"
+
+
 class _Summary:
     """Outcomes and measurements per implementation, gathered from test reports."""
 
@@ -107,6 +116,7 @@ class _Summary:
 
         self.outcomes = {role: collections.Counter() for role in _ROLE_FIXTURES}
         self.skips = {role: collections.Counter() for role in _ROLE_FIXTURES}
+        self.failures = {role: collections.Counter() for role in _ROLE_FIXTURES}
         self.cover = collections.defaultdict(set)
         self.mirror = {"codes": [0, 0], "scales": [0, 0], "scales_neither": [0, 0]}
         self.chain: dict[str, float] = {}
@@ -125,6 +135,8 @@ class _Summary:
             self.outcomes[role][outcome] += 1
             if outcome == "skipped" and isinstance(report.longrepr, tuple):
                 self.skips[role][report.longrepr[2].removeprefix("Skipped: ")] += 1
+            elif outcome in ("failed", "error"):
+                self.failures[role][_failure_line(report)] += 1
         if report.when != "call":
             return
         for key, data in report.user_properties:
@@ -168,7 +180,9 @@ class _Summary:
             if chain:
                 line += "; chain worst |err|/bound " + ", ".join(f"{p} {w:.3g}" for p, w in sorted(chain.items()))
             out.append(line)
-            # every reason in full, most frequent first, under the line (-rs lists them per test location)
+            # why it failed, one line per test and message (the first lines of Hypothesis' output bury it),
+            # then every skip reason in full, most frequent first (-rs lists them per test location)
+            out += [f"  failed {n}x: {why}" for why, n in self.failures[role].most_common()]
             out += [f"  skipped {n}x: {reason}" for reason, n in self.skips[role].most_common()]
         return out
 

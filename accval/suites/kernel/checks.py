@@ -91,22 +91,14 @@ def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, 
     """The producer's buffer contract, exactly (``docs/contract.md``): ``fp8 [G, M, K]`` with strides
     ``(M*K, K, 1)``; scales contiguous ``[G, K/128, pad4(M)]`` fp32 (``[G, ceil(K/512), pad4(M)]`` int32
     for ``ue8m0-packed``)."""
+    from accval.implementations import output_problems
     from accval.kernels.recipes import get_recipe
 
     r = get_recipe(recipe)
-    problems = []
-    if fp8.dtype != FP8_DTYPE:
-        problems.append(f"fp8 dtype {fp8.dtype} != float8_e4m3fn")
-    if tuple(fp8.shape) != (n_groups, m, k):
-        problems.append(f"fp8 shape {tuple(fp8.shape)} != {(n_groups, m, k)}")
-    elif fp8.stride() != (m * k, k, 1) and m > 0:
+    problems = output_problems(fp8, scale, n_groups, m, k, r)
+    if tuple(fp8.shape) == (n_groups, m, k) and fp8.stride() != (m * k, k, 1) and m > 0:
         problems.append(f"fp8 strides {fp8.stride()} != {(m * k, k, 1)} (padded or non-contiguous)")
-    if scale.dtype != r.scale_dtype:
-        problems.append(f"scale dtype {scale.dtype} != {r.scale_dtype} (recipe {r.name})")
-    want = r.scale_shape(n_groups, k, pad4(m))
-    if tuple(scale.shape) != want:
-        problems.append(f"scale shape {tuple(scale.shape)} != {want} ([G, {'ceil(K/512)' if r.packed else 'K/128'}, pad4(M)])")
-    elif not scale.is_contiguous():
+    if tuple(scale.shape) == r.scale_shape(n_groups, k, pad4(m)) and not scale.is_contiguous():
         problems.append(f"scale strides {scale.stride()} are not contiguous")
     if problems:
         raise AssertionError("layout contract violated: " + "; ".join(problems) + f"; {context}")

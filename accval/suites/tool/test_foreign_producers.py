@@ -597,3 +597,31 @@ def test_declarations_accept_a_single_name_and_torch_dtypes():
     bmm.accval_exact = True  # a producer's declaration on a consumer is a mistake too
     with pytest.raises(ValueError, match=r"unknown declaration\(s\) \['accval_exact'\]"):
         _wrap_consumer("bmm", bmm)
+
+
+_WRONG_DTYPE = """import torch
+
+from accval.examples.torch_producer import _producer
+
+
+def quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128, is_neox=True):
+    fp8, scale = _producer(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                           is_neox)
+    return fp8.to(torch.bfloat16), scale
+"""
+
+
+def test_a_producer_returning_the_wrong_dtype_is_told_so_by_every_property(tmp_path):
+    """Codes returned as bf16: every property fails saying so in one line (the value comparisons crashed with
+    "The size of tensor a (256) must match the size of tensor b (128)"), and the summary repeats it."""
+    (tmp_path / "wrong_dtype.py").write_text(_WRONG_DTYPE)
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1",
+                           PYTHONPATH=f"{tmp_path}:{REPO}")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider",
+                           "--producer", "wrong_dtype:quant", "suites/kernel/test_producer.py::test_producer_matches_mirror_reference",
+                           "suites/kernel/test_producer.py::test_explicit_sizes_match_reference"], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 1 and "must match the size of tensor" not in out, out[-3000:]
+    failed = [ln for ln in out.splitlines() if ln.startswith("  failed ")]
+    assert failed and all("outputs: fp8 dtype torch.bfloat16 != float8_e4m3fn" in ln for ln in failed), out[-3000:]

@@ -109,6 +109,31 @@ def test_mutant_run_loads_the_plugin_when_pytest_does_not(monkeypatch):
     assert outcome.ran and outcome.killed, outcome
 
 
+def test_summary_says_why_each_test_failed_under_its_implementations_line():
+    """A plugged kernel's errors are buried under Hypothesis' output (a newcomer's wrong fp8 dtype: ~100 lines
+    per failure); the summary names each failing test with the first line of its error, and counts repeats."""
+    import types
+
+    from accval.pytest_plugin import _Summary
+
+    def failed(nodeid, message, when="call"):
+        return types.SimpleNamespace(when=when, outcome="failed", nodeid=nodeid,
+                                     longrepr=types.SimpleNamespace(reprcrash=types.SimpleNamespace(message=message)),
+                                     user_properties=[("accval_roles", ("producer",))])
+
+    summary = _Summary()
+    wrong = "ContractViolation: producer 'q' outputs: fp8 dtype torch.bfloat16 != float8_e4m3fn\nmore lines"
+    for m in (1, 5, 1500):
+        summary.add(failed(f"suites/kernel/test_producer.py::test_explicit_sizes_match_reference[M{m}]", wrong))
+    summary.add(failed("suites/kernel/test_contract.py::test_layout_contract", "AssertionError: " + "x" * 400))
+    lines = summary.lines({"producer": PRODUCERS.get("accval"), "consumer": CONSUMERS.get("accval")})
+    assert "0 passed, 4 failed" in lines[0], lines
+    assert lines[1] == ("  failed 3x: test_explicit_sizes_match_reference: ContractViolation: producer 'q' outputs: "
+                        "fp8 dtype torch.bfloat16 != float8_e4m3fn"), lines
+    assert lines[2].startswith("  failed 1x: test_layout_contract: AssertionError: xxx") and lines[2].endswith("...")
+    assert len(lines[2]) < 300, lines[2]
+
+
 def test_summary_lists_every_skip_reason_in_full_under_its_implementations_line():
     """The run's summary: one line per implementation (what tools grep), then every skip reason with its count,
     most frequent first, none cut short (it listed four, cut at 110 characters)."""
