@@ -70,8 +70,9 @@ class PluginError(ValueError):
     """A plugged implementation cannot be called as the contract requires, or declares nonsense."""
 
 
-class ContractViolation(AssertionError):
-    """A producer's outputs are not views over the contract's physical buffers."""
+class ContractViolation(AssertionError, ValueError):
+    """A producer's outputs are not the contract's buffers (or views over them): a failed property in the
+    kernel suite (an AssertionError), a one-line error of the A/B (a ValueError, exit 2)."""
 
 
 LAYOUTS = ("neox", "gptj")

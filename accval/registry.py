@@ -62,6 +62,11 @@ class Registry(Generic[T]):
         if name not in self._resolved:
             if name in self._entries:
                 entry = self._entries[name]
+            elif ":" in name and self._looks_registered(name):
+                # "mutant:x" or "reference:x" not registered for this role, and no module of that name
+                prefix = name.partition(":")[0]
+                near = [n for n in sorted(self._entries) if n == prefix or n.startswith(prefix + ":")]
+                raise KeyError(f"unknown {self.kind} {name!r}; a {self.kind} of that kind is one of: {', '.join(near)}")
             elif ":" in name:  # an ad-hoc "module:attr" given by the user
                 entry = name
             else:
@@ -69,6 +74,18 @@ class Registry(Generic[T]):
             obj = resolve(entry) if isinstance(entry, str) else entry
             self._resolved[name] = self._wrap(name, obj) if self._wrap else obj  # type: ignore[assignment]
         return self._resolved[name]
+
+    def _looks_registered(self, name: str) -> bool:
+        """``name`` reads as a registered kind (``mutant:...``, ``reference...``), not an importable module."""
+        import importlib.util
+
+        prefix = name.partition(":")[0]
+        if not any(n == prefix or n.startswith(prefix + ":") for n in self._entries):
+            return False
+        try:
+            return importlib.util.find_spec(prefix) is None
+        except (ImportError, ValueError):
+            return True
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -33,6 +33,7 @@ import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
@@ -161,15 +162,15 @@ def validate(s: Settings) -> Settings:
         raise ValueError("--endpoint-a and --endpoint-b: expected both or neither")
     if s.endpoint_a is not None:
         for flag, url in (("--endpoint-a", s.endpoint_a), ("--endpoint-b", s.endpoint_b)):
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"{flag}: expected an http(s) URL, got {url!r}")
+            if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
+                raise ValueError(f"{flag}: expected an http(s) URL with a host, got {url!r}")
         if s.ranks is not None:
             raise ValueError("--ranks with --endpoint-a/-b: the servers run their own ranks")
         if (s.inject or s.producer or s.consumer or s.model != builtin.BUILTIN or s.backend != "auto"
                 or s.matmul != "auto"):
             raise ValueError("with --endpoint-a/-b the servers choose the model, backend and any injected defect; "
                              "pass those to the servers (e.g. accval serve --inject ID)")
-        return s
+        return _data_checked(s)
     s = s.resolved()
     if s.matmul not in MATMUL:
         raise ValueError(f"--matmul: expected auto or one of {MATMUL}, got {s.matmul!r}")
@@ -188,6 +189,13 @@ def validate(s: Settings) -> Settings:
     for role, impl in (("producer", prod), ("consumer", cons)):
         if impl is not None and s.device.split(":")[0] not in impl.devices:
             raise ValueError(f"--{role} {impl.name} runs on {', '.join(impl.devices)}, not on {s.device}")
+    return _data_checked(s)
+
+
+def _data_checked(s: Settings) -> Settings:
+    """The data files' records checked last (reading them is the slowest check)."""
+    if s.data_dir is not None:
+        task_mod.check_data(Path(s.data_dir), s.limit)
     return s
 
 
@@ -220,24 +228,68 @@ class RunDir:
         self.path = Path(path)
         self._lock = None
         fingerprint = dataclasses.asdict(settings)
+        data = task_mod.data_sha256(Path(settings.data_dir)) if settings.data_dir else None
         run_json = self.path / "run.json"
-        if run_json.exists() and not resume:
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path}: expected a run directory, got a file")
+        work = self._work_files()
+        if run_json.exists() and not resume and work:
             raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
                              "another --out")
+        if work and not run_json.exists():
+            raise ValueError(f"--out {self.path} holds results of an earlier run ({', '.join(sorted(work))}) but no "
+                             "run.json, so the settings that made them are unknown; choose another --out or remove them")
         if resume and not run_json.exists() and self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
             raise ValueError(f"--resume: {self.path} has no run.json; it is not an accval gsm8k run directory")
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"--out {self.path}: cannot create the run directory ({e.strerror or e})") from None
         if lock:
             self._take_lock()  # before reading run.json: whoever holds the lock may be writing it
+        if run_json.exists() and not resume:  # a run stopped before it finished a question: nothing to keep
+            print(f"accval: --out {self.path} holds a run that finished no question; starting it afresh",
+                  file=sys.stderr)
+            run_json.unlink()
         if run_json.exists():
-            old = json.loads(run_json.read_text())["settings"]
+            meta = self._meta(run_json)
+            old = meta["settings"]
             if old != fingerprint:
                 self.release()
                 diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
                 raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
+            if meta.get("data_sha256", data) != data:
+                self.release()
+                raise ValueError(f"--resume: the data files in {settings.data_dir} changed since the run in {self.path} "
+                                 f"began (sha256 {meta['data_sha256']} then, {data} now); finished questions would mix "
+                                 "both: choose another --out")
         if not run_json.exists():
-            run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint,
-                                            "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
+            try:
+                run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint, "data_sha256": data,
+                                                "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
+            except OSError as e:
+                self.release()
+                raise OSError(f"--out {self.path}: cannot write run.json ({e.strerror or e})") from None
+
+    #: the files a run writes as it works; any of them means finished (or cut) work is there
+    WORK_FILES = ("commits.jsonl", "agreement.jsonl", "report.json")
+
+    def _work_files(self) -> list[str]:
+        if not self.path.is_dir():
+            return []
+        return [p.name for p in self.path.iterdir()
+                if p.name in self.WORK_FILES or p.name.startswith(("generations-", "samples-"))]
+
+    @staticmethod
+    def _meta(run_json: Path) -> dict:
+        try:
+            meta = json.loads(run_json.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--resume: {run_json} is not readable JSON ({e}); the run directory is damaged") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("settings"), dict):
+            raise ValueError(f"--resume: {run_json} is not an accval gsm8k run record (expected an object with "
+                             f"'settings', got {type(meta).__name__})")
+        return meta
 
     def _take_lock(self) -> None:
         import fcntl

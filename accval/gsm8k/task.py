@@ -65,6 +65,36 @@ def data_files(data_dir: Path) -> dict[str, str]:
     return {k: str(v.resolve()) for k, v in files.items()}
 
 
+def check_data(data_dir: Path, limit: int | None = None) -> None:
+    """``train.jsonl`` and ``test.jsonl`` as gsm8k's task reads them: one JSON object per line with a string
+    ``question`` and a string ``answer`` holding ``#### <final answer>``; test with at least 2 questions
+    (within ``limit``) for the paired statistics. A ValueError names the file, the line and what is wrong
+    (a missing field became the prompt text "None" and a number the target, without a word)."""
+    for split, path in data_files(data_dir).items():
+        n = 0
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                where = f"--data-dir: {path} line {line_no}"
+                try:
+                    rec = json.loads(raw)
+                except (UnicodeDecodeError, ValueError) as e:
+                    raise ValueError(f"{where}: expected a JSON object per line, got invalid JSON ({e})") from None
+                if not isinstance(rec, dict):
+                    raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+                for field in ("question", "answer"):
+                    if not isinstance(rec.get(field), str) or not rec[field].strip():
+                        got = "nothing" if field not in rec else f"{type(rec[field]).__name__} {rec[field]!r:.40}"
+                        raise ValueError(f"{where}: expected a non-empty string {field!r}, got {got}")
+                if "####" not in rec["answer"]:
+                    raise ValueError(f"{where}: expected the answer to end with '#### <final answer>' (gsm8k's format), "
+                                     f"got {rec['answer'][-40:]!r}")
+                n += 1
+        if split == "test" and min(n, limit or n) < 2:
+            raise ValueError(f"--data-dir: {path} has {n} question(s); the paired statistics need at least 2")
+
+
 def config(data_dir: Path | None = None) -> dict:
     """lm-eval's gsm8k config; with ``data_dir``, read through ``datasets``' json loader offline."""
     cfg = copy.deepcopy(builtin_config())

@@ -102,7 +102,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ValueError(f"--model: expected a checkpoint directory with config.json, got {path}")
-    cfg = AutoConfig.from_pretrained(str(path))
+    try:
+        cfg = AutoConfig.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001  (transformers' validation errors have their own types; the user needs which file)
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise ValueError(f"--model: {path / 'config.json'} is not a valid DeepSeek-V4 config: {first} "
+                         f"({type(e).__name__})") from e
     if getattr(cfg, "model_type", None) != "deepseek_v4":
         raise ValueError(f"--model: expected a DeepSeek-V4 checkpoint (model_type 'deepseek_v4'), got "
                          f"model_type {getattr(cfg, 'model_type', None)!r} in {path / 'config.json'}")

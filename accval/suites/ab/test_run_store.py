@@ -128,6 +128,49 @@ def test_a_run_directory_takes_one_process_at_a_time(tmp_path):
     ab.RunDir(tmp_path / "run", _settings(), resume=True).release()
 
 
+def test_results_without_their_run_record_are_not_reused(tmp_path):
+    """Generations and commits with no run.json: the settings that made them are unknown, so a new run
+    (it reused them, under other settings, and reported their verdict) is refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "generations-A.jsonl").write_text('{"key": "k", "text": "t"}\n')
+    with pytest.raises(ValueError, match=r"holds results of an earlier run \(generations-A.jsonl\) but no run.json"):
+        ab.RunDir(run, _settings(inject="rope-sign"), resume=False)
+
+
+def test_a_run_that_finished_nothing_starts_afresh_and_one_with_work_does_not(tmp_path, capsys):
+    run = tmp_path / "run"
+    ab.RunDir(run, _settings(num_fewshot=100), resume=False).release()  # stopped at once: a prompt too long
+    ab.RunDir(run, _settings(), resume=False).release()
+    assert "finished no question; starting it afresh" in capsys.readouterr().err
+    assert json.loads((run / "run.json").read_text())["settings"]["num_fewshot"] == 5
+    (run / "commits.jsonl").write_text("")
+    with pytest.raises(ValueError, match="already holds a run; pass --resume"):
+        ab.RunDir(run, _settings(), resume=False)
+
+
+def test_resume_refuses_changed_data_and_a_damaged_run_record(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
+    run = tmp_path / "run"
+    settings = ab.Settings(model="builtin", device="cpu", data_dir=str(data))
+    ab.RunDir(run, settings, resume=False).release()
+    (data / "test.jsonl").write_text('{"question": "q", "answer": "#### 2"}\n')
+    with pytest.raises(ValueError, match=rf"the data files in {data} changed since the run"):
+        ab.RunDir(run, settings, resume=True)
+    (run / "run.json").write_text('{"schema": 1, "settings": ')
+    with pytest.raises(ValueError, match=rf"{run / 'run.json'} is not readable JSON"):
+        ab.RunDir(run, settings, resume=True)
+    (run / "run.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="is not an accval gsm8k run record"):
+        ab.RunDir(run, settings, resume=True)
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match=r"--out .*afile: expected a run directory, got a file"):
+        ab.RunDir(tmp_path / "afile", settings, resume=False)
+
+
 @pytest.mark.slow_cpu
 def test_the_lock_holds_across_processes_and_the_cli_exits_2(tmp_path):
     run = tmp_path / "run"

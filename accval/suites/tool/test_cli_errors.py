@@ -58,6 +58,8 @@ BAD_FLAGS = [
     pytest.param([*GSM8K, "--endpoint-a", "http://127.0.0.1:1"], "expected both or neither", id="one-endpoint"),
     pytest.param(["gsm8k", "--ab", "--out", "{out}", "--endpoint-a", "ftp://x", "--endpoint-b", "http://y"],
                  "expected an http(s) URL", id="endpoint-not-http"),
+    pytest.param(["gsm8k", "--ab", "--out", "{out}", "--endpoint-a", "http://", "--endpoint-b", "http://y"],
+                 "--endpoint-a: expected an http(s) URL with a host, got 'http://'", id="endpoint-no-host"),
     pytest.param(["serve", "--arm", "a", "--port", "-1"], "expected a TCP port 0..65535", id="port-negative"),
     pytest.param(["serve", "--arm", "a", "--port", "70000"], "expected a TCP port 0..65535", id="port-too-big"),
     pytest.param(["serve", "--arm", "a", "--port", "http"], "expected a TCP port", id="port-text"),
@@ -76,6 +78,47 @@ BAD_FLAGS = [
     pytest.param(["mutants", "--jobs", "x"], "expected a whole number >= 1", id="mutants-jobs-text"),
     pytest.param(["report"], "paths", id="report-no-path"),
 ]
+
+
+GOOD = {"question": "Tom has 2 apples and buys 3. How many?", "answer": "2 + 3 = 5\n#### 5"}
+# (test.jsonl's lines, a phrase of the error): records gsm8k's task would have read without a word, the
+# missing field rendered as "None", a number answer as the target, a broken line as a datasets traceback
+BAD_DATA = [
+    pytest.param([GOOD, {"question": "q?"}], "line 2: expected a non-empty string 'answer', got nothing", id="no-answer"),
+    pytest.param([GOOD, {"question": "q?", "answer": 18}], "line 2: expected a non-empty string 'answer', got int 18",
+                 id="answer-number"),
+    pytest.param([{"answer": "#### 1"}, GOOD], "line 1: expected a non-empty string 'question', got nothing", id="no-question"),
+    pytest.param([GOOD, {"question": "q?", "answer": "5"}], "line 2: expected the answer to end with '#### <final answer>'",
+                 id="answer-without-hashes"),
+    pytest.param([GOOD, '{"question": "q?", "ans'], "line 2: expected a JSON object per line, got invalid JSON",
+                 id="cut-line"),
+    pytest.param([GOOD, [1, 2]], "line 2: expected a JSON object, got list", id="not-an-object"),
+    pytest.param([GOOD], "has 1 question(s); the paired statistics need at least 2", id="one-question"),
+    pytest.param([], "has 0 question(s)", id="empty"),
+]
+
+
+@pytest.mark.parametrize("lines,message", BAD_DATA)
+def test_gsm8k_data_that_its_task_would_misread_is_refused_naming_the_line(lines, message, tmp_path, capsys):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train.jsonl").write_text("\n".join(json.dumps(GOOD) for _ in range(3)) + "\n")
+    (d / "test.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in lines))
+    out = tmp_path / "run"
+    rc = cli.main(["gsm8k", "--ab", "--model", "builtin", "--data-dir", str(d), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == EXIT_USAGE and len(err) == 1 and message in err[0] and str(d / "test.jsonl") in err[0], (rc, err)
+    assert not out.exists()
+
+
+def test_a_binary_data_file_is_refused(tmp_path, capsys):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train.jsonl").write_text(json.dumps(GOOD) + "\n")
+    (d / "test.jsonl").write_bytes(bytes(range(256)) * 4)
+    rc = cli.main(["gsm8k", "--ab", "--model", "builtin", "--data-dir", str(d), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == EXIT_USAGE and "expected a JSON object per line" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("argv,message", BAD_FLAGS)

@@ -152,3 +152,16 @@ def test_summary_lists_every_skip_reason_in_full_under_its_implementations_line(
     lines = summary.lines({"producer": PRODUCERS.get("accval"), "consumer": CONSUMERS.get("accval")})
     assert lines[0].startswith("producer accval: ") and "1 passed, 0 failed, 8 skipped" in lines[0], lines
     assert lines[1:] == [f"  skipped 3x: {long_reason}", *(f"  skipped 1x: reason {i}" for i in range(5))], lines
+
+
+@pytest.mark.parametrize("registry, name, near", [("producer", "mutant:bogus", "mutant:scale-pad-btm"),
+                                                  ("consumer", "mutant:rope-sign", "mutant:silent-fallback"),
+                                                  ("consumer", "reference:fp32-div", "reference")])
+def test_a_registered_kind_of_the_wrong_role_is_named_not_imported(registry, name, near):
+    """``--consumer mutant:rope-sign`` (a producer mutant) said "cannot import module 'mutant'"."""
+    reg = PRODUCERS if registry == "producer" else CONSUMERS
+    with pytest.raises(KeyError) as err:
+        reg.get(name)
+    assert f"unknown {registry} {name!r}; a {registry} of that kind is one of:" in str(err.value) and near in str(err.value)
+    assert reg.get("accval.examples.torch_producer:inv_rope_fp8_quant" if registry == "producer"
+                   else "accval.examples.torch_consumer:fp8_block_bmm").name.startswith("accval.examples.")
