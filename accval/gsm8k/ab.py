@@ -565,7 +565,9 @@ def _setup(settings: Settings, out: Path, resume: bool, group: ranks_mod.Group |
         raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
     if group is not None and not group.root:
         group.barrier()  # rank 0 has checked and made the run directory
-        run_dir = RunDir(Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-")), settings, False)
+        scratch = Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-"))
+        held.callback(shutil.rmtree, scratch, ignore_errors=True)  # however the run ends (a kill -9 aside)
+        run_dir = RunDir(scratch, settings, False)
         held.callback(run_dir.release)
     else:
         run_dir = RunDir(out, settings, resume, lock=lock)
