@@ -189,8 +189,9 @@ def test_the_lock_holds_across_processes_and_the_cli_exits_2(tmp_path):
 def _tiny_data(tmp_path) -> Path:
     d = tmp_path / "data"
     d.mkdir(exist_ok=True)
+    record = json.dumps({"question": "Tom has 2 apples and buys 3. How many?", "answer": "2 + 3 = 5\n#### 5"})
     for split in ("train", "test"):
-        (d / f"{split}.jsonl").write_text("")
+        (d / f"{split}.jsonl").write_text(f"{record}\n{record}\n")  # what the data check asks: 2 questions
     return d
 
 
