@@ -396,7 +396,8 @@ def _interrupted(argv: list[str], args) -> int:
         saved = ab.saved_questions(out)
     except (OSError, ValueError) as e:
         saved = f"? ({e})"
-    print(f"accval: interrupted ({stop.signal_name()}); {saved} finished questions are saved in {out}. Resume with:\n"
+    print(f"accval: interrupted ({stop.signal_name()}); {saved} finished question{'' if saved == 1 else 's'} "
+          f"{'is' if saved == 1 else 'are'} saved in {out}. Resume with:\n"
           f"  {resume_command(argv, out)}", file=sys.stderr)
     return stop.exit_code()
 

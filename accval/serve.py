@@ -44,7 +44,6 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from accval import stop
 from accval.site import Arm
@@ -309,8 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self) -> str:
         """The request's route (its path without the query, one trailing slash allowed), or a
         :class:`RequestError` 404 (no such route) or 405 (the route does not take this method)."""
-        path = urlsplit(self.path).path
-        path = path.rstrip("/") if path != "/" else path
+        path = self.path.split("?", 1)[0]  # a request target is a path here (urlsplit reads "//v1/..." as a host)
+        path = "/" + path.strip("/")
         methods = ROUTES.get(path)
         if methods is None:
             raise RequestError(404, f"no route {self.command} {self.path}; use GET /health, GET /v1/models or "
@@ -504,7 +503,7 @@ class ArmServer(ThreadingHTTPServer):
     def _describe(self) -> dict:
         stats = self.engine.site.stats.get(self.arm.name)
         return {"arm": self.arm.name, "implementation": self.arm.describe(), "model": self.model_id, "mode": self.mode,
-                "site": stats.to_json() if stats else None, "completions": self.completions}
+                "site": stats.to_json() if stats else None, "completions": self.completions, "abandoned": self.abandoned}
 
     def complete(self, request: Completion, gone=lambda: False) -> dict | None:
         """Run ``request`` on the model (one request at a time) and return the OpenAI response body, or
@@ -519,6 +518,7 @@ class ArmServer(ThreadingHTTPServer):
                 raise RequestError(503, f"server is stopping: it has served --max-requests {self.max_requests}")
             if gone():
                 self.abandoned += 1
+                self.described = self._describe()
                 return None
             for i, p in enumerate(request.prompts):
                 n = len(engine.encode(p))

@@ -52,8 +52,9 @@ def test_finish_reason_says_what_ended_the_answer_and_usage_counts_the_tokens(se
 def test_head_and_a_query_string_reach_their_routes(server):  # noqa: F811
     status, headers, body = exchange(_port(server), b"HEAD /health HTTP/1.1\r\n\r\n")
     assert status == 200 and body == b"" and int(headers["content-length"]) > 0, (status, headers, body)
-    status, _, body = exchange(_port(server), get("/health?verbose=1"))
-    assert status == 200 and json.loads(body)["status"] == "ok", body[:200]
+    for target in ("/health?verbose=1", "//health", "/health/"):
+        status, _, body = exchange(_port(server), get(target))
+        assert status == 200 and json.loads(body)["status"] == "ok", (target, body[:200])
     status, headers, body = exchange(_port(server), b"HEAD /v1/completions HTTP/1.1\r\n\r\n")
     assert status == 405 and headers["allow"] == "POST" and body == b"", (status, headers, body)
 
@@ -79,6 +80,8 @@ def test_requests_whose_clients_left_do_not_hold_the_model(server):  # noqa: F81
         while own.abandoned < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert own.abandoned == 6 and own.completions == 2, (own.abandoned, own.completions)
+        status, _, body = exchange(port, get("/health"))
+        assert status == 200 and json.loads(body)["abandoned"] == 6, body[:300]
         assert fresh < one_long, f"a fresh request took {fresh:.2f} s, one 200-token generation {one_long:.2f} s"
     finally:
         own.stop()
