@@ -625,14 +625,9 @@ def serve(settings, arm_name: str, port: int, max_requests: int | None = None, i
           ready_file: str | None = None, limits: Limits | None = None) -> int:
     """Serve arm ``"a"`` or ``"b"`` of ``settings`` (an :class:`accval.gsm8k.ab.Settings`) until bounded out."""
     server = make_server(settings, arm_name, port, max_requests, idle_timeout, limits)
-    asked = []
-
-    def _stop(signum, frame):
-        asked.append(signum)
-        if len(asked) > 1:  # the second signal: at once (a thread may be inside the model; no unwinding)
-            print("accval serve: stopped at once", file=sys.stderr, flush=True)
-            os._exit(128 + signum)
-        server.stop()
+    def at_once(signum: int) -> None:  # a thread may be inside the model: no unwinding
+        print("accval serve: stopped at once", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
 
     url = f"http://{HOST}:{server.server_address[1]}"
     try:
@@ -643,7 +638,7 @@ def serve(settings, arm_name: str, port: int, max_requests: int | None = None, i
                 raise OSError(f"--ready-file {ready_file}: cannot write it: {e.strerror or e}") from None
         print(f"accval serve: arm {server.arm.name} ({server.arm.describe()}, {server.mode}) at {url}/v1/completions",
               flush=True)
-        with stop.handling(_stop):
+        with stop.handling(stop.escalating(lambda signum: server.stop(), at_once)):
             server.run()
     except BaseException:
         server.server_close()

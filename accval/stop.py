@@ -20,6 +20,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -90,9 +91,20 @@ def signals_interrupt():
     return handling(_raise)
 
 
-def _at_boundary(signum, frame):
-    if _requested.is_set():
-        _raise(signum, frame)
+def escalating(first: Callable[[int], None], then: Callable[[int], None]):
+    """A signal handler for a stop asked twice: the first signal calls ``first(signum)`` (stop in order),
+    every later one ``then(signum)`` (stop now)."""
+    asked = []
+
+    def handler(signum, frame):
+        asked.append(signum)
+        (first if len(asked) == 1 else then)(signum)
+
+    return handler
+
+
+def ask_for_boundary(signum: int) -> None:
+    """The first stop signal of an A/B: request the stop and say what happens."""
     request(signum)
     print(HINT, file=sys.stderr, flush=True)
 
@@ -101,7 +113,7 @@ def at_batch_boundary():
     """While inside: the first SIGINT or SIGTERM requests a stop at the next batch boundary, the second
     raises KeyboardInterrupt."""
     reset()
-    return handling(_at_boundary)
+    return handling(escalating(ask_for_boundary, lambda signum: _raise(signum, None)))
 
 
 def rank_handlers() -> None:

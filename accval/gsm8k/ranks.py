@@ -154,28 +154,28 @@ def spawn(world: int, fn, *args) -> None:
     errors = ctx.SimpleQueue()
     procs = mp.start_processes(_child, args=(world, _free_port(), os.getpid(), fn, args, errors), nprocs=world,
                                join=False, start_method="spawn")
-    asked = []
+    stop.reset()
 
-    def on_stop_signal(signum, frame):
-        asked.append(signum)
-        if len(asked) == 1:
-            stop.request(signum)
-            print(stop.HINT, file=sys.stderr, flush=True)
+    def tell_ranks(sig: int) -> None:
         for p in procs.processes:
             if p.is_alive():
-                os.kill(p.pid, signal.SIGUSR1 if len(asked) == 1 else signal.SIGKILL)
+                os.kill(p.pid, sig)
 
-    with stop.handling(on_stop_signal):
+    def first(signum: int) -> None:
+        stop.ask_for_boundary(signum)
+        tell_ranks(signal.SIGUSR1)
+
+    with stop.handling(stop.escalating(first, lambda signum: tell_ranks(signal.SIGKILL))):
         try:
             while not procs.join():
                 pass
         except mp.ProcessExitedException as e:
-            if asked:
+            if stop.requested():
                 raise stop.Interrupted(f"stopped on request (rank {e.error_index} ended by signal)") from None
             raise RuntimeError(f"rank {e.error_index} of {world} died (exit code {e.exit_code}); the other ranks were "
                                "stopped. Finished samples are in the run directory: --resume continues the run") from None
         except mp.ProcessRaisedException as e:
-            if asked:  # a rank still starting up when the signal reached it (before its handlers)
+            if stop.requested():  # a rank still starting up when the signal reached it (before its handlers)
                 raise stop.Interrupted(f"stopped on request (rank {e.error_index} stopped while starting)") from None
             first = None
             while not errors.empty():
@@ -184,5 +184,5 @@ def spawn(world: int, fn, *args) -> None:
             index, tb = first if first else (e.error_index, str(e))
             last = tb.strip().splitlines()[-1]
             raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {_traceback_file(index, tb)})") from None
-    if asked:
+    if stop.requested():
         raise stop.Interrupted("stopped on request")
