@@ -304,6 +304,86 @@ def packed_byte_order(a, a_scale, b, b_scale, out=None):
     return out
 
 
+
+def _scales_token_major(scale: torch.Tensor) -> torch.Tensor:
+    """The defect of ``scale-token-major``: the scales written token by token (``[G, pad4(M), K/128]`` order)
+    into a buffer whose shape and strides say ``[G, K/128, pad4(M)]``."""
+    g, kb, p = scale.shape
+    return scale.transpose(1, 2).contiguous().view(g, kb, p)
+
+
+def _scales_groups_flattened(scale: torch.Tensor, m: int) -> torch.Tensor:
+    """The defect of ``scale-groups-flattened``: scales computed over ``o`` flattened to ``[M * G, K]`` rows (row
+    ``t * G + g``) and read back as if those rows were group-major (row ``g * M + t``)."""
+    g, kb, _ = scale.shape
+    out = torch.zeros_like(scale)
+    rows = scale[:, :, :m].permute(1, 2, 0).reshape(kb, m * g)  # [K/128, M * G], token-major rows
+    out[:, :, :m] = rows.view(kb, g, m).transpose(0, 1)
+    return out
+
+
+@_mutant("scale-token-major", "producer",
+         "the scale buffer has the contract's shape and contiguous strides, but the kernel writes it token-major "
+         "([G, pad4(M), K/128] order): the strides look right and the values sit transposed",
+         "sglang #31490: scale tensors with contiguous-looking strides that were really transposed; a layout check "
+         "on shapes and strides passes, only values show it")
+def scale_token_major(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                      is_neox=True, *, block_tokens_m=None):
+    fp8, scale = kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                            quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    return fp8, _scales_token_major(scale)
+
+
+@_mutant("scale-groups-flattened", "producer",
+         "o [M, G, K] flattened to [M * G, K] rows for quantization, the scales then read back group-major: each "
+         "token's scale lands on another (group, token); right only with one group",
+         "sglang #29038: DeepSeek-V4's wo_a quantized as [T * G, D] and its scales viewed back per group lowered "
+         "accuracy on every benchmark (GPQA, AIME25, SWE-Bench); TEP8 has one group per rank and hides it")
+def scale_groups_flattened(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    fp8, scale = kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                            quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    return fp8, _scales_groups_flattened(scale, o.shape[0])
+
+
+@_mutant("ue8m0-log2-ceil", "producer",
+         "UE8M0 scales taken as exp2(ceil(log2(amax / 448))) in fp32: for an absmax a few ulps above 448 * 2**k the "
+         "log2 rounds to k, so the scale is one power of two too small and the block's largest codes saturate",
+         "sglang #29954: pow(2, ceil(log2(x))) is not bit-exact with DeepGEMM's exponent-bit rounding; random data "
+         "(and any bf16 input) almost never lands there",
+         expected_impl="torch-reference", recipe="ue8m0")
+def ue8m0_log2_ceil(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+                    is_neox=True, *, block_tokens_m=None):
+    from accval.kernels.constants import QUANT_BLOCK
+    from accval.kernels.reference import inverse_rope_
+
+    fp8, scale = kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                                quant_group_size, is_neox, recipe="ue8m0")
+    m, k = o.shape[0], fp8.shape[2]
+    x = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).reshape(m, n_groups, k)
+    x = x.transpose(0, 1).float().reshape(n_groups, m, k // QUANT_BLOCK, QUANT_BLOCK)
+    amax = x.abs().amax(-1).clamp_min(get_recipe("ue8m0").eps)  # [G, M, K/128]
+    log2_scale = torch.exp2(torch.ceil(torch.log2(amax / torch.full_like(amax, FP8_E4M3_MAX))))  # the defect
+    wrong = torch.isfinite(log2_scale) & (log2_scale != scale[:, :, :m].transpose(1, 2))
+    codes = (x / log2_scale[..., None]).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE).reshape(n_groups, m, k)
+    fp8 = torch.where(wrong.repeat_interleave(QUANT_BLOCK, dim=2), codes, fp8)
+    scale[:, :, :m] = torch.where(wrong, log2_scale, scale[:, :, :m].transpose(1, 2)).transpose(1, 2)
+    return fp8, scale
+
+
+@_mutant("consumer-scale-transposed", "consumer",
+         "the consumer reads the activation scales token-major ([G, pad4(M), K/128]) while the producer writes the "
+         "contract's [G, K/128, pad4(M)]: right only when K is one 128-block",
+         "vLLM #53345 (a scale stride ignored, right only at one token) and flashinfer #2147 (documented column-major, "
+         "read row-major): which way a scale buffer runs is easy to get backwards")
+def consumer_scale_transposed(a, a_scale, b, b_scale, out=None):
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, True)
+    kb, p = a_scale.shape[1], a_scale.shape[2]
+    seen = a_scale.contiguous().view(g, p, kb).transpose(1, 2).contiguous()  # the defect
+    _run_triton(a, seen, b, b_scale, out, g, m, n, k)
+    return out
+
+
 # --- the same defects in the torch chain (chain backend "torch": the A/B's arm B on a CPU) ---------------
 # Each applies its defect to the mirror reference producer or the emulated consumer, so `accval gsm8k
 # --inject ID` shows on a CPU what the defect does to a model. Defects that exist only in a GPU kernel
@@ -413,8 +493,33 @@ def torch_silent_fallback(a, a_scale, b, b_scale, out=None):
     return out
 
 
+
+@_torch_variant("scale-token-major", "torch-reference")
+def torch_scale_token_major(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                            quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    return fp8, _scales_token_major(scale)
+
+
+@_torch_variant("scale-groups-flattened", "torch-reference")
+def torch_scale_groups_flattened(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                 quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    return fp8, _scales_groups_flattened(scale, o.shape[0])
+
+
+@_torch_variant("consumer-scale-transposed", "emulated")
+def torch_consumer_scale_transposed(a, a_scale, b, b_scale, out=None):
+    from accval.kernels.fp8_block_bmm import _run_emulated
+
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, False)
+    kb, p = a_scale.shape[1], a_scale.shape[2]
+    _run_emulated(a, a_scale.contiguous().view(g, p, kb).transpose(1, 2).contiguous(), b, b_scale, out, g, m, n, k)
+    return out
+
 TORCH_CHAIN["ue8m0-no-requant"] = ue8m0_no_requant  # already torch: the same function on every backend
 TORCH_CHAIN["nonfinite-tile-leak"] = nonfinite_tile_leak
+TORCH_CHAIN["ue8m0-log2-ceil"] = ue8m0_log2_ceil
 
 
 @_torch_variant("writes-input", "torch-reference")

@@ -122,6 +122,73 @@ def make_inputs(case: ProducerCase, device) -> tuple[torch.Tensor, torch.Tensor,
     return o, positions, cache
 
 
+#: Exponents ``k`` of the scales ``2**k`` whose block absmax ``448 * 2**k`` the boundary cases place, per input
+#: dtype: ordinary sizes, and scales past 2**60 or under 2**-60 (where an exact kernel's division folds).
+BOUNDARY_EXPONENTS = {torch.float16: (-14, -9, -1, 0, 1, 7), torch.bfloat16: (-80, -40, -9, -1, 0, 1, 6, 60, 100),
+                      torch.float32: (-80, -40, -9, -1, 0, 1, 6, 60, 100)}
+#: Least boundary value per input dtype, as a multiple of its smallest normal: the rope slice is drawn
+#: at 1/64 of the least value placed, and its rotation must stay clear of subnormals (fp16's rope slice
+#: runs into them in the ordinary cases as well).
+_BOUNDARY_FLOOR = {torch.float16: 2.0**8, torch.bfloat16: 2.0**40, torch.float32: 2.0**40}
+
+
+def _bit_neighbours(x: float, dtype: torch.dtype, steps) -> list[float]:
+    """The values ``j`` representable steps above (``j > 0``) or below ``x > 0`` in ``dtype``."""
+    ints = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}[dtype]
+    bits = torch.tensor([x], dtype=dtype).view(ints)
+    return [float((bits + j).view(dtype)) for j in steps]
+
+
+def boundary_absmaxes(dtype: torch.dtype, eps: float) -> list[float]:
+    """Block absmaxes at the edges of every recipe's scale rule, each exactly representable in ``dtype``:
+    ``448 * 2**k`` (where the fp32 scale is a power of two and UE8M0 rounding changes its mind) and the
+    three values either side of it, the recipe's amax floor ``eps`` and its neighbours, and the dtype's
+    largest value. An fp32 absmax one ulp above ``448 * 2**k`` gives a quotient one ulp above ``2**k``,
+    which ``exp2(ceil(log2(x)))`` in fp32 rounds down for ``|k| >= 2`` (sglang #29954); a bf16 absmax cannot
+    land that close, so these cases matter most in fp32."""
+    fi = torch.finfo(dtype)
+    bases = [448.0 * 2.0**k for k in BOUNDARY_EXPONENTS[dtype]]
+    values = [v for b in bases for v in _bit_neighbours(b, dtype, range(-3, 4))]
+    if eps > 0 and float(torch.tensor(eps, dtype=dtype)) > 0:
+        values += _bit_neighbours(float(torch.tensor(eps, dtype=dtype)), dtype, range(-2, 3))
+    values += _bit_neighbours(fi.max, dtype, range(-2, 1))
+    floor = fi.smallest_normal * _BOUNDARY_FLOOR[dtype]
+    return sorted({v for v in values if floor <= v <= fi.max})
+
+
+def place_boundary_absmaxes(o: torch.Tensor, case: "ProducerCase", values: list[float], seed: int) -> int:
+    """Overwrite ``o`` (``[M, heads, head_dim]``, any strides) so that every 128-block holding a nope element has
+    absmax exactly one of ``values`` (shuffled, cycled), at one nope element of random sign; the block's other
+    nope elements lie in ``[v/8, v/2]`` in magnitude and the rope slice in ``[r/4, r]`` with ``r`` the least
+    value placed over 64, so its rotation stays below every block's absmax. Returns the blocks placed."""
+    gen = torch.Generator().manual_seed(seed)
+    m, heads, d = o.shape
+    blocks = d // 128
+    col = torch.arange(d)
+    nope_in_block = [int(((col // 128 == b) & (col < case.nope_dim)).sum()) for b in range(blocks)]
+    targets = torch.tensor(values, dtype=torch.float64)[torch.randperm(len(values), generator=gen)]
+    n_placed = m * heads * sum(1 for n in nope_in_block if n)
+    if not n_placed:
+        return 0
+    chosen = targets.repeat(-(-n_placed // len(values)))[:n_placed]
+    mag = torch.rand(m, heads, d, generator=gen, dtype=torch.float64) * 0.75 + 0.25
+    sign = torch.where(torch.rand(m, heads, d, generator=gen) < 0.5, -1.0, 1.0).double()
+    new = torch.empty(m, heads, d, dtype=torch.float64)
+    new[:, :, case.nope_dim:] = mag[:, :, case.nope_dim:] * float(chosen.min()) / 64
+    i = 0
+    for b in range(blocks):
+        lo, hi = b * 128, min((b + 1) * 128, case.nope_dim)
+        if hi <= lo:
+            continue
+        v = chosen[i * m * heads:(i + 1) * m * heads].view(m, heads, 1)
+        i += 1
+        new[:, :, lo:hi] = mag[:, :, lo:hi] * v / 2
+        at = lo + torch.randint(0, hi - lo, (m, heads, 1), generator=gen)
+        new.scatter_(2, at, v)
+    o.copy_((new * sign).to(o.dtype))
+    return n_placed
+
+
 @st.composite
 def producer_cases(draw, *, max_tokens: int | None = None) -> ProducerCase:
     """Any valid producer call: M from 1 to the profile's bound, every layout and branch."""

@@ -18,7 +18,16 @@ from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK
 from accval.kernels.recipes import UE8M0_PER_WORD, block_scales, scale_values, unpack_ue8m0
 from accval.kernels.reference import dequantize_activations, inv_rope_fp8_quant_ref, inverse_rope_, inverse_rope_math_ref
 
-from .cases import BLOCK_SIZES, ProducerCase, explicit_sizes, fit, make_inputs, producer_cases
+from .cases import (
+    BLOCK_SIZES,
+    ProducerCase,
+    boundary_absmaxes,
+    explicit_sizes,
+    fit,
+    make_inputs,
+    place_boundary_absmaxes,
+    producer_cases,
+)
 from .checks import (
     FP8_CODE_TOL_ULPS,
     assert_exact,
@@ -122,6 +131,27 @@ def test_producer_matches_mirror_reference(producer, device, case, accval_record
     permute(1,0,2)) exactly, or, for a producer that does not claim exactness, within the graded
     bounds: both layouts, strided o, any BTM."""
     check_against_mirror(producer, case, device, accval_record)
+
+
+@given(case=producer_cases(max_tokens=24))
+@example(case=ProducerCase(m=7, n_groups=2, heads_per_group=2, head_dim=512, rope_dim=64, dtype=torch.float32))
+@example(case=ProducerCase(m=5, n_groups=1, heads_per_group=3, head_dim=256, rope_dim=16, dtype=torch.bfloat16,
+                           is_neox=False, token_pad=130))
+@example(case=ProducerCase(m=3, n_groups=2, heads_per_group=1, head_dim=384, rope_dim=32, dtype=torch.float16))
+def test_scales_at_the_recipes_boundaries(producer, device, case, accval_record):
+    """Blocks whose absmax sits exactly on, or a few ulps either side of, the edges of the recipe's scale
+    rule (``448 * 2**k``, where UE8M0 rounding turns; the amax floor; the dtype's largest value; scales past
+    2**+-60) get the mirror's codes and scales like any other block: bit for bit from an exact producer,
+    within the graded bounds otherwise. Random draws almost never land there: a UE8M0 scale taken as
+    ``exp2(ceil(log2(amax / 448)))`` in fp32 is one power of two too small only for an absmax within a few
+    ulps above ``448 * 2**k`` (sglang #29954), and passes every other property."""
+    case = fit(producer, case)
+    o, pos, cache = make_inputs(case, device)
+    values = boundary_absmaxes(case.dtype, producer.recipe.eps)
+    if not place_boundary_absmaxes(o, case, values, case.seed):
+        pytest.skip(f"{case}: no 128-block holds a nope element (rope_dim == head_dim)")
+    fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox, block_tokens_m=case.block_tokens_m)
+    judge_against_mirror(producer, case, o, pos, cache, fp8, scale, accval_record, where="boundary absmaxes: ")
 
 
 @pytest.mark.parametrize("m", explicit_sizes())
