@@ -31,7 +31,10 @@ def pytest_configure(config):
                             "(the check that it raises there)")
     config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the "
                             "cpu, ci and smoke profiles, run everywhere else")
-    profile = register_profiles()
+    try:
+        profile = register_profiles()
+    except ValueError as e:
+        raise pytest.UsageError(f"accval: {e}") from None
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if os.environ.get("PYTEST_XDIST_WORKER") and workers:
         from .testing import share_cores

@@ -53,6 +53,18 @@ def test_env_variable_selects_the_implementation_and_bad_plugin_is_a_usage_error
     assert "cannot be called with the contract's 9 positional arguments" in proc.stderr
 
 
+
+def test_unknown_hypothesis_profile_is_a_one_line_usage_error():
+    """A mistyped ``ACCVAL_HYPOTHESIS_PROFILE`` ends the run before any test with pytest's usage-error exit
+    code and one line naming the profiles (it was a nine-line ImportError from the root conftest)."""
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="nigthly")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "suites/kernel/test_provenance.py"], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["ERROR: accval: ACCVAL_HYPOTHESIS_PROFILE: expected one of ['ci', 'cpu', 'gpu', 'nightly', 'smoke'], "
+                     "got 'nigthly'"], proc.stderr
+
 def test_cli_usage_errors_exit_2(capsys):
     assert main(["mutants", "--only", "no-such-mutant", "--no-baseline", "--quiet"]) == 2
     assert "unknown mutant" in capsys.readouterr().err
