@@ -135,10 +135,71 @@ def check_checkpoint_dir(model: str) -> None:
                          f"{model_type!r} in {cfg_path}")
 
 
+#: ``--seed``: the range ``torch.manual_seed`` takes without remapping (it maps a negative seed n to
+#: 2**64 + n, so -1 would silently be the seed 2**64 - 1)
+SEED_MAX = 2**64 - 1
+
+
+def check_seed(seed) -> None:
+    """``--seed``: a whole number from 0 to :data:`SEED_MAX`."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"--seed: expected a whole number, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"--seed: expected a whole number from 0 to 2**64 - 1 (torch's seed range), got {seed}")
+
+
+def model_positions(model: str) -> int | None:
+    """The positions (``max_position_embeddings``) of ``--model``, from its config alone, as the engine
+    reads them once the model is loaded; None when the config cannot be read here (loading the model
+    then says why)."""
+    if model == builtin.BUILTIN:
+        cfg = builtin.builtin_config()
+    else:
+        from transformers import AutoConfig
+
+        path = model
+        if model == SENTINEL:
+            from accval.sentinel.model import CHECKPOINT_DIR
+
+            path = str(CHECKPOINT_DIR)
+        try:
+            cfg = AutoConfig.from_pretrained(path)
+        except Exception:  # noqa: BLE001  (any failure here is reported, with its file, when the model loads)
+            return None
+    return getattr(cfg, "max_position_embeddings", None)
+
+
+def check_max_gen_toks(n: int, model: str | None) -> None:
+    """``--max-gen-toks``: at least 1, and room for at least a one-token prompt in the positions of
+    ``model`` (prompt and answer share them; None: the model is a server's, which bounds it itself).
+    The prompts' real lengths narrow this once lm-eval has built them
+    (:meth:`accval.gsm8k.lm.ArmLM.generate_until`)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"--max-gen-toks: expected a whole number, got {type(n).__name__} {n!r}")
+    if n < 1:
+        raise ValueError(f"--max-gen-toks: expected at least 1, got {n}")
+    positions = model_positions(model) if model is not None else None
+    if positions and n > positions - 1:
+        raise ValueError(f"--max-gen-toks: expected 1 to {positions - 1} (the model {model!r} has {positions} "
+                         f"positions, shared by the prompt and its answer), got {n}")
+
+
+def _check_not_blank(s: Settings) -> None:
+    """An option given as an empty string is a usage error, not the option left out (``--inject ''``
+    would otherwise run no defect, ``--data-dir ''`` the current directory)."""
+    for flag, value in (("--model", s.model), ("--data-dir", s.data_dir), ("--device", s.device),
+                        ("--backend", s.backend), ("--inject", s.inject), ("--producer", s.producer),
+                        ("--consumer", s.consumer), ("--endpoint-a", s.endpoint_a), ("--endpoint-b", s.endpoint_b)):
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"{flag}: expected a value, got an empty string {value!r}")
+
+
 def validate(s: Settings) -> Settings:
     if s.mode not in MODES:
         raise ValueError(f"--mode: expected one of {CLI_MODES}, got {s.mode!r}")
+    _check_not_blank(s)
     check_device(s.device)
+    check_seed(s.seed)
     if s.endpoint_a is None and s.model not in (builtin.BUILTIN, SENTINEL):
         check_checkpoint_dir(s.model)
     if s.limit is not None and s.limit < 2:
@@ -147,6 +208,7 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"--num-fewshot: expected >= 0, got {s.num_fewshot}")
     if s.batch_size < 1 or s.max_gen_toks < 1:
         raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
+    check_max_gen_toks(s.max_gen_toks, s.model if s.endpoint_a is None else None)
     if s.model == SENTINEL and s.data_dir is None:
         from accval.sentinel import data as sentinel_data
 
@@ -217,6 +279,38 @@ def _device_name(device: str) -> str:
 
 
 LOCK = ".lock"
+#: the files a run writes as it works; any of them means finished (or cut) work is there
+WORK_FILES = ("commits.jsonl", "agreement.jsonl", "report.json")
+
+
+def _work_files(path: Path) -> list[str]:
+    if not path.is_dir():
+        return []
+    return [p.name for p in path.iterdir() if p.name in WORK_FILES or p.name.startswith(("generations-", "samples-"))]
+
+
+def check_out(out: Path, resume: bool) -> None:
+    """The run directory ``out`` can be used as asked, before anything is written (what
+    :class:`RunDir` checks first; the CLI can call it before its plan line): a directory or nothing
+    there; without ``resume``, no finished work to overwrite; with it, a run to continue. A path with
+    no run (a typo, a directory a job never started) is refused with ``resume``: it promises that
+    finished work is kept, so a fresh run is never started silently in its place."""
+    out = Path(out)
+    run_json = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: expected a run directory, got a file")
+    work = _work_files(out)
+    if run_json.exists() and not resume and work:
+        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+    if work and not run_json.exists():
+        raise ValueError(f"--out {out} holds results of an earlier run ({', '.join(sorted(work))}) but no "
+                         "run.json, so the settings that made them are unknown; choose another --out or remove them")
+    if resume and not run_json.exists():
+        if out.exists() and any(p.name != LOCK for p in out.iterdir()):
+            raise ValueError(f"--resume: {out} has no run.json; it is not an accval gsm8k run directory")
+        state = "is empty" if out.exists() else "does not exist"
+        raise ValueError(f"--resume: {out} {state}, so there is no run to continue; check the path, or leave out "
+                         "--resume to start a new run there")
 
 
 class RunDir:
@@ -230,17 +324,7 @@ class RunDir:
         fingerprint = dataclasses.asdict(settings)
         data = task_mod.data_sha256(Path(settings.data_dir)) if settings.data_dir else None
         run_json = self.path / "run.json"
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"--out {self.path}: expected a run directory, got a file")
-        work = self._work_files()
-        if run_json.exists() and not resume and work:
-            raise ValueError(f"--out {self.path} already holds a run; pass --resume to continue it or choose "
-                             "another --out")
-        if work and not run_json.exists():
-            raise ValueError(f"--out {self.path} holds results of an earlier run ({', '.join(sorted(work))}) but no "
-                             "run.json, so the settings that made them are unknown; choose another --out or remove them")
-        if resume and not run_json.exists() and self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
-            raise ValueError(f"--resume: {self.path} has no run.json; it is not an accval gsm8k run directory")
+        check_out(self.path, resume)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -271,14 +355,6 @@ class RunDir:
                 self.release()
                 raise OSError(f"--out {self.path}: cannot write run.json ({e.strerror or e})") from None
 
-    #: the files a run writes as it works; any of them means finished (or cut) work is there
-    WORK_FILES = ("commits.jsonl", "agreement.jsonl", "report.json")
-
-    def _work_files(self) -> list[str]:
-        if not self.path.is_dir():
-            return []
-        return [p.name for p in self.path.iterdir()
-                if p.name in self.WORK_FILES or p.name.startswith(("generations-", "samples-"))]
 
     @staticmethod
     def _meta(run_json: Path) -> dict:
@@ -317,14 +393,72 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def record_session(self, device: str) -> list[dict]:
-        """Append this invocation (its start and device) to run.json; return every session so far.
-        A run resumed on another card says so in its report instead of naming only the last one."""
+    def _write_meta(self, meta: dict) -> None:
+        """Replace run.json in one step (a kill mid-write leaves the old one, never half a file)."""
         run_json = self.path / "run.json"
-        meta = json.loads(run_json.read_text())
-        meta.setdefault("sessions", []).append({"started": _dt.datetime.now(_dt.timezone.utc).isoformat(), "device": device})
-        run_json.write_text(json.dumps(meta, indent=2))
+        tmp = run_json.with_name(f".run.json.{os.getpid()}")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, run_json)
+
+    def record_session(self, device: str, session: "Session") -> list[dict]:
+        """Append this invocation (its id, start and device) to run.json; return every session so far.
+        A run resumed on another card says so in its report instead of naming only the last one. Its
+        ``elapsed_s`` is None (not known) until :meth:`end_session` records it."""
+        meta = self._meta(self.path / "run.json")
+        meta.setdefault("sessions", []).append({"id": session.id, "started": session.started, "device": device,
+                                                "elapsed_s": None})
+        self._write_meta(meta)
         return meta["sessions"]
+
+    def end_session(self, session: "Session") -> list[dict]:
+        """Record how long ``session`` has run so far in its run.json entry (called as each batch is
+        committed, before the report and when the invocation ends, however it ends); return every
+        session. A session killed outright (SIGKILL) keeps the time of its last commit."""
+        meta = self._meta(self.path / "run.json")
+        for entry in meta.get("sessions", []):
+            if isinstance(entry, dict) and entry.get("id") == session.id:
+                entry["elapsed_s"] = session.elapsed()
+                self._write_meta(meta)
+                break
+        return meta.get("sessions", [])
+
+    def end_session_at_exit(self, session: "Session") -> None:
+        """:meth:`end_session` as an invocation ends: a run.json that cannot be written then is said on
+        stderr, and does not replace the error (or the stop) that is ending the invocation."""
+        try:
+            self.end_session(session)
+        except (OSError, ValueError) as e:
+            print(f"accval: this session's time is not recorded in {self.path / 'run.json'} ({e})", file=sys.stderr)
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """One invocation of a run directory: its id in run.json's ``sessions`` and when it started. With
+    ``--ranks N`` the parent's session is the ranks' too (its time includes starting them)."""
+
+    id: str
+    t0: float  # time.time() at the start
+    started: str  # the same instant, ISO 8601 UTC
+
+    @classmethod
+    def start(cls) -> "Session":
+        import uuid
+
+        t0 = time.time()
+        return cls(uuid.uuid4().hex[:12], t0, _dt.datetime.fromtimestamp(t0, _dt.timezone.utc).isoformat())
+
+    def elapsed(self) -> float:
+        return round(time.time() - self.t0, 1)
+
+
+def elapsed_total(sessions: list[dict]) -> tuple[float, list[float | None]]:
+    """The time every session of a run worked, summed, and each session's (None: not recorded, as for
+    sessions of runs begun before accval recorded them, or one killed before its first commit)."""
+    each = []
+    for entry in sessions:
+        x = entry.get("elapsed_s") if isinstance(entry, dict) else None
+        each.append(float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None)
+    return round(sum(x for x in each if x is not None), 1), each
 
 
 #: Where runs go without --out: ``runs/gsm8k/`` under the current directory (git-ignored in accval's
@@ -332,6 +466,19 @@ class RunDir:
 def default_out(mode: str) -> Path:
     """A new run directory: ``<runs dir>/gsm8k/<timestamp>-<mode>``."""
     return runs.new_path("gsm8k", f"-{mode}")
+
+
+def out_dir(out: str | Path | None, mode: str) -> Path:
+    """``--out`` as a path: a new default run directory when it is not given (None); an empty or blank
+    string is a usage error (as a path it is the current directory, and it must not quietly become the
+    default either)."""
+    if out is None:
+        return default_out(mode)
+    if isinstance(out, str) and not out.strip():
+        raise ValueError(f"--out: expected a run directory, got an empty string {out!r}")
+    if not isinstance(out, (str, Path)):
+        raise TypeError(f"--out: expected a path, got {type(out).__name__}")
+    return Path(out)
 
 
 def arms_for(settings: Settings) -> dict[str, Arm]:
@@ -350,6 +497,30 @@ def _plugged(arm: Arm) -> dict | None:
                                                    "expected_impl": cons.expected_impl}}
 
 
+def _simple_evaluate(**kwargs) -> dict:
+    """``lm_eval.simple_evaluate(**kwargs)`` without the "fatal: not a git repository" line it prints
+    outside a git checkout.
+
+    After evaluating, lm-eval records the git commit of the current directory (``results["git_hash"]``,
+    which accval does not read) by running ``git describe --always`` with stderr inherited, so outside
+    a checkout git's error reaches the terminal; lm-eval offers neither an argument nor an environment
+    variable to skip it, and git none to silence it (EleutherAI/lm-evaluation-harness#1691). For the
+    call, this swaps the one name ``lm_eval.evaluator.get_git_commit_hash`` for lm-eval's own fallback,
+    ``lm_eval.loggers.utils.get_commit_from_path(cwd)``, which reads ``.git`` without running git (the
+    commit when run from a checkout's top directory, else None) and prints nothing."""
+    import lm_eval
+    import lm_eval.evaluator
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    with contextlib.ExitStack() as patched:
+        if hasattr(lm_eval.evaluator, "get_git_commit_hash"):  # an lm-eval without it has nothing to silence
+            from unittest import mock
+
+            patched.enter_context(mock.patch.object(lm_eval.evaluator, "get_git_commit_hash",
+                                                    lambda: get_commit_from_path(os.getcwd())))
+        return lm_eval.simple_evaluate(**kwargs)
+
+
 def _completions_url(url: str) -> str:
     url = url.rstrip("/")
     return url if url.endswith("/completions") else url + "/v1/completions"
@@ -358,15 +529,14 @@ def _completions_url(url: str) -> str:
 def _evaluate_endpoint(name: str, url: str, settings: Settings, task_cfg: dict, run: RunDir):
     """One arm through lm-eval's own ``local-completions`` client (retries with backoff; its request
     cache in the run directory makes a half-finished run resume)."""
-    import lm_eval
-    import lm_eval.models  # registers lm-eval's own models, local-completions among them
+    import lm_eval.models  # noqa: F401  (registers lm-eval's own models, local-completions among them)
 
     args = {"base_url": _completions_url(url), "model": "accval", "tokenizer_backend": None,
             "tokenized_requests": False, "num_concurrent": 1, "max_retries": 5, "timeout": 600,
             "max_gen_toks": settings.max_gen_toks, "batch_size": 1}
-    res = lm_eval.simple_evaluate(model="local-completions", model_args=args, tasks=[task_cfg],
-                                  num_fewshot=settings.num_fewshot, limit=settings.limit, log_samples=True,
-                                  bootstrap_iters=0, task_manager=task_mod.task_manager(), use_cache=str(run.file(f"cache-{name}")))
+    res = _simple_evaluate(model="local-completions", model_args=args, tasks=[task_cfg],
+                           num_fewshot=settings.num_fewshot, limit=settings.limit, log_samples=True,
+                           bootstrap_iters=0, task_manager=task_mod.task_manager(), use_cache=str(run.file(f"cache-{name}")))
     return res, _write_samples(res, run, name)
 
 
@@ -397,33 +567,25 @@ def _target_renderer(task_cfg: dict):
     return lambda doc: str(apply_template(template, doc))
 
 
-def _evaluate_arms(engine, arms: dict[str, Arm], settings: Settings, task_cfg: dict, run: RunDir, progress: bool):
+def _evaluate_arms(engine, arms: dict[str, Arm], settings: Settings, task_cfg: dict, run: RunDir, progress: bool,
+                   on_commit=None):
     """Both arms through lm-eval: arm A's pass runs arm B and the agreement on each batch too (each
-    prompt is prefilled once per arm); arm B's pass then scores the generations it finds in its store."""
-    import lm_eval
+    prompt is prefilled once per arm); arm B's pass then scores the generations it finds in its store.
+    ``on_commit()`` is called after each batch's commit record is written."""
+    from .lm import ArmLM, Partner, RunStore, take_site_counts
 
-    from .lm import (
-        AgreementStore,
-        ArmLM,
-        CommitLog,
-        Partner,
-        SampleStore,
-        take_site_counts,
-    )
-
-    stores = {name: SampleStore(run.file(f"generations-{name}.jsonl")) for name in arms}
-    agreement = AgreementStore(run.file("agreement.jsonl"))
-    commits = CommitLog(run.file(COMMITS))
+    store = RunStore.open(run.path, tuple(arms))
+    stores, agreement, commits = store.generations, store.agreement, store.commits
     take_site_counts(engine, list(arms))  # counting starts here; each batch's counts go with its commit record
-    partner = Partner(arms["B"], stores["B"], agreement, _target_renderer(task_cfg), commits)
+    partner = Partner(arms["B"], stores["B"], agreement, _target_renderer(task_cfg), commits, on_commit)
     results, docs, resumed, site_stats = {}, {}, {}, {}
     group = engine.group
     for name, arm in arms.items():
         lm = ArmLM(engine, arm, stores[name], settings.batch_size, settings.max_gen_toks, progress,
                    partner=partner if name == "A" else None)
-        res = lm_eval.simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot,
-                                      limit=settings.limit, log_samples=True, bootstrap_iters=0,
-                                      task_manager=task_mod.task_manager())
+        res = _simple_evaluate(model=lm, tasks=[task_cfg], num_fewshot=settings.num_fewshot,
+                               limit=settings.limit, log_samples=True, bootstrap_iters=0,
+                               task_manager=task_mod.task_manager())
         if name == "B" and lm.generated:
             raise RuntimeError(f"arm B's lm-eval pass asked for {lm.generated} prompts arm A's pass did not run "
                                "(lm-eval built other prompts the second time)")
@@ -497,13 +659,19 @@ def _quiet_num_fewshot_warning(speak: bool = True) -> None:
     log.addFilter(_NumFewshotOnce(speak))
 
 
-def _rank_main(settings: Settings, out: str, progress: bool) -> None:
-    """One spawned process of ``run(settings)`` over real ranks."""
+def threads_per_rank(ranks: int) -> int:
+    """The torch threads each of ``ranks`` CPU processes takes: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // ranks)
+
+
+def _rank_main(settings: Settings, out: str, progress: bool, session: Session, scratch: str) -> None:
+    """One spawned process of ``run(settings)`` over real ranks: the parent's ``session``; a rank other
+    than 0 works in a directory under ``scratch``, which the parent removes however the rank ends."""
     if not settings.device.startswith("cuda"):  # N processes share the cores
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.ranks))
+        torch.set_num_threads(threads_per_rank(settings.ranks))
     ranks_mod.init_from_env(settings.device)
     try:
-        run(settings, Path(out), resume=True, progress=progress, _lock=False)
+        run(settings, Path(out), resume=True, progress=progress, _lock=False, _session=session, _scratch=Path(scratch))
     except stop.Interrupted:
         pass  # every finished batch is saved; the parent reports the stop
 
@@ -525,12 +693,22 @@ def _process_group(settings: Settings) -> ranks_mod.Group | None:
     return group
 
 
-def _run_in_processes(settings: Settings, out: Path, resume: bool, progress: bool, held: contextlib.ExitStack) -> dict:
+def _run_in_processes(settings: Settings, out: Path, resume: bool, progress: bool, held: contextlib.ExitStack,
+                      session: Session) -> dict:
     """``--ranks N``: N fresh processes run the A/B together (:func:`_rank_main`); this one holds the run
-    directory's lock meanwhile and returns the report rank 0 wrote."""
-    # settings, resume and lock errors here, before any process starts; the lock is held while they run
-    held.callback(RunDir(out, settings, resume).release)
-    ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress)
+    directory's lock meanwhile, records the session's time at the end (rank 0 records the session and
+    its time at each commit), removes the other ranks' scratch directories however they end, and returns
+    the report rank 0 wrote."""
+    # settings, resume, lock and run store errors here, before any process starts; the lock is held while they run
+    run_dir = RunDir(out, settings, resume)
+    held.callback(run_dir.release)
+    from .lm import RunStore
+
+    RunStore.open(run_dir.path, tuple(arms_for(settings)))
+    held.callback(run_dir.end_session_at_exit, session)
+    scratch = tempfile.mkdtemp(prefix="accval-ranks-")
+    held.callback(shutil.rmtree, scratch, ignore_errors=True)
+    ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress, session, scratch)
     return json.loads((out / "report.json").read_text())
 
 
@@ -545,6 +723,7 @@ class Setup:
     endpoints: dict[str, str] | None  # arm -> completions URL, or None: the arms run here
     device_name: str
     sessions: list[dict]  # every invocation of this run directory (rank 0 only)
+    session: Session  # this invocation
 
     @property
     def data_dir(self) -> Path | None:
@@ -557,15 +736,15 @@ class Setup:
 
 
 def _setup(settings: Settings, out: Path, resume: bool, group: ranks_mod.Group | None, held: contextlib.ExitStack,
-           lock: bool = True) -> Setup:
+           session: Session, lock: bool = True, scratch_root: Path | None = None) -> Setup:
     """Check the process group against ``--ranks``, open the run directory (rank 0: ``out``, holding its
-    lock until ``held`` closes; other ranks: a scratch directory) and build the task config (rank 0
-    builds it, the others receive it)."""
+    lock until ``held`` closes, and record ``session`` in it; other ranks: a scratch directory, under
+    ``scratch_root`` when given) and build the task config (rank 0 builds it, the others receive it)."""
     if group is not None and settings.ranks not in (None, group.world):
         raise ValueError(f"--ranks {settings.ranks}: this process group has {group.world} processes")
     if group is not None and not group.root:
         group.barrier()  # rank 0 has checked and made the run directory
-        scratch = Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-"))
+        scratch = Path(tempfile.mkdtemp(prefix=f"accval-rank{group.rank}-", dir=scratch_root))
         held.callback(shutil.rmtree, scratch, ignore_errors=True)  # however the run ends (a kill -9 aside)
         run_dir = RunDir(scratch, settings, False)
         held.callback(run_dir.release)
@@ -576,7 +755,10 @@ def _setup(settings: Settings, out: Path, resume: bool, group: ranks_mod.Group |
             group.barrier()
     endpoints = {"A": settings.endpoint_a, "B": settings.endpoint_b} if settings.endpoint_a else None
     device_name = "endpoints (the servers' devices)" if endpoints else _device_name(settings.device)
-    sessions = run_dir.record_session(device_name) if group is None or group.root else []
+    sessions = []
+    if group is None or group.root:
+        sessions = run_dir.record_session(device_name, session)
+        held.callback(run_dir.end_session_at_exit, session)  # however this invocation ends
     data_dir = Path(settings.data_dir) if settings.data_dir else None
     if group is not None and not group.root:  # rank 0 builds the task config once, centrally
         task_mod.use_config_only_manager()
@@ -587,7 +769,7 @@ def _setup(settings: Settings, out: Path, resume: bool, group: ranks_mod.Group |
         task_cfg = task_mod.config(data_dir)
         if group is not None:
             group.broadcast(task_cfg)
-    return Setup(settings, group, run_dir, task_cfg, endpoints, device_name, sessions)
+    return Setup(settings, group, run_dir, task_cfg, endpoints, device_name, sessions, session)
 
 
 @dataclasses.dataclass
@@ -626,8 +808,9 @@ def _evaluate(setup: Setup, progress: bool) -> Evaluated:
     engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
     arms = arms_for(settings)
     with stop.at_batch_boundary() if group is None else contextlib.nullcontext():
-        results, docs, resumed, site, agreement = _evaluate_arms(engine, arms, settings, setup.task_cfg,
-                                                                 setup.run_dir, progress)
+        results, docs, resumed, site, agreement = _evaluate_arms(
+            engine, arms, settings, setup.task_cfg, setup.run_dir, progress,
+            on_commit=(lambda: setup.run_dir.end_session(setup.session)) if setup.writes_report else None)
     _check_same_questions(docs)
     # rank 0's run directory has every row (the other ranks' scratch directories lack resumed ones)
     rows = _agreement_rows(engine, agreement, docs["A"]) if setup.writes_report else None
@@ -639,10 +822,11 @@ def _check_same_questions(docs: dict[str, dict]) -> None:
         raise RuntimeError("the two arms were scored on different questions; the run directory is inconsistent")
 
 
-def build_report(setup: Setup, ev: Evaluated, *, elapsed_s: float, created: str, command: list[str],
+def build_report(setup: Setup, ev: Evaluated, *, sessions: list[dict], created: str, command: list[str],
                  versions: dict[str, str]) -> dict:
     """The report of an evaluated A/B: per-arm metrics, paired statistics, agreement and verdict, with
-    what produced them. ``elapsed_s`` is this invocation's time (a resumed run says resumed_samples)."""
+    what produced them. ``sessions``: every invocation of the run directory with the time each worked
+    (run.json's); ``elapsed_s`` is their sum, ``elapsed_sessions_s`` each one's (None: not recorded)."""
     settings, group, endpoints, docs = setup.settings, setup.group, setup.endpoints, ev.docs
     doc_ids = ev.doc_ids
     per_arm, paired = {}, {}
@@ -675,13 +859,14 @@ def build_report(setup: Setup, ev: Evaluated, *, elapsed_s: float, created: str,
                  "description": ev.loaded.description, "random_weights": settings.model == builtin.BUILTIN}
     kind, ranks = MODES[settings.mode]
     data_dir = setup.data_dir
+    elapsed_s, elapsed_each = elapsed_total(sessions)
     return {
         "schema": SCHEMA,
         "created": created,
         "command": command,
         "versions": versions,
         "device": {"name": setup.device_name, "type": "remote" if endpoints else settings.device,
-                   "sessions": [x["device"] for x in setup.sessions]},
+                   "sessions": [x["device"] for x in sessions]},
         "settings": dataclasses.asdict(settings),
         "task": {"name": task_mod.TASK, "questions_from": _questions_from(data_dir), "num_fewshot": settings.num_fewshot,
                  "config_sha256": task_mod.config_sha256(setup.task_cfg), "data": task_mod.data_sha256(data_dir),
@@ -702,29 +887,31 @@ def build_report(setup: Setup, ev: Evaluated, *, elapsed_s: float, created: str,
                        "kl_ceiling": stats.KL_CEILING},
         "verdict": {"regression": verdict.regression, "reasons": list(verdict.reasons)},
         "elapsed_s": elapsed_s,
+        "elapsed_sessions_s": elapsed_each,
         "out": str(setup.run_dir.path),
     }
 
 
-def run(settings: Settings, out: Path | None = None, resume: bool = False, progress: bool = True,
-        _lock: bool = True) -> dict:
+def run(settings: Settings, out: str | Path | None = None, resume: bool = False, progress: bool = True,
+        _lock: bool = True, _session: Session | None = None, _scratch: Path | None = None) -> dict:
     """Run the A/B and write its report; returns the report dict.
 
     ``settings.ranks = N`` spawns N processes (torch.distributed) that run it together; under
-    ``torchrun`` this process joins the group torchrun made. Rank 0 writes the run directory."""
+    ``torchrun`` this process joins the group torchrun made. Rank 0 writes the run directory.
+    ``_lock``, ``_session`` and ``_scratch`` are for those spawned processes (:func:`_rank_main`)."""
+    session = _session or Session.start()
     with contextlib.ExitStack() as held:  # the run directory's lock, released however this returns
-        t0 = time.time()
         settings = validate(settings)
-        out = Path(out) if out is not None else default_out(settings.mode)
+        out = out_dir(out, settings.mode)
         group = _process_group(settings)
         if group is None and settings.ranks and settings.ranks > 1:
-            return _run_in_processes(settings, out, resume, progress, held)
-        setup = _setup(settings, out, resume, group, held, lock=_lock)
+            return _run_in_processes(settings, out, resume, progress, held, session)
+        setup = _setup(settings, out, resume, group, held, session, lock=_lock, scratch_root=_scratch)
         evaluated = _evaluate(setup, progress)
         if evaluated.arms is not None and not setup.writes_report:  # rank 0 writes the one report
             shutil.rmtree(setup.run_dir.path, ignore_errors=True)
             return {"rank": group.rank}
-        report = build_report(setup, evaluated, elapsed_s=round(time.time() - t0, 1),
+        report = build_report(setup, evaluated, sessions=setup.run_dir.end_session(session),
                               created=_dt.datetime.now(_dt.timezone.utc).isoformat(), command=sys.argv,
                               versions=_versions())
         from accval import report as report_mod

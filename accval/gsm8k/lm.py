@@ -27,8 +27,32 @@ class RunStoreError(ValueError):
     """A run directory's file that cannot be read as the run store it should be."""
 
 
+#: what a damaged run store error tells the user to do: its finished work cannot be trusted
+DAMAGED = "the run directory is damaged: start the run afresh in another --out"
+
+
+def damaged(path: Path, line: int, what: str, problem: str) -> RunStoreError:
+    """The one-line error for line ``line`` of a run store file that is not a ``what`` record."""
+    article = "an" if what[:1] in "aeiou" else "a"
+    return RunStoreError(f"{path}: line {line} is not {article} {what} record ({problem}); {DAMAGED}")
+
+
+def _whole(x, least: int = 0) -> bool:
+    """A JSON whole number (not a bool) of at least ``least``."""
+    return isinstance(x, int) and not isinstance(x, bool) and x >= least
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def read_jsonl(path: Path, what: str) -> list[dict]:
-    """The records of an append-only jsonl file of the run store.
+    """The records of an append-only jsonl file of the run store (:func:`read_records` without line numbers)."""
+    return [row for _, row in read_records(path, what)]
+
+
+def read_records(path: Path, what: str) -> list[tuple[int, dict]]:
+    """The records of an append-only jsonl file of the run store, each with its line number.
 
     Each record is one line, written in one call as the work it records finishes. A crash (SIGKILL,
     a full disk, power) can cut the last line; that record is cut off the file (said on stderr) and
@@ -51,16 +75,14 @@ def read_jsonl(path: Path, what: str) -> list[dict]:
                 raise ValueError("no end of line")  # a record is complete with its newline
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             if nxt < len(data):
-                lineno = data.count(b"\n", 0, start) + 1
-                raise RunStoreError(f"{path}: line {lineno} is not a {what} record ({e}); "
-                                    "the run directory is damaged (start the run afresh in another --out)") from None
+                raise damaged(path, data.count(b"\n", 0, start) + 1, what, str(e)) from None
             with path.open("r+b") as f:
                 f.truncate(start)
             print(f"accval: {path.name}: removed a cut last line ({len(data) - start} bytes, a write the last run did "
                   f"not finish); that {what} is redone", file=sys.stderr)
             break
         if row is not None:
-            rows.append(row)
+            rows.append((data.count(b"\n", 0, start) + 1, row))
         start = nxt
     return rows
 
@@ -80,10 +102,9 @@ class SampleStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.done: dict[str, str] = {}
-        for n, row in enumerate(read_jsonl(self.path, "generation"), 1):
-            if not isinstance(row.get("key"), str) or not isinstance(row.get("text"), str):
-                raise RunStoreError(f"{self.path}: record {n} is not a generation record (expected string key and "
-                                    f"text, got {sorted(row)}); the run directory is damaged")
+        for line, row in read_records(self.path, "generation"):
+            if not is_request_key(row.get("key")) or not isinstance(row.get("text"), str):
+                raise damaged(self.path, line, "generation", f"expected a string key and text, got {_fields(row)}")
             self.done[row["key"]] = row["text"]
 
     def add_many(self, rows: list[tuple[str, str]]) -> None:
@@ -103,12 +124,14 @@ class AgreementStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.done: dict[int, tuple[int, int, float]] = {}
-        for n, row in enumerate(read_jsonl(self.path, "agreement"), 1):
-            try:
-                self.done[int(row["doc_id"])] = (int(row["tokens"]), int(row["top1_agree"]), float(row["kl_sum"]))
-            except (KeyError, TypeError, ValueError):
-                raise RunStoreError(f"{self.path}: record {n} is not an agreement record (expected doc_id, tokens, "
-                                    f"top1_agree, kl_sum; got {row}); the run directory is damaged") from None
+        for line, row in read_records(self.path, "agreement"):
+            doc_id, tokens, agree, kl = (row.get(k) for k in ("doc_id", "tokens", "top1_agree", "kl_sum"))
+            # kl_sum may be NaN or inf (arm B's logits broke); it is never negative (token_agreement clamps)
+            if not (_whole(doc_id) and _whole(tokens, 1) and _whole(agree) and agree <= tokens and _number(kl)
+                    and not kl < 0):
+                raise damaged(self.path, line, "agreement", "expected whole numbers doc_id >= 0, tokens >= 1, "
+                              f"top1_agree from 0 to tokens and a number kl_sum >= 0, got {_fields(row)}")
+            self.done[doc_id] = (tokens, agree, float(kl))
 
     def add_many(self, rows: dict[int, tuple[int, int, float]]) -> None:
         self.done.update(rows)
@@ -132,15 +155,25 @@ class CommitLog:
         self.keys: set[str] = set()
         self.doc_ids: set[int] = set()
         self.site: dict[str, SiteStats] = {}
-        for n, row in enumerate(read_jsonl(self.path, "batch"), 1):
-            try:
-                keys, doc_ids, site = list(row["keys"]), [int(d) for d in row["doc_ids"]], dict(row["site"])
-                self._count(site)
-            except (KeyError, TypeError, ValueError):
-                raise RunStoreError(f"{self.path}: record {n} is not a batch record (expected keys, doc_ids and "
-                                    f"site counts, got {sorted(row)}); the run directory is damaged") from None
+        self.lines: list[tuple[int, list[str], list[int]]] = []  # (line, keys, doc_ids) of each record
+        for line, row in read_records(self.path, "batch"):
+            keys, doc_ids, site = row.get("keys"), row.get("doc_ids"), row.get("site")
+            problem = None
+            if not (isinstance(keys, list) and keys and all(is_request_key(k) for k in keys)):
+                problem = f"expected keys, a non-empty list of request keys (strings), got {keys!r:.80}"
+            elif not (isinstance(doc_ids, list) and len(doc_ids) == len(keys) and all(_whole(d) for d in doc_ids)):
+                problem = f"expected doc_ids, {len(keys)} whole numbers >= 0 (one per key), got {doc_ids!r:.80}"
+            elif not (isinstance(site, dict) and site):
+                problem = f"expected site, an object of site counts per arm, got {site!r:.80}"
+            else:
+                problem = next((f"site {arm!r}: {p}" for arm, state in site.items()
+                                if (p := site_state_problem(state)) is not None), None)
+            if problem is not None:
+                raise damaged(self.path, line, "batch", problem)
+            self._count(site)
             self.keys.update(keys)
             self.doc_ids.update(doc_ids)
+            self.lines.append((line, keys, doc_ids))
 
     def _count(self, site: dict[str, dict]) -> None:
         for name, state in site.items():
@@ -151,6 +184,76 @@ class CommitLog:
         self.keys.update(keys)
         self.doc_ids.update(doc_ids)
         append_jsonl(self.path, [{"keys": list(keys), "doc_ids": list(doc_ids), "site": site}])
+
+
+def is_request_key(key) -> bool:
+    """A request key as the run store keeps it: a non-empty string (:func:`request_key` makes them)."""
+    return isinstance(key, str) and bool(key)
+
+
+def _fields(row: dict) -> str:
+    """A record's fields for an error message, shortened."""
+    return f"{row!r:.120}"
+
+
+#: a site count state's fields (:meth:`accval.site.SiteStats.state`) that are whole numbers >= 0
+_SITE_WHOLE = ("calls", "tokens", "contract_violations")
+
+
+def site_state_problem(state) -> str | None:
+    """What is wrong with a recorded :meth:`accval.site.SiteStats.state` (None: nothing), so a changed
+    commit record is refused instead of summed into wrong counts: whole counts >= 0, ``m_counts`` from
+    token counts M to calls, ``ran`` from ``op:impl`` to calls, a string or null ``first_violation`` and a list
+    of strings ``provenance_problems``."""
+    if not isinstance(state, dict):
+        return f"expected an object, got {type(state).__name__}"
+    want = set(_SITE_WHOLE) | {"m_counts", "ran", "first_violation", "provenance_problems"}
+    if set(state) != want:
+        return f"expected the fields {sorted(want)}, got {sorted(state)}"
+    bad = [k for k in _SITE_WHOLE if not _whole(state[k])]
+    if bad:
+        return f"expected whole numbers >= 0 for {bad}, got {[state[k] for k in bad]}"
+    m_counts, ran = state["m_counts"], state["ran"]
+    if not (isinstance(m_counts, dict) and all(isinstance(m, str) and m.isdigit() and _whole(c)
+                                               for m, c in m_counts.items())):
+        return f"expected m_counts from token counts M to whole numbers, got {m_counts!r:.80}"
+    if not (isinstance(ran, dict) and all(isinstance(k, str) and _whole(c) for k, c in ran.items())):
+        return f"expected ran from 'op:impl' to whole numbers, got {ran!r:.80}"
+    if state["first_violation"] is not None and not isinstance(state["first_violation"], str):
+        return f"expected first_violation a string or null, got {state['first_violation']!r:.80}"
+    problems = state["provenance_problems"]
+    if not (isinstance(problems, list) and all(isinstance(x, str) for x in problems)):
+        return f"expected provenance_problems a list of strings, got {problems!r:.80}"
+    return None
+
+
+@dataclasses.dataclass
+class RunStore:
+    """A run directory's finished work: each arm's generations, the agreement rows and the commit log,
+    read and checked together. Every question a commit record names must have both arms' generations
+    and its agreement row: otherwise (a line changed by hand, a file replaced) the paired pass would
+    redo the question and count its site counts twice, so :class:`RunStoreError` names the commit line."""
+
+    generations: dict[str, SampleStore]
+    agreement: AgreementStore
+    commits: CommitLog
+
+    @classmethod
+    def open(cls, path: Path, arms: tuple[str, ...] = ("A", "B")) -> "RunStore":
+        path = Path(path)
+        store = cls({name: SampleStore(path / f"generations-{name}.jsonl") for name in arms},
+                    AgreementStore(path / "agreement.jsonl"), CommitLog(path / "commits.jsonl"))
+        for line, keys, doc_ids in store.commits.lines:
+            for name, gens in store.generations.items():
+                missing = [k for k in keys if k not in gens.done]
+                if missing:
+                    raise RunStoreError(f"{store.commits.path}: line {line} commits {len(missing)} generation(s) of "
+                                        f"arm {name} that {gens.path.name} lacks (first {missing[0][:12]}...); {DAMAGED}")
+            missing_ids = [d for d in doc_ids if d not in store.agreement.done]
+            if missing_ids:
+                raise RunStoreError(f"{store.commits.path}: line {line} commits question(s) {missing_ids} whose "
+                                    f"agreement row {store.agreement.path.name} lacks; {DAMAGED}")
+        return store
 
 
 def take_site_counts(engine: Engine, names) -> dict[str, dict]:
@@ -236,6 +339,7 @@ class Partner:
     agreement: AgreementStore
     target: Callable[[dict], str]
     commits: CommitLog
+    on_commit: Callable[[], object] | None = None  # called after each batch's commit record is written
 
 
 @register_model("accval-dsv4")
@@ -285,6 +389,7 @@ class ArmLM(LM):
             todo = group.broadcast(todo)
         self.resumed = len(keyed) - len(todo)
         self.generated = len(todo)
+        self._check_room(todo)
         todo.sort(key=lambda k: -len(k[1]))  # similar lengths batch together
         show = not (disable_tqdm or not self.progress or (group is not None and not group.root))
         arms = self.arm.describe() + (f" and {self.partner.arm.describe()}" if self.partner is not None else "")
@@ -318,11 +423,30 @@ class ArmLM(LM):
                 p.store.add_many([(it[0], texts_b[b]) for b, it in enumerate(items)])
                 p.agreement.add_many({it[4]: rows[b] for b, it in enumerate(items)})
                 p.commits.add([it[0] for it in items], [it[4] for it in items], site)
+                if p.on_commit is not None:
+                    p.on_commit()
             progress.questions_done(i + len(chunk))
             self._stop_if_asked(i + len(chunk), len(todo), progress)
         progress.close()
         out = [self.store.done.get(k[0]) for k in keyed]
         return group.broadcast(out) if group is not None else out
+
+    def _check_room(self, todo: list[tuple]) -> None:
+        """``--max-gen-toks`` against the model's positions, before any batch runs: the longest prompt
+        and ``max_gen_toks`` new tokens must fit (a batch is as wide as its longest prompt)."""
+        positions = self.engine.max_positions
+        if not positions:
+            return
+        longest: dict[int, int] = {}
+        for _key, context, _until, max_toks, _doc_id, _target in todo:
+            longest[max_toks] = max(longest.get(max_toks, 0), len(self.engine.encode(context)))
+        for max_toks, width in longest.items():
+            if width >= positions:
+                raise ValueError(f"--num-fewshot: the longest prompt has {width} tokens, the model {positions} "
+                                 "positions: no room for an answer (fewer examples make shorter prompts)")
+            if width + max_toks > positions:
+                raise ValueError(f"--max-gen-toks: expected 1 to {positions - width} for these prompts (the model's "
+                                 f"{positions} positions less the longest prompt's {width} tokens), got {max_toks}")
 
     def _stop_if_asked(self, done: int, total: int, progress: Progress) -> None:
         """At a batch boundary of the paired pass: raise :class:`stop.Interrupted` when a stop was asked

@@ -12,8 +12,10 @@ Launch with ``accval gsm8k --ranks N`` (spawns N processes) or under ``torchrun 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import logging
 import os
 import signal
 import socket
@@ -119,9 +121,22 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def thread_only_tqdm_lock() -> None:
+    """Give tqdm a thread lock instead of its default, which adds a multiprocessing RLock: in a spawned
+    process that is a new named semaphore (shared with no other process, so it guards nothing there)
+    registered with the parent's resource tracker. A rank ended by SIGKILL (a second Ctrl-C or SIGTERM,
+    :func:`spawn`) cannot unregister it, and the tracker then warns "There appear to be N leaked
+    semaphore objects" as the parent exits. Every progress bar of a rank (accval's, lm-eval's) takes
+    tqdm's global lock, so this is set before any is made."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
+
+
 def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors):
     die_with_parent(parent_pid)
     stop.rank_handlers()
+    thread_only_tqdm_lock()
     os.environ.update({"RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     try:
@@ -139,6 +154,20 @@ def _traceback_file(index: int, tb: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(tb)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_termination():
+    """While inside: no "Terminating process N via signal SIGTERM" warning from torch's process context
+    as it ends the other ranks after one failed or was killed; :func:`spawn`'s own one-line error (or
+    the stop message) says what happened."""
+    log = logging.getLogger("torch.multiprocessing.spawn")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def spawn(world: int, fn, *args) -> None:
@@ -165,7 +194,7 @@ def spawn(world: int, fn, *args) -> None:
         stop.ask_for_boundary(signum)
         tell_ranks(signal.SIGUSR1)
 
-    with stop.handling(stop.escalating(first, lambda signum: tell_ranks(signal.SIGKILL))):
+    with stop.handling(stop.escalating(first, lambda signum: tell_ranks(signal.SIGKILL))), _quiet_termination():
         try:
             while not procs.join():
                 pass

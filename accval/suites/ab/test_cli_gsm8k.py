@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -60,9 +61,13 @@ def test_resume_reuses_every_sample_and_an_existing_run_needs_resume(clean_run, 
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "dep8", "--resume", *TINY]) == 0
     after = json.loads((out / "report.json").read_text())
     assert after["arms"]["A"]["resumed_samples"] == after["arms"]["B"]["resumed_samples"] == 2
+    # the elapsed time is every session's: the first's (as long as its report said, or longer: it ends after
+    # writing it) and this one's
+    each = after["elapsed_sessions_s"]
+    assert len(each) == 2 and each[0] >= before["elapsed_s"] and after["elapsed_s"] == round(sum(each), 1), each
     assert after["paired"] == before["paired"] and after["agreement"] == before["agreement"]
     assert after["device"]["sessions"] == [after["device"]["name"]] * 2  # both invocations recorded
-    assert "earlier invocations had finished 2 questions of arm A, 2 questions of arm B" in (out / "report.md").read_text()
+    assert f"- elapsed: {after['elapsed_s']} s over 2 sessions ({each[0]} s, {each[1]} s)" in (out / "report.md").read_text()
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "tep8", "--resume", *TINY]) == 2
     assert "settings differ" in capsys.readouterr().err
 
@@ -139,3 +144,99 @@ def test_gsm8k_without_ab_and_report_of_nothing_exit_2(tmp_path, capsys):
     assert main(["gsm8k"]) == 2
     assert main(["report", str(tmp_path)]) == 2
     assert "expected a report.json" in capsys.readouterr().err
+
+
+@needs_data
+@pytest.mark.parametrize("args,message", [
+    pytest.param(["--seed", "-1"], "--seed: expected a whole number from 0 to 2**64 - 1 (torch's seed range), got -1",
+                 id="seed-negative"),
+    pytest.param(["--seed", str(2**64)], "--seed: expected a whole number from 0 to 2**64 - 1", id="seed-past-torch"),
+    pytest.param(["--max-gen-toks", "100000"], "--max-gen-toks: expected 1 to 16383 (the model 'builtin' has 16384 "
+                 "positions, shared by the prompt and its answer), got 100000", id="max-gen-toks-past-the-positions"),
+    pytest.param(["--out", ""], "--out: expected a run directory, got an empty string ''", id="out-empty"),
+    pytest.param(["--resume"], "does not exist, so there is no run to continue; check the path, or leave out --resume",
+                 id="resume-a-missing-directory"),
+    pytest.param(["--inject", ""], "--inject: expected a value, got an empty string ''", id="inject-empty"),
+])
+def test_misuse_is_one_usage_error_naming_the_option(tmp_path, monkeypatch, capsys, args, message):
+    """Each misuse exits 2 with one line naming the option, what was expected and what came, before any
+    work: no run directory is made, neither the one named nor a default one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ACCVAL_RUNS_DIR", str(tmp_path / "runs"))
+    out = tmp_path / "x"
+    assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), *TINY, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("accval: error: ") and message in err[0], (args, err)
+    assert not out.exists() and not (tmp_path / "runs").exists() and not (tmp_path / "run.json").exists(), args
+
+
+def test_seed_and_max_gen_toks_bounds_are_the_models():
+    """The largest accepted values: torch's largest seed, and the model's positions less one (the sentinel's
+    checkpoint has 4096; a prompt takes at least one of them)."""
+    from accval.gsm8k import ab
+
+    ab.check_seed(ab.SEED_MAX)
+    ab.check_max_gen_toks(4095, "sentinel")
+    with pytest.raises(ValueError, match=r"--max-gen-toks: expected 1 to 4095 \(the model 'sentinel' has 4096 positions"):
+        ab.check_max_gen_toks(4096, "sentinel")
+    with pytest.raises(TypeError, match="--seed: expected a whole number, got bool True"):
+        ab.check_seed(True)
+    assert ab.out_dir(None, "dep8").name.endswith("-dep8")
+
+
+@needs_data
+def test_max_gen_toks_past_what_the_prompts_leave_is_a_usage_error(tmp_path, capsys):
+    """A --max-gen-toks the model's positions allow but the prompts do not (builtin: 16384 positions): one
+    line naming --max-gen-toks and the range these prompts leave, before any question is generated."""
+    out = tmp_path / "run"
+    argv = ["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), *TINY, "--num-fewshot", "0",
+            "--ranks", "1", "--max-gen-toks", "16380"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "accval: error: --max-gen-toks: expected 1 to " in err[-1], err[-3:]
+    assert "for these prompts (the model's 16384 positions less the longest prompt's" in err[-1], err[-1]
+    assert not (out / "commits.jsonl").exists()
+
+
+@needs_data
+@pytest.mark.parametrize("ranks", ["1", "2"])
+def test_a_damaged_run_store_is_one_line_naming_file_and_line(clean_run, tmp_path, capsys, ranks):
+    """--resume of a run whose agreement.jsonl has a changed line before its last (doc_id true: it was read as
+    question 1): exit 2, one line naming the file, the line and what to do; with real ranks the parent says
+    it before any rank starts."""
+    _, done, _ = clean_run
+    run = tmp_path / "run"
+    shutil.copytree(done, run, ignore=shutil.ignore_patterns(".lock"))
+    path = run / "agreement.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) >= 2, lines
+    row = json.loads(lines[0])
+    lines[0] = json.dumps({**row, "doc_id": True}) + "\n"
+    path.write_text("".join(lines))
+    run_json = json.loads((run / "run.json").read_text())
+    run_json["settings"]["ranks"] = int(ranks)  # the same run, resumed with these ranks
+    (run / "run.json").write_text(json.dumps(run_json))
+    argv = ["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(run), "--mode", "dep8", "--resume", *TINY,
+            "--ranks", ranks]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0] == (f"accval: error: {path}: line 1 is not an agreement record (expected whole numbers doc_id >= 0, "
+                      f"tokens >= 1, top1_agree from 0 to tokens and a number kl_sum >= 0, got "
+                      f"{str({**row, 'doc_id': True})[:120]}); the run directory is damaged: start the run afresh in "
+                      "another --out"), err[0]
+
+
+@needs_data
+@pytest.mark.skipif(shutil.which("git") is None, reason="no git here: lm-eval's lookup falls back without a word")
+def test_outside_a_git_checkout_lm_eval_prints_no_git_error(tmp_path, monkeypatch, capfd):
+    """lm-eval looks up the current directory's git commit after evaluating (``git describe``, its stderr
+    inherited). Run from a directory that is no git checkout (GIT_CEILING_DIRECTORIES keeps git from
+    looking above it), the A/B prints no "fatal: not a git repository"."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    argv = ["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "run"), *TINY, "--num-fewshot", "0",
+            "--ranks", "1"]
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    assert "fatal:" not in err and "not a git repository" not in err, err[-2000:]

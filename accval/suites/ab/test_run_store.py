@@ -339,6 +339,171 @@ def test_ctrl_c_saves_prints_the_resume_command_and_the_resumed_run_matches(tmp_
     assert "generations-B.jsonl: removed a cut last line" in again.stderr
     a, b = (json.loads((d / "report.json").read_text()) for d in (ref, run))
     assert b["arms"]["A"]["resumed_samples"] == saved
+    # the interrupted session's time counts: the elapsed time is both sessions'
+    each = b["elapsed_sessions_s"]
+    assert len(each) == 2 and None not in each and b["elapsed_s"] == round(sum(each), 1), (b["elapsed_s"], each)
     assert a["paired"] == b["paired"] and a["agreement"] == b["agreement"]
     for arm in "AB":
         assert a["arms"][arm]["site"] == b["arms"][arm]["site"], (arm, a["arms"][arm]["site"], b["arms"][arm]["site"])
+
+
+# A line before the last that parses as JSON but is not a record accval writes (edited by hand, pasted
+# from another run). Each of these was read before as a record (a fraction or true as a doc_id, "abc" as
+# three keys, a provenance string as three problems, negative counts) or ended in an AttributeError.
+CHANGED_LINES = [
+    pytest.param("generations-A.jsonl", '{"key": "k2", "text": 5}', id="generation-text-a-number"),
+    pytest.param("generations-A.jsonl", '{"key": "", "text": "two"}', id="generation-key-empty"),
+    pytest.param("agreement.jsonl", '{"doc_id": 1.5, "tokens": 5, "top1_agree": 5, "kl_sum": 0.1}', id="agreement-doc-id-a-fraction"),
+    pytest.param("agreement.jsonl", '{"doc_id": true, "tokens": 5, "top1_agree": 5, "kl_sum": 0.1}', id="agreement-doc-id-true"),
+    pytest.param("agreement.jsonl", '{"doc_id": 1, "tokens": "5", "top1_agree": 5, "kl_sum": 0.1}', id="agreement-tokens-a-string"),
+    pytest.param("agreement.jsonl", '{"doc_id": 1, "tokens": 5, "top1_agree": 9, "kl_sum": 0.1}', id="agreement-more-agreeing-than-tokens"),
+    pytest.param("agreement.jsonl", '{"doc_id": 1, "tokens": 5, "top1_agree": 5, "kl_sum": -0.1}', id="agreement-kl-negative"),
+    pytest.param("commits.jsonl", '{"keys": "k2", "doc_ids": [1], "site": {}}', id="commit-keys-a-string"),
+    pytest.param("commits.jsonl", '{"keys": ["k2"], "doc_ids": [true], "site": {}}', id="commit-doc-id-true"),
+    pytest.param("commits.jsonl", '{"keys": ["k2"], "doc_ids": [1, 2], "site": {}}', id="commit-more-doc-ids-than-keys"),
+    pytest.param("commits.jsonl", '{"keys": ["k2"], "doc_ids": [1], "site": []}', id="commit-site-a-list"),
+    pytest.param("commits.jsonl", '{"keys": ["k2"], "doc_ids": [1], "site": {}}', id="commit-site-counts-gone"),
+    pytest.param("commits.jsonl", json.dumps({"keys": ["k2"], "doc_ids": [1], "site": {"A": {**_site(1), "m_counts": [7]}}}),
+                 id="commit-m-counts-a-list"),
+    pytest.param("commits.jsonl", json.dumps({"keys": ["k2"], "doc_ids": [1], "site": {"A": {**_site(1), "calls": -100}}}),
+                 id="commit-calls-negative"),
+    pytest.param("commits.jsonl", json.dumps({"keys": ["k2"], "doc_ids": [1], "site": {"A": {**_site(1), "ran": "xy"}}}),
+                 id="commit-ran-a-string"),
+    pytest.param("commits.jsonl", json.dumps({"keys": ["k2"], "doc_ids": [1],
+                                              "site": {"A": {**_site(1), "provenance_problems": "abc"}}}),
+                 id="commit-provenance-a-string"),
+]
+STORES = {"generations-A.jsonl": SampleStore, "agreement.jsonl": AgreementStore, "commits.jsonl": CommitLog}
+
+
+def _three_batches(run: Path) -> None:
+    """A run store of three committed one-question batches (questions 0, 1, 2; keys k1, k2, k3)."""
+    stores = {n: SampleStore(run / f"generations-{n}.jsonl") for n in "AB"}
+    agreement, commits = AgreementStore(run / "agreement.jsonl"), CommitLog(run / "commits.jsonl")
+    for doc_id, key in enumerate(("k1", "k2", "k3")):
+        for n in "AB":
+            stores[n].add(key, f"text {key}")
+        agreement.add(doc_id, (4, 3, 0.25))
+        commits.add([key], [doc_id], {"A": _site(1), "B": _site(1)})
+
+
+@pytest.mark.parametrize("name,bad", CHANGED_LINES)
+def test_a_changed_line_before_the_last_is_named_and_never_counted(tmp_path, name, bad):
+    """For every file of the run store, a line before the last that is not a record accval writes is
+    one RunStoreError (a ValueError: the CLI's one-line error, exit 2) naming the file, the line and what
+    to do; it is never read into the questions done or the site counts."""
+    _three_batches(tmp_path)
+    path = tmp_path / name
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = bad + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(RunStoreError) as e:
+        STORES[name](path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: line 2 is not a") and "\n" not in msg, (name, bad, msg)
+    assert msg.endswith("the run directory is damaged: start the run afresh in another --out"), (name, bad, msg)
+
+
+@pytest.mark.parametrize("name,line,bad", [
+    pytest.param("generations-B.jsonl", 2, '{"key": "k9", "text": "text k2"}', id="generation-key-changed"),
+    pytest.param("agreement.jsonl", 3, '{"doc_id": 7, "tokens": 4, "top1_agree": 3, "kl_sum": 0.25}', id="agreement-doc-id-changed"),
+])
+def test_a_committed_question_without_its_records_is_damage_not_redone(tmp_path, name, line, bad):
+    """A record changed into another valid one: the commit log names a question whose generation or
+    agreement row is gone. The paired pass would redo that question and add its batch's site counts a
+    second time; the run store is refused instead, naming the commit line."""
+    from accval.gsm8k.lm import RunStore
+
+    _three_batches(tmp_path)
+    path = tmp_path / name
+    lines = path.read_text().splitlines(keepends=True)
+    lines[line - 1] = bad + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(RunStoreError, match=rf"commits.jsonl: line {line} commits .*{name} lacks.* another --out"):
+        RunStore.open(tmp_path)
+    intact = tmp_path / "intact"
+    intact.mkdir()
+    _three_batches(intact)
+    assert RunStore.open(intact).commits.doc_ids == {0, 1, 2}  # the same store unchanged opens
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda run: None, id="no-such-directory"),
+    pytest.param(lambda run: run.mkdir(), id="an-empty-directory"),
+    pytest.param(lambda run: (run.mkdir(), (run / ab.LOCK).write_text("123")), id="only-a-lock-file"),
+])
+def test_resume_where_there_is_no_run_is_refused(tmp_path, make):
+    """--resume promises that finished work is kept: a directory with no run in it (a mistyped path) is
+    a usage error saying so, not a fresh run started silently; nothing is written there."""
+    run = tmp_path / "run"
+    make(run)
+    existed = run.exists()
+    with pytest.raises(ValueError, match=r"--resume: .*/run (does not exist|is empty), so there is no run to continue; "
+                                         r"check the path, or leave out --resume"):
+        ab.RunDir(run, _settings(), resume=True)
+    assert run.exists() == existed and not (run / "run.json").exists()
+
+
+def test_each_session_records_its_time_and_the_report_sums_them(tmp_path):
+    """Every invocation of a run directory records its own elapsed time in run.json (replaced as it goes,
+    so an interrupted one keeps its last); the total is their sum."""
+    run = tmp_path / "run"
+    first = ab.RunDir(run, _settings(), resume=False)
+    s1 = ab.Session("first", time.time() - 100.0, "2026-01-01T00:00:00+00:00")
+    assert first.record_session("cpu", s1)[-1]["elapsed_s"] is None  # not known until recorded
+    first.end_session(s1)
+    first.release()
+    second = ab.RunDir(run, _settings(), resume=True)
+    s2 = ab.Session("second", time.time() - 20.0, "2026-01-02T00:00:00+00:00")
+    second.record_session("cpu", s2)
+    sessions = second.end_session(s2)
+    second.release()
+    total, each = ab.elapsed_total(sessions)
+    assert [s["id"] for s in sessions] == ["first", "second"]
+    assert each == [pytest.approx(100.0, abs=1.0), pytest.approx(20.0, abs=1.0)] and total == round(sum(each), 1), sessions
+
+
+def test_sessions_recorded_before_session_times_read_as_unknown(tmp_path):
+    """A run directory begun before sessions recorded their time: its sessions read as unknown (None),
+    the total sums the known ones, and the run resumes."""
+    run = tmp_path / "run"
+    ab.RunDir(run, _settings(), resume=False).release()
+    meta = json.loads((run / "run.json").read_text())
+    meta["sessions"] = [{"started": "2026-01-01T00:00:00+00:00", "device": "cpu"}]  # the earlier format
+    (run / "run.json").write_text(json.dumps(meta))
+    again = ab.RunDir(run, _settings(), resume=True)
+    s = ab.Session("now", time.time() - 5.0, "2026-01-02T00:00:00+00:00")
+    again.record_session("cpu", s)
+    total, each = ab.elapsed_total(again.end_session(s))
+    again.release()
+    assert each == [None, pytest.approx(5.0, abs=1.0)] and total == each[1]
+
+
+@needs_data
+@pytest.mark.slow_cpu  # two rank processes import torch and load the model: ~40 s on a loaded 2-core CPU
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the rank processes are ended with SIGKILL")
+def test_a_second_sigterm_with_real_ranks_leaves_nothing_behind(tmp_path):
+    """SIGTERM twice to the parent of ``--ranks 2`` while the ranks generate (a scheduler's stop, then a
+    second one): the ranks end at once (SIGKILL), the parent exits 143 without a traceback, and nothing
+    is left behind: no resource tracker warning about leaked semaphores (a killed rank cannot unregister
+    one), no rank scratch directory in TMPDIR; run.json has the session's time."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    run = tmp_path / "run"
+    argv = ["gsm8k", "--ab", "--model", "builtin", "--limit", "8", "--num-fewshot", "0", "--max-gen-toks", "8",
+            "--batch-size", "1", "--ranks", "2", "--data-dir", str(DATA), "--out", str(run)]
+    proc = subprocess.Popen(_cli(*argv), env=_env(TMPDIR=str(tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while _commits(run) < 1 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.05)  # the ranks are in the next batch: the second signal kills them mid-batch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "leaked semaphore" not in err, err[-3000:]
+    left = sorted(p.name for p in tmp.iterdir() if p.name.startswith("accval-rank"))
+    assert not left, f"rank scratch directories left in TMPDIR: {left}"
+    session = json.loads((run / "run.json").read_text())["sessions"][-1]
+    assert isinstance(session["elapsed_s"], float) and session["elapsed_s"] > 0, session
