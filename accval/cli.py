@@ -176,19 +176,21 @@ def _cmd_gsm8k(args) -> int:
 
     if not args.ab:
         raise UsageError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
-    if args.resume and not args.out:
+    if args.resume and args.out is None:
         raise UsageError("gsm8k: --resume needs --out DIR, the run directory to continue (each new run gets its own "
                          "timestamped directory, so there is nothing to guess)")
-    model = args.model or ("builtin" if args.endpoint_a or args.endpoint_b else "sentinel")  # endpoints: the servers'
+    model = args.model if args.model is not None else (  # endpoints: the servers'
+        "builtin" if args.endpoint_a is not None or args.endpoint_b is not None else "sentinel")
     settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
                            device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
                            producer=args.producer, consumer=args.consumer,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
                            matmul=args.matmul)
-    out = Path(args.out) if args.out else ab.default_out(args.mode)
-    args.run_dir = out  # for the resume hint on Ctrl-C
+    out = ab.out_dir(args.out, args.mode)  # an empty --out is a usage error, not the default
     settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
+    ab.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
+    args.run_dir = out  # for the resume hint on Ctrl-C
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)
     try:
@@ -393,6 +395,10 @@ def _interrupted(argv: list[str], args) -> int:
         return stop.exit_code()
     from .gsm8k import ab
 
+    if not (out / "run.json").exists():
+        print(f"accval: interrupted ({stop.signal_name()}) before the run directory {out} was made; nothing is saved",
+              file=sys.stderr)
+        return stop.exit_code()
     try:
         saved = ab.saved_questions(out)
     except (OSError, ValueError) as e:

@@ -267,7 +267,8 @@ def pytest_collection_modifyitems(config, items):
     from .testing import skips_slow_cpu_cases
 
     profile = getattr(config, "_accval_profile", None)
-    slow = pytest.mark.skip(reason=f"large case, a minute for Triton kernels in the CPU interpreter: skipped under the "
+    slow = pytest.mark.skip(reason=f"slow on a CPU (a minute or more: Triton kernels run in its interpreter, or several "
+                                   f"processes start): skipped under the "
                                    f"{profile} profile on a CPU; the GPU and nightly runs take it (or "
                                    "ACCVAL_HYPOTHESIS_PROFILE=nightly here)")
     ci = profile is not None and skips_slow_cpu_cases(profile)

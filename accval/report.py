@@ -120,13 +120,21 @@ def _matmul(settings: dict) -> str:
     return f"attention {settings.get('attention', 'model')}"
 
 
-def _resumed(rep: dict) -> str:
-    """What an elapsed time leaves out: the questions an earlier, interrupted invocation finished."""
-    done = {n: a.get("resumed_samples") for n, a in rep["arms"].items() if a.get("resumed_samples")}
-    if not done:
-        return ""
-    return (" (this invocation; resumed a run whose earlier invocations had finished "
-            + ", ".join(f"{c} questions of arm {n}" for n, c in done.items()) + ")")
+def _elapsed(rep: dict) -> str:
+    """The run's time: the sum over its sessions (each invocation of the run directory) and, when it was
+    resumed, each session's. Reports written before sessions were timed hold the last invocation's time
+    only, and say which questions earlier ones had finished."""
+    each = rep.get("elapsed_sessions_s")
+    if each is None:
+        done = {n: a.get("resumed_samples") for n, a in rep["arms"].items() if a.get("resumed_samples")}
+        if not done:
+            return f"{rep['elapsed_s']} s"
+        return (f"{rep['elapsed_s']} s (this invocation; resumed a run whose earlier invocations had finished "
+                + ", ".join(f"{c} questions of arm {n}" for n, c in done.items()) + ")")
+    if len(each) <= 1:
+        return f"{rep['elapsed_s']} s"
+    parts = ", ".join("not recorded" if x is None else f"{x} s" for x in each)
+    return f"{rep['elapsed_s']} s over {len(each)} sessions ({parts})"
 
 
 def to_markdown(rep: dict) -> str:
@@ -141,7 +149,7 @@ def to_markdown(rep: dict) -> str:
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",
         "- versions: " + ", ".join(f"{k} {v_}" for k, v_ in rep["versions"].items()),
-        f"- elapsed: {rep['elapsed_s']} s{_resumed(rep)}",
+        f"- elapsed: {_elapsed(rep)}",
         "",
         "| arm | implementation that ran | strict-match | flexible-extract |",
         "|---|---|---|---|",

@@ -45,6 +45,21 @@ def test_the_first_stop_signal_asks_for_the_batch_boundary_and_the_second_stops_
     assert stop.exit_code() == 143, "the signal that asked first decides the exit code"
 
 
+
+def test_a_stop_before_the_run_directory_exists_says_nothing_is_saved(tmp_path, capsys):
+    """An A/B stopped before its run directory was made (loading the model, say) has nothing to resume: it
+    says so instead of printing a resume command that ``--resume`` would refuse (no run there)."""
+    import argparse
+
+    from accval.cli import _interrupted
+
+    with pytest.raises(KeyboardInterrupt), stop.signals_interrupt():
+        _send(signal.SIGTERM)
+    out = tmp_path / "never-made"
+    assert _interrupted(["gsm8k", "--ab", "--out", str(out)], argparse.Namespace(run_dir=out)) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == f"accval: interrupted (SIGTERM) before the run directory {out} was made; nothing is saved"
+
 def test_ending_a_mutant_runs_children_ends_them_and_starts_no_more():
     children = mutation.Children()
     got = {}
