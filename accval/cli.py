@@ -8,6 +8,8 @@ finished and prints the command that resumes it). Errors print one line; ``--deb
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shlex
 import sys
 import textwrap
@@ -171,6 +173,23 @@ def _plan(settings, out: Path) -> str:
     return f"accval gsm8k: {n} questions x 2 arms ({arms}); {procs}{where}; run directory {out}"
 
 
+@contextlib.contextmanager
+def _no_library_bars():
+    """While inside: no progress bars from lm-eval or transformers either (``--quiet``). tqdm and the Hub read
+    these variables when a bar is made or the Hub imported; rank processes started inside inherit them."""
+    names = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _cmd_gsm8k(args) -> int:
     from .gsm8k import ab
 
@@ -194,7 +213,8 @@ def _cmd_gsm8k(args) -> int:
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)
     try:
-        rep = ab.run(settings, out, resume=args.resume, progress=not args.quiet)
+        with _no_library_bars() if args.quiet else contextlib.nullcontext():
+            rep = ab.run(settings, out, resume=args.resume, progress=not args.quiet)
     except OSError as e:  # the Hub unreachable, a file missing
         hint = "" if args.data_dir else " (no network? --data-dir DIR reads gsm8k's train.jsonl/test.jsonl offline)"
         raise RuntimeError(f"{e}{hint}") from e
@@ -331,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", help="run directory (default: runs/gsm8k/<timestamp>-<mode> under the current directory, "
                    "or under $ACCVAL_RUNS_DIR)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out (needs --out)")
-    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bar, no ETA")
+    g.add_argument("--quiet", action="store_true", help="no plan line, no progress bars (accval's, lm-eval's, "
+                   "transformers'), no ETA")
     g.set_defaults(fn=_cmd_gsm8k)
     v = _sub(sub, "serve", "serve one arm as an OpenAI-compatible completions endpoint on 127.0.0.1",
              "Serve arm A or B of the A/B as /v1/completions on 127.0.0.1, for accval gsm8k --endpoint-a/-b "

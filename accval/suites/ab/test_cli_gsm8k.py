@@ -240,3 +240,19 @@ def test_outside_a_git_checkout_lm_eval_prints_no_git_error(tmp_path, monkeypatc
     assert main(argv) == 0
     err = capfd.readouterr().err
     assert "fatal:" not in err and "not a git repository" not in err, err[-2000:]
+
+
+@needs_data
+def test_quiet_prints_no_bar_of_any_library_in_any_process(tmp_path):
+    """``--quiet`` with two rank processes writes nothing to stderr: no plan line and no progress bar of
+    accval's, lm-eval's (building contexts) or transformers' (loading weights), in the parent or a rank."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    proc = subprocess.run([sys.executable, "-m", "accval.cli", "gsm8k", "--ab", "--mode", "dep8", "--ranks", "2",
+                           "--data-dir", str(DATA), "--out", str(tmp_path / "run"), *TINY],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and "Verdict" in proc.stdout
