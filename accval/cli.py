@@ -173,6 +173,17 @@ def _plan(settings, out: Path) -> str:
     return f"accval gsm8k: {n} questions x 2 arms ({arms}); {procs}{where}; run directory {out}"
 
 
+def _seed(seed: int | None, model: str) -> int:
+    """``--seed``: 0 when not given; given with a model other than ``builtin``, whose weights are trained or
+    loaded rather than drawn, it would change nothing, so it is a usage error instead of being ignored."""
+    if seed is None:
+        return 0
+    if model != "builtin":
+        raise UsageError(f"--seed: only --model builtin has seeded (random) weights; --model {model!r} loads its own, so "
+                         "the seed would be ignored")
+    return seed
+
+
 @contextlib.contextmanager
 def _no_library_bars():
     """While inside: no progress bars from lm-eval or transformers either (``--quiet``). tqdm and the Hub read
@@ -202,7 +213,7 @@ def _cmd_gsm8k(args) -> int:
         "builtin" if args.endpoint_a is not None or args.endpoint_b is not None else "sentinel")
     settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
                            num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
-                           device=args.device, seed=args.seed, backend=args.backend, inject=args.inject,
+                           device=args.device, seed=_seed(args.seed, model), backend=args.backend, inject=args.inject,
                            producer=args.producer, consumer=args.consumer,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
                            matmul=args.matmul)
@@ -231,7 +242,8 @@ def _cmd_serve(args) -> int:
     from . import serve
     from .gsm8k import ab
 
-    settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=args.seed, backend=args.backend,
+    settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=_seed(args.seed, args.model),
+                           backend=args.backend,
                            inject=args.inject, producer=args.producer, consumer=args.consumer, matmul=args.matmul)
     ab.check_device(args.device)
     return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
@@ -329,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="questions decoded together (each prompt is prefilled alone); also the unit that is saved")
     g.add_argument("--max-gen-toks", type=int, default=256, help="most tokens generated per answer")
     g.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
-    g.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
+    g.add_argument("--seed", type=int, help="seed of the built-in model's random weights (--model builtin only; "
+                   "default 0)")
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
                    "triton+scaled_mm, torch")
     g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
@@ -363,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mode", choices=("dep8", "tep8"), default="dep8", help="sharding at the o_a_proj site")
     v.add_argument("--model", default="sentinel", help="as for accval gsm8k: sentinel, builtin or a checkpoint directory")
     v.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
-    v.add_argument("--seed", type=int, default=0, help="seed of the built-in model's weights")
+    v.add_argument("--seed", type=int, help="seed of the built-in model's random weights (--model builtin only; "
+                   "default 0)")
     v.add_argument("--backend", default="auto", help="FP8 chain of arm B, as for accval gsm8k")
     v.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"), help="as for accval gsm8k")
     v.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B")

@@ -157,6 +157,8 @@ def test_gsm8k_without_ab_and_report_of_nothing_exit_2(tmp_path, capsys):
     pytest.param(["--resume"], "does not exist, so there is no run to continue; check the path, or leave out --resume",
                  id="resume-a-missing-directory"),
     pytest.param(["--inject", ""], "--inject: expected a value, got an empty string ''", id="inject-empty"),
+    pytest.param(["--model", "sentinel", "--seed", "3"], "--seed: only --model builtin has seeded (random) weights; "
+                 "--model 'sentinel' loads its own, so the seed would be ignored", id="seed-with-trained-weights"),
 ])
 def test_misuse_is_one_usage_error_naming_the_option(tmp_path, monkeypatch, capsys, args, message):
     """Each misuse exits 2 with one line naming the option, what was expected and what came, before any
