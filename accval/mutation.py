@@ -35,10 +35,11 @@ KERNEL_ORDER = ("test_provenance.py", "test_bad_inputs.py", "test_contract.py", 
 #: The suite's core properties for each role, run before everything else in a mutant run (``-x`` stops
 #: at the first failure); the rest of the suite still runs whenever these pass. A producer meets its
 #: recipe's mirror bit for bit first (exact producers: any rounding change fails on the first example),
-#: then fake vs real, the buffer contract and the chain against the math reference; a consumer states
-#: what ran, then meets the chain and the consumer properties.
+#: also at the edges of its scale rule, then fake vs real, the buffer contract and the chain against the
+#: math reference; a consumer states what ran, then meets the chain and the consumer properties.
 CORE_FIRST = {
-    "producer": ("test_producer_matches_mirror_reference", "test_fake_matches_real", "test_layout_contract",
+    "producer": ("test_producer_matches_mirror_reference", "test_scales_at_the_recipes_boundaries",
+                 "test_fake_matches_real", "test_layout_contract",
                  "test_chain_matches_math_reference", "test_nonfinite_values_stay_in_their_blocks"),
     "consumer": ("test_consumer_records_what_ran_or_raises", "test_chain_matches_math_reference",
                  "test_consumer_matches_math_reference", "test_consumer_writes_any_strided_out", "test_fake_matches_real"),

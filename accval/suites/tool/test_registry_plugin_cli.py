@@ -177,3 +177,16 @@ def test_a_registered_kind_of_the_wrong_role_is_named_not_imported(registry, nam
     assert f"unknown {registry} {name!r}; a {registry} of that kind is one of:" in str(err.value) and near in str(err.value)
     assert reg.get("accval.examples.torch_producer:inv_rope_fp8_quant" if registry == "producer"
                    else "accval.examples.torch_consumer:fp8_block_bmm").name.startswith("accval.examples.")
+
+
+def test_the_core_tests_a_mutant_run_takes_first_exist():
+    """``accval mutants`` runs ``CORE_FIRST`` before the rest of the suite (``-x`` stops at the first failure): a
+    renamed test would silently drop out of that order and a kill would take the whole suite's time."""
+    import re
+
+    from accval.mutation import CORE_FIRST, KERNEL_ORDER, SUITES_DIR
+
+    defined = {name for f in KERNEL_ORDER
+               for name in re.findall(r"^def (test_\w+)\(", (SUITES_DIR / "kernel" / f).read_text(), re.M)}
+    missing = {role: [t for t in tests if t not in defined] for role, tests in CORE_FIRST.items()}
+    assert not any(missing.values()), missing
