@@ -184,21 +184,12 @@ def _seed(seed: int | None, model: str) -> int:
     return seed
 
 
-@contextlib.contextmanager
 def _no_library_bars():
     """While inside: no progress bars from lm-eval or transformers either (``--quiet``). tqdm and the Hub read
     these variables when a bar is made or the Hub imported; rank processes started inside inherit them."""
-    names = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update(dict.fromkeys(names, "1"))
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    from unittest import mock
+
+    return mock.patch.dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
 
 def _cmd_gsm8k(args) -> int:
