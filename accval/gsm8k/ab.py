@@ -661,6 +661,8 @@ def _quiet_num_fewshot_warning(speak: bool = True) -> None:
 
 def threads_per_rank(ranks: int) -> int:
     """The torch threads each of ``ranks`` CPU processes takes: the cores shared out."""
+    if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
+        raise ValueError(f"ranks: expected a whole number of processes >= 1, got {ranks!r}")
     return max(1, (os.cpu_count() or 1) // ranks)
 
 

@@ -117,3 +117,10 @@ def test_under_torchrun_only_rank_0_reports(monkeypatch, capsys):
     monkeypatch.setattr(ab, "run", lambda *a, **k: {"rank": 1})
     assert main(["gsm8k", "--ab", "--limit", "2", "--quiet"]) == 0
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("ranks", [0, -2, 1.5, True, None])
+def test_threads_per_rank_refuses_what_is_not_a_process_count(ranks):
+    with pytest.raises(ValueError, match="ranks: expected a whole number of processes >= 1"):
+        ab.threads_per_rank(ranks)
+    assert ab.threads_per_rank(1) >= ab.threads_per_rank(8) >= 1
