@@ -133,6 +133,12 @@ def thread_only_tqdm_lock() -> None:
     tqdm.set_lock(threading.RLock())
 
 
+# What a rank raises for bad input (exactly these classes: a subclass may not be made from a message).
+# The parent raises the same, so the CLI's usage exit and one-line message do not depend on where the
+# input was found.
+_USAGE_ERRORS = (ValueError, TypeError)
+
+
 def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors):
     die_with_parent(parent_pid)
     stop.rank_handlers()
@@ -141,8 +147,9 @@ def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors)
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     try:
         fn(*args)
-    except BaseException:
-        errors.put((index, traceback.format_exc()))
+    except BaseException as e:
+        usage = type(e) if type(e) in _USAGE_ERRORS else None
+        errors.put((index, traceback.format_exc(), usage, str(e)))
         raise
     finally:
         if dist.is_initialized():
@@ -208,10 +215,13 @@ def spawn(world: int, fn, *args) -> None:
                 raise stop.Interrupted(f"stopped on request (rank {e.error_index} stopped while starting)") from None
             first = None
             while not errors.empty():
-                index, tb = errors.get()
-                first = first or (index, tb)
-            index, tb = first if first else (e.error_index, str(e))
+                error = errors.get()
+                first = first or error
+            index, tb, usage, message = first if first else (e.error_index, str(e), None, "")
+            tb_file = _traceback_file(index, tb)
+            if usage is not None:  # bad input found where the work runs: the same error, as if raised here
+                raise usage(f"{message} (rank {index} of {world}; traceback: {tb_file})") from None
             last = tb.strip().splitlines()[-1]
-            raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {_traceback_file(index, tb)})") from None
+            raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {tb_file})") from None
     if stop.requested():
         raise stop.Interrupted("stopped on request")

@@ -104,8 +104,20 @@ def test_a_dead_rank_is_a_clear_error():
         ranks.spawn(2, _rank_1_dies)
 
 
+def _rank_1_breaks():
+    if int(os.environ["RANK"]) == 1:
+        raise KeyError("internal defect on purpose")
+
+
 def test_a_failing_rank_names_itself_and_its_error():
-    with pytest.raises(RuntimeError, match="rank 1 of 2 failed: ValueError: bad shard on purpose"):
+    with pytest.raises(RuntimeError, match="rank 1 of 2 failed: KeyError: 'internal defect on purpose'"):
+        ranks.spawn(2, _rank_1_breaks)
+
+
+def test_bad_input_found_in_a_rank_is_the_same_error_in_the_parent():
+    """A ValueError from a rank (an option checked where the prompts are) is a ValueError here, its
+    message first, so the CLI exits 2 with the same line as with one process."""
+    with pytest.raises(ValueError, match=r"^bad shard on purpose \(rank 1 of 2; traceback: .*accval-rank1-"):
         ranks.spawn(2, _rank_1_raises)
 
 
