@@ -17,7 +17,7 @@ import accval.kernels as kernels
 from accval.kernels import _platform, provenance
 from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, pad4
 from accval.kernels.fp8_block_bmm import _run_torch, _run_triton, validate_consumer_args
-from accval.kernels.inv_rope_fp8_quant import config_for, launch_producer, validate_producer_args
+from accval.kernels.inv_rope_fp8_quant import DISPATCH_TABLES, config_for, launch_producer, validate_producer_args
 from accval.kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
 from accval.kernels.reference import fp8_block_bmm_math_ref
 
@@ -69,9 +69,13 @@ def _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, r
     return fp8[:, : p.m], scale
 
 
-def _btm_padded_rows(m: int, device, block_tokens_m) -> int:
-    """The defective padding ``pad_up(M, max(BTM, 4))``, BTM from this device's dispatch."""
-    pad = max(config_for(m, device, block_tokens_m).block_tokens_m, 4)
+def _btm_padded_rows(m: int, block_tokens_m) -> int:
+    """The defective padding ``pad_up(M, max(BTM, 4))``, BTM forced or the pull request's (its B200 table,
+    ``DISPATCH_TABLES["sm100"]``) whatever this device dispatches: the defect is the pull request's, so it
+    shows wherever its M does. With this device's table it would vanish on Hopper, whose producer runs one
+    token per program at every M (``pad_up(M, 4) == pad4(M)``), and an A/B there would inject nothing."""
+    btm = block_tokens_m or next(c.block_tokens_m for min_m, c in DISPATCH_TABLES["sm100"] if m >= min_m)
+    pad = max(btm, 4)
     return -(-m // pad) * pad
 
 
@@ -97,7 +101,7 @@ def _consumer_out(a, a_scale, b, b_scale, out, check_contract: bool):
          "TensorRT-LLM PR 14254: DEP8 gsm8k strict 96.59 -> 83.32; hidden because every tested M >= 1024 was a multiple of its BTM")
 def scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                   is_neox=True, *, block_tokens_m=None):
-    rows = _btm_padded_rows(o.shape[0], o.device, block_tokens_m)
+    rows = _btm_padded_rows(o.shape[0], block_tokens_m)
     return _produce(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
                     is_neox, block_tokens_m, scale_rows=rows, rows_end=rows, name="scale-pad-btm")
 
@@ -412,7 +416,7 @@ def torch_scale_pad_btm(o, positions, cos_sin_cache, n_groups, heads_per_group, 
                         is_neox=True, *, block_tokens_m=None):
     fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
     m = o.shape[0]
-    drifted = torch.zeros((scale.shape[0], scale.shape[1], _btm_padded_rows(m, o.device, block_tokens_m)),
+    drifted = torch.zeros((scale.shape[0], scale.shape[1], _btm_padded_rows(m, block_tokens_m)),
                           dtype=scale.dtype, device=scale.device)
     drifted[:, :, :m] = scale[:, :, :m]
     return fp8, drifted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 
 import pytest
 import torch
@@ -103,6 +104,22 @@ def test_clean_chain_agrees_and_scale_pad_btm_is_caught(loaded, ids):
     assert st.contract_violations == 2 and "scale" in st.first_violation, st.to_json()
     _, agree_m, kl_m = stats.token_agreement(la, lm)
     assert kl_m > 3 * kl, f"the defect did not move the logits: KL {kl_m} vs clean {kl}"
+
+
+@torch.no_grad()
+def test_scale_pad_btm_is_injected_under_hoppers_dispatch_too(loaded, ids, monkeypatch):
+    """Hopper's producer runs one token per program at every M, where ``pad_up(M, max(BTM, 4))`` is
+    pad4(M): a mutant taking BTM from this device's table injected nothing there (an H200 A/B of it read
+    "no regression"). It takes the pull request's token blocks, so the defect is the same everywhere."""
+    producer_module = importlib.import_module("accval.kernels.inv_rope_fp8_quant")  # the package's attribute of
+    # that name is the function
+    monkeypatch.setattr(producer_module, "_arch_key", lambda device: "sm90")
+    assert producer_module.config_for(1025, torch.device("cpu")).block_tokens_m == 1
+    model, site = _site(loaded, "dep8")
+    site.set_arm(Arm("M", "fp8-chain", "torch", inject="scale-pad-btm"))
+    model(ids[:, :1025])
+    st = site.stats["M"]
+    assert st.contract_violations == 2 and "1032" in st.first_violation, st.to_json()
 
 
 @torch.no_grad()
