@@ -7,7 +7,9 @@
 #        ACCVAL_NIGHTLY_LIMIT=N    gsm8k questions per mode (default: all 1319; dry run: 2)
 #        ACCVAL_NIGHTLY_MODEL=M    the A/B's model (default: sentinel, on its own problems; e.g. a checkpoint dir)
 #        ACCVAL_GSM8K_DIR=DIR      read gsm8k from DIR instead of Hugging Face openai/gsm8k (models other than sentinel)
-#        ACCVAL_NIGHTLY_SWEEP=1    also inject every catalog mutant into arm B (the weekly variant)
+#        ACCVAL_NIGHTLY_SWEEP=1    also inject the pull request's defects into arm B (the weekly variant)
+#        ACCVAL_NIGHTLY_HISTORY=D  where each night's A/B reports are kept for the trend (default: OUT_DIR's
+#                                  parent, which a CI checkout cleans: the workflow keeps it on the runner)
 set -uo pipefail
 out=${1:?usage: scripts/nightly.sh OUT_DIR}
 mkdir -p "$out"
@@ -45,18 +47,25 @@ for mode in dep8 tep8; do
 done
 if [ "${ACCVAL_NIGHTLY_SWEEP:-0}" = 1 ]; then
   for id in scale-pad-btm fp8-m-padded consumer-scale-stride-m rope-sign; do
-    # a mutant run is expected to say "regression": only an error (exit 2) fails the job
+    # each is a defect the A/B must see (exit 1, regression): "no regression" (0) means it lost that power
     accval gsm8k --ab --mode dep8 --quiet --inject "$id" --out "$out/sweep-$id" "${data[@]}" "${limit[@]}" \
       > "$out/sweep-$id.log" 2>&1; rc=$?
-    echo "sweep $id: exit $rc" | tee -a "$out/steps.txt"; [ "$rc" -eq 2 ] && status=1
+    seen=$( [ "$rc" -eq 1 ] && echo "seen" || { [ "$rc" -eq 0 ] && echo "NOT SEEN" || echo "error"; } )
+    echo "sweep $id: exit $rc ($seen)" | tee -a "$out/steps.txt"; [ "$rc" -ne 1 ] && status=1
   done
 fi
 if [ "$dry" != 1 ] && python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   step bench accval bench --out "$out/bench"
 fi
-# the trend: earlier nightly A/B reports kept under reports/nightly, oldest first, then tonight's
-mapfile -t earlier < <(ls -d reports/nightly/*/gsm8k-* 2>/dev/null | grep -v "^$out/" | sort | tail -n 14)
+# the trend: the last 14 earlier nights' A/B reports from the history, oldest first, then tonight's
+history=${ACCVAL_NIGHTLY_HISTORY:-$(dirname "$out")}
+night=$(basename "$out")
+mapfile -t earlier < <(cd "$history" 2>/dev/null && ls -d -- */gsm8k-* 2>/dev/null | grep -v "^$night/" | sort | tail -n 14)
+earlier=("${earlier[@]/#/$history/}")
 accval report "${earlier[@]}" "${reports[@]}" > "$out/trend.md" 2>&1 || true
+if [ "$(cd "$history" 2>/dev/null && pwd -P)" != "$(cd "$(dirname "$out")" && pwd -P)" ]; then
+  mkdir -p "$history/$night" && cp -r "${reports[@]}" "$history/$night/"  # kept for the nights to come
+fi
 cat "$out/trend.md"
 echo "nightly: $( [ $status = 0 ] && echo ok || echo FAILED ) (steps in $out/steps.txt)"
 exit $status
