@@ -455,8 +455,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if _is_contract_violation(e):  # a plugged producer's wrong buffers in the model: what the A/B looks for
+            print(f"accval: regression: {' '.join(str(msg).split())}", file=sys.stderr)
+            return EXIT_REGRESSION
         print(f"accval: error: {' '.join(str(msg).split())}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _is_contract_violation(e: BaseException) -> bool:
+    implementations = sys.modules.get("accval.implementations")  # imported by whatever raised one
+    return implementations is not None and isinstance(e, implementations.ContractViolation)
 
 
 if __name__ == "__main__":

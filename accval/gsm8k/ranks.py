@@ -133,10 +133,16 @@ def thread_only_tqdm_lock() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-# What a rank raises for bad input (exactly these classes: a subclass may not be made from a message).
-# The parent raises the same, so the CLI's usage exit and one-line message do not depend on where the
-# input was found.
-_USAGE_ERRORS = (ValueError, TypeError)
+def _remade(e: BaseException) -> type | None:
+    """The class of ``e`` when it is a ValueError or TypeError the parent can raise again from its message
+    (bad input, or accval's ContractViolation, found where the work runs): the CLI's exit code and
+    one-line message then do not depend on which process found it. None for anything else (a defect)."""
+    if not isinstance(e, (ValueError, TypeError)):
+        return None
+    try:
+        return type(e) if str(type(e)(str(e))) == str(e) else None
+    except Exception:  # a class that is not made from one message
+        return None
 
 
 def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors):
@@ -148,8 +154,11 @@ def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors)
     try:
         fn(*args)
     except BaseException as e:
-        usage = type(e) if type(e) in _USAGE_ERRORS else None
-        errors.put((index, traceback.format_exc(), usage, str(e)))
+        tb = traceback.format_exc()
+        try:
+            errors.put((index, tb, _remade(e), str(e)))
+        except Exception:  # a class that does not pickle
+            errors.put((index, tb, None, str(e)))
         raise
     finally:
         if dist.is_initialized():
@@ -217,10 +226,10 @@ def spawn(world: int, fn, *args) -> None:
             while not errors.empty():
                 error = errors.get()
                 first = first or error
-            index, tb, usage, message = first if first else (e.error_index, str(e), None, "")
+            index, tb, remade, message = first if first else (e.error_index, str(e), None, "")
             tb_file = _traceback_file(index, tb)
-            if usage is not None:  # bad input found where the work runs: the same error, as if raised here
-                raise usage(f"{message} (rank {index} of {world}; traceback: {tb_file})") from None
+            if remade is not None:  # bad input found where the work runs: the same error, as if raised here
+                raise remade(f"{message} (rank {index} of {world}; traceback: {tb_file})") from None
             last = tb.strip().splitlines()[-1]
             raise RuntimeError(f"rank {index} of {world} failed: {last} (traceback: {tb_file})") from None
     if stop.requested():

@@ -137,6 +137,24 @@ class SiteStats:
         }
 
 
+def _stop_at_violation(prod, stats: Callable[[], SiteStats]):
+    """A plugged producer as the chain calls it: outputs that are not the contract's buffers (or views over
+    them) are counted and end the run with the producer's :class:`~accval.implementations.ContractViolation`
+    (a regression: the CLI exits 1). Unlike a catalog mutant, whose wrong buffers are known to be
+    consumable, a foreign kernel's may not be: the consumer could read past them or crash on them."""
+    from accval.implementations import ContractViolation
+
+    def produce(o, *args, **kwargs):
+        try:
+            return prod(o, *args, **kwargs)
+        except ContractViolation as e:
+            stats().contract_violations += 1
+            stats().first_violation = stats().first_violation or f"M={o.shape[0]}: {e}"
+            raise ContractViolation(f"at the model's o_a_proj (M={o.shape[0]}): {e}") from None
+
+    return produce
+
+
 def fp8_chain(arm: Arm, stats: Callable[[], SiteStats]):
     """Arm B: :func:`accval.kernels.o_a_proj_fp8_chain` (the function the kernel suite tests) with the arm's
     backend, plugged implementations or catalog mutant, run as engines run it (the consumer trusts
@@ -151,7 +169,7 @@ def fp8_chain(arm: Arm, stats: Callable[[], SiteStats]):
     prod, cons = arm.implementations()
     producer = consumer = None
     if prod is not None:
-        producer = prod
+        producer = _stop_at_violation(prod, stats)
         expected["producer"] = prod.expected_impl
     if cons is not None:
         consumer = cons

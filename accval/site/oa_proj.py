@@ -78,6 +78,7 @@ class OAProjSite:
         layers = [m for m in model.modules() if isinstance(m, hf.DeepseekV4Attention)]
         if not layers:
             raise ValueError("model: no DeepseekV4Attention layers found (is this a DeepSeek-V4 model?)")
+        self._o_dtype = layers[0].o_a_proj.weight.dtype  # the attention output's, o's
         for attn in layers:
             w = attn.o_a_proj.weight.detach()
             w_fp8, w_scale = kernels.quantize_weight_fp8(w.view(self.n_groups, self.rank_r, -1))
@@ -101,7 +102,20 @@ class OAProjSite:
             self._fn = self._bf16_fallback
             self._expected = {"o_a_proj": "bf16-fallback"}
         else:
+            self._check_declaration(arm)
             self._fn, self._expected = fp8_chain(arm, lambda: self.stats[arm.name])
+
+    def _check_declaration(self, arm: Arm) -> None:
+        """A plugged producer must declare what the model's o_a_proj calls it with (GPT-J RoPE, the model's
+        dtype and head dims): refused here, before any question, instead of failing in the first batch."""
+        prod, _ = arm.implementations()
+        if prod is None:
+            return
+        dtype = self._o_dtype
+        why = prod.uncovered(head_dim=self.head_dim, rope_dim=self.rope_dim, is_neox=False, dtype=dtype)
+        if why is not None:
+            raise ValueError(f"--producer: the model's o_a_proj calls it with GPT-J RoPE, {str(dtype).removeprefix('torch.')} "
+                             f"o, head_dim {self.head_dim}, rope_dim {self.rope_dim}; {why}")
 
     def _bf16_fallback(self, o, pos, cache, w_fp8, w_scale, *args):
         """Arm A with each layer's weight dequantized once (as an engine does at load), not per call.

@@ -73,6 +73,17 @@ def test_resume_reuses_every_sample_and_an_existing_run_needs_resume(clean_run, 
 
 
 @needs_data
+def test_a_plugged_producer_breaking_the_contract_is_a_regression(tmp_path, capsys):
+    """The same defect in a plugged producer: its buffers cannot be trusted to be consumable, so the run
+    ends at the first violation, exit 1 with the violation in one line (it was exit 2, an "error")."""
+    rc, out = _ab(tmp_path, "plugged", "--mode", "dep8", "--producer", "accval.examples.torch_producer:broken_pad")
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith("accval: regression: at the model's o_a_proj (M="), err
+    assert "broken_pad" in err and "pad4(M)" in err and not (out / "report.json").exists()
+
+
+@needs_data
 def test_injected_scale_pad_btm_is_a_regression(tmp_path, clean_run):
     rc, out = _ab(tmp_path, "inject", "--mode", "dep8", "--inject", "scale-pad-btm")
     assert rc == 1

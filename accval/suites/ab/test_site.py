@@ -146,6 +146,43 @@ def test_plugged_implementations_run_through_the_chain_function(loaded, ids):
 
 
 @torch.no_grad()
+def test_a_plugged_producer_breaking_the_contract_is_counted_and_ends_the_run(loaded, ids):
+    """``--producer`` whose scale buffer is padded to the pull request's token block: at M = 1025 its
+    buffers are not the contract's. The site counts the violation and raises the ContractViolation (the
+    CLI's regression exit), where the wrapper's own check used to surface as an error (exit 2)."""
+    from accval.implementations import ContractViolation
+
+    model, site = _site(loaded, "dep8")
+    site.set_arm(Arm("P", "fp8-chain", "torch", producer="accval.examples.torch_producer:broken_pad"))
+    model(ids[:, :1024])  # a multiple of its token block: nothing to see
+    assert site.stats["P"].contract_violations == 0
+    with pytest.raises(ContractViolation, match=r"^at the model's o_a_proj \(M=1025\): .*broken_pad.*scale"):
+        model(ids[:, :1025])
+    assert site.stats["P"].contract_violations == 1 and "M=1025" in site.stats["P"].first_violation
+
+
+def neox_only(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
+              is_neox=True):
+    """A producer declaring the NEOX layout only (the model's o_a_proj is GPT-J)."""
+    from accval.examples.torch_producer import inv_rope_fp8_quant
+
+    return inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                              quant_group_size, is_neox)
+
+
+neox_only.accval_recipe = "fp32-div"
+neox_only.accval_rope_layouts = ("neox",)
+
+
+def test_a_plugged_producer_must_declare_what_the_model_calls_it_with(loaded):
+    _, site = _site(loaded, "dep8")
+    with pytest.raises(ValueError, match=r"^--producer: the model's o_a_proj calls it with GPT-J RoPE, bfloat16 o, "
+                                         r"head_dim \d+, rope_dim \d+; producer .*neox_only.* declares "
+                                         r"accval_rope_layouts=\('neox',\), not gptj"):
+        site.set_arm(Arm("N", "fp8-chain", "torch", producer=f"{__name__}:neox_only"))
+
+
+@torch.no_grad()
 def test_silent_fallback_is_a_provenance_problem(loaded, ids):
     model, site = _site(loaded, "dep8")
     site.set_arm(Arm("S", "fp8-chain", "torch", inject="silent-fallback"))
