@@ -62,6 +62,7 @@ import torch
 import accval.kernels as kernels
 from accval.kernels.constants import FP8_DTYPE, QUANT_BLOCK, SUPPORTED_HEAD_DIMS, pad4
 from accval.kernels.recipes import RECIPE_NAMES, Recipe, get_recipe
+from accval.kernels.validation import strides_match
 
 from .registry import Registry
 
@@ -236,6 +237,9 @@ class Producer:
     #: give ``fn`` copies of its inputs (the kernel suite's producer; the A/B hands it the model's own tensors)
     copies_inputs: bool = False
 
+    def __repr__(self) -> str:  # what a failing Hypothesis example prints for the fixture: the name, not every field
+        return f"Producer({self.name!r})"
+
     def under_test(self) -> "Producer":
         """This producer as the kernel suite calls it: ``fn`` gets private copies of ``o``, ``positions`` and
         ``cos_sin_cache`` (:func:`private_copy`: same layout), so a producer that writes into its inputs
@@ -327,12 +331,12 @@ def physical_buffers(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: i
     problems = []
     if tuple(fp8.shape) != (m, n_groups, k) or fp8.dtype != FP8_DTYPE:
         problems.append(f"fp8: expected an [M, G, K] = {(m, n_groups, k)} float8_e4m3fn view, got {tuple(fp8.shape)} {fp8.dtype}")
-    elif fp8.numel() and fp8.permute(1, 0, 2).stride() != (m * k, k, 1):
+    elif fp8.numel() and not strides_match(fp8.permute(1, 0, 2), (m * k, k, 1)):
         problems.append(f"fp8: the [M, G, K] view has strides {fp8.stride()}; over contiguous [G, M, K] storage they are "
                         f"{(k, m * k, 1)}")
     if tuple(scale.shape) != (m, n_groups, kb) or scale.dtype != recipe.scale_dtype:
         problems.append(f"scale: expected an [M, G, {kb}] {recipe.scale_dtype} view, got {tuple(scale.shape)} {scale.dtype}")
-    elif scale.numel() and scale.permute(1, 2, 0).stride() != (kb * p, p, 1):
+    elif scale.numel() and not strides_match(scale.permute(1, 2, 0), (kb * p, p, 1)):
         problems.append(f"scale: the [M, G, KB] view has strides {scale.stride()}; over contiguous [G, KB, pad4(M)] "
                         f"storage they are {(1, kb * p, p)}")
     elif (scale.storage_offset() + n_groups * kb * p) * scale.element_size() > scale.untyped_storage().nbytes():
@@ -354,6 +358,9 @@ class Consumer:
     accepts_out: bool
     op: object | None
     recipes: tuple[str, ...] = ("fp32-div",)
+
+    def __repr__(self) -> str:
+        return f"Consumer({self.name!r})"
 
     def __call__(self, a, a_scale, b, b_scale, out=None):
         if out is not None and self.accepts_out:

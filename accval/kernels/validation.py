@@ -29,6 +29,12 @@ def check_contiguous(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name}: expected a contiguous tensor, got shape {tuple(t.shape)} with strides {t.stride()}")
 
 
+def strides_match(t: torch.Tensor, strides: tuple[int, ...]) -> bool:
+    """``t`` lies in memory as a tensor of its shape with ``strides`` would: the strides of size-1
+    dimensions, which address nothing, are not compared (as ``Tensor.is_contiguous`` does)."""
+    return all(got == want for size, got, want in zip(t.shape, t.stride(), strides) if size > 1)
+
+
 def check_same_device(**tensors: torch.Tensor) -> torch.device:
     devices = {name: t.device for name, t in tensors.items()}
     first = next(iter(devices.values()))

@@ -625,3 +625,28 @@ def test_a_producer_returning_the_wrong_dtype_is_told_so_by_every_property(tmp_p
     assert proc.returncode == 1 and "must match the size of tensor" not in out, out[-3000:]
     failed = [ln for ln in out.splitlines() if ln.startswith("  failed ")]
     assert failed and all("outputs: fp8 dtype torch.bfloat16 != float8_e4m3fn" in ln for ln in failed), out[-3000:]
+
+
+def test_strides_of_size_one_dimensions_are_not_a_layout():
+    """At M = 1 (a decode step) or G = 1 (TEP8 at the DSv4-Pro shape) a buffer's memory does not depend on
+    the stride of its size-1 dimension: ``x.reshape(M, G, K).transpose(0, 1).contiguous()`` at M = 1 is
+    the contract's buffer byte for byte (torch calls it contiguous), and so is a contiguous ``[M, 1, K]``
+    returned as an ``mgk-view``. Neither is a violation; the same buffers with a padded dimension are."""
+    from accval.implementations import ContractViolation, physical_buffers
+    from accval.kernels.constants import FP8_DTYPE
+    from accval.kernels.recipes import get_recipe
+    from accval.suites.kernel.checks import check_layout
+
+    codes = torch.zeros(1, 2, 128).to(FP8_DTYPE).transpose(0, 1).contiguous()  # [G=2, M=1, K]
+    assert codes.stride() == (128, 256, 1) and codes.is_contiguous()
+    check_layout(codes, torch.zeros(2, 1, 4), 2, 1, 128, "")
+    padded = torch.zeros(2, 4, 128).to(FP8_DTYPE)[:, :3]  # [G, M=3, K] with rows pad4(M) apart
+    with pytest.raises(AssertionError, match="fp8 strides"):
+        check_layout(padded, torch.zeros(2, 1, 4), 2, 3, 128, "")
+
+    recipe = get_recipe("fp32-div")
+    fp8, scale = torch.zeros(5, 1, 128).to(FP8_DTYPE), torch.zeros(1, 1, 8).permute(2, 0, 1)[:5]  # G = 1
+    phys_fp8, phys_scale = physical_buffers(fp8, scale, 1, 5, 128, recipe)
+    assert phys_fp8.shape == (1, 5, 128) and phys_scale.shape == (1, 1, 8) and phys_scale.stride() == (8, 8, 1)
+    with pytest.raises(ContractViolation, match="fp8: the \\[M, G, K\\] view has strides"):
+        physical_buffers(torch.zeros(5, 2, 128).to(FP8_DTYPE), torch.zeros(2, 1, 8).permute(2, 0, 1)[:5], 2, 5, 128, recipe)
