@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: runs/mutants/<timestamp>.json under the current directory, or under "
                                   "$ACCVAL_RUNS_DIR)")
     m.add_argument("--markdown", help="write the Markdown table here")
-    m.add_argument("--only", nargs="+", metavar="ID", help="only these mutants (default: all; the catalog's ids and defects are in accval/mutants.py, and an "
+    m.add_argument("--only", nargs="+", action="extend", metavar="ID", help="only these mutants, given once or repeated (default: all; the catalog's ids and defects are in accval/mutants.py, and an "
                                                           "unknown ID lists them)")
     m.add_argument("--jobs", type=_positive_int, default=1, help="mutant runs side by side (each is its own pytest process)")
     m.add_argument("--no-baseline", action="store_true", help="skip the pull request's baseline test")

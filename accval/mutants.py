@@ -388,6 +388,42 @@ def consumer_scale_transposed(a, a_scale, b, b_scale, out=None):
     return out
 
 
+@_mutant("fp8-round-toward-zero", "producer",
+         "the producer's FP8 conversion truncates (rounds toward zero) instead of rounding to nearest even; declared "
+         "not exact, so only the graded rules judge it",
+         "a hand-written e4m3 conversion by shifts and masks, or a round-toward-zero cvt: every code within one step of "
+         "the nearest, so a one-code tolerance admits it, yet values shrink by ~2% on average")
+def fp8_round_toward_zero(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                          quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    from accval.kernels.reference import inverse_rope_
+
+    fp8, scale = kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                            quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    g, m, k = fp8.shape
+    y = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).reshape(m, g, k).transpose(0, 1).float()
+    s = scale[:, :, :m].transpose(1, 2).repeat_interleave(quant_group_size, dim=2)
+    t = torch.where(s > 0, y / torch.where(s > 0, s, 1), 0)
+    bits = fp8.view(torch.uint8)
+    above = (fp8.float().abs() > t.abs()) & ((bits & 0x7F) != 0) & ((bits & 0x7F) != 0x7F)
+    return torch.where(above, bits - 1, bits).view(FP8_DTYPE), scale  # one code toward zero: the defect
+
+
+fp8_round_toward_zero.accval_exact = False
+
+
+@_mutant("consumer-output-truncated", "consumer",
+         "the consumer converts its fp32 result to bf16 by dropping the low 16 bits (truncation) instead of rounding "
+         "to nearest even",
+         "a hand-written bf16 store (the top half of the fp32 word): within one bf16 step of every result, inside the "
+         "accumulation bound random data meets, yet every output shrinks")
+def consumer_output_truncated(a, a_scale, b, b_scale, out=None):
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, True)
+    full = fp8_block_bmm_math_ref(a, a_scale, b, b_scale).float()
+    out.copy_((full.view(torch.int32) & -65536).view(torch.float32))  # the defect: exact in bf16 after the mask
+    provenance.record("consumer", "triton", _platform.execution_mode(a.device), mutant="consumer-output-truncated")
+    return out
+
+
 # --- the same defects in the torch chain (chain backend "torch": the A/B's arm B on a CPU) ---------------
 # Each applies its defect to the mirror reference producer or the emulated consumer, so `accval gsm8k
 # --inject ID` shows on a CPU what the defect does to a model. Defects that exist only in a GPU kernel

@@ -89,8 +89,8 @@ def assert_within_bound(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Te
 def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, context: str,
                  recipe="fp32-div") -> None:
     """The producer's buffer contract, exactly (``docs/contract.md``): ``fp8 [G, M, K]`` with strides
-    ``(M*K, K, 1)`` (those of size-1 dimensions address nothing and may be anything); scales contiguous ``[G, K/128, pad4(M)]`` fp32 (``[G, ceil(K/512), pad4(M)]`` int32
-    for ``ue8m0-packed``)."""
+    ``(M*K, K, 1)`` (those of size-1 dimensions address nothing and may be anything); scales contiguous
+    ``[G, K/128, pad4(M)]`` fp32 (``[G, ceil(K/512), pad4(M)]`` int32 for ``ue8m0-packed``)."""
     from accval.implementations import output_problems
     from accval.kernels.recipes import get_recipe
 
@@ -119,6 +119,28 @@ FP8_CODE_TOL_ULPS = 1
 #: Quantization error per element relative to the exact value, as a multiple of the e4m3 spacing:
 #: half a spacing for exact rounding, one for a faithful one (see :func:`quant_error_bound`).
 ROUNDING_ULPS = {True: 0.5, False: 1.0}
+
+
+#: A rounding to nearest leaves the results that differ from a reference's rounding (near-ties, an
+#: approximate division, an operand rounded differently) as often below it as above: the direction of each
+#: is a fair coin. A directed rounding (truncation toward zero) moves every one the same way. p below this
+#: under the binomial test of "fair" is that (a fair rounding reaches it once in 10**9 cases; truncation
+#: at ~30 differing results).
+DIRECTED_ROUNDING_P = 1e-9
+
+
+def assert_not_directed(toward_zero: int, away: int, what: str, context: str) -> None:
+    """``toward_zero`` of the results that differ from the reference's rounding are smaller in magnitude,
+    ``away`` larger: fail when the split is one-sided beyond :data:`DIRECTED_ROUNDING_P` (a pure function
+    of the counts, scipy's exact binomial test)."""
+    from scipy.stats import binomtest
+
+    n = toward_zero + away
+    if n and binomtest(toward_zero, n, 0.5).pvalue < DIRECTED_ROUNDING_P:
+        side = "toward zero" if toward_zero > away else "away from zero"
+        raise AssertionError(f"{what}: rounded {side}, not to nearest: of {n} results that differ from the "
+                             f"reference's rounding, {toward_zero} are smaller in magnitude and {away} larger "
+                             f"(binomial p < {DIRECTED_ROUNDING_P:g}); {context}")
 
 
 def fp8_ordinal(codes: torch.Tensor) -> torch.Tensor:

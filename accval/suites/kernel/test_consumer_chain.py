@@ -39,6 +39,7 @@ from .checks import (
     CHAIN_RMS_TOL,
     FP8_HALF_ULP,
     FP32_ACC_TOL,
+    assert_not_directed,
     assert_within_bound,
     op_calls,
     quant_error_bound,
@@ -81,7 +82,7 @@ def check_consumer(consumer, a, a_scale, b, b_scale, ctx):
 @st.composite
 def consumer_cases(draw):
     return dict(g=draw(st.integers(1, 3)), m=draw(st.one_of(st.integers(1, 70), st.sampled_from([1, 2, 3, 5, 127, 129]))),
-                n=draw(st.sampled_from([128, 256])), k=draw(st.sampled_from([128, 256, 512, 640])),
+                n=draw(st.sampled_from([128, 256])), k=draw(st.sampled_from([128, 256, 512, 640, 1152])),
                 seed=draw(st.integers(0, 2**31 - 1)))
 
 
@@ -105,6 +106,8 @@ def activation_scales(fmt: str, g: int, k: int, m: int, gen: torch.Generator) ->
 @example(c=dict(g=1, m=5, n=128, k=640, seed=2))  # 5 k-blocks: a packed word holding one block
 @example(c=dict(g=1, m=3, n=256, k=128, seed=3))  # K/128 % 4 != 0 with two weight-block rows: torch._scaled_mm
 @example(c=dict(g=2, m=8, n=256, k=384, seed=4))  # read its 128x128 scales past the end, or refused (H200)
+@example(c=dict(g=1, m=9, n=128, k=1152, seed=5))  # 9 k-blocks: a loop of 8 leaves one (a split-K tail)
+@example(c=dict(g=1, m=5, n=128, k=8192, seed=6))  # DSv4-Pro's K (hpg 16 x 512): 64 k-blocks
 def test_consumer_matches_math_reference(consumer_here, device, c, scale_format):
     """For any G, M, N, K and each scale storage the consumer reads: |out - ref| <= 2**-8 |ref| (bf16
     output) + 2**-9 (|A| @ |B|) (block accumulation), ref = dequantized float64 bmm. Scale padding
@@ -117,6 +120,39 @@ def test_consumer_matches_math_reference(consumer_here, device, c, scale_format)
     b = (torch.randn(g, n, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE).to(device)
     b_scale = (torch.rand(g, n // 128, k // 128, generator=gen) + 0.01).to(device)
     check_consumer(consumer, a, a_scale.to(device), b, b_scale, f"{c} consumer={consumer.name} scales={scale_format}")
+
+
+@pytest.mark.parametrize("k", [1152, 640], ids=lambda k: f"K{k}")
+def test_consumer_rounds_its_output_to_nearest(consumer_here, device, scale_format, k):
+    """Each output is one product (each weight row has one nonzero code, in a k-block of its own), so no
+    summation order or tensor-core accumulation moves it: what is left is the product of codes and scales
+    and its rounding to bf16. Outputs that differ from the float64 value rounded to nearest (an operand
+    rounded to bf16 first, as a consumer may) must lean neither way: a truncating conversion moves all of
+    them toward zero, inside the accumulation bound of the random-data properties (2**-8 |ref|). The
+    bound is not applied here: with one product per output, operands rounded to bf16 exceed it (the
+    contract's note), and such a consumer is not wrong."""
+    consumer = consumer_here
+    g, m, n = 2, 37, 256
+    gen = torch.Generator().manual_seed(k)
+    a = (torch.randn(g, m, k, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE)
+    a_scale = activation_scales(scale_format, g, k, m, gen)
+    b = torch.zeros(g, n, k)
+    where = torch.randint(0, k, (g, n), generator=gen)
+    b.scatter_(2, where[:, :, None], (torch.rand(g, n, 1, generator=gen) * 400 + 16) * (torch.randint(0, 2, (g, n, 1), generator=gen) * 2 - 1))
+    b = b.to(FP8_DTYPE)
+    b_scale = torch.rand(g, n // 128, k // 128, generator=gen) + 0.01
+    ctx = f"G={g} M={m} N={n} K={k} consumer={consumer.name} scales={scale_format}"
+    out = consumer(*(t.to(device) for t in (a, a_scale, b, b_scale)))
+    assert out.dtype == torch.bfloat16 and tuple(out.shape) == (g, m, n), f"got {out.dtype} {tuple(out.shape)}; {ctx}"
+    out = out.cpu().double()
+    ref = fp8_block_bmm_math_ref(a, a_scale, b, b_scale)
+    nearest = ref.to(torch.bfloat16).double()
+    ulp = torch.ldexp(torch.ones_like(nearest), torch.frexp(nearest).exponent - 8)
+    off_tie = ((ref - nearest).abs() / ulp < 0.5 - 2.0**-6) & (ref != 0)  # ties and double rounding: no direction
+    differ = off_tie & (out != nearest)
+    smaller = out.abs() < nearest.abs()
+    assert_not_directed(int((differ & smaller).sum()), int((differ & ~smaller).sum()),
+                        "consumer output vs the float64 product rounded to nearest bf16", ctx)
 
 
 def _consumer_inputs(g, m, n, k, scale_format, seed, device):

@@ -32,6 +32,7 @@ from .checks import (
     FP8_CODE_TOL_ULPS,
     assert_exact,
     assert_fp8_equal,
+    assert_not_directed,
     assert_within_bound,
     fp8_is_nan,
     fp8_ordinal,
@@ -119,6 +120,12 @@ def judge_against_mirror(producer, case: ProducerCase, o, pos, cache, fp8, scale
             f"fp8 codes: {int(bad.sum())} of {bad.numel()} more than {FP8_CODE_TOL_ULPS} ULP from the {recipe.name} "
             f"mirror's quantization at the producer's own scale; first at {i}: got {fp8[i].float().item()}, expected "
             f"{want[0][i].float().item()} (y/scale = {t[0][i].item():.6g}, exact {t[1][i].item():.6g}); {ctx}")
+    # the codes a step off both roundings to nearest: a faithful rounding puts them either side, a
+    # directed one (truncation) all on one
+    off = ~nan & ((got < low) | (got > high))
+    smaller = torch.where(t[0] >= 0, got < low, got > high)
+    assert_not_directed(int((off & smaller).sum()), int((off & ~smaller).sum()),
+                        f"fp8 codes vs the {recipe.name} mirror's quantization at the producer's own scale", ctx)
 
 
 @given(case=producer_cases())
