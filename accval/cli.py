@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -236,6 +237,12 @@ def _cmd_serve(args) -> int:
     settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=_seed(args.seed, args.model),
                            backend=args.backend,
                            inject=args.inject, producer=args.producer, consumer=args.consumer, matmul=args.matmul)
+    if args.arm.lower() == "a":  # arm A is the bf16 fallback: nothing of the FP8 chain would take effect
+        given = [f"--{flag}" for flag in ("backend", "inject", "producer", "consumer")
+                 if getattr(args, flag) not in (None, "auto")]
+        if given:
+            raise UsageError(f"{', '.join(given)}: apply to the FP8 chain, which --arm b serves; --arm a serves the "
+                             "bf16 fallback")
     ab.check_device(args.device)
     return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
 
@@ -259,7 +266,11 @@ def _cmd_results(args) -> int:
 def _sub(sub, name: str, help: str, description: str, examples: list[str]) -> argparse.ArgumentParser:
     paragraphs = "\n\n".join(textwrap.fill(par, 100) for par in description.split("\n\n"))
     text = paragraphs + "\n\nexamples:\n" + "\n".join(f"  {e}" for e in examples)
-    return sub.add_parser(name, help=help, description=text, formatter_class=_Help)
+    parser = sub.add_parser(name, help=help, description=text, formatter_class=_Help)
+    # also after the command (accval gsm8k ... --debug); SUPPRESS keeps a --debug given before it
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks instead of one-line errors (also accepted before the command)")
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,8 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _interrupted(argv, args)
     except (ValueError, TypeError, KeyError, RuntimeError, OSError, ImportError) as e:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, and the exit code the line below would give (not Python's 1)
+            traceback.print_exc()
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         if _is_contract_violation(e):  # a plugged producer's wrong buffers in the model: what the A/B looks for
             print(f"accval: regression: {' '.join(str(msg).split())}", file=sys.stderr)

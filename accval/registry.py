@@ -32,10 +32,12 @@ def resolve(spec: str) -> object:
     if not isinstance(spec, str) or ":" not in spec:
         raise ValueError(f"expected 'module:attr', got {spec!r}")
     module_name, _, attr = spec.partition(":")
+    if not module_name or module_name.startswith(".") or not attr:
+        raise ValueError(f"expected 'module:attr' with an absolute module name and an attribute, got {spec!r}")
     try:
         obj: object = _import(module_name)
-    except ImportError as e:
-        raise ValueError(f"cannot import module {module_name!r} from {spec!r}: {e}") from e
+    except Exception as e:  # the module's own code failed (a SyntaxError, a raise at import): the user's to fix
+        raise ValueError(f"cannot import module {module_name!r} from {spec!r}: {type(e).__name__}: {e}") from e
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

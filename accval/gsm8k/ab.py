@@ -246,7 +246,10 @@ def validate(s: Settings) -> Settings:
     if s.inject:
         from accval import mutants
 
-        mutants.for_chain(s.inject, s.backend)
+        role, _ = mutants.for_chain(s.inject, s.backend)
+        if getattr(s, role) is not None:
+            raise ValueError(f"--inject {s.inject} replaces the {role} in arm B, and --{role} {getattr(s, role)} too: "
+                             f"pass one of them")
     prod, cons = arms["B"].implementations()  # unknown names, recipes that do not pair: usage errors
     for role, impl in (("producer", prod), ("consumer", cons)):
         if impl is not None and s.device.split(":")[0] not in impl.devices:
@@ -257,7 +260,7 @@ def validate(s: Settings) -> Settings:
 def _data_checked(s: Settings) -> Settings:
     """The data files' records checked last (reading them is the slowest check)."""
     if s.data_dir is not None:
-        task_mod.check_data(Path(s.data_dir), s.limit)
+        task_mod.check_data(Path(s.data_dir), s.limit, s.num_fewshot)
     return s
 
 

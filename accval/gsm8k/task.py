@@ -65,11 +65,14 @@ def data_files(data_dir: Path) -> dict[str, str]:
     return {k: str(v.resolve()) for k, v in files.items()}
 
 
-def check_data(data_dir: Path, limit: int | None = None) -> None:
+def check_data(data_dir: Path, limit: int | None = None, num_fewshot: int = 0) -> None:
     """``train.jsonl`` and ``test.jsonl`` as gsm8k's task reads them: one JSON object per line with a string
     ``question`` and a string ``answer`` holding ``#### <final answer>``; test with at least 2 questions
-    (within ``limit``) for the paired statistics. A ValueError names the file, the line and what is wrong
-    (a missing field became the prompt text "None" and a number the target, without a word)."""
+    (within ``limit``) for the paired statistics, train with at least ``num_fewshot`` examples (the task
+    samples them from it: fewer failed after the model loaded, "Sample larger than population"). A
+    ValueError names the file, the line and what is wrong (a missing field became the prompt text "None"
+    and a number the target, without a word)."""
+    counts = {}
     for split, path in data_files(data_dir).items():
         n = 0
         with open(path, "rb") as f:
@@ -91,8 +94,14 @@ def check_data(data_dir: Path, limit: int | None = None) -> None:
                     raise ValueError(f"{where}: expected the answer to end with '#### <final answer>' (gsm8k's format), "
                                      f"got {rec['answer'][-40:]!r}")
                 n += 1
-        if split == "test" and min(n, limit or n) < 2:
-            raise ValueError(f"--data-dir: {path} has {n} question(s); the paired statistics need at least 2")
+        counts[split] = (path, n)
+    path, n = counts["test"]
+    if min(n, limit or n) < 2:
+        raise ValueError(f"--data-dir: {path} has {n} question(s); the paired statistics need at least 2")
+    path, n = counts["train"]
+    if n < max(num_fewshot, 1):  # lm-eval's task reads a first example from it even for 0 shots
+        raise ValueError(f"--data-dir: {path} has {n} example(s); --num-fewshot {num_fewshot} takes "
+                         f"{max(num_fewshot, 1)} from it")
 
 
 def config(data_dir: Path | None = None) -> dict:

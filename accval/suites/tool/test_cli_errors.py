@@ -77,6 +77,15 @@ BAD_FLAGS = [
     pytest.param(["mutants", "--jobs", "0"], "expected a whole number >= 1", id="mutants-jobs-0"),
     pytest.param(["mutants", "--jobs", "x"], "expected a whole number >= 1", id="mutants-jobs-text"),
     pytest.param(["report"], "paths", id="report-no-path"),
+    pytest.param(["serve", "--arm", "A", "--inject", "scale-pad-btm"], "--inject: apply to the FP8 chain, which --arm b",
+                 id="serve-arm-a-inject"),
+    pytest.param(["serve", "--arm", "a", "--producer", "x:y", "--backend", "torch"],
+                 "--backend, --producer: apply to the FP8 chain", id="serve-arm-a-producer"),
+    pytest.param(["gsm8k", "--ab", "--out", "{out}", "--data-dir", "{data}", "--inject", "scale-pad-btm", "--producer",
+                  "accval.examples.torch_producer:inv_rope_fp8_quant"],
+                 "--inject scale-pad-btm replaces the producer in arm B, and --producer", id="inject-and-producer"),
+    pytest.param(["gsm8k", "--ab", "--out", "{out}", "--producer", ".rel:f"], "with an absolute module name",
+                 id="producer-relative"),
 ]
 
 
@@ -102,13 +111,32 @@ BAD_DATA = [
 def test_gsm8k_data_that_its_task_would_misread_is_refused_naming_the_line(lines, message, tmp_path, capsys):
     d = tmp_path / "data"
     d.mkdir()
-    (d / "train.jsonl").write_text("\n".join(json.dumps(GOOD) for _ in range(3)) + "\n")
+    (d / "train.jsonl").write_text("\n".join(json.dumps(GOOD) for _ in range(5)) + "\n")
     (d / "test.jsonl").write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in lines))
     out = tmp_path / "run"
     rc = cli.main(["gsm8k", "--ab", "--model", "builtin", "--data-dir", str(d), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == EXIT_USAGE and len(err) == 1 and message in err[0] and str(d / "test.jsonl") in err[0], (rc, err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("train", [0, 2])
+def test_fewer_training_examples_than_the_shots_are_refused_before_the_model_loads(train, tmp_path, capsys):
+    """--num-fewshot 5 samples 5 examples from train.jsonl: 2 failed after the model loaded ("Sample larger
+    than population"), none with a rank's StopIteration; both left a run directory behind."""
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "train.jsonl").write_text("".join(json.dumps(GOOD) + "\n" for _ in range(train)))
+    (d / "test.jsonl").write_text("".join(json.dumps(GOOD) + "\n" for _ in range(3)))
+    out = tmp_path / "run"
+    rc = cli.main(["gsm8k", "--ab", "--model", "builtin", "--data-dir", str(d), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == EXIT_USAGE and err == [f"accval: error: --data-dir: {d / 'train.jsonl'} has {train} example(s); "
+                                        "--num-fewshot 5 takes 5 from it"], err
+    assert not out.exists()
+    if train:  # as many shots as there are examples: it runs (the built-in random model's verdict is its own)
+        assert cli.main(["gsm8k", "--ab", "--model", "builtin", "--data-dir", str(d), "--out", str(out), "--quiet",
+                         "--num-fewshot", str(train), "--limit", "2", "--max-gen-toks", "2", "--ranks", "1"]) in (0, 1)
 
 
 def test_a_binary_data_file_is_refused(tmp_path, capsys):
@@ -316,3 +344,14 @@ def test_lm_evals_num_fewshot_warning_is_said_once_and_never_for_no_change(caplo
     finally:
         ab._quiet_num_fewshot_warning()
     assert not [r for r in caplog.records if r.name == "lm_eval.evaluator"]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(where, capsys):
+    """``--debug`` before or after the command: the traceback, then the same one line and exit 2 (a bare
+    re-raise exited 1, which reads as "regression")."""
+    argv = ["gsm8k", "--ab", "--device", "tpu"]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith("accval: error: --device")

@@ -35,6 +35,22 @@ def test_registry_lazy_module_attr_and_bad_specs():
         PRODUCERS.get("accval.examples.torch_producer:nope")
 
 
+@pytest.mark.parametrize("body, error", [("def f(:\n", "SyntaxError"), ("1 / 0\n", "ZeroDivisionError"),
+                                         ("import os\nos.no_such_thing\n", "AttributeError")])
+def test_a_module_failing_at_import_is_a_value_error_naming_it(tmp_path, monkeypatch, body, error):
+    """The module's own code failing (not a missing module) was a traceback, and the CLI's exit 1 ("regression")."""
+    (tmp_path / "accval_broken_plug.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=f"cannot import module 'accval_broken_plug' .*: {error}"):
+        PRODUCERS.get("accval_broken_plug:f")
+
+
+@pytest.mark.parametrize("spec", [":", ":f", ".rel:f", "mod:"])
+def test_a_spec_without_an_absolute_module_and_an_attribute_is_refused(spec):
+    with pytest.raises(ValueError, match="expected 'module:attr' with an absolute module name and an attribute"):
+        PRODUCERS.get(spec)
+
+
 def test_plugged_implementation_with_wrong_signature_is_refused():
     with pytest.raises(PluginError, match="cannot be called with the contract's 9 positional arguments"):
         PRODUCERS.get("accval.examples.torch_producer:wrong_signature")
