@@ -185,12 +185,25 @@ def _seed(seed: int | None, model: str) -> int:
     return seed
 
 
+@contextlib.contextmanager
 def _no_library_bars():
-    """While inside: no progress bars from lm-eval or transformers either (``--quiet``). tqdm and the Hub read
-    these variables when a bar is made or the Hub imported; rank processes started inside inherit them."""
+    """While inside: no progress bars from lm-eval or transformers either (``--quiet``). In this process
+    every tqdm bar is made disabled, whatever its caller passes (tqdm reads ``TQDM_DISABLE`` when it is
+    imported, and validating the options has imported it); rank processes started inside inherit the
+    variables, which their fresh imports read."""
     from unittest import mock
 
-    return mock.patch.dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    from tqdm import std
+
+    made = std.tqdm.__init__
+
+    def disabled(self, *args, **kwargs):
+        kwargs["disable"] = True
+        made(self, *args, **kwargs)
+
+    with mock.patch.dict(os.environ, TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1"), \
+            mock.patch.object(std.tqdm, "__init__", disabled):
+        yield
 
 
 def _cmd_gsm8k(args) -> int:
@@ -210,14 +223,20 @@ def _cmd_gsm8k(args) -> int:
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
                            matmul=args.matmul)
     out = ab.out_dir(args.out, args.mode)  # an empty --out is a usage error, not the default
+    with _no_library_bars() if args.quiet else contextlib.nullcontext():
+        return _run_gsm8k(args, settings, out)
+
+
+def _run_gsm8k(args, settings, out) -> int:
+    from .gsm8k import ab
+
     settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
     ab.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
     args.run_dir = out  # for the resume hint on Ctrl-C
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)
     try:
-        with _no_library_bars() if args.quiet else contextlib.nullcontext():
-            rep = ab.run(settings, out, resume=args.resume, progress=not args.quiet)
+        rep = ab.run(settings, out, resume=args.resume, progress=not args.quiet)
     except OSError as e:  # the Hub unreachable, a file missing
         hint = "" if args.data_dir else " (no network? --data-dir DIR reads gsm8k's train.jsonl/test.jsonl offline)"
         raise RuntimeError(f"{e}{hint}") from e

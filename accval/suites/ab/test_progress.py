@@ -104,3 +104,17 @@ def test_the_ab_says_its_eta_once_and_counts_questions_times_arms(tmp_path, caps
     assert not any(line.startswith("arm B ") for line in lines), "arm B's scoring pass, with nothing to run, draws no bar"
     warned = [r.getMessage() for r in caplog.records if "num_fewshot" in r.getMessage()]
     assert len(warned) <= 1, warned
+
+
+def test_quiet_ab_in_one_process_prints_nothing_but_the_report(tmp_path, capsys):
+    """``--quiet`` with the run in this process (``--ranks 1``, a GPU's default): no bar of transformers'
+    weight loading or of lm-eval's either. tqdm had read ``TQDM_DISABLE`` at import, before the option
+    took effect, so their bars came through; with rank processes they did not."""
+    from accval.cli import main
+
+    argv = ["gsm8k", "--ab", "--out", str(tmp_path / "run"), "--model", "sentinel", "--limit", "2", "--batch-size", "1",
+            "--max-gen-toks", "8", "--num-fewshot", "1", "--ranks", "1", "--quiet"]
+    assert main(argv) in (0, 1)
+    got = capsys.readouterr()
+    assert got.err == "", got.err[-2000:]
+    assert got.out.splitlines()[-1] == f"report: {tmp_path / 'run'}/report.md"
