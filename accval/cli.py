@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = _sub(sub, "mutants", "run the kernel suite against every catalog mutant",
              "Run the kernel suite once per catalog mutant (a deliberately broken kernel) and report which ones it "
              "kills. Exit 1 if any mutant survives.",
-             ["accval mutants --jobs 2 --json reports/mutants.json", "accval mutants --only scale-pad-btm --no-baseline"])
+             ["accval mutants --jobs 2 --json runs/mutants/mine.json", "accval mutants --only scale-pad-btm --no-baseline"])
     m.add_argument("--json", help="write the report as JSON here (Markdown beside it), saved as each mutant finishes "
                                   "(default: runs/mutants/<timestamp>.json under the current directory, or under "
                                   "$ACCVAL_RUNS_DIR)")
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
              "as it goes; Ctrl-C (or SIGTERM) saves what finished and prints the command that resumes it.\n\n"
              "exit codes: 0 no regression, 1 regression, 2 usage or environment error, 130 stopped by Ctrl-C, 143 by SIGTERM",
              ["accval gsm8k --ab --limit 64", "accval gsm8k --ab --mode tep8 --inject scale-pad-btm --limit 32",
-              "accval gsm8k --ab --out reports/gsm8k/mine --resume"])
+              "accval gsm8k --ab --out runs/gsm8k/mine --resume"])
     g.add_argument("--ab", action="store_true", help="required: run both arms on the same questions and compare them")
     g.add_argument("--mode", choices=("dep8", "tep8"), default="dep8",
                    help="sharding at the o_a_proj site: dep8 (data parallel, each rank its own requests) or tep8 "
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(fn=_cmd_serve)
     r = _sub(sub, "report", "print a gsm8k A/B report, or compare several (oldest first)",
              "Print one report as Markdown, or a table comparing several (oldest first, for a nightly trend).",
-             ["accval report reports/gsm8k/2026-01-01T120000-dep8",
+             ["accval report reports/gsm8k/cpu-sentinel-dep8-limit50",
               "accval report --fail-on-regression nightly/*/report.json"])
     r.add_argument("paths", nargs="+", help="report.json files or run directories")
     r.add_argument("--fail-on-regression", action="store_true", help="exit 1 when any report's verdict is regression")
