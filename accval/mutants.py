@@ -392,7 +392,7 @@ def consumer_scale_transposed(a, a_scale, b, b_scale, out=None):
          "the producer's FP8 conversion truncates (rounds toward zero) instead of rounding to nearest even; declared "
          "not exact, so only the graded rules judge it",
          "a hand-written e4m3 conversion by shifts and masks, or a round-toward-zero cvt: every code within one step of "
-         "the nearest, so a one-code tolerance admits it, yet values shrink by ~2% on average")
+         "the nearest, so a one-code tolerance admits it, yet values shrink by ~4% on average")
 def fp8_round_toward_zero(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                           quant_group_size=128, is_neox=True, *, block_tokens_m=None):
     from accval.kernels.reference import inverse_rope_
