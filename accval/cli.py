@@ -104,6 +104,7 @@ def _cmd_mutants(args) -> int:
         raise UsageError("mutants: --resume needs --json FILE, the report of the run to continue")
     json_path = Path(args.json) if args.json else runs.new_path("mutants", ".json")
     md = Path(args.markdown) if args.markdown else json_path.with_suffix(".md")
+    mutation.check_report_path(json_path, args.resume)
     args.saved_to = json_path  # for the resume hint on an interrupt
     previous = mutation.load(json_path) if args.resume else None
     report = mutation.run(only=args.only or None, suites=("accval",) if args.no_baseline else ("accval", "baseline-pr"),

@@ -180,15 +180,20 @@ def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progres
     header = {"schema": 1, "device": torch.cuda.get_device_name() if gpu else "cpu (Triton interpreter)",
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"),
               "hypothesis_profile": os.environ.get("ACCVAL_HYPOTHESIS_PROFILE", "ci")}
+    if not gpu and all(CATALOG[i].gpu_only for i in ids):
+        raise ValueError(f"--only {' '.join(ids)}: {'needs' if len(ids) == 1 else 'each needs'} a CUDA GPU; this "
+                         "machine has none, so nothing would run")
     entries: dict[str, dict] = {}
+    kept: list[dict] = []  # a resumed report's mutants outside this run's --only: kept as they were
     if previous is not None:
         check_resumable(previous, header, suites)
         entries = {m["id"]: m for m in previous["mutants"] if m["id"] in ids}
-    resumed = list(entries)
+        kept = [m for m in previous["mutants"] if m["id"] not in ids]
+    resumed = list(entries) + [m["id"] for m in kept]
 
     def report(complete: bool) -> dict:
         return {**header, "complete": complete, "resumed": resumed,
-                "mutants": [entries[i] for i in ids if i in entries]}
+                "mutants": [entries[i] for i in ids if i in entries] + kept}
 
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -257,6 +262,22 @@ def write(report: dict, json_path: Path | None, md_path: Path | None) -> None:
         _write_text(json_path, json.dumps(report, indent=1))
     if md_path:
         _write_text(md_path, to_markdown(report))
+
+
+def check_report_path(json_path: Path, resume: bool) -> None:
+    """``--json`` can take a report (before any mutant runs, so none is lost at the first save): not a
+    directory, its folder creatable, and, unless resuming, no earlier run's report there to overwrite."""
+    if json_path.is_dir():
+        raise ValueError(f"--json: expected a file path, got the directory {json_path}")
+    if json_path.exists() and not resume:
+        raise ValueError(f"--json: {json_path} holds an earlier run's report; --resume continues it, or choose "
+                         "another path")
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--json: cannot make the folder of {json_path}: {e.strerror} ({e.filename})") from None
+    if not os.access(json_path.parent, os.W_OK):
+        raise ValueError(f"--json: cannot write into {json_path.parent}")
 
 
 def load(json_path: Path) -> dict:

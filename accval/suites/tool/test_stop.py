@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from accval import mutation, stop
 from accval.cli import main
@@ -132,6 +133,25 @@ def test_resume_refuses_a_report_made_otherwise(tmp_path, capsys):
     report.write_text("{not json")
     assert main(["mutants", "--only", "silent-fallback", "--no-baseline", "--quiet", "--json", str(report), "--resume"]) == 2
     assert "is not a readable report" in capsys.readouterr().err
+
+
+def test_a_resume_with_other_mutants_keeps_the_earlier_ones_and_paths_are_checked_first(tmp_path, capsys):
+    """--resume with another --only runs those and keeps the report's other mutants (they were dropped);
+    --json over an earlier report without --resume, or at a directory, is refused before any mutant runs;
+    --only of GPU-only mutants on a CPU says nothing would run (it exited 0)."""
+    report = tmp_path / "m.json"
+    first = ["mutants", "--only", "silent-fallback", "--no-baseline", "--quiet", "--json", str(report)]
+    assert main(first) == 0
+    assert main(first) == 2 and "holds an earlier run's report; --resume continues it" in capsys.readouterr().err
+    assert main(["mutants", "--only", "consumer-scale-stride-m", "--no-baseline", "--quiet", "--json", str(report),
+                 "--resume"]) == 0
+    final = json.loads(report.read_text())
+    assert [m["id"] for m in final["mutants"]] == ["consumer-scale-stride-m", "silent-fallback"], final["mutants"]
+    assert main(["mutants", "--only", "silent-fallback", "--json", str(tmp_path)]) == 2
+    assert "--json: expected a file path, got the directory" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["mutants", "--only", "int32-index", "--json", str(tmp_path / "g.json")]) == 2
+        assert "needs a CUDA GPU; this machine has none, so nothing would run" in capsys.readouterr().err
 
 
 def test_a_stop_mid_write_leaves_the_previous_report(tmp_path, monkeypatch):
