@@ -137,8 +137,8 @@ def _declared(kind: str, name: str, fn: object, attr: str, default, allowed=None
             raise PluginError(f"{kind} {name!r}: {attr} expected a bool, got {value!r}")
         return value
     if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise PluginError(f"{kind} {name!r}: {attr} expected a float >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise PluginError(f"{kind} {name!r}: {attr} expected a finite float >= 0, got {value!r}")
         return float(value)
     if typ is tuple:
         if isinstance(value, (str, int)):
@@ -148,8 +148,9 @@ def _declared(kind: str, name: str, fn: object, attr: str, default, allowed=None
         except TypeError:
             raise PluginError(f"{kind} {name!r}: {attr} expected a tuple, got {value!r}") from None
         bad = [v for v in value if allowed is not None and v not in allowed]
-        if bad or not value:
-            raise PluginError(f"{kind} {name!r}: {attr} expected a non-empty tuple of {list(allowed)}, got {value!r}")
+        if bad or not value or len(set(value)) != len(value):
+            raise PluginError(f"{kind} {name!r}: {attr} expected a non-empty tuple of distinct values from "
+                              f"{list(allowed)}, got {value!r}")
         return value
     if value not in allowed:
         raise PluginError(f"{kind} {name!r}: {attr} expected one of {list(allowed)}, got {value!r}")

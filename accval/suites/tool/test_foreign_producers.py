@@ -565,7 +565,10 @@ def test_a_cuda_only_producer_skips_on_a_cpu_and_must_raise_there(tmp_path, name
     ({"accval_expected_impl": 3}, "accval_expected_impl expected the impl name its calls record"),
     ({"accval_op": "not an op"}, "accval_op expected a torch custom op"),
     ({"accval_op": print}, "accval_op expected a torch custom op"),
-], ids=["misspelt", "devices-typo", "devices-empty", "dtype-alias", "impl-not-str", "op-str", "op-function"])
+    ({"accval_amax_floor": float("inf")}, "accval_amax_floor expected a finite float >= 0, got inf"),
+    ({"accval_rope_layouts": ("gptj", "gptj")}, "accval_rope_layouts expected a non-empty tuple of distinct values"),
+], ids=["misspelt", "devices-typo", "devices-empty", "dtype-alias", "impl-not-str", "op-str", "op-function",
+        "floor-inf", "layouts-twice"])
 def test_a_nonsense_declaration_is_refused_before_any_test_runs(attrs, needle):
     from accval.implementations import PluginError, _wrap_producer
 
