@@ -92,12 +92,51 @@ def check(rep: dict) -> list[str]:
         site = rep.get("arms", {}).get(name, {}).get("site") if isinstance(rep.get("arms"), dict) else None
         if isinstance(site, dict):
             _check(site, _SITE, f"arms.{name}.site", out)
+    out += _value_problems(rep)
     paired = rep.get("paired")
     if isinstance(paired, dict):
         for f, p in paired.items():
             ci = p.get("ci95") if isinstance(p, dict) else None
             if isinstance(ci, list) and (len(ci) != 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in ci)):
                 out.append(f"paired.{f}.ci95: expected two numbers, got {ci!r}")
+    return out
+
+
+#: Where a report's numbers can lie (a path of keys, "*" for any key): an accuracy is a fraction, a p-value
+#: a probability; NaN is no value anywhere.
+_RANGES = (
+    (("arms", "*", "metrics", "*", "accuracy"), 0.0, 1.0),
+    (("arms", "*", "metrics", "*", "stderr"), 0.0, float("inf")),
+    (("paired", "*", "mcnemar_p"), 0.0, 1.0),
+    (("paired", "*", "se"), 0.0, float("inf")),
+    (("agreement", "top1"), 0.0, 1.0),
+    (("agreement", "identical_generations"), 0.0, 1.0),
+    (("agreement", "kl"), 0.0, float("inf")),
+    (("elapsed_s",), 0.0, float("inf")),
+)
+
+
+def _value_problems(rep: dict) -> list[str]:
+    """Numbers a report cannot hold (an accuracy of 7.5, a NaN agreement) and verdict reasons that are not
+    text: each printed as if it were a result."""
+    out = []
+
+    def walk(obj, path, where):
+        if not path:
+            if isinstance(obj, _NUM) and not isinstance(obj, bool):
+                lo, hi = where[1]
+                if not lo <= obj <= hi:  # NaN fails both
+                    out.append(f"{where[0]}: expected a number in [{lo:g}, {hi:g}], got {obj!r}")
+            return
+        if isinstance(obj, dict):
+            for key in (obj if path[0] == "*" else [path[0]] if path[0] in obj else []):
+                walk(obj[key], path[1:], (f"{where[0]}.{key}" if where[0] else key, where[1]))
+
+    for path, lo, hi in _RANGES:
+        walk(rep, path, ("", (lo, hi)))
+    reasons = rep.get("verdict", {}).get("reasons") if isinstance(rep.get("verdict"), dict) else None
+    if isinstance(reasons, list) and not all(isinstance(r, str) for r in reasons):
+        out.append(f"verdict.reasons: expected a list of text, got {reasons!r}")
     return out
 
 

@@ -242,6 +242,12 @@ BAD_REPORTS = [
                  id="accuracy-string"),
     pytest.param(_with("arms.A.site", {"calls": 1}), "arms.A.site.m_min is missing", id="site-incomplete"),
     pytest.param(_with("created", 20260101), "created: expected str, got int", id="created-int"),
+    pytest.param(_with("arms.A.metrics.strict-match.accuracy", 7.5),
+                 "arms.A.metrics.strict-match.accuracy: expected a number in [0, 1], got 7.5", id="accuracy-7.5"),
+    pytest.param(_with("agreement.top1", float("nan")), "agreement.top1: expected a number in [0, 1], got nan",
+                 id="top1-nan"),
+    pytest.param(_with("verdict.reasons", [1, 2]), "verdict.reasons: expected a list of text, got [1, 2]",
+                 id="reasons-numbers"),
 ]
 
 
