@@ -141,10 +141,25 @@ class AgreementStore:
         self.add_many({doc_id: row})
 
 
+def committed_digests(generations: dict[str, SampleStore], agreement: AgreementStore, keys: list[str],
+                      doc_ids: list[int]) -> dict[str, str]:
+    """sha256 of what a batch's commit record commits, per file: each arm's generations of ``keys`` and the
+    agreement rows of ``doc_ids``, as the stores hold them (so a line edited into another valid record
+    afterwards no longer matches its commit)."""
+    def digest(values) -> str:
+        return hashlib.sha256(json.dumps(values).encode()).hexdigest()
+
+    out = {gens.path.name: digest([gens.done[k] for k in keys]) for _, gens in sorted(generations.items())}
+    out[agreement.path.name] = digest([[int(t), int(a), float(kl)] for t, a, kl in (agreement.done[d] for d in doc_ids)])
+    return out
+
+
 class CommitLog:
     """``commits.jsonl``: one record per finished batch of the paired pass, appended after the batch's
-    generations and agreement rows: ``{"keys", "doc_ids", "site": {arm: SiteStats state}}`` where
-    ``site`` holds the ``o_a_proj`` site's counts of that batch (every process's, summed).
+    generations and agreement rows: ``{"keys", "doc_ids", "site": {arm: SiteStats state}, "digests"}``
+    where ``site`` holds the ``o_a_proj`` site's counts of that batch (every process's, summed) and
+    ``digests`` the sha256 of the records it commits, per file (:func:`committed_digests`; runs from
+    before it have none).
 
     A question is done when its batch's record is on disk, and the site counters of a run are the sum
     of the records. Work a crash or an interrupt cut short (generations on disk, no record yet) is
@@ -155,11 +170,14 @@ class CommitLog:
         self.keys: set[str] = set()
         self.doc_ids: set[int] = set()
         self.site: dict[str, SiteStats] = {}
-        self.lines: list[tuple[int, list[str], list[int]]] = []  # (line, keys, doc_ids) of each record
+        self.lines: list[tuple[int, list[str], list[int], dict | None]] = []  # (line, keys, doc_ids, digests)
         for line, row in read_records(self.path, "batch"):
-            keys, doc_ids, site = row.get("keys"), row.get("doc_ids"), row.get("site")
+            keys, doc_ids, site, digests = row.get("keys"), row.get("doc_ids"), row.get("site"), row.get("digests")
             problem = None
-            if not (isinstance(keys, list) and keys and all(is_request_key(k) for k in keys)):
+            if digests is not None and not (isinstance(digests, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in digests.items())):
+                problem = f"expected digests, sha256 hex strings per file, got {digests!r:.80}"
+            elif not (isinstance(keys, list) and keys and all(is_request_key(k) for k in keys)):
                 problem = f"expected keys, a non-empty list of request keys (strings), got {keys!r:.80}"
             elif not (isinstance(doc_ids, list) and len(doc_ids) == len(keys) and all(_whole(d) for d in doc_ids)):
                 problem = f"expected doc_ids, {len(keys)} whole numbers >= 0 (one per key), got {doc_ids!r:.80}"
@@ -173,17 +191,18 @@ class CommitLog:
             self._count(site)
             self.keys.update(keys)
             self.doc_ids.update(doc_ids)
-            self.lines.append((line, keys, doc_ids))
+            self.lines.append((line, keys, doc_ids, digests))
 
     def _count(self, site: dict[str, dict]) -> None:
         for name, state in site.items():
             self.site[name] = SiteStats.merged([self.site.get(name, SiteStats()).state(), state])
 
-    def add(self, keys: list[str], doc_ids: list[int], site: dict[str, dict]) -> None:
+    def add(self, keys: list[str], doc_ids: list[int], site: dict[str, dict], digests: dict[str, str] | None = None) -> None:
         self._count(site)
         self.keys.update(keys)
         self.doc_ids.update(doc_ids)
-        append_jsonl(self.path, [{"keys": list(keys), "doc_ids": list(doc_ids), "site": site}])
+        record = {"keys": list(keys), "doc_ids": list(doc_ids), "site": site}
+        append_jsonl(self.path, [record if digests is None else {**record, "digests": digests}])
 
 
 def is_request_key(key) -> bool:
@@ -243,7 +262,7 @@ class RunStore:
         path = Path(path)
         store = cls({name: SampleStore(path / f"generations-{name}.jsonl") for name in arms},
                     AgreementStore(path / "agreement.jsonl"), CommitLog(path / "commits.jsonl"))
-        for line, keys, doc_ids in store.commits.lines:
+        for line, keys, doc_ids, digests in store.commits.lines:
             for name, gens in store.generations.items():
                 missing = [k for k in keys if k not in gens.done]
                 if missing:
@@ -253,6 +272,13 @@ class RunStore:
             if missing_ids:
                 raise RunStoreError(f"{store.commits.path}: line {line} commits question(s) {missing_ids} whose "
                                     f"agreement row {store.agreement.path.name} lacks; {DAMAGED}")
+            if digests is not None:
+                now = committed_digests(store.generations, store.agreement, keys, doc_ids)
+                changed = [name for name in now if digests.get(name) != now[name]]
+                if changed:
+                    raise RunStoreError(f"{store.commits.path}: line {line} commits records of questions {doc_ids} "
+                                        f"that {', '.join(changed)} no longer hold{'s' if len(changed) == 1 else ''} as "
+                                        f"committed (a line edited since?); {DAMAGED}")
         return store
 
 
@@ -422,7 +448,9 @@ class ArmLM(LM):
                 self.store.add_many([(it[0], texts[b]) for b, it in enumerate(items)])
                 p.store.add_many([(it[0], texts_b[b]) for b, it in enumerate(items)])
                 p.agreement.add_many({it[4]: rows[b] for b, it in enumerate(items)})
-                p.commits.add([it[0] for it in items], [it[4] for it in items], site)
+                keys, doc_ids = [it[0] for it in items], [it[4] for it in items]
+                digests = committed_digests({self.arm.name: self.store, p.arm.name: p.store}, p.agreement, keys, doc_ids)
+                p.commits.add(keys, doc_ids, site, digests)
                 if p.on_commit is not None:
                     p.on_commit()
             progress.questions_done(i + len(chunk))

@@ -26,6 +26,7 @@ from accval.gsm8k.lm import (
     CommitLog,
     RunStoreError,
     SampleStore,
+    committed_digests,
     read_jsonl,
 )
 
@@ -190,8 +191,8 @@ def _tiny_data(tmp_path) -> Path:
     d = tmp_path / "data"
     d.mkdir(exist_ok=True)
     record = json.dumps({"question": "Tom has 2 apples and buys 3. How many?", "answer": "2 + 3 = 5\n#### 5"})
-    for split in ("train", "test"):
-        (d / f"{split}.jsonl").write_text(f"{record}\n{record}\n")  # what the data check asks: 2 questions
+    (d / "test.jsonl").write_text(f"{record}\n{record}\n")  # what the data check asks: 2 questions,
+    (d / "train.jsonl").write_text(f"{record}\n" * 5)  # and as many examples as the 5 shots
     return d
 
 
@@ -384,7 +385,27 @@ def _three_batches(run: Path) -> None:
         for n in "AB":
             stores[n].add(key, f"text {key}")
         agreement.add(doc_id, (4, 3, 0.25))
-        commits.add([key], [doc_id], {"A": _site(1), "B": _site(1)})
+        commits.add([key], [doc_id], {"A": _site(1), "B": _site(1)}, committed_digests(stores, agreement, [key], [doc_id]))
+
+
+@pytest.mark.parametrize("name,old,new", [("generations-B.jsonl", "text k2", "text k2 but #### 999"),
+                                          ("agreement.jsonl", '"top1_agree": 3', '"top1_agree": 4')])
+def test_a_line_edited_into_another_valid_record_is_refused(tmp_path, name, old, new):
+    """A committed record changed into another valid one (an answer edited to read "#### 999", an
+    agreement count raised) changed the resumed run's numbers without a word: each commit record now
+    holds the sha256 of what it commits, per file, and the store names the commit line and the file."""
+    from accval.gsm8k.lm import RunStore
+
+    _three_batches(tmp_path)
+    RunStore.open(tmp_path)  # as written: accepted
+    path = tmp_path / name
+    lines = path.read_text().splitlines(keepends=True)
+    assert old in lines[1]
+    lines[1] = lines[1].replace(old, new)
+    path.write_text("".join(lines))
+    with pytest.raises(RunStoreError, match=rf"commits.jsonl: line 2 commits records of questions \[1\] that {name} no "
+                                            r"longer holds as committed \(a line edited since\?\); the run directory is damaged"):
+        RunStore.open(tmp_path)
 
 
 @pytest.mark.parametrize("name,bad", CHANGED_LINES)
