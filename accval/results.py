@@ -85,6 +85,22 @@ def gsm8k_section(reports: Path, page: Path) -> list[str]:
     return out
 
 
+def _read_json(path: Path, what: str, needs: dict[str, type | tuple]) -> dict:
+    """A report file as a JSON object holding ``needs`` (key -> type); a ValueError naming the file and the
+    first thing wrong otherwise (a junk file under reports/ was a traceback, or an error naming only a key)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: expected {what} (JSON), got unreadable text ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected {what} (a JSON object), got a JSON {type(data).__name__}")
+    for key, typ in needs.items():
+        if not isinstance(data.get(key), typ) or isinstance(data.get(key), bool):
+            got = "nothing" if key not in data else f"{type(data[key]).__name__} {data[key]!r:.40}"
+            raise ValueError(f"{path}: expected {what} with {key!r}, got {got}")
+    return data
+
+
 def _bench_kind(path: Path, data: dict) -> str:
     """``run`` (an ``accval bench`` run with its targets), or what the file is; an unknown layout raises."""
     if "kind" in data:
@@ -105,9 +121,11 @@ def bench_section(reports: Path, page: Path) -> list[str]:
     runs: dict[str, list[tuple[Path, dict]]] = {}
     others = []
     for path in files:
-        data = json.loads(path.read_text())
+        data = _read_json(path, "an accval bench, sweep or probe report", {"device": str})
         kind = _bench_kind(path, data)
         if kind == "run":
+            _read_json(path, "an accval bench run", {"date": str, "torch": str, "copy_ceiling_tb_per_s": (int, float),
+                                                     "rows": list})
             runs.setdefault(data["device"], []).append((path, data))
         else:
             others.append((path, data, kind))
@@ -147,10 +165,14 @@ def mutants_section(reports: Path, page: Path) -> list[str]:
     out = ["## Defect catalog", "",
            "`accval mutants`: the kernel suite against each catalog mutant (a mutant is killed when a test fails "
            "on it); the last column is the original pull request's own test against the same mutant."]
+    entry = {"id": str, "role": str, "ran": bool, "killed": bool, "seconds": (int, float)}
     for path in files:
-        data = json.loads(path.read_text())
-        if "mutants" not in data:
-            raise ValueError(f"{path}: expected an accval mutants JSON (a 'mutants' list), got keys {sorted(data)}")
+        data = _read_json(path, "an accval mutants report", {"mutants": list, "device": str, "date": str})
+        for i, m in enumerate(data["mutants"]):
+            if not isinstance(m, dict) or any(not isinstance(m.get(k), t) for k, t in entry.items()) \
+                    or not isinstance(m.get("killed_by"), (str, type(None))):
+                raise ValueError(f"{path}: mutants[{i}]: expected an object with {sorted([*entry, 'killed_by'])}, "
+                                 f"got {m!r:.80}")
         out += ["", f"### {_link(path, page, path.name)}: {data['device']}, {data['date']}, Hypothesis profile "
                     f"`{data.get('hypothesis_profile', '-')}`", ""]
         if not data.get("complete", True):
@@ -180,6 +202,8 @@ def render(reports: Path, page: Path) -> str:
 
 def main(reports: Path, page: Path, check: bool = False) -> int:
     """Write ``page`` (exit 0), or with ``check`` compare it with what would be written (exit 1 if it differs)."""
+    if page.is_dir():
+        raise ValueError(f"--out: expected a file path for the page, got the directory {page}")
     text = render(reports, page)
     if check:
         if not page.is_file() or page.read_text() != text:

@@ -70,6 +70,29 @@ def test_results_refuses_a_benchmark_file_it_cannot_read(tmp_path):
         results.render(tmp_path, tmp_path / "results.md")
 
 
+@pytest.mark.parametrize("where, content, message", [
+    ("bench/b.json", "[1]", "b.json: expected an accval bench, sweep or probe report (a JSON object), got a JSON list"),
+    ("bench/b.json", "zz", "b.json: expected an accval bench, sweep or probe report (JSON), got unreadable text"),
+    ("bench/b.json", '{"schema": 1, "rows": [], "copy_ceiling_tb_per_s": 1, "device": "x"}',
+     "b.json: expected an accval bench run with 'date', got nothing"),
+    ("mutants/m.json", '{"mutants": 5}', "m.json: expected an accval mutants report with 'mutants', got int 5"),
+    ("mutants/m.json", '{"mutants": [{"id": "x"}], "device": "d", "date": "t"}', "m.json: mutants[0]: expected an object"),
+])
+def test_junk_under_reports_is_one_line_naming_the_file(tmp_path, capsys, where, content, message):
+    """A file under reports/ that accval did not write: exit 2 with one line naming it (it was an
+    AttributeError traceback, or an error reading only "device")."""
+    from accval.cli import main
+
+    path = tmp_path / "reports" / where
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    assert main(["results", "--reports", str(tmp_path / "reports"), "--out", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(path) in err[0], err
+    assert main(["results", "--reports", str(tmp_path / "reports"), "--out", str(tmp_path)]) == 2
+    assert "--out: expected a file path for the page, got the directory" in capsys.readouterr().err
+
+
 def test_cli_results_check_exits_1_when_stale_and_0_when_written(tmp_path, capsys):
     _need_repository()
     reports, rep = _one_report_tree(tmp_path, SAMPLED_RUN)
