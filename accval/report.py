@@ -140,6 +140,12 @@ def _value_problems(rep: dict) -> list[str]:
     return out
 
 
+def mde_paired_text(p: dict) -> str:
+    """The paired MDE in points, or "n/a" when no question is discordant: the paired variance is then
+    estimated as 0, and an MDE of 0 would read as a run that sees every difference."""
+    return "n/a" if p["b_only"] + p["a_only"] == 0 else _pct(p["mde_paired"])
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -202,7 +208,7 @@ def to_markdown(rep: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for f, p in rep["paired"].items():
         lines.append(f"| {f} | {_pct(p['delta'])} | {_pct(p['se'])} | [{_pct(p['ci95'][0])}, {_pct(p['ci95'][1])}] | "
-                     f"{p['b_only']} / {p['a_only']} | {p['mcnemar_p']:.3g} | {_pct(p['mde_paired'])} / {_pct(p['mde_independent'])} |")
+                     f"{p['b_only']} / {p['a_only']} | {p['mcnemar_p']:.3g} | {mde_paired_text(p)} / {_pct(p['mde_independent'])} |")
     a = rep["agreement"]
     th = rep["thresholds"]
     if a["top1"] is None:

@@ -61,7 +61,7 @@ def _gsm8k_row(path: Path, rep: dict, reports: Path, page: Path) -> str:
              report_mod._device(rep["device"]), arms["B"]["implementation"], rep["task"]["questions"],
              f"{acc['A']:.2f} / {acc['B']:.2f}",
              f"{100 * p['delta']:+.2f} [{100 * p['ci95'][0]:+.2f}, {100 * p['ci95'][1]:+.2f}]",
-             f"{p['mcnemar_p']:.2g}", f"{100 * p['mde_paired']:.2f}", agree, f"{a['identical_generations']:.3f}",
+             f"{p['mcnemar_p']:.2g}", report_mod.mde_paired_text(p), agree, f"{a['identical_generations']:.3f}",
              verdict, _duration(rep["elapsed_s"])]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 

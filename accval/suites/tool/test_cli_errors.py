@@ -268,6 +268,17 @@ def test_the_minimal_report_prints_and_compares(tmp_path, capsys):
     assert "no regression" in capsys.readouterr().out
 
 
+def test_a_paired_mde_without_discordant_questions_reads_na(tmp_path, capsys):
+    """No discordant question: the paired variance is estimated as 0, and so was the MDE ("0.00", a run
+    that would see any difference); it reads "n/a" until one question differs."""
+    rep = _good_report()
+    assert cli.main(["report", _report(tmp_path, "report.json", rep)]) == 0
+    assert "| 0 / 0 | 1 | n/a / 10.00 |" in capsys.readouterr().out
+    rep["paired"]["strict-match"].update(b_only=1, mde_paired=0.05)
+    assert cli.main(["report", _report(tmp_path, "discordant.json", rep)]) == 0
+    assert "| 1 / 0 | 1 | 5.00 / 10.00 |" in capsys.readouterr().out
+
+
 def test_help_shows_defaults_examples_and_the_required_ab(capsys):
     """``--help`` of every command: a description with examples; defaults shown; --ab said to be
     required; --limit's total right for both question sets."""
