@@ -224,8 +224,12 @@ def validate(s: Settings) -> Settings:
         raise ValueError("--endpoint-a and --endpoint-b: expected both or neither")
     if s.endpoint_a is not None:
         for flag, url in (("--endpoint-a", s.endpoint_a), ("--endpoint-b", s.endpoint_b)):
-            if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname:
+            if not url.startswith(("http://", "https://")) or not urlsplit(url).hostname or any(c.isspace() for c in url):
                 raise ValueError(f"{flag}: expected an http(s) URL with a host, got {url!r}")
+            try:
+                urlsplit(url).port  # noqa: B018 (raises on a port outside 0..65535 or not a number)
+            except ValueError:
+                raise ValueError(f"{flag}: expected a port from 0 to 65535 in the URL, got {url!r}") from None
         if s.ranks is not None:
             raise ValueError("--ranks with --endpoint-a/-b: the servers run their own ranks")
         if (s.inject or s.producer or s.consumer or s.model != builtin.BUILTIN or s.backend != "auto"

@@ -653,3 +653,15 @@ def test_strides_of_size_one_dimensions_are_not_a_layout():
     assert phys_fp8.shape == (1, 5, 128) and phys_scale.shape == (1, 1, 8) and phys_scale.stride() == (8, 8, 1)
     with pytest.raises(ContractViolation, match="fp8: the \\[M, G, K\\] view has strides"):
         physical_buffers(torch.zeros(5, 2, 128).to(FP8_DTYPE), torch.zeros(2, 1, 8).permute(2, 0, 1)[:5], 2, 5, 128, recipe)
+
+
+def test_the_contract_names_exactly_the_declarations_each_side_takes():
+    """docs/contract.md's table lists every attribute the registry accepts, and names the consumer's."""
+    from accval.implementations import CONSUMER_ATTRS, PRODUCER_ATTRS
+
+    text = (REPO / "docs" / "contract.md").read_text()
+    table = set(re.findall(r"^\| `(accval_\w+)`(?:, `(accval_\w+)`)?", text, re.M))
+    listed = {name for row in table for name in row if name}
+    assert listed == set(PRODUCER_ATTRS) | set(CONSUMER_ATTRS), listed ^ (set(PRODUCER_ATTRS) | set(CONSUMER_ATTRS))
+    sentence = re.search(r"A consumer takes (.*?); the others", text, re.S).group(1)
+    assert set(re.findall(r"`(accval_\w+)`", sentence)) == set(CONSUMER_ATTRS)
