@@ -742,13 +742,10 @@ def inv_rope_fp8_quant_op(o: torch.Tensor, positions: torch.Tensor, cos_sin_cach
 def _(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
       is_neox, block_tokens_m):
     # what the real op refuses, the fake refuses too (a meta or traced call must not pass what a real one fails)
-    validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
-                           quant_group_size, is_neox, block_tokens_m=block_tokens_m or None, check_positions=False)
-    m = o.shape[0]
-    k = heads_per_group * o.shape[2]
-    fp8 = o.new_empty((n_groups, m, k), dtype=FP8_DTYPE)
-    scale = o.new_empty((n_groups, k // QUANT_BLOCK, (m + 3) // 4 * 4), dtype=torch.float32)
-    return fp8, scale
+    p = validate_producer_args(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                               quant_group_size, is_neox, block_tokens_m=block_tokens_m or None, check_positions=False)
+    # the shapes the launcher allocates, from the one rule (ProducerProblem): a fake of its own drifts
+    return o.new_empty(p.fp8_shape(), dtype=FP8_DTYPE), o.new_empty(p.scale_shape(), dtype=torch.float32)
 
 
 def inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
