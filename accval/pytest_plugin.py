@@ -120,6 +120,8 @@ class _Summary:
         self.outcomes = {role: collections.Counter() for role in _ROLE_FIXTURES}
         self.skips = {role: collections.Counter() for role in _ROLE_FIXTURES}
         self.failures = {role: collections.Counter() for role in _ROLE_FIXTURES}
+        #: failures of tests that judge both plugged sides at once (the chain): either side may be at fault
+        self.shared = collections.Counter()
         self.cover = collections.defaultdict(set)
         self.mirror = {"codes": [0, 0], "scales": [0, 0], "scales_neither": [0, 0]}
         self.chain: dict[str, float] = {}
@@ -140,6 +142,8 @@ class _Summary:
                 self.skips[role][report.longrepr[2].removeprefix("Skipped: ")] += 1
             elif outcome in ("failed", "error"):
                 self.failures[role][_failure_line(report)] += 1
+                if len(roles) > 1:
+                    self.shared[role] += 1
         if report.when != "call":
             return
         for key, data in report.user_properties:
@@ -165,6 +169,9 @@ class _Summary:
             if not sum(c.values()):
                 continue
             counts = ", ".join(f"{c[k]} {k}" for k in ("passed", "failed", "error", "skipped") if c[k] or k != "error")
+            if self.shared[role]:
+                counts += (f" ({self.shared[role]} of the failures in tests of both plugged sides together, which "
+                           "either may cause: each side's own properties say which)")
             line = f"{role} {impl.name}: {impl.describe()}; {counts}"
             if role == "producer":
                 cov = "; ".join(f"{f} {','.join(str(v) for v in sorted(self.cover[f]))}" for f in ("layout", "head_dim", "rope_dim")

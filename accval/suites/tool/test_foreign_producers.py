@@ -138,6 +138,27 @@ def test_a_plugged_consumers_chain_failures_are_its_own():
     assert not any(ln.startswith("producer accval:") for ln in out.splitlines()), out[-3000:]
 
 
+def test_with_both_sides_plugged_a_chain_failure_says_either_may_cause_it():
+    """Both plugged: a chain failure counts on both lines (the pair fails together), and each line says how
+    many of its failures are such shared ones, so a correct producer paired with a broken consumer is not
+    read as failing on its own; the broken consumer's own property failure is not shared."""
+    env = child_pytest_env(ACCVAL_HYPOTHESIS_PROFILE="smoke", ACCVAL_HYPOTHESIS_NO_SHRINK="1")
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-p", "no:cacheprovider",
+                           "--producer", "accval.examples.torch_producer:inv_rope_fp8_quant",
+                           "--consumer", "accval.examples.torch_consumer:broken_stride",
+                           "suites/kernel/test_consumer_chain.py::test_chain_explicit_sizes",
+                           "suites/kernel/test_consumer_chain.py::test_consumer_writes_any_strided_out", "-k", "M5 or M3 or transposed"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:] + proc.stderr[-2000:]
+    lines = {ln.split(":", 1)[0]: ln for ln in out.splitlines() if ln.startswith(("producer accval.", "consumer accval."))}
+    prod, cons = lines["producer accval.examples.torch_producer"], lines["consumer accval.examples.torch_consumer"]
+    failed = int(re.search(r"; \d+ passed, (\d+) failed", prod).group(1))
+    assert failed and f"({failed} of the failures in tests of both plugged sides together" in prod, prod
+    shared = int(re.search(r"\((\d+) of the failures in tests of both", cons).group(1))
+    assert int(re.search(r"; \d+ passed, (\d+) failed", cons).group(1)) > shared == failed, cons
+
+
 def test_a_test_of_both_sides_counts_for_the_plugged_one_alone():
     """A test taking the producer and the consumer fixtures (the chain at the DSv4-Pro shape) counts, with one side
     plugged, for that side alone, as the chain_pair tests do (counted for accval's consumer too, a plugged
