@@ -15,7 +15,7 @@ import triton.language as tl
 
 import accval.kernels as kernels
 from accval.kernels import _platform, provenance
-from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, pad4
+from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, pad4
 from accval.kernels.fp8_block_bmm import _run_torch, _run_triton, validate_consumer_args
 from accval.kernels.inv_rope_fp8_quant import DISPATCH_TABLES, config_for, launch_producer, validate_producer_args
 from accval.kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
@@ -358,7 +358,6 @@ def scale_groups_flattened(o, positions, cos_sin_cache, n_groups, heads_per_grou
          expected_impl="torch-reference", recipe="ue8m0")
 def ue8m0_log2_ceil(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size=128,
                     is_neox=True, *, block_tokens_m=None):
-    from accval.kernels.constants import QUANT_BLOCK
     from accval.kernels.reference import inverse_rope_
 
     fp8, scale = kernels.inv_rope_fp8_quant_ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
@@ -395,17 +394,23 @@ def consumer_scale_transposed(a, a_scale, b, b_scale, out=None):
          "the nearest, so a one-code tolerance admits it, yet values shrink by ~4% on average")
 def fp8_round_toward_zero(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                           quant_group_size=128, is_neox=True, *, block_tokens_m=None):
-    from accval.kernels.reference import inverse_rope_
-
     fp8, scale = kernels.inv_rope_fp8_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
                                             quant_group_size, is_neox, block_tokens_m=block_tokens_m)
+    return _codes_toward_zero(fp8, scale, o, positions, cos_sin_cache, rope_dim, is_neox), scale
+
+
+def _codes_toward_zero(fp8, scale, o, positions, cos_sin_cache, rope_dim, is_neox):
+    """``fp8`` with each code that lies further from zero than the value it quantizes moved one code toward
+    zero: round-to-nearest codes made truncated ones."""
+    from accval.kernels.reference import inverse_rope_
+
     g, m, k = fp8.shape
     y = inverse_rope_(o.clone(), positions, cos_sin_cache, rope_dim, is_neox).reshape(m, g, k).transpose(0, 1).float()
-    s = scale[:, :, :m].transpose(1, 2).repeat_interleave(quant_group_size, dim=2)
+    s = scale[:, :, :m].transpose(1, 2).repeat_interleave(QUANT_BLOCK, dim=2)
     t = torch.where(s > 0, y / torch.where(s > 0, s, 1), 0)
     bits = fp8.view(torch.uint8)
     above = (fp8.float().abs() > t.abs()) & ((bits & 0x7F) != 0) & ((bits & 0x7F) != 0x7F)
-    return torch.where(above, bits - 1, bits).view(FP8_DTYPE), scale  # one code toward zero: the defect
+    return torch.where(above, bits - 1, bits).view(FP8_DTYPE)  # one code toward zero: the defect
 
 
 fp8_round_toward_zero.accval_exact = False
@@ -417,10 +422,14 @@ fp8_round_toward_zero.accval_exact = False
          "a hand-written bf16 store (the top half of the fp32 word): within one bf16 step of every result, inside the "
          "accumulation bound random data meets, yet every output shrinks")
 def consumer_output_truncated(a, a_scale, b, b_scale, out=None):
+    return _truncating_consumer(a, a_scale, b, b_scale, out, "triton", _platform.execution_mode(a.device))
+
+
+def _truncating_consumer(a, a_scale, b, b_scale, out, impl: str, mode: str):
     out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, True)
     full = fp8_block_bmm_math_ref(a, a_scale, b, b_scale).float()
     out.copy_((full.view(torch.int32) & -65536).view(torch.float32))  # the defect: exact in bf16 after the mask
-    provenance.record("consumer", "triton", _platform.execution_mode(a.device), mutant="consumer-output-truncated")
+    provenance.record("consumer", impl, mode, mutant="consumer-output-truncated")
     return out
 
 
@@ -560,6 +569,18 @@ def torch_consumer_scale_transposed(a, a_scale, b, b_scale, out=None):
 TORCH_CHAIN["ue8m0-no-requant"] = ue8m0_no_requant  # already torch: the same function on every backend
 TORCH_CHAIN["nonfinite-tile-leak"] = nonfinite_tile_leak
 TORCH_CHAIN["ue8m0-log2-ceil"] = ue8m0_log2_ceil
+
+
+@_torch_variant("fp8-round-toward-zero", "torch-reference")
+def torch_fp8_round_toward_zero(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                quant_group_size=128, is_neox=True, *, block_tokens_m=None):
+    fp8, scale = _ref(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size, is_neox)
+    return _codes_toward_zero(fp8, scale, o, positions, cos_sin_cache, rope_dim, is_neox), scale
+
+
+@_torch_variant("consumer-output-truncated", "emulated")
+def torch_consumer_output_truncated(a, a_scale, b, b_scale, out=None):
+    return _truncating_consumer(a, a_scale, b, b_scale, out, "emulated", f"torch-{a.device.type}")
 
 
 @_torch_variant("writes-input", "torch-reference")
