@@ -347,8 +347,11 @@ class RunDir:
             old = meta["settings"]
             if old != fingerprint:
                 self.release()
-                diff = {k: (old.get(k), v) for k, v in fingerprint.items() if old.get(k) != v}
-                raise ValueError(f"--resume: settings differ from the run in {self.path}: {diff}")
+                diff = [f"{k} {old.get(k)!r} in the run, {v!r} now" for k, v in fingerprint.items() if old.get(k) != v]
+                hint = ""
+                if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
+                    hint = f" (--ranks auto takes this machine's cores: --ranks {old['ranks']} continues as the run began)"
+                raise ValueError(f"--resume: settings differ from the run in {self.path}: {'; '.join(diff)}{hint}")
             if meta.get("data_sha256", data) != data:
                 self.release()
                 raise ValueError(f"--resume: the data files in {settings.data_dir} changed since the run in {self.path} "

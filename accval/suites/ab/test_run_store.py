@@ -150,6 +150,16 @@ def test_a_run_that_finished_nothing_starts_afresh_and_one_with_work_does_not(tm
         ab.RunDir(run, _settings(), resume=False)
 
 
+def test_resume_with_another_process_count_names_the_option_that_continues(tmp_path):
+    """--ranks auto is recorded as the processes it took: on a machine with other cores the resume is
+    refused, saying which --ranks continues the run (it printed a dict of the settings)."""
+    run = tmp_path / "run"
+    ab.RunDir(run, _settings(ranks=2), resume=False).release()
+    with pytest.raises(ValueError, match=r"settings differ from the run in .*: ranks 2 in the run, 4 now "
+                                         r"\(--ranks auto takes this machine's cores: --ranks 2 continues"):
+        ab.RunDir(run, _settings(ranks=4), resume=True)
+
+
 def test_resume_refuses_changed_data_and_a_damaged_run_record(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
