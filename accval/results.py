@@ -94,6 +94,11 @@ def _read_json(path: Path, what: str, needs: dict[str, type | tuple]) -> dict:
         raise ValueError(f"{path}: expected {what} (JSON), got unreadable text ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected {what} (a JSON object), got a JSON {type(data).__name__}")
+    return _holding(path, data, what, needs)
+
+
+def _holding(path: Path, data: dict, what: str, needs: dict[str, type | tuple]) -> dict:
+    """``data`` when it holds ``needs`` (key -> type), else a ValueError naming ``path`` and the first key amiss."""
     for key, typ in needs.items():
         if not isinstance(data.get(key), typ) or isinstance(data.get(key), bool):
             got = "nothing" if key not in data else f"{type(data[key]).__name__} {data[key]!r:.40}"
@@ -124,7 +129,7 @@ def bench_section(reports: Path, page: Path) -> list[str]:
         data = _read_json(path, "an accval bench, sweep or probe report", {"device": str})
         kind = _bench_kind(path, data)
         if kind == "run":
-            _read_json(path, "an accval bench run", {"date": str, "torch": str, "copy_ceiling_tb_per_s": (int, float),
+            _holding(path, data, "an accval bench run", {"date": str, "torch": str, "copy_ceiling_tb_per_s": (int, float),
                                                      "rows": list})
             runs.setdefault(data["device"], []).append((path, data))
         else:

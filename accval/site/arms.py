@@ -155,18 +155,19 @@ def _stop_at_violation(prod, stats: Callable[[], SiteStats]):
     return produce
 
 
-def fp8_chain(arm: Arm, stats: Callable[[], SiteStats]):
+def fp8_chain(arm: Arm, stats: Callable[[], SiteStats], plugged=None):
     """Arm B: :func:`accval.kernels.o_a_proj_fp8_chain` (the function the kernel suite tests) with the arm's
     backend, plugged implementations or catalog mutant, run as engines run it (the consumer trusts
     the producer's layout), counting contract violations between the two in ``stats()`` (the stats of
     the arm now running). ``(fn, expected)``: the site's per-call function and the implementation each
-    op must report (:mod:`accval.kernels.provenance`)."""
+    op must report (:mod:`accval.kernels.provenance`). ``plugged``: ``arm.implementations()`` when the caller
+    has resolved them already."""
     from accval import mutants
 
     produce, consumer_backend = kernels.CHAIN_BACKENDS[arm.backend]
     expected = {"producer": "torch-reference" if produce is kernels.inv_rope_fp8_quant_ref else "triton",
                 "consumer": _CONSUMER_IMPL[consumer_backend]}
-    prod, cons = arm.implementations()
+    prod, cons = plugged if plugged is not None else arm.implementations()
     producer = consumer = None
     if prod is not None:
         producer = _stop_at_violation(prod, stats)

@@ -102,13 +102,13 @@ class OAProjSite:
             self._fn = self._bf16_fallback
             self._expected = {"o_a_proj": "bf16-fallback"}
         else:
-            self._check_declaration(arm)
-            self._fn, self._expected = fp8_chain(arm, lambda: self.stats[arm.name])
+            plugged = arm.implementations()
+            self._check_declaration(plugged[0])
+            self._fn, self._expected = fp8_chain(arm, lambda: self.stats[arm.name], plugged)
 
-    def _check_declaration(self, arm: Arm) -> None:
+    def _check_declaration(self, prod) -> None:
         """A plugged producer must declare what the model's o_a_proj calls it with (GPT-J RoPE, the model's
         dtype and head dims): refused here, before any question, instead of failing in the first batch."""
-        prod, _ = arm.implementations()
         if prod is None:
             return
         dtype = self._o_dtype
