@@ -171,7 +171,10 @@ def _plan(settings, out: Path) -> str:
         arms = ", ".join(f"{name} {arm.describe()}" for name, arm in arms_for(settings.resolved()).items())
     procs = "the servers' ranks" if settings.endpoint_a else (
         f"8 {settings.mode[:3].upper()} ranks in {settings.ranks or 1} process(es)")
-    where = "" if settings.endpoint_a else f", {settings.device}, model {settings.model}, matmul {settings.matmul}"
+    prefill = settings.resolved().prefill_tokens
+    prefill = "one prompt at a time per rank" if prefill == 1 else f"up to {prefill} tokens per rank"
+    where = "" if settings.endpoint_a else (f", {settings.device}, model {settings.model}, matmul {settings.matmul}, "
+                                            f"prefill {prefill}")
     return f"accval gsm8k: {n} questions x 2 arms ({arms}); {procs}{where}; run directory {out}"
 
 
@@ -222,7 +225,7 @@ def _cmd_gsm8k(args) -> int:
                            device=args.device, seed=_seed(args.seed, model), backend=args.backend, inject=args.inject,
                            producer=args.producer, consumer=args.consumer,
                            endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
-                           matmul=args.matmul)
+                           matmul=args.matmul, prefill_tokens=args.prefill_tokens)
     out = ab.out_dir(args.out, args.mode)  # an empty --out is a usage error, not the default
     with _no_library_bars() if args.quiet else contextlib.nullcontext():
         return _run_gsm8k(args, settings, out)
@@ -360,7 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
                    f"sentinel's problems, {GSM8K_QUESTIONS} for gsm8k)")
     g.add_argument("--num-fewshot", type=int, default=5, help="solved examples before each question (gsm8k's standard: 5)")
     g.add_argument("--batch-size", type=int, default=32,
-                   help="questions decoded together (each prompt is prefilled alone); also the unit that is saved")
+                   help="questions generated together (under DEP8 each rank gets 1/8 of them); also the unit that is saved")
+    g.add_argument("--prefill-tokens", type=_positive_int, default=None, metavar="N",
+                   help="most prompt tokens one rank prefills in one forward, as an engine batches a rank's requests: "
+                        "a DEP rank's M at prefill is the sum of its prompts' tokens up to N (a longer prompt alone); "
+                        "1: one prompt at a time (default: 8192)")
     g.add_argument("--max-gen-toks", type=int, default=256, help="most tokens generated per answer")
     g.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:N")
     g.add_argument("--seed", type=int, help="seed of the built-in model's random weights (--model builtin only; "

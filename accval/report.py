@@ -159,10 +159,16 @@ def _device(dev: dict) -> str:
 
 
 def _matmul(settings: dict) -> str:
-    """How the model's own matmuls ran (a report without ``settings.matmul`` recorded only the attention's)."""
-    if "matmul" in settings:
-        return f"model matmuls {settings['matmul']}"
-    return f"attention {settings.get('attention', 'model')}"
+    """How the model's own matmuls ran (a report without ``settings.matmul`` recorded only the attention's)
+    and how its prompts were prefilled (reports without ``settings.prefill_tokens`` prefilled one prompt at a
+    time)."""
+    matmul = (f"model matmuls {settings['matmul']}" if "matmul" in settings
+              else f"attention {settings.get('attention', 'model')}")
+    if settings.get("endpoint_a"):
+        return matmul
+    prefill = settings.get("prefill_tokens") or 1
+    return matmul + ("; prefill one prompt at a time per rank" if prefill == 1
+                     else f"; prefill up to {prefill} tokens per rank")
 
 
 def _elapsed(rep: dict) -> str:

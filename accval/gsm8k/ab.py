@@ -41,6 +41,7 @@ from accval import runs, stats, stop
 from accval.model import builtin
 from accval.site import MATMUL, MODES, Arm, SiteStats
 from accval.site.arms import UnknownBackend
+from accval.site.sharding import PREFILL_TOKENS
 
 from . import ranks as ranks_mod
 from . import task as task_mod
@@ -59,7 +60,7 @@ class Settings:
     data_dir: str | None = None
     limit: int | None = None
     num_fewshot: int = 5
-    batch_size: int = 32  # decode batch (each prompt is prefilled alone)
+    batch_size: int = 32  # questions generated together
     max_gen_toks: int = 256
     device: str = "auto"
     seed: int = 0
@@ -72,6 +73,7 @@ class Settings:
     ranks: int | str | None = None  # real processes hosting the 8 DEP/TEP ranks (None: emulated in one process;
     # "auto": :func:`auto_ranks`)
     matmul: str = "auto"  # accval.site.MATMUL; auto: fp32 on a CPU, the model's own on a GPU
+    prefill_tokens: int | None = None  # most prompt tokens a rank prefills in one forward (None: PREFILL_TOKENS)
 
     def resolved(self) -> "Settings":
         device = self.device
@@ -83,7 +85,8 @@ class Settings:
         matmul = self.matmul
         if matmul == "auto":
             matmul = "model" if device.startswith("cuda") else "fp32"
-        return dataclasses.replace(self, device=device, backend=backend, matmul=matmul)
+        prefill = PREFILL_TOKENS if self.prefill_tokens is None else self.prefill_tokens
+        return dataclasses.replace(self, device=device, backend=backend, matmul=matmul, prefill_tokens=prefill)
 
 
 def auto_ranks(mode: str, device: str) -> int | None:
@@ -206,6 +209,9 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"--limit: expected at least 2 questions (paired statistics need 2), got {s.limit}")
     if s.num_fewshot < 0:
         raise ValueError(f"--num-fewshot: expected >= 0, got {s.num_fewshot}")
+    if s.prefill_tokens is not None and (isinstance(s.prefill_tokens, bool) or not isinstance(s.prefill_tokens, int)
+                                         or s.prefill_tokens < 1):
+        raise ValueError(f"--prefill-tokens: expected a whole number of tokens >= 1, got {s.prefill_tokens!r}")
     if s.batch_size < 1 or s.max_gen_toks < 1:
         raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
     check_max_gen_toks(s.max_gen_toks, s.model if s.endpoint_a is None else None)
@@ -236,6 +242,8 @@ def validate(s: Settings) -> Settings:
                 or s.matmul != "auto"):
             raise ValueError("with --endpoint-a/-b the servers choose the model, backend and any injected defect; "
                              "pass those to the servers (e.g. accval serve --inject ID)")
+        if s.prefill_tokens is not None:
+            raise ValueError("--prefill-tokens with --endpoint-a/-b: the servers schedule their own prefill")
         return _data_checked(s)
     s = s.resolved()
     if s.matmul not in MATMUL:
@@ -817,7 +825,7 @@ def _evaluate(setup: Setup, progress: bool) -> Evaluated:
     from .engine import Engine
 
     loaded = builtin.load(settings.model, settings.seed, settings.device)
-    engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul)
+    engine = Engine(loaded, settings.mode, settings.device, group, settings.matmul, settings.prefill_tokens)
     arms = arms_for(settings)
     with stop.at_batch_boundary() if group is None else contextlib.nullcontext():
         results, docs, resumed, site, agreement = _evaluate_arms(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 
 from accval.model.builtin import LoadedModel
 from accval.site import Arm, OAProjSite, sharding
+from accval.site.sharding import PREFILL_TOKENS
 
 #: the oldest transformers whose DeepSeek-V4 ``generate`` takes ``cache=`` (pyproject.toml pins the same)
 MIN_TRANSFORMERS = "5.24"
@@ -81,10 +81,13 @@ class FinishedRows:
 
 
 class Engine:
-    def __init__(self, loaded: LoadedModel, mode: str, device: str | torch.device, group=None, matmul: str = "model"):
+    def __init__(self, loaded: LoadedModel, mode: str, device: str | torch.device, group=None, matmul: str = "model",
+                 prefill_tokens: int = PREFILL_TOKENS):
         import transformers
 
         check_transformers(transformers.__version__)
+        sharding.prefill_steps([], [], prefill_tokens)  # the budget's check
+        self.prefill_tokens = prefill_tokens
         self.loaded = loaded
         self.model = loaded.model
         self.tok = loaded.tokenizer
@@ -102,10 +105,11 @@ class Engine:
                  on_row_done: Callable[[], None] | None = None):
         """Greedy continuations of ``contexts``, cut at the first stop string.
 
-        Each context is prefilled alone (one row, no padding: on a CPU the same tokens take a quarter
-        less time than in a padded batch, and each rank's M is the row's real length), all but its last
-        token; the rows' caches are then laid out as one left-padded batch cache and
-        ``model.generate`` decodes the batch from there, starting with the contexts' last tokens.
+        The contexts are prefilled, all but their last tokens, as an engine's ranks batch their requests:
+        each logical rank puts its rows into one left-padded forward while their tokens stay within
+        ``prefill_tokens`` (:meth:`prefill_plan`), so its M is their real tokens. The rows' caches are
+        then laid out as one left-padded batch cache and ``model.generate`` decodes the batch from there,
+        starting with the contexts' last tokens.
 
         ``continuations`` (one per context): also returns, per row, the arm's next-token logits over
         the continuation teacher-forced after the context (``[len, vocab]`` float32 on the CPU), from a
@@ -164,32 +168,34 @@ class Engine:
             raise ValueError(f"prompt of {width} tokens + {max_gen_toks} new exceeds the model's "
                              f"{self.max_positions} positions")
         ranks = list(row_ranks) if row_ranks is not None else sharding.row_ranks(len(enc), self.site.ranks)
-        caches, forced = [], []
+        lengths = [len(e) - 1 for e in enc]  # what each row prefills: all but its last token
+        plan = self.prefill_plan(lengths, ranks)
+        held: list[tuple] = [(None, 0, 0)] * len(enc)  # per row: (its forward's cache, its row there, its tokens)
+        forced = []
         try:
-            for b, e in enumerate(enc):
+            for rows, w in plan:
                 if should_stop is not None and should_stop():
                     raise Cancelled("generation cancelled before its prefill")
+                cache = self._prefill(enc, rows, w, [ranks[b] for b in rows])
+                for i, b in enumerate(rows):
+                    held[b] = (cache, i, lengths[b])
+            for b, e in enumerate(enc if conts is not None else []):  # each row's own copy of its prefill
+                if should_stop is not None and should_stop():
+                    raise Cancelled("generation cancelled before its teacher-forced pass")
                 self.site.set_row_ranks([ranks[b]])
-                cache = self._new_cache()
-                if len(e) > 1:
-                    self.site.track_padding([0])
-                    self.model(input_ids=torch.tensor([e[:-1]], device=self.device), cache=cache,
-                               use_cache=True, logits_to_keep=1)
-                if conts is not None:
-                    branch = copy.deepcopy(cache)
-                    ids = torch.tensor([[e[-1]] + conts[b][:-1]], device=self.device)
-                    self.site.track_padding([0], seen=len(e) - 1)
-                    out = self.model(input_ids=ids, cache=branch, use_cache=True,
-                                     position_ids=torch.arange(len(e) - 1, len(e) - 1 + ids.shape[1], device=self.device)[None])
-                    forced.append(out.logits[0].float().cpu())
-                caches.append(cache)
+                branch = self._left_padded_cache([held[b]], lengths[b])
+                ids = torch.tensor([[e[-1]] + conts[b][:-1]], device=self.device)
+                self.site.track_padding([0], seen=len(e) - 1)
+                out = self.model(input_ids=ids, cache=branch, use_cache=True,
+                                 position_ids=torch.arange(len(e) - 1, len(e) - 1 + ids.shape[1], device=self.device)[None])
+                forced.append(out.logits[0].float().cpu())
             pad = self.tok.pad_token_id
             ids = torch.full((len(enc), width), pad, dtype=torch.long)
             mask = torch.zeros((len(enc), width), dtype=torch.long)
             for i, e in enumerate(enc):
                 ids[i, width - len(e):] = torch.tensor(e)
                 mask[i, width - len(e):] = 1
-            batch_cache = self._left_padded_cache(caches, width - 1)
+            batch_cache = self._left_padded_cache(held, width - 1)
             self.site.track_padding([width - len(e) for e in enc], seen=width - 1)
             self.site.set_row_ranks(row_ranks)
             out = self.model.generate(
@@ -204,25 +210,56 @@ class Engine:
             self.site.set_row_ranks(None)
         return out, width, (forced if conts is not None else None)
 
+    def prefill_plan(self, lengths: list[int], row_ranks: list[int]) -> list[tuple[list[int], int]]:
+        """The prefill's forwards for rows of ``lengths`` tokens on logical ranks ``row_ranks``: each
+        forward's rows (:func:`accval.site.sharding.prefill_steps` with ``prefill_tokens``; under TEP
+        every rank sees all of a forward's tokens) and its width, its longest row."""
+        keys = [0] * len(lengths) if self.site.kind == "tep" else list(row_ranks)
+        steps = sharding.prefill_steps(lengths, keys, self.prefill_tokens)
+        return [(rows, max(lengths[b] for b in rows)) for rows in steps]
+
+    def _prefill(self, enc: list[list[int]], rows: list[int], width: int, ranks: list[int]):
+        """One prefill forward of ``rows`` (all but each row's last token), left-padded to ``width``,
+        on logical ranks ``ranks``: a new cache holding them."""
+        pad = self.tok.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        pads = []
+        for i, b in enumerate(rows):
+            n = len(enc[b]) - 1
+            ids[i, width - n:] = torch.tensor(enc[b][:-1])
+            mask[i, width - n:] = 1
+            pos[i, width - n:] = torch.arange(n)
+            pads.append(width - n)
+        cache = self._new_cache()
+        self.site.set_row_ranks(ranks)
+        self.site.track_padding(pads)
+        padded = any(pads)  # a forward without padding runs as a plain one (no mask)
+        self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device) if padded else None,
+                   position_ids=pos.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+        return cache
+
     def _new_cache(self):
         from transformers import DynamicCache
 
         return DynamicCache(config=self.model.config)
 
-    def _left_padded_cache(self, caches: list, seen: int):
-        """The per-row caches (each of one row's first tokens) as the cache of one left-padded batch whose
-        rows end together at position ``seen``: each layer keeps its last ``seen`` slots (a sliding
-        window layer its last ``window - 1``), each row right-aligned in them, zeros before (slots the
-        attention mask marks as padding)."""
+    def _left_padded_cache(self, held: list[tuple], seen: int):
+        """Prefilled rows as the cache of one left-padded batch whose rows end together at position
+        ``seen``: ``held[b]`` is ``(cache, row, n)``, row ``row`` of ``cache`` holding row b's ``n``
+        tokens right-aligned (``cache`` None when n is 0). Each layer keeps its last ``seen`` slots (a
+        sliding window layer its last ``window - 1``), each row right-aligned in them, zeros before
+        (slots the attention mask marks as padding)."""
         from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
         batch = self._new_cache()
         for li, layer in enumerate(batch.layers):
             if type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer):
                 raise RuntimeError(f"layer {li}: accval lays out caches of plain and sliding-window attention, not "
-                                   f"{type(layer).__name__} (this model's attention needs the batched prefill)")
-            rows = [c.layers[li] for c in caches]
-            filled = [r for r in rows if r.is_initialized and r.keys.shape[-2]]
+                                   f"{type(layer).__name__}")
+            rows = [(c.layers[li], i, n) if c is not None and n else (None, 0, 0) for c, i, n in held]
+            filled = [r for r, _, _ in rows if r is not None and r.is_initialized and r.keys.shape[-2]]
             if not filled:
                 continue  # every context is one token: nothing cached yet
             sliding = isinstance(layer, DynamicSlidingWindowLayer)
@@ -230,11 +267,11 @@ class Engine:
             ref = filled[0]
             keys = ref.keys.new_zeros((len(rows), ref.keys.shape[1], size, ref.keys.shape[3]))
             values = ref.values.new_zeros((len(rows), ref.values.shape[1], size, ref.values.shape[3]))
-            for b, r in enumerate(rows):
-                n = min(r.keys.shape[-2], size) if r.is_initialized else 0
+            for b, (r, i, n) in enumerate(rows):
+                n = min(n, r.keys.shape[-2], size) if r is not None and r.is_initialized else 0
                 if n:
-                    keys[b, :, size - n:] = r.keys[0, :, -n:]
-                    values[b, :, size - n:] = r.values[0, :, -n:]
+                    keys[b, :, size - n:] = r.keys[i, :, -n:]
+                    values[b, :, size - n:] = r.values[i, :, -n:]
             layer.lazy_initialization(keys, values)
             layer.keys, layer.values = keys, values
             if sliding:

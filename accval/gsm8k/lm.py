@@ -491,8 +491,8 @@ class ArmLM(LM):
     def _generate(self, arm: Arm, contexts: list[str], until: list[str], max_toks: int, targets: list[str] | None = None):
         """One batch: its texts, and with ``targets`` also ``{row: teacher-forced logits}`` of the rows
         this process ran. Real DEP ranks: each process generates the rows whose logical ranks it hosts
-        (:func:`accval.site.sharding.process_rows`, padded to the whole batch's width), then every
-        process gathers all texts. Real TEP ranks: every process runs the whole batch; the site splits
+        (:func:`accval.site.sharding.process_rows`, padded to the whole batch's width; a rank's prefill
+        forwards hold its own rows, the same in any process), then every process gathers all texts. Real TEP ranks: every process runs the whole batch; the site splits
         heads and groups and gathers the partial sums.
 
         Progress: each row of this process is counted as its answer ends; the batch is counted whole

@@ -95,9 +95,24 @@ def test_injected_scale_pad_btm_is_a_regression(tmp_path, clean_run):
     assert main(["report", "--fail-on-regression", str(clean_run[1]), str(out)]) == 1
 
 
+def test_the_sentinel_ab_catches_the_pull_requests_scale_pad(tmp_path):
+    """The pull request's defect shows only past one prompt's tokens (its token blocks pad like pad4(M) below
+    M = 1024, and a sentinel prompt has under 900): with each rank prefilling its prompts of a batch together,
+    as an engine does, a DEP8 rank's M passes 1024 and the A/B reads a regression with contract violations.
+    (With --prefill-tokens 1, one prompt per forward, the same run read "no regression", M at most 845.)"""
+    out = tmp_path / "spb"
+    assert main(["gsm8k", "--ab", "--mode", "dep8", "--limit", "16", "--batch-size", "16", "--inject", "scale-pad-btm",
+                 "--out", str(out), "--quiet"]) == 1
+    rep = json.loads((out / "report.json").read_text())
+    site = rep["arms"]["B"]["site"]
+    assert rep["settings"]["prefill_tokens"] == 8192 and site["m_max"] > 1024, site
+    assert site["contract_violations"] > 0 and rep["verdict"]["regression"], rep["verdict"]
+
+
 @needs_data
 @pytest.mark.parametrize("args,message", [
     (["--data-dir", "/nonexistent"], "expected train.jsonl and test.jsonl"),
+    (["--prefill-tokens", "0"], "--prefill-tokens: expected a whole number >= 1, got 0"),
     (["--backend", "triton"], "need a GPU"),
     (["--inject", "no-such-defect"], "catalog mutant id"),
     (["--limit", "1"], "at least 2 questions"),

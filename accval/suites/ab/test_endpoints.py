@@ -74,6 +74,8 @@ def test_endpoint_arguments_are_checked(tmp_path, capsys):
     assert "expected an http(s) URL" in capsys.readouterr().err
     assert main([*base, "--endpoint-a", "http://a", "--endpoint-b", "http://b", "--inject", "rope-sign"]) == 2
     assert "pass those to the servers" in capsys.readouterr().err
+    assert main([*base, "--endpoint-a", "http://a", "--endpoint-b", "http://b", "--prefill-tokens", "64"]) == 2
+    assert "--prefill-tokens with --endpoint-a/-b: the servers schedule their own prefill" in capsys.readouterr().err
 
 
 def test_serve_rejects_a_bad_arm(capsys):

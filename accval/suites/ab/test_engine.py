@@ -1,4 +1,5 @@
-"""The engine's generation: per-row prefill, one left-padded batch cache, teacher-forced logits.
+"""The engine's generation: each rank's rows prefilled together, one left-padded batch cache,
+teacher-forced logits.
 
 Properties, on the built-in model (sliding window 128) with contexts shorter and longer than the
 window, so the batch cache holds rows that fill it and rows padded inside it:
@@ -6,8 +7,11 @@ window, so the batch cache holds rows that fill it and rows padded inside it:
 * every generated token is the greedy choice of one plain forward over the row's whole sequence
   (context + the tokens before it), up to summation-order ties;
 * the teacher-forced logits over a continuation are that forward's logits at the same positions;
-* each row's prefill is one site call of its own length (M = its tokens but the last) on its own
-  DEP rank, and decode steps count only real tokens.
+* each rank's prefill forwards hold its rows up to the token budget, so its M there is the sum of their
+  tokens but the last (one row's at budget 1), and decode steps count only real tokens.
+
+The first two hold at every budget: one row per forward (no padding) and all rows in one left-padded
+forward.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from accval.testing import skip_unless_the_engine_runs
 
 skip_unless_the_engine_runs()
 
-from accval.gsm8k.engine import Engine  # noqa: E402
+from accval.gsm8k.engine import PREFILL_TOKENS, Engine  # noqa: E402
 from accval.model import builtin  # noqa: E402
 from accval.site import Arm  # noqa: E402
 
@@ -30,6 +34,8 @@ TEXT = ("Question: Janet has 3 apples and buys 17 more. How many does she have?\
 #: token counts of the contexts: one token, inside the window, at its edges, and past it
 LENGTHS = (1, 40, 127, 128, 129, 300)
 NEW = 12
+#: one prompt per rank and forward; and every rank's rows in one forward
+BUDGETS = (1, PREFILL_TOKENS)
 #: a token may differ from the plain forward's argmax only where that forward's top logits are this
 #: close: the two computations differ in summation order (chunked attention, other M per rank),
 #: which moves bf16 logits by a few ulps
@@ -39,6 +45,15 @@ TIE = 0.05
 @pytest.fixture(scope="module")
 def engine():
     return Engine(builtin.build_builtin(seed=0), "dep8", "cpu", matmul="fp32")
+
+
+@pytest.fixture(params=BUDGETS, ids=[f"prefill{b}" for b in BUDGETS])
+def budget(request, engine):
+    """The engine's prefill budget for one test."""
+    before = engine.prefill_tokens
+    engine.prefill_tokens = request.param
+    yield request.param
+    engine.prefill_tokens = before
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +81,7 @@ def _plain_logits(engine, arm, tokens: list[int], rank: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("arm", [A, B], ids=["A", "B"])
-def test_every_generated_token_is_greedy_under_one_forward_of_the_whole_row(engine, contexts, arm):
+def test_every_generated_token_is_greedy_under_one_forward_of_the_whole_row(engine, contexts, arm, budget):
     out, width, _ = engine.generate_tokens(arm, contexts, [], NEW)
     exact = total = 0
     for b, ctx in enumerate(contexts):
@@ -83,7 +98,7 @@ def test_every_generated_token_is_greedy_under_one_forward_of_the_whole_row(engi
     assert exact >= 0.95 * total, f"only {exact}/{total} generated tokens are the plain forward's argmax"
 
 
-def test_teacher_forced_logits_are_one_forwards_logits(engine, contexts):
+def test_teacher_forced_logits_are_one_forwards_logits(engine, contexts, budget):
     conts = [" 3 + 17 = <<3+17=20>>20\n#### 20"] * len(contexts)
     texts, forced = engine.generate(B, contexts, ["Question:"], 2, continuations=conts)
     assert len(texts) == len(forced) == len(contexts)
@@ -105,17 +120,29 @@ def test_teacher_forced_logits_are_one_forwards_logits(engine, contexts):
     assert compared >= len(contexts), f"only {compared} positions with a clear choice over {len(contexts)} rows"
 
 
-def test_each_row_is_prefilled_alone_on_its_rank_and_decode_counts_real_tokens(engine, contexts):
+@pytest.mark.parametrize("prefill,want", [
+    (1, [39, 126, 127, 128, 299]),  # each rank's rows one at a time
+    (200, [39, 126, 127, 128, 299]),  # rank 5's two rows do not fit together; rank 7's row is alone
+    (300, [39, 253, 128, 299]),  # rank 5 prefills 126 + 127 tokens in one forward
+])
+def test_each_ranks_prefill_m_is_its_rows_tokens_within_the_budget(engine, contexts, prefill, want):
+    """Rows on ranks 3, 3, 5, 5, 6, 7 of 1, 40, 127, 128, 129, 300 tokens: each rank's prefill calls
+    have M = the tokens but the last of the rows it prefills together; decode counts real tokens."""
+    before = engine.prefill_tokens
+    engine.prefill_tokens = prefill
     engine.site.stats.pop("B", None)
-    engine.generate(B, contexts, [], 3, row_ranks=[3, 3, 5, 5, 6, 7])
+    try:
+        engine.generate(B, contexts, [], 3, row_ranks=[3, 3, 5, 5, 6, 7])
+    finally:
+        engine.prefill_tokens = before
     m = engine.site.stats["B"].m_counts
     layers = engine.model.config.num_hidden_layers
     lens = [len(engine.encode(c)) for c in contexts]
-    for n in lens:
-        if n > 1:
-            assert m[n - 1] >= layers, f"no prefill call of M={n - 1} (a context of {n} tokens but its last)"
+    assert lens == list(LENGTHS)
     # decode: 3 steps, each on ranks 3, 5 (two rows each) and 6, 7 (one row each) in every layer
-    assert m[2] >= 3 * 2 * layers and m[1] >= 3 * 2 * layers
+    decode = {2: 3 * 2 * layers, 1: 3 * 2 * layers}
+    prefill = {n: c - decode.get(n, 0) for n, c in m.items() if c - decode.get(n, 0)}
+    assert prefill == {n: layers * want.count(n) for n in want}
     assert engine.site.stats["B"].tokens == layers * (sum(n - 1 for n in lens) + 3 * len(lens))
 
 
