@@ -53,6 +53,8 @@ def _gsm8k_row(path: Path, rep: dict, reports: Path, page: Path) -> str:
     p, arms, a = rep["paired"][f], rep["arms"], rep["agreement"]
     acc = {n: 100 * arms[n]["metrics"][f]["accuracy"] for n in ("A", "B")}
     mode = rep["mode"]["name"] + (f", {rep['mode']['processes']} proc" if rep["mode"].get("processes", 1) > 1 else "")
+    if rep["settings"].get("prefill_tokens"):  # recorded since each rank prefills its prompts together
+        mode += f", prefill {rep['settings']['prefill_tokens']}"
     agree = "-" if a["top1"] is None else f"{a['top1']:.4f} / {a['kl']:.2g}"
     v = rep["verdict"]
     verdict = "REGRESSION: " + ", ".join(dict.fromkeys(report_mod._short(r) for r in v["reasons"])) if v["regression"] else "ok"

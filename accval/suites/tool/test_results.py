@@ -54,11 +54,13 @@ def test_results_rows_are_read_from_the_reports(tmp_path):
     reports, rep = _one_report_tree(tmp_path, SAMPLED_RUN)
     rep["paired"]["strict-match"]["mcnemar_p"] = 0.0123
     rep["elapsed_s"] = 3725.0
+    rep["settings"]["prefill_tokens"] = 4096
     (reports / "gsm8k" / "run-x" / "report.json").write_text(json.dumps(rep))
     page = tmp_path / "docs" / "results.md"
     text = results.render(reports, page)
     row = next(line for line in text.splitlines() if line.startswith("| [run-x]"))
     assert "(../reports/gsm8k/run-x)" in row and "| 0.012 |" in row and "| 62 min 05 s |" in row, row
+    assert f"| {rep['mode']['name']}, prefill 4096 |" in row, row
     assert "85.00 / 30.00" in row and "-55.00 [-77.37, -32.63]" in row and "REGRESSION: significant, contract" in row, row
     assert "## Benchmarks" not in text and "## Defect catalog" not in text  # nothing of the sort under this reports/
 
