@@ -19,7 +19,7 @@ from accval.kernels.constants import FP8_DTYPE, FP8_E4M3_MAX, QUANT_BLOCK, pad4
 from accval.kernels.fp8_block_bmm import _run_torch, _run_triton, validate_consumer_args
 from accval.kernels.inv_rope_fp8_quant import DISPATCH_TABLES, config_for, launch_producer, validate_producer_args
 from accval.kernels.recipes import RECIPE_NAMES, block_scales, get_recipe
-from accval.kernels.reference import fp8_block_bmm_math_ref
+from accval.kernels.reference import dequantize_activations, dequantize_weight, fp8_block_bmm_math_ref
 
 #: The recipes whose scales accval's consumers read (fp32 values); see accval.implementations.
 FP32_SCALE_RECIPES = tuple(r for r in RECIPE_NAMES if not get_recipe(r).packed)
@@ -433,6 +433,27 @@ def _truncating_consumer(a, a_scale, b, b_scale, out, impl: str, mode: str):
     return out
 
 
+@_mutant("consumer-bf16-accumulator", "consumer",
+         "the consumer sums its k-blocks' scaled products in a bf16 accumulator (kept in the output dtype) instead "
+         "of fp32",
+         "mixed-sign random data: partial sums cancel and the bits dropped stay under the accumulation bound; only "
+         "same-sign products where one k-block outweighs the rest lose a share of the output")
+def consumer_bf16_accumulator(a, a_scale, b, b_scale, out=None):
+    return _bf16_accumulating_consumer(a, a_scale, b, b_scale, out, "triton", _platform.execution_mode(a.device))
+
+
+def _bf16_accumulating_consumer(a, a_scale, b, b_scale, out, impl: str, mode: str):
+    out, g, m, n, k = _consumer_out(a, a_scale, b, b_scale, out, True)
+    x, w = dequantize_activations(a, a_scale), dequantize_weight(b, b_scale)  # float64
+    acc = torch.zeros((g, m, n), dtype=torch.bfloat16, device=a.device)
+    for j in range(0, k, QUANT_BLOCK):
+        block = torch.bmm(x[:, :, j:j + QUANT_BLOCK], w[:, :, j:j + QUANT_BLOCK].transpose(1, 2)).float()
+        acc = (acc.float() + block).to(torch.bfloat16)  # the defect: the running sum rounded to bf16 per block
+    out.copy_(acc)
+    provenance.record("consumer", impl, mode, mutant="consumer-bf16-accumulator")
+    return out
+
+
 # --- the same defects in the torch chain (chain backend "torch": the A/B's arm B on a CPU) ---------------
 # Each applies its defect to the mirror reference producer or the emulated consumer, so `accval gsm8k
 # --inject ID` shows on a CPU what the defect does to a model. Defects that exist only in a GPU kernel
@@ -581,6 +602,11 @@ def torch_fp8_round_toward_zero(o, positions, cos_sin_cache, n_groups, heads_per
 @_torch_variant("consumer-output-truncated", "emulated")
 def torch_consumer_output_truncated(a, a_scale, b, b_scale, out=None):
     return _truncating_consumer(a, a_scale, b, b_scale, out, "emulated", f"torch-{a.device.type}")
+
+
+@_torch_variant("consumer-bf16-accumulator", "emulated")
+def torch_consumer_bf16_accumulator(a, a_scale, b, b_scale, out=None):
+    return _bf16_accumulating_consumer(a, a_scale, b, b_scale, out, "emulated", f"torch-{a.device.type}")
 
 
 @_torch_variant("writes-input", "torch-reference")

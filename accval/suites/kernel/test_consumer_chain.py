@@ -25,10 +25,12 @@ from accval.kernels.reference import (
 
 from .cases import (
     CHAIN_CPU_SIZES,
+    SUM_BLOCKS,
     ProducerCase,
     explicit_sizes,
     fit,
     make_inputs,
+    one_large_block_inputs,
     one_rounding_operands,
     producer_cases,
     random_weight,
@@ -153,6 +155,23 @@ def test_consumer_rounds_its_output_to_nearest(consumer_here, device, scale_form
     smaller = out.abs() < nearest.abs()
     assert_not_directed(int((differ & smaller).sum()), int((differ & ~smaller).sum()),
                         "consumer output vs the float64 product rounded to nearest bf16", ctx)
+
+
+@pytest.mark.parametrize("g,m,n", [(1, 64, 128), pytest.param(2, 320, 256, marks=pytest.mark.slow_cpu)],
+                         ids=lambda v: str(v))
+def test_consumer_keeps_small_k_blocks_summed_after_a_large_one(consumer_here, device, scale_format, g, m, n):
+    """Same-sign products over K = 8192: per row, one k-block weighs 2**10 times each of the other 63, at a
+    different position in each row, so whatever order or split the consumer sums blocks in, some rows meet
+    the large block first. An fp32 sum of blocks keeps every small one (each ~2**-10 of the sum so far); a
+    bf16 one drops each small block added after the large one (under half a bf16 step), up to 6% of the
+    output, against the random-data bound of :func:`test_consumer_matches_math_reference` (2**-8 |ref| +
+    2**-9 (|A| @ |B|), 0.6% here): the bound is the same. Random signs hide such a sum: partial sums
+    cancel, and the dropped bits stay under the bound."""
+    consumer = consumer_here
+    a, a_scale, b, b_scale = one_large_block_inputs(g, m, n, scale_format, seed=m + n)
+    check_consumer(consumer, *(t.to(device) for t in (a, a_scale, b, b_scale)),
+                   f"G={g} M={m} N={n} K={128 * SUM_BLOCKS}, one k-block per row 2**10 times the others, "
+                   f"same signs; consumer={consumer.name} scales={scale_format}")
 
 
 def _consumer_inputs(g, m, n, k, scale_format, seed, device):
