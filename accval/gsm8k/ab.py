@@ -697,11 +697,24 @@ def _rank_main(settings: Settings, out: str, progress: bool, session: Session, s
 
 
 def saved_questions(out: Path) -> int:
-    """How many questions a run directory holds finished (both arms and their agreement)."""
+    """How many questions a run directory holds finished: both arms and their agreement (the commit
+    records), or for an endpoint run the questions both servers' answers are cached for (lm-eval's
+    request cache per arm, ``cache-A_rank0.db`` and ``cache-B_rank0.db``; arm B's pass follows arm A's)."""
     from .lm import CommitLog
 
     path = Path(out) / COMMITS
-    return len(CommitLog(path).doc_ids) if path.exists() else 0
+    if path.exists():
+        return len(CommitLog(path).doc_ids)
+    caches = [Path(out) / f"cache-{arm}_rank0.db" for arm in ("A", "B")]
+    if not all(c.exists() for c in caches):
+        return 0
+    from sqlitedict import SqliteDict  # lm-eval's request cache
+
+    counts = []
+    for c in caches:
+        with SqliteDict(str(c), flag="r") as db:
+            counts.append(len(db))
+    return min(counts)
 
 
 def _process_group(settings: Settings) -> ranks_mod.Group | None:

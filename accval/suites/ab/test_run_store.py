@@ -97,6 +97,19 @@ def test_only_committed_batches_count_and_are_done(tmp_path):
     assert ab.saved_questions(tmp_path) == 4
 
 
+def test_an_endpoint_runs_saved_questions_are_those_both_servers_answered(tmp_path):
+    """An endpoint run keeps its answers in lm-eval's request cache, one per arm (no commit records): the
+    questions saved are those with both arms' answers cached."""
+    from sqlitedict import SqliteDict
+
+    assert ab.saved_questions(tmp_path) == 0
+    for arm, n in (("A", 5), ("B", 3)):
+        with SqliteDict(str(tmp_path / f"cache-{arm}_rank0.db"), autocommit=True) as db:
+            for i in range(n):
+                db[f"request-{i}"] = f"answer {i}"
+    assert ab.saved_questions(tmp_path) == 3
+
+
 def test_a_resumed_batch_that_was_not_committed_is_redone(tmp_path):
     """The paired pass treats a question as missing until its batch's commit record is on disk, even
     when both arms' generations and its agreement row are there."""
