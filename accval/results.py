@@ -30,7 +30,10 @@ GSM8K_INTRO = (
     "lm-eval's strict-match, in percent; delta is B - A in points with its paired 95% interval; MDE is "
     "the paired minimum detectable effect (80% power, alpha 0.05; 0 when no question is discordant); "
     "top-1 and KL are the teacher-forced agreement of B with A on the gold answers (endpoint runs have "
-    "none). Each run's `report.md` has flexible-extract and the rest."
+    "none). \"prefill N\" in the mode: each rank prefilled its prompts of a batch together, up to N tokens "
+    "per forward; runs without it predate that rule: the whole batch in one forward up to commit ee68746, "
+    "each prompt alone after it (a DEP8 rank's M then stayed under one prompt). Each run's `report.md` has "
+    "flexible-extract and the rest."
 )
 
 
