@@ -436,8 +436,8 @@ def _truncating_consumer(a, a_scale, b, b_scale, out, impl: str, mode: str):
 @_mutant("consumer-bf16-accumulator", "consumer",
          "the consumer sums its k-blocks' scaled products in a bf16 accumulator (kept in the output dtype) instead "
          "of fp32",
-         "mixed-sign random data: partial sums cancel and the bits dropped stay under the accumulation bound; only "
-         "same-sign products where one k-block outweighs the rest lose a share of the output")
+         "mixed-sign random data of the suite's sizes: partial sums cancel and the bits dropped stay under the "
+         "accumulation bound; products of one sign lose several times the bound")
 def consumer_bf16_accumulator(a, a_scale, b, b_scale, out=None):
     return _bf16_accumulating_consumer(a, a_scale, b, b_scale, out, "triton", _platform.execution_mode(a.device))
 

@@ -4,14 +4,15 @@ The kernel suite bounds a consumer's output by ``2**-8 |ref| + 2**-9 (|A| @ |B|)
 ``checks.FP32_ACC_TOL``). With mixed signs, ``|A| @ |B|`` is far larger than ``|ref|`` and hides how blocks
 are summed. With one sign they are equal, and Hopper's FP8 tensor cores, which keep about 14 bits while they
 sum a 128-deep block, spend part of the bound. This probe measures that share before the suite relies on it
-(``test_consumer_keeps_small_k_blocks_summed_after_a_large_one``).
+(``test_consumer_sums_same_sign_k_blocks_within_the_bound``, whose inputs are ``same-sign``'s).
 
 For each consumer, DSv4-Pro shape (K = 8192, N = 1024; DEP8 G = 8, TEP8 G = 1) and M, it prints the worst
 |out - ref| / bound over three kinds of data:
 
 ``mixed-sign``  codes ``randn * 100``, activation scales 0.01-1.01 (the random-data property's inputs)
 ``same-sign``   codes 16-448, every scale 0.75-1.25
-``one-large``   ``cases.one_large_block_inputs``: same signs, one k-block per row 2**10 times the others
+``one-large``   same signs, and in each row one k-block 2**10 times each of the others (its activation scale 1,
+                theirs 2**-10), at every position over the rows
 
 A ratio above 1 fails the suite. Each result names the implementation that ran and its launch (provenance).
 A probe: nothing in accval calls it.
@@ -35,7 +36,7 @@ from accval.implementations import CONSUMERS  # noqa: E402
 from accval.kernels import provenance  # noqa: E402
 from accval.kernels.constants import FP8_DTYPE, pad4  # noqa: E402
 from accval.kernels.reference import dequantize_activations, dequantize_weight  # noqa: E402
-from accval.suites.kernel.cases import SUM_BLOCKS, one_large_block_inputs  # noqa: E402
+from accval.suites.kernel.cases import SUM_BLOCKS  # noqa: E402
 from accval.suites.kernel.checks import BF16_HALF_ULP, FP32_ACC_TOL  # noqa: E402
 
 K = 128 * SUM_BLOCKS
@@ -44,9 +45,23 @@ SHAPES = {"dep8": 8, "tep8": 1}
 KINDS = ("mixed-sign", "same-sign", "one-large")
 
 
+def one_large(g: int, m: int, seed: int):
+    """Same signs; in row r of group i the activation scale of k-block ``(r + i) % SUM_BLOCKS`` is 1 and every
+    other block's 2**-10."""
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.rand(g, m, K, generator=gen) * 432 + 16).to(FP8_DTYPE)
+    b = (torch.rand(g, N, K, generator=gen) * 432 + 16).to(FP8_DTYPE)
+    b_scale = torch.rand(g, N // 128, SUM_BLOCKS, generator=gen) * 0.5 + 0.75
+    large = (torch.arange(m)[None, :] + torch.arange(g)[:, None]) % SUM_BLOCKS  # [G, M]
+    s = torch.full((g, SUM_BLOCKS, pad4(m)), 2.0**-10)
+    s[:, :, :m].scatter_(1, large[:, None, :], 1.0)
+    s[:, :, m:] = float("nan")
+    return a, s, b, b_scale
+
+
 def inputs(kind: str, g: int, m: int, seed: int):
     if kind == "one-large":
-        return one_large_block_inputs(g, m, N, "fp32", seed)
+        return one_large(g, m, seed)
     gen = torch.Generator().manual_seed(seed)
     if kind == "mixed-sign":
         a = (torch.randn(g, m, K, generator=gen) * 100).clamp(-448, 448).to(FP8_DTYPE)

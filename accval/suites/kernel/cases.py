@@ -381,25 +381,21 @@ def one_rounding_operands(qs: torch.Tensor, k: int = 256, n: int = 128, device="
 
 #: k-blocks of the accumulation property: DSv4-Pro's K (hpg 16 x 512) = 8192
 SUM_BLOCKS = 64
-#: the activation scale of every k-block but one per row, against 1 for that one (powers of two: any recipe)
-SMALL_BLOCK = 2.0**-10
 
 
-def one_large_block_inputs(g: int, m: int, n: int, scale_format: str, seed: int):
-    """Same-sign codes and scales at K = 128 * SUM_BLOCKS; in row r of group i the activation scale of k-block
-    ``(r + i) % SUM_BLOCKS`` is 1 and every other block's :data:`SMALL_BLOCK`, so the large block sits at
-    every position over the rows. Padding rows of the scales hold garbage, as in ``test_consumer_chain.activation_scales``."""
+def same_sign_inputs(g: int, m: int, n: int, scale_format: str, seed: int):
+    """Consumer inputs whose products all share one sign, at K = 128 * SUM_BLOCKS: codes 16 to 448, weight
+    scales 0.75 to 1.25, activation scales 0.75 to 1.25 (fp32) or 0.5 and 1 (packed UE8M0 words, powers of
+    two). Padding rows of the activation scales hold garbage, as in ``test_consumer_chain.activation_scales``."""
     k = 128 * SUM_BLOCKS
     gen = torch.Generator().manual_seed(seed)
     a = (torch.rand(g, m, k, generator=gen) * 432 + 16).to(FP8_DTYPE)
     b = (torch.rand(g, n, k, generator=gen) * 432 + 16).to(FP8_DTYPE)
     b_scale = torch.rand(g, n // 128, SUM_BLOCKS, generator=gen) * 0.5 + 0.75
-    large = (torch.arange(m)[None, :] + torch.arange(g)[:, None]) % SUM_BLOCKS  # [G, M]
-    s = torch.full((g, SUM_BLOCKS, pad4(m)), SMALL_BLOCK)
-    s[:, :, :m].scatter_(1, large[:, None, :], 1.0)
     if scale_format == "fp32":
+        s = torch.rand(g, SUM_BLOCKS, pad4(m), generator=gen) * 0.5 + 0.75
         s[:, :, m:] = float("nan")
         return a, s, b, b_scale
-    packed = pack_ue8m0(s)
+    packed = pack_ue8m0(torch.exp2(-torch.randint(0, 2, (g, SUM_BLOCKS, pad4(m)), generator=gen).float()))
     packed[:, :, m:] = -1
     return a, packed, b, b_scale
