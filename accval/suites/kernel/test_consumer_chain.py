@@ -166,7 +166,8 @@ def test_consumer_sums_same_sign_k_blocks_within_the_bound(consumer_here, device
     |ref|); with one sign, a sum of blocks kept in bf16 loses up to ~7 times the bound (catalog
     ``consumer-bf16-accumulator``). On an H200 correct consumers (accval's kernels on every launch path,
     ``torch._scaled_mm``, vLLM's Triton consumer) reached at most 0.54 of it on such data, Hopper's FP8
-    tensor cores summing each block with ~13 bits (``scripts/consumer_accumulation_probe.py``,
+    tensor cores keeping about 14 bits inside a block, as reported for DeepSeek-V3
+    (``scripts/consumer_accumulation_probe.py``,
     ``reports/kernel/consumer-accumulation-NVIDIA_H200-2026-12-05-s34/``)."""
     consumer = consumer_here
     a, a_scale, b, b_scale = same_sign_inputs(g, m, n, scale_format, seed=m + n)
