@@ -171,10 +171,10 @@ def _plan(settings, out: Path) -> str:
         arms = ", ".join(f"{name} {arm.describe()}" for name, arm in arms_for(settings.resolved()).items())
     procs = "the servers' ranks" if settings.endpoint_a else (
         f"8 {settings.mode[:3].upper()} ranks in {settings.ranks or 1} process(es)")
-    prefill = settings.resolved().prefill_tokens
-    prefill = "one prompt at a time per rank" if prefill == 1 else f"up to {prefill} tokens per rank"
+    from .report import prefill_text
+
     where = "" if settings.endpoint_a else (f", {settings.device}, model {settings.model}, matmul {settings.matmul}, "
-                                            f"prefill {prefill}")
+                                            f"{prefill_text(settings.resolved().prefill_tokens)}")
     return f"accval gsm8k: {n} questions x 2 arms ({arms}); {procs}{where}; run directory {out}"
 
 

@@ -158,7 +158,12 @@ def _device(dev: dict) -> str:
     return f"{dev['name']} (resumed: its {len(dev['sessions'])} sessions ran on {', then '.join(seen)})"
 
 
-def _matmul(settings: dict) -> str:
+def prefill_text(tokens: int) -> str:
+    """How a run's prompts are prefilled, from its ``prefill_tokens`` budget (the plan line and the report)."""
+    return "prefill one prompt at a time per rank" if tokens == 1 else f"prefill up to {tokens} tokens per rank"
+
+
+def _matmul_and_prefill(settings: dict) -> str:
     """How the model's own matmuls ran (a report without ``settings.matmul`` recorded only the attention's)
     and how its prompts were prefilled (reports without ``settings.prefill_tokens`` prefilled one prompt at a
     time)."""
@@ -166,9 +171,7 @@ def _matmul(settings: dict) -> str:
               else f"attention {settings.get('attention', 'model')}")
     if settings.get("endpoint_a"):
         return matmul
-    prefill = settings.get("prefill_tokens") or 1
-    return matmul + ("; prefill one prompt at a time per rank" if prefill == 1
-                     else f"; prefill up to {prefill} tokens per rank")
+    return f"{matmul}; {prefill_text(settings.get('prefill_tokens') or 1)}"
 
 
 def _elapsed(rep: dict) -> str:
@@ -195,7 +198,7 @@ def to_markdown(rep: dict) -> str:
         "",
         f"- model: {rep['model']['description']} (`{rep['model']['id']}`, weights sha256 {rep['model']['weights_sha256'][:12]})",
         f"- device: {_device(rep['device'])}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks); "
-        f"{_matmul(rep['settings'])}",
+        f"{_matmul_and_prefill(rep['settings'])}",
         f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",

@@ -39,7 +39,7 @@ import torch
 
 from accval import runs, stats, stop
 from accval.model import builtin
-from accval.site import MATMUL, MODES, Arm, SiteStats
+from accval.site import MATMUL, MODES, Arm, SiteStats, sharding
 from accval.site.arms import UnknownBackend
 from accval.site.sharding import PREFILL_TOKENS
 
@@ -209,9 +209,8 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"--limit: expected at least 2 questions (paired statistics need 2), got {s.limit}")
     if s.num_fewshot < 0:
         raise ValueError(f"--num-fewshot: expected >= 0, got {s.num_fewshot}")
-    if s.prefill_tokens is not None and (isinstance(s.prefill_tokens, bool) or not isinstance(s.prefill_tokens, int)
-                                         or s.prefill_tokens < 1):
-        raise ValueError(f"--prefill-tokens: expected a whole number of tokens >= 1, got {s.prefill_tokens!r}")
+    if s.prefill_tokens is not None:
+        sharding.check_prefill_budget(s.prefill_tokens, "--prefill-tokens")
     if s.batch_size < 1 or s.max_gen_toks < 1:
         raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
     check_max_gen_toks(s.max_gen_toks, s.model if s.endpoint_a is None else None)

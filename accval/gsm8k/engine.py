@@ -86,7 +86,7 @@ class Engine:
         import transformers
 
         check_transformers(transformers.__version__)
-        sharding.prefill_steps([], [], prefill_tokens)  # the budget's check
+        sharding.check_prefill_budget(prefill_tokens)
         self.prefill_tokens = prefill_tokens
         self.loaded = loaded
         self.model = loaded.model

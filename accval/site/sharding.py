@@ -85,6 +85,12 @@ def tep_lora_columns(r: int, n_groups: int, ranks: int, lora_rank: int) -> slice
     return slice(g.start * lora_rank, g.stop * lora_rank)
 
 
+def check_prefill_budget(budget: int, what: str = "prefill budget") -> None:
+    """ValueError naming ``what`` unless ``budget`` is a whole number of tokens >= 1."""
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"{what}: expected a whole number of tokens >= 1, got {budget!r}")
+
+
 def prefill_steps(lengths: list[int], row_ranks: list[int], budget: int) -> list[list[int]]:
     """The forwards of one batch's prefill, each a list of batch rows of one logical rank.
 
@@ -94,8 +100,7 @@ def prefill_steps(lengths: list[int], row_ranks: list[int], budget: int) -> list
     within ``budget`` (a row longer than ``budget`` is prefilled alone), so a rank's M in a forward is its
     rows' tokens, and the forward holds the same rows whichever process hosts the rank. Forwards come
     in rounds, ranks in ascending order within one. ``budget`` 1: one prompt per forward."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"prefill budget: expected a whole number of tokens >= 1, got {budget!r}")
+    check_prefill_budget(budget)
     if len(lengths) != len(row_ranks):
         raise ValueError(f"prefill: {len(lengths)} row lengths but {len(row_ranks)} row ranks")
     if any(n < 0 for n in lengths):

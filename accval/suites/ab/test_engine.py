@@ -120,21 +120,16 @@ def test_teacher_forced_logits_are_one_forwards_logits(engine, contexts, budget)
     assert compared >= len(contexts), f"only {compared} positions with a clear choice over {len(contexts)} rows"
 
 
-@pytest.mark.parametrize("prefill,want", [
+@pytest.mark.parametrize("budget,want", [
     (1, [39, 126, 127, 128, 299]),  # each rank's rows one at a time
     (200, [39, 126, 127, 128, 299]),  # rank 5's two rows do not fit together; rank 7's row is alone
     (300, [39, 253, 128, 299]),  # rank 5 prefills 126 + 127 tokens in one forward
-])
-def test_each_ranks_prefill_m_is_its_rows_tokens_within_the_budget(engine, contexts, prefill, want):
+], indirect=["budget"])
+def test_each_ranks_prefill_m_is_its_rows_tokens_within_the_budget(engine, contexts, budget, want):
     """Rows on ranks 3, 3, 5, 5, 6, 7 of 1, 40, 127, 128, 129, 300 tokens: each rank's prefill calls
     have M = the tokens but the last of the rows it prefills together; decode counts real tokens."""
-    before = engine.prefill_tokens
-    engine.prefill_tokens = prefill
     engine.site.stats.pop("B", None)
-    try:
-        engine.generate(B, contexts, [], 3, row_ranks=[3, 3, 5, 5, 6, 7])
-    finally:
-        engine.prefill_tokens = before
+    engine.generate(B, contexts, [], 3, row_ranks=[3, 3, 5, 5, 6, 7])
     m = engine.site.stats["B"].m_counts
     layers = engine.model.config.num_hidden_layers
     lens = [len(engine.encode(c)) for c in contexts]
