@@ -109,7 +109,10 @@ def test_a_signal_during_a_generation_stops_the_server_in_order(tmp_path, signum
     proc, port = _start_cli_server(tmp_path)
     try:
         got = {}
-        busy = threading.Thread(target=lambda: got.setdefault("busy", exchange(port, completion(max_tokens=4000))))
+        # 64 prompts decoded one after the other: the built-in model ends this prompt's answer after 83 tokens
+        # (0.4 s on the EPYC), so one prompt could be answered before the signal comes
+        long = completion(prompt=["Question: 1+1?"] * 64, max_tokens=4000)
+        busy = threading.Thread(target=lambda: got.setdefault("busy", exchange(port, long)))
         busy.start()
         slow = socket.create_connection((HOST, port), timeout=CLIENT_TIMEOUT)
         slow.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")  # never finished
