@@ -163,6 +163,10 @@ def prefill_text(tokens: int) -> str:
     return "prefill one prompt at a time per rank" if tokens == 1 else f"prefill up to {tokens} tokens per rank"
 
 
+#: how a rank's M is counted while decoding (reports without ``mode.decode`` kept ended requests in the batch)
+DECODE = "decoding, a rank's M is its requests still running"
+
+
 def _matmul_and_prefill(settings: dict) -> str:
     """How the model's own matmuls ran (a report without ``settings.matmul`` recorded only the attention's)
     and how its prompts were prefilled (reports without ``settings.prefill_tokens`` prefilled one prompt at a
@@ -198,7 +202,7 @@ def to_markdown(rep: dict) -> str:
         "",
         f"- model: {rep['model']['description']} (`{rep['model']['id']}`, weights sha256 {rep['model']['weights_sha256'][:12]})",
         f"- device: {_device(rep['device'])}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks); "
-        f"{_matmul_and_prefill(rep['settings'])}",
+        f"{_matmul_and_prefill(rep['settings'])}" + (f"; {m['decode']}" if m.get("decode") else ""),
         f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "
         f"{t['data']['source']}, task config sha256 "
         f"{t['config_sha256'][:12]}, max_gen_toks {t['max_gen_toks']}",

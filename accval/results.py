@@ -32,8 +32,9 @@ GSM8K_INTRO = (
     "top-1 and KL are the teacher-forced agreement of B with A on the gold answers (endpoint runs have "
     "none). \"prefill N\" in the mode: each rank prefilled its prompts of a batch together, up to N tokens "
     "per forward; runs without it predate that rule: the whole batch in one forward up to commit ee68746, "
-    "each prompt alone after it (a DEP8 rank's M then stayed under one prompt). Each run's `report.md` has "
-    "flexible-extract and the rest."
+    "each prompt alone after it (a DEP8 rank's M then stayed under one prompt). \"decode running\": while "
+    "decoding, a rank's M was its requests still running; runs without it kept ended requests in the batch "
+    "until the batch ended. Each run's `report.md` has flexible-extract and the rest."
 )
 
 
@@ -58,6 +59,8 @@ def _gsm8k_row(path: Path, rep: dict, reports: Path, page: Path) -> str:
     mode = rep["mode"]["name"] + (f", {rep['mode']['processes']} proc" if rep["mode"].get("processes", 1) > 1 else "")
     if rep["settings"].get("prefill_tokens"):  # recorded since each rank prefills its prompts together
         mode += f", prefill {rep['settings']['prefill_tokens']}"
+    if rep["mode"].get("decode"):
+        mode += ", decode running"
     agree = "-" if a["top1"] is None else f"{a['top1']:.4f} / {a['kl']:.2g}"
     v = rep["verdict"]
     verdict = "REGRESSION: " + ", ".join(dict.fromkeys(report_mod._short(r) for r in v["reasons"])) if v["regression"] else "ok"

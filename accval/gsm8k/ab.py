@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import torch
 
+from accval import report as report_mod
 from accval import runs, stats, stop
 from accval.model import builtin
 from accval.site import MATMUL, MODES, Arm, SiteStats, sharding
@@ -911,7 +912,8 @@ def build_report(setup: Setup, ev: Evaluated, *, sessions: list[dict], created: 
                  "execution": ("as the servers run it" if endpoints else
                                f"{ranks} ranks in {group.world} processes (torch.distributed, {group.backend})"
                                if group is not None else
-                               f"{ranks} ranks emulated in one process at the o_a_proj site")},
+                               f"{ranks} ranks emulated in one process at the o_a_proj site"),
+                 "decode": None if endpoints else report_mod.DECODE},
         "arms": arm_info,
         "paired": {f: dataclasses.asdict(p) for f, p in paired.items()},
         "agreement": dataclasses.asdict(agreement),
@@ -946,7 +948,5 @@ def run(settings: Settings, out: str | Path | None = None, resume: bool = False,
         report = build_report(setup, evaluated, sessions=setup.run_dir.end_session(session),
                               created=_dt.datetime.now(_dt.timezone.utc).isoformat(), command=sys.argv,
                               versions=_versions())
-        from accval import report as report_mod
-
         report_mod.write(report, setup.run_dir.path)
         return report

@@ -42,42 +42,71 @@ class Cancelled(Exception):
     """A generation stopped because its ``should_stop()`` said so (its client gone, its server stopping)."""
 
 
-def _cancel_criterion(should_stop: Callable[[], bool]):
-    """``model.generate``'s stopping criteria: one that raises :class:`Cancelled` when ``should_stop()``
-    is true (polled once per decoding step)."""
-    from transformers import StoppingCriteria, StoppingCriteriaList
+class EndedRows:
+    """Which rows of a ``model.generate`` batch have ended, decided as generate decides it.
 
-    class Cancel(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            if should_stop():
-                raise Cancelled("generation cancelled")
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    A row ends at the step that emits the end-of-text token or completes a stop string: transformers'
+    own ``EosTokenCriteria`` and ``StopStringCriteria``, evaluated here on the same ids after every step
+    (generate then pads the row). ``done`` (a CPU bool tensor, one per row, updated in place) is what the
+    ``o_a_proj`` site reads to leave ended rows out of M, as an engine drops finished requests from its
+    batch. The criterion never stops a row itself; :meth:`check` confirms afterwards that generate ended
+    the same rows at the same steps (a row left out of M while generate continued it would decode from a
+    zeroed projection). ``on_done()`` is called once per row as it ends and, for rows still running,
+    from :meth:`finish`; ``should_stop()`` is polled at every step and raises :class:`Cancelled`."""
 
-    return StoppingCriteriaList([Cancel()])
+    def __init__(self, rows: int, eos_token_id: int | None, stop_strings: list[str], tokenizer,
+                 on_done: Callable[[], None] | None = None, should_stop: Callable[[], bool] | None = None):
+        from transformers.generation.stopping_criteria import EosTokenCriteria, StopStringCriteria
 
+        self.done = torch.zeros(rows, dtype=torch.bool)
+        self.ended_at: list[int | None] = [None] * rows  # the step (1: the first new token) that ended each row
+        self.steps = 0
+        self.on_done, self.should_stop = on_done, should_stop
+        self._rules = ([EosTokenCriteria(eos_token_id)] if eos_token_id is not None else []) + \
+            ([StopStringCriteria(tokenizer, stop_strings)] if stop_strings else [])
 
-class FinishedRows:
-    """A ``model.generate`` streamer that calls ``on_done()`` once per batch row as the row's answer
-    ends: when the row is first padded (generate pads a row from the step after it stops) or, for the
-    rows still running, when generation ends. Only for progress: a model that generates the pad token
-    itself is counted early, never twice."""
+    def step(self, input_ids: torch.Tensor, scores) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled("generation cancelled")
+        self.steps += 1
+        now = torch.zeros_like(self.done)
+        for rule in self._rules:
+            now |= rule(input_ids, scores).cpu()
+        for b in (now & ~self.done).nonzero().flatten().tolist():
+            self.ended_at[b] = self.steps
+            if self.on_done is not None:
+                self.on_done()
+        self.done |= now
 
-    def __init__(self, rows: int, pad_token_id: int | None, on_done: Callable[[], None]):
-        self.running = set(range(rows))
-        self.pad = pad_token_id
-        self.on_done = on_done
+    def criteria(self):
+        """This record as ``model.generate``'s ``stopping_criteria`` (it stops nothing)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
-    def put(self, value: torch.Tensor) -> None:
-        if value.dim() != 1 or self.pad is None:  # the prompt ([B, L]) comes first
-            return
-        for b in [b for b in self.running if int(value[b]) == self.pad]:
-            self.running.discard(b)
-            self.on_done()
+        record = self
 
-    def end(self) -> None:
-        for _ in range(len(self.running)):
-            self.on_done()
-        self.running.clear()
+        class Record(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                record.step(input_ids, scores)
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([Record()])
+
+    def finish(self) -> None:
+        """Generation ended: ``on_done()`` for each row still running (stopped by the token limit)."""
+        for _ in range(int((~self.done).sum())):
+            if self.on_done is not None:
+                self.on_done()
+        self.done.fill_(True)
+
+    def check(self, new: torch.Tensor, pad: int | None) -> None:
+        """``new [B, steps]``: the tokens generate returned. Every row recorded as ended must be padded from
+        the step after it, as generate pads the rows it ended; a RuntimeError otherwise."""
+        for b, t in enumerate(self.ended_at):
+            if t is not None and bool((new[b, t:] != pad).any()):
+                raise RuntimeError(f"row {b}: accval recorded it ended at step {t} and left it out of the o_a_proj "
+                                   f"site's M, but model.generate went on decoding it (tokens "
+                                   f"{new[b, t:t + 8].tolist()}); this transformers' stopping rule differs from "
+                                   "accval.gsm8k.engine.EndedRows")
 
 
 class Engine:
@@ -118,7 +147,10 @@ class Engine:
         Real DEP ranks: ``pad_to`` pads to the whole batch's width (so each row sees exactly the tokens
         it sees in the one-process batch) and ``row_ranks`` names each row's logical rank.
 
-        ``on_row_done()`` is called once per row as its answer ends (:class:`FinishedRows`), for progress."""
+        Decoding, a rank's M is its rows still running: a row that has ended (:class:`EndedRows`) leaves
+        the site's M from the next step, as an engine drops a finished request from its batch.
+
+        ``on_row_done()`` is called once per row as its answer ends (:class:`EndedRows`), for progress."""
         out, width, forced = self.generate_tokens(arm, contexts, until, max_gen_toks, pad_to, row_ranks, continuations,
                                                   on_row_done)
         texts = [cut_at_stops(t, until) for t in self.tok.batch_decode(out[:, width:].cpu(), skip_special_tokens=True)]
@@ -198,16 +230,20 @@ class Engine:
             batch_cache = self._left_padded_cache(held, width - 1)
             self.site.track_padding([width - len(e) for e in enc], seen=width - 1)
             self.site.set_row_ranks(row_ranks)
+            stops = [s for s in until if s]
+            ended = EndedRows(len(enc), self.tok.eos_token_id, stops, self.tok, on_row_done, should_stop)
+            self.site.set_ended(ended.done)
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), cache=batch_cache,
                 max_new_tokens=max_gen_toks, do_sample=False, temperature=None, top_p=None, top_k=None,
-                stop_strings=[s for s in until if s] or None, tokenizer=self.tok, pad_token_id=pad,
-                eos_token_id=self.tok.eos_token_id,
-                streamer=None if on_row_done is None else FinishedRows(len(enc), pad, on_row_done),
-                stopping_criteria=None if should_stop is None else _cancel_criterion(should_stop))
+                stop_strings=stops or None, tokenizer=self.tok, pad_token_id=pad,
+                eos_token_id=self.tok.eos_token_id, stopping_criteria=ended.criteria())
+            ended.check(out[:, width:].cpu(), pad if pad is not None else self.tok.eos_token_id)
+            ended.finish()
         finally:
             self.site.track_padding(None)
             self.site.set_row_ranks(None)
+            self.site.set_ended(None)
         return out, width, (forced if conts is not None else None)
 
     def prefill_plan(self, lengths: list[int], row_ranks: list[int]) -> list[tuple[list[int], int]]:

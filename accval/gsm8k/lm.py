@@ -303,7 +303,7 @@ def eta_line(seconds: float, questions: int, arms: int, done: int) -> str:
 
 class Progress:
     """The one progress bar of a pass, on rank 0 (or the only process), counting answers: questions x
-    arms, each counted as its generation ends (:class:`accval.gsm8k.engine.FinishedRows`), so the bar
+    arms, each counted as its generation ends (:class:`accval.gsm8k.engine.EndedRows`), so the bar
     moves per question within a batch. After the first batch it says an ETA once (:func:`eta_line`).
 
     With real DEP ranks rank 0 generates only its share of a batch's rows; it counts its own finished

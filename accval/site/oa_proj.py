@@ -15,7 +15,8 @@ processes, by the rules of :mod:`accval.site.sharding`: **DEP** gives each rank 
 all groups, so every rank sees its own M; **TEP** gives each rank ``G / ranks`` groups (their heads)
 for all tokens and sums the ranks' ``o_b_proj`` partial products (:mod:`accval.site.exchange`).
 Padding tokens of left-padded batches are excluded from M, as an engine would never see them
-(:meth:`OAProjSite.track_padding`).
+(:meth:`OAProjSite.track_padding`), and so are rows whose answer has ended, as an engine drops finished
+requests from its batch (:meth:`OAProjSite.set_ended`).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class OAProjSite:
         self._weights: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._caches: dict[str, torch.Tensor] = {}
         self._pad_lens: torch.Tensor | None = None
+        self._ended: torch.Tensor | None = None
         self._seen = 0
         self._real: torch.Tensor | None = None
         self._fn = None
@@ -154,18 +156,33 @@ class OAProjSite:
         self._pad_lens = None if pad_lens is None else torch.tensor(pad_lens, dtype=torch.long)
         self._seen = seen
 
+    def set_ended(self, ended: torch.Tensor | None) -> None:
+        """While a batch decodes: ``ended[b]`` true once row b's answer has ended (a CPU bool tensor its
+        owner updates in place between forwards); each forward leaves those rows out of M, as an engine
+        drops finished requests from its batch. None stops."""
+        if ended is not None and (not isinstance(ended, torch.Tensor) or ended.dtype != torch.bool or ended.dim() != 1):
+            raise TypeError(f"set_ended: expected a 1-d bool tensor or None, got {ended!r:.80}")
+        self._ended = ended
+
     def _on_model_forward(self, module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         emb = kwargs.get("inputs_embeds")
         b, s = (ids.shape[:2] if ids is not None else emb.shape[:2])
-        if self._pad_lens is None:
+        if self._pad_lens is None and self._ended is None:
             self._real = None
-        else:
+            return None
+        real = torch.ones((b, s), dtype=torch.bool)
+        if self._pad_lens is not None:
             if self._pad_lens.numel() != b:
                 raise ValueError(f"track_padding: {self._pad_lens.numel()} rows announced, forward has batch {b}")
             idx = self._seen + torch.arange(s)
-            self._real = idx[None, :] >= self._pad_lens[:, None]
+            real = idx[None, :] >= self._pad_lens[:, None]
             self._seen += s
+        if self._ended is not None:
+            if self._ended.numel() != b:
+                raise ValueError(f"set_ended: {self._ended.numel()} rows announced, forward has batch {b}")
+            real = real & ~self._ended[:, None]
+        self._real = real
         return None
 
     # --- the site --------------------------------------------------------------------------------------
@@ -203,6 +220,8 @@ class OAProjSite:
         nope = d - self.rope_dim
         w_b = attn.o_b_proj.weight
         if self.kind == "tep":
+            if not bool(real.any()):  # every row has ended (generate may run a step past the last one)
+                return o.new_zeros((b, s, w_b.shape[0]))
             xt, pt = o[real], pos[real]
             m = xt.shape[0]
             first = self.local_heads().start or 0  # o holds the hosted ranks' heads, in rank order

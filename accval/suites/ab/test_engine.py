@@ -8,7 +8,8 @@ window, so the batch cache holds rows that fill it and rows padded inside it:
   (context + the tokens before it), up to summation-order ties;
 * the teacher-forced logits over a continuation are that forward's logits at the same positions;
 * each rank's prefill forwards hold its rows up to the token budget, so its M there is the sum of their
-  tokens but the last (one row's at budget 1), and decode steps count only real tokens.
+  tokens but the last (one row's at budget 1), and decode steps count only real tokens;
+* decoding, a rank's M is its rows whose answer has not ended.
 
 The first two hold at every budget: one row per forward (no padding) and all rows in one left-padded
 forward.
@@ -139,6 +140,61 @@ def test_each_ranks_prefill_m_is_its_rows_tokens_within_the_budget(engine, conte
     prefill = {n: c - decode.get(n, 0) for n, c in m.items() if c - decode.get(n, 0)}
     assert prefill == {n: layers * want.count(n) for n in want}
     assert engine.site.stats["B"].tokens == layers * (sum(n - 1 for n in lens) + 3 * len(lens))
+
+
+@pytest.fixture(scope="module")
+def tep_engine():
+    return Engine(builtin.build_builtin(seed=0), "tep8", "cpu", matmul="fp32")
+
+
+@pytest.mark.parametrize("mode", ["dep8", "tep8"])
+def test_decode_m_is_each_ranks_rows_still_running(engine, tep_engine, contexts, mode):
+    """Rows (DEP8: on ranks 3, 3, 3, 5, 5, 6) end at different steps (a stop string that some rows' answers
+    complete): at each decoding forward a rank's M is its rows whose answer has not ended (TEP8: every rank's
+    M is all such rows), as an engine drops finished requests from its batch; the rows still running decode
+    as they did with no stop."""
+    engine = engine if mode == "dep8" else tep_engine
+    ranks, steps = ([3, 3, 3, 5, 5, 6] if mode == "dep8" else [0] * len(contexts)), 10
+    free, width, _ = engine.generate_tokens(B, contexts, [], steps, row_ranks=ranks if mode == "dep8" else None)
+    texts = engine.tok.batch_decode(free[:, width:], skip_special_tokens=True)
+    # a stop string some answers complete and others never: two letters or digits
+    pairs = [t[i:i + 2] for t in texts for i in range(len(t) - 1) if t[i:i + 2].isascii() and t[i:i + 2].isalnum()]
+    stop = next(p for p in pairs if 0 < sum(p in t for t in texts) < len(texts))
+    calls, decoding = [], []  # the site's M at each call inside model.generate (after the prefill)
+    call, generate = engine.site._call, engine.model.generate
+
+    def record(stats, o, *args):
+        if decoding:
+            calls.append(o.shape[0])
+        return call(stats, o, *args)
+
+    def decode(*args, **kwargs):
+        decoding.append(1)
+        try:
+            return generate(*args, **kwargs)
+        finally:
+            decoding.clear()
+
+    engine.site._call, engine.model.generate = record, decode
+    try:
+        out, width, _ = engine.generate_tokens(B, contexts, [stop], steps, row_ranks=ranks if mode == "dep8" else None)
+    finally:
+        engine.site._call = call
+        del engine.model.generate
+    new = out[:, width:]
+    pad = engine.tok.pad_token_id
+    # the step each row ended: generate pads a row from the step after its end
+    ended = [next((k for k in range(new.shape[1]) if bool((new[b, k:] == pad).all())), new.shape[1])
+             for b in range(len(contexts))]
+    assert 0 < sum(t < new.shape[1] for t in ended) < len(contexts), (stop, texts, ended)
+    layers = engine.model.config.num_hidden_layers
+    want = []
+    for step in range(1, new.shape[1] + 1):  # the forward that makes new token `step`
+        running = [sum(1 for b, r in enumerate(ranks) if r == rank and ended[b] >= step) for rank in sorted(set(ranks))]
+        want += [m for m in running if m] * layers * (engine.site.ranks if mode == "tep8" else 1)
+    assert sorted(calls) == sorted(want), (ended, sorted(calls)[:20], sorted(want)[:20])
+    for b, t in enumerate(ended):  # rows still running are decoded as without the stop string
+        assert new[b, :t].tolist() == free[b, width:width + t].tolist(), f"row {b}"
 
 
 def test_every_row_is_reported_done_once(engine, contexts):

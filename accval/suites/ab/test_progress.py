@@ -13,28 +13,46 @@ from accval.testing import skip_unless_the_engine_runs
 pytest.importorskip("lm_eval")
 skip_unless_the_engine_runs()
 
-from accval.gsm8k.engine import FinishedRows  # noqa: E402
+from accval.gsm8k.engine import EndedRows  # noqa: E402
 from accval.gsm8k.lm import Progress  # noqa: E402
+from accval.model.builtin import load_tokenizer  # noqa: E402
 
 from .test_task import DATA, needs_data  # noqa: E402
 
-PAD = 0
+
+def _ids(tok, *rows: str) -> torch.Tensor:
+    enc = [tok.encode(r, add_special_tokens=False) for r in rows]
+    width = max(map(len, enc))
+    return torch.tensor([[tok.pad_token_id] * (width - len(e)) + e for e in enc])
 
 
-def test_each_row_is_done_once_as_it_is_first_padded_and_the_rest_at_the_end():
-    """generate pads a row from the step after it stops: the first pad marks the row done (once, even if
-    padded again); rows still running are done when generation ends."""
+def test_each_row_is_done_once_at_the_step_that_ends_it_and_the_rest_at_the_finish():
+    """A row ends at the step its end-of-text token or a stop string completes (transformers' own rules),
+    is done once however many steps follow, and rows still running are done at the finish."""
+    tok = load_tokenizer()
     done = []
-    s = FinishedRows(3, PAD, lambda: done.append(1))
-    s.put(torch.tensor([[5, 6, 7]] * 3))  # the prompt
-    s.put(torch.tensor([4, 9, 9]))
-    assert not done
-    s.put(torch.tensor([PAD, 9, 8]))
-    assert len(done) == 1
-    s.put(torch.tensor([PAD, PAD, 8]))
-    assert len(done) == 2
-    s.end()
+    rows = EndedRows(3, tok.eos_token_id, ["Question:"], tok, on_done=lambda: done.append(1))
+    eos = torch.tensor([[tok.eos_token_id]] * 3)
+    rows.step(_ids(tok, "so 4", "so 4", "so 4"), None)
+    assert not done and rows.done.tolist() == [False] * 3
+    rows.step(torch.cat([_ids(tok, "so 4", "so 4", "so 4"), eos[:, :1] * torch.tensor([[1], [0], [0]])], 1), None)
+    assert rows.done.tolist() == [True, False, False] and len(done) == 1
+    rows.step(_ids(tok, "so 4", "so 4\n\nQuestion:", "so 4 and"), None)
+    assert rows.done.tolist() == [True, True, False] and len(done) == 2 and rows.ended_at == [2, 3, None]
+    rows.finish()
     assert len(done) == 3
+
+
+def test_a_row_generate_went_on_decoding_is_an_error():
+    """A row accval left out of M must be one generate padded from the next step; otherwise decoding it from a
+    zeroed projection would be silent."""
+    tok = load_tokenizer()
+    rows = EndedRows(2, tok.eos_token_id, [], tok)
+    rows.step(torch.tensor([[5, tok.eos_token_id], [5, 6]]), None)
+    pad = tok.pad_token_id
+    rows.check(torch.tensor([[tok.eos_token_id, pad, pad], [6, 7, 8]]), pad)
+    with pytest.raises(RuntimeError, match="row 0: accval recorded it ended at step 1"):
+        rows.check(torch.tensor([[tok.eos_token_id, 9, pad], [6, 7, 8]]), pad)
 
 
 class _Clock:
