@@ -21,7 +21,8 @@ import pytest
 import torch
 
 from accval.implementations import CONSUMERS, PRODUCERS, reference_producer_for
-from accval.suites.kernel import test_contract
+from accval.kernels.reference import fp8_block_bmm_math_ref
+from accval.suites.kernel import test_consumer_chain, test_contract
 from accval.suites.kernel.cases import ProducerCase
 from accval.suites.kernel.test_consumer_chain import check_chain
 from accval.testing import child_pytest_env, plugin_args
@@ -107,6 +108,26 @@ def test_example_consumer_passes_with_no_false_failure():
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
     line = next((ln for ln in out.splitlines() if ln.startswith("consumer accval.examples.torch_consumer:fp8_block_bmm:")), "")
     assert re.search(r"; [1-9]\d* passed, 0 failed", line) and "chain worst |err|/bound" in line, out[-3000:]
+
+
+@pytest.mark.parametrize("k", [1152, 640])
+def test_a_consumer_with_its_weight_in_bf16_rounds_to_nearest(k):
+    """The example consumer with its dequantized weight rounded to bf16 (allowed by the contract) passes the
+    rounding-direction property. With random fp32 scales each weight's bf16 rounding moved the 37 outputs of
+    its column one way, and the property read that as a directed rounding (1815 vs 2397, p 3e-19, found
+    with a tester's bf16-operand consumers); the math reference with its output truncated to bf16 fails."""
+    rounds = test_consumer_chain.test_consumer_rounds_its_output_to_nearest
+    rounds(CONSUMERS.get("accval.examples.torch_consumer:bf16_weight"), torch.device("cpu"), "fp32", k)
+
+    class Truncated:
+        name = "math reference, output truncated"
+
+        def __call__(self, *args):
+            exact = fp8_block_bmm_math_ref(*args).float()
+            return (exact.view(torch.int32) & -65536).view(torch.float32).to(torch.bfloat16)
+
+    with pytest.raises(AssertionError, match="rounded toward zero"):
+        rounds(Truncated(), torch.device("cpu"), "fp32", k)
 
 
 @needs_interpreter
