@@ -490,10 +490,15 @@ class ArmLM(LM):
 
     def _generate(self, arm: Arm, contexts: list[str], until: list[str], max_toks: int, targets: list[str] | None = None):
         """One batch: its texts, and with ``targets`` also ``{row: teacher-forced logits}`` of the rows
-        this process ran. Real DEP ranks: each process generates the rows whose logical ranks it hosts
-        (:func:`accval.site.sharding.process_rows`, padded to the whole batch's width; a rank's prefill
-        forwards hold its own rows, the same in any process), then every process gathers all texts. Real TEP ranks: every process runs the whole batch; the site splits
-        heads and groups and gathers the partial sums.
+        this process ran.
+
+        DEP: each logical rank generates its own rows in a batch of their own, as a DEP rank decodes its own
+        requests, left-padded to the whole batch's width; so a row's tokens follow from its rank's rows
+        alone, whichever process hosts the rank (a CPU's matmuls sum in another order for another row
+        count, and a batch of all ranks' rows moved answers with ``--ranks``). Real DEP ranks: each process
+        generates the ranks it hosts (:func:`accval.site.sharding.process_rows`), then every process
+        gathers all texts. TEP: every rank sees all tokens; the batch is generated whole (real TEP ranks:
+        in every process; the site splits heads and groups and gathers the partial sums).
 
         Progress: each row of this process is counted as its answer ends; the batch is counted whole
         once every process has its texts."""
@@ -501,7 +506,7 @@ class ArmLM(LM):
         conts = None if targets is None else [" " + t for t in targets]
         progress = self._progress
         on_row_done = progress.row_done if progress is not None and progress.show else None
-        if group is None or site.kind != "dep":
+        if site.kind != "dep":
             if progress is not None:
                 progress.begin(len(contexts), len(contexts))
             got = self.engine.generate(arm, contexts, until, max_toks, continuations=conts, on_row_done=on_row_done)
@@ -513,21 +518,27 @@ class ArmLM(LM):
                 return got[0], {}  # TEP: rank 0's logits stand for the rows (every process has them all)
             return got[0], dict(enumerate(got[1]))
         width = max(len(self.engine.encode(c)) for c in contexts)
-        rows = sharding.process_rows(len(contexts), site.ranks, group.world, group.rank)
+        rows = (list(range(len(contexts))) if group is None
+                else sharding.process_rows(len(contexts), site.ranks, group.world, group.rank))
         if progress is not None:
             progress.begin(len(contexts), len(rows))
-        texts, forced = [], []
-        if rows:
-            got = self.engine.generate(arm, [contexts[b] for b in rows], until, max_toks, pad_to=width,
-                                       row_ranks=sharding.row_ranks(rows, site.ranks),
-                                       continuations=None if conts is None else [conts[b] for b in rows],
+        texts, forced = {}, {}
+        for r in sorted(set(sharding.row_ranks(rows, site.ranks))):
+            mine = [b for b in rows if sharding.row_rank(b, site.ranks) == r]
+            got = self.engine.generate(arm, [contexts[b] for b in mine], until, max_toks, pad_to=width,
+                                       row_ranks=[r] * len(mine),
+                                       continuations=None if conts is None else [conts[b] for b in mine],
                                        on_row_done=on_row_done)
-            texts, forced = (got, []) if conts is None else got
-        gathered = dict(kv for part in group.all_gather(list(zip(rows, texts))) for kv in part)
+            got_texts, got_forced = (got, None) if conts is None else got
+            texts.update(zip(mine, got_texts))
+            if got_forced is not None:
+                forced.update(zip(mine, got_forced))
+        if group is not None:
+            texts = dict(kv for part in group.all_gather(sorted(texts.items())) for kv in part)
         if progress is not None:
             progress.end()
-        texts = [gathered[b] for b in range(len(contexts))]
-        return texts if conts is None else (texts, dict(zip(rows, forced)))
+        texts = [texts[b] for b in range(len(contexts))]
+        return texts if conts is None else (texts, forced)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError("accval-dsv4 serves generate_until tasks (gsm8k) only, not loglikelihood")

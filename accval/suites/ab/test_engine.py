@@ -26,7 +26,7 @@ skip_unless_the_engine_runs()
 
 from accval.gsm8k.engine import PREFILL_TOKENS, Engine  # noqa: E402
 from accval.model import builtin  # noqa: E402
-from accval.site import Arm  # noqa: E402
+from accval.site import Arm, sharding  # noqa: E402
 
 A = Arm("A", "bf16-fallback")
 B = Arm("B", "fp8-chain", "torch")
@@ -195,6 +195,32 @@ def test_decode_m_is_each_ranks_rows_still_running(engine, tep_engine, contexts,
     assert sorted(calls) == sorted(want), (ended, sorted(calls)[:20], sorted(want)[:20])
     for b, t in enumerate(ended):  # rows still running are decoded as without the stop string
         assert new[b, :t].tolist() == free[b, width:width + t].tolist(), f"row {b}"
+
+
+def test_each_dep_rank_decodes_its_own_rows_in_a_batch_of_their_own(engine, contexts, tmp_path):
+    """A DEP rank decodes its own requests: the A/B generates each logical rank's rows in a ``generate`` of
+    their own, padded to the whole batch's width, so a row's tokens follow from its rank's rows alone,
+    whichever process hosts the rank. With one batch of every rank's rows a CPU's matmuls took another path
+    (fewer than 4 rows in a process's batch), and ``--ranks 4`` moved a sentinel answer that ``--ranks 1``
+    and ``2`` gave."""
+    from accval.gsm8k.lm import ArmLM, SampleStore
+
+    lm = ArmLM(engine, B, SampleStore(tmp_path / "samples.jsonl"), progress=False)
+    calls, generate = [], engine.generate
+
+    def record(arm, batch, until, max_toks, **kwargs):
+        calls.append((kwargs.get("row_ranks"), kwargs.get("pad_to"), len(batch)))
+        return generate(arm, batch, until, max_toks, **kwargs)
+
+    engine.generate = record
+    try:
+        texts = lm._generate(B, contexts * 2, [], 2)
+    finally:
+        del engine.generate
+    assert len(texts) == 2 * len(contexts)
+    width = max(len(engine.encode(c)) for c in contexts)
+    assert sorted(ranks[0] for ranks, _, _ in calls) == sorted(set(sharding.row_ranks(2 * len(contexts), 8)))
+    assert all(len(set(ranks)) == 1 and len(ranks) == n and pad == width for ranks, pad, n in calls), calls
 
 
 def test_every_row_is_reported_done_once(engine, contexts):

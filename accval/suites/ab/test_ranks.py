@@ -3,8 +3,9 @@
 The sentinel model answers most questions right, so equal per-sample outcomes are a real check
 (the built-in random model scores 0 everywhere and would pass anything). TEP over real ranks is
 bit-identical to the emulation (same heads, same partials, summed in rank order), so generations
-and the site's counts match too; DEP ranks stop generating when their own rows are done, so their
-site call counts are lower, and only the per-sample results are compared.
+and the site's counts match too. Each DEP rank decodes its own rows in a batch of their own in
+either case (a batch's row count moves a CPU matmul's sums), so generations match; the per-sample
+results are compared.
 """
 
 from __future__ import annotations
