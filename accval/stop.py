@@ -6,7 +6,8 @@ convention) after saying what is saved. Schedulers (Slurm, Kubernetes, CI runner
 stop a job with SIGTERM, so it must be as orderly as a Ctrl-C.
 
 An A/B stops at a batch boundary (:func:`at_batch_boundary`): the first signal asks the run to stop
-there; the batch in flight finishes, its generations, agreement rows and site counts are saved
+there (before its first batch has begun, while prompts are built, there is nothing to finish: it stops at
+once, :func:`batches_begin`); the batch in flight finishes, its generations, agreement rows and site counts are saved
 (:class:`accval.gsm8k.lm.CommitLog`), and the run raises :class:`Interrupted`. A second signal stops at
 once; the batch in flight is then redone by ``--resume``. Real ranks: the processes ignore SIGINT (the
 terminal sends it to them all), take SIGTERM (a scheduler sends it to them all) as a stop request, and
@@ -26,9 +27,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _requested = threading.Event()
 _first_signal: list[int] = []
+_batches = threading.Event()
 
-HINT = ("accval: stopping after the batch in flight (its finished questions are saved); Ctrl-C (or SIGTERM) "
-        "again to stop now (that batch is then redone by --resume)")
+HINT = ("accval: stopping after the batch in flight, or now if none has begun (finished questions are saved); "
+        "Ctrl-C (or SIGTERM) again to stop now (a batch in flight is then redone by --resume)")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -52,6 +54,12 @@ def requested() -> bool:
 def reset() -> None:
     _requested.clear()
     _first_signal.clear()
+    _batches.clear()
+
+
+def batches_begin() -> None:
+    """The A/B's first batch is about to begin: from here a stop waits for the batch boundary."""
+    _batches.set()
 
 
 def signal_name() -> str:
@@ -109,11 +117,21 @@ def ask_for_boundary(signum: int) -> None:
     print(HINT, file=sys.stderr, flush=True)
 
 
+def _first_stop(signum: int) -> None:
+    """The first stop signal where the batches run: a stop at the batch boundary, or at once before the
+    first batch (nothing is in flight)."""
+    if _batches.is_set():
+        ask_for_boundary(signum)
+    else:
+        request(signum)
+        _raise(signum, None)
+
+
 def at_batch_boundary():
-    """While inside: the first SIGINT or SIGTERM requests a stop at the next batch boundary, the second
-    raises KeyboardInterrupt."""
+    """While inside: the first SIGINT or SIGTERM requests a stop at the next batch boundary (or raises
+    KeyboardInterrupt before :func:`batches_begin`), the second raises KeyboardInterrupt."""
     reset()
-    return handling(escalating(ask_for_boundary, lambda signum: _raise(signum, None)))
+    return handling(escalating(_first_stop, lambda signum: _raise(signum, None)))
 
 
 def rank_handlers() -> None:
@@ -121,5 +139,13 @@ def rank_handlers() -> None:
     decides (it forwards a stop request as SIGUSR1); SIGTERM, as a scheduler sends to every process,
     is a stop request too. The parent ends a rank at once with SIGKILL."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: request(signum))
-    signal.signal(signal.SIGUSR1, lambda signum, frame: request(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: _first_stop_quiet(signum))
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _first_stop_quiet(signum))
+
+
+def _first_stop_quiet(signum: int) -> None:
+    """A rank's stop request: at the batch boundary, or at once before the first batch (its parent says
+    what happens)."""
+    request(signum)
+    if not _batches.is_set():
+        _raise(signum, None)

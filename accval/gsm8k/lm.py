@@ -423,6 +423,7 @@ class ArmLM(LM):
         dep_ranks = group is not None and self.engine.site.kind == "dep"
         progress = self._progress = Progress(len(todo), 2 if self.partner is not None else 1, desc, show,
                                              scaled_over=group.world if dep_ranks else None)
+        stop.batches_begin()
         self._stop_if_asked(0, len(todo), progress)
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i:i + self.batch_size]

@@ -39,12 +39,23 @@ def test_each_stop_signal_interrupts_and_sets_the_exit_code(signum, code):
 
 def test_the_first_stop_signal_asks_for_the_batch_boundary_and_the_second_stops_now(capsys):
     with stop.at_batch_boundary():
+        stop.batches_begin()
         _send(signal.SIGTERM)
         assert stop.requested() and "stopping after the batch in flight" in capsys.readouterr().err
         with pytest.raises(KeyboardInterrupt):
             _send(signal.SIGINT)
     assert stop.exit_code() == 143, "the signal that asked first decides the exit code"
 
+
+
+def test_a_stop_before_the_first_batch_stops_at_once(capsys):
+    """While the prompts are built (minutes for many few-shot examples) no batch is in flight: the first
+    signal stops at once instead of waiting for a batch that has not begun (a scheduler's one SIGTERM was
+    ignored for 9 minutes)."""
+    with pytest.raises(KeyboardInterrupt), stop.at_batch_boundary():
+        _send(signal.SIGTERM)
+    assert stop.requested() and stop.exit_code() == 143
+    assert "stopping after" not in capsys.readouterr().err
 
 
 def test_a_stop_before_the_run_directory_exists_says_nothing_is_saved(tmp_path, capsys):
