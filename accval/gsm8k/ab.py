@@ -48,6 +48,9 @@ from . import ranks as ranks_mod
 from . import task as task_mod
 
 SCHEMA = "accval.gsm8k.ab/1"
+#: How the engine batches generation, recorded in run.json: a run resumes only under the same rules (its
+#: finished questions would otherwise mix two batchings). Change it with any change of these rules.
+ENGINE_RULES = "prefill: a rank's prompts together; decode: each DEP rank's rows apart, ended rows out of M"
 FILTERS = ("strict-match", "flexible-extract")
 CLI_MODES = ("dep8", "tep8")
 SENTINEL = "sentinel"
@@ -360,6 +363,11 @@ class RunDir:
                 if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
                     hint = f" (--ranks auto takes this machine's cores: --ranks {old['ranks']} continues as the run began)"
                 raise ValueError(f"--resume: settings differ from the run in {self.path}: {'; '.join(diff)}{hint}")
+            if meta.get("engine") != ENGINE_RULES:
+                self.release()
+                raise ValueError(f"--resume: the run in {self.path} was started by an accval whose engine batched "
+                                 f"generation otherwise ({meta.get('engine') or 'rules not recorded'}; now: "
+                                 f"{ENGINE_RULES}); finished questions would mix both: choose another --out")
             if meta.get("data_sha256", data) != data:
                 self.release()
                 raise ValueError(f"--resume: the data files in {settings.data_dir} changed since the run in {self.path} "
@@ -367,7 +375,8 @@ class RunDir:
                                  "both: choose another --out")
         if not run_json.exists():
             try:
-                run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint, "data_sha256": data,
+                run_json.write_text(json.dumps({"schema": SCHEMA, "settings": fingerprint, "engine": ENGINE_RULES,
+                                                "data_sha256": data,
                                                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
             except OSError as e:
                 self.release()

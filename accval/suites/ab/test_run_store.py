@@ -142,6 +142,24 @@ def test_a_run_directory_takes_one_process_at_a_time(tmp_path):
     ab.RunDir(tmp_path / "run", _settings(), resume=True).release()
 
 
+@pytest.mark.parametrize("engine", [None, "prefill: one prompt at a time"])
+def test_a_run_started_under_other_engine_rules_is_not_resumed(tmp_path, engine):
+    """A run begun by an accval that batched generation otherwise (before ``ab.ENGINE_RULES``: ended rows
+    kept in the decode batch, every DEP rank's rows in one batch) mixed both into one report on resume."""
+    run = tmp_path / "run"
+    ab.RunDir(run, _settings(), resume=False).release()
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["engine"] == ab.ENGINE_RULES
+    if engine is None:
+        del meta["engine"]
+    else:
+        meta["engine"] = engine
+    (run / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"started by an accval whose engine batched generation otherwise \("
+                                         + (engine or "rules not recorded")):
+        ab.RunDir(run, _settings(), resume=True)
+
+
 def test_results_without_their_run_record_are_not_reused(tmp_path):
     """Generations and commits with no run.json: the settings that made them are unknown, so a new run
     (it reused them, under other settings, and reported their verdict) is refused."""
