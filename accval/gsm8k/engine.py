@@ -43,51 +43,59 @@ class Cancelled(Exception):
 
 
 class EndedRows:
-    """Which rows of a ``model.generate`` batch have ended, decided as generate decides it.
+    """Which rows of a ``model.generate`` batch have ended, and the stop strings' rule.
 
-    A row ends at the step that emits the end-of-text token or completes a stop string: transformers'
-    own ``EosTokenCriteria`` and ``StopStringCriteria``, evaluated here on the same ids after every step
-    (generate then pads the row). ``done`` (a CPU bool tensor, one per row, updated in place) is what the
-    ``o_a_proj`` site reads to leave ended rows out of M, as an engine drops finished requests from its
-    batch. The criterion never stops a row itself; :meth:`check` confirms afterwards that generate ended
-    the same rows at the same steps (a row left out of M while generate continued it would decode from a
-    zeroed projection). ``on_done()`` is called once per row as it ends and, for rows still running,
-    from :meth:`finish`; ``should_stop()`` is polled at every step and raises :class:`Cancelled`."""
+    A row ends at the step that emits the end-of-text token (transformers' ``EosTokenCriteria``, which
+    generate also applies) or completes a stop string in its new tokens. The stop strings are this
+    criterion's to apply, on the tokens after the prompt only, as lm-eval and OpenAI-style servers match
+    them; transformers' ``StopStringCriteria`` on the whole sequence also matched a stop string that
+    straddles the prompt's end, and ended such an answer after a token or two. Generate pads a row from the
+    step after it ends. ``done`` (a CPU bool tensor, one per row, updated in place) is what the ``o_a_proj``
+    site reads to leave ended rows out of M, as an engine drops finished requests from its batch;
+    :meth:`check` confirms afterwards that generate ended the same rows at the same steps (a row left out
+    of M while generate continued it would decode from a zeroed projection). ``on_done()`` is called once
+    per row as it ends and, for rows still running, from :meth:`finish`; ``should_stop()`` is polled at
+    every step and raises :class:`Cancelled`."""
 
-    def __init__(self, rows: int, eos_token_id: int | None, stop_strings: list[str], tokenizer,
+    def __init__(self, rows: int, eos_token_id: int | None, stop_strings: list[str], tokenizer, prompt_width: int,
                  on_done: Callable[[], None] | None = None, should_stop: Callable[[], bool] | None = None):
         from transformers.generation.stopping_criteria import EosTokenCriteria, StopStringCriteria
 
         self.done = torch.zeros(rows, dtype=torch.bool)
         self.ended_at: list[int | None] = [None] * rows  # the step (1: the first new token) that ended each row
         self.steps = 0
+        self.width = prompt_width
         self.on_done, self.should_stop = on_done, should_stop
-        self._rules = ([EosTokenCriteria(eos_token_id)] if eos_token_id is not None else []) + \
-            ([StopStringCriteria(tokenizer, stop_strings)] if stop_strings else [])
+        self._eos = EosTokenCriteria(eos_token_id) if eos_token_id is not None else None
+        self._stops = StopStringCriteria(tokenizer, stop_strings) if stop_strings else None
 
-    def step(self, input_ids: torch.Tensor, scores) -> None:
+    def step(self, input_ids: torch.Tensor, scores) -> torch.Tensor:
+        """After each step: the rows that end now (on ``input_ids``' device)."""
         if self.should_stop is not None and self.should_stop():
             raise Cancelled("generation cancelled")
         self.steps += 1
-        now = torch.zeros_like(self.done)
-        for rule in self._rules:
-            now |= rule(input_ids, scores).cpu()
-        for b in (now & ~self.done).nonzero().flatten().tolist():
+        now = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self._eos is not None:
+            now |= self._eos(input_ids, scores)
+        if self._stops is not None:
+            now |= self._stops(input_ids[:, self.width:], scores)
+        ended = now.cpu() & ~self.done
+        for b in ended.nonzero().flatten().tolist():
             self.ended_at[b] = self.steps
             if self.on_done is not None:
                 self.on_done()
-        self.done |= now
+        self.done |= ended
+        return now
 
     def criteria(self):
-        """This record as ``model.generate``'s ``stopping_criteria`` (it stops nothing)."""
+        """This rule as ``model.generate``'s ``stopping_criteria`` (pass generate no ``stop_strings``)."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         record = self
 
         class Record(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                record.step(input_ids, scores)
-                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+                return record.step(input_ids, scores)
 
         return StoppingCriteriaList([Record()])
 
@@ -231,13 +239,12 @@ class Engine:
             self.site.track_padding([width - len(e) for e in enc], seen=width - 1)
             self.site.set_row_ranks(row_ranks)
             stops = [s for s in until if s]
-            ended = EndedRows(len(enc), self.tok.eos_token_id, stops, self.tok, on_row_done, should_stop)
+            ended = EndedRows(len(enc), self.tok.eos_token_id, stops, self.tok, width, on_row_done, should_stop)
             self.site.set_ended(ended.done)
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), cache=batch_cache,
                 max_new_tokens=max_gen_toks, do_sample=False, temperature=None, top_p=None, top_k=None,
-                stop_strings=stops or None, tokenizer=self.tok, pad_token_id=pad,
-                eos_token_id=self.tok.eos_token_id, stopping_criteria=ended.criteria())
+                pad_token_id=pad, eos_token_id=self.tok.eos_token_id, stopping_criteria=ended.criteria())
             ended.check(out[:, width:].cpu(), pad if pad is not None else self.tok.eos_token_id)
             ended.finish()
         finally:

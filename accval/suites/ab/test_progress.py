@@ -31,7 +31,7 @@ def test_each_row_is_done_once_at_the_step_that_ends_it_and_the_rest_at_the_fini
     is done once however many steps follow, and rows still running are done at the finish."""
     tok = load_tokenizer()
     done = []
-    rows = EndedRows(3, tok.eos_token_id, ["Question:"], tok, on_done=lambda: done.append(1))
+    rows = EndedRows(3, tok.eos_token_id, ["Question:"], tok, 0, on_done=lambda: done.append(1))
     eos = torch.tensor([[tok.eos_token_id]] * 3)
     rows.step(_ids(tok, "so 4", "so 4", "so 4"), None)
     assert not done and rows.done.tolist() == [False] * 3
@@ -43,11 +43,27 @@ def test_each_row_is_done_once_at_the_step_that_ends_it_and_the_rest_at_the_fini
     assert len(done) == 3
 
 
+def test_a_stop_string_counts_in_the_new_tokens_only():
+    """A stop string that straddles the prompt's end ends nothing (lm-eval and OpenAI-style servers match
+    stop strings in the generated text; transformers' own rule on the whole sequence ended such an answer
+    after its first tokens); the same string inside the new tokens ends the row."""
+    tok = load_tokenizer()
+    prompt = tok.encode("Question: 2+2?\nAnswer:", add_special_tokens=False)
+    rows = EndedRows(2, tok.eos_token_id, ["r: O", "Olivia saves"], tok, len(prompt))
+    rows.step(torch.tensor([prompt + tok.encode(" O", add_special_tokens=False)] * 2), None)  # "...Answer: O"
+    assert rows.done.tolist() == [False, False]
+    new = [tok.encode(" Olivia", add_special_tokens=False), tok.encode(" Olivia saves", add_special_tokens=False)]
+    width = max(map(len, new))
+    ids = [prompt + [tok.pad_token_id] * (width - len(n)) + n for n in new]
+    rows.step(torch.tensor(ids), None)
+    assert rows.done.tolist() == [False, True]
+
+
 def test_a_row_generate_went_on_decoding_is_an_error():
     """A row accval left out of M must be one generate padded from the next step; otherwise decoding it from a
     zeroed projection would be silent."""
     tok = load_tokenizer()
-    rows = EndedRows(2, tok.eos_token_id, [], tok)
+    rows = EndedRows(2, tok.eos_token_id, [], tok, 0)
     rows.step(torch.tensor([[5, tok.eos_token_id], [5, 6]]), None)
     pad = tok.pad_token_id
     rows.check(torch.tensor([[tok.eos_token_id, pad, pad], [6, 7, 8]]), pad)
