@@ -117,14 +117,17 @@ def ask_for_boundary(signum: int) -> None:
     print(HINT, file=sys.stderr, flush=True)
 
 
-def _first_stop(signum: int) -> None:
-    """The first stop signal where the batches run: a stop at the batch boundary, or at once before the
-    first batch (nothing is in flight)."""
-    if _batches.is_set():
-        ask_for_boundary(signum)
-    else:
+def _now_if_no_batch(signum: int) -> None:
+    """Before the first batch (:func:`batches_begin`) nothing is in flight: a stop request stops at once."""
+    if not _batches.is_set():
         request(signum)
         _raise(signum, None)
+
+
+def _first_stop(signum: int) -> None:
+    """The first stop signal where the batches run: at once before the first batch, else at its boundary."""
+    _now_if_no_batch(signum)
+    ask_for_boundary(signum)
 
 
 def at_batch_boundary():
@@ -139,13 +142,12 @@ def rank_handlers() -> None:
     decides (it forwards a stop request as SIGUSR1); SIGTERM, as a scheduler sends to every process,
     is a stop request too. The parent ends a rank at once with SIGKILL."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: _first_stop_quiet(signum))
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _first_stop_quiet(signum))
+    signal.signal(signal.SIGTERM, lambda signum, frame: _rank_stop(signum))
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _rank_stop(signum))
 
 
-def _first_stop_quiet(signum: int) -> None:
-    """A rank's stop request: at the batch boundary, or at once before the first batch (its parent says
-    what happens)."""
+def _rank_stop(signum: int) -> None:
+    """A rank's stop request (its parent says what happens): at once before the first batch, else at its
+    boundary."""
+    _now_if_no_batch(signum)
     request(signum)
-    if not _batches.is_set():
-        _raise(signum, None)

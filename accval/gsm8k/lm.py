@@ -523,9 +523,11 @@ class ArmLM(LM):
                 else sharding.process_rows(len(contexts), site.ranks, group.world, group.rank))
         if progress is not None:
             progress.begin(len(contexts), len(rows))
+        by_rank: dict[int, list[int]] = {}
+        for b in rows:
+            by_rank.setdefault(sharding.row_rank(b, site.ranks), []).append(b)
         texts, forced = {}, {}
-        for r in sorted(set(sharding.row_ranks(rows, site.ranks))):
-            mine = [b for b in rows if sharding.row_rank(b, site.ranks) == r]
+        for r, mine in sorted(by_rank.items()):
             got = self.engine.generate(arm, [contexts[b] for b in mine], until, max_toks, pad_to=width,
                                        row_ranks=[r] * len(mine),
                                        continuations=None if conts is None else [conts[b] for b in mine],
