@@ -750,8 +750,31 @@ def _run_in_processes(settings: Settings, out: Path, resume: bool, progress: boo
     held.callback(run_dir.end_session_at_exit, session)
     scratch = tempfile.mkdtemp(prefix="accval-ranks-")
     held.callback(shutil.rmtree, scratch, ignore_errors=True)
-    ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress, session, scratch)
-    return json.loads((out / "report.json").read_text())
+    before = _stamp(out / "report.json")
+    try:
+        ranks_mod.spawn(settings.ranks, _rank_main, settings, str(out), progress, session, scratch)
+    except stop.Interrupted:
+        if _stamp(out / "report.json") in (before, None):  # rank 0 stopped before its report
+            raise
+    report = json.loads((out / "report.json").read_text())
+    _say_if_stop_came_late()
+    return report
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells one write of ``path`` from another: inode, modification time (ns) and size."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _say_if_stop_came_late() -> None:
+    """A stop asked for during the last batch waited for it, and then there was nothing left to stop."""
+    if stop.requested():
+        print(f"accval: the stop ({stop.signal_name()}) came during the last batch: every question is done and the "
+              "report is written", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -958,4 +981,6 @@ def run(settings: Settings, out: str | Path | None = None, resume: bool = False,
                               created=_dt.datetime.now(_dt.timezone.utc).isoformat(), command=sys.argv,
                               versions=_versions())
         report_mod.write(report, setup.run_dir.path)
+        if group is None:
+            _say_if_stop_came_late()
         return report

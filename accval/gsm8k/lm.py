@@ -479,8 +479,9 @@ class ArmLM(LM):
 
     def _stop_if_asked(self, done: int, total: int, progress: Progress) -> None:
         """At a batch boundary of the paired pass: raise :class:`stop.Interrupted` when a stop was asked
-        for (rank 0's view decides, so every process leaves at the same boundary)."""
-        if self.partner is None:
+        for (rank 0's view decides, so every process leaves at the same boundary). After the last batch
+        there is nothing left to stop: the run goes on to its report."""
+        if self.partner is None or done >= total:
             return
         stopping = stop.requested()
         if self.engine.group is not None:

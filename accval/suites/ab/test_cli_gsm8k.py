@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -285,3 +287,59 @@ def test_quiet_prints_no_bar_of_any_library_in_any_process(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and "Verdict" in proc.stdout
+
+
+@needs_data
+def test_a_stop_during_the_last_batch_finishes_the_run_with_its_report(tmp_path, monkeypatch, capsys):
+    """A stop waits for the batch in flight; when that batch is the last, every question is done: the run
+    writes its report and exits with its verdict (it raised Interrupted instead, exit 143 with no report,
+    and a --resume that redid nothing but the report)."""
+    import signal
+
+    from accval import stop
+    from accval.gsm8k import lm
+
+    add, commits = lm.CommitLog.add, []
+
+    def add_then_stop_at_the_last(self, *args, **kwargs):
+        add(self, *args, **kwargs)
+        commits.append(1)
+        if len(commits) == 2:  # the last of two one-question batches: as if SIGTERM came while it ran
+            stop.request(signal.SIGTERM)
+
+    monkeypatch.setattr(lm.CommitLog, "add", add_then_stop_at_the_last)
+    rc, out = _ab(tmp_path, "late", "--mode", "dep8", "--ranks", "1", "--batch-size", "1")
+    err = capsys.readouterr().err
+    assert rc == 0 and len(commits) == 2, err
+    assert json.loads((out / "report.json").read_text())["task"]["questions"] == 2
+    assert "the stop (SIGTERM) came during the last batch: every question is done and the report is written" in err
+
+
+def test_real_ranks_stopped_after_their_report_return_it(tmp_path, monkeypatch):
+    """With real ranks the parent learns of a stop it forwarded only that the ranks ended: rank 0's report
+    written in this session means the last batch had run, and the report is returned; no report means a
+    stop at an earlier boundary, and the stop stands."""
+    from accval import stop
+    from accval.gsm8k import ab
+
+    def ranks_that(write: bool):
+        def spawn(world, fn, settings, out, *rest):
+            if write:
+                (Path(out) / "report.json").write_text('{"verdict": {"regression": false}}')
+            stop.request()
+            raise stop.Interrupted("stopped on request")
+        return spawn
+
+    settings = ab.validate(ab.Settings(mode="dep8", ranks=2, limit=2))
+    for write in (True, False):
+        out = tmp_path / f"wrote-{write}"
+        monkeypatch.setattr(ab.ranks_mod, "spawn", ranks_that(write))
+        stop.reset()
+        with contextlib.ExitStack() as held:
+            if write:
+                assert ab._run_in_processes(settings, out, False, False, held, ab.Session.start()) == {
+                    "verdict": {"regression": False}}
+            else:
+                with pytest.raises(stop.Interrupted):
+                    ab._run_in_processes(settings, out, False, False, held, ab.Session.start())
+    stop.reset()
