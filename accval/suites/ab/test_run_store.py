@@ -285,9 +285,11 @@ def test_rank_processes_die_with_their_parent(tmp_path):
 
 def wait_for_stop(ready_dir: str) -> None:
     """A rank's work in :func:`test_ctrl_c_reaches_the_rank_processes_as_a_stop_request`: say it runs,
-    then wait for a stop request (the paired pass checks the same flag at each batch boundary)."""
+    then wait for a stop request (the paired pass checks the same flag at each batch boundary). Its batches
+    have begun (before them a stop ends a rank at once: nothing is in flight)."""
     from accval import stop
 
+    stop.batches_begin()
     Path(ready_dir, f"rank{os.environ['RANK']}").write_text(str(os.getpid()))
     deadline = time.time() + 120
     while not stop.requested():
