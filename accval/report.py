@@ -146,6 +146,12 @@ def mde_paired_text(p: dict) -> str:
     return "n/a" if p["b_only"] + p["a_only"] == 0 else _pct(p["mde_paired"])
 
 
+def mde_independent_text(p: dict) -> str:
+    """The independent MDE in points, or "n/a" when arm A scored 0 or 1 on every question: its binomial
+    variance is then estimated as 0, and so would the MDE be."""
+    return "n/a" if p["mde_independent"] == 0 else _pct(p["mde_independent"])
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -221,7 +227,7 @@ def to_markdown(rep: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for f, p in rep["paired"].items():
         lines.append(f"| {f} | {_pct(p['delta'])} | {_pct(p['se'])} | [{_pct(p['ci95'][0])}, {_pct(p['ci95'][1])}] | "
-                     f"{p['b_only']} / {p['a_only']} | {p['mcnemar_p']:.3g} | {mde_paired_text(p)} / {_pct(p['mde_independent'])} |")
+                     f"{p['b_only']} / {p['a_only']} | {p['mcnemar_p']:.3g} | {mde_paired_text(p)} / {mde_independent_text(p)} |")
     a = rep["agreement"]
     th = rep["thresholds"]
     if a["top1"] is None:
@@ -468,18 +474,18 @@ def compare(reports: list[dict], labels: list[str] | None = None) -> str:
         labels = [str(r.get("out", "-")) for r in reports]
     if len(labels) != len(reports):
         raise ValueError(f"report labels: expected one per report ({len(reports)}), got {len(labels)}")
-    lines = ["| report | created | mode | model | arm B | n | strict A / B | delta (p) | flexible A / B | delta (p) | top-1 | KL | verdict | why |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| report | created | mode | model | arm B | n | strict A / B | delta (p) | flexible A / B | delta (p) | top-1 | KL | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in zip(labels, reports):
         cells = []
         for f in ("strict-match", "flexible-extract"):
             a, b = r["arms"]["A"]["metrics"][f], r["arms"]["B"]["metrics"][f]
             p = r["paired"][f]
             cells += [f"{_pct(a['accuracy'])} / {_pct(b['accuracy'])}", f"{_pct(p['delta'])} ({p['mcnemar_p']:.2g})"]
-        lines.append(f"| {_cell(label)} | {r['created'][:19]} | {r['mode']['name']} | {r['model']['id']} | {r['arms']['B']['implementation']} | "
-                     f"{r['task']['questions']} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | "
-                     f"{_num(r['agreement']['top1'], '.4f')} | {_num(r['agreement']['kl'], '.3g')} | "
-                     f"{'REGRESSION' if r['verdict']['regression'] else 'ok'} | {'; '.join(_short(x) for x in r['verdict']['reasons'])} |")
+        lines.append(f"| {_cell(label)} | {r['created'][:19]} | {_cell(mode_text(r))} | {r['model']['id']} | "
+                     f"{r['arms']['B']['implementation']} | {r['task']['questions']} | {cells[0]} | {cells[1]} | {cells[2]} | "
+                     f"{cells[3]} | {_num(r['agreement']['top1'], '.4f')} | {_num(r['agreement']['kl'], '.3g')} | "
+                     f"{_cell(verdict_text(r))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -490,6 +496,22 @@ def _cell(text: str) -> str:
 
 def _num(x, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
+
+
+def mode_text(rep: dict) -> str:
+    """The mode a report ran, with what changes its numbers: processes, prefill budget, decode batching."""
+    mode = rep["mode"]["name"] + (f", {rep['mode']['processes']} proc" if rep["mode"].get("processes", 1) > 1 else "")
+    if rep["settings"].get("prefill_tokens"):  # recorded since each rank prefills its prompts together
+        mode += f", prefill {rep['settings']['prefill_tokens']}"
+    if rep["mode"].get("decode"):
+        mode += ", decode running"
+    return mode
+
+
+def verdict_text(rep: dict) -> str:
+    """"ok", or "REGRESSION: " and each kind of reason once (both filters' significant drops read as one)."""
+    v = rep["verdict"]
+    return "REGRESSION: " + ", ".join(dict.fromkeys(_short(r) for r in v["reasons"])) if v["regression"] else "ok"
 
 
 def _short(reason: str) -> str:

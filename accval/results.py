@@ -56,21 +56,14 @@ def _gsm8k_row(path: Path, rep: dict, reports: Path, page: Path) -> str:
     f = report_mod.PRIMARY_FILTER
     p, arms, a = rep["paired"][f], rep["arms"], rep["agreement"]
     acc = {n: 100 * arms[n]["metrics"][f]["accuracy"] for n in ("A", "B")}
-    mode = rep["mode"]["name"] + (f", {rep['mode']['processes']} proc" if rep["mode"].get("processes", 1) > 1 else "")
-    if rep["settings"].get("prefill_tokens"):  # recorded since each rank prefills its prompts together
-        mode += f", prefill {rep['settings']['prefill_tokens']}"
-    if rep["mode"].get("decode"):
-        mode += ", decode running"
     agree = "-" if a["top1"] is None else f"{a['top1']:.4f} / {a['kl']:.2g}"
-    v = rep["verdict"]
-    verdict = "REGRESSION: " + ", ".join(dict.fromkeys(report_mod._short(r) for r in v["reasons"])) if v["regression"] else "ok"
     name = path.parent.relative_to(reports / "gsm8k").as_posix()
-    cells = [_link(path.parent, page, name), rep["created"][:10], rep["model"]["id"], mode,
+    cells = [_link(path.parent, page, name), rep["created"][:10], rep["model"]["id"], report_mod.mode_text(rep),
              report_mod._device(rep["device"]), arms["B"]["implementation"], rep["task"]["questions"],
              f"{acc['A']:.2f} / {acc['B']:.2f}",
              f"{100 * p['delta']:+.2f} [{100 * p['ci95'][0]:+.2f}, {100 * p['ci95'][1]:+.2f}]",
              f"{p['mcnemar_p']:.2g}", report_mod.mde_paired_text(p), agree, f"{a['identical_generations']:.3f}",
-             verdict, _duration(rep["elapsed_s"])]
+             report_mod.verdict_text(rep), _duration(rep["elapsed_s"])]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 

@@ -283,6 +283,10 @@ def test_a_paired_mde_without_discordant_questions_reads_na(tmp_path, capsys):
     rep["paired"]["strict-match"].update(b_only=1, mde_paired=0.05)
     assert cli.main(["report", _report(tmp_path, "discordant.json", rep)]) == 0
     assert "| 1 / 0 | 1 | 5.00 / 10.00 |" in capsys.readouterr().out
+    # arm A right (or wrong) on every question: its variance, and the independent MDE, are estimated as 0
+    rep["paired"]["strict-match"].update(b_only=0, mde_paired=0.0, mde_independent=0.0)
+    assert cli.main(["report", _report(tmp_path, "all-right.json", rep)]) == 0
+    assert "| 0 / 0 | 1 | n/a / n/a |" in capsys.readouterr().out
 
 
 def test_help_shows_defaults_examples_and_the_required_ab(capsys):

@@ -63,6 +63,10 @@ def test_results_rows_are_read_from_the_reports(tmp_path):
     assert f"| {rep['mode']['name']}, prefill 4096 |" in row, row
     assert "85.00 / 30.00" in row and "-55.00 [-77.37, -32.63]" in row and "REGRESSION: significant, contract" in row, row
     assert "## Benchmarks" not in text and "## Defect catalog" not in text  # nothing of the sort under this reports/
+    # ``accval report``'s comparison says the mode and the verdict as the page does, each reason once
+    compared = report.compare([rep], ["run-x"]).splitlines()[2]
+    assert f"| {rep['mode']['name']}, prefill 4096 |" in compared, compared
+    assert compared.endswith("| REGRESSION: significant, contract |"), compared
 
 
 def test_results_refuses_a_benchmark_file_it_cannot_read(tmp_path):
