@@ -54,6 +54,7 @@ ENGINE_RULES = "prefill: a rank's prompts together; decode: each DEP rank's rows
 FILTERS = ("strict-match", "flexible-extract")
 CLI_MODES = ("dep8", "tep8")
 SENTINEL = "sentinel"
+_MISSING = object()  # a setting the run record lacks (recorded by an older accval)
 COMMITS = "commits.jsonl"  # accval.gsm8k.lm.CommitLog: the finished batches and their site counts
 
 
@@ -356,18 +357,22 @@ class RunDir:
         if run_json.exists():
             meta = self._meta(run_json)
             old = meta["settings"]
-            if old != fingerprint:
-                self.release()
-                diff = [f"{k} {old.get(k)!r} in the run, {v!r} now" for k, v in fingerprint.items() if old.get(k) != v]
-                hint = ""
-                if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
-                    hint = f" (--ranks auto takes this machine's cores: --ranks {old['ranks']} continues as the run began)"
-                raise ValueError(f"--resume: settings differ from the run in {self.path}: {'; '.join(diff)}{hint}")
             if meta.get("engine") != ENGINE_RULES:
                 self.release()
                 raise ValueError(f"--resume: the run in {self.path} was started by an accval whose engine batched "
                                  f"generation otherwise ({meta.get('engine') or 'rules not recorded'}; now: "
                                  f"{ENGINE_RULES}); finished questions would mix both: choose another --out")
+            if old != fingerprint:
+                self.release()
+                diff = [f"--{k.replace('_', '-')} {old[k]!r} in the run, {v!r} now" if k in old
+                        else f"--{k.replace('_', '-')} not recorded in the run, {v!r} now"
+                        for k, v in fingerprint.items() if old.get(k, _MISSING) != v]
+                diff += [f"--{k.replace('_', '-')} {old[k]!r} in the run, no such setting now" for k in old
+                         if k not in fingerprint]
+                hint = ""
+                if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
+                    hint = f" (--ranks auto takes this machine's cores: --ranks {old['ranks']} continues as the run began)"
+                raise ValueError(f"--resume: settings differ from the run in {self.path}: {'; '.join(diff)}{hint}")
             if meta.get("data_sha256", data) != data:
                 self.release()
                 raise ValueError(f"--resume: the data files in {settings.data_dir} changed since the run in {self.path} "

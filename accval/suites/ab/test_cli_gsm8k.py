@@ -72,7 +72,7 @@ def test_resume_reuses_every_sample_and_an_existing_run_needs_resume(clean_run, 
     assert f"- elapsed: {after['elapsed_s']} s over 2 sessions ({each[0]} s, {each[1]} s)" in (out / "report.md").read_text()
     assert main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(out), "--mode", "tep8", "--resume", *TINY]) == 2
     err = capsys.readouterr().err
-    assert "settings differ" in err and "mode 'dep8' in the run, 'tep8' now" in err, err
+    assert "settings differ" in err and "--mode 'dep8' in the run, 'tep8' now" in err, err
 
 
 @needs_data
