@@ -36,6 +36,9 @@ Attributes on ``fn`` that declare what it is (all optional):
   * ``accval_positions``: ``"any"`` (default: any 1-d view, read through its stride) or ``"contiguous"``
     (the kernel reads ``positions`` as if dense; it is then handed ``positions.contiguous()``, by the
     suite and the A/B alike, and the strided-positions properties skip, saying so).
+  * ``accval_positions_dtypes``: the dtypes of ``positions`` it takes, a subset of ``("int32", "int64")``
+    (default both). Positions of the other one are handed to it converted (same strides), by the suite
+    and the A/B alike.
   * ``accval_expected_impl``: the impl name each call must record with
     ``accval.kernels.provenance.record("producer" or "consumer", impl, detail)`` (proves no silent
     fallback); the built-ins set it. Without it the suite records ``plugged <name>`` for each call itself.
@@ -80,9 +83,12 @@ LAYOUTS = ("neox", "gptj")
 OUTPUTS = ("gmk", "mgk-view")
 #: the dtypes of ``o`` a producer may declare (``accval_dtypes``)
 DTYPES = ("bfloat16", "float16", "float32")
+#: the dtypes of ``positions`` a producer may declare (``accval_positions_dtypes``)
+POSITIONS_DTYPES = ("int32", "int64")
 #: the declarations each role reads; any other ``accval_*`` attribute is a PluginError
 PRODUCER_ATTRS = ("accval_recipe", "accval_exact", "accval_rope_layouts", "accval_dtypes", "accval_head_dims",
-                  "accval_rope_dims", "accval_output", "accval_amax_floor", "accval_positions", "accval_expected_impl",
+                  "accval_rope_dims", "accval_output", "accval_amax_floor", "accval_positions", "accval_positions_dtypes",
+                  "accval_expected_impl",
                   "accval_devices", "accval_op")
 CONSUMER_ATTRS = ("accval_recipe", "accval_expected_impl", "accval_devices", "accval_op")
 #: how a producer reads ``positions`` (``accval_positions``)
@@ -108,8 +114,13 @@ def private_copy(t):
     padding; anything but a plain tensor (a fake tensor, a bad argument) is returned as it is."""
     if type(t) is not torch.Tensor or t.numel() == 0:
         return t
+    return _same_layout(t, t.dtype)
+
+
+def _same_layout(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A new tensor in ``dtype`` holding ``t``'s storage up to its last element, viewed as ``t`` is."""
     extent = t.storage_offset() + 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride()))
-    whole = t.as_strided((extent,), (1,), 0).clone()
+    whole = t.as_strided((extent,), (1,), 0).to(dtype, copy=True)
     return whole.as_strided(t.shape, t.stride(), t.storage_offset())
 
 
@@ -166,17 +177,26 @@ def _check_attrs(kind: str, name: str, fn: object, known: tuple[str, ...]) -> No
                           "(docs/contract.md)")
 
 
-def _dtype_names(kind: str, name: str, fn: object) -> tuple[str, ...]:
-    value = getattr(fn, "accval_dtypes", DTYPES)
+def _dtype_names(kind: str, name: str, fn: object, attr: str = "accval_dtypes", allowed: tuple[str, ...] = DTYPES
+                 ) -> tuple[str, ...]:
+    value = getattr(fn, attr, allowed)
     items = (value,) if isinstance(value, (str, torch.dtype)) else value
     try:
         names = tuple(str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v for v in items)
     except TypeError:
         names = None
-    if not names or any(n not in DTYPES for n in names):
-        raise PluginError(f"{kind} {name!r}: accval_dtypes expected a non-empty tuple of {list(DTYPES)} (or the torch "
-                          f"dtypes), got {value!r}")
+    if not names or any(n not in allowed for n in names) or len(set(names)) != len(names):
+        raise PluginError(f"{kind} {name!r}: {attr} expected a non-empty tuple of distinct {list(allowed)} (or the "
+                          f"torch dtypes), got {value!r}")
     return names
+
+
+def converted(t, dtype: torch.dtype):
+    """``t`` in ``dtype`` with its shape, strides and storage offset (the storage up to its last element
+    converted), so a kernel reading it through its strides reads the same elements."""
+    if type(t) is not torch.Tensor or t.numel() == 0:
+        return t.to(dtype)
+    return _same_layout(t, dtype)
 
 
 def _devices(kind: str, name: str, fn: object) -> tuple[str, ...]:
@@ -235,6 +255,8 @@ class Producer:
     output: str = "gmk"
     #: "any": ``fn`` reads positions through their stride; "contiguous": it is handed dense positions
     positions: str = "any"
+    #: the positions dtypes ``fn`` takes; the other one is handed to it converted
+    positions_dtypes: tuple[str, ...] = POSITIONS_DTYPES
     #: give ``fn`` copies of its inputs (the kernel suite's producer; the A/B hands it the model's own tensors)
     copies_inputs: bool = False
 
@@ -257,6 +279,10 @@ class Producer:
             o, positions, cos_sin_cache = (private_copy(t) for t in (o, positions, cos_sin_cache))
         if self.positions == "contiguous":
             positions = positions.contiguous()
+        if isinstance(positions, torch.Tensor):
+            held = str(positions.dtype).removeprefix("torch.")
+            if held in POSITIONS_DTYPES and held not in self.positions_dtypes:
+                positions = converted(positions, getattr(torch, self.positions_dtypes[0]))
         kwargs = {"block_tokens_m": block_tokens_m} if (block_tokens_m is not None and self.accepts_block_tokens_m) else {}
         out = self.fn(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, QUANT_BLOCK, is_neox,
                       **kwargs)
@@ -301,7 +327,8 @@ class Producer:
                 f"layouts={_all_or(self.rope_layouts, LAYOUTS)} dtypes={_all_or(self.dtypes, DTYPES)} "
                 f"head_dims={_all_or(self.head_dims, SUITE_HEAD_DIMS)} "
                 f"rope_dims={_all_or(self.rope_dims, SUITE_ROPE_DIMS)} output={self.output}"
-                + ("" if self.positions == "any" else f" positions={self.positions}"))
+                + ("" if self.positions == "any" else f" positions={self.positions}")
+                + ("" if self.positions_dtypes == POSITIONS_DTYPES else f" positions_dtypes={','.join(self.positions_dtypes)}"))
 
 
 def output_problems(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, k: int, recipe: "str | Recipe") -> list[str]:
@@ -405,6 +432,7 @@ def _wrap_producer(name: str, fn: object) -> Producer:
         rope_dims=_declared("producer", name, fn, "accval_rope_dims", SUITE_ROPE_DIMS, SUITE_ROPE_DIMS, tuple),
         output=_declared("producer", name, fn, "accval_output", "gmk", OUTPUTS),
         positions=_declared("producer", name, fn, "accval_positions", "any", POSITIONS),
+        positions_dtypes=_dtype_names("producer", name, fn, "accval_positions_dtypes", POSITIONS_DTYPES),
     )
 
 

@@ -393,6 +393,60 @@ def test_a_kernel_reading_positions_as_dense_fails_saying_so_unless_it_declares_
         _wrap_producer("misdeclared", misdeclared)
 
 
+def _int64_positions_quant(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                           quant_group_size=128, is_neox=True):
+    """An engine kernel taking int64 positions only (vLLM's are ``torch.long``), reading them through their stride."""
+    if positions.dtype != torch.int64:
+        raise TypeError(f"positions: expected torch.int64, got {positions.dtype}")
+    return _REFERENCE(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim, quant_group_size,
+                      is_neox)
+
+
+def _int64_positions_declared(*args, **kwargs):
+    return _int64_positions_quant(*args, **kwargs)
+
+
+_int64_positions_quant.accval_exact = _int64_positions_declared.accval_exact = True
+_int64_positions_declared.accval_positions_dtypes = (torch.int64,)
+
+
+def test_a_kernel_taking_one_positions_dtype_declares_it_and_gets_it_with_the_same_strides():
+    """A correct kernel taking int64 positions only failed every case the suite drew with int32 positions,
+    with no way to say so. Declared (``accval_positions_dtypes``), it is handed int64 positions with the
+    view's strides (so the strided-positions properties still judge how it reads them), by the suite and
+    the A/B alike; a kernel reading them densely still fails those properties."""
+    from accval.implementations import PluginError, _wrap_producer
+    from accval.kernels.reference import inv_rope_fp8_quant_ref
+    from accval.suites.kernel import test_nonfinite_and_strides as strides
+    from accval.suites.kernel.cases import make_inputs
+
+    cpu = torch.device("cpu")
+    undeclared = _wrap_producer("int64_positions", _int64_positions_quant).under_test()
+    with pytest.raises(TypeError, match="positions: expected torch.int64, got torch.int32"):
+        strides.test_strided_positions_match_reference(undeclared, cpu, True, 2, torch.int32)
+    declared = _wrap_producer("int64_positions", _int64_positions_declared)
+    assert "positions_dtypes=int64" in declared.describe()
+    strides.test_strided_positions_match_reference(declared.under_test(), cpu, True, 3, torch.int32)
+    strides.test_positions_column_of_a_matrix(declared.under_test(), cpu, False)
+    case = ProducerCase(m=7, n_groups=2, heads_per_group=1, head_dim=128, rope_dim=64, positions_dtype=torch.int32)
+    o, pos, cache = make_inputs(case, cpu)
+    fp8, scale = declared(*case.args(o, pos, cache), is_neox=True)  # as the A/B calls it
+    ref_fp8, ref_scale = inv_rope_fp8_quant_ref(*case.args(o, pos, cache), is_neox=True)
+    assert torch.equal(fp8.view(torch.uint8), ref_fp8.view(torch.uint8)) and torch.equal(scale, ref_scale)
+
+    def dense_int64(o, positions, *args, **kwargs):
+        return _dense_positions_quant(o, positions, *args, **kwargs)
+
+    dense_int64.accval_exact, dense_int64.accval_positions_dtypes = True, "int64"
+    with pytest.raises(AssertionError, match="reads positions as if contiguous"):
+        strides.test_strided_positions_match_reference(_wrap_producer("dense_int64", dense_int64).under_test(), cpu,
+                                                       True, 2, torch.int32)
+    for bad in ("int16", ("int64", "int64"), ()):
+        dense_int64.accval_positions_dtypes = bad
+        with pytest.raises(PluginError, match="accval_positions_dtypes expected a non-empty tuple of distinct"):
+            _wrap_producer("dense_int64", dense_int64)
+
+
 def test_a_producer_of_one_head_size_meets_the_nonfinite_and_positions_properties():
     """A producer declaring only DeepSeek-V4's head (512; vLLM's packed-scale path) gets the non-finite and
     strided-positions cases moved to its head size instead of skipping them (they were written at 128/256)."""
@@ -603,7 +657,7 @@ def test_a_cuda_only_producer_skips_on_a_cpu_and_must_raise_there(tmp_path, name
     ({"accval_rope_layout": ("gptj",)}, "unknown declaration(s) ['accval_rope_layout']"),
     ({"accval_devices": "cdua"}, "accval_devices expected a non-empty tuple of device types"),
     ({"accval_devices": ()}, "accval_devices expected a non-empty tuple of device types"),
-    ({"accval_dtypes": "bf16"}, "accval_dtypes expected a non-empty tuple of ['bfloat16', 'float16', 'float32']"),
+    ({"accval_dtypes": "bf16"}, "accval_dtypes expected a non-empty tuple of distinct ['bfloat16', 'float16', 'float32']"),
     ({"accval_expected_impl": 3}, "accval_expected_impl expected the impl name its calls record"),
     ({"accval_op": "not an op"}, "accval_op expected a torch custom op"),
     ({"accval_op": print}, "accval_op expected a torch custom op"),
