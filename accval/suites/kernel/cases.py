@@ -30,9 +30,11 @@ CPU_LARGE_M = 2049
 #: M=3 (straight, M % 4 == 3) does not; the GPU runs take it, beside the 1024 threshold.
 PRODUCER_CPU_SIZES = tuple(m for m in ORIGINAL_PR_SIZES + AWKWARD_SIZES if m <= CPU_LARGE_M and m != 1023)
 #: Explicit sizes a CPU runs for the whole chain: the consumer's only M-dependent rule is pad4(M)
-#: scale rows, so M % 4 = 1, 2, 3, 0, M = 1 and M = 1500 (the DEP8 size of the shipped defect); the
-#: producer's own explicit test covers every size, and the GPU runs take them all through the chain.
-CHAIN_CPU_SIZES = (1, 2, 3, 5, 64, 257, 1500)
+#: scale rows, so M % 4 = 1, 2, 3, 0, M = 1, M = 1500 (the DEP8 size of the shipped defect) and 1025 and
+#: 2047 (past 1024, where kernels dispatch to their large-M paths, with M % 4 != 0: a consumer reading the
+#: scale rows M apart on that path alone passed every other size a CPU ran); the producer's own explicit
+#: test covers every size, and the GPU runs take them all through the chain.
+CHAIN_CPU_SIZES = (1, 2, 3, 5, 64, 257, 1025, 1500, 2047)
 
 
 def explicit_sizes(sizes=ORIGINAL_PR_SIZES + AWKWARD_SIZES, cpu_sizes=PRODUCER_CPU_SIZES) -> list:
@@ -71,6 +73,14 @@ class ProducerCase:
 
     def args(self, o, positions, cache):
         return (o, positions, cache, self.n_groups, self.heads_per_group, self.nope_dim, self.rope_dim)
+
+
+def explicit_case(m: int, is_neox: bool) -> "ProducerCase":
+    """The case of an explicit size ``m``: two groups, and where ``m % 4 != 0`` (scale rows padded to pad4(M))
+    two heads per group, so that K = 256 holds two k-blocks and a scale row stride other than pad4(M) shows
+    along the k-block axis as well as between the groups (with one head, K = 128, a producer laying its scale
+    rows M apart inside a group passed every size)."""
+    return ProducerCase(m=m, n_groups=2, heads_per_group=1 if m % 4 == 0 else 2, is_neox=is_neox, seed=m)
 
 
 MAX_POS = 4096

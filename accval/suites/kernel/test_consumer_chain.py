@@ -27,6 +27,7 @@ from .cases import (
     CHAIN_CPU_SIZES,
     SUM_BLOCKS,
     ProducerCase,
+    explicit_case,
     explicit_sizes,
     fit,
     make_inputs,
@@ -338,8 +339,7 @@ def test_chain_matches_math_reference(chain_here, device, case, accval_record):
 def test_chain_explicit_sizes(chain_here, device, m, accval_record):
     """The chain at the pull request's sizes and every awkward size, automatic dispatch."""
     producer, consumer = chain_here
-    check_chain(producer, consumer, ProducerCase(m=m, n_groups=2, heads_per_group=1, is_neox=m % 2 == 1, seed=m), device,
-                record=accval_record)
+    check_chain(producer, consumer, explicit_case(m, is_neox=m % 2 == 1), device, record=accval_record)
 
 
 def chain_vs_fallback(case: ProducerCase, device, r=128):

@@ -22,6 +22,7 @@ from .cases import (
     BLOCK_SIZES,
     ProducerCase,
     boundary_absmaxes,
+    explicit_case,
     explicit_sizes,
     fit,
     make_inputs,
@@ -169,8 +170,7 @@ def test_scales_at_the_recipes_boundaries(producer, device, case, accval_record)
 @pytest.mark.parametrize("m", explicit_sizes())
 def test_explicit_sizes_match_reference(producer, device, m, accval_record):
     """The pull request's sizes and every awkward size around the dispatch thresholds, automatic BTM."""
-    check_against_mirror(producer, ProducerCase(m=m, n_groups=2, heads_per_group=1, is_neox=m % 2 == 0, seed=m), device,
-                         accval_record)
+    check_against_mirror(producer, explicit_case(m, is_neox=m % 2 == 0), device, accval_record)
 
 
 #: BTM 1-4 at M ~1500 run 375-1500 programs per head in the CPU interpreter (~40 s each) and cannot

@@ -141,6 +141,68 @@ def test_example_consumer_reading_scales_at_stride_m_fails_the_chain():
     assert check_chain(producer, CONSUMERS.get("accval.examples.torch_consumer:fp8_block_bmm"), case, torch.device("cpu")) <= 1
 
 
+#: past this many tokens the planted kernels below take their "large-M path", as engine kernels dispatch by M
+_LARGE_M = 1024
+
+
+def _large_m_scale_rows_m_apart(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                                quant_group_size=128, is_neox=True):
+    """Planted defect: on its large-M path the producer lays a group's k-block scale rows M apart, not pad4(M)
+    (the buffer has the contract's shape; group g still starts at g * K/128 * pad4(M))."""
+    fp8, scale = _REFERENCE(o, positions, cos_sin_cache, n_groups, heads_per_group, nope_dim, rope_dim,
+                            quant_group_size, is_neox)
+    m = o.shape[0]
+    if m < _LARGE_M:
+        return fp8, scale
+    g, blocks, rows = scale.shape
+    laid = torch.zeros_like(scale).view(g, blocks * rows)
+    for b in range(blocks):
+        laid[:, b * m:(b + 1) * m] = scale[:, b, :m]
+    return fp8, laid.view(g, blocks, rows)
+
+
+def _large_m_reads_rows_m_apart(a, a_scale, b, b_scale):
+    """Planted defect: on its large-M path the consumer reads the scale rows M apart, not pad4(M)."""
+    g, m, k = a.shape
+    if m >= _LARGE_M:
+        a_scale = a_scale.reshape(-1)[: g * (k // 128) * m].reshape(g, k // 128, m)
+    else:
+        a_scale = a_scale[:, :, :m]
+    return fp8_block_bmm_math_ref(a, torch.nn.functional.pad(a_scale, (0, (-m) % 4)), b, b_scale).to(torch.bfloat16)
+
+
+_large_m_scale_rows_m_apart.accval_exact = True
+
+
+def test_a_defect_on_the_large_m_path_alone_fails_the_explicit_sizes_a_cpu_runs():
+    """A kernel's large-M path (M >= 1024 here) laying or reading the scale rows M apart shows only where
+    pad4(M) != M. Every explicit size a CPU ran was below 1024 or a multiple of 4 (1500) through the chain,
+    with K = 128 (one k-block) for the producer: both planted kernels passed `pytest suites/kernel` on a CPU."""
+    from accval.implementations import _wrap_producer
+    from accval.suites.kernel import test_producer
+    from accval.suites.kernel.cases import CHAIN_CPU_SIZES, PRODUCER_CPU_SIZES, explicit_case
+
+    cpu = torch.device("cpu")
+
+    def failing(check, sizes) -> list[int]:
+        failed = []
+        for m in sizes:
+            try:
+                check(m)
+            except AssertionError:
+                failed.append(m)
+        return failed
+
+    producer = _wrap_producer("large_m_rows_m_apart", _large_m_scale_rows_m_apart).under_test()
+    failed = failing(lambda m: test_producer.check_against_mirror(producer, explicit_case(m, m % 2 == 0), cpu),
+                     PRODUCER_CPU_SIZES)
+    assert failed and all(m >= _LARGE_M and m % 4 for m in failed), failed
+    mirror = _wrap_producer("mirror", _REFERENCE)
+    consumer = CONSUMERS.get(f"{__name__}:_large_m_reads_rows_m_apart")
+    failed = failing(lambda m: check_chain(mirror, consumer, explicit_case(m, m % 2 == 1), cpu), CHAIN_CPU_SIZES)
+    assert failed and all(m >= _LARGE_M and m % 4 for m in failed), failed
+
+
 def test_a_plugged_consumers_chain_failures_are_its_own():
     """Plugged alone (accval's producer on the other side), a consumer that reads the scale rows at stride M
     (the catalog's defect) fails the chain tests, and the run's summary says so on the consumer's line
