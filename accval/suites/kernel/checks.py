@@ -35,7 +35,30 @@ def _nan_canonical(codes: torch.Tensor) -> torch.Tensor:
     return torch.where(u == 0xFF, torch.full_like(u, 0x7F), u)
 
 
-def assert_fp8_equal(actual: torch.Tensor, expected: torch.Tensor, what: str, context: str) -> None:
+#: the axes of a producer's codes ``[G, M, K]`` and scales ``[G, K/128, pad4(M)]`` (``[G, words, pad4(M)]``
+#: for ue8m0-packed), as failure messages name an element
+CODE_AXES = "g, m, k"
+#: the axes of a consumer's output ``[G, M, N]``
+OUT_AXES = "g, m, n"
+
+
+def scale_axes(recipe) -> str:
+    from accval.kernels.recipes import get_recipe
+
+    return "g, word, m" if get_recipe(recipe).packed else "g, kb, m"
+
+
+def at(idx: tuple, axes: str | None = None, rows: int | None = None) -> str:
+    """An element's index as a message gives it: ``[g, kb, m] = (0, 1, 6)`` when the axes are known, and a
+    scale padding row (``m >= rows``, the call's M) said to be one."""
+    text = f"[{axes}] = {idx}" if axes else str(idx)
+    if rows is not None and idx and idx[-1] >= rows:
+        text += f" (a padding row: m >= M = {rows}; the contract's rows M..pad4(M)-1 are 0)"
+    return text
+
+
+def assert_fp8_equal(actual: torch.Tensor, expected: torch.Tensor, what: str, context: str, axes: str | None = None
+                     ) -> None:
     """FP8 codes equal bit for bit (compared through a uint8 view), a NaN equal to a NaN of either sign."""
     if actual.dtype != FP8_DTYPE or expected.dtype != FP8_DTYPE:
         raise AssertionError(f"{what}: expected float8_e4m3fn tensors, got {actual.dtype} and {expected.dtype}; {context}")
@@ -47,18 +70,21 @@ def assert_fp8_equal(actual: torch.Tensor, expected: torch.Tensor, what: str, co
         idx = tuple(int(i) for i in diff.nonzero()[0])
         n = int(diff.sum())
         raise AssertionError(
-            f"{what}: {n} of {diff.numel()} FP8 codes differ; first at {idx}: got {actual[idx].float().item()} "
+            f"{what}: {n} of {diff.numel()} FP8 codes differ; first at {at(idx, axes)}: got {actual[idx].float().item()} "
             f"expected {expected[idx].float().item()}; {context}"
         )
 
 
-def assert_exact(actual: torch.Tensor, expected: torch.Tensor, what: str, context: str) -> None:
+def assert_exact(actual: torch.Tensor, expected: torch.Tensor, what: str, context: str, axes: str | None = None,
+                 rows: int | None = None) -> None:
+    """Equal element for element, NaN equal to NaN; ``axes`` and ``rows`` (scales: the call's M) name the
+    first element that differs (:func:`at`)."""
     if actual.shape != expected.shape:
         raise AssertionError(f"{what}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}; {context}")
     diff = ~((actual == expected) | (actual.isnan() & expected.isnan()))
     if diff.any():
         idx = tuple(int(i) for i in diff.nonzero()[0])
-        raise AssertionError(f"{what}: {int(diff.sum())} of {diff.numel()} values differ; first at {idx}: got "
+        raise AssertionError(f"{what}: {int(diff.sum())} of {diff.numel()} values differ; first at {at(idx, axes, rows)}: got "
                              f"{actual[idx].item()!r} expected {expected[idx].item()!r}; {context}")
 
 
@@ -70,17 +96,28 @@ def worst_ratio(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor) ->
     return float(((actual.double() - ref.double()).abs() / bound.double().clamp_min(1e-30)).max())
 
 
-def assert_within_bound(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor, what: str, context: str) -> float:
-    """Every ``|actual - ref| <= bound``; returns the worst ratio err/bound (for reporting)."""
+def assert_within_bound(actual: torch.Tensor, ref: torch.Tensor, bound: torch.Tensor, what: str, context: str,
+                        nonfinite_why: str = "", axes: str | None = None) -> float:
+    """Every ``|actual - ref| <= bound``; returns the worst ratio err/bound (for reporting). A non-finite
+    result where the reference is finite fails naming the first one and ``nonfinite_why`` (what in the
+    inputs can make one)."""
     err = (actual.double() - ref.double()).abs()
-    if not torch.isfinite(actual).all():
-        raise AssertionError(f"{what}: non-finite values in the result; {context}")
+    wrong = ~torch.isfinite(actual) & torch.isfinite(ref)
+    if wrong.any():
+        idx = tuple(int(i) for i in wrong.nonzero()[0])
+        raise AssertionError(f"{what}: {int(wrong.sum())} of {wrong.numel()} results non-finite where the reference is "
+                             f"finite; first at {at(idx, axes)}: got {actual[idx].item()}, ref {ref[idx].item():.6g}"
+                             f"{'; ' + nonfinite_why if nonfinite_why else ''}; {context}")
+    if not torch.isfinite(ref).all():
+        idx = tuple(int(i) for i in (~torch.isfinite(ref)).nonzero()[0])
+        raise AssertionError(f"{what}: the reference is not finite at {at(idx, axes)} (ref {ref[idx].item()}, got "
+                             f"{actual[idx].item()}); {context}")
     ratio = err / bound.double().clamp_min(1e-30)
     worst = int(ratio.argmax())
     idx = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), ratio.shape))
     if ratio.flatten()[worst] > 1:
         raise AssertionError(
-            f"{what}: |err| {err[idx].item():.4g} exceeds bound {bound[idx].item():.4g} at {idx} (got "
+            f"{what}: |err| {err[idx].item():.4g} exceeds bound {bound[idx].item():.4g} at {at(idx, axes)} (got "
             f"{actual[idx].item():.6g}, ref {ref[idx].item():.6g}); {int((ratio > 1).sum())} elements out; {context}"
         )
     return float(ratio.flatten()[worst])

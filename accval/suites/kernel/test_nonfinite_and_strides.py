@@ -25,7 +25,7 @@ import torch
 from accval.kernels.reference import inv_rope_fp8_quant_ref
 
 from .cases import ProducerCase, fit, make_inputs
-from .checks import assert_exact, assert_fp8_equal
+from .checks import CODE_AXES, assert_exact, assert_fp8_equal, at, scale_axes
 
 LAYOUTS = [pytest.param(True, id="neox"), pytest.param(False, id="gptj")]
 
@@ -80,8 +80,9 @@ def _compare(producer, case, o, pos, cache, what):
     if not pos.is_contiguous():
         ctx += ("; a kernel that reads positions as if contiguous (at positions_ptr + token, ignoring the stride) "
                 "fails here: pass it the stride, or declare accval_positions = 'contiguous' (docs/contract.md)")
-    assert_fp8_equal(fp8.cpu(), ref_fp8.cpu(), f"fp8 codes vs {against}", ctx)
-    assert_exact(scale.cpu(), ref_scale.cpu(), f"scales (NaN equals NaN) vs {against}", ctx)
+    assert_fp8_equal(fp8.cpu(), ref_fp8.cpu(), f"fp8 codes vs {against}", ctx, CODE_AXES)
+    assert_exact(scale.cpu(), ref_scale.cpu(), f"scales (NaN equals NaN) vs {against}", ctx, scale_axes(producer.recipe),
+                 rows=case.m)
     return ref_fp8.cpu(), ref_scale.cpu()
 
 
@@ -157,9 +158,10 @@ def test_nonfinite_values_stay_in_their_blocks(producer, device, is_neox, value,
         word_held[:, kb // per_word, : case.m] |= held[:, :, kb]
     bits, ref_bits = (x.view(torch.int32) for x in (scale, ref_scale))
     differ = (bits != ref_bits) & ~word_held
+    first = tuple(int(i) for i in differ.nonzero()[0]) if differ.any() else ()
     assert not differ.any(), (f"{int(differ.sum())} scales of blocks without a non-finite value changed, first at "
-                              f"[g, kb, m] = {differ.nonzero()[0].tolist()}: {scale[tuple(differ.nonzero()[0])]} "
-                              f"against {ref_scale[tuple(differ.nonzero()[0])]}; {ctx}")
+                              f"{at(first, scale_axes(producer.recipe), rows=case.m)}: {scale[first]} against "
+                              f"{ref_scale[first]} (the same call with those values finite); {ctx}")
 
 
 #: strides 2 and 3 with int32 and int64, the two layouts alternating (both read positions the same way)

@@ -30,14 +30,17 @@ from .cases import (
     producer_cases,
 )
 from .checks import (
+    CODE_AXES,
     FP8_CODE_TOL_ULPS,
     assert_exact,
     assert_fp8_equal,
     assert_not_directed,
     assert_within_bound,
+    at,
     fp8_is_nan,
     fp8_ordinal,
     quant_error_bound,
+    scale_axes,
     scale_window,
 )
 
@@ -85,8 +88,9 @@ def judge_against_mirror(producer, case: ProducerCase, o, pos, cache, fp8, scale
         record("mirror", codes=(int(code_diff.sum()) if code_diff is not None else -1, ref_fp8.numel()),
                scales=(int(differ.sum()), s_ref.numel()), **extra)
     if producer.exact:
-        assert_fp8_equal(fp8, ref_fp8, f"fp8 codes vs the {recipe.name} mirror reference", ctx)
-        assert_exact(scale, ref_scale, f"scales (padding rows included) vs the {recipe.name} mirror reference", ctx)
+        assert_fp8_equal(fp8, ref_fp8, f"fp8 codes vs the {recipe.name} mirror reference", ctx, CODE_AXES)
+        assert_exact(scale, ref_scale, f"scales (padding rows included) vs the {recipe.name} mirror reference", ctx,
+                     scale_axes(recipe), rows=m)
         return
     if fp8.dtype != FP8_DTYPE or fp8.shape != ref_fp8.shape:
         raise AssertionError(f"fp8: got {tuple(fp8.shape)} {fp8.dtype}, expected {tuple(ref_fp8.shape)} {FP8_DTYPE}; {ctx}")
@@ -100,7 +104,7 @@ def judge_against_mirror(producer, case: ProducerCase, o, pos, cache, fp8, scale
     if not ok.all():
         i = tuple(int(v) for v in (~ok).nonzero()[0])
         raise AssertionError(f"scales: {int((~ok).sum())} of {ok.numel()} outside the {recipe.name} window for the "
-                             f"block's absmax; first at [g, kblock, m]={i}: got {s_impl[i].item()!r}, allowed "
+                             f"block's absmax; first at {at(i, 'g, kb, m')}: got {s_impl[i].item()!r}, allowed "
                              f"[{lo[i].item()!r}, {hi[i].item()!r}] (absmax {amax[0][i].item()!r}); {ctx}")
     if recipe.packed and scale.shape[1] * UE8M0_PER_WORD > kb:
         spare = unpack_ue8m0(scale, scale.shape[1] * UE8M0_PER_WORD)[:, kb:]
@@ -119,7 +123,7 @@ def judge_against_mirror(producer, case: ProducerCase, o, pos, cache, fp8, scale
         i = tuple(int(v) for v in bad.nonzero()[0])
         raise AssertionError(
             f"fp8 codes: {int(bad.sum())} of {bad.numel()} more than {FP8_CODE_TOL_ULPS} ULP from the {recipe.name} "
-            f"mirror's quantization at the producer's own scale; first at {i}: got {fp8[i].float().item()}, expected "
+            f"mirror's quantization at the producer's own scale; first at {at(i, CODE_AXES)}: got {fp8[i].float().item()}, expected "
             f"{want[0][i].float().item()} (y/scale = {t[0][i].item():.6g}, exact {t[1][i].item():.6g}); {ctx}")
     # the codes a step off both roundings to nearest: a faithful rounding puts them either side, a
     # directed one (truncation) all on one

@@ -203,6 +203,37 @@ def test_a_defect_on_the_large_m_path_alone_fails_the_explicit_sizes_a_cpu_runs(
     assert failed and all(m >= _LARGE_M and m % 4 for m in failed), failed
 
 
+def _last_weight_scale_ignored(a, a_scale, b, b_scale):
+    """Planted defect: the last k-block's weight scales read as 1."""
+    b_scale = b_scale.clone()
+    b_scale[..., -1] = 1.0
+    return fp8_block_bmm_math_ref(a, a_scale, b, b_scale).to(torch.bfloat16)
+
+
+def test_failure_messages_say_what_is_wrong_and_where():
+    """A consumer computing wrong values failed the rounding property as "rounded toward zero" (or "away",
+    case by case): it now fails first for being farther than any rounding from the product. A NaN read from
+    the suite's garbage scale rows says where NaN can come from. Elements are named by their axes, and a
+    scale padding row is said to be one."""
+    from accval.suites.kernel.checks import at, scale_axes
+    from accval.suites.kernel.test_consumer_chain import (
+        test_consumer_matches_math_reference,
+        test_consumer_rounds_its_output_to_nearest,
+    )
+
+    cpu = torch.device("cpu")
+    wrong = CONSUMERS.get(f"{__name__}:_last_weight_scale_ignored")
+    with pytest.raises(AssertionError, match=r"one bf16 spacing: any rounding of it\): \|err\| .* at \[g, m, n\] = ") as e:
+        test_consumer_rounds_its_output_to_nearest(wrong, cpu, "fp32", 640)
+    assert "rounded" not in str(e.value), str(e.value)
+    stride_m = CONSUMERS.get("accval.examples.torch_consumer:broken_stride")
+    with pytest.raises(AssertionError, match="non-finite where the reference is finite; first at .*padding rows"):
+        test_consumer_matches_math_reference.hypothesis.inner_test(stride_m, cpu, dict(g=2, m=5, n=128, k=256, seed=1),
+                                                                   "fp32")
+    assert at((0, 1, 6), scale_axes("fp32-div"), rows=6).startswith("[g, kb, m] = (0, 1, 6) (a padding row: m >= M = 6")
+    assert at((0, 1, 5), scale_axes("ue8m0-packed"), rows=6) == "[g, word, m] = (0, 1, 5)"
+
+
 def test_a_plugged_consumers_chain_failures_are_its_own():
     """Plugged alone (accval's producer on the other side), a consumer that reads the scale rows at stride M
     (the catalog's defect) fails the chain tests, and the run's summary says so on the consumer's line
