@@ -180,7 +180,7 @@ def _matmul_and_prefill(settings: dict) -> str:
     matmul = (f"model matmuls {settings['matmul']}" if "matmul" in settings
               else f"attention {settings.get('attention', 'model')}")
     if settings.get("endpoint_a"):
-        return matmul
+        return "the servers' own matmuls and prefill"
     return f"{matmul}; {prefill_text(settings.get('prefill_tokens') or 1)}"
 
 
@@ -206,7 +206,8 @@ def to_markdown(rep: dict) -> str:
     lines = [
         f"# gsm8k {t['num_fewshot']}-shot A/B, {m['name']}: {'REGRESSION' if v['regression'] else 'no regression'}",
         "",
-        f"- model: {rep['model']['description']} (`{rep['model']['id']}`, weights sha256 {rep['model']['weights_sha256'][:12]})",
+        f"- model: {rep['model']['description']} (`{rep['model']['id']}`"
+        + (f", weights sha256 {rep['model']['weights_sha256'][:12]})" if rep["model"]["weights_sha256"] else ")"),
         f"- device: {_device(rep['device'])}; {m['execution']} ({m['sharding'].upper()}, {m['ranks']} ranks); "
         f"{_matmul_and_prefill(rep['settings'])}" + (f"; {m['decode']}" if m.get("decode") else ""),
         f"- questions: {t['questions']} (limit {t['limit']}) from {t.get('questions_from', 'gsm8k')}, data "

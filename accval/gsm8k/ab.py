@@ -219,12 +219,10 @@ def validate(s: Settings) -> Settings:
     if s.batch_size < 1 or s.max_gen_toks < 1:
         raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
     check_max_gen_toks(s.max_gen_toks, s.model if s.endpoint_a is None else None)
-    if s.model == SENTINEL and s.data_dir is None:
-        from accval.sentinel import data as sentinel_data
-
-        s = dataclasses.replace(s, data_dir=str(sentinel_data.write_splits()))  # the sentinel's own task data
     if s.data_dir is not None:
         task_mod.data_files(Path(s.data_dir))
+    if s.model == SENTINEL:
+        s = _sentinel_data(s)
     if s.ranks == "auto":
         device = s.resolved().device if s.endpoint_a is None else "endpoints"
         s = dataclasses.replace(s, ranks=None if s.endpoint_a is not None else auto_ranks(s.mode, device))
@@ -248,6 +246,12 @@ def validate(s: Settings) -> Settings:
                              "pass those to the servers (e.g. accval serve --inject ID)")
         if s.prefill_tokens is not None:
             raise ValueError("--prefill-tokens with --endpoint-a/-b: the servers schedule their own prefill")
+        served = served_models(s)
+        if None not in served.values() and len(set(served.values())) > 1:
+            raise ValueError(f"--endpoint-a serves model {served['A']!r} and --endpoint-b {served['B']!r} (GET /v1/models): "
+                             "an A/B compares two paths of one model")
+        if set(served.values()) == {SENTINEL}:  # accval serve's default: the sentinel's problems, as in-process
+            s = _sentinel_data(s, who="the servers' model, sentinel,")
         return _data_checked(s)
     s = s.resolved()
     if s.matmul not in MATMUL:
@@ -271,6 +275,23 @@ def validate(s: Settings) -> Settings:
         if impl is not None and s.device.split(":")[0] not in impl.devices:
             raise ValueError(f"--{role} {impl.name} runs on {', '.join(impl.devices)}, not on {s.device}")
     return _data_checked(s)
+
+
+def _sentinel_data(s: Settings, who: str = "--model sentinel") -> Settings:
+    """The sentinel answers its own problems (:mod:`accval.sentinel`): no ``--data-dir`` means those, and
+    another data set is refused. On gsm8k itself it scores 0 in both arms and its next-token distributions
+    are noise the verdict's thresholds were not made for: a clean chain read as a regression (KL 0.007)."""
+    from accval.sentinel import data as sentinel_data
+
+    own = sentinel_data.write_splits()
+    if s.data_dir is None:
+        return dataclasses.replace(s, data_dir=str(own))
+    digests = [{k: v for k, v in task_mod.data_sha256(Path(d)).items() if k != "source"} for d in (s.data_dir, own)]
+    if digests[0] != digests[1]:
+        raise ValueError(f"--data-dir {s.data_dir}: {who} answers only its own problems ({own}); on other "
+                         "data its answers are noise and the verdict's thresholds do not hold (a clean chain reads as a "
+                         "regression): drop --data-dir, or pass it with --model builtin or a checkpoint")
+    return s
 
 
 def _data_checked(s: Settings) -> Settings:
@@ -551,6 +572,26 @@ def _simple_evaluate(**kwargs) -> dict:
             patched.enter_context(mock.patch.object(lm_eval.evaluator, "get_git_commit_hash",
                                                     lambda: get_commit_from_path(os.getcwd())))
         return lm_eval.simple_evaluate(**kwargs)
+
+
+def served_model(url: str, timeout: float = 10.0) -> str | None:
+    """The model an OpenAI-compatible server says it serves (``GET /v1/models``, the first id), or None when
+    it does not say (unreachable, or no such route: the run's own requests then meet lm-eval's retries)."""
+    import urllib.error
+    import urllib.request
+
+    url = url.rstrip("/")
+    models = url[: -len("/completions")] + "/models" if url.endswith("/completions") else url + "/v1/models"
+    try:
+        with urllib.request.urlopen(models, timeout=timeout) as r:
+            return str(json.loads(r.read())["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError, urllib.error.URLError):
+        return None
+
+
+def served_models(s: Settings) -> dict[str, str | None]:
+    """Each endpoint arm's model (:func:`served_model`)."""
+    return {"A": served_model(s.endpoint_a), "B": served_model(s.endpoint_b)}
 
 
 def _completions_url(url: str) -> str:
@@ -913,8 +954,10 @@ def build_report(setup: Setup, ev: Evaluated, *, sessions: list[dict], created: 
         verdict = stats.verdict(paired, agreement)
         arm_info = {n: {"path": "endpoint", "implementation": f"endpoint {endpoints[n]}", "backend": None, "inject": None,
                         "site": None, "metrics": per_arm[n], "resumed_samples": None} for n in names}
-        model = {"id": "endpoints", "weights_sha256": "", "description": f"served at {endpoints['A']} and {endpoints['B']}",
-                 "random_weights": False}
+        served = served_models(settings)
+        said = ("" if None in served.values() else f", model {served['A']!r} on both (GET /v1/models)")
+        model = {"id": served["A"] if said else "endpoints", "weights_sha256": "",
+                 "description": f"served at {endpoints['A']} and {endpoints['B']}{said}", "random_weights": False}
     else:
         site = ev.site
         agreement = stats.combine_agreement(ev.agreement_rows, gens["A"], gens["B"])

@@ -92,3 +92,54 @@ def test_an_unreachable_endpoint_is_retried_then_a_clear_error(tmp_path, capsys)
     assert rc == 2
     err = capsys.readouterr().err
     assert "Max retries exceeded" in err and "127.0.0.1" in err, err
+
+
+class _Models:
+    """A server answering ``GET /v1/models`` with one model id (what vLLM, SGLang and accval serve say)."""
+
+    def __init__(self, model_id: str | None):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"object": "list", "data": [{"id": model_id, "object": "model"}]}).encode()
+                self.send_response(200 if model_id and self.path == "/v1/models" else 404)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@needs_data
+def test_the_servers_models_must_agree_and_the_sentinels_take_its_problems():
+    """Two servers of different models are refused (each arm's id from GET /v1/models). Two sentinels (accval
+    serve's default) are run on the sentinel's problems, as in-process: with gsm8k they scored 0 in both arms
+    and read 'no regression' on nothing, and offline the client spent 29 s retrying the Hub first. A server
+    that does not say is not judged (its requests meet lm-eval's retries)."""
+    from accval.gsm8k import ab
+    from accval.sentinel import data as sentinel_data
+
+    a, b, silent = _Models("sentinel"), _Models("deepseek-ai/DeepSeek-V4"), _Models(None)
+    try:
+        assert ab.served_model(a.url) == "sentinel" and ab.served_model(a.url + "/v1/completions/") == "sentinel"
+        assert ab.served_model(silent.url) is None and ab.served_model("http://127.0.0.1:9") is None
+        with pytest.raises(ValueError, match="--endpoint-a serves model 'sentinel' and --endpoint-b 'deepseek-ai/"):
+            ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=b.url, ranks=None))
+        both = ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=a.url, ranks=None))
+        assert both.data_dir == str(sentinel_data.write_splits())
+        with pytest.raises(ValueError, match="the servers' model, sentinel, answers only its own problems"):
+            ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=a.url, data_dir=str(DATA), ranks=None))
+        assert ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=silent.url, data_dir=str(DATA), ranks=None)).data_dir
+    finally:
+        for server in (a, b, silent):
+            server.close()

@@ -105,3 +105,22 @@ def test_shipped_sentinel_answers_held_out_questions():
         outs = engine.generate(Arm("A", "bf16-fallback"), ctx, ["Question:"], 128)
     right = sum(f"#### {p.value}" in o for p, o in zip(test[:6], outs))
     assert right >= 4, outs
+
+
+def test_the_sentinel_takes_its_own_problems_and_refuses_other_data(tmp_path):
+    """On gsm8k itself the sentinel scored 0 in both arms and a clean chain read as a regression (KL 0.007 over
+    a ceiling of 5e-4): its problems are the only data its verdict holds for. Its own data passed as
+    --data-dir (a copy anywhere) is the same run; any other is a usage error."""
+    import shutil
+
+    from accval.gsm8k import ab
+
+    own = data.write_splits()
+    assert ab.validate(ab.Settings(model="sentinel", ranks=None)).data_dir == str(own)
+    copy = tmp_path / "copy"
+    shutil.copytree(own, copy)
+    assert ab.validate(ab.Settings(model="sentinel", data_dir=str(copy), ranks=None)).data_dir == str(copy)
+    (copy / "test.jsonl").write_text((copy / "test.jsonl").read_text().replace("?", "??", 1))
+    with pytest.raises(ValueError, match=r"--model sentinel answers only its own problems .* pass it with --model builtin"):
+        ab.validate(ab.Settings(model="sentinel", data_dir=str(copy), ranks=None))
+    assert ab.validate(ab.Settings(model="builtin", data_dir=str(copy), ranks=None)).data_dir == str(copy)

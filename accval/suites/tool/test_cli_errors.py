@@ -56,6 +56,8 @@ BAD_FLAGS = [
     pytest.param([*GSM8K, "--backend", "bogus"], "--backend: expected auto or one of", id="backend-bogus"),
     pytest.param([*GSM8K, "--inject", "no-such-defect"], "catalog mutant id", id="inject-unknown"),
     pytest.param([*GSM8K, "--data-dir", "/nonexistent"], "expected train.jsonl and test.jsonl", id="data-dir-missing"),
+    pytest.param(["gsm8k", "--ab", "--data-dir", "{data}", "--out", "{out}"], "--model sentinel answers only its own "
+                 "problems", id="sentinel-on-other-data"),
     pytest.param([*GSM8K, "--endpoint-a", "http://127.0.0.1:1"], "expected both or neither", id="one-endpoint"),
     pytest.param(["gsm8k", "--ab", "--out", "{out}", "--endpoint-a", "ftp://x", "--endpoint-b", "http://y"],
                  "expected an http(s) URL", id="endpoint-not-http"),
@@ -87,7 +89,7 @@ BAD_FLAGS = [
                  id="serve-arm-a-inject"),
     pytest.param(["serve", "--arm", "a", "--producer", "x:y", "--backend", "torch"],
                  "--backend, --producer: apply to the FP8 chain", id="serve-arm-a-producer"),
-    pytest.param(["gsm8k", "--ab", "--out", "{out}", "--data-dir", "{data}", "--inject", "scale-pad-btm", "--producer",
+    pytest.param(["gsm8k", "--ab", "--model", "builtin", "--out", "{out}", "--data-dir", "{data}", "--inject", "scale-pad-btm", "--producer",
                   "accval.examples.torch_producer:inv_rope_fp8_quant"],
                  "--inject scale-pad-btm replaces the producer in arm B, and --producer", id="inject-and-producer"),
     pytest.param(["gsm8k", "--ab", "--out", "{out}", "--producer", ".rel:f"], "with an absolute module name",
