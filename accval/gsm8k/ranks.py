@@ -165,6 +165,22 @@ def _child(index: int, world: int, port: int, parent_pid: int, fn, args, errors)
             dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def sigint_ignored_in_children():
+    """While inside, processes started here begin with SIGINT ignored (a disposition exec keeps, and Python
+    then installs no KeyboardInterrupt handler): a Ctrl-C at the terminal reaches the whole process group,
+    and a rank still importing its modules, before :func:`accval.stop.rank_handlers`, printed a traceback.
+    The parent decides for its ranks (:func:`spawn`); a Ctrl-C in the moment the processes start is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _traceback_file(index: int, tb: str) -> str:
     fd, path = tempfile.mkstemp(prefix=f"accval-rank{index}-", suffix=".txt")
     with os.fdopen(fd, "w") as f:
@@ -197,8 +213,9 @@ def spawn(world: int, fn, *args) -> None:
     check_world(world)
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
-    procs = mp.start_processes(_child, args=(world, _free_port(), os.getpid(), fn, args, errors), nprocs=world,
-                               join=False, start_method="spawn")
+    with sigint_ignored_in_children():
+        procs = mp.start_processes(_child, args=(world, _free_port(), os.getpid(), fn, args, errors), nprocs=world,
+                                   join=False, start_method="spawn")
     stop.reset()
 
     def tell_ranks(sig: int) -> None:

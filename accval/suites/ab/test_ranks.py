@@ -10,6 +10,7 @@ results are compared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -137,3 +138,32 @@ def test_threads_per_rank_refuses_what_is_not_a_process_count(ranks):
     with pytest.raises(ValueError, match="ranks: expected a whole number of processes >= 1"):
         ab.threads_per_rank(ranks)
     assert ab.threads_per_rank(1) >= ab.threads_per_rank(8) >= 1
+
+
+def _sigint_disposition(queue) -> None:
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    queue.put("ignored" if handler == signal.SIG_IGN else "default" if handler is signal.default_int_handler else repr(handler))
+
+
+def test_rank_processes_start_with_ctrl_c_ignored():
+    """A Ctrl-C reaches every process of the terminal's group: a rank still importing its modules (before its
+    handlers) printed a KeyboardInterrupt traceback among accval's messages. Started by spawn, a rank begins
+    with SIGINT ignored, and the parent's handler is back afterwards."""
+    import multiprocessing as mp
+    import signal
+
+    from accval.gsm8k import ranks
+
+    ctx = mp.get_context("spawn")
+    got = []
+    for ignored in (False, True):
+        queue = ctx.SimpleQueue()
+        with ranks.sigint_ignored_in_children() if ignored else contextlib.nullcontext():
+            proc = ctx.Process(target=_sigint_disposition, args=(queue,))
+            proc.start()
+        proc.join(timeout=120)
+        got.append(queue.get())
+    assert got == ["default", "ignored"], got
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
