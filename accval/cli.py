@@ -218,6 +218,13 @@ def _cmd_gsm8k(args) -> int:
     if args.resume and args.out is None:
         raise UsageError("gsm8k: --resume needs --out DIR, the run directory to continue (each new run gets its own "
                          "timestamped directory, so there is nothing to guess)")
+    if args.resume:  # what this command line leaves out, the run began with (what it gives must match the run's)
+        recorded = ab.recorded_settings(ab.out_dir(args.out, args.mode))
+        if recorded.get("model") != "builtin":
+            recorded.pop("seed", None)  # the 0 recorded for weights that no seed draws
+        for name, value in recorded.items():
+            if name not in getattr(args, "given", set(vars(args))):
+                setattr(args, name, value)
     model = args.model if args.model is not None else (  # endpoints: the servers'
         "builtin" if args.endpoint_a is not None or args.endpoint_b is not None else "sentinel")
     settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
@@ -235,7 +242,7 @@ def _run_gsm8k(args, settings, out) -> int:
     from .gsm8k import ab
 
     settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
-    ab.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
+    ab.check_out(out, args.resume, settings)  # a file as --out, a resume of no run or of another: before the plan line
     args.run_dir = out  # for the resume hint on Ctrl-C
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)
@@ -437,6 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_UNSET = object()
+
+
+def _given(parser: argparse.ArgumentParser, argv: list[str], command: str) -> set[str]:
+    """The options of ``command`` given on its command line (their ``dest`` names): parsed again into a
+    namespace holding a marker for each, which argparse leaves where no option set it."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    sub = commands[command]
+    ns = argparse.Namespace(**{a.dest: _UNSET for a in sub._actions if a.dest != argparse.SUPPRESS})
+    sub.parse_known_args(argv[argv.index(command) + 1:], namespace=ns)
+    return {dest for dest, value in vars(ns).items() if value is not _UNSET}
+
+
 def _interrupted(argv: list[str], args) -> int:
     """Ctrl-C or SIGTERM: say what is saved and the command that continues (gsm8k), exit 128 + the
     signal, no traceback."""
@@ -478,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.given = _given(parser, argv, args.command)
     except SystemExit as e:
         return EXIT_USAGE if e.code else EXIT_OK
     from . import stop

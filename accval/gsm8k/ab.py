@@ -329,7 +329,37 @@ def _work_files(path: Path) -> list[str]:
     return [p.name for p in path.iterdir() if p.name in WORK_FILES or p.name.startswith(("generations-", "samples-"))]
 
 
-def check_out(out: Path, resume: bool) -> None:
+def recorded_settings(out: Path) -> dict:
+    """The settings the run in ``out`` began with (its run.json), for ``--resume`` to continue it with what
+    its command line leaves out; {} where there is no run (:func:`check_out` says so)."""
+    run_json = Path(out) / "run.json"
+    if not run_json.is_file():
+        return {}
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    return {k: v for k, v in RunDir._meta(run_json)["settings"].items() if k in fields}
+
+
+def check_resumable(meta: dict, fingerprint: dict, path: Path) -> None:
+    """A run record ``meta`` (run.json) that settings ``fingerprint`` (``dataclasses.asdict``) may continue:
+    the same engine rules, then the same settings (each one that differs named as its option)."""
+    old = meta["settings"]
+    if meta.get("engine") != ENGINE_RULES:
+        raise ValueError(f"--resume: the run in {path} was started by an accval whose engine batched "
+                         f"generation otherwise ({meta.get('engine') or 'rules not recorded'}; now: "
+                         f"{ENGINE_RULES}); finished questions would mix both: choose another --out")
+    if old != fingerprint:
+        diff = [f"--{k.replace('_', '-')} {old[k]!r} in the run, {v!r} now" if k in old
+                else f"--{k.replace('_', '-')} not recorded in the run, {v!r} now"
+                for k, v in fingerprint.items() if old.get(k, _MISSING) != v]
+        diff += [f"--{k.replace('_', '-')} {old[k]!r} in the run, no such setting now" for k in old
+                 if k not in fingerprint]
+        hint = ""
+        if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
+            hint = f" (--ranks {old['ranks']} continues as the run began, as does leaving --ranks out)"
+        raise ValueError(f"--resume: settings differ from the run in {path}: {'; '.join(diff)}{hint}")
+
+
+def check_out(out: Path, resume: bool, settings: Settings | None = None) -> None:
     """The run directory ``out`` can be used as asked, before anything is written (what
     :class:`RunDir` checks first; the CLI can call it before its plan line): a directory or nothing
     there; without ``resume``, no finished work to overwrite; with it, a run to continue. A path with
@@ -351,6 +381,8 @@ def check_out(out: Path, resume: bool) -> None:
         state = "is empty" if out.exists() else "does not exist"
         raise ValueError(f"--resume: {out} {state}, so there is no run to continue; check the path, or leave out "
                          "--resume to start a new run there")
+    if resume and settings is not None:  # validated settings: the run's to continue, or refused before any work
+        check_resumable(RunDir._meta(run_json), dataclasses.asdict(settings), out)
 
 
 class RunDir:
@@ -377,23 +409,11 @@ class RunDir:
             run_json.unlink()
         if run_json.exists():
             meta = self._meta(run_json)
-            old = meta["settings"]
-            if meta.get("engine") != ENGINE_RULES:
+            try:
+                check_resumable(meta, fingerprint, self.path)
+            except ValueError:
                 self.release()
-                raise ValueError(f"--resume: the run in {self.path} was started by an accval whose engine batched "
-                                 f"generation otherwise ({meta.get('engine') or 'rules not recorded'}; now: "
-                                 f"{ENGINE_RULES}); finished questions would mix both: choose another --out")
-            if old != fingerprint:
-                self.release()
-                diff = [f"--{k.replace('_', '-')} {old[k]!r} in the run, {v!r} now" if k in old
-                        else f"--{k.replace('_', '-')} not recorded in the run, {v!r} now"
-                        for k, v in fingerprint.items() if old.get(k, _MISSING) != v]
-                diff += [f"--{k.replace('_', '-')} {old[k]!r} in the run, no such setting now" for k in old
-                         if k not in fingerprint]
-                hint = ""
-                if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
-                    hint = f" (--ranks auto takes this machine's cores: --ranks {old['ranks']} continues as the run began)"
-                raise ValueError(f"--resume: settings differ from the run in {self.path}: {'; '.join(diff)}{hint}")
+                raise
             if meta.get("data_sha256", data) != data:
                 self.release()
                 raise ValueError(f"--resume: the data files in {settings.data_dir} changed since the run in {self.path} "

@@ -187,7 +187,7 @@ def test_resume_with_another_process_count_names_the_option_that_continues(tmp_p
     run = tmp_path / "run"
     ab.RunDir(run, _settings(ranks=2), resume=False).release()
     with pytest.raises(ValueError, match=r"settings differ from the run in .*: --ranks 2 in the run, 4 now "
-                                         r"\(--ranks auto takes this machine's cores: --ranks 2 continues"):
+                                         r"\(--ranks 2 continues as the run began, as does leaving --ranks out"):
         ab.RunDir(run, _settings(ranks=4), resume=True)
 
 
