@@ -160,7 +160,7 @@ def _plan(settings, out: Path) -> str:
         except OSError:
             pass
         if settings.limit is not None and n != "all":
-            n = min(n, settings.limit)
+            n = f"{n} (all of them; --limit {settings.limit} asked for more)" if settings.limit > n else settings.limit
     elif settings.limit is not None:
         n = f"up to {settings.limit}"
     if settings.endpoint_a:
@@ -249,7 +249,8 @@ def _run_gsm8k(args, settings, out) -> int:
     try:
         rep = ab.run(settings, out, resume=args.resume, progress=not args.quiet)
     except OSError as e:  # the Hub unreachable, a file missing
-        hint = "" if args.data_dir else " (no network? --data-dir DIR reads gsm8k's train.jsonl/test.jsonl offline)"
+        hub = settings.data_dir is None  # the questions come from the Hugging Face Hub
+        hint = " (no network? --data-dir DIR reads gsm8k's train.jsonl/test.jsonl offline)" if hub else ""
         raise RuntimeError(f"{e}{hint}") from e
     from . import report
 
@@ -307,9 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="accval", formatter_class=_Help,
                 description="Accuracy validation for FP8 kernel chains (DeepSeek-V4 o_a_proj): mutation testing of "
                             "the kernel suite, kernel benchmarks, and a paired gsm8k A/B of the bf16 fallback "
-                            "against the FP8 chain.\n\nexit codes: 0 ok, 1 regression found, 2 usage or environment "
-                            "error, 130 stopped by Ctrl-C, 143 by SIGTERM")
+                            "against the FP8 chain.\n\nstart here: accval gsm8k --ab --limit 50 (the sentinel A/B, "
+                            "minutes on a CPU); pytest suites/kernel --producer MODULE:FN (your kernel against the "
+                            "contract, docs/contract.md)\n\nexit codes: 0 ok, 1 regression found, 2 usage or "
+                            "environment error, 130 stopped by Ctrl-C, 143 by SIGTERM")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p.add_argument("--version", action="version", version=f"accval {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     m = _sub(sub, "mutants", "run the kernel suite against every catalog mutant",
              "Run the kernel suite once per catalog mutant (a deliberately broken kernel) and report which ones it "
@@ -381,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default 0)")
     g.add_argument("--backend", default="auto", help="FP8 chain of arm B: auto (triton on GPU, torch on CPU), triton, "
                    "triton+scaled_mm, torch")
-    g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (see accval mutants)")
+    g.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (the catalog: accval/mutants.py; "
+                   "an unknown ID lists the ids)")
     g.add_argument("--producer", metavar="NAME", help="arm B's producer instead of the backend's: a registered name "
                    "(accval, reference, reference:RECIPE, mutant:ID) or module:attr of your own; its accval_* "
                    "attributes declare its recipe (the report records it)")
@@ -416,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "default 0)")
     v.add_argument("--backend", default="auto", help="FP8 chain of arm B, as for accval gsm8k")
     v.add_argument("--matmul", default="auto", choices=("auto", "model", "fp32"), help="as for accval gsm8k")
-    v.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B")
+    v.add_argument("--inject", metavar="ID", help="apply catalog mutant ID to arm B (an unknown ID lists the ids)")
     v.add_argument("--producer", metavar="NAME", help="arm B's producer instead of the backend's, as for accval gsm8k")
     v.add_argument("--consumer", metavar="NAME", help="arm B's consumer instead of the backend's, as for accval gsm8k")
     v.add_argument("--port", type=_port, default=8000, help="TCP port on 127.0.0.1; 0 picks a free one")
@@ -447,14 +452,29 @@ def build_parser() -> argparse.ArgumentParser:
 _UNSET = object()
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("accval")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _given(parser: argparse.ArgumentParser, argv: list[str], command: str) -> set[str]:
     """The options of ``command`` given on its command line (their ``dest`` names): parsed again into a
     namespace holding a marker for each, which argparse leaves where no option set it."""
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    sub = commands[command]
-    ns = argparse.Namespace(**{a.dest: _UNSET for a in sub._actions if a.dest != argparse.SUPPRESS})
+    sub = _commands(parser)[command]
+    # options that add to what is there (append, extend, count) start from nothing instead of the marker
+    adding = {a.dest for a in sub._actions if isinstance(a, (argparse._AppendAction, argparse._CountAction))}
+    ns = argparse.Namespace(**{a.dest: None if a.dest in adding else _UNSET for a in sub._actions
+                               if a.dest != argparse.SUPPRESS})
     sub.parse_known_args(argv[argv.index(command) + 1:], namespace=ns)
-    return {dest for dest, value in vars(ns).items() if value is not _UNSET}
+    return {dest for dest, value in vars(ns).items() if value is not _UNSET and value is not None}
 
 
 def _interrupted(argv: list[str], args) -> int:
@@ -497,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's parser, whose --help describes its options
+            _commands(parser)[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
         args.given = _given(parser, argv, args.command)
     except SystemExit as e:
         return EXIT_USAGE if e.code else EXIT_OK

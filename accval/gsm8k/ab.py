@@ -400,7 +400,8 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise OSError(f"--out {self.path}: cannot create the run directory ({e.strerror or e})") from None
+            raise OSError(f"run directory {self.path}: cannot create it ({e.strerror or e}); choose another with --out"
+                          ) from None
         if lock:
             self._take_lock()  # before reading run.json: whoever holds the lock may be writing it
         if run_json.exists() and not resume:  # a run stopped before it finished a question: nothing to keep
@@ -426,7 +427,8 @@ class RunDir:
                                                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}, indent=2))
             except OSError as e:
                 self.release()
-                raise OSError(f"--out {self.path}: cannot write run.json ({e.strerror or e})") from None
+                raise OSError(f"run directory {self.path}: cannot write run.json ({e.strerror or e}); choose another "
+                              "with --out") from None
 
 
     @staticmethod

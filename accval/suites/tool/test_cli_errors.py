@@ -346,6 +346,21 @@ def test_the_ab_says_what_it_will_run_first(tmp_path):
     assert "prefill up to 1 tokens" not in cli._plan(dataclasses.replace(s, prefill_tokens=1), tmp_path)
     assert "prefill one prompt at a time per rank" in cli._plan(dataclasses.replace(s, prefill_tokens=1), tmp_path)
     assert cli._plan(ab.Settings(data_dir=str(data), limit=3, ranks=None), tmp_path).startswith("accval gsm8k: 3 questions")
+    # a --limit past the data is said, not quietly lowered
+    assert cli._plan(ab.Settings(data_dir=str(data), limit=5000, ranks=None), tmp_path).startswith(
+        "accval gsm8k: 7 (all of them; --limit 5000 asked for more) questions")
+
+
+def test_the_top_level_help_says_where_to_start_and_a_commands_error_points_at_its_help(capsys):
+    """An unknown option of a command said "see accval --help", whose text does not list it; there was no
+    --version and no first command to run."""
+    assert cli.main(["gsm8k", "--ab", "--bogus"]) == EXIT_USAGE
+    assert capsys.readouterr().err.strip() == ("accval gsm8k: error: unrecognized arguments: --bogus "
+                                               "(see accval gsm8k --help)")
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("accval ")
+    assert cli.main(["--help"]) == 0
+    assert "start here: accval gsm8k --ab --limit 50" in " ".join(capsys.readouterr().out.split())
 
 
 def test_lm_evals_num_fewshot_warning_is_said_once_and_never_for_no_change(caplog):
@@ -386,3 +401,16 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(where, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith("accval: error: --device")
+
+
+def test_a_run_directory_that_cannot_be_made_is_named_without_blaming_the_network(tmp_path, monkeypatch, capsys):
+    """ACCVAL_RUNS_DIR naming a file: the error named "--out", which was not given, and every OSError got
+    "(no network? --data-dir ...)" appended, the sentinel's own data read from disk too."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("ACCVAL_RUNS_DIR", str(blocker))
+    rc = cli.main(["gsm8k", "--ab", "--limit", "2", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == EXIT_USAGE and len(err) == 1, (rc, err)
+    assert err[0].startswith(f"accval: error: run directory {blocker}/gsm8k/") and "choose another with --out" in err[0]
+    assert "no network" not in err[0] and "--out " + str(blocker) not in err[0], err
