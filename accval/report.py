@@ -7,6 +7,8 @@ import json
 import textwrap
 from pathlib import Path
 
+from . import stats
+
 SCHEMAS = ("accval.gsm8k.ab/1",)
 
 
@@ -99,6 +101,8 @@ def check(rep: dict) -> list[str]:
             ci = p.get("ci95") if isinstance(p, dict) else None
             if isinstance(ci, list) and (len(ci) != 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in ci)):
                 out.append(f"paired.{f}.ci95: expected two numbers, got {ci!r}")
+            elif isinstance(ci, list) and not ci[0] <= ci[1]:  # NaN fails too
+                out.append(f"paired.{f}.ci95: expected [low, high] with low <= high, got {ci!r}")
     return out
 
 
@@ -138,6 +142,12 @@ def _value_problems(rep: dict) -> list[str]:
     if isinstance(reasons, list) and not all(isinstance(r, str) for r in reasons):
         out.append(f"verdict.reasons: expected a list of text, got {reasons!r}")
     return out
+
+
+def ci95(p: dict) -> tuple[float, float]:
+    """A filter's paired 95% interval, clipped to where a difference of two accuracies lies (reports
+    written before :func:`accval.stats.paired_stats` clipped it hold intervals past -1 or 1)."""
+    return stats.clip_difference(p["ci95"])
 
 
 def mde_paired_text(p: dict) -> str:
@@ -227,7 +237,8 @@ def to_markdown(rep: dict) -> str:
     lines += ["", "| paired, B - A | delta (pts) | paired se | 95% CI | B only / A only | McNemar p | MDE paired / independent |",
               "|---|---|---|---|---|---|---|"]
     for f, p in rep["paired"].items():
-        lines.append(f"| {f} | {_pct(p['delta'])} | {_pct(p['se'])} | [{_pct(p['ci95'][0])}, {_pct(p['ci95'][1])}] | "
+        lo, hi = ci95(p)
+        lines.append(f"| {f} | {_pct(p['delta'])} | {_pct(p['se'])} | [{_pct(lo)}, {_pct(hi)}] | "
                      f"{p['b_only']} / {p['a_only']} | {p['mcnemar_p']:.3g} | {mde_paired_text(p)} / {mde_independent_text(p)} |")
     a = rep["agreement"]
     th = rep["thresholds"]
@@ -410,7 +421,8 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
     lo_all, hi_all = -1.0, 1.0
     for i, f in enumerate(filters):
         p = rep["paired"][f]
-        d, lo, hi, mde = (100 * p["delta"], 100 * p["ci95"][0], 100 * p["ci95"][1], 100 * p["mde_paired"])
+        d, mde = 100 * p["delta"], 100 * p["mde_paired"]
+        lo, hi = (100 * x for x in ci95(p))
         lo_all, hi_all = min(lo_all, lo, -mde), max(hi_all, hi, mde)
         y = len(filters) - 1 - i
         ax.fill_betweenx([y - 0.2, y + 0.2], -mde, mde, color="#c6dbef", lw=0,

@@ -27,7 +27,8 @@ INTRO = (
 
 GSM8K_INTRO = (
     "Arm A: the bf16 fallback; arm B: the FP8 chain (or what the column names). Accuracies are "
-    "lm-eval's strict-match, in percent; delta is B - A in points with its paired 95% interval; MDE is "
+    "lm-eval's strict-match, in percent; delta is B - A in points with its paired 95% interval "
+    "(clipped to [-100, 100], where a difference of two accuracies lies); MDE is "
     "the paired minimum detectable effect (80% power, alpha 0.05; 0 when no question is discordant); "
     "top-1 and KL are the teacher-forced agreement of B with A on the gold answers (endpoint runs have "
     "none). \"prefill N\" in the mode: each rank prefilled its prompts of a batch together, up to N tokens "
@@ -56,12 +57,13 @@ def _gsm8k_row(path: Path, rep: dict, reports: Path, page: Path) -> str:
     f = report_mod.PRIMARY_FILTER
     p, arms, a = rep["paired"][f], rep["arms"], rep["agreement"]
     acc = {n: 100 * arms[n]["metrics"][f]["accuracy"] for n in ("A", "B")}
+    lo, hi = report_mod.ci95(p)
     agree = "-" if a["top1"] is None else f"{a['top1']:.4f} / {a['kl']:.2g}"
     name = path.parent.relative_to(reports / "gsm8k").as_posix()
     cells = [_link(path.parent, page, name), rep["created"][:10], rep["model"]["id"], report_mod.mode_text(rep),
              report_mod._device(rep["device"]), arms["B"]["implementation"], rep["task"]["questions"],
              f"{acc['A']:.2f} / {acc['B']:.2f}",
-             f"{100 * p['delta']:+.2f} [{100 * p['ci95'][0]:+.2f}, {100 * p['ci95'][1]:+.2f}]",
+             f"{100 * p['delta']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]",
              f"{p['mcnemar_p']:.2g}", report_mod.mde_paired_text(p), agree, f"{a['identical_generations']:.3f}",
              report_mod.verdict_text(rep), _duration(rep["elapsed_s"])]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"

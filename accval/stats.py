@@ -4,7 +4,8 @@ Per arm: accuracy and lm-eval's standard error ``sqrt(p(1-p)/(n-1))`` (its ``mea
 Paired, question by question (``d_i = b_i - a_i`` in {-1, 0, 1}):
 
 * delta ``mean(b) - mean(a)`` with the paired standard error ``sd(d)/sqrt(n)`` and a normal 95%
-  interval. Pairing removes the between-question variance that two independent stderrs would count
+  interval, clipped to [-1, 1] (:func:`clip_difference`: a difference of two accuracies lies there, and
+  the normal interval passes the ends when few questions are nearly all discordant one way). Pairing removes the between-question variance that two independent stderrs would count
   twice, which is why it can resolve far smaller deltas.
 * McNemar's exact test: under "no difference", each discordant question (one arm right, the other
   wrong) is a fair coin; the two-sided binomial p-value of the split.
@@ -22,8 +23,6 @@ import dataclasses
 import math
 from statistics import NormalDist
 from typing import Sequence
-
-from scipy.stats import binomtest
 
 #: Two-sided significance level of the delta test.
 ALPHA = 0.05
@@ -94,6 +93,8 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     n = a_only + b_only
     if n == 0:
         return 1.0
+    from scipy.stats import binomtest  # here: reading a report (accval report, results) needs no scipy
+
     return float(binomtest(min(a_only, b_only), n, 0.5, alternative="two-sided").pvalue)
 
 
@@ -102,6 +103,23 @@ def mde(se: float, alpha: float = ALPHA, power: float = POWER) -> float:
     if not (0 < alpha < 1 and 0 < power < 1):
         raise ValueError(f"alpha and power: expected in (0, 1), got alpha={alpha}, power={power}")
     return (_Z.inv_cdf(1 - alpha / 2) + _Z.inv_cdf(power)) * se
+
+
+#: Where a difference of two accuracies (fractions) can lie.
+DIFFERENCE_RANGE = (-1.0, 1.0)
+
+
+def clip_difference(interval: Sequence[float]) -> tuple[float, float]:
+    """An interval of an accuracy difference, clipped to :data:`DIFFERENCE_RANGE`. The normal interval of
+    8 questions with 7 A-only and none B-only, -0.875 +- 1.96 * 0.125, is [-1.12, -0.63]: 112 points
+    below zero, a drop no two accuracies can show."""
+    if len(interval) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in interval):
+        raise ValueError(f"interval: expected two numbers (low, high), got {interval!r}")
+    lo, hi = (float(x) for x in interval)
+    if not lo <= hi:  # NaN fails too
+        raise ValueError(f"interval: expected low <= high, got ({lo}, {hi})")
+    bottom, top = DIFFERENCE_RANGE
+    return min(max(lo, bottom), top), min(max(hi, bottom), top)
 
 
 def paired_stats(a: Sequence[object], b: Sequence[object], alpha: float = ALPHA, power: float = POWER) -> PairedStats:
@@ -122,7 +140,7 @@ def paired_stats(a: Sequence[object], b: Sequence[object], alpha: float = ALPHA,
     p_mc = mcnemar_exact(a_only, b_only)
     pa = sum(xa) / n
     return PairedStats(
-        n=n, delta=mean_d, se=se, ci95=(mean_d - z * se, mean_d + z * se), b_only=b_only, a_only=a_only,
+        n=n, delta=mean_d, se=se, ci95=clip_difference((mean_d - z * se, mean_d + z * se)), b_only=b_only, a_only=a_only,
         mcnemar_p=p_mc, mde_paired=mde(se, alpha, power),
         mde_independent=mde(math.sqrt(2 * pa * (1 - pa) / n), alpha, power),
         significant=p_mc < alpha,

@@ -37,6 +37,28 @@ def test_paired_stats_hand_computed():
     assert not p.significant
 
 
+@pytest.mark.parametrize("a, b, expected", [
+    pytest.param([1] * 7 + [0], [0] * 8, (-1.0, -0.875 + 1.959964 * 0.125), id="7-a-only-of-8"),
+    pytest.param([0] * 8, [1] * 7 + [0], (0.875 - 1.959964 * 0.125, 1.0), id="7-b-only-of-8"),
+    pytest.param([1] * 8, [0] * 8, (-1.0, -1.0), id="all-a-only"),
+])
+def test_paired_interval_lies_within_the_range_of_an_accuracy_difference(a, b, expected):
+    """The paired 95% interval is clipped to [-1, 1]: 7 of 8 questions A-only gives d = -1 seven times,
+    delta -0.875, se sqrt(0.875 / 7) / sqrt(8) = 0.125, and the normal interval [-1.12, -0.63] (printed
+    as "[-112.00, -63.00]" points by ``accval gsm8k --ab --inject rope-sign --limit 8``)."""
+    p = stats.paired_stats(a, b)
+    assert p.ci95 == pytest.approx(expected, rel=1e-6), f"{a=} {b=} {p.ci95=}"
+    assert p.delta == pytest.approx(sum(b) / 8 - sum(a) / 8)
+
+
+def test_clip_difference_keeps_intervals_inside_and_refuses_non_intervals():
+    assert stats.clip_difference((-0.3, 0.2)) == (-0.3, 0.2)
+    assert stats.clip_difference([-1.5, 1.25]) == (-1.0, 1.0)
+    for bad in ((0.2, -0.3), (0.1,), (float("nan"), 0.0), ("a", 0.1)):
+        with pytest.raises(ValueError, match="interval: expected"):
+            stats.clip_difference(bad)
+
+
 @pytest.mark.parametrize("a_only,b_only,expected", [(0, 6, 2 / 64), (1, 9, 22 / 1024), (9, 1, 22 / 1024), (0, 0, 1.0),
                                                     (3, 3, 1.0)])
 def test_mcnemar_exact_hand_computed(a_only, b_only, expected):

@@ -246,6 +246,10 @@ BAD_REPORTS = [
     pytest.param(_with("verdict.regression", "no"), "verdict.regression: expected bool, got str", id="regression-string"),
     pytest.param(_with("task.questions", True), "task.questions: expected int, got bool", id="questions-bool"),
     pytest.param(_with("paired.strict-match.ci95", [0.0]), "ci95: expected two numbers", id="ci-one-number"),
+    pytest.param(_with("paired.strict-match.ci95", [0.1, -0.1]), "ci95: expected [low, high] with low <= high",
+                 id="ci-reversed"),
+    pytest.param(_with("paired.strict-match.ci95", [float("nan"), 0.1]), "ci95: expected [low, high] with low <= high",
+                 id="ci-nan"),
     pytest.param(_with("arms.A.metrics.strict-match.accuracy", "50%"), "accuracy: expected int/float, got str",
                  id="accuracy-string"),
     pytest.param(_with("arms.A.site", {"calls": 1}), "arms.A.site.m_min is missing", id="site-incomplete"),
@@ -289,6 +293,16 @@ def test_a_paired_mde_without_discordant_questions_reads_na(tmp_path, capsys):
     rep["paired"]["strict-match"].update(b_only=0, mde_paired=0.0, mde_independent=0.0)
     assert cli.main(["report", _report(tmp_path, "all-right.json", rep)]) == 0
     assert "| 0 / 0 | 1 | n/a / n/a |" in capsys.readouterr().out
+
+
+def test_a_paired_interval_past_the_range_of_a_difference_prints_clipped(tmp_path, capsys):
+    """A report written before the interval was clipped (7 of 8 questions A-only: [-1.12, -0.63]) prints
+    [-100.00, -63.00] points, not -112 (no two accuracies differ by more than 100)."""
+    rep = _good_report()
+    rep["paired"]["strict-match"].update(delta=-0.875, se=0.125, ci95=[-1.12, -0.63], a_only=7)
+    assert cli.main(["report", _report(tmp_path, "report.json", rep)]) == 0
+    out = capsys.readouterr().out
+    assert "| -87.50 | 12.50 | [-100.00, -63.00] |" in out and "-112" not in out, out
 
 
 def test_help_shows_defaults_examples_and_the_required_ab(capsys):

@@ -69,6 +69,37 @@ def test_results_rows_are_read_from_the_reports(tmp_path):
     assert compared.endswith("| REGRESSION: significant, contract |"), compared
 
 
+def test_results_and_the_picture_show_the_paired_interval_clipped(tmp_path):
+    """A committed report from before the interval was clipped holds [-1.0106, -0.6894] (20 questions, 17
+    A-only): the page reads [-100.00, -68.94] and the picture's interval ends at -100 points."""
+    _need_repository()
+    reports, rep = _one_report_tree(tmp_path, SAMPLED_RUN)
+    rep["paired"]["strict-match"].update(ci95=[-1.0105559419868648, -0.6894440580131351], delta=-0.85)
+    (reports / "gsm8k" / "run-x" / "report.json").write_text(json.dumps(rep))
+    row = next(line for line in results.render(reports, tmp_path / "results.md").splitlines()
+               if line.startswith("| [run-x]"))
+    assert "-85.00 [-100.00, -68.94]" in row and "-101" not in row, row
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    shown = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        ax = fig.axes[0]
+        shown["texts"] = [t.get_text() for t in ax.texts]
+        shown["bar"] = [tuple(xy[0] for xy in seg) for seg in ax.containers[0].lines[2][0].get_segments()]
+        return real_savefig(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt.Figure, "savefig", keep)
+        report.plot(rep, tmp_path / "fig.png", run_dir=tmp_path)
+    assert any("delta -85.00 pts [-100.00, -68.94]" in t for t in shown["texts"]), shown["texts"]
+    assert shown["bar"] == [pytest.approx((-100.0, -68.94440580131351))], shown["bar"]
+
+
 def test_results_refuses_a_benchmark_file_it_cannot_read(tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "odd.json").write_text(json.dumps({"device": "x", "rows": []}))
