@@ -378,6 +378,39 @@ def _contingency(ax, rep: dict, f: str, colour: str) -> None:
     ax.set_title(f"questions, {f} (discordant: McNemar p {p['mcnemar_p']:.2g})", fontsize=9.5, pad=22)
 
 
+def delta_label(rep: dict, f: str) -> str:
+    """The figure's label of filter ``f``: both accuracies, the delta with its (clipped) interval, McNemar's
+    p and the paired MDE as report.md gives it ("n/a" with no discordant question, not "±0.00")."""
+    p, arms = rep["paired"][f], rep["arms"]
+    acc = {n: 100 * arms[n]["metrics"][f]["accuracy"] for n in ("A", "B")}
+    lo, hi = (100 * x for x in ci95(p))
+    mde = mde_paired_text(p)
+    mde = "n/a (no discordant questions)" if mde == "n/a" else f"±{mde}"
+    return (f"{f}: A {acc['A']:.2f}%  B {acc['B']:.2f}%\n"
+            f"delta {100 * p['delta']:+.2f} pts [{lo:+.2f}, {hi:+.2f}], McNemar p {p['mcnemar_p']:.2g}, MDE {mde}")
+
+
+def discordant_lines(p: dict, listed: dict[str, list[dict]] | None) -> list[str]:
+    """The figure's lines on the discordant questions of :data:`PRIMARY_FILTER` (``p``: its paired numbers):
+    "none" when there are none, else each direction's questions by id (from :func:`discordant`; counts
+    only when ``listed`` is None, the run keeping no scored samples)."""
+    lines = [f"Discordant questions ({PRIMARY_FILTER}):"]
+    if p["a_only"] + p["b_only"] == 0:
+        return lines + ["  none: A and B are right on the same questions"]
+    if listed is None:
+        return lines + [f"  A right, B wrong: {p['a_only']}; B right, A wrong: {p['b_only']} (ids: the run's "
+                        "samples-A/B.jsonl)"]
+    for key, title, other in (("a_only", "A right, B wrong", "B"), ("b_only", "B right, A wrong", "A")):
+        qs = listed[key]
+        if qs:
+            shown = ", ".join(f"q{q['doc_id']} (gold {q['gold']}, {other} {q[other]})" for q in qs[:DISCORDANT_LISTED])
+            more = f" and {len(qs) - DISCORDANT_LISTED} more" if len(qs) > DISCORDANT_LISTED else ""
+            lines.append(textwrap.fill(f"{title}: {shown}{more}", 70, initial_indent="  ", subsequent_indent="    "))
+        else:
+            lines.append(f"  {title}: none")
+    return lines
+
+
 def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
     """The report's picture: the paired delta of each filter with its 95% interval against zero and the
     MDE band (the smallest difference these questions detect with 80% power); the verdict and what ran
@@ -429,11 +462,9 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
                          label="MDE band (paired, 80% power)" if i == 0 else None)
         ax.errorbar([d], [y], xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=6, lw=2, ms=7,
                     label="delta B - A with its 95% interval" if i == 0 else None)
-        acc = {n: 100 * arms[n]["metrics"][f]["accuracy"] for n in ("A", "B")}
-        ax.text(0.5, (y + 1) / len(filters) - 0.015, f"{f}: A {acc['A']:.2f}%  B {acc['B']:.2f}%\n"
-                f"delta {d:+.2f} pts [{lo:+.2f}, {hi:+.2f}], McNemar p {p['mcnemar_p']:.2g}, MDE ±{mde:.2f}"
-                + (" (no discordant questions)" if p["a_only"] + p["b_only"] == 0 else ""),
-                transform=ax.transAxes, ha="center", va="top", fontsize=8.5)
+        # on a white box above the zero line, which runs through the middle of the axes
+        ax.text(0.5, (y + 1) / len(filters) - 0.015, delta_label(rep, f), transform=ax.transAxes, ha="center",
+                va="top", fontsize=8.5, zorder=3, bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.5})
     ax.axvline(0, color="black", lw=1)
     pad = 0.12 * (hi_all - lo_all)
     ax.set_xlim(lo_all - pad, hi_all + pad)
@@ -450,16 +481,7 @@ def plot(rep: dict, path: Path, run_dir: str | Path | None = None) -> None:
     lines = ["Agreement of B with A (teacher-forced on the gold answers):"]
     lines += [textwrap.fill(("" if ok is None else "[ok] " if ok else "[FAIL] ") + t, 70, initial_indent="  ",
                             subsequent_indent="    ") for t, ok in _agreement_lines(rep)]
-    lines.append(f"Discordant questions ({PRIMARY_FILTER}):")
-    if listed is None:
-        lines.append(f"  A right, B wrong: {p0['a_only']}; B right, A wrong: {p0['b_only']} (ids: the run's "
-                     "samples-A/B.jsonl)")
-    for key, title, other in (("a_only", "A right, B wrong", "B"), ("b_only", "B right, A wrong", "A")):
-        qs = listed[key] if listed is not None else []
-        if qs:
-            shown = ", ".join(f"q{q['doc_id']} (gold {q['gold']}, {other} {q[other]})" for q in qs[:DISCORDANT_LISTED])
-            more = f" and {len(qs) - DISCORDANT_LISTED} more" if len(qs) > DISCORDANT_LISTED else ""
-            lines.append(textwrap.fill(f"{title}: {shown}{more}", 70, initial_indent="  ", subsequent_indent="    "))
+    lines += discordant_lines(p0, listed)
     tx.text(0, 1, "\n".join(lines), fontsize=8.5, va="top", transform=tx.transAxes, linespacing=1.45)
 
     notes = [f"- {r}" for r in rep["verdict"]["reasons"]]

@@ -29,7 +29,7 @@ GSM8K_INTRO = (
     "Arm A: the bf16 fallback; arm B: the FP8 chain (or what the column names). Accuracies are "
     "lm-eval's strict-match, in percent; delta is B - A in points with its paired 95% interval "
     "(clipped to [-100, 100], where a difference of two accuracies lies); MDE is "
-    "the paired minimum detectable effect (80% power, alpha 0.05; 0 when no question is discordant); "
+    "the paired minimum detectable effect (80% power, alpha 0.05; n/a when no question is discordant); "
     "top-1 and KL are the teacher-forced agreement of B with A on the gold answers (endpoint runs have "
     "none). \"prefill N\" in the mode: each rank prefilled its prompts of a batch together, up to N tokens "
     "per forward; runs without it predate that rule: the whole batch in one forward up to commit ee68746, "

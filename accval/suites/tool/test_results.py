@@ -188,6 +188,67 @@ def test_plot_draws_a_report_and_refuses_samples_that_contradict_it(tmp_path):
         report.plot(rep, tmp_path / "fig2.png", run_dir=run)
 
 
+#: A committed clean run that keeps its scored samples and has no discordant question.
+CLEAN_RUN = REPORTS / "gsm8k" / "cpu-sentinel-sensitivity-limit20" / "dep8-clean"
+
+
+def _drawn(rep: dict, run: Path, tmp_path: Path) -> dict:
+    """What :func:`report.plot` puts on its figure: every text, and the delta axes' labels and zero line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    got = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        got["texts"] = [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+        got["labels"] = [t for t in fig.axes[0].texts]
+        got["zero"] = next(line for line in fig.axes[0].lines if list(line.get_xdata()) == [0, 0])
+        return real_savefig(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt.Figure, "savefig", keep)
+        report.plot(rep, tmp_path / "fig.png", run_dir=run)
+    return got
+
+
+def test_the_picture_says_what_report_md_says_of_no_discordant_questions(tmp_path):
+    """No discordant question: the paired MDE reads "n/a" as in report.md (it read "MDE ±0.00"), the
+    discordant list says "none" (its heading stood alone), and each filter's label sits on a white box
+    above the zero line, which ran through its text."""
+    _need_repository()
+    rep = report.load(CLEAN_RUN)
+    assert (rep["paired"]["strict-match"]["a_only"], rep["paired"]["strict-match"]["b_only"]) == (0, 0)
+    got = _drawn(rep, CLEAN_RUN, tmp_path)
+    text = "\n".join(got["texts"])
+    assert "MDE n/a (no discordant questions)" in text and "±0.00" not in text, text
+    assert "Discordant questions (strict-match):\n  none: A and B are right on the same questions" in text, text
+    for label in got["labels"]:
+        assert label.get_bbox_patch() is not None and label.get_bbox_patch().get_facecolor()[:3] == (1, 1, 1), label
+        assert label.get_zorder() > got["zero"].get_zorder(), (label.get_text(), label.get_zorder())
+
+
+def test_the_pictures_labels_and_discordant_lines():
+    """Each direction of discordant questions is listed or said to be none; a run without scored samples
+    gives the counts; the label gives the MDE as report.md does."""
+    p = {"a_only": 2, "b_only": 0}
+    listed = {"a_only": [{"doc_id": 3, "gold": "7", "A": "7", "B": "8"}, {"doc_id": 9, "gold": "1", "A": "1", "B": "2"}],
+              "b_only": []}
+    assert report.discordant_lines(p, listed) == ["Discordant questions (strict-match):",
+                                                  "  A right, B wrong: q3 (gold 7, B 8), q9 (gold 1, B 2)",
+                                                  "  B right, A wrong: none"]
+    assert report.discordant_lines(p, None)[1] == ("  A right, B wrong: 2; B right, A wrong: 0 (ids: the run's "
+                                                   "samples-A/B.jsonl)")
+    assert report.discordant_lines({"a_only": 0, "b_only": 0}, None)[1:] == [
+        "  none: A and B are right on the same questions"]
+    _need_repository()
+    rep = report.load(SAMPLED_RUN)
+    assert report.delta_label(rep, "strict-match") == ("strict-match: A 85.00%  B 30.00%\n"
+                                                       "delta -55.00 pts [-77.37, -32.63], McNemar p 0.00098, MDE ±31.98")
+
+
 def test_compare_labels_each_row_and_the_cli_takes_one_label_per_path(tmp_path, capsys):
     _need_repository()
     a, b = REPORTS / "gsm8k" / "h100-dep8-full", SAMPLED_RUN
