@@ -29,9 +29,10 @@ def _need_repository():
         pytest.skip(f"accval installed without its repository: no {REPORTS} and no {PAGE}")
 
 
-def test_committed_results_page_equals_the_command_output():
+def test_committed_results_page_equals_the_command_output(monkeypatch):
     """docs/results.md is exactly what ``accval results`` makes of reports/ (run it and commit the page)."""
     _need_repository()
+    monkeypatch.chdir(REPO)  # where ``accval results`` runs: the page names the reports directory as given
     want = results.render(REPORTS, PAGE)
     have = PAGE.read_text()
     if have != want:
@@ -98,6 +99,43 @@ def test_results_and_the_picture_show_the_paired_interval_clipped(tmp_path):
         report.plot(rep, tmp_path / "fig.png", run_dir=tmp_path)
     assert any("delta -85.00 pts [-100.00, -68.94]" in t for t in shown["texts"]), shown["texts"]
     assert shown["bar"] == [pytest.approx((-100.0, -68.94440580131351))], shown["bar"]
+
+
+def test_results_of_a_directory_without_reports_is_one_line_and_exit_2(tmp_path, capsys):
+    """``--reports`` at a directory holding no A/B, benchmark or catalog report (/tmp, say) is refused: it
+    wrote a page of no results, exit 0, that said it came from ``reports/``. Nothing is written."""
+    (tmp_path / "gsm8k" / "run").mkdir(parents=True)  # folders, and files that are no report, are not reports
+    (tmp_path / "gsm8k" / "run" / "notes.txt").write_text("x")
+    (tmp_path / "bench").mkdir()
+    page = tmp_path / "x.md"
+    with pytest.raises(ValueError, match=r"--reports: expected a directory holding accval reports \(gsm8k/\*\*/report.json, "
+                                         r"bench/\*.json, mutants/\*.json\), got .*, which holds none"):
+        results.render(tmp_path, page)
+    for extra in ([], ["--check"]):
+        assert main(["results", "--reports", str(tmp_path), "--out", str(page), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("accval: error: --reports: expected a directory holding accval reports") \
+            and str(tmp_path) in err[0], err
+    assert not page.exists()
+
+
+def test_the_page_names_the_reports_directory_it_read(tmp_path, monkeypatch):
+    """The page says which directory it was generated from, as given (it always said `reports/`); an
+    absolute path inside the current directory reads as the relative one, so both make one page."""
+    entry = {"id": "scale-pad-btm", "role": "producer", "ran": True, "killed": True, "killed_by": "t", "seconds": 1.0}
+    (tmp_path / "mine" / "mutants").mkdir(parents=True)
+    (tmp_path / "mine" / "mutants" / "m.json").write_text(json.dumps(
+        {"schema": 1, "device": "cpu", "date": "d", "mutants": [entry]}))
+    monkeypatch.chdir(tmp_path)
+    page = Path("docs") / "results.md"
+    relative = results.render(Path("mine"), page)
+    assert "from the reports under `mine/`;" in relative, relative
+    assert results.render(tmp_path / "mine", page) == relative
+    elsewhere = tmp_path / "inner"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert f"from the reports under `{(tmp_path / 'mine').as_posix()}/`;" in results.render(tmp_path / "mine", page)
+    assert "from the reports under `../mine/`;" in results.render(Path("../mine"), page)
 
 
 def test_results_refuses_a_benchmark_file_it_cannot_read(tmp_path):
