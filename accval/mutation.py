@@ -12,6 +12,7 @@ and runs the rest. A run that stops early ends its pytest processes with it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -163,6 +164,49 @@ def check_resumable(previous: dict, header: dict, suites) -> None:
                              "resume with the same --no-baseline choice")
 
 
+#: How the progress bar names a suite run of a mutant (the accval suite's by the mutant alone).
+SUITE_LABELS = {"accval": "{id}", "baseline-pr": "{id} (PR 14254's test)"}
+
+
+class Bar:
+    """The progress bar of a mutant run: suite runs finished of all this run's (a resumed run starts at
+    those its saved report had finished, not at 0%), and the mutants running now by id. Workers call
+    :meth:`start` and :meth:`finish` from their threads; use it as a context manager around the run."""
+
+    def __init__(self, total: int, done: int = 0, console=None):
+        from rich.progress import Progress
+
+        if not 0 <= done <= total:
+            raise ValueError(f"Bar: expected 0 <= done <= total, got done={done}, total={total}")
+        self._lock = threading.Lock()
+        self._running: list[tuple[str, str]] = []
+        self.progress = Progress(*Progress.get_default_columns(), console=console)
+        self.task = self.progress.add_task(self.description(), total=total, completed=done)
+
+    def description(self) -> str:
+        """``mutants``, then ``: running`` and the id of each mutant whose suite is running."""
+        if not self._running:
+            return "mutants"
+        return "mutants: running " + ", ".join(SUITE_LABELS[suite].format(id=mid) for mid, suite in self._running)
+
+    def start(self, mid: str, suite: str) -> None:
+        with self._lock:
+            self._running.append((mid, suite))
+            self.progress.update(self.task, description=self.description())
+
+    def finish(self, mid: str, suite: str) -> None:
+        with self._lock:
+            self._running.remove((mid, suite))
+            self.progress.update(self.task, advance=1, description=self.description())
+
+    def __enter__(self) -> Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+
 def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progress=True, jobs: int = 1,
         save: Callable[[dict], None] | None = None, previous: dict | None = None) -> dict:
     """The report of the suites against the mutants ``only`` (default: the catalog). ``save(report)``
@@ -198,23 +242,33 @@ def run(only: list[str] | None = None, suites=("accval", "baseline-pr"), progres
 
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from rich.progress import track
-
     work = [(mid, s) for mid in ids if mid not in entries for s in suites]
     outcomes: dict[tuple[str, str], Outcome] = {}
     children = Children()
+    # the bar counts this run's suite runs, those the resumed report finished included
+    bar = Bar(total=len(ids) * len(suites), done=len(entries) * len(suites)) if progress else None
+
+    def one(mid: str, suite: str) -> Outcome:
+        if bar is None:
+            return run_suite(suite, mid, gpu, jobs, children)
+        bar.start(mid, suite)
+        try:
+            return run_suite(suite, mid, gpu, jobs, children)
+        finally:
+            bar.finish(mid, suite)
+
     # each (mutant, suite) is its own pytest process, so they can run side by side on spare cores
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        futures = [pool.submit(run_suite, suite, mid, gpu, jobs, children) for mid, suite in work]
-        finished = as_completed(futures)
-        for fut in (track(finished, total=len(futures), description="mutants") if progress else finished):
-            o = fut.result()
-            outcomes[o.id, o.suite] = o
-            if all((o.id, s) in outcomes for s in suites):
-                entries[o.id] = _entry(o.id, outcomes[o.id, "accval"], outcomes.get((o.id, "baseline-pr")))
-                if save is not None:
-                    save(report(complete=False))
+        with bar if bar is not None else contextlib.nullcontext():
+            futures = [pool.submit(one, mid, suite) for mid, suite in work]
+            for fut in as_completed(futures):
+                o = fut.result()
+                outcomes[o.id, o.suite] = o
+                if all((o.id, s) in outcomes for s in suites):
+                    entries[o.id] = _entry(o.id, outcomes[o.id, "accval"], outcomes.get((o.id, "baseline-pr")))
+                    if save is not None:
+                        save(report(complete=False))
     except BaseException:  # an interrupt, or a suite run that could not run: no child outlives the run
         pool.shutdown(wait=False, cancel_futures=True)
         children.end_all()
