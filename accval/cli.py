@@ -440,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_report)
     s = _sub(sub, "results", "write docs/results.md from the committed reports under reports/",
              "Write the results page (every committed A/B, benchmark and defect-catalog run as tables) from "
-             "reports/. Exit 0: written (or, with --check, up to date); 1: --check found it out of date.",
+             "reports/. Exit 0: written (or, with --check, up to date); 1: --check found it out of date; 2: --reports "
+             "holds no report.",
              ["accval results", "accval results --check"])
     s.add_argument("--reports", default="reports", help="the reports directory")
     s.add_argument("--out", default="docs/results.md", help="the page to write")
