@@ -211,6 +211,21 @@ def _elapsed(rep: dict) -> str:
     return f"{rep['elapsed_s']} s over {len(each)} sessions ({parts})"
 
 
+def inject_lines(rep: dict) -> list[str]:
+    """What arm B's injected catalog defect changed: the o_a_proj calls whose output differed from the clean
+    chain's (reports written before this was counted say nothing)."""
+    arm, site = rep["arms"]["B"], rep["arms"]["B"]["site"]
+    if not arm.get("inject") or not site or site.get("inject_changed_calls") is None:
+        return []
+    n = site["inject_changed_calls"]
+    if n:
+        return ["", f"The injected defect `{arm['inject']}` changed arm B's o_a_proj output at {n} of {site['calls']} calls."]
+    return ["", f"**The injected defect `{arm['inject']}` changed arm B's o_a_proj output at none of its {site['calls']} "
+            f"calls** (M from {site['m_min']} to {site['m_max']}): this run never exercised it, so its verdict says "
+            "nothing of the defect (one that shows at M >= 1024 needs more prompt tokens per rank: a larger "
+            "--batch-size)."]
+
+
 def to_markdown(rep: dict) -> str:
     t, m, v = rep["task"], rep["mode"], rep["verdict"]
     lines = [
@@ -254,6 +269,7 @@ def to_markdown(rep: dict) -> str:
         lines.append(f"o_a_proj site, arm B: {sb['calls']} calls, M from {sb['m_min']} to {sb['m_max']} ({sb['distinct_m']} "
                  f"distinct; {sb['calls_m_ge_1024']} calls with M >= 1024, {sb['calls_m_not_multiple_of_4']} with M % 4 != 0), "
                      f"contract violations {sb['contract_violations']}" + (f" (first: {sb['first_violation']})" if sb["first_violation"] else "") + ".")
+        lines += inject_lines(rep)
     if rep["model"].get("random_weights"):
         lines.append("")
         lines.append("The built-in model has random weights: its gsm8k accuracy is near zero in both arms, so the "

@@ -44,10 +44,24 @@ def record(op: str, impl: str, mode: str, **details: object) -> Run:
 
 def emit(run: Run) -> Run:
     """Record an already built :class:`Run` (launchers build one per configuration and reuse it)."""
+    if getattr(_local, "unrecorded", False):
+        return run
     COUNTS[(run.op, run.impl)] += 1
     for sink in getattr(_local, "sinks", ()):
         sink.append(run)
     return run
+
+
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Calls inside record nothing (in this thread): a comparison run beside the call under test (the A/B's
+    clean chain beside an injected defect) is not what ran for it."""
+    before = getattr(_local, "unrecorded", False)
+    _local.unrecorded = True
+    try:
+        yield
+    finally:
+        _local.unrecorded = before
 
 
 @contextlib.contextmanager

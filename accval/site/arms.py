@@ -14,7 +14,10 @@ import collections
 import dataclasses
 from collections.abc import Callable
 
+import torch
+
 import accval.kernels as kernels
+from accval.kernels import provenance
 from accval.kernels.validation import contract_problems
 
 PATHS = ("native", "bf16-fallback", "fp8-chain")
@@ -94,18 +97,22 @@ class SiteStats:
     contract_violations: int = 0
     first_violation: str | None = None
     provenance_problems: list[str] = dataclasses.field(default_factory=list)
+    #: calls whose output the arm's injected catalog defect changed (bits of the clean chain's output)
+    inject_changed: int = 0
 
     def state(self) -> dict:
         """Everything, for a resumed run to continue counting (:meth:`from_state`)."""
         return {"calls": self.calls, "tokens": self.tokens, "m_counts": {str(k): v for k, v in self.m_counts.items()},
                 "ran": dict(self.ran), "contract_violations": self.contract_violations,
-                "first_violation": self.first_violation, "provenance_problems": list(self.provenance_problems)}
+                "first_violation": self.first_violation, "provenance_problems": list(self.provenance_problems),
+                "inject_changed": self.inject_changed}
 
     @classmethod
     def from_state(cls, d: dict) -> "SiteStats":
         return cls(calls=d["calls"], tokens=d["tokens"], m_counts=collections.Counter({int(k): v for k, v in d["m_counts"].items()}),
                    ran=collections.Counter(d["ran"]), contract_violations=d["contract_violations"],
-                   first_violation=d["first_violation"], provenance_problems=list(d["provenance_problems"]))
+                   first_violation=d["first_violation"], provenance_problems=list(d["provenance_problems"]),
+                   inject_changed=d.get("inject_changed", 0))  # not recorded before injected defects were checked
 
     @classmethod
     def merged(cls, states: list[dict]) -> "SiteStats":
@@ -118,6 +125,7 @@ class SiteStats:
             out.m_counts.update(part.m_counts)
             out.ran.update(part.ran)
             out.contract_violations += part.contract_violations
+            out.inject_changed += part.inject_changed
             out.first_violation = out.first_violation or part.first_violation
             for msg in part.provenance_problems:
                 if msg not in out.provenance_problems and len(out.provenance_problems) < 5:
@@ -133,7 +141,7 @@ class SiteStats:
             "calls_m_not_multiple_of_4": sum(c for m, c in self.m_counts.items() if m % 4),
             "ran": dict(sorted(self.ran.items())),
             "contract_violations": self.contract_violations, "first_violation": self.first_violation,
-            "provenance_problems": list(self.provenance_problems),
+            "provenance_problems": list(self.provenance_problems), "inject_changed_calls": self.inject_changed,
         }
 
 
@@ -183,6 +191,7 @@ def fp8_chain(arm: Arm, stats: Callable[[], SiteStats], plugged=None):
             consumer = fn
         expected[role] = getattr(fn, "accval_expected_impl", None)
     expected = {op: impl for op, impl in expected.items() if impl}
+    clean = (prod, cons)  # the chain without the defect
 
     def chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope):
         m, k = o.shape[0], hpg * o.shape[2]
@@ -193,8 +202,16 @@ def fp8_chain(arm: Arm, stats: Callable[[], SiteStats], plugged=None):
                 stats().contract_violations += 1
                 stats().first_violation = stats().first_violation or f"M={m}: {problems[0]}"
 
-        return kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
-                                          is_neox=False, backend=arm.backend, check_contract=False,
-                                          producer=producer, consumer=consumer, inspect=count)
+        out = kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
+                                         is_neox=False, backend=arm.backend, check_contract=False,
+                                         producer=producer, consumer=consumer, inspect=count)
+        if arm.inject:  # did the defect change anything here? (a run that never exercises it cannot see it)
+            with provenance.unrecorded():
+                want = kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
+                                                  is_neox=False, backend=arm.backend, check_contract=False,
+                                                  producer=clean[0], consumer=clean[1])
+            if not torch.equal(out.contiguous().view(torch.int16), want.contiguous().view(torch.int16)):
+                stats().inject_changed += 1
+        return out
 
     return chain, expected

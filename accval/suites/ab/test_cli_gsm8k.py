@@ -93,6 +93,7 @@ def test_injected_scale_pad_btm_is_a_regression(tmp_path, clean_run):
     rep = json.loads((out / "report.json").read_text())
     assert rep["verdict"]["regression"] and rep["arms"]["B"]["inject"] == "scale-pad-btm"
     assert any("contract" in r for r in rep["verdict"]["reasons"]), rep["verdict"]
+    assert rep["arms"]["B"]["site"]["inject_changed_calls"] > 0  # the prompts pass M = 1024 at prefill
     assert main(["report", str(clean_run[1]), str(out)]) == 0
     assert main(["report", "--fail-on-regression", str(clean_run[1]), str(out)]) == 1
 
@@ -362,3 +363,19 @@ def test_resume_continues_with_the_settings_the_run_began_with(tmp_path, capsys)
     rep = json.loads((out / "report.json").read_text())
     assert rep["mode"]["name"] == "tep8" and rep["settings"]["seed"] == 3 and rep["settings"]["data_dir"] == str(DATA)
     assert rep["arms"]["A"]["resumed_samples"] == 2
+
+
+def test_an_injected_defect_the_run_never_exercises_is_said_to_be_unseen(tmp_path):
+    """One prompt per forward keeps M under 1024, where scale-pad-btm changes nothing: the run read "no
+    regression" and said nothing of it. Each call of arm B is compared with the clean chain's bits: the
+    report says the defect changed none of the calls, so its verdict says nothing of the defect."""
+    out = tmp_path / "unseen"  # the sentinel: prompts under 900 tokens
+    rc = main(["gsm8k", "--ab", "--limit", "2", "--max-gen-toks", "4", "--batch-size", "2", "--prefill-tokens", "1",
+               "--inject", "scale-pad-btm", "--ranks", "1", "--out", str(out), "--quiet"])
+    rep = json.loads((out / "report.json").read_text())
+    site = rep["arms"]["B"]["site"]
+    assert rc == 0 and site["m_max"] < 1024 and site["inject_changed_calls"] == 0, site
+    text = (out / "report.md").read_text()
+    assert f"**The injected defect `scale-pad-btm` changed arm B's o_a_proj output at none of its {site['calls']} calls**" in text
+    # what ran is still the mutant alone: the clean chain beside it records no provenance
+    assert set(site["ran"].values()) == {site["calls"]}, site["ran"]
