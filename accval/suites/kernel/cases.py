@@ -350,7 +350,21 @@ def positions_and_cache(case: ProducerCase, gen: torch.Generator, device) -> tup
     if case.m:
         flat[0] = LONG_CONTEXT - 1  # the last row of the cache
     positions = flat.to(case.positions_dtype).to(device)[:: case.positions_stride][: case.m]
-    return positions, long_context_cache(case.rope_dim, case.cache_3d).to(device)
+    if case.rope_dim in LONG_CONTEXT_ROPE_DIMS:
+        return positions, long_context_cache(case.rope_dim, case.cache_3d).to(device)
+    return positions, _rows_filled_cache(flat, case.rope_dim, case.cache_3d).to(device)
+
+
+def _rows_filled_cache(rows: torch.Tensor, rope_dim: int, cache_3d: bool) -> torch.Tensor:
+    """The YaRN cache's shape, all :data:`LONG_CONTEXT` rows, with only ``rows`` filled (zeros elsewhere, which a
+    kernel reading another row rotates by): a producer declaring a rope dim past :data:`LONG_CONTEXT_ROPE_DIMS`
+    meets long positions without building 2**20 rows of it (64: 256 MB, ~13 s)."""
+    yarn = YarnScaling()
+    rows = rows.unique()
+    angles = rows.double()[:, None] * yarn.inv_freq(rope_dim)[None, :]
+    cache = torch.zeros(LONG_CONTEXT, rope_dim)
+    cache[rows] = (torch.cat([angles.cos(), angles.sin()], dim=-1) * yarn.mscale()).float()
+    return cache.view(LONG_CONTEXT, 2, rope_dim // 2) if cache_3d else cache
 
 
 @st.composite

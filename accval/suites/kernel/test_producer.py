@@ -20,6 +20,7 @@ from accval.kernels.reference import dequantize_activations, inv_rope_fp8_quant_
 
 from .cases import (
     BLOCK_SIZES,
+    LongContextCase,
     ProducerCase,
     boundary_absmaxes,
     explicit_case,
@@ -175,6 +176,19 @@ def test_scales_at_the_recipes_boundaries(producer, device, case, accval_record)
 def test_explicit_sizes_match_reference(producer, device, m, accval_record):
     """The pull request's sizes and every awkward size around the dispatch thresholds, automatic BTM."""
     check_against_mirror(producer, explicit_case(m, is_neox=m % 2 == 0), device, accval_record)
+
+
+@pytest.mark.parametrize("positions_dtype", [torch.int32, torch.int64], ids=["int32", "int64"])
+def test_long_context_positions_match_reference(producer, device, positions_dtype, accval_record):
+    """Positions up to 2**20 - 1 (DeepSeek-V4's context), a strided view, into a YaRN cache of all 2**20 rows:
+    every other property draws positions below 4096, where a producer keeping 16 bits of a position (an
+    int16 index) is right."""
+    case = fit(producer, LongContextCase(m=6, n_groups=2, heads_per_group=1, rope_dim=8, positions_dtype=positions_dtype,
+                                         positions_stride=2, seed=3))
+    o, pos, cache = make_inputs(case, device)
+    fp8, scale = producer(*case.args(o, pos, cache), is_neox=case.is_neox)
+    judge_against_mirror(producer, case, o, pos, cache, fp8, scale, accval_record,
+                         where=f"positions up to {int(pos.max())}: ")
 
 
 #: BTM 1-4 at M ~1500 run 375-1500 programs per head in the CPU interpreter (~40 s each) and cannot

@@ -234,6 +234,31 @@ def test_failure_messages_say_what_is_wrong_and_where():
     assert at((0, 1, 5), scale_axes("ue8m0-packed"), rows=6) == "[g, word, m] = (0, 1, 5)"
 
 
+def _positions_16_bits(o, positions, cos_sin_cache, *args, **kwargs):
+    """Planted defect: each position kept to its low 16 bits (an int16 index)."""
+    return _REFERENCE(o, positions.long() & 0xFFFF, cos_sin_cache, *args, **kwargs)
+
+
+def test_a_plugged_producer_meets_positions_up_to_the_models_context():
+    """Plugged producers met positions below 4096 only (the long-context property ran accval's own kernel),
+    so one keeping 16 bits of a position passed the whole suite; a correct one of another rope dim meets a
+    2**20-row cache too (rows filled where drawn)."""
+    from accval.implementations import _wrap_producer
+    from accval.suites.kernel import test_producer
+
+    cpu, record = torch.device("cpu"), lambda *args, **kwargs: None
+    narrowed = _wrap_producer("positions_16_bits", _positions_16_bits).under_test()
+    with pytest.raises(AssertionError, match="positions up to 104"):
+        test_producer.test_long_context_positions_match_reference(narrowed, cpu, torch.int64, record)
+
+    def mirror_64(*args, **kwargs):
+        return _REFERENCE(*args, **kwargs)
+
+    mirror_64.accval_exact, mirror_64.accval_rope_dims = True, (64,)
+    test_producer.test_long_context_positions_match_reference(_wrap_producer("mirror_64", mirror_64).under_test(), cpu,
+                                                              torch.int32, record)
+
+
 def test_a_plugged_consumers_chain_failures_are_its_own():
     """Plugged alone (accval's producer on the other side), a consumer that reads the scale rows at stride M
     (the catalog's defect) fails the chain tests, and the run's summary says so on the consumer's line
