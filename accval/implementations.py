@@ -231,7 +231,8 @@ def _op(kind: str, name: str, fn: object):
     if not isinstance(value, (torch._ops.OpOverload, torch._ops.OpOverloadPacket, CustomOpDef)):
         raise PluginError(f"{kind} {name!r}: accval_op expected a torch custom op (torch.ops.<ns>.<name>, or what "
                           f"torch.library.custom_op returns), got {type(value).__name__} {value!r:.60}")
-    return value
+    # what custom_op returns is judged as the op it registered (its calls dispatch as that OpOverload)
+    return value._opoverload if isinstance(value, CustomOpDef) else value
 
 
 def _all_or(values: tuple, everything: tuple) -> str:

@@ -446,6 +446,13 @@ def test_an_op_with_its_own_arguments_is_opchecked_with_what_the_producer_passes
         else:
             test_contract.test_producer_opcheck(producer, torch.device("cpu"), m, btm)
 
+    def declared_as_made(*args, **kwargs):
+        return _own_arguments_quant(*args, **kwargs)
+
+    # the object torch.library.custom_op returns, declared as it is: it crashed the test (AttributeError)
+    declared_as_made.accval_op, declared_as_made.accval_exact = _own_arguments_op, True
+    test_contract.test_producer_opcheck(_wrap_producer("as_made", declared_as_made).under_test(), torch.device("cpu"), 3, 0)
+
     def never_calls_it(*args, **kwargs):
         return _REFERENCE(*args, **kwargs)
 
@@ -633,6 +640,12 @@ def test_a_consumer_op_with_its_own_arguments_is_checked_with_what_the_consumer_
         test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("own", own), cpu, "fp32")
     except pytest.skip.Exception as e:
         pytest.fail(f"skipped instead of checked with the consumer's own arguments: {e}")
+    with pytest.raises(AssertionError, match="fake != real"):
+        test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("padded", padded_fake), cpu,
+                                                                           "fp32")
+    # the objects torch.library.custom_op returns, declared as they are: they crashed the test (AttributeError)
+    own.accval_op, padded_fake.accval_op = _own_arguments_bmm, _own_arguments_bmm_padded_fake
+    test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("own", own), cpu, "fp32")
     with pytest.raises(AssertionError, match="fake != real"):
         test_consumer_chain.test_consumer_op_fake_matches_real_and_opcheck(_wrap_consumer("padded", padded_fake), cpu,
                                                                            "fp32")
