@@ -148,6 +148,11 @@ def check_layout(fp8: torch.Tensor, scale: torch.Tensor, n_groups: int, m: int, 
 #: path does; a fused kernel that skips that rounding, or rotates with one FMA, differs by up to that
 #: plus a few fp32 ulps. 2**-8 is twice the rounding bound.
 AMAX_REL_TOL = 2.0**-8
+#: How far a producer's block absmax may lie outside the range between the mirror's (rotated slice rounded
+#: to the input dtype) and the exact one's (float64): the rotation's own fp32 rounding (a multiply and an
+#: add, or one FMA), a few fp32 ulps. 2**-20 is 8 of them. Wider (AMAX_REL_TOL again) passed a producer
+#: whose every scale was rounded to bf16 (86% of its scales off both absmaxes' rule).
+ROTATION_REL_TOL = 2.0**-20
 #: A non-exact producer's codes may differ from the mirror's quantization at the producer's own scale
 #: by one FP8 code (a faithful rounding: an approximate division, or y one input-dtype ulp away).
 #: Measured on an NVIDIA H200: TensorRT-LLM's and vLLM's producers stay within 1.000 ULP of
@@ -204,15 +209,16 @@ def quant_error_bound(y: torch.Tensor, scale: torch.Tensor, exact: bool, input_e
     return rho * (2.0**-3 * y.abs() + 2.0**-9 * scale) + input_eps * y.abs()
 
 
-def scale_window(amax: torch.Tensor, recipe) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scales a producer of ``recipe`` may choose for a block whose mirror absmax is ``amax``:
-    the recipe's rule applied at ``amax * (1 -+ AMAX_REL_TOL)`` (its rule is monotone), widened by
-    one fp32 ulp each side for a reciprocal or division rounded the other way."""
+def scale_window(amax: torch.Tensor, recipe, rel: float = AMAX_REL_TOL) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scales a producer of ``recipe`` may choose for a block whose absmax is ``amax`` (give ``rel``
+    :data:`ROTATION_REL_TOL` when ``amax`` already spans the mirror's and the exact one's): the recipe's rule
+    applied at ``amax * (1 -+ rel)`` (its rule is monotone), widened by one fp32 ulp each side for a
+    reciprocal or division rounded the other way."""
     from accval.kernels.recipes import block_scales
 
     a = amax.float()
-    lo = block_scales(a * (1 - AMAX_REL_TOL), recipe)
-    hi = block_scales(a * (1 + AMAX_REL_TOL), recipe)
+    lo = block_scales(a * (1 - rel), recipe)
+    hi = block_scales(a * (1 + rel), recipe)
     return torch.nextafter(lo, torch.zeros_like(lo)), torch.nextafter(hi, torch.full_like(hi, float("inf")))
 
 

@@ -259,6 +259,33 @@ def test_a_plugged_producer_meets_positions_up_to_the_models_context():
                                                               torch.int32, record)
 
 
+def _scales_rounded_to_bf16(o, positions, cos_sin_cache, *args, **kwargs):
+    """Planted defect: the recipe's scales rounded to bf16, the codes quantized at them (a faithful pair)."""
+    from accval.kernels.constants import FP8_DTYPE
+
+    fp8, scale = _REFERENCE(o, positions, cos_sin_cache, *args, **kwargs)
+    rounded = scale.to(torch.bfloat16).float()
+    g, m, k = fp8.shape
+    s = rounded[:, :, :m].transpose(1, 2).repeat_interleave(128, dim=2)
+    codes = torch.where(s > 0, fp8.float() * scale[:, :, :m].transpose(1, 2).repeat_interleave(128, dim=2)
+                        / torch.where(s > 0, s, 1.0), 0.0)
+    return codes.clamp(-448, 448).to(FP8_DTYPE), rounded
+
+
+def test_scales_off_the_recipes_rule_by_more_than_the_rotations_rounding_fail():
+    """A non-exact producer's scale may come from the mirror's absmax, the exact one's, or anything between,
+    give or take the rotation's fp32 rounding. The window was widened by 2**-8 on top of that range, which
+    passed a producer rounding every scale to bf16 (2**-9 off) through all of pytest suites/kernel (found by
+    plugging one)."""
+    from accval.implementations import _wrap_producer
+    from accval.suites.kernel import test_producer
+
+    producer = _wrap_producer("bf16_scales", _scales_rounded_to_bf16).under_test()
+    with pytest.raises(AssertionError, match="outside the fp32-div window"):
+        test_producer.check_against_mirror(producer, ProducerCase(m=37, n_groups=2, heads_per_group=2, seed=5),
+                                           torch.device("cpu"))
+
+
 def test_a_plugged_consumers_chain_failures_are_its_own():
     """Plugged alone (accval's producer on the other side), a consumer that reads the scale rows at stride M
     (the catalog's defect) fails the chain tests, and the run's summary says so on the consumer's line
