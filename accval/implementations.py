@@ -409,8 +409,17 @@ class Consumer:
         return get_recipe(recipe).name in self.recipes
 
     def scale_formats(self) -> tuple[str, ...]:
-        """The scale storages it reads: ``"fp32"`` (fp32-div, fp32-rcp, ue8m0) and/or ``"ue8m0-packed"``."""
-        return tuple(dict.fromkeys("ue8m0-packed" if get_recipe(r).packed else "fp32" for r in self.recipes))
+        """The scale storages it reads: ``"fp32"`` (fp32-div, fp32-rcp: any fp32 scale), else ``"fp32-pow2"``
+        (ue8m0 alone: fp32 powers of two, all such a producer writes; a consumer may read their exponent
+        bits), and/or ``"ue8m0-packed"``."""
+        recipes = [get_recipe(r) for r in self.recipes]
+        fp32 = [r for r in recipes if not r.packed]
+        formats = []
+        if fp32:
+            formats.append("fp32-pow2" if all(r.power_of_two for r in fp32) else "fp32")
+        if any(r.packed for r in recipes):
+            formats.append("ue8m0-packed")
+        return tuple(formats)
 
     def describe(self) -> str:
         return f"recipes={','.join(self.recipes)}" + ("" if self.devices == ("cpu", "cuda") else f" devices={','.join(self.devices)}")

@@ -409,8 +409,8 @@ SUM_BLOCKS = 64
 
 def same_sign_inputs(g: int, m: int, n: int, scale_format: str, seed: int):
     """Consumer inputs whose products all share one sign, at K = 128 * SUM_BLOCKS: codes 16 to 448, weight
-    scales 0.75 to 1.25, activation scales 0.75 to 1.25 (fp32) or 0.5 and 1 (packed UE8M0 words, powers of
-    two). Padding rows of the activation scales hold garbage, as in ``test_consumer_chain.activation_scales``."""
+    scales 0.75 to 1.25, activation scales 0.75 to 1.25 (fp32) or 0.5 and 1 (powers of two: fp32-pow2, or
+    packed UE8M0 words). Padding rows of the activation scales hold garbage, as in ``test_consumer_chain.activation_scales``."""
     k = 128 * SUM_BLOCKS
     gen = torch.Generator().manual_seed(seed)
     a = (torch.rand(g, m, k, generator=gen) * 432 + 16).to(FP8_DTYPE)
@@ -420,6 +420,10 @@ def same_sign_inputs(g: int, m: int, n: int, scale_format: str, seed: int):
         s = torch.rand(g, SUM_BLOCKS, pad4(m), generator=gen) * 0.5 + 0.75
         s[:, :, m:] = float("nan")
         return a, s, b, b_scale
-    packed = pack_ue8m0(torch.exp2(-torch.randint(0, 2, (g, SUM_BLOCKS, pad4(m)), generator=gen).float()))
+    pow2 = torch.exp2(-torch.randint(0, 2, (g, SUM_BLOCKS, pad4(m)), generator=gen).float())
+    if scale_format == "fp32-pow2":
+        pow2[:, :, m:] = float("nan")
+        return a, pow2, b, b_scale
+    packed = pack_ue8m0(pow2)
     packed[:, :, m:] = -1
     return a, packed, b, b_scale

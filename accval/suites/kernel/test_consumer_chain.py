@@ -100,13 +100,18 @@ def consumer_cases(draw):
 def activation_scales(fmt: str, g: int, k: int, m: int, gen: torch.Generator) -> torch.Tensor:
     """Random activation scales in a consumer's storage ``fmt`` with garbage in the padding rows
     (NaN for fp32, all-ones bytes for packed words), which a consumer must never read: fp32 values
-    from 0.01 to 1.01, or powers of two 2**-8..2**7 as packed UE8M0 bytes, a different one per k-block."""
+    from 0.01 to 1.01, or powers of two 2**-8..2**7 as fp32 (``fp32-pow2``) or packed UE8M0 bytes, a
+    different one per k-block."""
     kb = k // 128
     if fmt == "fp32":
         s = torch.rand(g, kb, pad4(m), generator=gen) + 0.01
         s[:, :, m:] = float("nan")
         return s
     exps = torch.randint(-8, 8, (g, kb, pad4(m)), generator=gen).float()
+    if fmt == "fp32-pow2":
+        s = torch.exp2(exps)
+        s[:, :, m:] = float("nan")
+        return s
     packed = pack_ue8m0(torch.exp2(exps))
     packed[:, :, m:] = -1
     return packed

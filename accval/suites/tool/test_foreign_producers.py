@@ -286,6 +286,31 @@ def test_scales_off_the_recipes_rule_by_more_than_the_rotations_rounding_fail():
                                            torch.device("cpu"))
 
 
+def _exponent_bits_consumer(a, a_scale, b, b_scale):
+    """A consumer of ue8m0 scales only that reads each fp32 scale's exponent bits (DeepGEMM on SM100 style)."""
+    exps = ((a_scale.view(torch.int32) >> 23) & 0xFF).float() - 127
+    return fp8_block_bmm_math_ref(a, torch.exp2(exps), b, b_scale).to(torch.bfloat16)
+
+
+_exponent_bits_consumer.accval_recipe = "ue8m0"
+
+
+def test_a_consumer_of_power_of_two_scales_is_given_power_of_two_scales():
+    """A consumer declaring ue8m0 alone reads scales a ue8m0 producer writes, powers of two, and may read
+    their exponent bits: the consumer properties drew any fp32 scale for it and it failed 6 of them, its
+    chain passing (found by plugging one). Its scale format is fp32-pow2; a consumer of any fp32 recipe
+    keeps fp32."""
+    from accval.suites.kernel.test_consumer_chain import test_consumer_matches_math_reference
+
+    consumer = CONSUMERS.get(f"{__name__}:_exponent_bits_consumer")
+    assert consumer.scale_formats() == ("fp32-pow2",)
+    assert CONSUMERS.get("accval").scale_formats() == ("fp32",)
+    case, cpu = dict(g=2, m=5, n=128, k=640, seed=2), torch.device("cpu")
+    test_consumer_matches_math_reference.hypothesis.inner_test(consumer, cpu, case, "fp32-pow2")
+    with pytest.raises(AssertionError, match="exceeds bound"):
+        test_consumer_matches_math_reference.hypothesis.inner_test(consumer, cpu, case, "fp32")
+
+
 def test_a_plugged_consumers_chain_failures_are_its_own():
     """Plugged alone (accval's producer on the other side), a consumer that reads the scale rows at stride M
     (the catalog's defect) fails the chain tests, and the run's summary says so on the consumer's line
