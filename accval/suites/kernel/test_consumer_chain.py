@@ -79,7 +79,8 @@ def check_consumer(consumer, a, a_scale, b, b_scale, ctx):
     out = consumer(a, a_scale, b, b_scale)
     ref = fp8_block_bmm_math_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
     bound = BF16_HALF_ULP * ref.abs() + FP32_ACC_TOL * fp8_block_bmm_abs_ref(a.cpu(), a_scale.cpu(), b.cpu(), b_scale.cpu())
-    assert out.dtype == torch.bfloat16 and tuple(out.shape) == tuple(ref.shape), f"got {out.dtype} {tuple(out.shape)}; {ctx}"
+    assert out.dtype == torch.bfloat16 and tuple(out.shape) == tuple(ref.shape), (
+        f"consumer output: expected torch.bfloat16 {tuple(ref.shape)}, got {out.dtype} {tuple(out.shape)}; {ctx}")
     return assert_within_bound(out.cpu(), ref, bound, "consumer vs float64 math reference", ctx,
                                nonfinite_why=GARBAGE_ROWS if (a_scale[:, :, a.shape[1]:] != 0).any() else "", axes=OUT_AXES)
 
@@ -170,7 +171,8 @@ def test_consumer_rounds_its_output_to_nearest(consumer_here, device, scale_form
     b_scale = short_scales((g, n // 128, k // 128), gen)
     ctx = f"G={g} M={m} N={n} K={k} consumer={consumer.name} scales={scale_format}"
     out = consumer(*(t.to(device) for t in (a, a_scale, b, b_scale)))
-    assert out.dtype == torch.bfloat16 and tuple(out.shape) == (g, m, n), f"got {out.dtype} {tuple(out.shape)}; {ctx}"
+    assert out.dtype == torch.bfloat16 and tuple(out.shape) == (g, m, n), (
+        f"consumer output: expected torch.bfloat16 {(g, m, n)}, got {out.dtype} {tuple(out.shape)}; {ctx}")
     out = out.cpu().double()
     ref = fp8_block_bmm_math_ref(a, a_scale, b, b_scale)
     nearest = ref.to(torch.bfloat16).double()
@@ -321,7 +323,8 @@ def check_chain(producer, consumer, case: ProducerCase, device, r: int | None = 
     out = consumer(fp8, scale, w_fp8, w_scale)
     ref, bound = chain_oracle(o, pos, cache, case, w_fp8, w_scale, producer.recipe, producer.exact)
     ctx = f"{case} producer={producer.name} consumer={consumer.name} recipe={producer.recipe.name}"
-    assert tuple(out.shape) == tuple(ref.shape), f"chain output {tuple(out.shape)} != {tuple(ref.shape)}; {ctx}"
+    assert out.dtype == torch.bfloat16 and tuple(out.shape) == tuple(ref.shape), (
+        f"chain output: expected torch.bfloat16 {tuple(ref.shape)}, got {out.dtype} {tuple(out.shape)}; {ctx}")
     if record is not None:  # before judging it: the run's summary states a failed case's ratio too
         record("chain", worst=worst_ratio(out.cpu(), ref, bound), pair=f"{producer.name}->{consumer.name}")
     return assert_within_bound(out.cpu(), ref, bound, "producer -> consumer vs float64 math (unquantized activations)",
