@@ -242,7 +242,7 @@ def _run_gsm8k(args, settings, out) -> int:
     from .gsm8k import ab
 
     settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
-    ab.check_out(out, args.resume, settings)  # a file as --out, a resume of no run or of another: before the plan line
+    ab.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
     args.run_dir = out  # for the resume hint on Ctrl-C
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)

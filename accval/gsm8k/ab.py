@@ -335,8 +335,12 @@ def recorded_settings(out: Path) -> dict:
     run_json = Path(out) / "run.json"
     if not run_json.is_file():
         return {}
+    try:
+        settings = RunDir._meta(run_json)["settings"]
+    except ValueError:  # read without the run's lock: RunDir says what is wrong, holding it
+        return {}
     fields = {f.name for f in dataclasses.fields(Settings)}
-    return {k: v for k, v in RunDir._meta(run_json)["settings"].items() if k in fields}
+    return {k: v for k, v in settings.items() if k in fields}
 
 
 def check_resumable(meta: dict, fingerprint: dict, path: Path) -> None:
@@ -359,7 +363,7 @@ def check_resumable(meta: dict, fingerprint: dict, path: Path) -> None:
         raise ValueError(f"--resume: settings differ from the run in {path}: {'; '.join(diff)}{hint}")
 
 
-def check_out(out: Path, resume: bool, settings: Settings | None = None) -> None:
+def check_out(out: Path, resume: bool) -> None:
     """The run directory ``out`` can be used as asked, before anything is written (what
     :class:`RunDir` checks first; the CLI can call it before its plan line): a directory or nothing
     there; without ``resume``, no finished work to overwrite; with it, a run to continue. A path with
@@ -381,8 +385,6 @@ def check_out(out: Path, resume: bool, settings: Settings | None = None) -> None
         state = "is empty" if out.exists() else "does not exist"
         raise ValueError(f"--resume: {out} {state}, so there is no run to continue; check the path, or leave out "
                          "--resume to start a new run there")
-    if resume and settings is not None:  # validated settings: the run's to continue, or refused before any work
-        check_resumable(RunDir._meta(run_json), dataclasses.asdict(settings), out)
 
 
 class RunDir:
