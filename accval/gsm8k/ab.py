@@ -352,11 +352,13 @@ def check_resumable(meta: dict, fingerprint: dict, path: Path) -> None:
                          f"generation otherwise ({meta.get('engine') or 'rules not recorded'}; now: "
                          f"{ENGINE_RULES}); finished questions would mix both: choose another --out")
     if old != fingerprint:
-        diff = [f"--{k.replace('_', '-')} {old[k]!r} in the run, {v!r} now" if k in old
-                else f"--{k.replace('_', '-')} not recorded in the run, {v!r} now"
+        def option(k: str) -> str:
+            return "--" + k.replace("_", "-")
+
+        diff = [f"{option(k)} {old[k]!r} in the run, {v!r} now" if k in old
+                else f"{option(k)} not recorded in the run, {v!r} now"
                 for k, v in fingerprint.items() if old.get(k, _MISSING) != v]
-        diff += [f"--{k.replace('_', '-')} {old[k]!r} in the run, no such setting now" for k in old
-                 if k not in fingerprint]
+        diff += [f"{option(k)} {old[k]!r} in the run, no such setting now" for k in old if k not in fingerprint]
         hint = ""
         if old.get("ranks") != fingerprint.get("ranks") and isinstance(old.get("ranks"), int):
             hint = f" (--ranks {old['ranks']} continues as the run began, as does leaving --ranks out)"

@@ -191,10 +191,14 @@ def fp8_chain(arm: Arm, stats: Callable[[], SiteStats], plugged=None):
             consumer = fn
         expected[role] = getattr(fn, "accval_expected_impl", None)
     expected = {op: impl for op, impl in expected.items() if impl}
-    clean = (prod, cons)  # the chain without the defect
 
     def chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope):
         m, k = o.shape[0], hpg * o.shape[2]
+
+        def run(producer, consumer, inspect=None):
+            return kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
+                                              is_neox=False, backend=arm.backend, check_contract=False,
+                                              producer=producer, consumer=consumer, inspect=inspect)
 
         def count(fp8, scale):
             problems = contract_problems(fp8, scale, n_groups, m, k)
@@ -202,14 +206,10 @@ def fp8_chain(arm: Arm, stats: Callable[[], SiteStats], plugged=None):
                 stats().contract_violations += 1
                 stats().first_violation = stats().first_violation or f"M={m}: {problems[0]}"
 
-        out = kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
-                                         is_neox=False, backend=arm.backend, check_contract=False,
-                                         producer=producer, consumer=consumer, inspect=count)
+        out = run(producer, consumer, inspect=count)
         if arm.inject:  # did the defect change anything here? (a run that never exercises it cannot see it)
             with provenance.unrecorded():
-                want = kernels.o_a_proj_fp8_chain(o, positions, cache, w_fp8, w_scale, n_groups, hpg, nope, rope,
-                                                  is_neox=False, backend=arm.backend, check_contract=False,
-                                                  producer=clean[0], consumer=clean[1])
+                want = run(prod, cons)  # the chain without the defect
             if not torch.equal(out.contiguous().view(torch.int16), want.contiguous().view(torch.int16)):
                 stats().inject_changed += 1
         return out

@@ -300,11 +300,16 @@ def cos_sin_cache(max_pos: int, rope_dim: int, *, yarn: YarnScaling | None = Non
 
     Every row is built: the kernel indexes the cache by position, so a cache of only the rows a test
     draws would not be the tensor a model passes."""
+    cache = cos_sin_rows(torch.arange(max_pos), rope_dim, yarn)
+    return cache.reshape(max_pos, 2, rope_dim // 2) if cache_3d else cache
+
+
+def cos_sin_rows(positions: torch.Tensor, rope_dim: int, yarn: "YarnScaling | None" = None) -> torch.Tensor:
+    """The cache rows of ``positions``: fp32 ``[len, rope_dim]``, cos half then sin half (angles in float64)."""
     inv_freq = rope_inv_freq(rope_dim) if yarn is None else yarn.inv_freq(rope_dim)
     mscale = 1.0 if yarn is None else yarn.mscale()
-    angles = torch.arange(max_pos, dtype=torch.float64)[:, None] * inv_freq[None, :]
-    cache = torch.cat([angles.cos() * mscale, angles.sin() * mscale], dim=-1).float()
-    return cache.reshape(max_pos, 2, rope_dim // 2) if cache_3d else cache
+    angles = positions.double()[:, None] * inv_freq[None, :]
+    return torch.cat([angles.cos() * mscale, angles.sin() * mscale], dim=-1).float()
 
 
 _LONG_CACHES: dict[int, torch.Tensor] = {}
@@ -359,11 +364,9 @@ def _rows_filled_cache(rows: torch.Tensor, rope_dim: int, cache_3d: bool) -> tor
     """The YaRN cache's shape, all :data:`LONG_CONTEXT` rows, with only ``rows`` filled (zeros elsewhere, which a
     kernel reading another row rotates by): a producer declaring a rope dim past :data:`LONG_CONTEXT_ROPE_DIMS`
     meets long positions without building 2**20 rows of it (64: 256 MB, ~13 s)."""
-    yarn = YarnScaling()
     rows = rows.unique()
-    angles = rows.double()[:, None] * yarn.inv_freq(rope_dim)[None, :]
     cache = torch.zeros(LONG_CONTEXT, rope_dim)
-    cache[rows] = (torch.cat([angles.cos(), angles.sin()], dim=-1) * yarn.mscale()).float()
+    cache[rows] = cos_sin_rows(rows, rope_dim, YarnScaling())
     return cache.view(LONG_CONTEXT, 2, rope_dim // 2) if cache_3d else cache
 
 
