@@ -166,7 +166,7 @@ def _plan(settings, out: Path) -> str:
     if settings.endpoint_a:
         arms = "endpoints"
     else:
-        from .gsm8k.ab import arms_for
+        from .gsm8k.config import arms_for
 
         arms = ", ".join(f"{name} {arm.describe()}" for name, arm in arms_for(settings.resolved()).items())
     procs = "the servers' ranks" if settings.endpoint_a else (
@@ -211,7 +211,7 @@ def _no_library_bars():
 
 
 def _cmd_gsm8k(args) -> int:
-    from .gsm8k import ab
+    from .gsm8k import config, rundir
 
     if not args.ab:
         raise UsageError("gsm8k: pass --ab (the only mode: arm A bf16 fallback against arm B FP8 chain)")
@@ -219,7 +219,7 @@ def _cmd_gsm8k(args) -> int:
         raise UsageError("gsm8k: --resume needs --out DIR, the run directory to continue (each new run gets its own "
                          "timestamped directory, so there is nothing to guess)")
     if args.resume:  # what this command line leaves out, the run began with (what it gives must match the run's)
-        recorded = ab.recorded_settings(ab.out_dir(args.out, args.mode))
+        recorded = rundir.recorded_settings(rundir.out_dir(args.out, args.mode))
         if recorded.get("model") != "builtin":
             recorded.pop("seed", None)  # the 0 recorded for weights that no seed draws
         for name, value in recorded.items():
@@ -227,22 +227,22 @@ def _cmd_gsm8k(args) -> int:
                 setattr(args, name, value)
     model = args.model if args.model is not None else (  # endpoints: the servers'
         "builtin" if args.endpoint_a is not None or args.endpoint_b is not None else "sentinel")
-    settings = ab.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
-                           num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
-                           device=args.device, seed=_seed(args.seed, model), backend=args.backend, inject=args.inject,
-                           producer=args.producer, consumer=args.consumer,
-                           endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
-                           matmul=args.matmul, prefill_tokens=args.prefill_tokens)
-    out = ab.out_dir(args.out, args.mode)  # an empty --out is a usage error, not the default
+    settings = config.Settings(mode=args.mode, model=model, data_dir=args.data_dir, limit=args.limit,
+                               num_fewshot=args.num_fewshot, batch_size=args.batch_size, max_gen_toks=args.max_gen_toks,
+                               device=args.device, seed=_seed(args.seed, model), backend=args.backend, inject=args.inject,
+                               producer=args.producer, consumer=args.consumer,
+                               endpoint_a=args.endpoint_a, endpoint_b=args.endpoint_b, ranks=args.ranks,
+                               matmul=args.matmul, prefill_tokens=args.prefill_tokens)
+    out = rundir.out_dir(args.out, args.mode)  # an empty --out is a usage error, not the default
     with _no_library_bars() if args.quiet else contextlib.nullcontext():
         return _run_gsm8k(args, settings, out)
 
 
 def _run_gsm8k(args, settings, out) -> int:
-    from .gsm8k import ab
+    from .gsm8k import ab, config, rundir
 
-    settings = ab.validate(settings)  # every usage error before the plan line and before any rank starts
-    ab.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
+    settings = config.validate(settings)  # every usage error before the plan line and before any rank starts
+    rundir.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
     args.run_dir = out  # for the resume hint on Ctrl-C
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)
@@ -263,18 +263,18 @@ def _run_gsm8k(args, settings, out) -> int:
 
 def _cmd_serve(args) -> int:
     from . import serve
-    from .gsm8k import ab
+    from .gsm8k import config
 
-    settings = ab.Settings(mode=args.mode, model=args.model, device=args.device, seed=_seed(args.seed, args.model),
-                           backend=args.backend,
-                           inject=args.inject, producer=args.producer, consumer=args.consumer, matmul=args.matmul)
+    settings = config.Settings(mode=args.mode, model=args.model, device=args.device, seed=_seed(args.seed, args.model),
+                               backend=args.backend,
+                               inject=args.inject, producer=args.producer, consumer=args.consumer, matmul=args.matmul)
     if args.arm.lower() == "a":  # arm A is the bf16 fallback: nothing of the FP8 chain would take effect
         given = [f"--{flag}" for flag in ("backend", "inject", "producer", "consumer")
                  if getattr(args, flag) not in (None, "auto")]
         if given:
             raise UsageError(f"{', '.join(given)}: apply to the FP8 chain, which --arm b serves; --arm a serves the "
                              "bf16 fallback")
-    ab.check_device(args.device)
+    config.check_device(args.device)
     return serve.serve(settings, args.arm, args.port, args.max_requests, args.idle_timeout, args.ready_file)
 
 
@@ -498,14 +498,14 @@ def _interrupted(argv: list[str], args) -> int:
     if out is None:
         print(f"accval: interrupted ({stop.signal_name()})", file=sys.stderr)
         return stop.exit_code()
-    from .gsm8k import ab
+    from .gsm8k import rundir
 
     if not (out / "run.json").exists():
         print(f"accval: interrupted ({stop.signal_name()}) before the run directory {out} was made; nothing is saved",
               file=sys.stderr)
         return stop.exit_code()
     try:
-        saved = ab.saved_questions(out)
+        saved = rundir.saved_questions(out)
     except (OSError, ValueError) as e:
         saved = f"? ({e})"
     print(f"accval: interrupted ({stop.signal_name()}); {saved} finished question{'' if saved == 1 else 's'} "

@@ -607,7 +607,7 @@ def _answer_and_close(conn: socket.socket, status: int, message: str, shutdown_o
 def make_server(settings, arm_name: str, port: int, max_requests: int | None = None, idle_timeout: float = 600.0,
                 limits: Limits | None = None) -> ArmServer:
     """Load ``settings``' model and bind the server for arm ``"a"`` or ``"b"`` (arguments are checked first)."""
-    from accval.gsm8k.ab import arms_for, validate
+    from accval.gsm8k.config import arms_for, validate
     from accval.gsm8k.engine import Engine
     from accval.model import builtin
 
@@ -623,7 +623,7 @@ def make_server(settings, arm_name: str, port: int, max_requests: int | None = N
 
 def serve(settings, arm_name: str, port: int, max_requests: int | None = None, idle_timeout: float = 600.0,
           ready_file: str | None = None, limits: Limits | None = None) -> int:
-    """Serve arm ``"a"`` or ``"b"`` of ``settings`` (an :class:`accval.gsm8k.ab.Settings`) until bounded out."""
+    """Serve arm ``"a"`` or ``"b"`` of ``settings`` (an :class:`accval.gsm8k.config.Settings`) until bounded out."""
     server = make_server(settings, arm_name, port, max_requests, idle_timeout, limits)
     def at_once(signum: int) -> None:  # a thread may be inside the model: no unwinding
         print("accval serve: stopped at once", file=sys.stderr, flush=True)

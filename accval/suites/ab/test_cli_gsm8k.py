@@ -39,9 +39,9 @@ def test_clean_ab_exits_0_with_a_complete_report(clean_run, capsys):
     rep = json.loads((out / "report.json").read_text())
     assert rep["schema"] == "accval.gsm8k.ab/1" and rep["verdict"] == {"regression": False, "reasons": []}
     assert rep["task"]["questions"] == 2 and rep["mode"]["ranks"] == 8
-    from accval.gsm8k import ab
+    from accval.gsm8k import config
 
-    assert rep["mode"]["processes"] == (ab.auto_ranks("dep8", "cpu") or 1)  # --ranks auto, the default
+    assert rep["mode"]["processes"] == (config.auto_ranks("dep8", "cpu") or 1)  # --ranks auto, the default
     # on a CPU (--matmul auto = fp32) arm A's bf16 bmm runs as an fp32 bmm rounded to bf16, and says so
     assert rep["arms"]["A"]["site"]["ran"] == {"o_a_proj:bf16-fallback fp32-matmul": rep["arms"]["A"]["site"]["calls"]}
     assert set(rep["arms"]["B"]["site"]["ran"]) == {"producer:torch-reference", "consumer:emulated", "o_a_proj:fp8-chain"}
@@ -139,7 +139,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
 def test_auto_ranks_are_processes_per_core_under_dep_on_a_cpu(monkeypatch, cores, mode, device, world, want):
     """``--ranks auto`` (the default): DEP on a CPU gets one process per core, a divisor of 8; TEP (which
     exchanges partial sums in every layer), a GPU and torchrun's own group get one process (None)."""
-    from accval.gsm8k import ab
+    from accval.gsm8k import config
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: cores)
@@ -147,16 +147,16 @@ def test_auto_ranks_are_processes_per_core_under_dep_on_a_cpu(monkeypatch, cores
         monkeypatch.setenv("WORLD_SIZE", world)
     else:
         monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert ab.auto_ranks(mode, device) == want
+    assert config.auto_ranks(mode, device) == want
     if device == "cpu" and not world:
-        assert ab.validate(ab.Settings(mode=mode, model="builtin", device="cpu", ranks="auto")).ranks == want
+        assert config.validate(config.Settings(mode=mode, model="builtin", device="cpu", ranks="auto")).ranks == want
 
 
 def test_settings_reject_an_unknown_matmul():
-    from accval.gsm8k import ab
+    from accval.gsm8k import config
 
     with pytest.raises(ValueError, match=r"--matmul: expected auto or one of \('model', 'fp32'\), got 'fp16'"):
-        ab.validate(ab.Settings(matmul="fp16", device="cpu"))
+        config.validate(config.Settings(matmul="fp16", device="cpu"))
 
 
 @needs_data
@@ -205,15 +205,15 @@ def test_misuse_is_one_usage_error_naming_the_option(tmp_path, monkeypatch, caps
 def test_seed_and_max_gen_toks_bounds_are_the_models():
     """The largest accepted values: torch's largest seed, and the model's positions less one (the sentinel's
     checkpoint has 4096; a prompt takes at least one of them)."""
-    from accval.gsm8k import ab
+    from accval.gsm8k import config, rundir
 
-    ab.check_seed(ab.SEED_MAX)
-    ab.check_max_gen_toks(4095, "sentinel")
+    config.check_seed(config.SEED_MAX)
+    config.check_max_gen_toks(4095, "sentinel")
     with pytest.raises(ValueError, match=r"--max-gen-toks: expected 1 to 4095 \(the model 'sentinel' has 4096 positions"):
-        ab.check_max_gen_toks(4096, "sentinel")
+        config.check_max_gen_toks(4096, "sentinel")
     with pytest.raises(TypeError, match="--seed: expected a whole number, got bool True"):
-        ab.check_seed(True)
-    assert ab.out_dir(None, "dep8").name.endswith("-dep8")
+        config.check_seed(True)
+    assert rundir.out_dir(None, "dep8").name.endswith("-dep8")
 
 
 @needs_data
@@ -321,7 +321,7 @@ def test_real_ranks_stopped_after_their_report_return_it(tmp_path, monkeypatch):
     written in this session means the last batch had run, and the report is returned; no report means a
     stop at an earlier boundary, and the stop stands."""
     from accval import stop
-    from accval.gsm8k import ab
+    from accval.gsm8k import ab, config, rundir
 
     def ranks_that(write: bool):
         def spawn(world, fn, settings, out, *rest):
@@ -331,18 +331,18 @@ def test_real_ranks_stopped_after_their_report_return_it(tmp_path, monkeypatch):
             raise stop.Interrupted("stopped on request")
         return spawn
 
-    settings = ab.validate(ab.Settings(mode="dep8", ranks=2, limit=2))
+    settings = config.validate(config.Settings(mode="dep8", ranks=2, limit=2))
     for write in (True, False):
         out = tmp_path / f"wrote-{write}"
         monkeypatch.setattr(ab.ranks_mod, "spawn", ranks_that(write))
         stop.reset()
         with contextlib.ExitStack() as held:
             if write:
-                assert ab._run_in_processes(settings, out, False, False, held, ab.Session.start()) == {
+                assert ab._run_in_processes(settings, out, False, False, held, rundir.Session.start()) == {
                     "verdict": {"regression": False}}
             else:
                 with pytest.raises(stop.Interrupted):
-                    ab._run_in_processes(settings, out, False, False, held, ab.Session.start())
+                    ab._run_in_processes(settings, out, False, False, held, rundir.Session.start())
     stop.reset()
 
 

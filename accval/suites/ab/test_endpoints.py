@@ -126,20 +126,20 @@ def test_the_servers_models_must_agree_and_the_sentinels_take_its_problems():
     serve's default) are run on the sentinel's problems, as in-process: with gsm8k they scored 0 in both arms
     and read 'no regression' on nothing, and offline the client spent 29 s retrying the Hub first. A server
     that does not say is not judged (its requests meet lm-eval's retries)."""
-    from accval.gsm8k import ab
+    from accval.gsm8k import config
     from accval.sentinel import data as sentinel_data
 
     a, b, silent = _Models("sentinel"), _Models("deepseek-ai/DeepSeek-V4"), _Models(None)
     try:
-        assert ab.served_model(a.url) == "sentinel" and ab.served_model(a.url + "/v1/completions/") == "sentinel"
-        assert ab.served_model(silent.url) is None and ab.served_model("http://127.0.0.1:9") is None
+        assert config.served_model(a.url) == "sentinel" and config.served_model(a.url + "/v1/completions/") == "sentinel"
+        assert config.served_model(silent.url) is None and config.served_model("http://127.0.0.1:9") is None
         with pytest.raises(ValueError, match="--endpoint-a serves model 'sentinel' and --endpoint-b 'deepseek-ai/"):
-            ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=b.url, ranks=None))
-        both = ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=a.url, ranks=None))
+            config.validate(config.Settings(endpoint_a=a.url, endpoint_b=b.url, ranks=None))
+        both = config.validate(config.Settings(endpoint_a=a.url, endpoint_b=a.url, ranks=None))
         assert both.data_dir == str(sentinel_data.write_splits())
         with pytest.raises(ValueError, match="the servers' model, sentinel, answers only its own problems"):
-            ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=a.url, data_dir=str(DATA), ranks=None))
-        assert ab.validate(ab.Settings(endpoint_a=a.url, endpoint_b=silent.url, data_dir=str(DATA), ranks=None)).data_dir
+            config.validate(config.Settings(endpoint_a=a.url, endpoint_b=a.url, data_dir=str(DATA), ranks=None))
+        assert config.validate(config.Settings(endpoint_a=a.url, endpoint_b=silent.url, data_dir=str(DATA), ranks=None)).data_dir
     finally:
         for server in (a, b, silent):
             server.close()

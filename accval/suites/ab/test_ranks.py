@@ -18,14 +18,14 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from accval.gsm8k import ab, ranks
+from accval.gsm8k import ab, config, ranks
 
 COMMON = dict(model="sentinel", limit=2, batch_size=2, max_gen_toks=128, device="cpu")
 
 
 def _run(tmp_path_factory, mode, n):
     out = tmp_path_factory.mktemp(f"{mode}-{n or 'emulated'}")
-    ab.run(ab.Settings(mode=mode, ranks=n, **COMMON), out, progress=False)
+    ab.run(config.Settings(mode=mode, ranks=n, **COMMON), out, progress=False)
     return json.loads((out / "report.json").read_text()), out  # as written, either way
 
 
@@ -86,7 +86,7 @@ def test_real_ranks_equal_the_emulated_run(emulated, tmp_path_factory, mode, n):
 @pytest.mark.parametrize("n", [0, 3, 16])
 def test_rank_count_must_divide_the_eight_ranks(n):
     with pytest.raises(ValueError, match="--ranks: expected a divisor of 8"):
-        ab.validate(ab.Settings(ranks=n, **COMMON))
+        config.validate(config.Settings(ranks=n, **COMMON))
 
 
 def _rank_1_dies():

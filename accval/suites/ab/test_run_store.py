@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("lm_eval")
 
-from accval.gsm8k import ab
+from accval.gsm8k import config, rundir
 from accval.gsm8k.lm import (
     AgreementStore,
     CommitLog,
@@ -94,7 +94,7 @@ def test_only_committed_batches_count_and_are_done(tmp_path):
     again.add(["k4"], [3], {"A": _site(1), "B": _site(1)})  # the redone batch
     final = CommitLog(path)
     assert final.site["A"].calls == 9 and final.doc_ids == {0, 1, 2, 3}
-    assert ab.saved_questions(tmp_path) == 4
+    assert rundir.saved_questions(tmp_path) == 4
 
 
 def test_an_endpoint_runs_saved_questions_are_those_both_servers_answered(tmp_path):
@@ -102,12 +102,12 @@ def test_an_endpoint_runs_saved_questions_are_those_both_servers_answered(tmp_pa
     questions saved are those with both arms' answers cached."""
     from sqlitedict import SqliteDict
 
-    assert ab.saved_questions(tmp_path) == 0
+    assert rundir.saved_questions(tmp_path) == 0
     for arm, n in (("A", 5), ("B", 3)):
         with SqliteDict(str(tmp_path / f"cache-{arm}_rank0.db"), autocommit=True) as db:
             for i in range(n):
                 db[f"request-{i}"] = f"answer {i}"
-    assert ab.saved_questions(tmp_path) == 3
+    assert rundir.saved_questions(tmp_path) == 3
 
 
 def test_a_resumed_batch_that_was_not_committed_is_redone(tmp_path):
@@ -128,28 +128,28 @@ def test_a_resumed_batch_that_was_not_committed_is_redone(tmp_path):
     assert not lm._missing("k1", 1) and lm._missing("k2", 2)
 
 
-def _settings(**kw) -> ab.Settings:
-    return ab.Settings(model="builtin", device="cpu", data_dir=None, **kw)
+def _settings(**kw) -> config.Settings:
+    return config.Settings(model="builtin", device="cpu", data_dir=None, **kw)
 
 
 def test_a_run_directory_takes_one_process_at_a_time(tmp_path):
     """A second user of a run directory (another --resume while the first runs) gets a clear error;
     once the first lets go, the directory can be resumed."""
-    first = ab.RunDir(tmp_path / "run", _settings(), resume=False)
+    first = rundir.RunDir(tmp_path / "run", _settings(), resume=False)
     with pytest.raises(RuntimeError, match=rf"another accval process \(pid {os.getpid()}\) is using this run directory"):
-        ab.RunDir(tmp_path / "run", _settings(), resume=True)
+        rundir.RunDir(tmp_path / "run", _settings(), resume=True)
     first.release()
-    ab.RunDir(tmp_path / "run", _settings(), resume=True).release()
+    rundir.RunDir(tmp_path / "run", _settings(), resume=True).release()
 
 
 @pytest.mark.parametrize("engine", [None, "prefill: one prompt at a time"])
 def test_a_run_started_under_other_engine_rules_is_not_resumed(tmp_path, engine):
-    """A run begun by an accval that batched generation otherwise (before ``ab.ENGINE_RULES``: ended rows
+    """A run begun by an accval that batched generation otherwise (before ``rundir.ENGINE_RULES``: ended rows
     kept in the decode batch, every DEP rank's rows in one batch) mixed both into one report on resume."""
     run = tmp_path / "run"
-    ab.RunDir(run, _settings(), resume=False).release()
+    rundir.RunDir(run, _settings(), resume=False).release()
     meta = json.loads((run / "run.json").read_text())
-    assert meta["engine"] == ab.ENGINE_RULES
+    assert meta["engine"] == rundir.ENGINE_RULES
     if engine is None:  # an accval that recorded no rules recorded no prefill budget either
         del meta["engine"], meta["settings"]["prefill_tokens"]
     else:
@@ -157,7 +157,7 @@ def test_a_run_started_under_other_engine_rules_is_not_resumed(tmp_path, engine)
     (run / "run.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"started by an accval whose engine batched generation otherwise \("
                                          + (engine or "rules not recorded")):
-        ab.RunDir(run, _settings(), resume=True)
+        rundir.RunDir(run, _settings(), resume=True)
 
 
 def test_results_without_their_run_record_are_not_reused(tmp_path):
@@ -167,28 +167,28 @@ def test_results_without_their_run_record_are_not_reused(tmp_path):
     run.mkdir()
     (run / "generations-A.jsonl").write_text('{"key": "k", "text": "t"}\n')
     with pytest.raises(ValueError, match=r"holds results of an earlier run \(generations-A.jsonl\) but no run.json"):
-        ab.RunDir(run, _settings(inject="rope-sign"), resume=False)
+        rundir.RunDir(run, _settings(inject="rope-sign"), resume=False)
 
 
 def test_a_run_that_finished_nothing_starts_afresh_and_one_with_work_does_not(tmp_path, capsys):
     run = tmp_path / "run"
-    ab.RunDir(run, _settings(num_fewshot=100), resume=False).release()  # stopped at once: a prompt too long
-    ab.RunDir(run, _settings(), resume=False).release()
+    rundir.RunDir(run, _settings(num_fewshot=100), resume=False).release()  # stopped at once: a prompt too long
+    rundir.RunDir(run, _settings(), resume=False).release()
     assert "finished no question; starting it afresh" in capsys.readouterr().err
     assert json.loads((run / "run.json").read_text())["settings"]["num_fewshot"] == 5
     (run / "commits.jsonl").write_text("")
     with pytest.raises(ValueError, match="already holds a run; pass --resume"):
-        ab.RunDir(run, _settings(), resume=False)
+        rundir.RunDir(run, _settings(), resume=False)
 
 
 def test_resume_with_another_process_count_names_the_option_that_continues(tmp_path):
     """--ranks auto is recorded as the processes it took: on a machine with other cores the resume is
     refused, saying which --ranks continues the run (it printed a dict of the settings)."""
     run = tmp_path / "run"
-    ab.RunDir(run, _settings(ranks=2), resume=False).release()
+    rundir.RunDir(run, _settings(ranks=2), resume=False).release()
     with pytest.raises(ValueError, match=r"settings differ from the run in .*: --ranks 2 in the run, 4 now "
                                          r"\(--ranks 2 continues as the run began, as does leaving --ranks out"):
-        ab.RunDir(run, _settings(ranks=4), resume=True)
+        rundir.RunDir(run, _settings(ranks=4), resume=True)
 
 
 def test_resume_refuses_changed_data_and_a_damaged_run_record(tmp_path):
@@ -197,26 +197,26 @@ def test_resume_refuses_changed_data_and_a_damaged_run_record(tmp_path):
     for split in ("train", "test"):
         (data / f"{split}.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n')
     run = tmp_path / "run"
-    settings = ab.Settings(model="builtin", device="cpu", data_dir=str(data))
-    ab.RunDir(run, settings, resume=False).release()
+    settings = config.Settings(model="builtin", device="cpu", data_dir=str(data))
+    rundir.RunDir(run, settings, resume=False).release()
     (data / "test.jsonl").write_text('{"question": "q", "answer": "#### 2"}\n')
     with pytest.raises(ValueError, match=rf"the data files in {data} changed since the run"):
-        ab.RunDir(run, settings, resume=True)
+        rundir.RunDir(run, settings, resume=True)
     (run / "run.json").write_text('{"schema": 1, "settings": ')
     with pytest.raises(ValueError, match=rf"{run / 'run.json'} is not readable JSON"):
-        ab.RunDir(run, settings, resume=True)
+        rundir.RunDir(run, settings, resume=True)
     (run / "run.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="is not an accval gsm8k run record"):
-        ab.RunDir(run, settings, resume=True)
+        rundir.RunDir(run, settings, resume=True)
     (tmp_path / "afile").write_text("")
     with pytest.raises(ValueError, match=r"--out .*afile: expected a run directory, got a file"):
-        ab.RunDir(tmp_path / "afile", settings, resume=False)
+        rundir.RunDir(tmp_path / "afile", settings, resume=False)
 
 
 @pytest.mark.slow_cpu
 def test_the_lock_holds_across_processes_and_the_cli_exits_2(tmp_path):
     run = tmp_path / "run"
-    holder = ab.RunDir(run, _settings(), resume=False)
+    holder = rundir.RunDir(run, _settings(), resume=False)
     try:
         proc = subprocess.run([sys.executable, "-c", "import sys; from accval.cli import main; sys.exit(main(sys.argv[1:]))",
                                "gsm8k", "--ab", "--model", "builtin", "--device", "cpu", "--out", str(run), "--resume",
@@ -494,7 +494,7 @@ def test_a_committed_question_without_its_records_is_damage_not_redone(tmp_path,
 @pytest.mark.parametrize("make", [
     pytest.param(lambda run: None, id="no-such-directory"),
     pytest.param(lambda run: run.mkdir(), id="an-empty-directory"),
-    pytest.param(lambda run: (run.mkdir(), (run / ab.LOCK).write_text("123")), id="only-a-lock-file"),
+    pytest.param(lambda run: (run.mkdir(), (run / rundir.LOCK).write_text("123")), id="only-a-lock-file"),
 ])
 def test_resume_where_there_is_no_run_is_refused(tmp_path, make):
     """--resume promises that finished work is kept: a directory with no run in it (a mistyped path) is
@@ -504,7 +504,7 @@ def test_resume_where_there_is_no_run_is_refused(tmp_path, make):
     existed = run.exists()
     with pytest.raises(ValueError, match=r"--resume: .*/run (does not exist|is empty), so there is no run to continue; "
                                          r"check the path, or leave out --resume"):
-        ab.RunDir(run, _settings(), resume=True)
+        rundir.RunDir(run, _settings(), resume=True)
     assert run.exists() == existed and not (run / "run.json").exists()
 
 
@@ -512,17 +512,17 @@ def test_each_session_records_its_time_and_the_report_sums_them(tmp_path):
     """Every invocation of a run directory records its own elapsed time in run.json (replaced as it goes,
     so an interrupted one keeps its last); the total is their sum."""
     run = tmp_path / "run"
-    first = ab.RunDir(run, _settings(), resume=False)
-    s1 = ab.Session("first", time.time() - 100.0, "2026-01-01T00:00:00+00:00")
+    first = rundir.RunDir(run, _settings(), resume=False)
+    s1 = rundir.Session("first", time.time() - 100.0, "2026-01-01T00:00:00+00:00")
     assert first.record_session("cpu", s1)[-1]["elapsed_s"] is None  # not known until recorded
     first.end_session(s1)
     first.release()
-    second = ab.RunDir(run, _settings(), resume=True)
-    s2 = ab.Session("second", time.time() - 20.0, "2026-01-02T00:00:00+00:00")
+    second = rundir.RunDir(run, _settings(), resume=True)
+    s2 = rundir.Session("second", time.time() - 20.0, "2026-01-02T00:00:00+00:00")
     second.record_session("cpu", s2)
     sessions = second.end_session(s2)
     second.release()
-    total, each = ab.elapsed_total(sessions)
+    total, each = rundir.elapsed_total(sessions)
     assert [s["id"] for s in sessions] == ["first", "second"]
     assert each == [pytest.approx(100.0, abs=1.0), pytest.approx(20.0, abs=1.0)] and total == round(sum(each), 1), sessions
 
@@ -531,14 +531,14 @@ def test_sessions_recorded_before_session_times_read_as_unknown(tmp_path):
     """A run directory begun before sessions recorded their time: its sessions read as unknown (None),
     the total sums the known ones, and the run resumes."""
     run = tmp_path / "run"
-    ab.RunDir(run, _settings(), resume=False).release()
+    rundir.RunDir(run, _settings(), resume=False).release()
     meta = json.loads((run / "run.json").read_text())
     meta["sessions"] = [{"started": "2026-01-01T00:00:00+00:00", "device": "cpu"}]  # the earlier format
     (run / "run.json").write_text(json.dumps(meta))
-    again = ab.RunDir(run, _settings(), resume=True)
-    s = ab.Session("now", time.time() - 5.0, "2026-01-02T00:00:00+00:00")
+    again = rundir.RunDir(run, _settings(), resume=True)
+    s = rundir.Session("now", time.time() - 5.0, "2026-01-02T00:00:00+00:00")
     again.record_session("cpu", s)
-    total, each = ab.elapsed_total(again.end_session(s))
+    total, each = rundir.elapsed_total(again.end_session(s))
     again.release()
     assert each == [None, pytest.approx(5.0, abs=1.0)] and total == each[1]
 

@@ -113,14 +113,14 @@ def test_the_sentinel_takes_its_own_problems_and_refuses_other_data(tmp_path):
     --data-dir (a copy anywhere) is the same run; any other is a usage error."""
     import shutil
 
-    from accval.gsm8k import ab
+    from accval.gsm8k import config
 
     own = data.write_splits()
-    assert ab.validate(ab.Settings(model="sentinel", ranks=None)).data_dir == str(own)
+    assert config.validate(config.Settings(model="sentinel", ranks=None)).data_dir == str(own)
     copy = tmp_path / "copy"
     shutil.copytree(own, copy)
-    assert ab.validate(ab.Settings(model="sentinel", data_dir=str(copy), ranks=None)).data_dir == str(copy)
+    assert config.validate(config.Settings(model="sentinel", data_dir=str(copy), ranks=None)).data_dir == str(copy)
     (copy / "test.jsonl").write_text((copy / "test.jsonl").read_text().replace("?", "??", 1))
     with pytest.raises(ValueError, match=r"--model sentinel answers only its own problems .* pass it with --model builtin"):
-        ab.validate(ab.Settings(model="sentinel", data_dir=str(copy), ranks=None))
-    assert ab.validate(ab.Settings(model="builtin", data_dir=str(copy), ranks=None)).data_dir == str(copy)
+        config.validate(config.Settings(model="sentinel", data_dir=str(copy), ranks=None))
+    assert config.validate(config.Settings(model="builtin", data_dir=str(copy), ranks=None)).data_dir == str(copy)

@@ -22,7 +22,7 @@ skip_unless_the_engine_runs()
 
 from accval import serve  # noqa: E402
 from accval.cli import main  # noqa: E402
-from accval.gsm8k.ab import Settings  # noqa: E402
+from accval.gsm8k.config import Settings  # noqa: E402
 
 HOST = "127.0.0.1"
 READ_TIMEOUT = 1.5  # the servers' read deadline here: short, so that dropping a slow client is seen quickly

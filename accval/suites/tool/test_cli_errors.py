@@ -346,22 +346,22 @@ def test_resume_command_repeats_the_options_with_out_and_resume(argv, want):
 def test_the_ab_says_what_it_will_run_first(tmp_path):
     """The A/B's first line: questions x arms, mode, processes, device, model, prefill budget and run
     directory (the question count read from the data, capped by --limit)."""
-    from accval.gsm8k import ab
+    from accval.gsm8k import config
 
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.jsonl").write_text("")
     (data / "test.jsonl").write_text("{}\n" * 7)
-    s = ab.Settings(mode="tep8", model="builtin", data_dir=str(data), device="cpu", backend="torch", matmul="fp32",
+    s = config.Settings(mode="tep8", model="builtin", data_dir=str(data), device="cpu", backend="torch", matmul="fp32",
                     ranks=2)
     assert cli._plan(s, tmp_path / "run") == (
         "accval gsm8k: 7 questions x 2 arms (A bf16-fallback, B fp8-chain[torch]); 8 TEP ranks in 2 process(es), "
         f"cpu, model builtin, matmul fp32, prefill up to 8192 tokens per rank; run directory {tmp_path / 'run'}")
     assert "prefill up to 1 tokens" not in cli._plan(dataclasses.replace(s, prefill_tokens=1), tmp_path)
     assert "prefill one prompt at a time per rank" in cli._plan(dataclasses.replace(s, prefill_tokens=1), tmp_path)
-    assert cli._plan(ab.Settings(data_dir=str(data), limit=3, ranks=None), tmp_path).startswith("accval gsm8k: 3 questions")
+    assert cli._plan(config.Settings(data_dir=str(data), limit=3, ranks=None), tmp_path).startswith("accval gsm8k: 3 questions")
     # a --limit past the data is said, not quietly lowered
-    assert cli._plan(ab.Settings(data_dir=str(data), limit=5000, ranks=None), tmp_path).startswith(
+    assert cli._plan(config.Settings(data_dir=str(data), limit=5000, ranks=None), tmp_path).startswith(
         "accval gsm8k: 7 (all of them; --limit 5000 asked for more) questions")
 
 

@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 
 from accval import runs
-from accval.gsm8k import ab
+from accval.gsm8k import rundir
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_default_run_directory(monkeypatch, tmp_path):
     monkeypatch.delenv(runs.RUNS_DIR_ENV, raising=False)
-    out = ab.default_out("dep8")
+    out = rundir.default_out("dep8")
     assert out.parts[:2] == ("runs", "gsm8k") and out.name.endswith("-dep8"), out
     monkeypatch.setenv(runs.RUNS_DIR_ENV, str(tmp_path))
-    assert ab.default_out("tep8").parent == tmp_path / "gsm8k"
+    assert rundir.default_out("tep8").parent == tmp_path / "gsm8k"
 
 
 def test_runs_directory_is_git_ignored():
