@@ -29,6 +29,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped on CPU machines, with the reason)")
     config.addinivalue_line("markers", "any_device: runs the producer under test on a device it may not declare "
                             "(the check that it raises there)")
+    config.addinivalue_line("markers", "gpu_memory: holds tens of GiB of one GPU: runs while no other such test of any "
+                            "pytest process on this machine does, and hands its cached memory back after")
     config.addinivalue_line("markers", "slow_cpu: large case that costs a minute in the CPU interpreter: skipped on a CPU under the "
                             "cpu, ci and smoke profiles, run everywhere else")
     try:
@@ -229,6 +231,18 @@ def _producer_runs_here(request):
     producer, device = request.getfixturevalue("producer"), request.getfixturevalue("device")
     if device.type not in producer.devices:
         pytest.skip(f"{producer.name!r} runs on {producer.devices}, not {device.type} (test_provenance checks it raises)")
+
+
+@pytest.fixture(autouse=True)
+def _gpu_memory_held_alone(request):
+    """A test marked ``gpu_memory`` runs holding :func:`accval.testing.one_gpu_memory_test_at_a_time`."""
+    if request.node.get_closest_marker("gpu_memory") is None:
+        yield
+        return
+    from .testing import one_gpu_memory_test_at_a_time
+
+    with one_gpu_memory_test_at_a_time():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,11 @@ marked ``slow_cpu`` (explicit sizes that cost a minute in the interpreter) skip,
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, settings
 
@@ -130,6 +134,40 @@ def threads_env(processes: int) -> dict[str, str]:
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"OMP_NUM_THREADS": str(max(1, cores // processes))}
+
+
+def gpu_memory_lock_path() -> Path:
+    """The lock file of this process's GPU (its UUID; ``cpu`` without one), in the temporary directory
+    every pytest process of this machine shares."""
+    import torch
+
+    key = "cpu"
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        key = str(getattr(torch.cuda.get_device_properties(index), "uuid", index))
+    return Path(tempfile.gettempdir()) / f"accval-gpu-memory-{key}.lock"
+
+
+@contextlib.contextmanager
+def one_gpu_memory_test_at_a_time() -> Iterator[None]:
+    """Held around a test marked ``gpu_memory`` (tens of GiB of one card): no other such test of any pytest
+    process on this machine (the workers of ``-n N``, another run beside it: a plugged kernel's suite) runs
+    on the card meanwhile, and the memory the test leaves in PyTorch's cache goes back to the card after it.
+    Without both, a process held ~27 GiB during its large test and kept it cached after, and the tests of
+    other processes ran out of memory (six suites side by side on one 140 GiB H200: 108 tests,
+    ``reports/kernel/gpu-s37-NVIDIA_H200-2026-12-05/``)."""
+    import gc
+
+    import torch
+    from filelock import FileLock
+
+    with FileLock(str(gpu_memory_lock_path())):
+        try:
+            yield
+        finally:
+            gc.collect()  # tensors a failed test's traceback still held
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def skip_unless_the_engine_runs() -> None:

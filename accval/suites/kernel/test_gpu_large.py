@@ -15,7 +15,7 @@ from .checks import assert_exact, assert_fp8_equal
 from .test_consumer_chain import check_chain
 from .test_producer import judge_against_mirror
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.gpu_memory]
 
 DSV4_PRO_DEP8 = dict(n_groups=8, heads_per_group=16, head_dim=512, rope_dim=64)
 

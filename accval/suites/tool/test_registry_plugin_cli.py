@@ -206,3 +206,31 @@ def test_the_core_tests_a_mutant_run_takes_first_exist():
                for name in re.findall(r"^def (test_\w+)\(", (SUITES_DIR / "kernel" / f).read_text(), re.M)}
     missing = {role: [t for t in tests if t not in defined] for role, tests in CORE_FIRST.items()}
     assert not any(missing.values()), missing
+
+
+
+def test_gpu_memory_tests_of_several_processes_never_overlap(tmp_path):
+    """Two tests marked ``gpu_memory`` on two xdist workers run one after the other (the lock every pytest
+    process of the machine shares), where the same tests unmarked overlap: without it, large GPU tests of
+    several processes held one card's memory together and ran out of it."""
+    body = ("    with open(os.environ['HOLD_LOG'], 'a') as f:\n"
+            "        f.write(f'{time.time()} enter\\n')\n"
+            "    time.sleep(2.0)\n"
+            "    with open(os.environ['HOLD_LOG'], 'a') as f:\n"
+            "        f.write(f'{time.time()} exit\\n')\n")
+    (tmp_path / "test_hold.py").write_text(
+        "import os, time\nimport pytest\n\n"
+        f"@pytest.mark.gpu_memory\n@pytest.mark.parametrize('i', [0, 1])\ndef test_marked(i):\n{body}\n"
+        f"@pytest.mark.parametrize('i', [0, 1])\ndef test_plain(i):\n{body}")
+
+    def order(which: str) -> list[str]:
+        log = tmp_path / f"{which}.log"
+        env = child_pytest_env(HOLD_LOG=str(log))
+        proc = subprocess.run([sys.executable, "-m", "pytest", *plugin_args(env), "-q", "-n", "2", "-p", "no:cacheprovider",
+                               str(tmp_path / f"test_hold.py::test_{which}")], cwd=tmp_path, capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return [kind for _, kind in sorted((float(t), kind) for t, kind in map(str.split, log.read_text().splitlines()))]
+
+    assert order("plain") == ["enter", "enter", "exit", "exit"]  # the two workers do run side by side
+    assert order("marked") == ["enter", "exit", "enter", "exit"]
