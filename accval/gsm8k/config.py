@@ -5,6 +5,7 @@ ask them which model they serve (:func:`served_model`)."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -275,7 +276,10 @@ def arms_for(settings: Settings) -> dict[str, Arm]:
 
 def served_model(url: str, timeout: float = 10.0) -> str | None:
     """The model an OpenAI-compatible server says it serves (``GET /v1/models``, the first id), or None when
-    it does not say (unreachable, or no such route: the run's own requests then meet lm-eval's retries)."""
+    it does not say (no such route, no answer in time: the run's own requests then meet lm-eval's retries).
+    Raises ConnectionError when nothing answers at the URL's host and port (refused, no such host, or no
+    route to it)."""
+    import socket
     import urllib.error
     import urllib.request
 
@@ -284,10 +288,28 @@ def served_model(url: str, timeout: float = 10.0) -> str | None:
     try:
         with urllib.request.urlopen(models, timeout=timeout) as r:
             return str(json.loads(r.read())["data"][0]["id"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError, urllib.error.URLError):
+    except urllib.error.HTTPError:  # a server answered: it has no such route, or refuses it
+        return None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        if isinstance(reason, (ConnectionRefusedError, socket.gaierror)) or (
+                isinstance(reason, OSError) and reason.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)):
+            raise ConnectionError(getattr(reason, "strerror", None) or str(reason)) from None
+        return None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return None
 
 
-def served_models(s: Settings) -> dict[str, str | None]:
-    """Each endpoint arm's model (:func:`served_model`)."""
-    return {"A": served_model(s.endpoint_a), "B": served_model(s.endpoint_b)}
+def served_models(s: Settings, must_answer: bool = True) -> dict[str, str | None]:
+    """Each endpoint arm's model (:func:`served_model`); an endpoint where nothing answers is a usage error
+    naming its option (``must_answer``; else its model is None)."""
+    out = {}
+    for name, flag, url in (("A", "--endpoint-a", s.endpoint_a), ("B", "--endpoint-b", s.endpoint_b)):
+        try:
+            out[name] = served_model(url)
+        except ConnectionError as e:
+            if must_answer:
+                raise ValueError(f"{flag} {url}: nothing answers there ({e}); start its server (e.g. accval serve "
+                                 f"--arm {name.lower()}) or check the URL") from None
+            out[name] = None
+    return out

@@ -83,15 +83,15 @@ def test_serve_rejects_a_bad_arm(capsys):
 
 
 @needs_data
-def test_an_unreachable_endpoint_is_retried_then_a_clear_error(tmp_path, capsys):
-    """Nothing listens on port 9: lm-eval's client retries with backoff, then the run stops with exit 2
-    and the connection error (a half-finished run keeps its request cache for --resume)."""
+def test_an_unreachable_endpoint_is_one_line_before_the_run(tmp_path, capsys):
+    """Nothing listens on port 9: the run stops before it starts, exit 2, with one line naming the option and
+    the connection error (it used to spend lm-eval's retries first, or without --data-dir go to the Hub)."""
     url = "http://127.0.0.1:9"
     rc = main(["gsm8k", "--ab", "--data-dir", str(DATA), "--out", str(tmp_path / "down"), *TINY,
                "--endpoint-a", url, "--endpoint-b", url])
     assert rc == 2
-    err = capsys.readouterr().err
-    assert "Max retries exceeded" in err and "127.0.0.1" in err, err
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"accval: error: --endpoint-a {url}: nothing answers there ("), lines
 
 
 class _Models:
@@ -132,7 +132,7 @@ def test_the_servers_models_must_agree_and_the_sentinels_take_its_problems():
     a, b, silent = _Models("sentinel"), _Models("deepseek-ai/DeepSeek-V4"), _Models(None)
     try:
         assert config.served_model(a.url) == "sentinel" and config.served_model(a.url + "/v1/completions/") == "sentinel"
-        assert config.served_model(silent.url) is None and config.served_model("http://127.0.0.1:9") is None
+        assert config.served_model(silent.url) is None
         with pytest.raises(ValueError, match="--endpoint-a serves model 'sentinel' and --endpoint-b 'deepseek-ai/"):
             config.validate(config.Settings(endpoint_a=a.url, endpoint_b=b.url, ranks=None))
         both = config.validate(config.Settings(endpoint_a=a.url, endpoint_b=a.url, ranks=None))
@@ -143,3 +143,26 @@ def test_the_servers_models_must_agree_and_the_sentinels_take_its_problems():
     finally:
         for server in (a, b, silent):
             server.close()
+
+
+def test_an_endpoint_where_nothing_answers_is_named_before_the_run():
+    """A URL where nothing listens is a usage error naming its option, before any data is fetched: the run
+    used to take it for a server that does not say its model, went to the Hub for gsm8k and ended 25 s later on
+    "Couldn't reach 'openai/gsm8k'", never naming the endpoint."""
+    import socket
+
+    from accval.gsm8k import config
+
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(ConnectionError):
+        config.served_model(closed)
+    live = _Models("sentinel")
+    try:
+        with pytest.raises(ValueError, match=rf"--endpoint-b {closed}: nothing answers there \(.*\); start its server"):
+            config.validate(config.Settings(endpoint_a=live.url, endpoint_b=closed, ranks=None))
+        assert config.served_models(config.Settings(endpoint_a=live.url, endpoint_b=closed), must_answer=False) == \
+            {"A": "sentinel", "B": None}
+    finally:
+        live.close()
