@@ -243,6 +243,8 @@ def _run_gsm8k(args, settings, out) -> int:
 
     settings = config.validate(settings)  # every usage error before the plan line and before any rank starts
     rundir.check_out(out, args.resume)  # a file as --out, --resume of a path with no run: before the plan line too
+    if args.resume:
+        rundir.check_resume_early(out, settings)  # settings that differ from the run's: one line, no plan line
     args.run_dir = out  # for the resume hint on Ctrl-C
     if not args.quiet:
         print(_plan(settings, out), file=sys.stderr, flush=True)

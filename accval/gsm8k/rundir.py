@@ -82,6 +82,28 @@ def check_resumable(meta: dict, fingerprint: dict, path: Path) -> None:
         raise ValueError(f"--resume: settings differ from the run in {path}: {'; '.join(diff)}{hint}")
 
 
+def check_resume_early(out: Path, settings: Settings) -> None:
+    """:func:`check_resumable` before anything is said of the run (the CLI's plan line), where it can be
+    decided now: while no process holds the run's lock, holding it for the read. A held lock or an unreadable
+    run.json is left to :class:`RunDir`, which says so (and compares again, holding the lock for the run)."""
+    import fcntl
+
+    out = Path(out)
+    run_json = out / "run.json"
+    if not run_json.is_file():
+        return
+    try:
+        with (out / LOCK).open("a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released as the file closes
+            try:
+                meta = RunDir._meta(run_json)
+            except ValueError:
+                return
+            check_resumable(meta, dataclasses.asdict(settings), out)
+    except (BlockingIOError, PermissionError):
+        return
+
+
 def check_out(out: Path, resume: bool) -> None:
     """The run directory ``out`` can be used as asked, before anything is written (what
     :class:`RunDir` checks first; the CLI can call it before its plan line): a directory or nothing
