@@ -184,8 +184,8 @@ def validate(s: Settings) -> Settings:
         raise ValueError(f"--num-fewshot: expected >= 0, got {s.num_fewshot}")
     if s.prefill_tokens is not None:
         sharding.check_prefill_budget(s.prefill_tokens, "--prefill-tokens")
-    if s.batch_size < 1 or s.max_gen_toks < 1:
-        raise ValueError(f"--batch-size and --max-gen-toks: expected >= 1, got {s.batch_size} and {s.max_gen_toks}")
+    if s.batch_size < 1:
+        raise ValueError(f"--batch-size: expected at least 1 question, got {s.batch_size}")
     check_max_gen_toks(s.max_gen_toks, s.model if s.endpoint_a is None else None)
     if s.data_dir is not None:
         task_mod.data_files(Path(s.data_dir))

@@ -58,6 +58,8 @@ def builtin_config() -> dict:
 
 
 def data_files(data_dir: Path) -> dict[str, str]:
+    if Path(data_dir).is_file():
+        raise ValueError(f"--data-dir: expected a directory holding train.jsonl and test.jsonl, got the file {data_dir}")
     files = {split: Path(data_dir) / f"{split}.jsonl" for split in ("train", "test")}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:

@@ -58,15 +58,21 @@ class Arm:
     def implementations(self):
         """``(producer, consumer)``: the plugged implementations (``accval.implementations`` wrappers) or
         None for the backend's own; ValueError when a name is unknown or the two read different recipes."""
-        from accval.implementations import CONSUMERS, PRODUCERS, PluginError
+        from accval.implementations import CONSUMERS, PRODUCERS
 
-        try:
-            prod = PRODUCERS.get(self.producer) if self.producer else None
-            cons = CONSUMERS.get(self.consumer) if self.consumer else None
-        except KeyError as e:
-            raise ValueError(str(e).strip("'\"")) from None
-        except PluginError as e:
-            raise ValueError(str(e)) from None
+        def get(registry, name: str | None, flag: str):
+            if not name:
+                return None
+            try:
+                return registry.get(name)
+            except KeyError as e:
+                said = str(e).strip("'\"")  # a KeyError's message comes quoted
+                raise ValueError(f"{flag} {name}: {said}") from None
+            except ValueError as e:  # PluginError, or a module:attr that does not import
+                raise ValueError(f"{flag} {name}: {e}") from None
+
+        prod = get(PRODUCERS, self.producer, "--producer")
+        cons = get(CONSUMERS, self.consumer, "--consumer")
         recipe = prod.recipe.name if prod is not None else "fp32-div"
         if cons is not None and not cons.reads(recipe):
             raise ValueError(f"--consumer {cons.name} reads {', '.join(cons.recipes)} scales; the producer "

@@ -46,8 +46,8 @@ BAD_FLAGS = [
     pytest.param([*GSM8K, "--limit", "-5"], "at least 2 questions", id="limit-negative"),
     pytest.param([*GSM8K, "--limit", "ten"], "invalid int value", id="limit-text"),
     pytest.param([*GSM8K, "--num-fewshot", "-1"], "--num-fewshot: expected >= 0", id="fewshot-negative"),
-    pytest.param([*GSM8K, "--batch-size", "0"], "--batch-size and --max-gen-toks", id="batch-0"),
-    pytest.param([*GSM8K, "--max-gen-toks", "0"], "--batch-size and --max-gen-toks", id="gen-toks-0"),
+    pytest.param([*GSM8K, "--batch-size", "0"], "--batch-size: expected at least 1 question, got 0", id="batch-0"),
+    pytest.param([*GSM8K, "--max-gen-toks", "0"], "--max-gen-toks: expected at least 1, got 0", id="gen-toks-0"),
     pytest.param([*GSM8K, "--seed", "1.5"], "invalid int value", id="seed-float"),
     pytest.param([*GSM8K, "--ranks", "two"], "expected auto or a number of processes", id="ranks-text"),
     pytest.param([*GSM8K, "--ranks", "3"], "expected a divisor of 8", id="ranks-3"),
@@ -56,6 +56,11 @@ BAD_FLAGS = [
     pytest.param([*GSM8K, "--backend", "bogus"], "--backend: expected auto or one of", id="backend-bogus"),
     pytest.param([*GSM8K, "--inject", "no-such-defect"], "catalog mutant id", id="inject-unknown"),
     pytest.param([*GSM8K, "--data-dir", "/nonexistent"], "expected train.jsonl and test.jsonl", id="data-dir-missing"),
+    pytest.param([*GSM8K, "--data-dir", "{data}/test.jsonl"], "--data-dir: expected a directory holding train.jsonl and "
+                 "test.jsonl, got the file", id="data-dir-a-file"),
+    pytest.param([*GSM8K, "--producer", "nosuch_module_x:fn"], "--producer nosuch_module_x:fn: cannot import module",
+                 id="producer-unimportable"),
+    pytest.param([*GSM8K, "--consumer", "nosuch"], "--consumer nosuch: unknown consumer 'nosuch'", id="consumer-unknown"),
     pytest.param(["gsm8k", "--ab", "--data-dir", "{data}", "--out", "{out}"], "--model sentinel answers only its own "
                  "problems", id="sentinel-on-other-data"),
     pytest.param([*GSM8K, "--endpoint-a", "http://127.0.0.1:1"], "expected both or neither", id="one-endpoint"),
