@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shlex
 import textwrap
 from pathlib import Path
 
@@ -15,6 +16,9 @@ SCHEMAS = ("accval.gsm8k.ab/1",)
 def load(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
+        if (p / "run.json").is_file() and not (p / "report.json").exists():
+            raise ValueError(f"report: {path} holds a run that has no report yet (stopped before it finished, or still "
+                             f"running); continue it with: accval gsm8k --ab --out {shlex.quote(str(path))} --resume")
         p = p / "report.json"
     if not p.is_file():
         raise ValueError(f"report: expected a report.json or a run directory holding one, got {path}")

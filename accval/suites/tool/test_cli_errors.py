@@ -433,3 +433,15 @@ def test_a_run_directory_that_cannot_be_made_is_named_without_blaming_the_networ
     assert rc == EXIT_USAGE and len(err) == 1, (rc, err)
     assert err[0].startswith(f"accval: error: run directory {blocker}/gsm8k/") and "choose another with --out" in err[0]
     assert "no network" not in err[0] and "--out " + str(blocker) not in err[0], err
+
+
+def test_report_of_a_run_without_one_says_how_to_continue_it(tmp_path, capsys):
+    """``accval report DIR`` on a run stopped before its report: one line saying so and the command that
+    continues it (it said only "expected a report.json or a run directory holding one")."""
+    run = tmp_path / "stopped run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    assert cli.main(["report", str(run)]) == EXIT_USAGE
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "has no report yet" in lines[0], lines
+    assert lines[0].endswith(f"accval gsm8k --ab --out '{run}' --resume"), lines
