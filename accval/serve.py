@@ -632,8 +632,10 @@ def serve(settings, arm_name: str, port: int, max_requests: int | None = None, i
     url = f"http://{HOST}:{server.server_address[1]}"
     try:
         if ready_file:
-            try:
-                Path(ready_file).write_text(url)
+            try:  # whole or not there: a reader polling for the file never reads half a line
+                tmp = Path(ready_file).with_name(f".{Path(ready_file).name}.{os.getpid()}")
+                tmp.write_text(url + "\n")
+                os.replace(tmp, ready_file)
             except OSError as e:
                 raise OSError(f"--ready-file {ready_file}: cannot write it: {e.strerror or e}") from None
         print(f"accval serve: arm {server.arm.name} ({server.arm.describe()}, {server.mode}) at {url}/v1/completions",
@@ -643,6 +645,7 @@ def serve(settings, arm_name: str, port: int, max_requests: int | None = None, i
     except BaseException:
         server.server_close()
         raise
-    print(f"accval serve: stopped after {server.completions} completions ({server.abandoned} requests abandoned by "
-          "their clients)", flush=True)
+    abandoned = f"{server.abandoned} request{'' if server.abandoned == 1 else 's'}"
+    print(f"accval serve: stopped after {server.completions} completions ({abandoned} abandoned by their clients)",
+          flush=True)
     return 0

@@ -34,7 +34,7 @@ def _start(arm: str, tmp_path):
             proc.kill()
             raise RuntimeError(f"accval serve --arm {arm} did not start: {proc.stdout.read()}")
         time.sleep(0.2)
-    return proc, ready.read_text()
+    return proc, ready.read_text().strip()
 
 
 def _generations(run_dir, arm):

@@ -99,7 +99,10 @@ def _start_cli_server(tmp_path) -> tuple[subprocess.Popen, int]:
             proc.kill()
             raise RuntimeError(f"accval serve did not start: {proc.communicate()}")
         time.sleep(0.1)
-    return proc, int(ready.read_text().rsplit(":", 1)[1])
+    url = ready.read_text()
+    assert url.startswith("http://127.0.0.1:") and url.endswith("\n") and url.count("\n") == 1, url  # one whole line
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ready")] == []  # written aside, then renamed
+    return proc, int(url.rsplit(":", 1)[1])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
