@@ -295,10 +295,11 @@ def take_site_counts(engine: Engine, names) -> dict[str, dict]:
 
 
 def eta_line(seconds: float, questions: int, arms: int, done: int) -> str:
-    """The A/B's estimate, said once: the time left, from the pace of the first ``done`` questions."""
+    """The A/B's estimate, said once: the time left for the ``questions`` this invocation runs (on a resume,
+    those not yet done), from the pace of its first ``done``."""
     m, s = divmod(round(seconds), 60)
     return (f"accval gsm8k: ETA ~{m}m {s}s for {questions} questions x {arms} arms "
-            f"(from the pace of the first {done}, whose prompts are the longest)")
+            f"(from the pace of this session's first {done}, whose prompts are the longest)")
 
 
 class Progress:

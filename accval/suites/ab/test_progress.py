@@ -101,7 +101,7 @@ def test_rank_0_scales_its_rows_to_the_batch_and_says_the_eta_once(capsys):
     # without the cursor moves tqdm adds where another bar is open in the process (an earlier test's, under xdist)
     err = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", capsys.readouterr().err)
     etas = [line for line in re.split(r"[\r\n]", err) if "ETA" in line]
-    assert etas == ["accval gsm8k: ETA ~0m 40s for 6 questions x 2 arms (from the pace of the first 2, whose "
+    assert etas == ["accval gsm8k: ETA ~0m 40s for 6 questions x 2 arms (from the pace of this session's first 2, whose "
                     "prompts are the longest)"], err
     assert "[rank 0's rows, scaled to 2 processes]" in err and "/12 [" in err
 
