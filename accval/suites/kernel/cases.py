@@ -410,10 +410,22 @@ def one_rounding_operands(qs: torch.Tensor, k: int = 256, n: int = 128, device="
 SUM_BLOCKS = 64
 
 
+def stored_scales(values: torch.Tensor, scale_format: str, m: int) -> torch.Tensor:
+    """Activation scales ``values`` (fp32 ``[G, KB, pad4(M)]``; powers of two for ``fp32-pow2`` and
+    ``ue8m0-packed``) in a consumer's storage ``scale_format``, the padding rows ``m..`` garbage a consumer must
+    never read: NaN in fp32, all-ones bytes in packed UE8M0 words."""
+    if scale_format in ("fp32", "fp32-pow2"):
+        values[:, :, m:] = float("nan")
+        return values
+    packed = pack_ue8m0(values)
+    packed[:, :, m:] = -1
+    return packed
+
+
 def same_sign_inputs(g: int, m: int, n: int, scale_format: str, seed: int):
     """Consumer inputs whose products all share one sign, at K = 128 * SUM_BLOCKS: codes 16 to 448, weight
     scales 0.75 to 1.25, activation scales 0.75 to 1.25 (fp32) or 0.5 and 1 (powers of two: fp32-pow2, or
-    packed UE8M0 words). Padding rows of the activation scales hold garbage, as in ``test_consumer_chain.activation_scales``."""
+    packed UE8M0 words). Padding rows of the activation scales hold garbage (:func:`stored_scales`)."""
     k = 128 * SUM_BLOCKS
     gen = torch.Generator().manual_seed(seed)
     a = (torch.rand(g, m, k, generator=gen) * 432 + 16).to(FP8_DTYPE)
@@ -421,12 +433,6 @@ def same_sign_inputs(g: int, m: int, n: int, scale_format: str, seed: int):
     b_scale = torch.rand(g, n // 128, SUM_BLOCKS, generator=gen) * 0.5 + 0.75
     if scale_format == "fp32":
         s = torch.rand(g, SUM_BLOCKS, pad4(m), generator=gen) * 0.5 + 0.75
-        s[:, :, m:] = float("nan")
-        return a, s, b, b_scale
-    pow2 = torch.exp2(-torch.randint(0, 2, (g, SUM_BLOCKS, pad4(m)), generator=gen).float())
-    if scale_format == "fp32-pow2":
-        pow2[:, :, m:] = float("nan")
-        return a, pow2, b, b_scale
-    packed = pack_ue8m0(pow2)
-    packed[:, :, m:] = -1
-    return a, packed, b, b_scale
+    else:
+        s = torch.exp2(-torch.randint(0, 2, (g, SUM_BLOCKS, pad4(m)), generator=gen).float())
+    return a, stored_scales(s, scale_format, m), b, b_scale

@@ -14,7 +14,6 @@ import accval.kernels as kernels
 from accval.implementations import CONSUMERS, PRODUCERS
 from accval.kernels import provenance
 from accval.kernels.constants import FP8_DTYPE, cdiv, pad4
-from accval.kernels.recipes import pack_ue8m0
 from accval.kernels.reference import (
     dequantize_weight,
     fp8_block_bmm_abs_ref,
@@ -35,6 +34,7 @@ from .cases import (
     producer_cases,
     random_weight,
     same_sign_inputs,
+    stored_scales,
     tma_m,
 )
 from .checks import (
@@ -106,16 +106,9 @@ def activation_scales(fmt: str, g: int, k: int, m: int, gen: torch.Generator) ->
     kb = k // 128
     if fmt == "fp32":
         s = torch.rand(g, kb, pad4(m), generator=gen) + 0.01
-        s[:, :, m:] = float("nan")
-        return s
-    exps = torch.randint(-8, 8, (g, kb, pad4(m)), generator=gen).float()
-    if fmt == "fp32-pow2":
-        s = torch.exp2(exps)
-        s[:, :, m:] = float("nan")
-        return s
-    packed = pack_ue8m0(torch.exp2(exps))
-    packed[:, :, m:] = -1
-    return packed
+    else:
+        s = torch.exp2(torch.randint(-8, 8, (g, kb, pad4(m)), generator=gen).float())
+    return stored_scales(s, fmt, m)
 
 
 @given(c=consumer_cases())
